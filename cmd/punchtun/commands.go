@@ -1,0 +1,274 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/punchtun/punchtun/rendezvous"
+	"github.com/punchtun/punchtun/tunnel"
+	"github.com/punchtun/punchtun/tunnel/config"
+	"github.com/punchtun/punchtun/tunnel/key"
+)
+
+func runGenkey(args []string) error {
+	fs := newFlags("genkey", "", "Print a new base64 Curve25519 private key, as `wg genkey` does.")
+	if _, err := parse(fs, args, 0, 0); err != nil {
+		return err
+	}
+	k, err := key.NewPrivate()
+	if err != nil {
+		return err
+	}
+	fmt.Println(k)
+	return nil
+}
+
+func runPubkey(args []string) error {
+	fs := newFlags("pubkey", "< PRIVATE-KEY", "Read a base64 private key on stdin and print its public key, as `wg pubkey` does.")
+	if _, err := parse(fs, args, 0, 0); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+	if err != nil && line == "" {
+		return errors.New("no key on standard input")
+	}
+	k, err := key.Parse(strings.TrimSpace(line))
+	if err != nil {
+		return err
+	}
+	fmt.Println(k.Public())
+	return nil
+}
+
+func runRendezvous(args []string) error {
+	fs := newFlags("rendezvous", "[flags]", "Run the rendezvous: a STUN server that also introduces peers to each other.")
+	var listen stringList
+	fs.Var(&listen, "listen", "UDP address to listen on; may be given more than once (default 0.0.0.0:3478)")
+	keyFile := fs.String("key-file", "/var/lib/punchtun/rendezvous.key", "private key file; created (mode 0600) if missing")
+	level := addLogFlag(fs)
+	if _, err := parse(fs, args, 0, 0); err != nil {
+		return err
+	}
+	if len(listen) == 0 {
+		listen = stringList{"0.0.0.0:3478"}
+	}
+	log := newLogger(level.Level)
+	priv, err := loadOrCreateKey(*keyFile)
+	if err != nil {
+		return err
+	}
+	srv := rendezvous.NewServer(rendezvous.Config{PrivateKey: priv, Logger: log})
+	defer srv.Close()
+	var conns []*net.UDPConn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for _, addr := range listen {
+		ua, err := net.ResolveUDPAddr("udp", addr)
+		if err != nil {
+			return fmt.Errorf("--listen %s: %w", addr, err)
+		}
+		c, err := net.ListenUDP("udp", ua)
+		if err != nil {
+			return err
+		}
+		conns = append(conns, c)
+	}
+	errc := make(chan error, len(conns))
+	for _, c := range conns {
+		log.Info("rendezvous listening", "addr", c.LocalAddr(), "public_key", srv.PublicKey())
+		go func() { errc <- srv.Serve(c) }()
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	select {
+	case s := <-sig:
+		log.Info("shutting down", "signal", s.String())
+		return nil
+	case err := <-errc:
+		return err
+	}
+}
+
+// loadOrCreateKey reads a base64 private key, creating the file with a new
+// key, readable by its owner alone, when it does not exist.
+func loadOrCreateKey(path string) (key.Key, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		k, err := key.NewPrivate()
+		if err != nil {
+			return key.Key{}, err
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return key.Key{}, err
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return key.Key{}, err
+		}
+		_, err = fmt.Fprintln(f, k)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return k, err
+	}
+	if err != nil {
+		return key.Key{}, err
+	}
+	k, err := key.Parse(strings.TrimSpace(string(b)))
+	if err != nil {
+		return key.Key{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return k, nil
+}
+
+func runUp(args []string) error {
+	fs := newFlags("up", "[flags] FILE", "Bring up the tunnel FILE describes and run it in the foreground until SIGINT or SIGTERM.\n"+
+		"The interface is named after FILE without .conf, as wg-quick does.")
+	iface := fs.String("interface", "", "interface name (default: FILE's base name without .conf)")
+	runDir := fs.String("run-dir", tunnel.DefaultRunDir, "directory for the status socket")
+	level := addLogFlag(fs)
+	pos, err := parse(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	path := pos[0]
+	if *iface == "" {
+		*iface = strings.TrimSuffix(filepath.Base(path), ".conf")
+	}
+	if len(*iface) == 0 || len(*iface) > 15 || strings.ContainsAny(*iface, "/ \t\n:") {
+		return fmt.Errorf("bad interface name %q (at most 15 characters, no '/', ':' or spaces)", *iface)
+	}
+	log := newLogger(level.Level)
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("config file holds a private key but is readable by others", "file", path, "mode", fi.Mode().Perm())
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	t, err := tunnel.Up(cfg, tunnel.Options{Interface: *iface, RunDir: *runDir, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	select {
+	case s := <-sig:
+		log.Info("shutting down", "signal", s.String())
+	case <-t.Done():
+		log.Warn("WireGuard device stopped")
+	}
+	return nil
+}
+
+func runStatus(args []string) error {
+	fs := newFlags("status", "[flags] [IFACE]", "Show each peer of a running tunnel (of every running tunnel without IFACE).")
+	asJSON := fs.Bool("json", false, "print one JSON object (needs IFACE when several tunnels run)")
+	runDir := fs.String("run-dir", tunnel.DefaultRunDir, "directory of the status sockets")
+	pos, err := parse(fs, args, 0, 1)
+	if err != nil {
+		return err
+	}
+	ifaces := pos
+	if len(ifaces) == 0 {
+		ifaces = tunnel.Running(*runDir)
+		if len(ifaces) == 0 {
+			return errors.New("no punchtun interface is running")
+		}
+	}
+	if *asJSON {
+		if len(ifaces) > 1 {
+			return fmt.Errorf("several interfaces run (%s): name one", strings.Join(ifaces, ", "))
+		}
+		st, err := tunnel.QueryStatus(*runDir, ifaces[0])
+		if err != nil {
+			return err
+		}
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	for i, name := range ifaces {
+		st, err := tunnel.QueryStatus(*runDir, name)
+		if err != nil {
+			return err
+		}
+		if i > 0 {
+			fmt.Println()
+		}
+		printStatus(st)
+	}
+	return nil
+}
+
+func printStatus(st *tunnel.Status) {
+	fmt.Printf("interface %s  public key %s  port %d\n", st.Interface, st.PublicKey, st.ListenPort)
+	for _, r := range st.Rendezvous {
+		state := "not registered"
+		if r.Registered {
+			state = "registered as " + r.Public
+		}
+		fmt.Printf("rendezvous %s  %s\n", r.Address, state)
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "PEER\tPATH\tENDPOINT\tRTT\tHANDSHAKE\tRX\tTX")
+	for _, p := range st.Peers {
+		name := p.Name
+		if name == "" {
+			name = p.PublicKey[:10] + "…"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, p.Path, orDash(p.Endpoint), rtt(p.RTTMillis),
+			ago(p.LastHandshake), bytes(p.RxBytes), bytes(p.TxBytes))
+	}
+	w.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func rtt(ms float64) string {
+	if ms == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1fms", ms)
+}
+
+func ago(rfc3339 string) string {
+	t, err := time.Parse(time.RFC3339, rfc3339)
+	if err != nil {
+		return "never"
+	}
+	return time.Since(t).Round(time.Second).String() + " ago"
+}
+
+func bytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,225 @@
+package nat
+
+import (
+	"crypto/rand"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/punchtun/punchtun/rendezvous/wire"
+)
+
+const (
+	// PunchDuration is how long one round probes a peer's candidates.
+	PunchDuration = 10 * time.Second
+	// PunchInterval spaces the probes of a round: fast enough that a path
+	// is found within a round trip or two of both NATs opening, slow enough
+	// that a round sends at most 50 probes per candidate.
+	PunchInterval = 200 * time.Millisecond
+	// UpgradeWindow keeps a round probing this long after a public path is
+	// confirmed, for a LAN path to win if there is one.
+	UpgradeWindow = time.Second
+	// HeartbeatInterval keeps an idle path's NAT mappings alive: below the
+	// 30 s that conntrack keeps an unreplied UDP flow.
+	HeartbeatInterval = 25 * time.Second
+	// followerDelay makes the peer with the greater key wait longer before
+	// its heartbeat, so that on a healthy path only one side sends them.
+	followerDelay = 5 * time.Second
+	// PathTimeout declares a path dead when nothing was heard on it for this
+	// long past a heartbeat that was due.
+	PathTimeout = 10 * time.Second
+	retryInterval = time.Second
+	pingLifetime  = 10 * time.Second
+)
+
+// Path is a confirmed way to a peer.
+type Path struct {
+	Addr  netip.AddrPort
+	Kind  PathKind
+	RTT   time.Duration
+	Since time.Time     // when it was chosen
+	Took  time.Duration // from the start of the round to its confirmation
+}
+
+// Event is what a Punch tells its owner.
+type Event int
+
+const (
+	EventNone   Event = iota
+	EventChosen       // Path() is new
+	EventLost         // no path any more
+)
+
+// Punch is the hole-punching and path-keeping state for one peer. It is a
+// plain state machine: its owner feeds it intros, probes and clock ticks,
+// and it sends probes through send and reports path changes. Not safe for
+// concurrent use.
+type Punch struct {
+	send      func(dst netip.AddrPort, m wire.Body)
+	heartbeat time.Duration
+
+	candidates []netip.AddrPort
+	pings      map[[12]byte]sentPing
+	started    time.Time
+	deadline   time.Time // the round probes until then
+	next       time.Time
+	chosen     bool // a path was confirmed in this round
+
+	path      Path
+	lastHeard time.Time // last authenticated probe or answer on the path
+	lastPing  time.Time // last probe sent on the path
+}
+
+type sentPing struct {
+	to netip.AddrPort
+	at time.Time
+}
+
+// NewPunch returns the state for one peer. leader is true on the side with
+// the smaller key, which sends the heartbeats.
+func NewPunch(leader bool, send func(dst netip.AddrPort, m wire.Body)) *Punch {
+	p := &Punch{send: send, heartbeat: HeartbeatInterval, pings: make(map[[12]byte]sentPing)}
+	if !leader {
+		p.heartbeat += followerDelay
+	}
+	return p
+}
+
+// Path returns the current path; its Kind is PathNone when there is none.
+func (p *Punch) Path() Path { return p.path }
+
+// Candidates returns the addresses the current or last round probed.
+func (p *Punch) Candidates() []netip.AddrPort { return p.candidates }
+
+// Punching reports whether a round is in progress.
+func (p *Punch) Punching(now time.Time) bool { return now.Before(p.deadline) }
+
+// Start begins a round: probe every candidate at once, and again every
+// PunchInterval. The current path, if any, carries traffic until the round
+// confirms one; the first candidate confirmed becomes the path, and a LAN
+// path replaces a public one.
+func (p *Punch) Start(now time.Time, candidates []netip.AddrPort) {
+	p.candidates = p.candidates[:0]
+	for _, c := range candidates {
+		p.addCandidate(c)
+	}
+	if p.path.Addr.IsValid() {
+		p.addCandidate(p.path.Addr)
+	}
+	p.started, p.deadline, p.next = now, now.Add(PunchDuration), now
+	p.chosen = false
+}
+
+func (p *Punch) addCandidate(c netip.AddrPort) bool {
+	if !c.IsValid() || c.Port() == 0 || slices.Contains(p.candidates, c) || len(p.candidates) >= 2*wire.MaxCandidates {
+		return false
+	}
+	p.candidates = append(p.candidates, c)
+	return true
+}
+
+// Tick does what is due at now.
+func (p *Punch) Tick(now time.Time) Event {
+	for tx, s := range p.pings {
+		if now.Sub(s.at) > pingLifetime {
+			delete(p.pings, tx)
+		}
+	}
+	if now.Before(p.deadline) && !now.Before(p.next) {
+		for _, c := range p.candidates {
+			p.ping(c, now)
+		}
+		p.next = now.Add(PunchInterval)
+	}
+	if !p.deadline.IsZero() && !now.Before(p.deadline) {
+		p.deadline = time.Time{}
+		if !p.chosen && p.path.Addr.IsValid() {
+			// The round ended and nothing answered, the old path included.
+			return p.lose()
+		}
+	}
+	if !p.path.Addr.IsValid() {
+		return EventNone
+	}
+	silent := now.Sub(p.lastHeard)
+	if silent > p.heartbeat+PathTimeout {
+		return p.lose()
+	}
+	// A heartbeat is due when nothing was heard for an interval; while it
+	// goes unanswered, retry every second until the path times out.
+	if silent >= p.heartbeat && now.Sub(p.lastPing) >= retryInterval {
+		p.ping(p.path.Addr, now)
+	}
+	return EventNone
+}
+
+func (p *Punch) lose() Event {
+	p.path = Path{}
+	return EventLost
+}
+
+func (p *Punch) ping(to netip.AddrPort, now time.Time) {
+	var tx [12]byte
+	rand.Read(tx[:])
+	p.pings[tx] = sentPing{to: to, at: now}
+	if to == p.path.Addr {
+		p.lastPing = now
+	}
+	p.send(to, &wire.Ping{TxID: tx})
+}
+
+// OnPing answers an authenticated probe from the peer. A probe from an
+// address the round did not know (the peer's NAT mapped it somewhere new)
+// is probed back at once: the peer's packet has just opened our NAT for it.
+func (p *Punch) OnPing(now time.Time, src netip.AddrPort, m *wire.Ping) {
+	p.send(src, &wire.Pong{TxID: m.TxID, Src: src})
+	if src == p.path.Addr {
+		p.lastHeard = now
+		return
+	}
+	if p.addCandidate(src) && (!p.path.Addr.IsValid() || now.Before(p.deadline)) {
+		p.ping(src, now)
+	}
+}
+
+// OnPong takes an authenticated answer from the peer. Only answers to our
+// own probes count, so a stranger, or a host on another LAN that happens to
+// have the peer's private address, never becomes a path.
+func (p *Punch) OnPong(now time.Time, src netip.AddrPort, m *wire.Pong) Event {
+	sent, ok := p.pings[m.TxID]
+	if !ok {
+		return EventNone
+	}
+	delete(p.pings, m.TxID)
+	rtt := now.Sub(sent.at)
+	kind := KindOf(src)
+	if src == p.path.Addr {
+		p.lastHeard = now
+		p.path.RTT = rtt
+		if !p.chosen {
+			p.chosen = true
+			p.narrowRound(now)
+		}
+		return EventNone
+	}
+	if p.chosen && kind <= p.path.Kind {
+		return EventNone
+	}
+	p.chosen = true
+	p.path = Path{Addr: src, Kind: kind, RTT: rtt, Since: now, Took: now.Sub(p.started)}
+	p.lastHeard = now
+	p.narrowRound(now)
+	return EventChosen
+}
+
+// narrowRound ends the round early once nothing better can come: at once
+// for a LAN path, after UpgradeWindow for a public one.
+func (p *Punch) narrowRound(now time.Time) {
+	end := now.Add(UpgradeWindow)
+	if p.path.Kind == PathLAN {
+		end = now
+	}
+	if end.Before(p.deadline) {
+		p.deadline = end
+	}
+}

@@ -1,0 +1,179 @@
+package nat
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/punchtun/punchtun/rendezvous/wire"
+)
+
+type sent struct {
+	to netip.AddrPort
+	m  wire.Body
+}
+
+// harness drives a Punch with a fake clock and records what it sends.
+type harness struct {
+	p    *Punch
+	now  time.Time
+	sent []sent
+}
+
+func newHarness(leader bool) *harness {
+	h := &harness{now: time.Unix(1000, 0)}
+	h.p = NewPunch(leader, func(to netip.AddrPort, m wire.Body) { h.sent = append(h.sent, sent{to, m}) })
+	return h
+}
+
+// pingsTo returns the pings sent to addr so far.
+func (h *harness) pingsTo(addr netip.AddrPort) []*wire.Ping {
+	var out []*wire.Ping
+	for _, s := range h.sent {
+		if p, ok := s.m.(*wire.Ping); ok && s.to == addr {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// answer has the peer answer the last ping to addr, from addr.
+func (h *harness) answer(addr netip.AddrPort, after time.Duration) Event {
+	pings := h.pingsTo(addr)
+	h.now = h.now.Add(after)
+	return h.p.OnPong(h.now, addr, &wire.Pong{TxID: pings[len(pings)-1].TxID})
+}
+
+var (
+	public = netip.MustParseAddrPort("203.0.113.22:40000")
+	lan    = netip.MustParseAddrPort("192.168.1.3:51820")
+	wrong  = netip.MustParseAddrPort("192.168.1.2:51820")
+)
+
+func TestProbesEveryCandidateAtOnce(t *testing.T) {
+	h := newHarness(true)
+	h.p.Start(h.now, []netip.AddrPort{public, lan, wrong, public})
+	h.p.Tick(h.now)
+	for _, a := range []netip.AddrPort{public, lan, wrong} {
+		if n := len(h.pingsTo(a)); n != 1 {
+			t.Errorf("%v: %d pings, want 1", a, n)
+		}
+	}
+	if len(h.sent) != 3 {
+		t.Errorf("sent %d probes for 3 distinct candidates", len(h.sent))
+	}
+}
+
+func TestLANBeatsPublic(t *testing.T) {
+	h := newHarness(true)
+	h.p.Start(h.now, []netip.AddrPort{public, lan})
+	h.p.Tick(h.now)
+	if ev := h.answer(public, 5*time.Millisecond); ev != EventChosen || h.p.Path().Kind != PathDirect {
+		t.Fatalf("first answer: event %v path %+v", ev, h.p.Path())
+	}
+	if ev := h.answer(lan, time.Millisecond); ev != EventChosen || h.p.Path().Addr != lan || h.p.Path().Kind != PathLAN {
+		t.Fatalf("LAN answer: event %v path %+v", ev, h.p.Path())
+	}
+	if h.p.Punching(h.now) {
+		t.Error("still punching after a LAN path")
+	}
+}
+
+func TestPublicDoesNotReplaceLAN(t *testing.T) {
+	h := newHarness(true)
+	h.p.Start(h.now, []netip.AddrPort{public, lan})
+	h.p.Tick(h.now)
+	h.answer(lan, time.Millisecond)
+	if ev := h.answer(public, time.Millisecond); ev != EventNone || h.p.Path().Addr != lan {
+		t.Fatalf("public answer moved the path: %v %+v", ev, h.p.Path())
+	}
+}
+
+func TestUnsolicitedPongIgnored(t *testing.T) {
+	h := newHarness(true)
+	h.p.Start(h.now, []netip.AddrPort{lan})
+	h.p.Tick(h.now)
+	if ev := h.p.OnPong(h.now, wrong, &wire.Pong{TxID: [12]byte{42}}); ev != EventNone || h.p.Path().Addr.IsValid() {
+		t.Fatal("a pong to no ping of ours became a path")
+	}
+}
+
+func TestPingAnsweredAndProbedBack(t *testing.T) {
+	h := newHarness(false)
+	h.p.OnPing(h.now, public, &wire.Ping{TxID: [12]byte{7}})
+	if len(h.sent) != 2 {
+		t.Fatalf("sent %d, want a pong and a probe back", len(h.sent))
+	}
+	pong, ok := h.sent[0].m.(*wire.Pong)
+	if !ok || pong.TxID != [12]byte{7} || pong.Src != public || h.sent[0].to != public {
+		t.Fatalf("bad pong %+v to %v", h.sent[0].m, h.sent[0].to)
+	}
+	if ev := h.answer(public, time.Millisecond); ev != EventChosen {
+		t.Fatal("answer to the probe back did not make a path")
+	}
+}
+
+func TestHeartbeatThenLoss(t *testing.T) {
+	h := newHarness(true)
+	h.p.Start(h.now, []netip.AddrPort{public})
+	h.p.Tick(h.now)
+	h.answer(public, time.Millisecond)
+	h.sent = nil
+	// Quiet until the heartbeat is due.
+	for i := 0; i < 24; i++ {
+		h.now = h.now.Add(time.Second)
+		h.p.Tick(h.now)
+	}
+	if len(h.sent) != 0 {
+		t.Fatalf("sent %d packets on an idle path before the heartbeat", len(h.sent))
+	}
+	h.now = h.now.Add(time.Second)
+	h.p.Tick(h.now)
+	if len(h.pingsTo(public)) != 1 {
+		t.Fatal("no heartbeat after 25 s")
+	}
+	// Unanswered: retried every second, then the path is lost.
+	var ev Event
+	for i := 0; i < 11 && ev == EventNone; i++ {
+		h.now = h.now.Add(time.Second)
+		ev = h.p.Tick(h.now)
+	}
+	if ev != EventLost || h.p.Path().Addr.IsValid() {
+		t.Fatalf("path not lost: %v %+v", ev, h.p.Path())
+	}
+	if n := len(h.pingsTo(public)); n < 5 {
+		t.Errorf("only %d heartbeat retries", n)
+	}
+}
+
+func TestFollowerLeavesHeartbeatToLeader(t *testing.T) {
+	h := newHarness(false)
+	h.p.Start(h.now, []netip.AddrPort{public})
+	h.p.Tick(h.now)
+	h.answer(public, time.Millisecond)
+	h.sent = nil
+	for i := 0; i < 25; i++ {
+		h.now = h.now.Add(time.Second)
+		h.p.Tick(h.now)
+		if i == 20 {
+			// The leader's heartbeat arrives.
+			h.p.OnPing(h.now, public, &wire.Ping{})
+		}
+	}
+	for _, s := range h.sent {
+		if _, ok := s.m.(*wire.Ping); ok {
+			t.Fatal("follower sent a heartbeat although the leader's arrived")
+		}
+	}
+}
+
+func TestKindOf(t *testing.T) {
+	for addr, want := range map[string]PathKind{
+		"192.168.1.2:1": PathLAN, "10.1.2.3:1": PathLAN, "172.16.0.1:1": PathLAN, "[fd00::1]:1": PathLAN,
+		"[fe80::1]:1": PathLAN, "203.0.113.5:1": PathDirect, "[2001:db8::1]:1": PathDirect,
+	} {
+		if got := KindOf(netip.MustParseAddrPort(addr)); got != want {
+			t.Errorf("%s: %v, want %v", addr, got, want)
+		}
+	}
+}

@@ -1,0 +1,318 @@
+// Package rendezvous is the public meeting point of punchtun peers: it
+// answers STUN, keeps authenticated registrations, and introduces two peers
+// to each other when, and only when, each lists the other in its config.
+//
+// The protocol is in package wire. A peer proves it holds its WireGuard
+// private key by sealing every message to the rendezvous's public key; the
+// rendezvous never sees a private key, and answers nothing it cannot
+// authenticate except STUN binding requests.
+package rendezvous
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/punchtun/punchtun/nat"
+	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/tunnel/key"
+)
+
+const (
+	// RefreshInterval is how often peers refresh their registration. It is
+	// below the 30 s that Linux conntrack (and many home routers) keep an
+	// idle UDP mapping, so the refresh is also the NAT keepalive.
+	RefreshInterval = 25 * time.Second
+	// DefaultTTL forgets a peer that missed three refreshes.
+	DefaultTTL = 3 * RefreshInterval
+	// ReplayWindow is how far a message's Time may be from the server's
+	// clock, and how long the server remembers a key's last Time after its
+	// registration is gone. Within it, a replay is caught by the per-key
+	// last Time; outside it, by the window itself.
+	ReplayWindow = 10 * time.Minute
+)
+
+// Config configures a Server.
+type Config struct {
+	PrivateKey key.Key
+	TTL        time.Duration // 0 means DefaultTTL
+	Logger     *slog.Logger
+}
+
+// Server is a rendezvous. Serve it on one or more UDP sockets.
+type Server struct {
+	priv, pub key.Key
+	ttl       time.Duration
+	log       *slog.Logger
+
+	mu    sync.Mutex
+	peers map[key.Key]*registration
+	seen  map[key.Key]lastSeen
+	clock wire.Clock
+
+	Stats Stats
+	done  chan struct{}
+	once  sync.Once
+}
+
+// Stats counts what the server did and what it dropped, and why.
+type Stats struct {
+	STUN, Registrations, Introductions atomic.Uint64
+	DropMalformed, DropAuth, DropReplay   atomic.Uint64
+	DropUnregistered, DropNotMutual       atomic.Uint64
+}
+
+type registration struct {
+	shared     wire.SharedKey
+	conn       *net.UDPConn // the socket the peer talks to; replies leave from it
+	endpoint   netip.AddrPort
+	candidates []netip.AddrPort
+	wants      map[key.Key]struct{}
+	expires    time.Time
+}
+
+type lastSeen struct {
+	time uint64
+	at   time.Time
+}
+
+// NewServer returns a Server; its expiry loop runs until Close.
+func NewServer(cfg Config) *Server {
+	s := &Server{
+		priv:  cfg.PrivateKey,
+		pub:   cfg.PrivateKey.Public(),
+		ttl:   cfg.TTL,
+		log:   cfg.Logger,
+		peers: make(map[key.Key]*registration),
+		seen:  make(map[key.Key]lastSeen),
+		done:  make(chan struct{}),
+	}
+	if s.ttl == 0 {
+		s.ttl = DefaultTTL
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	go s.expireLoop()
+	return s
+}
+
+// PublicKey is the key peers pin as RendezvousKey.
+func (s *Server) PublicKey() key.Key { return s.pub }
+
+// Close stops the expiry loop. It does not close the sockets given to Serve.
+func (s *Server) Close() { s.once.Do(func() { close(s.done) }) }
+
+// Serve reads and answers packets on conn until conn is closed.
+func (s *Server) Serve(conn *net.UDPConn) error {
+	buf := make([]byte, 65536)
+	for {
+		n, src, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		s.handle(conn, buf[:n], netip.AddrPortFrom(src.Addr().Unmap(), src.Port()))
+	}
+}
+
+func (s *Server) handle(conn *net.UDPConn, b []byte, src netip.AddrPort) {
+	switch {
+	case nat.IsSTUN(b):
+		resp, err := nat.BindingResponse(b, src)
+		if err != nil {
+			s.Stats.DropMalformed.Add(1)
+			return
+		}
+		s.Stats.STUN.Add(1)
+		conn.WriteToUDPAddrPort(resp, src)
+	case wire.IsControl(b):
+		s.handleControl(conn, b, src)
+	default:
+		s.Stats.DropMalformed.Add(1)
+	}
+}
+
+func (s *Server) handleControl(conn *net.UDPConn, b []byte, src netip.AddrPort) {
+	h, err := wire.ParseHeader(b)
+	if err != nil {
+		s.Stats.DropMalformed.Add(1)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	reg := s.peers[h.Sender]
+	var shared wire.SharedKey
+	if reg != nil {
+		shared = reg.shared
+	} else {
+		shared = wire.NewSharedKey(s.priv, h.Sender)
+	}
+	plain, err := wire.Open(b, &shared)
+	if err != nil {
+		s.Stats.DropAuth.Add(1)
+		return
+	}
+	body, err := wire.Parse(h.Type, plain)
+	if err != nil {
+		s.Stats.DropMalformed.Add(1)
+		return
+	}
+	now := time.Now()
+	if !s.fresh(h.Sender, messageTime(body), now) {
+		s.Stats.DropReplay.Add(1)
+		return
+	}
+	switch m := body.(type) {
+	case *wire.Register:
+		s.register(conn, h.Sender, shared, src, m, now)
+	case *wire.Query:
+		s.query(h.Sender, m.Peer)
+	case *wire.Deregister:
+		if reg != nil {
+			delete(s.peers, h.Sender)
+			s.log.Info("peer deregistered", "peer", h.Sender, "endpoint", reg.endpoint)
+		}
+	default:
+		s.Stats.DropMalformed.Add(1) // a peer-to-peer or server-to-peer message
+	}
+}
+
+// messageTime is the replay-protection Time of the messages a server takes.
+func messageTime(b wire.Body) uint64 {
+	switch m := b.(type) {
+	case *wire.Register:
+		return m.Time
+	case *wire.Query:
+		return m.Time
+	case *wire.Deregister:
+		return m.Time
+	}
+	return 0
+}
+
+// fresh reports whether t is a Time the sender has not used before and that
+// lies within the replay window, and records it. Callers hold s.mu.
+func (s *Server) fresh(sender key.Key, t uint64, now time.Time) bool {
+	window := uint64(ReplayWindow)
+	n := uint64(now.UnixNano())
+	if t+window < n || t > n+window {
+		return false
+	}
+	if last, ok := s.seen[sender]; ok && t <= last.time {
+		return false
+	}
+	s.seen[sender] = lastSeen{time: t, at: now}
+	return true
+}
+
+func (s *Server) register(conn *net.UDPConn, sender key.Key, shared wire.SharedKey, src netip.AddrPort, m *wire.Register, now time.Time) {
+	reg := s.peers[sender]
+	changed := reg == nil || reg.endpoint != src || !slices.Equal(reg.candidates, m.Candidates)
+	if reg == nil {
+		reg = &registration{shared: shared}
+		s.peers[sender] = reg
+		s.log.Info("peer registered", "peer", sender, "endpoint", src, "candidates", m.Candidates)
+	} else if changed {
+		s.log.Info("peer moved", "peer", sender, "endpoint", src, "candidates", m.Candidates)
+	}
+	reg.conn = conn
+	reg.endpoint = src
+	reg.candidates = m.Candidates
+	reg.wants = make(map[key.Key]struct{}, len(m.Wants))
+	for _, w := range m.Wants {
+		reg.wants[w] = struct{}{}
+	}
+	reg.expires = now.Add(s.ttl)
+	s.Stats.Registrations.Add(1)
+	s.send(reg, &wire.RegisterAck{Time: s.clock.Next(uint64(now.UnixNano())), Observed: src})
+
+	// A peer that is new or has moved is introduced at once to every peer
+	// that waits for it: this is what brings a tunnel back within a second
+	// of a peer's restart or network change.
+	if changed {
+		for w := range reg.wants {
+			if other := s.peers[w]; other != nil {
+				if _, ok := other.wants[sender]; ok {
+					s.introduce(sender, reg, w, other)
+				}
+			}
+		}
+	}
+}
+
+// query introduces asker and target if both are registered and each lists
+// the other. Otherwise it stays silent: a stranger who knows a public key
+// learns nothing, not even whether that key is registered.
+func (s *Server) query(asker, target key.Key) {
+	a, b := s.peers[asker], s.peers[target]
+	if a == nil || b == nil {
+		s.Stats.DropUnregistered.Add(1)
+		return
+	}
+	_, aWants := a.wants[target]
+	_, bWants := b.wants[asker]
+	if !aWants || !bWants {
+		s.Stats.DropNotMutual.Add(1)
+		return
+	}
+	s.introduce(asker, a, target, b)
+}
+
+// introduce tells each peer about the other at the same moment, so both
+// start punching at once and each side's probes open the way for the other's.
+func (s *Server) introduce(ka key.Key, a *registration, kb key.Key, b *registration) {
+	now := uint64(time.Now().UnixNano())
+	s.send(a, &wire.Intro{Time: s.clock.Next(now), Peer: kb, Observed: b.endpoint, Candidates: b.candidates})
+	s.send(b, &wire.Intro{Time: s.clock.Next(now), Peer: ka, Observed: a.endpoint, Candidates: a.candidates})
+	s.Stats.Introductions.Add(1)
+	s.log.Debug("introduced", "a", ka, "a_endpoint", a.endpoint, "b", kb, "b_endpoint", b.endpoint)
+}
+
+func (s *Server) send(reg *registration, m wire.Body) {
+	b := wire.Seal(nil, m.Type(), s.pub, &reg.shared, m.Append(nil))
+	reg.conn.WriteToUDPAddrPort(b, reg.endpoint)
+}
+
+func (s *Server) expireLoop() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case now := <-t.C:
+			s.expire(now)
+		}
+	}
+}
+
+func (s *Server) expire(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, reg := range s.peers {
+		if now.After(reg.expires) {
+			delete(s.peers, k)
+			s.log.Info("registration expired", "peer", k, "endpoint", reg.endpoint)
+		}
+	}
+	for k, ls := range s.seen {
+		if now.Sub(ls.at) > ReplayWindow {
+			delete(s.seen, k)
+		}
+	}
+}
+
+// Registered reports the number of live registrations.
+func (s *Server) Registered() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.peers)
+}

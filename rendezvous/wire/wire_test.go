@@ -1,0 +1,138 @@
+package wire
+
+import (
+	"bytes"
+	"net/netip"
+	"reflect"
+	"testing"
+
+	"github.com/punchtun/punchtun/tunnel/key"
+)
+
+func newKey(t testing.TB) key.Key {
+	k, err := key.NewPrivate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+var samples = []Body{
+	&Register{Time: 1, Candidates: []netip.AddrPort{netip.MustParseAddrPort("192.168.1.2:51820"), netip.MustParseAddrPort("[2001:db8::1]:51820")}, Wants: []key.Key{{1}, {2}}},
+	&Register{Time: 2},
+	&RegisterAck{Time: 3, Observed: netip.MustParseAddrPort("203.0.113.21:40000")},
+	&Query{Time: 4, Peer: key.Key{9}},
+	&Intro{Time: 5, Peer: key.Key{7}, Observed: netip.MustParseAddrPort("203.0.113.22:1"), Candidates: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:2")}},
+	&Deregister{Time: 6},
+	&Ping{TxID: [12]byte{1, 2, 3}},
+	&Pong{TxID: [12]byte{4}, Src: netip.MustParseAddrPort("[2001:db8::2]:9")},
+}
+
+func TestSealOpenRoundTrip(t *testing.T) {
+	a, b := newKey(t), newKey(t)
+	ab, ba := NewSharedKey(a, b.Public()), NewSharedKey(b, a.Public())
+	for _, m := range samples {
+		pkt := Seal(nil, m.Type(), a.Public(), &ab, m.Append(nil))
+		if !IsControl(pkt) {
+			t.Fatalf("%v: sealed packet lacks magic", m.Type())
+		}
+		h, err := ParseHeader(pkt)
+		if err != nil || h.Type != m.Type() || h.Sender != a.Public() {
+			t.Fatalf("%v: header %+v, %v", m.Type(), h, err)
+		}
+		plain, err := Open(pkt, &ba)
+		if err != nil {
+			t.Fatalf("%v: open: %v", m.Type(), err)
+		}
+		got, err := Parse(h.Type, plain)
+		if err != nil {
+			t.Fatalf("%v: parse: %v", m.Type(), err)
+		}
+		if !reflect.DeepEqual(normalize(got), normalize(m)) {
+			t.Errorf("%v: got %+v, want %+v", m.Type(), got, m)
+		}
+	}
+}
+
+// normalize makes nil and empty slices compare equal.
+func normalize(b Body) Body {
+	switch m := b.(type) {
+	case *Register:
+		c := *m
+		if len(c.Candidates) == 0 {
+			c.Candidates = nil
+		}
+		if len(c.Wants) == 0 {
+			c.Wants = nil
+		}
+		return &c
+	}
+	return b
+}
+
+func TestOpenRejectsWrongKeyAndTampering(t *testing.T) {
+	a, b, eve := newKey(t), newKey(t), newKey(t)
+	ab := NewSharedKey(a, b.Public())
+	pkt := Seal(nil, TypePing, a.Public(), &ab, (&Ping{}).Append(nil))
+
+	eb := NewSharedKey(eve, b.Public())
+	if _, err := Open(pkt, &eb); err != ErrAuth {
+		t.Errorf("opened with a third party's key: %v", err)
+	}
+	ba := NewSharedKey(b, a.Public())
+	for i := headerLen - 24; i < len(pkt); i++ {
+		bad := bytes.Clone(pkt)
+		bad[i] ^= 1
+		if _, err := Open(bad, &ba); err == nil {
+			t.Fatalf("flipping byte %d went unnoticed", i)
+		}
+	}
+	if _, err := Open(pkt[:headerLen+3], &ba); err != ErrShort {
+		t.Errorf("truncated packet: %v", err)
+	}
+}
+
+func TestParseRejectsBadBodies(t *testing.T) {
+	for _, m := range samples {
+		body := m.Append(nil)
+		if _, err := Parse(m.Type(), body[:len(body)-1]); err == nil {
+			t.Errorf("%v: truncated body accepted", m.Type())
+		}
+		if _, err := Parse(m.Type(), append(body, 0)); err != ErrTrailing {
+			t.Errorf("%v: trailing byte: %v", m.Type(), err)
+		}
+	}
+	tooMany := []byte{0, 0, 0, 0, 0, 0, 0, 1, MaxCandidates + 1}
+	if _, err := Parse(TypeRegister, tooMany); err != ErrTooMany {
+		t.Errorf("too many candidates: %v", err)
+	}
+	if _, err := Parse(Type(99), nil); err == nil {
+		t.Error("unknown type accepted")
+	}
+}
+
+func TestClockStrictlyIncreases(t *testing.T) {
+	var c Clock
+	if a, b := c.Next(100), c.Next(100); b <= a {
+		t.Errorf("same instant: %d then %d", a, b)
+	}
+	if a, b := c.Next(200), c.Next(150); b <= a {
+		t.Errorf("clock stepped back: %d then %d", a, b)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, m := range samples {
+		f.Add(byte(m.Type()), m.Append(nil))
+	}
+	f.Fuzz(func(t *testing.T, typ byte, body []byte) {
+		m, err := Parse(Type(typ), body)
+		if err != nil {
+			return
+		}
+		// What parses re-encodes to the same bytes.
+		if got := m.Append(nil); !bytes.Equal(got, body) {
+			t.Fatalf("%v: re-encoded %x, was %x", m.Type(), got, body)
+		}
+	})
+}

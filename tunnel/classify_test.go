@@ -1,0 +1,57 @@
+package tunnel
+
+import (
+	"testing"
+
+	"github.com/punchtun/punchtun/nat"
+	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/tunnel/key"
+)
+
+func TestClassify(t *testing.T) {
+	_, stunReq := nat.NewBindingRequest()
+	var k key.Key
+	shared := wire.NewSharedKey(k, k)
+	control := wire.Seal(nil, wire.TypePing, k, &shared, (&wire.Ping{}).Append(nil))
+	for _, tc := range []struct {
+		name string
+		pkt  []byte
+		want PacketKind
+	}{
+		{"initiation", append([]byte{1, 0, 0, 0}, make([]byte, 144)...), PacketWireGuard},
+		{"response", append([]byte{2, 0, 0, 0}, make([]byte, 88)...), PacketWireGuard},
+		{"cookie", append([]byte{3, 0, 0, 0}, make([]byte, 60)...), PacketWireGuard},
+		{"data", append([]byte{4, 0, 0, 0}, make([]byte, 28)...), PacketWireGuard},
+		{"type 5", []byte{5, 0, 0, 0, 0, 0, 0, 0}, PacketUnknown},
+		{"type 1, nonzero reserved", []byte{1, 0, 1, 0, 0, 0, 0, 0}, PacketUnknown},
+		{"stun", stunReq, PacketSTUN},
+		{"control", control, PacketControl},
+		{"magic only", []byte(wire.Magic), PacketControl}, // sorted here, rejected by its parser
+		{"empty", nil, PacketUnknown},
+		{"short", []byte{4, 0}, PacketUnknown},
+		{"garbage", []byte("GET / HTTP/1.1\r\n"), PacketUnknown},
+	} {
+		if got := Classify(tc.pkt); got != tc.want {
+			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func FuzzClassify(f *testing.F) {
+	_, stunReq := nat.NewBindingRequest()
+	f.Add(stunReq)
+	f.Add([]byte{4, 0, 0, 0, 1})
+	f.Add([]byte(wire.Magic + "xxxx"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		switch Classify(b) {
+		case PacketWireGuard:
+			if len(b) < 4 || b[0] < 1 || b[0] > 4 {
+				t.Fatal("not WireGuard")
+			}
+		case PacketControl:
+			if !wire.IsControl(b) {
+				t.Fatal("not control")
+			}
+		}
+	})
+}

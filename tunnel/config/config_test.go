@@ -1,0 +1,576 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/punchtun/punchtun/tunnel/key"
+)
+
+// Test keys. Each public key is the X25519 public key of the private key
+// on its left, computed independently with OpenSSL.
+const (
+	alicePriv = "KNgGyX8OAK8aH8Myj6djqSaXI8jbj6xPk69x2xhtblA="
+	alicePub  = "Losog8J7ORNZ19DBXQCBWmaTKQo43Y66NBzAfdqo7U0="
+	bobPub    = "wLEmtaoTS4TmRiUla43olzeHYSsfODnSxgUm0hFOiG0="
+	carolPub  = "M/0GjzTtTLdGKCVJXx9lm2HwRup6ejiQMy7nO0asFCU="
+	rvPub     = "r0X3tvbseu864FWXQtjrhL+Oi6ig1+Kv5QVg7gUTOjc="
+	rv2Pub    = "qOap+yrk5VjaJhTQvqNY8IH+qELBhISDwJ4Qdq2I0mE="
+	psk       = "Iz7fpYyEhHcS6RFXJTOQfcRnccKvAizqB2a0ItRPMeU="
+)
+
+// expand replaces the placeholders {alice}, {alicepub}, {bob}, {carol},
+// {rv}, {rv2} and {psk} with the test keys, so that configs stay readable.
+var expand = strings.NewReplacer(
+	"{alice}", alicePriv,
+	"{alicepub}", alicePub,
+	"{bob}", bobPub,
+	"{carol}", carolPub,
+	"{rv}", rvPub,
+	"{rv2}", rv2Pub,
+	"{psk}", psk,
+).Replace
+
+func mustKey(s string) key.Key {
+	k, err := key.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
+
+func prefixes(ss ...string) []netip.Prefix {
+	var ps []netip.Prefix
+	for _, s := range ss {
+		ps = append(ps, netip.MustParsePrefix(s))
+	}
+	return ps
+}
+
+const example = `[Interface]
+PrivateKey = {alice}
+Address = 100.64.0.1/24            # one or more CIDRs, comma-separated
+ListenPort = 51820                 # optional; absent or 0 = any free port
+MTU = 1280
+Rendezvous = 203.0.113.10:3478     # host:port (a name resolves too)
+RendezvousKey = {rv}
+
+[Peer]
+Name = bob
+PublicKey = {bob}
+AllowedIPs = 100.64.0.2/32
+Endpoint = 198.51.100.7:51820
+PersistentKeepalive = 25
+`
+
+func TestKeyVectors(t *testing.T) {
+	if got := mustKey(alicePriv).Public().String(); got != alicePub {
+		t.Fatalf("public key of test key = %s, want %s", got, alicePub)
+	}
+}
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name string
+		conf string
+		want *Config
+	}{
+		{
+			name: "example",
+			conf: example,
+			want: &Config{
+				Interface: Interface{
+					PrivateKey:    mustKey(alicePriv),
+					Addresses:     prefixes("100.64.0.1/24"),
+					ListenPort:    51820,
+					MTU:           1280,
+					Rendezvous:    []string{"203.0.113.10:3478"},
+					RendezvousKey: []key.Key{mustKey(rvPub)},
+				},
+				Peers: []Peer{{
+					Name:                "bob",
+					PublicKey:           mustKey(bobPub),
+					AllowedIPs:          prefixes("100.64.0.2/32"),
+					Endpoint:            "198.51.100.7:51820",
+					PersistentKeepalive: 25,
+				}},
+			},
+		},
+		{
+			name: "comments and case",
+			conf: "\uFEFF# punchtun config\r\n" +
+				"\r\n" +
+				"  [INTERFACE]  # the local end\r\n" +
+				"privatekey={alice}#no space before the comment\r\n" +
+				"  ADDRESS   =   100.64.0.1/24   \r\n" +
+				"# Address = 10.0.0.1/8\r\n" +
+				"mtu = 1420\r\n" +
+				"[peer]\r\n" +
+				"publicKEY = {bob}\r\n" +
+				"ENDPOINT = 198.51.100.7:51820 # bob's NAT\r\n" +
+				"persistentkeepalive = off\r\n",
+			want: &Config{
+				Interface: Interface{
+					PrivateKey: mustKey(alicePriv),
+					Addresses:  prefixes("100.64.0.1/24"),
+					MTU:        1420,
+				},
+				Peers: []Peer{{
+					PublicKey: mustKey(bobPub),
+					Endpoint:  "198.51.100.7:51820",
+				}},
+			},
+		},
+		{
+			name: "multiple Address lines and lists",
+			conf: `
+[Interface]
+PrivateKey = {alice}
+Address = 100.64.0.1/24, 100.64.1.1/24
+Address = 10.9.0.1
+Address = ,  , fd00::1/64,
+Address =
+[Peer]
+PublicKey = {bob}
+AllowedIPs = 100.64.0.5/24, 10.9.0.2
+AllowedIPs = fd00::2, fd00:1::7/48
+Endpoint = 198.51.100.7:51820
+`,
+			want: &Config{
+				Interface: Interface{
+					PrivateKey: mustKey(alicePriv),
+					Addresses:  prefixes("100.64.0.1/24", "100.64.1.1/24", "10.9.0.1/32", "fd00::1/64"),
+				},
+				Peers: []Peer{{
+					PublicKey:  mustKey(bobPub),
+					AllowedIPs: prefixes("100.64.0.0/24", "10.9.0.2/32", "fd00::2/128", "fd00:1::/48"),
+					Endpoint:   "198.51.100.7:51820",
+				}},
+			},
+		},
+		{
+			name: "IPv6",
+			conf: `[Interface]
+PrivateKey = {alice}
+Address = fd7a:115c:a1e0::1/48
+MTU = 1280
+[Peer]
+PublicKey = {bob}
+AllowedIPs = ::/0
+Endpoint = [2001:db8::1]:51820
+`,
+			want: &Config{
+				Interface: Interface{
+					PrivateKey: mustKey(alicePriv),
+					Addresses:  prefixes("fd7a:115c:a1e0::1/48"),
+					MTU:        1280,
+				},
+				Peers: []Peer{{
+					PublicKey:  mustKey(bobPub),
+					AllowedIPs: prefixes("::/0"),
+					Endpoint:   "[2001:db8::1]:51820",
+				}},
+			},
+		},
+		{
+			name: "rendezvous only",
+			conf: `[Interface]
+PrivateKey = {alice}
+ListenPort = 0
+FwMark = 0xca6c
+Rendezvous = rv.example.com:3478, 203.0.113.10:3478
+RendezvousKey = {rv}
+RendezvousKey = {rv2}
+[Peer]
+Name = bob
+PublicKey = {bob}
+PresharedKey = {psk}
+[Peer]
+PublicKey = {carol}
+Endpoint = carol.example.net.:443
+PersistentKeepalive = 0
+`,
+			want: &Config{
+				Interface: Interface{
+					PrivateKey:    mustKey(alicePriv),
+					Rendezvous:    []string{"rv.example.com:3478", "203.0.113.10:3478"},
+					RendezvousKey: []key.Key{mustKey(rvPub), mustKey(rv2Pub)},
+					FwMark:        0xca6c,
+				},
+				Peers: []Peer{
+					{Name: "bob", PublicKey: mustKey(bobPub), PresharedKey: mustKey(psk)},
+					{PublicKey: mustKey(carolPub), Endpoint: "carol.example.net.:443"},
+				},
+			},
+		},
+		{
+			name: "no peers, FwMark off",
+			conf: "[Interface]\nPrivateKey = {alice}\nFwMark = off\nListenPort = 65535\nMTU = 65535",
+			want: &Config{
+				Interface: Interface{
+					PrivateKey: mustKey(alicePriv),
+					ListenPort: 65535,
+					MTU:        65535,
+				},
+			},
+		},
+		{
+			name: "small MTU without IPv6",
+			conf: "[Interface]\nPrivateKey = {alice}\nAddress = 100.64.0.1/24\nMTU = 576\nFwMark = 51820",
+			want: &Config{
+				Interface: Interface{
+					PrivateKey: mustKey(alicePriv),
+					Addresses:  prefixes("100.64.0.1/24"),
+					MTU:        576,
+					FwMark:     51820,
+				},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Parse("punch0.conf", strings.NewReader(expand(tt.conf)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got  %+v\nwant %+v", got, tt.want)
+			}
+			if err := got.Validate(); err != nil {
+				t.Errorf("Validate of parsed config: %v", err)
+			}
+		})
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	// ok is a valid file to which the cases below append lines: the
+	// [Interface] header is on line 1, the [Peer] header on line 4.
+	const ok = "[Interface]\nPrivateKey = {alice}\nAddress = 100.64.0.1/24\n" +
+		"[Peer]\nPublicKey = {bob}\nEndpoint = 198.51.100.7:51820\n"
+	tests := []struct {
+		name string
+		conf string
+		line int
+		key  string
+		msg  string // substring of the message
+	}{
+		{"unknown section", ok + "[Peers]\n", 7, "", `unknown section "[Peers]"`},
+		{"empty section", ok + "[]\n", 7, "", "unknown section"},
+		{"key outside section", "PrivateKey = {alice}\n[Interface]\n", 1, "PrivateKey", "outside any section"},
+		{"unknown key outside section", "\nFoo = 1\n", 2, "Foo", "outside any section"},
+		{"no equals sign", ok + "Endpoint\n", 7, "", "expected Key = Value"},
+		{"lone bracket", ok + "[\n", 7, "", "expected Key = Value"},
+		{"empty key", ok + " = 1\n", 7, "", "expected Key = Value"},
+		{"DNS", "[Interface]\nDNS = 1.1.1.1\n", 2, "DNS", "not supported by punchtun"},
+		{"Table", "[Interface]\ntable = off\n", 2, "Table", "not supported by punchtun"},
+		{"PreUp", "[Interface]\nPreUp = true\n", 2, "PreUp", "not supported by punchtun"},
+		{"PostUp", "[Interface]\nPostUp = iptables -A FORWARD\n", 2, "PostUp", "not supported by punchtun"},
+		{"PreDown", "[Interface]\nPreDown = true\n", 2, "PreDown", "not supported by punchtun"},
+		{"PostDown", "[Interface]\nPOSTDOWN = true\n", 2, "PostDown", "not supported by punchtun"},
+		{"SaveConfig", "[Interface]\nSaveConfig = true\n", 2, "SaveConfig", "not supported by punchtun"},
+		{"unknown key", ok + "Foo = bar\n", 7, "Foo", "unknown key"},
+		{"DNS in peer", ok + "DNS = 1.1.1.1\n", 7, "DNS", "unknown key"},
+		{"peer key in interface", "[Interface]\nEndpoint = 198.51.100.7:1\n", 2, "Endpoint", "belongs in [Peer]"},
+		{"interface key in peer", ok + "listenport = 1\n", 7, "ListenPort", "belongs in [Interface]"},
+		{"duplicate Interface", ok + "[interface]\n", 7, "", "duplicate [Interface] section; the first is on line 1"},
+
+		{"PrivateKey bad base64", "[Interface]\nPrivateKey = KNgGyX8OAK8aH8Myj6djqSaXI8jbj6xPk69x2xhtbl!=\n", 2, "PrivateKey", "invalid base64"},
+		{"PrivateKey short", "[Interface]\nPrivateKey = KNgGyX8OAK8aH8Myj6djqSaXI8jbj6xPk69x2x==\n", 2, "PrivateKey", "must be 44 base64 characters"},
+		{"PrivateKey zero", "[Interface]\nPrivateKey = AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n", 2, "PrivateKey", "all zeros"},
+		{"PrivateKey empty", "[Interface]\nPrivateKey =\n", 2, "PrivateKey", "must be 44 base64 characters, got 0"},
+		{"PublicKey bad", ok + "[Peer]\nPublicKey = wLEmtaoTS4TmRiUla43olzeHYSsfODnSxgUm0hFOiG0\n", 8, "PublicKey", "must be 44"},
+		{"PresharedKey bad", ok + "PresharedKey = nope\n", 7, "PresharedKey", "must be 44"},
+		{"RendezvousKey bad", "[Interface]\nRendezvous = 203.0.113.10:3478\nRendezvousKey = {rv}x\n", 3, "RendezvousKey", "must be 44"},
+
+		{"Address /33", "[Interface]\nAddress = 100.64.0.1/24, 100.64.0.1/33\n", 2, "Address", `bad CIDR "100.64.0.1/33": prefix length out of range`},
+		{"Address garbage", "[Interface]\nAddress = 100.64.0\n", 2, "Address", `bad CIDR "100.64.0": IPv4 address too short`},
+		{"Address bad addr in prefix", "[Interface]\nAddress = 100.64.0/24\n", 2, "Address", `bad CIDR "100.64.0/24": IPv4 address too short`},
+		{"Address zone", "[Interface]\nAddress = fe80::1%eth0\n", 2, "Address", "zone"},
+		{"AllowedIPs /33", ok + "AllowedIPs = 100.64.0.2/33\n", 7, "AllowedIPs", `bad CIDR "100.64.0.2/33": prefix length out of range`},
+		{"AllowedIPs second line", ok + "AllowedIPs = 100.64.0.2/32\nAllowedIPs = 10.0.0.0/8, ::/129\n", 8, "AllowedIPs", `bad CIDR "::/129"`},
+
+		{"ListenPort too big", "[Interface]\nListenPort = 65536\n", 2, "ListenPort", `must be 0..65535, got "65536"`},
+		{"ListenPort negative", "[Interface]\nListenPort = -1\n", 2, "ListenPort", "must be 0..65535"},
+		{"ListenPort text", "[Interface]\nListenPort = any\n", 2, "ListenPort", "must be 0..65535"},
+		{"MTU too small", "[Interface]\nMTU = 575\n", 2, "MTU", `must be 576..65535, got "575"`},
+		{"MTU too big", "[Interface]\nMTU = 65536\n", 2, "MTU", "must be 576..65535"},
+		{"MTU zero", "[Interface]\nMTU = 0\n", 2, "MTU", "must be 576..65535"},
+		{"MTU IPv6", "[Interface]\nPrivateKey = {alice}\nMTU = 1279\nAddress = 100.64.0.1/24, fd00::1/64\n", 3, "MTU", "must be 1280..65535 with an IPv6 Address"},
+		{"FwMark bad", "[Interface]\nFwMark = 0x\n", 2, "FwMark", "32-bit"},
+		{"FwMark too big", "[Interface]\nFwMark = 0x100000000\n", 2, "FwMark", "32-bit"},
+
+		{"Endpoint no port", ok + "[Peer]\nPublicKey = {carol}\nEndpoint = 198.51.100.7\n", 9, "Endpoint", "missing port"},
+		{"Endpoint port 0", ok + "[Peer]\nPublicKey = {carol}\nEndpoint = 198.51.100.7:0\n", 9, "Endpoint", "port must be 1..65535"},
+		{"Endpoint port too big", ok + "[Peer]\nPublicKey = {carol}\nEndpoint = 198.51.100.7:65536\n", 9, "Endpoint", "port must be 1..65535"},
+		{"Endpoint named port", ok + "[Peer]\nPublicKey = {carol}\nEndpoint = example.com:wireguard\n", 9, "Endpoint", "port must be 1..65535"},
+		{"Endpoint no host", ok + "[Peer]\nPublicKey = {carol}\nEndpoint = :51820\n", 9, "Endpoint", "missing host"},
+		{"Endpoint IPv6 unbracketed", ok + "[Peer]\nPublicKey = {carol}\nEndpoint = 2001:db8::1:51820\n", 9, "Endpoint", "too many colons"},
+		{"Endpoint brackets not IPv6", ok + "[Peer]\nPublicKey = {carol}\nEndpoint = [example.com]:51820\n", 9, "Endpoint", "only an IPv6 address"},
+		{"Endpoint bad IPv4", ok + "[Peer]\nPublicKey = {carol}\nEndpoint = 198.51.100:51820\n", 9, "Endpoint", "IP address or a DNS name"},
+		{"Endpoint bad name", ok + "[Peer]\nPublicKey = {carol}\nEndpoint = my host:51820\n", 9, "Endpoint", "IP address or a DNS name"},
+		{"Endpoint empty", ok + "[Peer]\nPublicKey = {carol}\nEndpoint =\n", 9, "Endpoint", "bad host:port"},
+		{"PersistentKeepalive too big", ok + "PersistentKeepalive = 65536\n", 7, "PersistentKeepalive", "must be 0..65535 or off"},
+		{"PersistentKeepalive on", ok + "PersistentKeepalive = on\n", 7, "PersistentKeepalive", "must be 0..65535 or off"},
+
+		{"duplicate PrivateKey", "[Interface]\nPrivateKey = {alice}\n\nprivatekey = {alice}\n", 4, "PrivateKey", "duplicate key; already set on line 2"},
+		{"duplicate ListenPort", "[Interface]\nListenPort = 1\nListenPort = 1\n", 3, "ListenPort", "duplicate key"},
+		{"duplicate Endpoint", ok + "Endpoint = 198.51.100.8:51820\n", 7, "Endpoint", "duplicate key; already set on line 6"},
+		{"duplicate Name", ok + "Name = a\nName = b\n", 8, "Name", "duplicate key"},
+
+		{"missing PrivateKey", "# no key\n[Interface]\nAddress = 100.64.0.1/24\n", 2, "PrivateKey", "missing in [Interface]"},
+		{"missing Interface", "[Peer]\nPublicKey = {bob}\nEndpoint = 198.51.100.7:51820\n", 0, "", "missing [Interface] section"},
+		{"empty file", "", 0, "", "missing [Interface] section"},
+		{"missing PublicKey", ok + "\n[Peer]\nEndpoint = 198.51.100.8:51820\n", 8, "PublicKey", "missing in [Peer]"},
+		{"duplicate peer", ok + "[Peer]\nPublicKey = {carol}\nEndpoint = 198.51.100.8:1\n[Peer]\nEndpoint = 198.51.100.9:1\nPublicKey = {bob}\n", 12, "PublicKey", "same PublicKey as the [Peer] on line 4"},
+		{"peer is self", ok + "[Peer]\nPublicKey = {alicepub}\nEndpoint = 198.51.100.8:1\n", 8, "PublicKey", "interface's own public key"},
+		{"peer without Endpoint", ok + "[Peer]\nPublicKey = {carol}\n", 7, "Endpoint", "peer has no Endpoint and no Rendezvous is set"},
+		{"Interface after peers", "[Peer]\nPublicKey = {bob}\n[Interface]\nPrivateKey = {alice}\n", 1, "Endpoint", "no Rendezvous"},
+		{"Rendezvous without key", "[Interface]\nPrivateKey = {alice}\nRendezvous = 203.0.113.10:3478\n", 3, "RendezvousKey", "1 Rendezvous but 0 RendezvousKey"},
+		{"RendezvousKey without Rendezvous", "[Interface]\nPrivateKey = {alice}\nRendezvousKey = {rv}\n", 3, "RendezvousKey", "0 Rendezvous but 1 RendezvousKey"},
+		{"Rendezvous count", "[Interface]\nPrivateKey = {alice}\nRendezvous = 203.0.113.10:3478\nRendezvousKey = {rv}\nRendezvous = 203.0.113.11:3478\n", 4, "RendezvousKey", "2 Rendezvous but 1 RendezvousKey"},
+		{"Rendezvous not host:port", "[Interface]\nPrivateKey = {alice}\nRendezvous = 203.0.113.10:3478, 203.0.113.11\n", 3, "Rendezvous", `bad host:port "203.0.113.11"`},
+		{"RendezvousKey zero", "[Interface]\nRendezvousKey = AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n", 2, "RendezvousKey", "all zeros"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse("punch0.conf", strings.NewReader(expand(tt.conf)))
+			if err == nil {
+				t.Fatalf("no error; got %+v", c)
+			}
+			if c != nil {
+				t.Errorf("got config %+v with error", c)
+			}
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("error %T %q is not *Error", err, err)
+			}
+			if e.File != "punch0.conf" || e.Line != tt.line || e.Key != tt.key {
+				t.Errorf("error %q: at %s:%d key %q, want punch0.conf:%d key %q",
+					err, e.File, e.Line, e.Key, tt.line, tt.key)
+			}
+			if !strings.Contains(e.Msg, tt.msg) {
+				t.Errorf("error %q: message does not contain %q", err, tt.msg)
+			}
+			if strings.Contains(err.Error(), alicePriv) {
+				t.Errorf("error %q contains the private key", err)
+			}
+		})
+	}
+}
+
+// TestNoKeyInErrors checks that a private key that lands where it does
+// not belong is not repeated in the error, and hence not in a log.
+func TestNoKeyInErrors(t *testing.T) {
+	secret := alicePriv[:len(alicePriv)-1] // also catch a partial echo
+	for _, conf := range []string{
+		"[Interface]\n{alice}\n",
+		"[Interface]\nPrivateKey =\n{alice}\n",
+		"[Interface]\n{alice} = x\n",
+		"{alice}\n",
+		"[{alice}]\n",
+		"[Interface]\nAddress = {alice}\n",
+		"[Interface]\nAddress = 100.64.0.1/24,{alice}\n",
+		"[Interface]\nAddress = {alice}/24\n",
+		"[Interface]\nAddress = 100.64.0.1/{alice}\n",
+		"[Interface]\nListenPort = {alice}\n",
+		"[Interface]\nMTU = {alice}\n",
+		"[Interface]\nFwMark = {alice}\n",
+		"[Interface]\nRendezvous = {alice}\n",
+		"[Interface]\nRendezvous = {alice}:1\n",
+		"[Interface]\nRendezvousKey = {alice}x\n",
+		"[Interface]\nPrivateKey = {alice}{alice}\n",
+		"[Interface]\nPrivateKey = x{alice}\n",
+		"[Peer]\nEndpoint = {alice}\n",
+		"[Peer]\nEndpoint = [{alice}]:1\n",
+		"[Peer]\nPersistentKeepalive = {alice}\n",
+		"[Peer]\nAllowedIPs = {alice}\n",
+		"[Peer]\nPresharedKey = {alice}=\n",
+	} {
+		conf = expand(conf)
+		_, err := Parse("punch0.conf", strings.NewReader(conf))
+		if err == nil {
+			t.Errorf("Parse(%q): no error", conf)
+			continue
+		}
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("Parse(%q): error %q contains the key", conf, err)
+		}
+	}
+}
+
+func TestErrorString(t *testing.T) {
+	tests := []struct {
+		e    Error
+		want string
+	}{
+		{Error{"punch0.conf", 7, "AllowedIPs", "bad CIDR"}, "punch0.conf:7: AllowedIPs: bad CIDR"},
+		{Error{"punch0.conf", 0, "", "missing [Interface] section"}, "punch0.conf: missing [Interface] section"},
+		{Error{"punch0.conf", 3, "", "expected Key = Value"}, "punch0.conf:3: expected Key = Value"},
+		{Error{"punch0.conf", 0, "PrivateKey", "missing"}, "punch0.conf: PrivateKey: missing"},
+		{Error{"", 0, "PrivateKey", "missing"}, "PrivateKey: missing"},
+		{Error{"", 2, "", "x"}, "line 2: x"},
+	}
+	for _, tt := range tests {
+		if got := tt.e.Error(); got != tt.want {
+			t.Errorf("%#v.Error() = %q, want %q", tt.e, got, tt.want)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	good := func() *Config {
+		return &Config{
+			Interface: Interface{PrivateKey: mustKey(alicePriv)},
+			Peers:     []Peer{{PublicKey: mustKey(bobPub), Endpoint: "198.51.100.7:51820"}},
+		}
+	}
+	if err := good().Validate(); err != nil {
+		t.Fatalf("valid config: %v", err)
+	}
+	tests := []struct {
+		name   string
+		modify func(*Config)
+		key    string
+	}{
+		{"no private key", func(c *Config) { c.Interface.PrivateKey = key.Key{} }, "PrivateKey"},
+		{"no public key", func(c *Config) { c.Peers[0].PublicKey = key.Key{} }, "PublicKey"},
+		{"self", func(c *Config) { c.Peers[0].PublicKey = mustKey(alicePub) }, "PublicKey"},
+		{"duplicate peer", func(c *Config) { c.Peers = append(c.Peers, c.Peers[0]) }, "PublicKey"},
+		{"no endpoint", func(c *Config) { c.Peers[0].Endpoint = "" }, "Endpoint"},
+		{"bad endpoint", func(c *Config) { c.Peers[0].Endpoint = "198.51.100.7" }, "Endpoint"},
+		{"MTU", func(c *Config) { c.Interface.MTU = 100 }, "MTU"},
+		{"MTU IPv6", func(c *Config) {
+			c.Interface.MTU = 1000
+			c.Interface.Addresses = prefixes("fd00::1/64")
+		}, "MTU"},
+		{"invalid Address", func(c *Config) { c.Interface.Addresses = []netip.Prefix{{}} }, "Address"},
+		{"invalid AllowedIPs", func(c *Config) { c.Peers[0].AllowedIPs = []netip.Prefix{{}} }, "AllowedIPs"},
+		{"Rendezvous without key", func(c *Config) { c.Interface.Rendezvous = []string{"203.0.113.10:3478"} }, "RendezvousKey"},
+		{"bad Rendezvous", func(c *Config) {
+			c.Interface.Rendezvous = []string{"203.0.113.10"}
+			c.Interface.RendezvousKey = []key.Key{mustKey(rvPub)}
+		}, "Rendezvous"},
+		{"zero RendezvousKey", func(c *Config) {
+			c.Interface.Rendezvous = []string{"203.0.113.10:3478"}
+			c.Interface.RendezvousKey = []key.Key{{}}
+		}, "RendezvousKey"},
+	}
+	for _, tt := range tests {
+		c := good()
+		tt.modify(c)
+		err := c.Validate()
+		var e *Error
+		if !errors.As(err, &e) {
+			t.Errorf("%s: Validate = %v, want *Error", tt.name, err)
+			continue
+		}
+		if e.Key != tt.key || e.Line != 0 || e.File != "" {
+			t.Errorf("%s: Validate = %#v, want key %q and no position", tt.name, e, tt.key)
+		}
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "punch0.conf")
+	if err := os.WriteFile(path, []byte(expand(example)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Peers) != 1 || c.Peers[0].Name != "bob" {
+		t.Errorf("Load: got %+v", c)
+	}
+
+	if err := os.WriteFile(path, []byte(expand(example)+"Bogus = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(path)
+	if want := path + ":15: Bogus: unknown key"; err == nil || err.Error() != want {
+		t.Errorf("Load: error %v, want %s", err, want)
+	}
+
+	missing := filepath.Join(dir, "missing.conf")
+	_, err = Load(missing)
+	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), missing) {
+		t.Errorf("Load of missing file: error %v, want ErrNotExist naming the path", err)
+	}
+}
+
+type errReader struct{}
+
+func (errReader) Read([]byte) (int, error) { return 0, errors.New("disk on fire") }
+
+func TestParseReadError(t *testing.T) {
+	_, err := Parse("punch0.conf", errReader{})
+	if err == nil || err.Error() != "punch0.conf: disk on fire" {
+		t.Errorf("Parse: error %v, want punch0.conf: disk on fire", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	seeds := []string{
+		example,
+		"[Interface]\nPrivateKey = {alice}\nRendezvous = a:1\nRendezvousKey = {rv}\n[Peer]\nPublicKey = {bob}\n",
+		"[Interface]\nPrivateKey = {alice}\nAddress = fd00::1/64, 10.0.0.1\nMTU = 1280\n[Peer]\nPublicKey = {bob}\nEndpoint = [2001:db8::1]:51820\nAllowedIPs = ::/0\n",
+		"[Interface]\nPrivateKey = {alice}\n[Peer]\nPublicKey = {alicepub}\nEndpoint = a:1\n",
+		"[Interface]\nPrivateKey = {alice}\n[Peer]\nPublicKey = {bob}\n",
+		"[Interface]\n{alice}\n",
+		"[Interface]\nPrivateKey = {alice}\nPrivateKey = {alice}\n",
+		"[Interface]\nAddress = 100.64.0.1/33\n",
+		"[Interface]\nFwMark = 0x\nDNS = 1.1.1.1\n",
+		"[Peer]\nEndpoint = [::1%eth0]:1\n",
+		"[\n]\n[]\n=\n#\n",
+		"",
+	}
+	for _, s := range seeds {
+		f.Add([]byte(expand(s)))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse("fuzz.conf", bytes.NewReader(data))
+		if err != nil {
+			if c != nil {
+				t.Fatalf("config and error %v", err)
+			}
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("error %T %q is not *Error", err, err)
+			}
+			if e.Line < 0 || e.Line > bytes.Count(data, []byte("\n"))+1 {
+				t.Fatalf("error %q: line out of range", err)
+			}
+			// No key found in the input may appear in the error.
+			msg := err.Error()
+			for i := 0; i+44 <= len(data); i++ {
+				if k, err := key.Parse(string(data[i : i+44])); err == nil && !k.IsZero() && strings.Contains(msg, k.String()) {
+					t.Fatalf("error %q contains key %s from the input", msg, k)
+				}
+			}
+			return
+		}
+		if c.Interface.PrivateKey.IsZero() {
+			t.Fatal("accepted config without PrivateKey")
+		}
+		for i, p := range c.Peers {
+			if p.PublicKey.IsZero() {
+				t.Fatalf("accepted peer %d without PublicKey", i)
+			}
+			if p.Endpoint == "" && len(c.Interface.Rendezvous) == 0 {
+				t.Fatalf("accepted peer %d without Endpoint or Rendezvous", i)
+			}
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("Validate of parsed config: %v", err)
+		}
+	})
+}

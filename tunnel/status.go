@@ -1,0 +1,255 @@
+package tunnel
+
+import (
+	"bufio"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.zx2c4.com/wireguard/ipc"
+
+	"github.com/punchtun/punchtun/nat"
+	"github.com/punchtun/punchtun/tunnel/key"
+)
+
+// Status is what `punchtun status` shows of a running interface.
+type Status struct {
+	Interface  string             `json:"interface"`
+	PublicKey  string             `json:"public_key"`
+	ListenPort uint16             `json:"listen_port"`
+	Rendezvous []RendezvousStatus `json:"rendezvous"`
+	Peers      []PeerStatus       `json:"peers"`
+}
+
+// RendezvousStatus is one rendezvous as the peer sees it.
+type RendezvousStatus struct {
+	Address    string `json:"address"`
+	Registered bool   `json:"registered"`
+	Public     string `json:"public_endpoint"` // our endpoint as it sees us
+}
+
+// PeerStatus is one peer. Path is "direct", "lan" or "connecting".
+type PeerStatus struct {
+	Name          string  `json:"name"`
+	PublicKey     string  `json:"public_key"`
+	Path          string  `json:"path"`
+	Endpoint      string  `json:"endpoint"`
+	RTTMillis     float64 `json:"rtt_ms"`
+	LastHandshake string  `json:"last_handshake"` // RFC 3339, empty if none yet
+	RxBytes       uint64  `json:"rx_bytes"`
+	TxBytes       uint64  `json:"tx_bytes"`
+}
+
+// Status reports the interface's state now.
+func (t *Tunnel) Status() (*Status, error) {
+	wg, err := t.wireGuardPeers()
+	if err != nil {
+		return nil, err
+	}
+	st := &Status{
+		Interface:  t.name,
+		PublicKey:  t.cfg.Interface.PrivateKey.Public().String(),
+		ListenPort: t.ListenPort(),
+		Rendezvous: []RendezvousStatus{},
+		Peers:      []PeerStatus{},
+	}
+	t.ctl.mu.Lock()
+	defer t.ctl.mu.Unlock()
+	for _, s := range t.ctl.servers {
+		rs := RendezvousStatus{Address: s.hostport, Registered: s.registered}
+		if s.observed.IsValid() {
+			rs.Public = s.observed.String()
+		}
+		st.Rendezvous = append(st.Rendezvous, rs)
+	}
+	for _, p := range t.cfg.Peers {
+		w := wg[p.PublicKey]
+		ps := PeerStatus{
+			Name:      p.Name,
+			PublicKey: p.PublicKey.String(),
+			Path:      nat.PathNone.String(),
+			RxBytes:   w.rx,
+			TxBytes:   w.tx,
+		}
+		if !w.handshake.IsZero() {
+			ps.LastHandshake = w.handshake.UTC().Format(time.RFC3339)
+		}
+		if cp := t.ctl.peers[p.PublicKey]; cp != nil {
+			if path := cp.punch.Path(); path.Addr.IsValid() {
+				ps.Path, ps.Endpoint = path.Kind.String(), path.Addr.String()
+				ps.RTTMillis = float64(path.RTT.Microseconds()) / 1000
+			}
+		} else if w.endpoint.IsValid() && !w.handshake.IsZero() {
+			// A peer with a fixed Endpoint: plain WireGuard, no probes, so no RTT.
+			ps.Path, ps.Endpoint = nat.KindOf(w.endpoint).String(), w.endpoint.String()
+		}
+		st.Peers = append(st.Peers, ps)
+	}
+	return st, nil
+}
+
+type wgPeer struct {
+	endpoint  netip.AddrPort
+	handshake time.Time
+	rx, tx    uint64
+}
+
+// wireGuardPeers reads per-peer counters through WireGuard's own
+// configuration protocol, the same view `wg show` has.
+func (t *Tunnel) wireGuardPeers() (map[key.Key]wgPeer, error) {
+	text, err := t.dev.IpcGet()
+	if err != nil {
+		return nil, err
+	}
+	peers := make(map[key.Key]wgPeer)
+	var cur key.Key
+	var p wgPeer
+	var sec, nsec int64
+	flush := func() {
+		if !cur.IsZero() {
+			if sec != 0 || nsec != 0 {
+				p.handshake = time.Unix(sec, nsec)
+			}
+			peers[cur] = p
+		}
+	}
+	sc := bufio.NewScanner(strings.NewReader(text))
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), "=")
+		switch k {
+		case "public_key":
+			flush()
+			cur, p, sec, nsec = key.Key{}, wgPeer{}, 0, 0
+			if b, err := hex.DecodeString(v); err == nil && len(b) == key.Len {
+				cur = key.Key(b)
+			}
+		case "endpoint":
+			p.endpoint, _ = netip.ParseAddrPort(v)
+		case "last_handshake_time_sec":
+			sec, _ = strconv.ParseInt(v, 10, 64)
+		case "last_handshake_time_nsec":
+			nsec, _ = strconv.ParseInt(v, 10, 64)
+		case "rx_bytes":
+			p.rx, _ = strconv.ParseUint(v, 10, 64)
+		case "tx_bytes":
+			p.tx, _ = strconv.ParseUint(v, 10, 64)
+		}
+	}
+	flush()
+	return peers, nil
+}
+
+// serveUAPI opens WireGuard's own control socket, so `wg show` and
+// `wg set` work on the interface as they do with wireguard-go.
+func (t *Tunnel) serveUAPI() error {
+	f, err := ipc.UAPIOpen(t.name)
+	if err != nil {
+		return fmt.Errorf("open WireGuard control socket: %w", err)
+	}
+	l, err := ipc.UAPIListen(t.name, f)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("listen on WireGuard control socket: %w", err)
+	}
+	t.closers = append(t.closers, func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go t.dev.IpcHandle(c)
+		}
+	}()
+	return nil
+}
+
+// StatusSocket is where the interface's status is served.
+func StatusSocket(runDir, iface string) string {
+	return filepath.Join(runDir, iface+".sock")
+}
+
+// serveStatus answers every connection on the status socket with the
+// Status as JSON. The socket is root's alone: status shows endpoints.
+func (t *Tunnel) serveStatus() error {
+	if err := os.MkdirAll(t.runDir, 0o755); err != nil {
+		return fmt.Errorf("status socket: %w", err)
+	}
+	path := StatusSocket(t.runDir, t.name)
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return fmt.Errorf("status socket %s is in use by another punchtun", path)
+	}
+	os.Remove(path) // a stale socket of a punchtun that was killed
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("status socket: %w", err)
+	}
+	os.Chmod(path, 0o600)
+	t.closers = append(t.closers, func() { l.Close() }) // also removes the file
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				st, err := t.Status()
+				if err != nil {
+					json.NewEncoder(c).Encode(map[string]string{"error": err.Error()})
+					return
+				}
+				json.NewEncoder(c).Encode(st)
+			}()
+		}
+	}()
+	return nil
+}
+
+// QueryStatus asks the punchtun running iface for its status.
+func QueryStatus(runDir, iface string) (*Status, error) {
+	c, err := net.DialTimeout("unix", StatusSocket(runDir, iface), 5*time.Second)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("no punchtun runs interface %s", iface)
+		}
+		return nil, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	var raw json.RawMessage
+	if err := json.NewDecoder(c).Decode(&raw); err != nil {
+		return nil, fmt.Errorf("read status of %s: %w", iface, err)
+	}
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(raw, &e) == nil && e.Error != "" {
+		return nil, fmt.Errorf("status of %s: %s", iface, e.Error)
+	}
+	var st Status
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return nil, fmt.Errorf("read status of %s: %w", iface, err)
+	}
+	return &st, nil
+}
+
+// Running lists the interfaces with a status socket in runDir.
+func Running(runDir string) []string {
+	matches, _ := filepath.Glob(filepath.Join(runDir, "*.sock"))
+	var names []string
+	for _, m := range matches {
+		names = append(names, strings.TrimSuffix(filepath.Base(m), ".sock"))
+	}
+	return names
+}
