@@ -27,7 +27,7 @@ const (
 	followerDelay = 5 * time.Second
 	// PathTimeout declares a path dead when nothing was heard on it for this
 	// long past a heartbeat that was due.
-	PathTimeout = 10 * time.Second
+	PathTimeout   = 10 * time.Second
 	retryInterval = time.Second
 	pingLifetime  = 10 * time.Second
 )

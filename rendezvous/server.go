@@ -62,9 +62,9 @@ type Server struct {
 
 // Stats counts what the server did and what it dropped, and why.
 type Stats struct {
-	STUN, Registrations, Introductions atomic.Uint64
-	DropMalformed, DropAuth, DropReplay   atomic.Uint64
-	DropUnregistered, DropNotMutual       atomic.Uint64
+	STUN, Registrations, Introductions  atomic.Uint64
+	DropMalformed, DropAuth, DropReplay atomic.Uint64
+	DropUnregistered, DropNotMutual     atomic.Uint64
 }
 
 type registration struct {

@@ -55,7 +55,7 @@ type server struct {
 	addr       netip.AddrPort // resolved; invalid until then
 	resolving  bool
 	registered bool
-	pending    bool // a registration awaits its ack
+	pending    bool           // a registration awaits its ack
 	observed   netip.AddrPort // our endpoint as the rendezvous sees it
 	mapped     netip.AddrPort // our endpoint as its STUN answer says
 	stunTx     nat.STUNTxID

@@ -7,12 +7,12 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
-	"golang.zx2c4.com/wireguard/device"
-	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/punchtun/punchtun/tunnel/config"
 )
