@@ -390,9 +390,8 @@ func (c *control) handleServer(s *server, h wire.Header, m inbound) {
 			c.Dropped.Add(1)
 			return
 		}
-		cands := append([]netip.AddrPort{b.Observed}, b.Candidates...)
-		c.log.Info("punching", "peer", p.label(), "candidates", cands)
-		p.punch.Start(m.at, cands)
+		p.punch.Start(m.at, append([]netip.AddrPort{b.Observed}, b.Candidates...))
+		c.log.Info("punching", "peer", p.label(), "candidates", p.punch.Candidates())
 		p.punch.Tick(m.at) // probe now, not at the next tick
 	}
 }

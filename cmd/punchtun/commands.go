@@ -233,7 +233,7 @@ func printStatus(st *tunnel.Status) {
 			name = p.PublicKey[:10] + "…"
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, p.Path, orDash(p.Endpoint), rtt(p.RTTMillis),
-			ago(p.LastHandshake), bytes(p.RxBytes), bytes(p.TxBytes))
+			ago(p.LastHandshake), byteCount(p.RxBytes), byteCount(p.TxBytes))
 	}
 	w.Flush()
 }
@@ -260,7 +260,7 @@ func ago(rfc3339 string) string {
 	return time.Since(t).Round(time.Second).String() + " ago"
 }
 
-func bytes(n uint64) string {
+func byteCount(n uint64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)

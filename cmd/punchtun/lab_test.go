@@ -1,0 +1,407 @@
+//go:build linux
+
+package main
+
+// End-to-end tests: the punchtun binary, driven through its command-line
+// contract, in the network-namespace lab of scripts/lab.sh (a public
+// internet, a rendezvous host, NAT routers and hosts behind them). They need
+// root; without it they skip and say why.
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/punchtun/punchtun/tunnel"
+	"github.com/punchtun/punchtun/tunnel/key"
+)
+
+const rendezvousAddr = "203.0.113.10:3478"
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// punchtunBinary builds the binary once per test run.
+func punchtunBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "punchtun-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "punchtun")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
+// lab is one instance of scripts/lab.sh.
+type lab struct {
+	t      *testing.T
+	prefix string
+	dir    string
+	bin    string
+}
+
+func requireLab(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("lab tests need root (network namespaces, TUN): run the tests as root, as CI does")
+	}
+	for _, tool := range []string{"ip", "nft", "ping", "nc"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("lab tests need %s: install the packages .ci/run installs", tool)
+		}
+	}
+}
+
+func newLab(t *testing.T, prefix, natA, natB string) *lab {
+	t.Helper()
+	requireLab(t)
+	l := &lab{t: t, prefix: prefix, dir: t.TempDir(), bin: punchtunBinary(t)}
+	script, _ := filepath.Abs("../../scripts/lab.sh")
+	t.Cleanup(func() { exec.Command(script, "down", prefix).Run() })
+	if out, err := exec.Command(script, "up", prefix, natA, natB).CombinedOutput(); err != nil {
+		t.Fatalf("lab up: %v\n%s", err, out)
+	}
+	return l
+}
+
+func (l *lab) cmd(host string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", l.prefix + "-" + host}, args...)...)
+}
+
+// run runs a command in host and returns its stdout; it fails the test
+// with the command's output on error.
+func (l *lab) run(host string, args ...string) string {
+	l.t.Helper()
+	var stdout, stderr bytes.Buffer
+	c := l.cmd(host, args...)
+	c.Stdout, c.Stderr = &stdout, &stderr
+	if err := c.Run(); err != nil {
+		l.t.Fatalf("%s: %s: %v\nstdout: %s\nstderr: %s", host, strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.String()
+}
+
+// proc is a background process in the lab; its output goes to a log file
+// that is printed if the test fails.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error
+}
+
+func (l *lab) start(host, name string, args ...string) *proc {
+	l.t.Helper()
+	p := &proc{name: name, log: filepath.Join(l.dir, name+".log"), done: make(chan struct{})}
+	f, err := os.Create(p.log)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	p.cmd = l.cmd(host, args...)
+	p.cmd.Stdout, p.cmd.Stderr = f, f
+	if err := p.cmd.Start(); err != nil {
+		l.t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); f.Close(); close(p.done) }()
+	l.t.Cleanup(func() {
+		p.stop()
+		if l.t.Failed() {
+			out, _ := os.ReadFile(p.log)
+			l.t.Logf("--- %s (%s) log:\n%s", name, host, out)
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM and waits; a process that ignores it is killed.
+func (p *proc) stop() error {
+	select {
+	case <-p.done:
+		return p.err
+	default:
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+	return p.err
+}
+
+// eventually polls cond until it returns nil or the deadline passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v: %v", what, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+type peerSpec struct {
+	host, iface, addr string
+	priv             key.Key
+}
+
+func newPeer(t *testing.T, host, iface, addr string) *peerSpec {
+	k, err := key.NewPrivate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &peerSpec{host: host, iface: iface, addr: addr, priv: k}
+}
+
+// writeConfig writes p's config naming other as its peer, found through the
+// rendezvous, and returns its path: <iface>.conf, so up names the interface.
+func (l *lab) writeConfig(p, other *peerSpec, rvKey key.Key) string {
+	conf := fmt.Sprintf(`# written by the lab test
+[Interface]
+PrivateKey = %s
+Address = %s/24
+Rendezvous = %s
+RendezvousKey = %s
+
+[Peer]
+Name = %s
+PublicKey = %s
+AllowedIPs = %s/32
+`, p.priv, p.addr, rendezvousAddr, rvKey.Public(), other.host, other.priv.Public(), other.addr)
+	path := filepath.Join(l.dir, p.iface+".conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		l.t.Fatal(err)
+	}
+	return path
+}
+
+func (l *lab) startRendezvous() key.Key {
+	l.t.Helper()
+	rvKey, _ := key.NewPrivate()
+	keyFile := filepath.Join(l.dir, "rendezvous.key")
+	os.WriteFile(keyFile, []byte(rvKey.String()+"\n"), 0o600)
+	l.start("rv", "rendezvous", l.bin, "rendezvous", "--listen", rendezvousAddr, "--key-file", keyFile)
+	return rvKey
+}
+
+func (l *lab) up(p, other *peerSpec, rvKey key.Key) *proc {
+	conf := l.writeConfig(p, other, rvKey)
+	return l.start(p.host, p.iface, l.bin, "up", conf, "--run-dir", filepath.Join(l.dir, "run-"+p.iface))
+}
+
+func (l *lab) status(p *peerSpec) (*tunnel.Status, error) {
+	out, err := l.cmd(p.host, l.bin, "status", p.iface, "--json", "--run-dir", filepath.Join(l.dir, "run-"+p.iface)).Output()
+	if err != nil {
+		return nil, fmt.Errorf("status: %v", err)
+	}
+	var st tunnel.Status
+	if err := json.Unmarshal(out, &st); err != nil {
+		return nil, fmt.Errorf("status --json: %v: %s", err, out)
+	}
+	return &st, nil
+}
+
+// waitPath waits until p reports a path of the wanted kind to its one peer.
+func (l *lab) waitPath(p *peerSpec, want string) tunnel.PeerStatus {
+	l.t.Helper()
+	var ps tunnel.PeerStatus
+	eventually(l.t, 20*time.Second, p.iface+" path "+want, func() error {
+		st, err := l.status(p)
+		if err != nil {
+			return err
+		}
+		if len(st.Peers) != 1 {
+			return fmt.Errorf("%d peers in status", len(st.Peers))
+		}
+		ps = st.Peers[0]
+		if ps.Path != want {
+			return fmt.Errorf("path %q (endpoint %q)", ps.Path, ps.Endpoint)
+		}
+		return nil
+	})
+	return ps
+}
+
+// transfer sends 10 MiB of random bytes from `from` to `to`'s virtual IP
+// with nc and checks they arrive intact.
+func (l *lab) transfer(from, to *peerSpec) {
+	l.t.Helper()
+	data := make([]byte, 10<<20)
+	rand.Read(data)
+	src, dst := filepath.Join(l.dir, "send.bin"), filepath.Join(l.dir, "recv.bin")
+	os.WriteFile(src, data, 0o600)
+	os.Remove(dst)
+	listener := l.start(to.host, "nc-listen-"+to.iface, "sh", "-c", "exec nc -l -s "+to.addr+" -p 9000 > "+dst)
+	eventually(l.t, 10*time.Second, "nc listening", func() error {
+		out, _ := l.cmd(to.host, "ss", "-Hltn", "sport = :9000").Output()
+		if !strings.Contains(string(out), "9000") {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	l.run(from.host, "sh", "-c", "nc -N -w 10 "+to.addr+" 9000 < "+src)
+	select {
+	case <-listener.done:
+	case <-time.After(30 * time.Second):
+		l.t.Fatal("nc listener did not finish")
+	}
+	got, err := os.ReadFile(dst)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	if sha256.Sum256(got) != sha256.Sum256(data) {
+		l.t.Fatalf("10 MiB over nc: received %d bytes, sha256 differs", len(got))
+	}
+}
+
+func (l *lab) ping(from *peerSpec, to *peerSpec) {
+	l.t.Helper()
+	l.run(from.host, "ping", "-c", "3", "-i", "0.2", "-W", "2", to.addr)
+}
+
+// ssh runs a command over ssh to `to`'s virtual IP, where an sshd listens.
+func (l *lab) ssh(from, to *peerSpec) {
+	l.t.Helper()
+	sshd, err := exec.LookPath("sshd")
+	if err != nil {
+		sshd = "/usr/sbin/sshd"
+	}
+	if _, err := os.Stat(sshd); err != nil {
+		l.t.Skip("ssh test needs openssh-server")
+	}
+	hostKey, userKey := filepath.Join(l.dir, "host_key"), filepath.Join(l.dir, "user_key")
+	for _, k := range []string{hostKey, userKey} {
+		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", k).CombinedOutput(); err != nil {
+			l.t.Fatalf("ssh-keygen: %v %s", err, out)
+		}
+	}
+	authorized := filepath.Join(l.dir, "authorized_keys")
+	pub, _ := os.ReadFile(userKey + ".pub")
+	os.WriteFile(authorized, pub, 0o600)
+	os.MkdirAll("/run/sshd", 0o755)
+	l.start(to.host, "sshd-"+to.iface, sshd, "-D", "-e", "-f", "/dev/null",
+		"-o", "ListenAddress="+to.addr, "-o", "HostKey="+hostKey, "-o", "AuthorizedKeysFile="+authorized,
+		"-o", "PidFile=none", "-o", "StrictModes=no", "-o", "UsePAM=no", "-o", "PermitRootLogin=prohibit-password")
+	var out string
+	eventually(l.t, 10*time.Second, "ssh over the tunnel", func() error {
+		b, err := l.cmd(from.host, "ssh", "-i", userKey, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+			"-o", "BatchMode=yes", "-o", "ConnectTimeout=3", "root@"+to.addr, "echo", "hello-from-$(hostname)-over-punchtun").CombinedOutput()
+		out = string(b)
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, b)
+		}
+		return nil
+	})
+	if !strings.Contains(out, "over-punchtun") {
+		l.t.Fatalf("ssh output: %q", out)
+	}
+}
+
+// TestTunnel connects pairs of hosts in one lab with both NATs easy and
+// checks everything a user does: ping, nc, ssh, status and wg show.
+func TestTunnel(t *testing.T) {
+	l := newLab(t, "ptt", "easy", "easy")
+	rvKey := l.startRendezvous()
+
+	for _, tc := range []struct {
+		name       string
+		hostA      string
+		hostB      string
+		wantPath   string
+		publicPeer bool
+	}{
+		// a1 and b1 share the private address 192.168.1.2 on different
+		// LANs: each one's LAN candidate leads to itself, never the peer.
+		{"easy-easy", "a1", "b1", "direct", false},
+		{"none-easy", "pub", "b1", "direct", true},
+		{"same-lan", "a1", "a2", "lan", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := *l
+			l.t, l.dir = t, t.TempDir()
+			suffix := strings.ReplaceAll(tc.name, "-", "")[:6]
+			a := newPeer(t, tc.hostA, "pa"+suffix, "100.64.0.1")
+			b := newPeer(t, tc.hostB, "pb"+suffix, "100.64.0.2")
+			pa, pb := l.up(a, b, rvKey), l.up(b, a, rvKey)
+
+			psA := l.waitPath(a, tc.wantPath)
+			l.waitPath(b, tc.wantPath)
+			l.ping(a, b)
+			l.ping(b, a)
+			l.transfer(a, b)
+			l.ssh(a, b)
+
+			// The endpoint in use is the peer's real address on that path.
+			if tc.wantPath == "lan" && !strings.HasPrefix(psA.Endpoint, "192.168.1.") {
+				t.Errorf("lan path endpoint %q", psA.Endpoint)
+			}
+			if tc.wantPath == "direct" && !strings.HasPrefix(psA.Endpoint, "203.0.113.") {
+				t.Errorf("direct path endpoint %q", psA.Endpoint)
+			}
+			st, err := l.status(a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p := st.Peers[0]; p.LastHandshake == "" || p.RxBytes == 0 || p.TxBytes == 0 || p.RTTMillis <= 0 || p.Name != tc.hostB {
+				t.Errorf("status after traffic: %+v", p)
+			}
+			if _, err := exec.LookPath("wg"); err == nil {
+				out := l.run(a.host, "wg", "show", a.iface)
+				if !strings.Contains(out, b.priv.Public().String()) || !strings.Contains(out, psA.Endpoint) {
+					t.Errorf("wg show lacks the peer or its endpoint %s:\n%s", psA.Endpoint, out)
+				}
+			}
+
+			// SIGTERM tears down and exits 0.
+			for _, p := range []struct {
+				proc *proc
+				spec *peerSpec
+			}{{pa, a}, {pb, b}} {
+				if err := p.proc.stop(); err != nil {
+					t.Errorf("%s exited with %v after SIGTERM", p.spec.iface, err)
+				}
+				if err := l.cmd(p.spec.host, "ip", "link", "show", p.spec.iface).Run(); err == nil {
+					t.Errorf("%s still exists after exit", p.spec.iface)
+				}
+			}
+		})
+	}
+}
