@@ -180,7 +180,10 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() er
 
 type peerSpec struct {
 	host, iface, addr string
-	priv             key.Key
+	priv              key.Key
+	// fixed is the public address:port others reach this peer at, for a
+	// peer configured with a fixed Endpoint and no rendezvous.
+	fixed string
 }
 
 func newPeer(t *testing.T, host, iface, addr string) *peerSpec {
@@ -194,18 +197,17 @@ func newPeer(t *testing.T, host, iface, addr string) *peerSpec {
 // writeConfig writes p's config naming other as its peer, found through the
 // rendezvous, and returns its path: <iface>.conf, so up names the interface.
 func (l *lab) writeConfig(p, other *peerSpec, rvKey key.Key) string {
-	conf := fmt.Sprintf(`# written by the lab test
-[Interface]
-PrivateKey = %s
-Address = %s/24
-Rendezvous = %s
-RendezvousKey = %s
-
-[Peer]
-Name = %s
-PublicKey = %s
-AllowedIPs = %s/32
-`, p.priv, p.addr, rendezvousAddr, rvKey.Public(), other.host, other.priv.Public(), other.addr)
+	conf := fmt.Sprintf("# written by the lab test\n[Interface]\nPrivateKey = %s\nAddress = %s/24\n", p.priv, p.addr)
+	if p.fixed != "" {
+		_, port, _ := strings.Cut(p.fixed, ":")
+		conf += "ListenPort = " + port + "\n"
+	} else {
+		conf += fmt.Sprintf("Rendezvous = %s\nRendezvousKey = %s\n", rendezvousAddr, rvKey.Public())
+	}
+	conf += fmt.Sprintf("\n[Peer]\nName = %s\nPublicKey = %s\nAllowedIPs = %s/32\n", other.host, other.priv.Public(), other.addr)
+	if other.fixed != "" {
+		conf += "Endpoint = " + other.fixed + "\n"
+	}
 	path := filepath.Join(l.dir, p.iface+".conf")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		l.t.Fatal(err)
@@ -223,8 +225,15 @@ func (l *lab) startRendezvous() key.Key {
 }
 
 func (l *lab) up(p, other *peerSpec, rvKey key.Key) *proc {
+	l.t.Helper()
 	conf := l.writeConfig(p, other, rvKey)
-	return l.start(p.host, p.iface, l.bin, "up", conf, "--run-dir", filepath.Join(l.dir, "run-"+p.iface))
+	pr := l.start(p.host, p.iface, l.bin, "up", conf, "--run-dir", filepath.Join(l.dir, "run-"+p.iface))
+	// Up when it answers status: the interface then has its addresses.
+	eventually(l.t, 10*time.Second, p.iface+" up", func() error {
+		_, err := l.status(p)
+		return err
+	})
+	return pr
 }
 
 func (l *lab) status(p *peerSpec) (*tunnel.Status, error) {
@@ -342,17 +351,20 @@ func TestTunnel(t *testing.T) {
 	rvKey := l.startRendezvous()
 
 	for _, tc := range []struct {
-		name       string
-		hostA      string
-		hostB      string
-		wantPath   string
-		publicPeer bool
+		name     string
+		hostA    string
+		hostB    string
+		wantPath string
+		// fixedA and fixedB make a plain WireGuard pair: fixed Endpoints,
+		// no rendezvous.
+		fixedA, fixedB string
 	}{
 		// a1 and b1 share the private address 192.168.1.2 on different
 		// LANs: each one's LAN candidate leads to itself, never the peer.
-		{"easy-easy", "a1", "b1", "direct", false},
-		{"none-easy", "pub", "b1", "direct", true},
-		{"same-lan", "a1", "a2", "lan", false},
+		{"easy-easy", "a1", "b1", "direct", "", ""},
+		{"none-easy", "pub", "b1", "direct", "", ""},
+		{"same-lan", "a1", "a2", "lan", "", ""},
+		{"fixed-endpoints", "pub", "rv", "direct", "203.0.113.20:51820", "203.0.113.10:51821"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := *l
@@ -360,8 +372,13 @@ func TestTunnel(t *testing.T) {
 			suffix := strings.ReplaceAll(tc.name, "-", "")[:6]
 			a := newPeer(t, tc.hostA, "pa"+suffix, "100.64.0.1")
 			b := newPeer(t, tc.hostB, "pb"+suffix, "100.64.0.2")
+			a.fixed, b.fixed = tc.fixedA, tc.fixedB
 			pa, pb := l.up(a, b, rvKey), l.up(b, a, rvKey)
 
+			if tc.fixedA != "" {
+				// Plain WireGuard has no path until the first handshake.
+				l.ping(a, b)
+			}
 			psA := l.waitPath(a, tc.wantPath)
 			l.waitPath(b, tc.wantPath)
 			l.ping(a, b)
@@ -380,8 +397,12 @@ func TestTunnel(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if p := st.Peers[0]; p.LastHandshake == "" || p.RxBytes == 0 || p.TxBytes == 0 || p.RTTMillis <= 0 || p.Name != tc.hostB {
+			p := st.Peers[0]
+			if p.LastHandshake == "" || p.RxBytes == 0 || p.TxBytes == 0 || p.Name != tc.hostB || p.PublicKey != b.priv.Public().String() {
 				t.Errorf("status after traffic: %+v", p)
+			}
+			if tc.fixedA == "" && p.RTTMillis <= 0 {
+				t.Errorf("no RTT for a punched path: %+v", p)
 			}
 			if _, err := exec.LookPath("wg"); err == nil {
 				out := l.run(a.host, "wg", "show", a.iface)
