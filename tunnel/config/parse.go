@@ -204,6 +204,20 @@ func splitList(v string) []string {
 	return items
 }
 
+// parseList parses each item of a comma-separated value; the first bad
+// item is the error.
+func parseList[T any](v string, parse func(string) (T, error)) ([]T, error) {
+	var out []T
+	for _, s := range splitList(v) {
+		t, err := parse(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
 // parseKey parses a key and rejects the all-zero key, which is never a
 // valid private or public key.
 func parseKey(v string) (key.Key, error) {
@@ -338,16 +352,11 @@ func setPrivateKey(in *Interface, v string) error {
 }
 
 func setAddress(in *Interface, v string) error {
-	for _, s := range splitList(v) {
-		p, err := parsePrefix(s)
-		if err != nil {
-			return err
-		}
-		// Keep the host bits: 100.64.0.1/24 is the address 100.64.0.1
-		// on the network 100.64.0.0/24.
-		in.Addresses = append(in.Addresses, p)
-	}
-	return nil
+	// Keep the host bits: 100.64.0.1/24 is the address 100.64.0.1 on the
+	// network 100.64.0.0/24.
+	ps, err := parseList(v, parsePrefix)
+	in.Addresses = append(in.Addresses, ps...)
+	return err
 }
 
 func setListenPort(in *Interface, v string) error {
@@ -368,24 +377,15 @@ func setMTU(in *Interface, v string) error {
 }
 
 func setRendezvous(in *Interface, v string) error {
-	for _, s := range splitList(v) {
-		if err := checkHostPort(s); err != nil {
-			return err
-		}
-		in.Rendezvous = append(in.Rendezvous, s)
-	}
-	return nil
+	hps, err := parseList(v, func(s string) (string, error) { return s, checkHostPort(s) })
+	in.Rendezvous = append(in.Rendezvous, hps...)
+	return err
 }
 
 func setRendezvousKey(in *Interface, v string) error {
-	for _, s := range splitList(v) {
-		k, err := parseKey(s)
-		if err != nil {
-			return err
-		}
-		in.RendezvousKey = append(in.RendezvousKey, k)
-	}
-	return nil
+	ks, err := parseList(v, parseKey)
+	in.RendezvousKey = append(in.RendezvousKey, ks...)
+	return err
 }
 
 // setFwMark accepts what wg(8) does: "off", decimal, or hex with 0x.
@@ -424,16 +424,14 @@ func setPresharedKey(p *Peer, v string) error {
 }
 
 func setAllowedIPs(p *Peer, v string) error {
-	for _, s := range splitList(v) {
+	// Routing looks only at the network part; mask it so that
+	// 100.64.0.5/24 and 100.64.0.0/24 compare equal.
+	ps, err := parseList(v, func(s string) (netip.Prefix, error) {
 		pfx, err := parsePrefix(s)
-		if err != nil {
-			return err
-		}
-		// Routing looks only at the network part; mask it so that
-		// 100.64.0.5/24 and 100.64.0.0/24 compare equal.
-		p.AllowedIPs = append(p.AllowedIPs, pfx.Masked())
-	}
-	return nil
+		return pfx.Masked(), err
+	})
+	p.AllowedIPs = append(p.AllowedIPs, ps...)
+	return err
 }
 
 func setEndpoint(p *Peer, v string) error {
