@@ -96,8 +96,15 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 	if err := t.dev.IpcSet(uapi); err != nil {
 		return nil, fmt.Errorf("configure WireGuard: %w", err)
 	}
-	if err := t.dev.Up(); err != nil {
-		return nil, fmt.Errorf("open UDP port %d: %w", cfg.Interface.ListenPort, err)
+	// wireguard-go also brings the device up when the TUN reports itself
+	// up, and a failed attempt resets the port to 0: so a busy ListenPort
+	// can show as success on a random port. Check the port we got.
+	upErr := t.dev.Up()
+	if want := cfg.Interface.ListenPort; want != 0 && t.ListenPort() != want {
+		return nil, fmt.Errorf("UDP port %d is in use (ListenPort)", want)
+	}
+	if upErr != nil {
+		return nil, fmt.Errorf("open UDP port: %w", upErr)
 	}
 	if err := configureInterface(t.name, mtu, cfg.Interface.Addresses, t.routes()); err != nil {
 		return nil, err
