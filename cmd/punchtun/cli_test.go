@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -122,6 +123,8 @@ func netns(t *testing.T, name string) func(args ...string) *exec.Cmd {
 	t.Helper()
 	requireLab(t)
 	exec.Command("ip", "netns", "del", name).Run()
+	// A socket a killed earlier run left would be taken for one of ours.
+	os.Remove("/var/run/wireguard/" + name + "0.sock")
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v %s", err, out)
 	}
@@ -206,7 +209,13 @@ func TestFailedUpLeavesNothing(t *testing.T) {
 	runDir := t.TempDir()
 	c := in(punchtunBinary(t), "up", path, "--run-dir", runDir)
 	c.Stderr = &stderr
-	err := c.Run()
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// If up wrongly succeeds it runs until killed: fail, do not hang.
+	kill := time.AfterFunc(20*time.Second, func() { c.Process.Signal(syscall.SIGTERM) })
+	err := c.Wait()
+	kill.Stop()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "45123") {
 		t.Fatalf("exit %v, stderr %q: want exit 1 naming the port", err, stderr.String())
 	}
