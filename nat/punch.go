@@ -12,6 +12,10 @@ import (
 const (
 	// PunchDuration is how long one round probes a peer's candidates.
 	PunchDuration = 10 * time.Second
+	// ShortPunchDuration is enough for a path on a shared LAN, or through
+	// a NAT that behaves better than it said; rounds where the NATs rule
+	// out a direct path take no longer.
+	ShortPunchDuration = 3 * time.Second
 	// PunchInterval spaces the probes of a round: fast enough that a path
 	// is found within a round trip or two of both NATs opening, slow enough
 	// that a round sends at most 50 probes per candidate.
@@ -94,11 +98,11 @@ func (p *Punch) Candidates() []netip.AddrPort { return p.candidates }
 // Punching reports whether a round is in progress.
 func (p *Punch) Punching(now time.Time) bool { return now.Before(p.deadline) }
 
-// Start begins a round: probe every candidate at once, and again every
-// PunchInterval. The current path, if any, carries traffic until the round
+// Start begins a round of length d: probe every candidate at once, and
+// again every PunchInterval. The current path, if any, carries traffic until the round
 // confirms one; the first candidate confirmed becomes the path, and a LAN
 // path replaces a public one.
-func (p *Punch) Start(now time.Time, candidates []netip.AddrPort) {
+func (p *Punch) Start(now time.Time, candidates []netip.AddrPort, d time.Duration) {
 	p.candidates = p.candidates[:0]
 	for _, c := range candidates {
 		p.addCandidate(c)
@@ -106,7 +110,7 @@ func (p *Punch) Start(now time.Time, candidates []netip.AddrPort) {
 	if p.path.Addr.IsValid() {
 		p.addCandidate(p.path.Addr)
 	}
-	p.started, p.deadline, p.next = now, now.Add(PunchDuration), now
+	p.started, p.deadline, p.next = now, now.Add(d), now
 	p.chosen = false
 }
 

@@ -52,7 +52,7 @@ var (
 
 func TestProbesEveryCandidateAtOnce(t *testing.T) {
 	h := newHarness(true)
-	h.p.Start(h.now, []netip.AddrPort{public, lan, wrong, public})
+	h.p.Start(h.now, []netip.AddrPort{public, lan, wrong, public}, PunchDuration)
 	h.p.Tick(h.now)
 	for _, a := range []netip.AddrPort{public, lan, wrong} {
 		if n := len(h.pingsTo(a)); n != 1 {
@@ -66,7 +66,7 @@ func TestProbesEveryCandidateAtOnce(t *testing.T) {
 
 func TestLANBeatsPublic(t *testing.T) {
 	h := newHarness(true)
-	h.p.Start(h.now, []netip.AddrPort{public, lan})
+	h.p.Start(h.now, []netip.AddrPort{public, lan}, PunchDuration)
 	h.p.Tick(h.now)
 	if ev := h.answer(public, 5*time.Millisecond); ev != EventChosen || h.p.Path().Kind != PathDirect {
 		t.Fatalf("first answer: event %v path %+v", ev, h.p.Path())
@@ -81,7 +81,7 @@ func TestLANBeatsPublic(t *testing.T) {
 
 func TestPublicDoesNotReplaceLAN(t *testing.T) {
 	h := newHarness(true)
-	h.p.Start(h.now, []netip.AddrPort{public, lan})
+	h.p.Start(h.now, []netip.AddrPort{public, lan}, PunchDuration)
 	h.p.Tick(h.now)
 	h.answer(lan, time.Millisecond)
 	if ev := h.answer(public, time.Millisecond); ev != EventNone || h.p.Path().Addr != lan {
@@ -91,7 +91,7 @@ func TestPublicDoesNotReplaceLAN(t *testing.T) {
 
 func TestUnsolicitedPongIgnored(t *testing.T) {
 	h := newHarness(true)
-	h.p.Start(h.now, []netip.AddrPort{lan})
+	h.p.Start(h.now, []netip.AddrPort{lan}, PunchDuration)
 	h.p.Tick(h.now)
 	if ev := h.p.OnPong(h.now, wrong, &wire.Pong{TxID: [12]byte{42}}); ev != EventNone || h.p.Path().Addr.IsValid() {
 		t.Fatal("a pong to no ping of ours became a path")
@@ -115,7 +115,7 @@ func TestPingAnsweredAndProbedBack(t *testing.T) {
 
 func TestHeartbeatThenLoss(t *testing.T) {
 	h := newHarness(true)
-	h.p.Start(h.now, []netip.AddrPort{public})
+	h.p.Start(h.now, []netip.AddrPort{public}, PunchDuration)
 	h.p.Tick(h.now)
 	h.answer(public, time.Millisecond)
 	h.sent = nil
@@ -148,7 +148,7 @@ func TestHeartbeatThenLoss(t *testing.T) {
 
 func TestFollowerLeavesHeartbeatToLeader(t *testing.T) {
 	h := newHarness(false)
-	h.p.Start(h.now, []netip.AddrPort{public})
+	h.p.Start(h.now, []netip.AddrPort{public}, PunchDuration)
 	h.p.Tick(h.now)
 	h.answer(public, time.Millisecond)
 	h.sent = nil

@@ -23,35 +23,50 @@ func NewBindingRequest() (STUNTxID, []byte) {
 	return m.TransactionID, m.Raw
 }
 
-// ParseBindingResponse reads the mapped address out of a binding success
-// response.
-func ParseBindingResponse(b []byte) (STUNTxID, netip.AddrPort, error) {
+// BindingResult is what a binding success response tells.
+type BindingResult struct {
+	TxID   STUNTxID
+	Mapped netip.AddrPort // our address as the server saw it
+	// Other is the server's alternate address (RFC 5780 OTHER-ADDRESS), if
+	// it has one: asking there too tells whether the NAT maps per
+	// destination.
+	Other netip.AddrPort
+}
+
+// ParseBindingResponse reads a binding success response.
+func ParseBindingResponse(b []byte) (BindingResult, error) {
 	m := &stun.Message{Raw: append([]byte(nil), b...)}
 	if err := m.Decode(); err != nil {
-		return STUNTxID{}, netip.AddrPort{}, err
+		return BindingResult{}, err
 	}
+	r := BindingResult{TxID: m.TransactionID}
 	if m.Type != stun.BindingSuccess {
-		return m.TransactionID, netip.AddrPort{}, errors.New("stun: not a binding success response: " + m.Type.String())
+		return r, errors.New("stun: not a binding success response: " + m.Type.String())
 	}
 	var xor stun.XORMappedAddress
 	if err := xor.GetFrom(m); err != nil {
 		// RFC 3489 servers answer with MAPPED-ADDRESS only.
 		var plain stun.MappedAddress
 		if err2 := plain.GetFrom(m); err2 != nil {
-			return m.TransactionID, netip.AddrPort{}, err
+			return r, err
 		}
 		xor.IP, xor.Port = plain.IP, plain.Port
 	}
-	ap, ok := addrPortFromIP(xor.IP, xor.Port)
-	if !ok {
-		return m.TransactionID, netip.AddrPort{}, errors.New("stun: bad mapped address")
+	var ok bool
+	if r.Mapped, ok = addrPortFromIP(xor.IP, xor.Port); !ok {
+		return r, errors.New("stun: bad mapped address")
 	}
-	return m.TransactionID, ap, nil
+	var other stun.OtherAddress
+	if other.GetFrom(m) == nil {
+		r.Other, _ = addrPortFromIP(other.IP, other.Port)
+	}
+	return r, nil
 }
 
 // BindingResponse answers a binding request from src, or returns an error
 // for anything else: a STUN server answers nothing but binding requests.
-func BindingResponse(req []byte, src netip.AddrPort) ([]byte, error) {
+// other, if valid, is advertised as the server's alternate address.
+func BindingResponse(req []byte, src, other netip.AddrPort) ([]byte, error) {
 	m := &stun.Message{Raw: append([]byte(nil), req...)}
 	if err := m.Decode(); err != nil {
 		return nil, err
@@ -59,12 +74,15 @@ func BindingResponse(req []byte, src netip.AddrPort) ([]byte, error) {
 	if m.Type != stun.BindingRequest {
 		return nil, errors.New("stun: not a binding request: " + m.Type.String())
 	}
-	resp, err := stun.Build(
+	setters := []stun.Setter{
 		stun.NewTransactionIDSetter(m.TransactionID),
 		stun.BindingSuccess,
 		&stun.XORMappedAddress{IP: src.Addr().Unmap().AsSlice(), Port: int(src.Port())},
-		stun.Fingerprint,
-	)
+	}
+	if other.IsValid() {
+		setters = append(setters, &stun.OtherAddress{IP: other.Addr().AsSlice(), Port: int(other.Port())})
+	}
+	resp, err := stun.Build(append(setters, stun.Fingerprint)...)
 	if err != nil {
 		return nil, err
 	}
