@@ -41,19 +41,24 @@ const (
 type Config struct {
 	PrivateKey key.Key
 	TTL        time.Duration // 0 means DefaultTTL
-	Logger     *slog.Logger
+	// Relay forwards WireGuard packets between two peers it would
+	// introduce, for pairs that cannot reach each other directly.
+	Relay  bool
+	Logger *slog.Logger
 }
 
 // Server is a rendezvous. Serve it on one or more UDP sockets.
 type Server struct {
 	priv, pub key.Key
 	ttl       time.Duration
+	relay     bool
 	log       *slog.Logger
 
-	mu    sync.Mutex
-	peers map[key.Key]*registration
-	seen  map[key.Key]lastSeen
-	clock wire.Clock
+	mu         sync.RWMutex
+	peers      map[key.Key]*registration
+	byEndpoint map[netip.AddrPort]key.Key // for relaying: who sends from there
+	seen       map[key.Key]lastSeen
+	clock      wire.Clock
 
 	Stats Stats
 	done  chan struct{}
@@ -63,14 +68,17 @@ type Server struct {
 // Stats counts what the server did and what it dropped, and why.
 type Stats struct {
 	STUN, Registrations, Introductions  atomic.Uint64
+	RelayPackets, RelayBytes            atomic.Uint64
 	DropMalformed, DropAuth, DropReplay atomic.Uint64
 	DropUnregistered, DropNotMutual     atomic.Uint64
+	DropRelayOff                        atomic.Uint64
 }
 
 type registration struct {
 	shared     wire.SharedKey
 	conn       *net.UDPConn // the socket the peer talks to; replies leave from it
 	endpoint   netip.AddrPort
+	nat        byte
 	candidates []netip.AddrPort
 	wants      map[key.Key]struct{}
 	expires    time.Time
@@ -84,13 +92,15 @@ type lastSeen struct {
 // NewServer returns a Server; its expiry loop runs until Close.
 func NewServer(cfg Config) *Server {
 	s := &Server{
-		priv:  cfg.PrivateKey,
-		pub:   cfg.PrivateKey.Public(),
-		ttl:   cfg.TTL,
-		log:   cfg.Logger,
-		peers: make(map[key.Key]*registration),
-		seen:  make(map[key.Key]lastSeen),
-		done:  make(chan struct{}),
+		priv:       cfg.PrivateKey,
+		pub:        cfg.PrivateKey.Public(),
+		ttl:        cfg.TTL,
+		relay:      cfg.Relay,
+		log:        cfg.Logger,
+		peers:      make(map[key.Key]*registration),
+		byEndpoint: make(map[netip.AddrPort]key.Key),
+		seen:       make(map[key.Key]lastSeen),
+		done:       make(chan struct{}),
 	}
 	if s.ttl == 0 {
 		s.ttl = DefaultTTL
@@ -108,8 +118,11 @@ func (s *Server) PublicKey() key.Key { return s.pub }
 // Close stops the expiry loop. It does not close the sockets given to Serve.
 func (s *Server) Close() { s.once.Do(func() { close(s.done) }) }
 
-// Serve reads and answers packets on conn until conn is closed.
-func (s *Server) Serve(conn *net.UDPConn) error {
+// Serve reads and answers packets on conn until conn is closed. other is
+// the server's address on another IP, if it has one: STUN answers
+// advertise it, so that a client can tell whether its NAT maps per
+// destination.
+func (s *Server) Serve(conn *net.UDPConn, other netip.AddrPort) error {
 	buf := make([]byte, 65536)
 	for {
 		n, src, err := conn.ReadFromUDPAddrPort(buf)
@@ -119,14 +132,16 @@ func (s *Server) Serve(conn *net.UDPConn) error {
 			}
 			return err
 		}
-		s.handle(conn, buf[:n], netip.AddrPortFrom(src.Addr().Unmap(), src.Port()))
+		s.handle(conn, other, buf[:n], netip.AddrPortFrom(src.Addr().Unmap(), src.Port()))
 	}
 }
 
-func (s *Server) handle(conn *net.UDPConn, b []byte, src netip.AddrPort) {
+func (s *Server) handle(conn *net.UDPConn, other netip.AddrPort, b []byte, src netip.AddrPort) {
 	switch {
+	case wire.IsRelay(b):
+		s.forward(b, src)
 	case nat.IsSTUN(b):
-		resp, err := nat.BindingResponse(b, src)
+		resp, err := nat.BindingResponse(b, src, other)
 		if err != nil {
 			s.Stats.DropMalformed.Add(1)
 			return
@@ -177,7 +192,7 @@ func (s *Server) handleControl(conn *net.UDPConn, b []byte, src netip.AddrPort) 
 		s.query(h.Sender, m.Peer)
 	case *wire.Deregister:
 		if reg != nil {
-			delete(s.peers, h.Sender)
+			s.remove(h.Sender, reg)
 			s.log.Info("peer deregistered", "peer", h.Sender, "endpoint", reg.endpoint)
 		}
 	default:
@@ -215,7 +230,7 @@ func (s *Server) fresh(sender key.Key, t uint64, now time.Time) bool {
 
 func (s *Server) register(conn *net.UDPConn, sender key.Key, shared wire.SharedKey, src netip.AddrPort, m *wire.Register, now time.Time) {
 	reg := s.peers[sender]
-	changed := reg == nil || reg.endpoint != src || !slices.Equal(reg.candidates, m.Candidates)
+	changed := reg == nil || reg.endpoint != src || reg.nat != m.NAT || !slices.Equal(reg.candidates, m.Candidates)
 	if reg == nil {
 		reg = &registration{shared: shared}
 		s.peers[sender] = reg
@@ -223,8 +238,13 @@ func (s *Server) register(conn *net.UDPConn, sender key.Key, shared wire.SharedK
 	} else if changed {
 		s.log.Info("peer moved", "peer", sender, "endpoint", src, "candidates", m.Candidates)
 	}
+	if reg.endpoint != src {
+		delete(s.byEndpoint, reg.endpoint)
+		s.byEndpoint[src] = sender
+	}
 	reg.conn = conn
 	reg.endpoint = src
+	reg.nat = m.NAT
 	reg.candidates = m.Candidates
 	reg.wants = make(map[key.Key]struct{}, len(m.Wants))
 	for _, w := range m.Wants {
@@ -232,7 +252,11 @@ func (s *Server) register(conn *net.UDPConn, sender key.Key, shared wire.SharedK
 	}
 	reg.expires = now.Add(s.ttl)
 	s.Stats.Registrations.Add(1)
-	s.send(reg, &wire.RegisterAck{Time: s.clock.Next(uint64(now.UnixNano())), Observed: src})
+	ack := &wire.RegisterAck{Time: s.clock.Next(uint64(now.UnixNano())), Observed: src}
+	if s.relay {
+		ack.Flags |= wire.AckRelay
+	}
+	s.send(reg, ack)
 
 	// A peer that is new or has moved is introduced at once to every peer
 	// that waits for it: this is what brings a tunnel back within a second
@@ -248,18 +272,52 @@ func (s *Server) register(conn *net.UDPConn, sender key.Key, shared wire.SharedK
 	}
 }
 
+// mutual returns the registrations of a and b if both are registered and
+// each lists the other: the pairs the server introduces and relays for.
+// Callers hold s.mu.
+func (s *Server) mutual(a, b key.Key) (ra, rb *registration, ok bool) {
+	ra, rb = s.peers[a], s.peers[b]
+	if ra == nil || rb == nil {
+		return nil, nil, false
+	}
+	_, aWants := ra.wants[b]
+	_, bWants := rb.wants[a]
+	return ra, rb, aWants && bWants
+}
+
+// forward relays a WireGuard packet. The sender is whoever is registered
+// at the packet's source endpoint; the frame's key names the receiver, and
+// is rewritten in place to name the sender.
+func (s *Server) forward(b []byte, src netip.AddrPort) {
+	if !s.relay {
+		s.Stats.DropRelayOff.Add(1)
+		return
+	}
+	s.mu.RLock()
+	sender, registered := s.byEndpoint[src]
+	dst, _ := wire.ParseRelay(b)
+	_, to, ok := s.mutual(sender, dst)
+	s.mu.RUnlock()
+	switch {
+	case !registered:
+		s.Stats.DropUnregistered.Add(1)
+		return
+	case !ok:
+		s.Stats.DropNotMutual.Add(1)
+		return
+	}
+	copy(b[len(wire.RelayMagic):], sender[:])
+	to.conn.WriteToUDPAddrPort(b, to.endpoint)
+	s.Stats.RelayPackets.Add(1)
+	s.Stats.RelayBytes.Add(uint64(len(b) - wire.RelayHeaderLen))
+}
+
 // query introduces asker and target if both are registered and each lists
 // the other. Otherwise it stays silent: a stranger who knows a public key
 // learns nothing, not even whether that key is registered.
 func (s *Server) query(asker, target key.Key) {
-	a, b := s.peers[asker], s.peers[target]
-	if a == nil || b == nil {
-		s.Stats.DropUnregistered.Add(1)
-		return
-	}
-	_, aWants := a.wants[target]
-	_, bWants := b.wants[asker]
-	if !aWants || !bWants {
+	a, b, ok := s.mutual(asker, target)
+	if !ok {
 		s.Stats.DropNotMutual.Add(1)
 		return
 	}
@@ -270,8 +328,8 @@ func (s *Server) query(asker, target key.Key) {
 // start punching at once and each side's probes open the way for the other's.
 func (s *Server) introduce(ka key.Key, a *registration, kb key.Key, b *registration) {
 	now := uint64(time.Now().UnixNano())
-	s.send(a, &wire.Intro{Time: s.clock.Next(now), Peer: kb, Observed: b.endpoint, Candidates: b.candidates})
-	s.send(b, &wire.Intro{Time: s.clock.Next(now), Peer: ka, Observed: a.endpoint, Candidates: a.candidates})
+	s.send(a, &wire.Intro{Time: s.clock.Next(now), Peer: kb, Observed: b.endpoint, NAT: b.nat, Candidates: b.candidates})
+	s.send(b, &wire.Intro{Time: s.clock.Next(now), Peer: ka, Observed: a.endpoint, NAT: a.nat, Candidates: a.candidates})
 	s.Stats.Introductions.Add(1)
 	s.log.Debug("introduced", "a", ka, "a_endpoint", a.endpoint, "b", kb, "b_endpoint", b.endpoint)
 }
@@ -299,7 +357,7 @@ func (s *Server) expire(now time.Time) {
 	defer s.mu.Unlock()
 	for k, reg := range s.peers {
 		if now.After(reg.expires) {
-			delete(s.peers, k)
+			s.remove(k, reg)
 			s.log.Info("registration expired", "peer", k, "endpoint", reg.endpoint)
 		}
 	}
@@ -310,9 +368,17 @@ func (s *Server) expire(now time.Time) {
 	}
 }
 
+// remove forgets a registration. Callers hold s.mu.
+func (s *Server) remove(k key.Key, reg *registration) {
+	delete(s.peers, k)
+	if s.byEndpoint[reg.endpoint] == k {
+		delete(s.byEndpoint, reg.endpoint)
+	}
+}
+
 // Registered reports the number of live registrations.
 func (s *Server) Registered() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	return len(s.peers)
 }

@@ -25,12 +25,12 @@ type client struct {
 func startServer(t *testing.T) (*Server, netip.AddrPort, key.Key) {
 	t.Helper()
 	priv, _ := key.NewPrivate()
-	s := NewServer(Config{PrivateKey: priv, Logger: slog.New(slog.DiscardHandler)})
+	s := NewServer(Config{PrivateKey: priv, Relay: true, Logger: slog.New(slog.DiscardHandler)})
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	go s.Serve(c)
+	go s.Serve(c, netip.MustParseAddrPort("127.0.0.2:3478"))
 	t.Cleanup(func() { c.Close(); s.Close() })
 	return s, c.LocalAddr().(*net.UDPAddr).AddrPort(), priv.Public()
 }
@@ -207,9 +207,12 @@ func TestAnswersSTUN(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gotTx, mapped, err := nat.ParseBindingResponse(buf[:n])
-	if err != nil || gotTx != tx || mapped != c.addr() {
-		t.Fatalf("STUN answer tx %x mapped %v err %v; want %x %v", gotTx, mapped, err, tx, c.addr())
+	res, err := nat.ParseBindingResponse(buf[:n])
+	if err != nil || res.TxID != tx || res.Mapped != c.addr() {
+		t.Fatalf("STUN answer %+v err %v; want tx %x mapped %v", res, err, tx, c.addr())
+	}
+	if res.Other != netip.MustParseAddrPort("127.0.0.2:3478") {
+		t.Errorf("OTHER-ADDRESS %v", res.Other)
 	}
 }
 
@@ -219,7 +222,7 @@ func TestRegistrationExpires(t *testing.T) {
 	defer s.Close()
 	c, _ := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	defer c.Close()
-	go s.Serve(c)
+	go s.Serve(c, netip.AddrPort{})
 	a := newClient(t, c.LocalAddr().(*net.UDPAddr).AddrPort(), priv.Public())
 	a.register()
 	s.expire(time.Now().Add(59 * time.Second))
@@ -229,5 +232,56 @@ func TestRegistrationExpires(t *testing.T) {
 	s.expire(time.Now().Add(61 * time.Second))
 	if s.Registered() != 0 {
 		t.Fatal("did not expire")
+	}
+}
+
+// recvRelay reads the next relayed packet.
+func (c *client) recvRelay(wait time.Duration) (key.Key, []byte, bool) {
+	buf := make([]byte, 65536)
+	for {
+		c.conn.SetReadDeadline(time.Now().Add(wait))
+		n, _, err := c.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return key.Key{}, nil, false
+		}
+		if wire.IsRelay(buf[:n]) {
+			k, pkt := wire.ParseRelay(buf[:n])
+			return k, append([]byte(nil), pkt...), true
+		}
+	}
+}
+
+func TestRelaysOnlyBetweenMutualPeers(t *testing.T) {
+	s, srv, sk := startServer(t)
+	a, b, eve := newClient(t, srv, sk), newClient(t, srv, sk), newClient(t, srv, sk)
+	a.register(b.pub())
+	b.register(a.pub())
+	eve.register(a.pub())
+	pkt := []byte{4, 0, 0, 0, 9, 9, 9}
+
+	a.sendRaw(wire.AppendRelay(nil, b.pub(), pkt))
+	from, got, ok := b.recvRelay(2 * time.Second)
+	if !ok || from != a.pub() || string(got) != string(pkt) {
+		t.Fatalf("b got %v %x %v; want a's packet", from, got, ok)
+	}
+
+	// Eve lists a, but a does not list eve: no relaying either way.
+	eve.sendRaw(wire.AppendRelay(nil, a.pub(), pkt))
+	a.sendRaw(wire.AppendRelay(nil, eve.pub(), pkt))
+	// An unregistered source cannot relay at all.
+	stranger := newClient(t, srv, sk)
+	stranger.sendRaw(wire.AppendRelay(nil, b.pub(), pkt))
+	if _, _, ok := a.recvRelay(300 * time.Millisecond); ok {
+		t.Error("a received a relayed packet from eve")
+	}
+	if _, _, ok := eve.recvRelay(300 * time.Millisecond); ok {
+		t.Error("eve received a relayed packet from a")
+	}
+	if _, _, ok := b.recvRelay(300 * time.Millisecond); ok {
+		t.Error("b received a stranger's packet")
+	}
+	if s.Stats.RelayPackets.Load() != 1 || s.Stats.DropNotMutual.Load() != 2 || s.Stats.DropUnregistered.Load() != 1 {
+		t.Errorf("relayed %d, not mutual %d, unregistered %d; want 1, 2, 1",
+			s.Stats.RelayPackets.Load(), s.Stats.DropNotMutual.Load(), s.Stats.DropUnregistered.Load())
 	}
 }

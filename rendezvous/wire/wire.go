@@ -155,6 +155,7 @@ func Open(b []byte, shared *SharedKey) ([]byte, error) {
 // Register announces a peer to the rendezvous, and refreshes it.
 type Register struct {
 	Time       uint64
+	NAT        byte             // the peer's NAT mapping, a nat.Mapping, passed on to its peers
 	Candidates []netip.AddrPort // the peer's local addresses with its socket's port
 	Wants      []key.Key        // the peers in its config that it needs introduced
 }
@@ -164,7 +165,11 @@ type Register struct {
 type RegisterAck struct {
 	Time     uint64
 	Observed netip.AddrPort
+	Flags    byte // AckRelay
 }
+
+// AckRelay in RegisterAck.Flags: the rendezvous relays for this peer.
+const AckRelay = 1
 
 // Query asks the rendezvous to introduce the sender to Peer.
 type Query struct {
@@ -177,6 +182,7 @@ type Intro struct {
 	Time       uint64
 	Peer       key.Key
 	Observed   netip.AddrPort   // the endpoint the rendezvous sees that peer at
+	NAT        byte             // that peer's NAT mapping, as it reported it
 	Candidates []netip.AddrPort // the local candidates that peer reported
 }
 
@@ -212,6 +218,7 @@ func (*Pong) Type() Type        { return TypePong }
 
 func (m *Register) Append(b []byte) []byte {
 	b = binary.BigEndian.AppendUint64(b, m.Time)
+	b = append(b, m.NAT)
 	b = appendAddrPorts(b, m.Candidates)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Wants)))
 	for _, k := range m.Wants {
@@ -222,7 +229,8 @@ func (m *Register) Append(b []byte) []byte {
 
 func (m *RegisterAck) Append(b []byte) []byte {
 	b = binary.BigEndian.AppendUint64(b, m.Time)
-	return appendAddrPort(b, m.Observed)
+	b = appendAddrPort(b, m.Observed)
+	return append(b, m.Flags)
 }
 
 func (m *Query) Append(b []byte) []byte {
@@ -234,6 +242,7 @@ func (m *Intro) Append(b []byte) []byte {
 	b = binary.BigEndian.AppendUint64(b, m.Time)
 	b = append(b, m.Peer[:]...)
 	b = appendAddrPort(b, m.Observed)
+	b = append(b, m.NAT)
 	return appendAddrPorts(b, m.Candidates)
 }
 
@@ -255,7 +264,7 @@ func Parse(t Type, body []byte) (Body, error) {
 	var m Body
 	switch t {
 	case TypeRegister:
-		reg := &Register{Time: r.uint64(), Candidates: r.addrPorts()}
+		reg := &Register{Time: r.uint64(), NAT: r.byte(), Candidates: r.addrPorts()}
 		n := int(r.uint16())
 		if n > MaxWants {
 			return nil, ErrTooMany
@@ -265,11 +274,11 @@ func Parse(t Type, body []byte) (Body, error) {
 		}
 		m = reg
 	case TypeRegisterAck:
-		m = &RegisterAck{Time: r.uint64(), Observed: r.addrPort()}
+		m = &RegisterAck{Time: r.uint64(), Observed: r.addrPort(), Flags: r.byte()}
 	case TypeQuery:
 		m = &Query{Time: r.uint64(), Peer: r.key()}
 	case TypeIntro:
-		m = &Intro{Time: r.uint64(), Peer: r.key(), Observed: r.addrPort(), Candidates: r.addrPorts()}
+		m = &Intro{Time: r.uint64(), Peer: r.key(), Observed: r.addrPort(), NAT: r.byte(), Candidates: r.addrPorts()}
 	case TypeDeregister:
 		m = &Deregister{Time: r.uint64()}
 	case TypePing:
@@ -338,6 +347,12 @@ func (r *reader) uint64() uint64 {
 	return binary.BigEndian.Uint64(v[:])
 }
 
+func (r *reader) byte() byte {
+	var v [1]byte
+	r.read(v[:])
+	return v[0]
+}
+
 func (r *reader) uint16() uint16 {
 	var v [2]byte
 	r.read(v[:])
@@ -358,17 +373,45 @@ func (r *reader) addrPort() netip.AddrPort {
 }
 
 func (r *reader) addrPorts() []netip.AddrPort {
-	var n [1]byte
-	r.read(n[:])
-	if int(n[0]) > MaxCandidates {
+	n := int(r.byte())
+	if n > MaxCandidates {
 		r.err = ErrTooMany
 		return nil
 	}
 	var aps []netip.AddrPort
-	for i := 0; i < int(n[0]) && r.err == nil; i++ {
+	for i := 0; i < n && r.err == nil; i++ {
 		aps = append(aps, r.addrPort())
 	}
 	return aps
+}
+
+// RelayMagic starts a relayed WireGuard packet. Between a peer and the
+// rendezvous it is followed by the other peer's public key (the
+// destination going up, the source coming down) and the WireGuard packet.
+// It is not sealed: WireGuard already encrypts and authenticates the
+// packet, and the rendezvous authenticates the sender by the endpoint of
+// its registration.
+const RelayMagic = "PTUR"
+
+// RelayHeaderLen is what relaying adds to a WireGuard packet.
+const RelayHeaderLen = len(RelayMagic) + key.Len
+
+// IsRelay reports whether b is a relayed packet.
+func IsRelay(b []byte) bool {
+	return len(b) >= RelayHeaderLen && string(b[:len(RelayMagic)]) == RelayMagic
+}
+
+// AppendRelay appends the relay frame of pkt for peer to dst.
+func AppendRelay(dst []byte, peer key.Key, pkt []byte) []byte {
+	dst = append(dst, RelayMagic...)
+	dst = append(dst, peer[:]...)
+	return append(dst, pkt...)
+}
+
+// ParseRelay splits a relay frame; callers check IsRelay first.
+func ParseRelay(b []byte) (peer key.Key, pkt []byte) {
+	copy(peer[:], b[len(RelayMagic):RelayHeaderLen])
+	return peer, b[RelayHeaderLen:]
 }
 
 // Clock hands out strictly increasing message times: wall-clock unix

@@ -18,11 +18,11 @@ func newKey(t testing.TB) key.Key {
 }
 
 var samples = []Body{
-	&Register{Time: 1, Candidates: []netip.AddrPort{netip.MustParseAddrPort("192.168.1.2:51820"), netip.MustParseAddrPort("[2001:db8::1]:51820")}, Wants: []key.Key{{1}, {2}}},
+	&Register{Time: 1, NAT: 2, Candidates: []netip.AddrPort{netip.MustParseAddrPort("192.168.1.2:51820"), netip.MustParseAddrPort("[2001:db8::1]:51820")}, Wants: []key.Key{{1}, {2}}},
 	&Register{Time: 2},
-	&RegisterAck{Time: 3, Observed: netip.MustParseAddrPort("203.0.113.21:40000")},
+	&RegisterAck{Time: 3, Observed: netip.MustParseAddrPort("203.0.113.21:40000"), Flags: AckRelay},
 	&Query{Time: 4, Peer: key.Key{9}},
-	&Intro{Time: 5, Peer: key.Key{7}, Observed: netip.MustParseAddrPort("203.0.113.22:1"), Candidates: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:2")}},
+	&Intro{Time: 5, Peer: key.Key{7}, Observed: netip.MustParseAddrPort("203.0.113.22:1"), NAT: 3, Candidates: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:2")}},
 	&Deregister{Time: 6},
 	&Ping{TxID: [12]byte{1, 2, 3}},
 	&Pong{TxID: [12]byte{4}, Src: netip.MustParseAddrPort("[2001:db8::2]:9")},
@@ -102,7 +102,7 @@ func TestParseRejectsBadBodies(t *testing.T) {
 			t.Errorf("%v: trailing byte: %v", m.Type(), err)
 		}
 	}
-	tooMany := []byte{0, 0, 0, 0, 0, 0, 0, 1, MaxCandidates + 1}
+	tooMany := []byte{0, 0, 0, 0, 0, 0, 0, 1, 0, MaxCandidates + 1}
 	if _, err := Parse(TypeRegister, tooMany); err != ErrTooMany {
 		t.Errorf("too many candidates: %v", err)
 	}
@@ -135,4 +135,18 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("%v: re-encoded %x, was %x", m.Type(), got, body)
 		}
 	})
+}
+
+func TestRelayFrame(t *testing.T) {
+	pkt := []byte{4, 0, 0, 0, 1, 2, 3}
+	frame := AppendRelay(nil, key.Key{5}, pkt)
+	if !IsRelay(frame) || IsControl(frame) || len(frame) != RelayHeaderLen+len(pkt) {
+		t.Fatalf("frame %x", frame)
+	}
+	if k, got := ParseRelay(frame); k != (key.Key{5}) || !bytes.Equal(got, pkt) {
+		t.Fatalf("parsed %v %x", k, got)
+	}
+	if IsRelay(frame[:RelayHeaderLen-1]) {
+		t.Error("short frame taken for a relay frame")
+	}
 }
