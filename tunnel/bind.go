@@ -20,19 +20,21 @@ import (
 // NAT mapping that WireGuard uses.
 //
 // Receiving, it hands every packet that is not WireGuard to the control
-// plane and zeroes its size, which wireguard-go skips. Sending, it routes a
-// rendezvous-managed peer's packets to the path the control plane chose for
-// that peer (see PeerEndpoint).
+// plane and zeroes its size, which wireguard-go skips; relayed WireGuard
+// packets are unwrapped in place. Sending, it routes a rendezvous-managed
+// peer's packets the way the control plane chose for that peer (see
+// PeerEndpoint): straight to the peer, or wrapped for the relay.
 type Bind struct {
 	std     conn.Bind
 	control func(pkt []byte, src netip.AddrPort) // must not keep pkt
 
 	mu        sync.Mutex
 	endpoints map[key.Key]*PeerEndpoint
-	// byAddr maps a path's address to its peer's endpoint, so packets
-	// arriving on a chosen path carry that endpoint and WireGuard's roaming
-	// keeps following the control plane. Copy on write; read per packet.
-	byAddr atomic.Pointer[map[netip.AddrPort]*PeerEndpoint]
+	// Snapshots read per packet, replaced whole under mu (copy on write).
+	byAddr atomic.Pointer[map[netip.AddrPort]*PeerEndpoint] // sources peers authenticated from
+	relays atomic.Pointer[map[netip.AddrPort]bool]          // rendezvous that may relay to us
+
+	framePool sync.Pool // *[][]byte: relay frames of one Send
 
 	port    atomic.Uint32
 	Dropped atomic.Uint64 // packets that were neither WireGuard nor ours
@@ -40,19 +42,30 @@ type Bind struct {
 
 // PeerEndpoint is the WireGuard endpoint of a peer whose address the control
 // plane finds. WireGuard is configured with it once; when the path changes,
-// only the endpoint's destination changes, so traffic follows without any
-// reconfiguration. Until a path exists, the latest handshake initiation is
-// held and sent the moment one is confirmed.
+// only its route changes, so traffic follows without reconfiguration.
+// Until a route exists, the latest handshake initiation is held and sent
+// the moment one is set.
 type PeerEndpoint struct {
-	peer key.Key
-	dst  atomic.Pointer[conn.StdNetEndpoint]
+	peer  key.Key
+	route atomic.Pointer[route]
+	known []netip.AddrPort // sources the peer authenticated from, newest last; Bind.mu
 
 	mu        sync.Mutex
-	handshake []byte // held initiation, sent when a path appears
+	handshake []byte // held initiation
+}
+
+// route is where a peer's packets go: to the peer itself, or to a relay
+// that forwards them.
+type route struct {
+	dst   conn.StdNetEndpoint
+	relay bool
 }
 
 // endpointPrefix names a PeerEndpoint in UAPI's endpoint= line.
 const endpointPrefix = "punchtun-peer/"
+
+// maxKnown bounds the source addresses remembered per peer.
+const maxKnown = 8
 
 var (
 	_ conn.Bind     = (*Bind)(nil)
@@ -68,6 +81,8 @@ func NewBind(control func(pkt []byte, src netip.AddrPort)) *Bind {
 		endpoints: make(map[key.Key]*PeerEndpoint),
 	}
 	b.byAddr.Store(&map[netip.AddrPort]*PeerEndpoint{})
+	b.relays.Store(&map[netip.AddrPort]bool{})
+	b.framePool.New = func() any { return new([][]byte) }
 	return b
 }
 
@@ -108,6 +123,13 @@ func (b *Bind) wrap(fn conn.ReceiveFunc) conn.ReceiveFunc {
 					eps[i] = pe
 				}
 				continue
+			case PacketRelay:
+				if pe := b.unwrapRelay(pkt, src); pe != nil {
+					sizes[i] = copy(bufs[i], pkt[wire.RelayHeaderLen:])
+					eps[i] = pe
+					continue
+				}
+				b.Dropped.Add(1)
 			case PacketSTUN, PacketControl:
 				b.control(pkt, src)
 			default:
@@ -117,6 +139,22 @@ func (b *Bind) wrap(fn conn.ReceiveFunc) conn.ReceiveFunc {
 		}
 		return n, err
 	}
+}
+
+// unwrapRelay returns the endpoint of the peer a relay frame comes from, if
+// it came from one of our rendezvous and carries WireGuard.
+func (b *Bind) unwrapRelay(frame []byte, src netip.AddrPort) *PeerEndpoint {
+	if !(*b.relays.Load())[src] {
+		return nil
+	}
+	peer, inner := wire.ParseRelay(frame)
+	if Classify(inner) != PacketWireGuard {
+		return nil
+	}
+	b.mu.Lock()
+	pe := b.endpoints[peer]
+	b.mu.Unlock()
+	return pe
 }
 
 // Close closes the socket.
@@ -153,12 +191,33 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if !ok {
 		return b.std.Send(bufs, ep)
 	}
-	dst := pe.dst.Load()
-	if dst == nil {
+	r := pe.route.Load()
+	switch {
+	case r == nil:
 		pe.hold(bufs)
 		return nil
+	case r.relay:
+		return b.sendRelayed(bufs, pe.peer, &r.dst)
 	}
-	return b.std.Send(bufs, dst)
+	return b.std.Send(bufs, &r.dst)
+}
+
+// sendRelayed wraps each packet in a relay frame naming peer. WireGuard's
+// buffers have no room in front, so the frames are copies, from a pool.
+func (b *Bind) sendRelayed(bufs [][]byte, peer key.Key, relay *conn.StdNetEndpoint) error {
+	fp := b.framePool.Get().(*[][]byte)
+	frames := (*fp)[:0]
+	for i, p := range bufs {
+		var f []byte
+		if i < cap(frames) {
+			f = frames[:i+1][i][:0]
+		}
+		frames = append(frames, wire.AppendRelay(f, peer, p))
+	}
+	err := b.std.Send(frames, relay)
+	*fp = frames
+	b.framePool.Put(fp)
+	return err
 }
 
 // SendTo writes one control packet to dst.
@@ -178,30 +237,52 @@ func (b *Bind) PeerEndpoint(peer key.Key) *PeerEndpoint {
 	return pe
 }
 
-// SetPath points pe at dst (or at nothing, with an invalid dst) and sends
-// any held handshake there.
-func (b *Bind) SetPath(pe *PeerEndpoint, dst netip.AddrPort) {
+// SetRelays names the rendezvous whose relay frames are accepted.
+func (b *Bind) SetRelays(addrs []netip.AddrPort) {
+	m := make(map[netip.AddrPort]bool, len(addrs))
+	for _, a := range addrs {
+		m[a] = true
+	}
+	b.relays.Store(&m)
+}
+
+// Learn records that peer authenticated itself from src, so that WireGuard
+// packets from there carry pe and WireGuard's roaming keeps following the
+// control plane's route rather than the last source address.
+func (b *Bind) Learn(pe *PeerEndpoint, src netip.AddrPort) {
 	b.mu.Lock()
-	old := pe.dst.Load()
+	defer b.mu.Unlock()
+	for _, k := range pe.known {
+		if k == src {
+			return
+		}
+	}
+	pe.known = append(pe.known, src)
+	if len(pe.known) > maxKnown {
+		pe.known = pe.known[1:]
+	}
 	next := make(map[netip.AddrPort]*PeerEndpoint, len(*b.byAddr.Load())+1)
 	for a, e := range *b.byAddr.Load() {
 		if e != pe {
 			next[a] = e
 		}
 	}
-	if dst.IsValid() {
-		next[dst] = pe
-		pe.dst.Store(&conn.StdNetEndpoint{AddrPort: dst})
-	} else {
-		pe.dst.Store(nil)
+	for _, a := range pe.known {
+		next[a] = pe
 	}
 	b.byAddr.Store(&next)
-	b.mu.Unlock()
+}
 
-	if dst.IsValid() && (old == nil || old.AddrPort != dst) {
-		if hs := pe.takeHeld(); hs != nil {
-			b.SendTo(hs, dst)
-		}
+// SetRoute points pe at dst, through the relay at dst if relay is set, or
+// at nothing for an invalid dst; a held handshake goes out at once.
+func (b *Bind) SetRoute(pe *PeerEndpoint, dst netip.AddrPort, relay bool) {
+	if !dst.IsValid() {
+		pe.route.Store(nil)
+		return
+	}
+	pe.route.Store(&route{dst: conn.StdNetEndpoint{AddrPort: dst}, relay: relay})
+	if hs := pe.takeHeld(); hs != nil {
+		b.Send([][]byte{hs}, pe)
 	}
 }
 
@@ -223,33 +304,39 @@ func (pe *PeerEndpoint) takeHeld() []byte {
 	return hs
 }
 
-// Path is the address pe sends to now, if any.
-func (pe *PeerEndpoint) Path() netip.AddrPort {
-	if d := pe.dst.Load(); d != nil {
-		return d.AddrPort
+// Route is where pe sends now: the peer's or the relay's address, and
+// whether it is a relay. dst is invalid while there is no route.
+func (pe *PeerEndpoint) Route() (dst netip.AddrPort, relay bool) {
+	if r := pe.route.Load(); r != nil {
+		return r.dst.AddrPort, r.relay
 	}
-	return netip.AddrPort{}
+	return netip.AddrPort{}, false
 }
 
 func (pe *PeerEndpoint) ClearSrc()           {}
 func (pe *PeerEndpoint) SrcToString() string { return "" }
 func (pe *PeerEndpoint) SrcIP() netip.Addr   { return netip.Addr{} }
 
-// DstToString is what `wg show` prints; an unspecified address until a path
-// exists, because wg needs an address it can parse.
+// DstToString is what `wg show` prints: the peer's address, or the relay's
+// while relayed; an unspecified address until a route exists, because wg
+// needs an address it can parse.
 func (pe *PeerEndpoint) DstToString() string {
-	if p := pe.Path(); p.IsValid() {
-		return p.String()
+	if dst, _ := pe.Route(); dst.IsValid() {
+		return dst.String()
 	}
 	return "0.0.0.0:0"
 }
 
-func (pe *PeerEndpoint) DstIP() netip.Addr { return pe.Path().Addr() }
+func (pe *PeerEndpoint) DstIP() netip.Addr {
+	dst, _ := pe.Route()
+	return dst.Addr()
+}
 
-// DstToBytes feeds WireGuard's cookie (mac2) computation, which must see the
-// real address.
+// DstToBytes feeds WireGuard's cookie (mac2) computation, which must see
+// the address packets go to.
 func (pe *PeerEndpoint) DstToBytes() []byte {
-	b, _ := pe.Path().MarshalBinary()
+	dst, _ := pe.Route()
+	b, _ := dst.MarshalBinary()
 	return b
 }
 
@@ -261,19 +348,23 @@ const (
 	PacketWireGuard
 	PacketSTUN
 	PacketControl
+	PacketRelay
 )
 
 const wireGuardInitiation = 1
 
 // Classify sorts a datagram that arrived on the shared socket. WireGuard is
 // tested first because it is nearly all the traffic: a message type 1–4
-// followed by three zero bytes. Then STUN, then punchtun's magic prefix.
+// followed by three zero bytes. Then STUN, then punchtun's magic prefixes.
 func Classify(b []byte) PacketKind {
 	if len(b) >= 4 && b[0] >= 1 && b[0] <= 4 && b[1] == 0 && b[2] == 0 && b[3] == 0 {
 		return PacketWireGuard
 	}
 	if nat.IsSTUN(b) {
 		return PacketSTUN
+	}
+	if wire.IsRelay(b) {
+		return PacketRelay
 	}
 	if wire.IsControl(b) {
 		return PacketControl

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,16 +18,20 @@ import (
 )
 
 // control is the peer's control plane: it registers with the rendezvous
-// servers, learns the public address with STUN, punches holes to the peers
-// the rendezvous introduces, and keeps each peer's PeerEndpoint on the best
-// confirmed path. It runs one goroutine; everything it owns is guarded by mu
-// so that status can read it.
+// servers, learns the public address and the NAT's behaviour with STUN,
+// punches holes to the peers the rendezvous introduces, and keeps each
+// peer's PeerEndpoint on the best route: a confirmed direct path, else the
+// relay. It runs one goroutine; everything it owns is guarded by mu so that
+// status can read it.
 type control struct {
 	log       *slog.Logger
 	priv, pub key.Key
 	bind      *Bind
 	iface     string
 	own       []netip.Prefix // the tunnel's addresses: never candidates
+	// repoint makes WireGuard send to the peer's PeerEndpoint again, in
+	// case its roaming followed a packet elsewhere.
+	repoint func(peer key.Key)
 
 	in      chan inbound
 	done    chan struct{}
@@ -35,9 +40,12 @@ type control struct {
 
 	mu      sync.Mutex
 	clock   wire.Clock
+	started time.Time
 	servers []*server
 	peers   map[key.Key]*peer
 	wants   []key.Key
+	mapping nat.Mapping // our NAT, as STUN tells it
+	stun    map[nat.STUNTxID]stunProbe
 }
 
 type inbound struct {
@@ -56,12 +64,20 @@ type server struct {
 	resolving  bool
 	registered bool
 	pending    bool           // a registration awaits its ack
+	relay      bool           // it relays for us
 	observed   netip.AddrPort // our endpoint as the rendezvous sees it
 	mapped     netip.AddrPort // our endpoint as its STUN answer says
-	stunTx     nat.STUNTxID
-	lastTime   uint64 // replay guard for its messages
+	other      netip.AddrPort // its alternate address (STUN OTHER-ADDRESS)
+	otherSeen  netip.AddrPort // our endpoint as seen from there
+	lastTime   uint64         // replay guard for its messages
 	next       time.Time
 	backoff    time.Duration
+}
+
+// stunProbe is a STUN request in flight.
+type stunProbe struct {
+	server *server
+	dst    netip.AddrPort
 }
 
 // peer is a peer whose address the control plane finds.
@@ -72,14 +88,37 @@ type peer struct {
 	ep     *PeerEndpoint
 	punch  *nat.Punch
 
+	nat      nat.Mapping // the peer's NAT, as its intro says
+	relayVia *server     // the rendezvous that introduced it, which relays between us
+	path     string      // direct, lan, relay or connecting: the route in use
+	history  []PathChange
+
 	nextQuery time.Time
 	backoff   time.Duration
+}
+
+// PathChange is one entry of a peer's path history.
+type PathChange struct {
+	Time time.Time `json:"time"`
+	From string    `json:"from"`
+	To   string    `json:"to"`
+	Why  string    `json:"why"`
 }
 
 const (
 	tickInterval = 50 * time.Millisecond
 	minBackoff   = time.Second
 	inboundQueue = 256
+	// maxPunchBackoff spaces the background retries of direct paths while
+	// a peer is relayed; hardBackoff when both NATs map per destination,
+	// where a direct path is not to be expected.
+	maxPunchBackoff = time.Minute
+	hardBackoff     = 5 * time.Minute
+	// udpGiveUp is how long without any answer from any rendezvous before
+	// UDP is taken for blocked.
+	udpGiveUp = 5 * time.Second
+	// historyKeep is how far back the path history goes.
+	historyKeep = time.Hour
 )
 
 // ServerConfig names one rendezvous.
@@ -105,12 +144,13 @@ func newControl(log *slog.Logger, priv key.Key, iface string, own []netip.Prefix
 		done:    make(chan struct{}),
 		stopped: make(chan struct{}),
 		peers:   make(map[key.Key]*peer),
+		stun:    make(map[nat.STUNTxID]stunProbe),
 	}
 	for _, s := range servers {
 		c.servers = append(c.servers, &server{hostport: s.HostPort, pub: s.Key, shared: wire.NewSharedKey(priv, s.Key), backoff: minBackoff})
 	}
 	for _, pc := range peers {
-		p := &peer{name: pc.Name, key: pc.Key, shared: wire.NewSharedKey(priv, pc.Key), backoff: minBackoff}
+		p := &peer{name: pc.Name, key: pc.Key, shared: wire.NewSharedKey(priv, pc.Key), backoff: minBackoff, path: nat.PathNone.String()}
 		leader := bytes.Compare(c.pub[:], pc.Key[:]) < 0
 		p.punch = nat.NewPunch(leader, func(dst netip.AddrPort, m wire.Body) { c.sendSealed(dst, &p.shared, m) })
 		c.peers[pc.Key] = p
@@ -129,8 +169,9 @@ func (c *control) deliver(pkt []byte, src netip.AddrPort) {
 	}
 }
 
-func (c *control) start(bind *Bind) {
-	c.bind = bind
+func (c *control) start(bind *Bind, repoint func(key.Key)) {
+	c.bind, c.repoint = bind, repoint
+	c.started = time.Now()
 	for _, p := range c.peers {
 		p.ep = bind.PeerEndpoint(p.key)
 	}
@@ -185,10 +226,12 @@ func (c *control) tick(now time.Time) {
 	for _, s := range c.servers {
 		c.tickServer(s, now)
 	}
+	c.checkBlocked(now)
 	for _, p := range c.peers {
-		switch p.punch.Tick(now) {
-		case nat.EventLost:
-			c.pathLost(p, now)
+		if p.punch.Tick(now) == nat.EventLost {
+			c.log.Warn("direct path lost", "peer", p.label(), "endpoint", p.ep.punchedAddr())
+			p.nextQuery, p.backoff = now, minBackoff
+			c.updateRoute(p, now, "no answer on the direct path")
 		}
 		if !p.punch.Path().Addr.IsValid() && !p.punch.Punching(now) && !now.Before(p.nextQuery) {
 			c.query(p, now)
@@ -211,18 +254,18 @@ func (c *control) tickServer(s *server, now time.Time) {
 		// The last registration went unanswered.
 		if s.registered {
 			c.log.Warn("rendezvous stopped answering", "rendezvous", s.hostport)
+			s.registered = false
+			c.serverChanged(s, now, "rendezvous stopped answering")
 		}
-		s.registered = false
 	}
 	if !s.registered {
 		// Learn our public address from the same socket WireGuard uses;
 		// the rendezvous is a STUN server too.
-		tx, req := nat.NewBindingRequest()
-		s.stunTx = tx
-		c.bind.SendTo(req, s.addr)
+		c.sendSTUN(s, s.addr)
 	}
 	reg := &wire.Register{
 		Time:       c.now(),
+		NAT:        byte(c.mapping),
 		Candidates: nat.LocalCandidates(c.bind.Port(), c.iface, c.own),
 		Wants:      c.wants,
 	}
@@ -234,6 +277,40 @@ func (c *control) tickServer(s *server, now time.Time) {
 	}
 	s.next = now.Add(s.backoff)
 	s.backoff = min(2*s.backoff, rendezvous.RefreshInterval)
+}
+
+func (c *control) sendSTUN(s *server, dst netip.AddrPort) {
+	tx, req := nat.NewBindingRequest()
+	c.stun[tx] = stunProbe{server: s, dst: dst}
+	c.bind.SendTo(req, dst)
+}
+
+// checkBlocked takes UDP for blocked when no rendezvous has answered
+// anything for a while.
+func (c *control) checkBlocked(now time.Time) {
+	if c.mapping != nat.MappingUnknown || len(c.servers) == 0 || now.Sub(c.started) < udpGiveUp {
+		return
+	}
+	for _, s := range c.servers {
+		if s.mapped.IsValid() || s.observed.IsValid() {
+			return
+		}
+	}
+	c.setMapping(nat.MappingBlocked, now)
+}
+
+func (c *control) setMapping(m nat.Mapping, now time.Time) {
+	if m == c.mapping {
+		return
+	}
+	c.mapping = m
+	c.log.Info("NAT discovered", "mapping", m)
+	// Tell the rendezvous now, so that peers learn it in their intros.
+	for _, s := range c.servers {
+		if s.registered {
+			s.next = now
+		}
+	}
 }
 
 // resolve looks the rendezvous up off the control goroutine, retrying while
@@ -286,7 +363,7 @@ func resolveUDP(hostport string) (netip.AddrPort, error) {
 }
 
 // query asks every registered rendezvous for an introduction to p, backing
-// off while none comes.
+// off while no direct path comes of it.
 func (c *control) query(p *peer, now time.Time) {
 	asked := false
 	for _, s := range c.servers {
@@ -298,8 +375,12 @@ func (c *control) query(p *peer, now time.Time) {
 	if !asked {
 		return
 	}
+	limit := maxPunchBackoff
+	if c.mapping == nat.MappingHard && p.nat == nat.MappingHard {
+		limit = hardBackoff
+	}
 	p.nextQuery = now.Add(p.backoff)
-	p.backoff = min(2*p.backoff, rendezvous.RefreshInterval)
+	p.backoff = min(2*p.backoff, limit)
 }
 
 func (c *control) handle(m inbound) {
@@ -330,21 +411,31 @@ func (c *control) handle(m inbound) {
 }
 
 func (c *control) handleSTUN(m inbound) {
-	tx, mapped, err := nat.ParseBindingResponse(m.pkt)
-	if err != nil {
+	res, err := nat.ParseBindingResponse(m.pkt)
+	probe, ok := c.stun[res.TxID]
+	if err != nil || !ok || probe.dst != m.src {
 		c.Dropped.Add(1)
 		return
 	}
-	for _, s := range c.servers {
-		if s.stunTx == tx && s.addr == m.src {
-			if s.mapped != mapped {
-				c.log.Info("public address learned by STUN", "rendezvous", s.hostport, "public", mapped)
-			}
-			s.mapped = mapped
-			return
+	delete(c.stun, res.TxID)
+	s := probe.server
+	if probe.dst == s.addr {
+		if s.mapped != res.Mapped {
+			c.log.Info("public address learned by STUN", "rendezvous", s.hostport, "public", res.Mapped)
 		}
+		s.mapped = res.Mapped
+		// Ask the server's other address too: whether it sees the same
+		// endpoint tells whether our NAT maps per destination.
+		if res.Other.IsValid() && res.Other != s.other {
+			s.other = res.Other
+			c.sendSTUN(s, s.other)
+		}
+	} else {
+		s.otherSeen = res.Mapped
 	}
-	c.Dropped.Add(1)
+	if mp := nat.ClassifyMapping(nat.LocalAddrs(), s.mapped, s.otherSeen); mp != nat.MappingUnknown {
+		c.setMapping(mp, m.at)
+	}
 }
 
 func (c *control) handleServer(s *server, h wire.Header, m inbound) {
@@ -369,30 +460,58 @@ func (c *control) handleServer(s *server, h wire.Header, m inbound) {
 	s.lastTime = t
 	switch b := body.(type) {
 	case *wire.RegisterAck:
-		if !s.registered && s.observed != b.Observed {
-			c.log.Info("registered with rendezvous", "rendezvous", s.hostport, "public", b.Observed)
-		}
-		first := s.observed != b.Observed
-		s.registered, s.pending, s.observed = true, false, b.Observed
-		s.backoff = minBackoff
-		s.next = m.at.Add(rendezvous.RefreshInterval)
-		if first {
-			// Ask at once for every peer we have no path to.
-			for _, p := range c.peers {
-				if !p.punch.Path().Addr.IsValid() {
-					p.nextQuery, p.backoff = time.Time{}, minBackoff
-				}
-			}
-		}
+		c.registered(s, b, m.at)
 	case *wire.Intro:
 		p := c.peers[b.Peer]
 		if p == nil {
 			c.Dropped.Add(1)
 			return
 		}
-		p.punch.Start(m.at, append([]netip.AddrPort{b.Observed}, b.Candidates...))
-		c.log.Info("punching", "peer", p.label(), "candidates", p.punch.Candidates())
+		p.nat = nat.Mapping(b.NAT)
+		if s.relay {
+			p.relayVia = s
+		}
+		p.punch.Start(m.at, append([]netip.AddrPort{b.Observed}, b.Candidates...), c.punchDuration(p))
+		c.log.Info("punching", "peer", p.label(), "peer_nat", p.nat, "candidates", p.punch.Candidates())
 		p.punch.Tick(m.at) // probe now, not at the next tick
+		// Relay while punching, so the first packet does not wait.
+		c.updateRoute(p, m.at, "introduced by the rendezvous")
+	}
+}
+
+func (c *control) registered(s *server, ack *wire.RegisterAck, now time.Time) {
+	wasRegistered, moved := s.registered, s.observed != ack.Observed
+	s.registered, s.pending, s.observed = true, false, ack.Observed
+	s.relay = ack.Flags&wire.AckRelay != 0
+	s.backoff = minBackoff
+	s.next = now.Add(rendezvous.RefreshInterval)
+	if wasRegistered && !moved {
+		return
+	}
+	c.log.Info("registered with rendezvous", "rendezvous", s.hostport, "public", ack.Observed, "relay", s.relay)
+	c.serverChanged(s, now, "registered with the rendezvous")
+	// Ask at once for every peer we have no direct path to.
+	for _, p := range c.peers {
+		if !p.punch.Path().Addr.IsValid() {
+			p.nextQuery, p.backoff = time.Time{}, minBackoff
+		}
+	}
+}
+
+// serverChanged follows a rendezvous's registration coming or going: the
+// relays we accept frames from, and the routes through it.
+func (c *control) serverChanged(s *server, now time.Time, why string) {
+	var relays []netip.AddrPort
+	for _, srv := range c.servers {
+		if srv.registered && srv.relay {
+			relays = append(relays, srv.addr)
+		}
+	}
+	c.bind.SetRelays(relays)
+	for _, p := range c.peers {
+		if p.relayVia == s {
+			c.updateRoute(p, now, why)
+		}
 	}
 }
 
@@ -401,12 +520,19 @@ func (c *control) handlePeer(p *peer, h wire.Header, m inbound) {
 	if !ok {
 		return
 	}
+	// The peer proved itself from m.src: its WireGuard packets from there
+	// belong to its PeerEndpoint.
+	c.bind.Learn(p.ep, m.src)
 	switch b := body.(type) {
 	case *wire.Ping:
 		p.punch.OnPing(m.at, m.src, b)
 	case *wire.Pong:
 		if p.punch.OnPong(m.at, m.src, b) == nat.EventChosen {
-			c.pathChosen(p)
+			path := p.punch.Path()
+			c.log.Info("direct path confirmed", "peer", p.label(), "path", path.Kind, "endpoint", path.Addr,
+				"took", path.Took.Round(time.Millisecond), "rtt", path.RTT, "candidates", len(p.punch.Candidates()))
+			p.backoff = minBackoff
+			c.updateRoute(p, m.at, "direct path confirmed by probes")
 		}
 	default:
 		c.Dropped.Add(1)
@@ -427,23 +553,68 @@ func (c *control) open(pkt []byte, h wire.Header, shared *wire.SharedKey) (wire.
 	return body, true
 }
 
-func (c *control) pathChosen(p *peer) {
-	path := p.punch.Path()
-	old := p.ep.Path()
-	c.bind.SetPath(p.ep, path.Addr)
-	p.backoff = minBackoff
-	if old.IsValid() {
-		c.log.Info("path changed", "peer", p.label(), "path", path.Kind, "endpoint", path.Addr, "from", old, "rtt", path.RTT)
-	} else {
-		c.log.Info("path chosen", "peer", p.label(), "path", path.Kind, "endpoint", path.Addr,
-			"took", path.Took.Round(time.Millisecond), "rtt", path.RTT, "candidates", len(p.punch.Candidates()))
+// updateRoute puts p on the best route there is: a confirmed direct path,
+// else the relay of the rendezvous that introduced it, else none. A change
+// is logged once, with why, and kept in the history.
+func (c *control) updateRoute(p *peer, now time.Time, why string) {
+	var dst netip.AddrPort
+	var relay bool
+	name := nat.PathNone.String()
+	if path := p.punch.Path(); path.Addr.IsValid() {
+		dst, name = path.Addr, path.Kind.String()
+	} else if s := p.relayVia; s != nil && s.registered && s.relay {
+		dst, relay, name = s.addr, true, "relay"
 	}
+	old, oldRelay := p.ep.Route()
+	if old == dst && oldRelay == relay {
+		return
+	}
+	c.bind.SetRoute(p.ep, dst, relay)
+	if dst.IsValid() && c.repoint != nil {
+		c.repoint(p.key)
+	}
+	if relay {
+		why += "; relayed because " + c.relayReason(p, now)
+	}
+	c.log.Info("path changed", "peer", p.label(), "from", p.path, "to", name, "endpoint", dst, "why", why)
+	p.history = append(p.history, PathChange{Time: now, From: p.path, To: name, Why: why})
+	for len(p.history) > 0 && now.Sub(p.history[0].Time) > historyKeep {
+		p.history = p.history[1:]
+	}
+	p.path = name
 }
 
-func (c *control) pathLost(p *peer, now time.Time) {
-	c.log.Warn("path lost", "peer", p.label(), "endpoint", p.ep.Path())
-	c.bind.SetPath(p.ep, netip.AddrPort{})
-	p.nextQuery, p.backoff = now, minBackoff
+// punchDuration is how long to punch p: briefly when the NATs rule out a
+// direct path through them, since only a shared LAN can still give one.
+func (c *control) punchDuration(p *peer) time.Duration {
+	if c.mapping == nat.MappingBlocked || p.nat == nat.MappingBlocked ||
+		c.mapping == nat.MappingHard && p.nat == nat.MappingHard {
+		return nat.ShortPunchDuration
+	}
+	return nat.PunchDuration
+}
+
+// relayReason says in plain words why p is relayed.
+func (c *control) relayReason(p *peer, now time.Time) string {
+	switch {
+	case p.punch.Punching(now):
+		return "punching in progress"
+	case c.mapping == nat.MappingBlocked:
+		return "UDP blocked on this network"
+	case p.nat == nat.MappingBlocked:
+		return "UDP blocked on the peer's network"
+	case c.mapping == nat.MappingHard && p.nat == nat.MappingHard:
+		return "both NATs map per destination"
+	}
+	return "no reply from the peer's candidates"
+}
+
+// punchedAddr is the direct path pe uses, if any, for logs.
+func (pe *PeerEndpoint) punchedAddr() netip.AddrPort {
+	if dst, relay := pe.Route(); !relay {
+		return dst
+	}
+	return netip.AddrPort{}
 }
 
 func (p *peer) label() string {
@@ -452,3 +623,6 @@ func (p *peer) label() string {
 	}
 	return p.key.String()
 }
+
+// historyCopy returns p's path history for status.
+func (p *peer) historyCopy() []PathChange { return slices.Clone(p.history) }

@@ -25,6 +25,7 @@ type Status struct {
 	Interface  string             `json:"interface"`
 	PublicKey  string             `json:"public_key"`
 	ListenPort uint16             `json:"listen_port"`
+	NAT        string             `json:"nat"` // our NAT's mapping: none, easy, hard, udp-blocked, unknown
 	Rendezvous []RendezvousStatus `json:"rendezvous"`
 	Peers      []PeerStatus       `json:"peers"`
 }
@@ -36,16 +37,21 @@ type RendezvousStatus struct {
 	Public     string `json:"public_endpoint"` // our endpoint as it sees us
 }
 
-// PeerStatus is one peer. Path is "direct", "lan" or "connecting".
+// PeerStatus is one peer. Path is "direct", "lan", "relay" or
+// "connecting"; a relayed peer's Endpoint is the relay's address, and
+// Reason says why it is relayed.
 type PeerStatus struct {
-	Name          string  `json:"name"`
-	PublicKey     string  `json:"public_key"`
-	Path          string  `json:"path"`
-	Endpoint      string  `json:"endpoint"`
-	RTTMillis     float64 `json:"rtt_ms"`
-	LastHandshake string  `json:"last_handshake"` // RFC 3339, empty if none yet
-	RxBytes       uint64  `json:"rx_bytes"`
-	TxBytes       uint64  `json:"tx_bytes"`
+	Name          string       `json:"name"`
+	PublicKey     string       `json:"public_key"`
+	Path          string       `json:"path"`
+	Endpoint      string       `json:"endpoint"`
+	RTTMillis     float64      `json:"rtt_ms"`
+	LastHandshake string       `json:"last_handshake"` // RFC 3339, empty if none yet
+	RxBytes       uint64       `json:"rx_bytes"`
+	TxBytes       uint64       `json:"tx_bytes"`
+	Reason        string       `json:"reason,omitempty"`
+	NAT           string       `json:"nat,omitempty"`     // the peer's NAT mapping, as it reported it
+	History       []PathChange `json:"history,omitempty"` // path changes of the last hour
 }
 
 // Status reports the interface's state now.
@@ -63,6 +69,8 @@ func (t *Tunnel) Status() (*Status, error) {
 	}
 	t.ctl.mu.Lock()
 	defer t.ctl.mu.Unlock()
+	st.NAT = t.ctl.mapping.String()
+	now := time.Now()
 	for _, s := range t.ctl.servers {
 		rs := RendezvousStatus{Address: s.hostport, Registered: s.registered}
 		if s.observed.IsValid() {
@@ -83,8 +91,14 @@ func (t *Tunnel) Status() (*Status, error) {
 			ps.LastHandshake = w.handshake.UTC().Format(time.RFC3339)
 		}
 		if cp := t.ctl.peers[p.PublicKey]; cp != nil {
-			if path := cp.punch.Path(); path.Addr.IsValid() {
-				ps.Path, ps.Endpoint = path.Kind.String(), path.Addr.String()
+			ps.Path, ps.NAT, ps.History = cp.path, cp.nat.String(), cp.historyCopy()
+			dst, relay := cp.ep.Route()
+			if dst.IsValid() {
+				ps.Endpoint = dst.String()
+			}
+			if relay {
+				ps.Reason = t.ctl.relayReason(cp, now)
+			} else if path := cp.punch.Path(); path.Addr.IsValid() {
 				ps.RTTMillis = float64(path.RTT.Microseconds()) / 1000
 			}
 		} else if w.endpoint.IsValid() && !w.handshake.IsZero() {

@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/punchtun/punchtun/tunnel/config"
+	"github.com/punchtun/punchtun/tunnel/key"
 )
 
 // DefaultRunDir holds each running interface's status socket.
@@ -115,7 +116,7 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 	if err := t.serveStatus(); err != nil {
 		return nil, err
 	}
-	t.ctl.start(t.bind)
+	t.ctl.start(t.bind, t.repoint)
 	t.closers = append(t.closers, t.ctl.stop)
 	t.log.Info("interface up", "interface", t.name, "public_key", cfg.Interface.PrivateKey.Public(),
 		"listen_port", t.ListenPort(), "addresses", cfg.Interface.Addresses, "mtu", mtu)
@@ -138,6 +139,13 @@ func (t *Tunnel) Done() <-chan struct{} { return t.dev.Wait() }
 
 // ListenPort is the UDP port the shared socket is bound to.
 func (t *Tunnel) ListenPort() uint16 { return t.bind.Port() }
+
+// repoint makes WireGuard send to peer's PeerEndpoint again: its roaming
+// may have followed a packet from an address the control plane did not
+// know yet, and a route change must take effect.
+func (t *Tunnel) repoint(peer key.Key) {
+	t.dev.IpcSet(fmt.Sprintf("public_key=%s\nupdate_only=true\nendpoint=%s%s\n", hex.EncodeToString(peer[:]), endpointPrefix, peer))
+}
 
 // uapiConfig renders the config in WireGuard's configuration protocol.
 // Peers found through the rendezvous get their PeerEndpoint.
