@@ -2,7 +2,7 @@
 # lab.sh — network-namespace lab for testing punchtun (NAT traversal VPN).
 #
 # Usage:
-#   lab.sh up   PREFIX NAT_A NAT_B   # NAT_A, NAT_B: easy | hard
+#   lab.sh up   PREFIX NAT_A NAT_B   # NAT_A, NAT_B: easy | hard | cone | blocked
 #   lab.sh down PREFIX               # never fails if parts are missing
 #   lab.sh exec PREFIX HOST cmd...   # = ip netns exec PREFIX-HOST cmd...
 #
@@ -16,13 +16,18 @@
 #   natb  NAT router B     wan 203.0.113.22/24, bridge lan 192.168.1.1/24
 #   b1    behind B         eth0 192.168.1.2/24 (same as a1 on purpose)
 # NAT types: easy = nft "masquerade" (endpoint-independent mapping),
-#            hard = nft "masquerade random" (endpoint-dependent mapping).
+#            hard = nft "masquerade random" (endpoint-dependent mapping),
+#            cone = easy plus UDP port 51820 forwarded to the first LAN host
+#                   (192.168.1.2): a full cone for a peer with ListenPort 51820,
+#            blocked = easy, but all UDP from the LAN is dropped (TCP passes).
 set -euo pipefail
 
 readonly HOSTS=(inet rv pub nata natb a1 a2 b1)
 readonly PUB_NET_LEN=24
 readonly LAN_GW=192.168.1.1
 readonly LINK_DEADLINE_S=5
+readonly CONE_PORT=51820
+readonly CONE_HOST=192.168.1.2
 
 PREFIX=""
 
@@ -115,14 +120,23 @@ build_public_host() {
 }
 
 nat_rules() {
-	local type=$1 masq
+	local type=$1 masq="masquerade" prerouting="" forward=""
 	case $type in
-		easy) masq="masquerade" ;;
+		easy) ;;
 		hard) masq="masquerade random" ;;
+		cone)
+			prerouting="iifname \"wan\" udp dport $CONE_PORT dnat to $CONE_HOST:$CONE_PORT"
+			forward="ct status dnat accept"
+			;;
+		blocked) forward="iifname \"lan\" meta l4proto udp drop" ;;
 		*) die "bad NAT type '$type'" ;;
 	esac
 	cat <<-EOF
 	table ip nat {
+		chain prerouting {
+			type nat hook prerouting priority dstnat; policy accept;
+			$prerouting
+		}
 		chain postrouting {
 			type nat hook postrouting priority srcnat; policy accept;
 			oifname "wan" $masq
@@ -135,6 +149,7 @@ nat_rules() {
 		}
 		chain forward {
 			type filter hook forward priority filter; policy accept;
+			$forward
 			iifname "wan" ct state new drop
 		}
 	}
@@ -190,7 +205,7 @@ cmd_up() {
 	set_prefix "$1"
 	local nat_a=$2 nat_b=$3 t
 	for t in "$nat_a" "$nat_b"; do
-		[[ $t == easy || $t == hard ]] || die "bad NAT type '$t' (want easy|hard)"
+		[[ $t =~ ^(easy|hard|cone|blocked)$ ]] || die "bad NAT type '$t' (want easy|hard|cone|blocked)"
 	done
 	command -v nft >/dev/null || die "nft not found (apt-get install -y nftables)"
 

@@ -61,7 +61,7 @@ func TestGenkeyPubkey(t *testing.T) {
 	}
 	// Interchangeable with wireguard-tools, both ways.
 	if _, err := exec.LookPath("wg"); err != nil {
-		t.Skip("wg not installed")
+		skipLab(t, "wg not installed: install wireguard-tools")
 	}
 	c := exec.Command("wg", "pubkey")
 	c.Stdin = strings.NewReader(priv)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -56,6 +57,7 @@ func runRendezvous(args []string) error {
 	var listen stringList
 	fs.Var(&listen, "listen", "UDP address to listen on; may be given more than once (default 0.0.0.0:3478)")
 	keyFile := fs.String("key-file", "/var/lib/punchtun/rendezvous.key", "private key file; created (mode 0600) if missing")
+	relay := fs.Bool("relay", true, "relay WireGuard packets between peers that cannot reach each other directly")
 	level := addLogFlag(fs)
 	if _, err := parse(fs, args, 0, 0); err != nil {
 		return err
@@ -68,7 +70,7 @@ func runRendezvous(args []string) error {
 	if err != nil {
 		return err
 	}
-	srv := rendezvous.NewServer(rendezvous.Config{PrivateKey: priv, Logger: log})
+	srv := rendezvous.NewServer(rendezvous.Config{PrivateKey: priv, Relay: *relay, Logger: log})
 	defer srv.Close()
 	var conns []*net.UDPConn
 	defer func() {
@@ -88,9 +90,10 @@ func runRendezvous(args []string) error {
 		conns = append(conns, c)
 	}
 	errc := make(chan error, len(conns))
-	for _, c := range conns {
-		log.Info("rendezvous listening", "addr", c.LocalAddr(), "public_key", srv.PublicKey())
-		go func() { errc <- srv.Serve(c) }()
+	for i, c := range conns {
+		other := otherAddress(conns, i)
+		log.Info("rendezvous listening", "addr", c.LocalAddr(), "public_key", srv.PublicKey(), "relay", *relay, "other_address", other)
+		go func() { errc <- srv.Serve(c, other) }()
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
@@ -101,6 +104,20 @@ func runRendezvous(args []string) error {
 	case err := <-errc:
 		return err
 	}
+}
+
+// otherAddress is the address STUN answers on conns[i] advertise as the
+// server's alternate: the next listen address on another IP. Unspecified
+// addresses (0.0.0.0) cannot be advertised: a client could not reach them.
+func otherAddress(conns []*net.UDPConn, i int) netip.AddrPort {
+	self := conns[i].LocalAddr().(*net.UDPAddr).AddrPort()
+	for j := 1; j < len(conns); j++ {
+		o := conns[(i+j)%len(conns)].LocalAddr().(*net.UDPAddr).AddrPort()
+		if o.Addr() != self.Addr() && !o.Addr().IsUnspecified() && !self.Addr().IsUnspecified() && o.Addr().Is4() == self.Addr().Is4() {
+			return netip.AddrPortFrom(o.Addr().Unmap(), o.Port())
+		}
+	}
+	return netip.AddrPort{}
 }
 
 // loadOrCreateKey reads a base64 private key, creating the file with a new

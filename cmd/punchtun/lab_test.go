@@ -26,7 +26,10 @@ import (
 	"github.com/punchtun/punchtun/tunnel/key"
 )
 
-const rendezvousAddr = "203.0.113.10:3478"
+const (
+	rendezvousAddr  = "203.0.113.10:3478"
+	rendezvousAddr2 = "203.0.113.11:3478"
+)
 
 var (
 	buildOnce sync.Once
@@ -74,13 +77,24 @@ type lab struct {
 func requireLab(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("lab tests need root (network namespaces, TUN): run the tests as root, as CI does")
+		skipLab(t, "lab tests need root (network namespaces, TUN): run the tests as root, as CI does")
 	}
 	for _, tool := range []string{"ip", "nft", "ping", "nc"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("lab tests need %s: install the packages .ci/run installs", tool)
+			skipLab(t, "lab tests need "+tool+": install the packages .ci/run installs")
 		}
 	}
+}
+
+// skipLab skips a lab test on a machine that cannot run it, except under
+// PUNCHTUN_REQUIRE_LAB=1 (set by CI), where a skipped lab would hide a
+// broken test run and so fails instead.
+func skipLab(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("PUNCHTUN_REQUIRE_LAB") == "1" {
+		t.Fatal(why)
+	}
+	t.Skip(why)
 }
 
 func newLab(t *testing.T, prefix, natA, natB string) *lab {
@@ -184,6 +198,7 @@ type peerSpec struct {
 	// fixed is the public address:port others reach this peer at, for a
 	// peer configured with a fixed Endpoint and no rendezvous.
 	fixed string
+	port  int // ListenPort, 0 for any
 }
 
 func newPeer(t *testing.T, host, iface, addr string) *peerSpec {
@@ -202,6 +217,9 @@ func (l *lab) writeConfig(p, other *peerSpec, rvKey key.Key) string {
 		_, port, _ := strings.Cut(p.fixed, ":")
 		conf += "ListenPort = " + port + "\n"
 	} else {
+		if p.port != 0 {
+			conf += fmt.Sprintf("ListenPort = %d\n", p.port)
+		}
 		conf += fmt.Sprintf("Rendezvous = %s\nRendezvousKey = %s\n", rendezvousAddr, rvKey.Public())
 	}
 	conf += fmt.Sprintf("\n[Peer]\nName = %s\nPublicKey = %s\nAllowedIPs = %s/32\n", other.host, other.priv.Public(), other.addr)
@@ -220,7 +238,9 @@ func (l *lab) startRendezvous() key.Key {
 	rvKey, _ := key.NewPrivate()
 	keyFile := filepath.Join(l.dir, "rendezvous.key")
 	os.WriteFile(keyFile, []byte(rvKey.String()+"\n"), 0o600)
-	l.start("rv", "rendezvous", l.bin, "rendezvous", "--listen", rendezvousAddr, "--key-file", keyFile)
+	// Two addresses: STUN answers advertise the second, so peers can tell
+	// whether their NAT maps per destination.
+	l.start("rv", "rendezvous", l.bin, "rendezvous", "--listen", rendezvousAddr, "--listen", rendezvousAddr2, "--key-file", keyFile)
 	return rvKey
 }
 
@@ -314,7 +334,7 @@ func (l *lab) ssh(from, to *peerSpec) {
 		sshd = "/usr/sbin/sshd"
 	}
 	if _, err := os.Stat(sshd); err != nil {
-		l.t.Skip("ssh test needs openssh-server")
+		skipLab(l.t, "ssh test needs openssh-server")
 	}
 	hostKey, userKey := filepath.Join(l.dir, "host_key"), filepath.Join(l.dir, "user_key")
 	for _, k := range []string{hostKey, userKey} {
@@ -344,85 +364,117 @@ func (l *lab) ssh(from, to *peerSpec) {
 	}
 }
 
+// pairCase is two peers in a lab and the path they must reach.
+type pairCase struct {
+	name, hostA, hostB string
+	wantPath           string // direct, lan, relay or relay-tcp
+	// fixedA and fixedB make a plain WireGuard pair: fixed Endpoints, no
+	// rendezvous.
+	fixedA, fixedB string
+	// portA and portB are ListenPorts; the first host behind a cone NAT
+	// needs the forwarded one, 51820.
+	portA, portB int
+	ssh          bool   // also run a command over ssh
+	wantReason   string // for a relayed pair: what status must say, once punching gave up
+}
+
+// runPairs runs each case in its own subtest, in the lab l with the
+// rendezvous rvKey.
+func runPairs(t *testing.T, l *lab, rvKey key.Key, cases []pairCase) {
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			l := *l
+			l.t, l.dir = t, t.TempDir()
+			a := newPeer(t, tc.hostA, fmt.Sprintf("%sa%d", l.prefix, i), "100.64.0.1")
+			b := newPeer(t, tc.hostB, fmt.Sprintf("%sb%d", l.prefix, i), "100.64.0.2")
+			a.fixed, b.fixed = tc.fixedA, tc.fixedB
+			a.port, b.port = tc.portA, tc.portB
+			l.checkPair(a, b, tc, rvKey)
+		})
+	}
+}
+
+// checkPair brings a and b up, waits for the wanted path on both sides,
+// checks ping both ways, 10 MiB over nc, status and wg show, and tears both
+// down with SIGTERM.
+func (l *lab) checkPair(a, b *peerSpec, tc pairCase, rvKey key.Key) {
+	t := l.t
+	pa, pb := l.up(a, b, rvKey), l.up(b, a, rvKey)
+	if tc.fixedA != "" {
+		// Plain WireGuard has no path until the first handshake.
+		l.ping(a, b)
+	}
+	psA := l.waitPath(a, tc.wantPath)
+	l.waitPath(b, tc.wantPath)
+	l.ping(a, b)
+	l.ping(b, a)
+	l.transfer(a, b)
+	if tc.ssh {
+		l.ssh(a, b)
+	}
+
+	// The endpoint in use is the peer's real address on that path, or the
+	// relay's, and a relayed peer says why.
+	switch {
+	case tc.wantPath == "lan" && !strings.HasPrefix(psA.Endpoint, "192.168.1."),
+		tc.wantPath == "direct" && !strings.HasPrefix(psA.Endpoint, "203.0.113."),
+		strings.HasPrefix(tc.wantPath, "relay") && psA.Endpoint != rendezvousAddr:
+		t.Errorf("%s path endpoint %q", tc.wantPath, psA.Endpoint)
+	}
+	st, err := l.status(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := st.Peers[0]
+	if p.LastHandshake == "" || p.RxBytes == 0 || p.TxBytes == 0 || p.Name != tc.hostB || p.PublicKey != b.priv.Public().String() {
+		t.Errorf("status after traffic: %+v", p)
+	}
+	if tc.fixedA == "" && tc.wantPath != "relay" && tc.wantPath != "relay-tcp" && p.RTTMillis <= 0 {
+		t.Errorf("no RTT for a punched path: %+v", p)
+	}
+	if tc.wantReason != "" {
+		eventually(t, 15*time.Second, "relay reason", func() error {
+			st, err := l.status(a)
+			if err != nil {
+				return err
+			}
+			if r := st.Peers[0].Reason; r != tc.wantReason {
+				return fmt.Errorf("reason %q, want %q", r, tc.wantReason)
+			}
+			return nil
+		})
+	}
+	if _, err := exec.LookPath("wg"); err == nil {
+		out := l.run(a.host, "wg", "show", a.iface)
+		if !strings.Contains(out, b.priv.Public().String()) || !strings.Contains(out, psA.Endpoint) {
+			t.Errorf("wg show lacks the peer or its endpoint %s:\n%s", psA.Endpoint, out)
+		}
+	}
+
+	// SIGTERM tears down and exits 0.
+	for _, p := range []struct {
+		proc *proc
+		spec *peerSpec
+	}{{pa, a}, {pb, b}} {
+		if err := p.proc.stop(); err != nil {
+			t.Errorf("%s exited with %v after SIGTERM", p.spec.iface, err)
+		}
+		if err := l.cmd(p.spec.host, "ip", "link", "show", p.spec.iface).Run(); err == nil {
+			t.Errorf("%s still exists after exit", p.spec.iface)
+		}
+	}
+}
+
 // TestTunnel connects pairs of hosts in one lab with both NATs easy and
 // checks everything a user does: ping, nc, ssh, status and wg show.
 func TestTunnel(t *testing.T) {
 	l := newLab(t, "ptt", "easy", "easy")
-	rvKey := l.startRendezvous()
-
-	for _, tc := range []struct {
-		name     string
-		hostA    string
-		hostB    string
-		wantPath string
-		// fixedA and fixedB make a plain WireGuard pair: fixed Endpoints,
-		// no rendezvous.
-		fixedA, fixedB string
-	}{
+	runPairs(t, l, l.startRendezvous(), []pairCase{
 		// a1 and b1 share the private address 192.168.1.2 on different
 		// LANs: each one's LAN candidate leads to itself, never the peer.
-		{"easy-easy", "a1", "b1", "direct", "", ""},
-		{"none-easy", "pub", "b1", "direct", "", ""},
-		{"same-lan", "a1", "a2", "lan", "", ""},
-		{"fixed-endpoints", "pub", "rv", "direct", "203.0.113.20:51820", "203.0.113.10:51821"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			l := *l
-			l.t, l.dir = t, t.TempDir()
-			suffix := strings.ReplaceAll(tc.name, "-", "")[:6]
-			a := newPeer(t, tc.hostA, "pa"+suffix, "100.64.0.1")
-			b := newPeer(t, tc.hostB, "pb"+suffix, "100.64.0.2")
-			a.fixed, b.fixed = tc.fixedA, tc.fixedB
-			pa, pb := l.up(a, b, rvKey), l.up(b, a, rvKey)
-
-			if tc.fixedA != "" {
-				// Plain WireGuard has no path until the first handshake.
-				l.ping(a, b)
-			}
-			psA := l.waitPath(a, tc.wantPath)
-			l.waitPath(b, tc.wantPath)
-			l.ping(a, b)
-			l.ping(b, a)
-			l.transfer(a, b)
-			l.ssh(a, b)
-
-			// The endpoint in use is the peer's real address on that path.
-			if tc.wantPath == "lan" && !strings.HasPrefix(psA.Endpoint, "192.168.1.") {
-				t.Errorf("lan path endpoint %q", psA.Endpoint)
-			}
-			if tc.wantPath == "direct" && !strings.HasPrefix(psA.Endpoint, "203.0.113.") {
-				t.Errorf("direct path endpoint %q", psA.Endpoint)
-			}
-			st, err := l.status(a)
-			if err != nil {
-				t.Fatal(err)
-			}
-			p := st.Peers[0]
-			if p.LastHandshake == "" || p.RxBytes == 0 || p.TxBytes == 0 || p.Name != tc.hostB || p.PublicKey != b.priv.Public().String() {
-				t.Errorf("status after traffic: %+v", p)
-			}
-			if tc.fixedA == "" && p.RTTMillis <= 0 {
-				t.Errorf("no RTT for a punched path: %+v", p)
-			}
-			if _, err := exec.LookPath("wg"); err == nil {
-				out := l.run(a.host, "wg", "show", a.iface)
-				if !strings.Contains(out, b.priv.Public().String()) || !strings.Contains(out, psA.Endpoint) {
-					t.Errorf("wg show lacks the peer or its endpoint %s:\n%s", psA.Endpoint, out)
-				}
-			}
-
-			// SIGTERM tears down and exits 0.
-			for _, p := range []struct {
-				proc *proc
-				spec *peerSpec
-			}{{pa, a}, {pb, b}} {
-				if err := p.proc.stop(); err != nil {
-					t.Errorf("%s exited with %v after SIGTERM", p.spec.iface, err)
-				}
-				if err := l.cmd(p.spec.host, "ip", "link", "show", p.spec.iface).Run(); err == nil {
-					t.Errorf("%s still exists after exit", p.spec.iface)
-				}
-			}
-		})
-	}
+		{name: "easy-easy", hostA: "a1", hostB: "b1", wantPath: "direct", ssh: true},
+		{name: "none-easy", hostA: "pub", hostB: "b1", wantPath: "direct", ssh: true},
+		{name: "same-lan", hostA: "a1", hostB: "a2", wantPath: "lan", ssh: true},
+		{name: "fixed-endpoints", hostA: "pub", hostB: "rv", wantPath: "direct", fixedA: "203.0.113.20:51820", fixedB: "203.0.113.10:51821", ssh: true},
+	})
 }
