@@ -40,6 +40,24 @@ func (m Mapping) String() string {
 	return "unknown"
 }
 
+// MarshalText makes a Mapping a JSON string such as "easy".
+func (m Mapping) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+
+// Meaning says in plain words what the mapping means for punching.
+func (m Mapping) Meaning() string {
+	switch m {
+	case MappingNone:
+		return "no NAT: this host's own address is public"
+	case MappingEasy:
+		return "one public port for every destination: peers can punch to it"
+	case MappingHard:
+		return "a new public port per destination: direct paths need the other side to be easy"
+	case MappingBlocked:
+		return "no STUN answer over UDP"
+	}
+	return "only one server answered: ask two addresses to tell"
+}
+
 // ClassifyMapping tells the mapping from the endpoints two servers with
 // different addresses saw for one socket. b may be invalid when only one
 // server answered: then only "no NAT" can be told.
@@ -68,12 +86,12 @@ func LocalAddrs() []netip.Addr {
 
 // Report is the result of a NAT check.
 type Report struct {
-	UDP           bool   `json:"udp"`            // a STUN server answered over UDP
-	Public        string `json:"public"`         // our public IPv4 endpoint, as the first server saw it
-	PublicIPv6    string `json:"public_ipv6"`    // our public IPv6 endpoint, if any server was reachable over IPv6
-	Mapping       string `json:"mapping"`        // none, easy, hard, udp-blocked or unknown
-	PortPreserved bool   `json:"port_preserved"` // the NAT kept the socket's port
-	LocalPort     uint16 `json:"local_port"`
+	UDP           bool    `json:"udp"`            // a STUN server answered over UDP
+	Public        string  `json:"public"`         // our public IPv4 endpoint, as the first server saw it
+	PublicIPv6    string  `json:"public_ipv6"`    // our public IPv6 endpoint, if any server was reachable over IPv6
+	Mapping       Mapping `json:"mapping"`        // none, easy, hard, udp-blocked or unknown
+	PortPreserved bool    `json:"port_preserved"` // the NAT kept the socket's port
+	LocalPort     uint16  `json:"local_port"`
 	// Seen lists, per server address asked, the endpoint it saw.
 	Seen []Observation `json:"seen"`
 }
@@ -98,7 +116,7 @@ func Netcheck(ctx context.Context, servers []netip.AddrPort) (*Report, error) {
 	}
 	defer conn.Close()
 	port := uint16(conn.LocalAddr().(*net.UDPAddr).Port)
-	r := &Report{LocalPort: port}
+	r := &Report{LocalPort: port, Seen: []Observation{}}
 
 	results := make(map[netip.AddrPort]BindingResult)
 	ask := func(dst netip.AddrPort) {
@@ -140,7 +158,7 @@ func Netcheck(ctx context.Context, servers []netip.AddrPort) (*Report, error) {
 	}
 	r.UDP = len(results) > 0
 	if !r.UDP {
-		r.Mapping = MappingBlocked.String()
+		r.Mapping = MappingBlocked
 		return r, nil
 	}
 	var a, b netip.AddrPort
@@ -152,7 +170,7 @@ func Netcheck(ctx context.Context, servers []netip.AddrPort) (*Report, error) {
 	if second.IsValid() {
 		b = results[second].Mapped
 	}
-	r.Mapping = ClassifyMapping(LocalAddrs(), a, b).String()
+	r.Mapping = ClassifyMapping(LocalAddrs(), a, b)
 	return r, nil
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -317,7 +316,7 @@ func (c *control) setMapping(m nat.Mapping, now time.Time) {
 // the name does not resolve (the network may not be up yet).
 func (c *control) resolve(s *server) {
 	for {
-		addr, err := resolveUDP(s.hostport)
+		addr, err := nat.Resolve(context.Background(), s.hostport)
 		if err == nil {
 			c.mu.Lock()
 			s.addr, s.resolving = addr, false
@@ -331,35 +330,6 @@ func (c *control) resolve(s *server) {
 		case <-time.After(5 * time.Second):
 		}
 	}
-}
-
-func resolveUDP(hostport string) (netip.AddrPort, error) {
-	if ap, err := netip.ParseAddrPort(hostport); err == nil {
-		return ap, nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	host, port, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	pn, err := net.DefaultResolver.LookupPort(ctx, "udp", port)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	// Prefer IPv4: a home network that has IPv6 has IPv4 too, rarely the reverse.
-	best := addrs[0]
-	for _, a := range addrs {
-		if a.Unmap().Is4() {
-			best = a
-			break
-		}
-	}
-	return netip.AddrPortFrom(best.Unmap(), uint16(pn)), nil
 }
 
 // query asks every registered rendezvous for an introduction to p, backing

@@ -7,13 +7,15 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
-	"golang.zx2c4.com/wireguard/device"
-	"golang.zx2c4.com/wireguard/tun"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
 
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/punchtun/punchtun/nat"
 	"github.com/punchtun/punchtun/tunnel/config"
 	"github.com/punchtun/punchtun/tunnel/key"
 )
@@ -163,7 +165,7 @@ func (t *Tunnel) uapiConfig() (string, error) {
 			fmt.Fprintf(&b, "preshared_key=%s\n", hex.EncodeToString(p.PresharedKey[:]))
 		}
 		if p.Endpoint != "" {
-			ep, err := resolveUDP(p.Endpoint)
+			ep, err := nat.Resolve(context.Background(), p.Endpoint)
 			if err != nil {
 				return "", fmt.Errorf("peer %s: endpoint %s: %w", peerLabel(p), p.Endpoint, err)
 			}

@@ -5,6 +5,7 @@
 //	punchtun rendezvous [flags]          run the rendezvous on a public host
 //	punchtun up [flags] FILE             bring up the tunnel FILE describes
 //	punchtun status [flags] [IFACE]      show the peers of running tunnels
+//	punchtun netcheck --rendezvous ADDR  probe this network's NAT
 //
 // The work is done in package tunnel (the peer), rendezvous (the server) and
 // nat (STUN, candidates, hole punching); this file only parses the command line.
@@ -34,6 +35,7 @@ func init() {
 		{"rendezvous", "[flags]", "run the rendezvous server on a public host", runRendezvous},
 		{"up", "[flags] FILE", "bring up the tunnel described by FILE; runs until SIGINT or SIGTERM", runUp},
 		{"status", "[flags] [IFACE]", "show each peer's path, endpoint, RTT, handshake and transfer", runStatus},
+		{"netcheck", "[flags]", "probe this network's UDP, public address and NAT mapping", runNetcheck},
 	}
 }
 
