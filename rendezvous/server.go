@@ -56,7 +56,7 @@ type Server struct {
 
 	mu         sync.RWMutex
 	peers      map[key.Key]*registration
-	byEndpoint map[netip.AddrPort]key.Key // for relaying: who sends from there
+	byEndpoint map[source]key.Key // for relaying: who sends from where
 	seen       map[key.Key]lastSeen
 	clock      wire.Clock
 
@@ -76,12 +76,25 @@ type Stats struct {
 
 type registration struct {
 	shared     wire.SharedKey
-	conn       *net.UDPConn // the socket the peer talks to; replies leave from it
+	link       link // where replies leave: the UDP socket the peer talks to, or its TCP stream
 	endpoint   netip.AddrPort
 	nat        byte
 	candidates []netip.AddrPort
 	wants      map[key.Key]struct{}
 	expires    time.Time
+}
+
+// A link carries packets back to peers: a UDP socket, or one peer's TCP
+// stream (which ignores the address).
+type link interface {
+	WriteToUDPAddrPort(b []byte, dst netip.AddrPort) (int, error)
+}
+
+// source is where a packet came from: a peer's address, and the link it
+// came in on, since a UDP and a TCP peer may share an address and port.
+type source struct {
+	link link
+	addr netip.AddrPort
 }
 
 type lastSeen struct {
@@ -98,7 +111,7 @@ func NewServer(cfg Config) *Server {
 		relay:      cfg.Relay,
 		log:        cfg.Logger,
 		peers:      make(map[key.Key]*registration),
-		byEndpoint: make(map[netip.AddrPort]key.Key),
+		byEndpoint: make(map[source]key.Key),
 		seen:       make(map[key.Key]lastSeen),
 		done:       make(chan struct{}),
 	}
@@ -136,10 +149,10 @@ func (s *Server) Serve(conn *net.UDPConn, other netip.AddrPort) error {
 	}
 }
 
-func (s *Server) handle(conn *net.UDPConn, other netip.AddrPort, b []byte, src netip.AddrPort) {
+func (s *Server) handle(l link, other netip.AddrPort, b []byte, src netip.AddrPort) {
 	switch {
 	case wire.IsRelay(b):
-		s.forward(b, src)
+		s.forward(l, b, src)
 	case nat.IsSTUN(b):
 		resp, err := nat.BindingResponse(b, src, other)
 		if err != nil {
@@ -147,15 +160,15 @@ func (s *Server) handle(conn *net.UDPConn, other netip.AddrPort, b []byte, src n
 			return
 		}
 		s.Stats.STUN.Add(1)
-		conn.WriteToUDPAddrPort(resp, src)
+		l.WriteToUDPAddrPort(resp, src)
 	case wire.IsControl(b):
-		s.handleControl(conn, b, src)
+		s.handleControl(l, b, src)
 	default:
 		s.Stats.DropMalformed.Add(1)
 	}
 }
 
-func (s *Server) handleControl(conn *net.UDPConn, b []byte, src netip.AddrPort) {
+func (s *Server) handleControl(l link, b []byte, src netip.AddrPort) {
 	h, err := wire.ParseHeader(b)
 	if err != nil {
 		s.Stats.DropMalformed.Add(1)
@@ -187,7 +200,7 @@ func (s *Server) handleControl(conn *net.UDPConn, b []byte, src netip.AddrPort) 
 	}
 	switch m := body.(type) {
 	case *wire.Register:
-		s.register(conn, h.Sender, shared, src, m, now)
+		s.register(l, h.Sender, shared, src, m, now)
 	case *wire.Query:
 		s.query(h.Sender, m.Peer)
 	case *wire.Deregister:
@@ -228,9 +241,9 @@ func (s *Server) fresh(sender key.Key, t uint64, now time.Time) bool {
 	return true
 }
 
-func (s *Server) register(conn *net.UDPConn, sender key.Key, shared wire.SharedKey, src netip.AddrPort, m *wire.Register, now time.Time) {
+func (s *Server) register(l link, sender key.Key, shared wire.SharedKey, src netip.AddrPort, m *wire.Register, now time.Time) {
 	reg := s.peers[sender]
-	changed := reg == nil || reg.endpoint != src || reg.nat != m.NAT || !slices.Equal(reg.candidates, m.Candidates)
+	changed := reg == nil || reg.endpoint != src || reg.link != l || reg.nat != m.NAT || !slices.Equal(reg.candidates, m.Candidates)
 	if reg == nil {
 		reg = &registration{shared: shared}
 		s.peers[sender] = reg
@@ -238,11 +251,11 @@ func (s *Server) register(conn *net.UDPConn, sender key.Key, shared wire.SharedK
 	} else if changed {
 		s.log.Info("peer moved", "peer", sender, "endpoint", src, "candidates", m.Candidates)
 	}
-	if reg.endpoint != src {
-		delete(s.byEndpoint, reg.endpoint)
-		s.byEndpoint[src] = sender
+	if reg.endpoint != src || reg.link != l {
+		delete(s.byEndpoint, source{reg.link, reg.endpoint})
+		s.byEndpoint[source{l, src}] = sender
 	}
-	reg.conn = conn
+	reg.link = l
 	reg.endpoint = src
 	reg.nat = m.NAT
 	reg.candidates = m.Candidates
@@ -288,13 +301,13 @@ func (s *Server) mutual(a, b key.Key) (ra, rb *registration, ok bool) {
 // forward relays a WireGuard packet. The sender is whoever is registered
 // at the packet's source endpoint; the frame's key names the receiver, and
 // is rewritten in place to name the sender.
-func (s *Server) forward(b []byte, src netip.AddrPort) {
+func (s *Server) forward(l link, b []byte, src netip.AddrPort) {
 	if !s.relay {
 		s.Stats.DropRelayOff.Add(1)
 		return
 	}
 	s.mu.RLock()
-	sender, registered := s.byEndpoint[src]
+	sender, registered := s.byEndpoint[source{l, src}]
 	dst, _ := wire.ParseRelay(b)
 	_, to, ok := s.mutual(sender, dst)
 	s.mu.RUnlock()
@@ -307,7 +320,7 @@ func (s *Server) forward(b []byte, src netip.AddrPort) {
 		return
 	}
 	copy(b[len(wire.RelayMagic):], sender[:])
-	to.conn.WriteToUDPAddrPort(b, to.endpoint)
+	to.link.WriteToUDPAddrPort(b, to.endpoint)
 	s.Stats.RelayPackets.Add(1)
 	s.Stats.RelayBytes.Add(uint64(len(b) - wire.RelayHeaderLen))
 }
@@ -336,7 +349,7 @@ func (s *Server) introduce(ka key.Key, a *registration, kb key.Key, b *registrat
 
 func (s *Server) send(reg *registration, m wire.Body) {
 	b := wire.Seal(nil, m.Type(), s.pub, &reg.shared, m.Append(nil))
-	reg.conn.WriteToUDPAddrPort(b, reg.endpoint)
+	reg.link.WriteToUDPAddrPort(b, reg.endpoint)
 }
 
 func (s *Server) expireLoop() {
@@ -371,8 +384,8 @@ func (s *Server) expire(now time.Time) {
 // remove forgets a registration. Callers hold s.mu.
 func (s *Server) remove(k key.Key, reg *registration) {
 	delete(s.peers, k)
-	if s.byEndpoint[reg.endpoint] == k {
-		delete(s.byEndpoint, reg.endpoint)
+	if src := (source{reg.link, reg.endpoint}); s.byEndpoint[src] == k {
+		delete(s.byEndpoint, src)
 	}
 }
 

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -36,6 +37,12 @@ type Bind struct {
 
 	framePool sync.Pool // *[][]byte: relay frames of one Send
 
+	// Packets that arrive off the shared socket — from a TCP relay stream
+	// or a birthday-punching socket — reach WireGuard through side.
+	side       chan sidePacket
+	sideClosed chan struct{} // closed by Close; replaced by Open
+	sidePool   sync.Pool     // *[]byte
+
 	port    atomic.Uint32
 	Dropped atomic.Uint64 // packets that were neither WireGuard nor ours
 }
@@ -54,12 +61,46 @@ type PeerEndpoint struct {
 	handshake []byte // held initiation
 }
 
-// route is where a peer's packets go: to the peer itself, or to a relay
+// Route is where a peer's packets go: to the peer itself, or to a relay
 // that forwards them.
-type route struct {
-	dst   conn.StdNetEndpoint
-	relay bool
+type Route struct {
+	Dst   netip.AddrPort // the peer or the relay; invalid for no route
+	Relay bool           // Dst relays for us
+	// Stream, when set, carries relayed packets over TCP instead of UDP.
+	Stream *wire.Stream
+	// Socket, when set, sends instead of the shared socket: the socket a
+	// birthday punch won with, the only one the peer's NAT lets through.
+	Socket *net.UDPConn
 }
+
+// Kind names a route as status shows it: direct, lan, relay or relay-tcp.
+func (r Route) Kind() string {
+	switch {
+	case !r.Dst.IsValid():
+		return nat.PathNone.String()
+	case r.Stream != nil:
+		return "relay-tcp"
+	case r.Relay:
+		return "relay"
+	}
+	return nat.KindOf(r.Dst).String()
+}
+
+// route is a Route with the endpoint std.Send takes.
+type route struct {
+	Route
+	std conn.StdNetEndpoint
+}
+
+// sidePacket is a WireGuard packet that arrived off the shared socket.
+type sidePacket struct {
+	buf *[]byte
+	ep  *PeerEndpoint
+}
+
+// sideQueue bounds the side packets waiting for WireGuard; more are dropped
+// (and counted), as a full socket buffer would.
+const sideQueue = 1024
 
 // endpointPrefix names a PeerEndpoint in UAPI's endpoint= line.
 const endpointPrefix = "punchtun-peer/"
@@ -83,6 +124,9 @@ func NewBind(control func(pkt []byte, src netip.AddrPort)) *Bind {
 	b.byAddr.Store(&map[netip.AddrPort]*PeerEndpoint{})
 	b.relays.Store(&map[netip.AddrPort]bool{})
 	b.framePool.New = func() any { return new([][]byte) }
+	b.side = make(chan sidePacket, sideQueue)
+	b.sideClosed = make(chan struct{})
+	b.sidePool.New = func() any { p := make([]byte, 0, 2048); return &p }
 	return b
 }
 
@@ -95,8 +139,82 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	for i, fn := range fns {
 		fns[i] = b.wrap(fn)
 	}
+	b.mu.Lock()
+	closed := make(chan struct{})
+	b.sideClosed = closed
+	b.mu.Unlock()
+	fns = append(fns, b.receiveSide(closed))
 	b.port.Store(uint32(actual))
 	return fns, actual, nil
+}
+
+// receiveSide hands WireGuard the packets that came off the shared socket,
+// a batch at a time, until the Bind is closed.
+func (b *Bind) receiveSide(closed chan struct{}) conn.ReceiveFunc {
+	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		var p sidePacket
+		select {
+		case p = <-b.side:
+		case <-closed:
+			return 0, net.ErrClosed
+		}
+		n := 0
+		for {
+			sizes[n] = copy(bufs[n], *p.buf)
+			eps[n] = p.ep
+			b.sidePool.Put(p.buf)
+			n++
+			if n == len(bufs) {
+				return n, nil
+			}
+			select {
+			case p = <-b.side:
+			default:
+				return n, nil
+			}
+		}
+	}
+}
+
+// inject queues a WireGuard packet from pe that arrived off the shared
+// socket.
+func (b *Bind) inject(pkt []byte, pe *PeerEndpoint) {
+	buf := b.sidePool.Get().(*[]byte)
+	*buf = append((*buf)[:0], pkt...)
+	select {
+	case b.side <- sidePacket{buf: buf, ep: pe}:
+	default:
+		b.sidePool.Put(buf)
+		b.Dropped.Add(1)
+	}
+}
+
+// InjectRelayed takes a relay frame that came over a TCP stream from a
+// rendezvous, and passes its WireGuard packet on as if it had come over
+// UDP. It reports whether the frame was one.
+func (b *Bind) InjectRelayed(frame []byte) bool {
+	if !wire.IsRelay(frame) {
+		return false
+	}
+	if pe := b.relayedFrom(frame); pe != nil {
+		b.inject(frame[wire.RelayHeaderLen:], pe)
+	} else {
+		b.Dropped.Add(1)
+	}
+	return true
+}
+
+// InjectFrom takes a packet that arrived on a side socket from src for pe's
+// peer: WireGuard goes to WireGuard, anything else to control.
+func (b *Bind) InjectFrom(pkt []byte, pe *PeerEndpoint, deliver func(pkt []byte)) {
+	switch Classify(pkt) {
+	case PacketWireGuard:
+		b.inject(pkt, pe)
+	case PacketControl, PacketSTUN:
+		deliver(pkt)
+	default:
+		b.Dropped.Add(1)
+	}
 }
 
 // Port is the port the socket is bound to, 0 before Open.
@@ -147,6 +265,12 @@ func (b *Bind) unwrapRelay(frame []byte, src netip.AddrPort) *PeerEndpoint {
 	if !(*b.relays.Load())[src] {
 		return nil
 	}
+	return b.relayedFrom(frame)
+}
+
+// relayedFrom returns the endpoint of the peer a relay frame names, if it
+// carries WireGuard.
+func (b *Bind) relayedFrom(frame []byte) *PeerEndpoint {
 	peer, inner := wire.ParseRelay(frame)
 	if Classify(inner) != PacketWireGuard {
 		return nil
@@ -157,8 +281,17 @@ func (b *Bind) unwrapRelay(frame []byte, src netip.AddrPort) *PeerEndpoint {
 	return pe
 }
 
-// Close closes the socket.
-func (b *Bind) Close() error { return b.std.Close() }
+// Close closes the socket and ends the side receive function.
+func (b *Bind) Close() error {
+	b.mu.Lock()
+	select {
+	case <-b.sideClosed:
+	default:
+		close(b.sideClosed)
+	}
+	b.mu.Unlock()
+	return b.std.Close()
+}
 
 // SetMark sets SO_MARK on the socket.
 func (b *Bind) SetMark(mark uint32) error { return b.std.SetMark(mark) }
@@ -196,10 +329,19 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	case r == nil:
 		pe.hold(bufs)
 		return nil
-	case r.relay:
-		return b.sendRelayed(bufs, pe.peer, &r.dst)
+	case r.Stream != nil:
+		return r.Stream.WriteRelayed(pe.peer, bufs)
+	case r.Relay:
+		return b.sendRelayed(bufs, pe.peer, &r.std)
+	case r.Socket != nil:
+		for _, p := range bufs {
+			if _, err := r.Socket.WriteToUDPAddrPort(p, r.Dst); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
-	return b.std.Send(bufs, &r.dst)
+	return b.std.Send(bufs, &r.std)
 }
 
 // sendRelayed wraps each packet in a relay frame naming peer. WireGuard's
@@ -273,14 +415,14 @@ func (b *Bind) Learn(pe *PeerEndpoint, src netip.AddrPort) {
 	b.byAddr.Store(&next)
 }
 
-// SetRoute points pe at dst, through the relay at dst if relay is set, or
-// at nothing for an invalid dst; a held handshake goes out at once.
-func (b *Bind) SetRoute(pe *PeerEndpoint, dst netip.AddrPort, relay bool) {
-	if !dst.IsValid() {
+// SetRoute points pe at r, or at nothing for an invalid r.Dst; a held
+// handshake goes out at once.
+func (b *Bind) SetRoute(pe *PeerEndpoint, r Route) {
+	if !r.Dst.IsValid() {
 		pe.route.Store(nil)
 		return
 	}
-	pe.route.Store(&route{dst: conn.StdNetEndpoint{AddrPort: dst}, relay: relay})
+	pe.route.Store(&route{Route: r, std: conn.StdNetEndpoint{AddrPort: r.Dst}})
 	if hs := pe.takeHeld(); hs != nil {
 		b.Send([][]byte{hs}, pe)
 	}
@@ -304,13 +446,12 @@ func (pe *PeerEndpoint) takeHeld() []byte {
 	return hs
 }
 
-// Route is where pe sends now: the peer's or the relay's address, and
-// whether it is a relay. dst is invalid while there is no route.
-func (pe *PeerEndpoint) Route() (dst netip.AddrPort, relay bool) {
+// Route is where pe sends now; its Dst is invalid while there is none.
+func (pe *PeerEndpoint) Route() Route {
 	if r := pe.route.Load(); r != nil {
-		return r.dst.AddrPort, r.relay
+		return r.Route
 	}
-	return netip.AddrPort{}, false
+	return Route{}
 }
 
 func (pe *PeerEndpoint) ClearSrc()           {}
@@ -321,22 +462,18 @@ func (pe *PeerEndpoint) SrcIP() netip.Addr   { return netip.Addr{} }
 // while relayed; an unspecified address until a route exists, because wg
 // needs an address it can parse.
 func (pe *PeerEndpoint) DstToString() string {
-	if dst, _ := pe.Route(); dst.IsValid() {
+	if dst := pe.Route().Dst; dst.IsValid() {
 		return dst.String()
 	}
 	return "0.0.0.0:0"
 }
 
-func (pe *PeerEndpoint) DstIP() netip.Addr {
-	dst, _ := pe.Route()
-	return dst.Addr()
-}
+func (pe *PeerEndpoint) DstIP() netip.Addr { return pe.Route().Dst.Addr() }
 
 // DstToBytes feeds WireGuard's cookie (mac2) computation, which must see
 // the address packets go to.
 func (pe *PeerEndpoint) DstToBytes() []byte {
-	dst, _ := pe.Route()
-	b, _ := dst.MarshalBinary()
+	b, _ := pe.Route().Dst.MarshalBinary()
 	return b
 }
 

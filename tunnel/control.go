@@ -44,6 +44,8 @@ type control struct {
 	peers   map[key.Key]*peer
 	wants   []key.Key
 	mapping nat.Mapping // our NAT, as STUN tells it
+	// udpHeard: some rendezvous answered over UDP since the start.
+	udpHeard bool
 	stun    map[nat.STUNTxID]stunProbe
 }
 
@@ -51,6 +53,7 @@ type inbound struct {
 	pkt []byte
 	src netip.AddrPort
 	at  time.Time
+	tcp bool // came over a rendezvous's TCP stream
 }
 
 // server is one rendezvous as seen from a peer.
@@ -71,6 +74,12 @@ type server struct {
 	lastTime   uint64         // replay guard for its messages
 	next       time.Time
 	backoff    time.Duration
+
+	// TCP fallback, while UDP is blocked (tcp.go).
+	stream     *wire.Stream
+	dialing    bool
+	nextDial   time.Time
+	tcpBackoff time.Duration
 }
 
 // stunProbe is a STUN request in flight.
@@ -146,7 +155,7 @@ func newControl(log *slog.Logger, priv key.Key, iface string, own []netip.Prefix
 		stun:    make(map[nat.STUNTxID]stunProbe),
 	}
 	for _, s := range servers {
-		c.servers = append(c.servers, &server{hostport: s.HostPort, pub: s.Key, shared: wire.NewSharedKey(priv, s.Key), backoff: minBackoff})
+		c.servers = append(c.servers, &server{hostport: s.HostPort, pub: s.Key, shared: wire.NewSharedKey(priv, s.Key), backoff: minBackoff, tcpBackoff: minBackoff})
 	}
 	for _, pc := range peers {
 		p := &peer{name: pc.Name, key: pc.Key, shared: wire.NewSharedKey(priv, pc.Key), backoff: minBackoff, path: nat.PathNone.String()}
@@ -160,9 +169,11 @@ func newControl(log *slog.Logger, priv key.Key, iface string, own []netip.Prefix
 
 // deliver is the Bind's control callback: it runs on WireGuard's receive
 // goroutines, so it only copies and queues.
-func (c *control) deliver(pkt []byte, src netip.AddrPort) {
+func (c *control) deliver(pkt []byte, src netip.AddrPort) { c.queue(pkt, src, false) }
+
+func (c *control) queue(pkt []byte, src netip.AddrPort, tcp bool) {
 	select {
-	case c.in <- inbound{pkt: bytes.Clone(pkt), src: src, at: time.Now()}:
+	case c.in <- inbound{pkt: bytes.Clone(pkt), src: src, at: time.Now(), tcp: tcp}:
 	default:
 		c.Dropped.Add(1)
 	}
@@ -202,10 +213,29 @@ func (c *control) stop() {
 	defer c.mu.Unlock()
 	for _, s := range c.servers {
 		if s.registered {
-			c.sendSealed(s.addr, &s.shared, &wire.Deregister{Time: c.now()})
+			c.sendServer(s, &wire.Deregister{Time: c.now()})
+		}
+		if s.stream != nil {
+			s.stream.Close()
 		}
 	}
 }
+
+// sendServer sends m to s: over its TCP stream if there is one, else over
+// the shared socket.
+func (c *control) sendServer(s *server, m wire.Body) {
+	if s.stream == nil {
+		c.sendSealed(s.addr, &s.shared, m)
+		return
+	}
+	b := wire.Seal(make([]byte, 0, wire.Overhead+64), m.Type(), c.pub, &s.shared, m.Append(nil))
+	if err := s.stream.Write(b); err != nil {
+		c.log.Debug("send over TCP failed", "rendezvous", s.hostport, "type", m.Type(), "err", err)
+	}
+}
+
+// udpBlocked reports whether UDP was taken for blocked on this network.
+func (c *control) udpBlocked() bool { return c.mapping == nat.MappingBlocked }
 
 func (c *control) now() uint64 { return c.clock.Next(uint64(time.Now().UnixNano())) }
 
@@ -246,7 +276,14 @@ func (c *control) tickServer(s *server, now time.Time) {
 		}
 		return
 	}
+	c.maybeDialTCP(s, now)
 	if now.Before(s.next) {
+		return
+	}
+	if c.udpBlocked() && s.stream == nil {
+		// Registering over UDP is pointless; probe whether UDP is back.
+		c.sendSTUN(s, s.addr)
+		s.next = now.Add(rendezvous.RefreshInterval)
 		return
 	}
 	if s.pending {
@@ -257,9 +294,10 @@ func (c *control) tickServer(s *server, now time.Time) {
 			c.serverChanged(s, now, "rendezvous stopped answering")
 		}
 	}
-	if !s.registered {
+	if !s.registered || s.stream != nil {
 		// Learn our public address from the same socket WireGuard uses;
-		// the rendezvous is a STUN server too.
+		// the rendezvous is a STUN server too. Over TCP, this asks whether
+		// UDP works again.
 		c.sendSTUN(s, s.addr)
 	}
 	reg := &wire.Register{
@@ -268,7 +306,7 @@ func (c *control) tickServer(s *server, now time.Time) {
 		Candidates: nat.LocalCandidates(c.bind.Port(), c.iface, c.own),
 		Wants:      c.wants,
 	}
-	c.sendSealed(s.addr, &s.shared, reg)
+	c.sendServer(s, reg)
 	s.pending = true
 	if s.registered {
 		s.next = now.Add(minBackoff) // time for the refresh's ack
@@ -287,13 +325,8 @@ func (c *control) sendSTUN(s *server, dst netip.AddrPort) {
 // checkBlocked takes UDP for blocked when no rendezvous has answered
 // anything for a while.
 func (c *control) checkBlocked(now time.Time) {
-	if c.mapping != nat.MappingUnknown || len(c.servers) == 0 || now.Sub(c.started) < udpGiveUp {
+	if c.mapping != nat.MappingUnknown || c.udpHeard || len(c.servers) == 0 || now.Sub(c.started) < udpGiveUp {
 		return
-	}
-	for _, s := range c.servers {
-		if s.mapped.IsValid() || s.observed.IsValid() {
-			return
-		}
 	}
 	c.setMapping(nat.MappingBlocked, now)
 }
@@ -338,7 +371,7 @@ func (c *control) query(p *peer, now time.Time) {
 	asked := false
 	for _, s := range c.servers {
 		if s.registered {
-			c.sendSealed(s.addr, &s.shared, &wire.Query{Time: c.now(), Peer: p.key})
+			c.sendServer(s, &wire.Query{Time: c.now(), Peer: p.key})
 			asked = true
 		}
 	}
@@ -388,6 +421,10 @@ func (c *control) handleSTUN(m inbound) {
 		return
 	}
 	delete(c.stun, res.TxID)
+	c.udpHeard = true
+	if c.udpBlocked() {
+		c.udpBack(m.at)
+	}
 	s := probe.server
 	if probe.dst == s.addr {
 		if s.mapped != res.Mapped {
@@ -412,6 +449,9 @@ func (c *control) handleServer(s *server, h wire.Header, m inbound) {
 	body, ok := c.open(m.pkt, h, &s.shared)
 	if !ok {
 		return
+	}
+	if !m.tcp {
+		c.udpHeard = true
 	}
 	var t uint64
 	switch b := body.(type) {
@@ -527,23 +567,21 @@ func (c *control) open(pkt []byte, h wire.Header, shared *wire.SharedKey) (wire.
 // else the relay of the rendezvous that introduced it, else none. A change
 // is logged once, with why, and kept in the history.
 func (c *control) updateRoute(p *peer, now time.Time, why string) {
-	var dst netip.AddrPort
-	var relay bool
-	name := nat.PathNone.String()
+	var r Route
 	if path := p.punch.Path(); path.Addr.IsValid() {
-		dst, name = path.Addr, path.Kind.String()
+		r = Route{Dst: path.Addr}
 	} else if s := p.relayVia; s != nil && s.registered && s.relay {
-		dst, relay, name = s.addr, true, "relay"
+		r = Route{Dst: s.addr, Relay: true, Stream: s.stream}
 	}
-	old, oldRelay := p.ep.Route()
-	if old == dst && oldRelay == relay {
+	if p.ep.Route() == r {
 		return
 	}
-	c.bind.SetRoute(p.ep, dst, relay)
-	if dst.IsValid() && c.repoint != nil {
+	c.bind.SetRoute(p.ep, r)
+	if r.Dst.IsValid() && c.repoint != nil {
 		c.repoint(p.key)
 	}
-	if relay {
+	dst, name := r.Dst, r.Kind()
+	if r.Relay {
 		why += "; relayed because " + c.relayReason(p, now)
 	}
 	c.log.Info("path changed", "peer", p.label(), "from", p.path, "to", name, "endpoint", dst, "why", why)
@@ -581,8 +619,8 @@ func (c *control) relayReason(p *peer, now time.Time) string {
 
 // punchedAddr is the direct path pe uses, if any, for logs.
 func (pe *PeerEndpoint) punchedAddr() netip.AddrPort {
-	if dst, relay := pe.Route(); !relay {
-		return dst
+	if r := pe.Route(); !r.Relay {
+		return r.Dst
 	}
 	return netip.AddrPort{}
 }

@@ -92,11 +92,11 @@ func (t *Tunnel) Status() (*Status, error) {
 		}
 		if cp := t.ctl.peers[p.PublicKey]; cp != nil {
 			ps.Path, ps.NAT, ps.History = cp.path, cp.nat.String(), cp.historyCopy()
-			dst, relay := cp.ep.Route()
-			if dst.IsValid() {
-				ps.Endpoint = dst.String()
+			r := cp.ep.Route()
+			if r.Dst.IsValid() {
+				ps.Endpoint = r.Dst.String()
 			}
-			if relay {
+			if r.Relay {
 				ps.Reason = t.ctl.relayReason(cp, now)
 			} else if path := cp.punch.Path(); path.Addr.IsValid() {
 				ps.RTTMillis = float64(path.RTT.Microseconds()) / 1000

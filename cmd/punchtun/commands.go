@@ -56,6 +56,8 @@ func runRendezvous(args []string) error {
 	fs := newFlags("rendezvous", "[flags]", "Run the rendezvous: a STUN server that also introduces peers to each other.")
 	var listen stringList
 	fs.Var(&listen, "listen", "UDP address to listen on; may be given more than once (default 0.0.0.0:3478)")
+	var listenTCP stringList
+	fs.Var(&listenTCP, "listen-tcp", "TCP address for peers whose network blocks UDP (they try the rendezvous's port, then 443);\nmay be given more than once; 'off' for none (default: the --listen addresses)")
 	keyFile := fs.String("key-file", "/var/lib/punchtun/rendezvous.key", "private key file; created (mode 0600) if missing")
 	relay := fs.Bool("relay", true, "relay WireGuard packets between peers that cannot reach each other directly")
 	level := addLogFlag(fs)
@@ -89,7 +91,30 @@ func runRendezvous(args []string) error {
 		}
 		conns = append(conns, c)
 	}
-	errc := make(chan error, len(conns))
+	if len(listenTCP) == 0 {
+		listenTCP = listen
+	}
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	for _, addr := range listenTCP {
+		if addr == "off" {
+			continue
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("--listen-tcp %s: %w", addr, err)
+		}
+		lns = append(lns, ln)
+	}
+	errc := make(chan error, len(conns)+len(lns))
+	for _, ln := range lns {
+		log.Info("rendezvous listening for TCP", "addr", ln.Addr())
+		go func() { errc <- srv.ServeTCP(ln) }()
+	}
 	for i, c := range conns {
 		other := otherAddress(conns, i)
 		log.Info("rendezvous listening", "addr", c.LocalAddr(), "public_key", srv.PublicKey(), "relay", *relay, "other_address", other)

@@ -16,6 +16,11 @@ func TestNATMatrix(t *testing.T) {
 			{name: "hard-hard", hostA: "a1", hostB: "b1", wantPath: "relay", wantReason: "both NATs map per destination"},
 			{name: "none-hard", hostA: "pub", hostB: "b1", wantPath: "direct"},
 		}},
+		{"ptk", "blocked", "easy", []pairCase{
+			{name: "blocked-easy", hostA: "a1", hostB: "b1", wantPath: "relay-tcp", wantPathB: "relay", wantReason: "UDP blocked on this network"},
+			{name: "blocked-none", hostA: "a1", hostB: "pub", wantPath: "relay-tcp", wantPathB: "relay", wantReason: "UDP blocked on this network"},
+			{name: "blocked-same-lan", hostA: "a1", hostB: "a2", wantPath: "lan"},
+		}},
 		{"ptc", "cone", "hard", []pairCase{
 			{name: "cone-hard", hostA: "a1", hostB: "b1", wantPath: "direct", portA: 51820},
 			{name: "none-cone", hostA: "pub", hostB: "a1", wantPath: "direct", portB: 51820},

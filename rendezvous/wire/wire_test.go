@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bytes"
+	"net"
 	"net/netip"
 	"reflect"
 	"testing"
@@ -148,5 +149,41 @@ func TestRelayFrame(t *testing.T) {
 	}
 	if IsRelay(frame[:RelayHeaderLen-1]) {
 		t.Error("short frame taken for a relay frame")
+	}
+}
+
+func TestStream(t *testing.T) {
+	a, b := net.Pipe()
+	sa, sb := NewStream(a), NewStream(b)
+	defer sa.Close()
+	defer sb.Close()
+	var peer key.Key
+	peer[0] = 7
+	pkts := [][]byte{{4, 0, 0, 0, 1, 2, 3}, make([]byte, 1400)}
+	go func() {
+		sa.Write([]byte("hello"))
+		sa.WriteRelayed(peer, pkts)
+	}()
+	buf := make([]byte, MaxStreamDatagram)
+	n, err := sb.Read(buf)
+	if err != nil || string(buf[:n]) != "hello" {
+		t.Fatalf("first datagram = %q, %v", buf[:n], err)
+	}
+	for _, want := range pkts {
+		n, err := sb.Read(buf)
+		if err != nil || !IsRelay(buf[:n]) {
+			t.Fatalf("relay frame: %v, is relay %v", err, IsRelay(buf[:n]))
+		}
+		got, pkt := ParseRelay(buf[:n])
+		if got != peer || !bytes.Equal(pkt, want) {
+			t.Fatalf("relay frame for %v with %d bytes, want %v with %d", got, len(pkt), peer, len(want))
+		}
+	}
+	if err := sa.Write(make([]byte, MaxStreamDatagram+1)); err == nil {
+		t.Fatal("oversized datagram written")
+	}
+	go sa.Write([]byte("0123456789"))
+	if _, err := sb.Read(make([]byte, 4)); err == nil {
+		t.Fatal("datagram longer than the buffer read")
 	}
 }

@@ -1,0 +1,123 @@
+package tunnel
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/punchtun/punchtun/nat"
+	"github.com/punchtun/punchtun/rendezvous/wire"
+)
+
+// TCP fallback. Where a network blocks UDP, nothing punches and the UDP
+// relay is out of reach too: the peer then talks to each rendezvous over
+// TCP — registrations, intros and relayed WireGuard packets alike, framed
+// by wire.Stream — first on the rendezvous's own port, then on 443, which
+// firewalls that block UDP usually still let out. It keeps asking STUN over
+// UDP at every refresh, and drops TCP as soon as UDP answers again.
+
+const (
+	tcpDialTimeout = 3 * time.Second
+	// tcpFallbackPort is tried when the rendezvous's own port is closed to TCP.
+	tcpFallbackPort = 443
+	maxTCPBackoff   = time.Minute
+)
+
+// maybeDialTCP starts connecting to s over TCP when UDP is blocked and no
+// connection is up or under way. Callers hold c.mu.
+func (c *control) maybeDialTCP(s *server, now time.Time) {
+	if !c.udpBlocked() || s.stream != nil || s.dialing || now.Before(s.nextDial) {
+		return
+	}
+	s.dialing = true
+	go c.dialTCP(s, s.addr)
+}
+
+func (c *control) dialTCP(s *server, addr netip.AddrPort) {
+	var d net.Dialer
+	var st *wire.Stream
+	for _, port := range []uint16{addr.Port(), tcpFallbackPort} {
+		ctx, cancel := context.WithTimeout(context.Background(), tcpDialTimeout)
+		conn, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(addr.Addr(), port).String())
+		cancel()
+		if err == nil {
+			st = wire.NewStream(conn)
+			break
+		}
+		c.log.Debug("rendezvous over TCP failed", "rendezvous", s.hostport, "port", port, "err", err)
+	}
+	c.mu.Lock()
+	s.dialing = false
+	now := time.Now()
+	if st == nil || !c.udpBlocked() || c.isDone() {
+		s.nextDial = now.Add(s.tcpBackoff)
+		s.tcpBackoff = min(2*s.tcpBackoff, maxTCPBackoff)
+		c.mu.Unlock()
+		if st != nil {
+			st.Close()
+		} else {
+			c.log.Warn("cannot reach rendezvous over TCP either", "rendezvous", s.hostport, "retry_in", s.tcpBackoff)
+		}
+		return
+	}
+	c.log.Info("UDP blocked: reaching rendezvous over TCP", "rendezvous", s.hostport, "tcp", st.RemoteAddr())
+	s.stream, s.tcpBackoff = st, minBackoff
+	s.registered, s.pending, s.next = false, false, now
+	c.mu.Unlock()
+	c.readStream(s, st)
+}
+
+// readStream passes what s sends over TCP on: relayed WireGuard to the Bind,
+// the rest to the control goroutine, until the connection ends.
+func (c *control) readStream(s *server, st *wire.Stream) {
+	buf := make([]byte, wire.MaxStreamDatagram)
+	for {
+		n, err := st.Read(buf)
+		if err != nil {
+			break
+		}
+		if !c.bind.InjectRelayed(buf[:n]) {
+			c.queue(buf[:n], s.addr, true)
+		}
+	}
+	st.Close()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s.stream != st {
+		return
+	}
+	s.stream = nil
+	if c.isDone() {
+		return
+	}
+	c.log.Warn("TCP connection to rendezvous closed", "rendezvous", s.hostport)
+	now := time.Now()
+	s.nextDial = now.Add(s.tcpBackoff)
+	if s.registered {
+		s.registered = false
+		c.serverChanged(s, now, "TCP connection to the rendezvous closed")
+	}
+}
+
+// udpBack follows the first STUN answer after UDP was taken for blocked:
+// the network lets UDP out again, so punching and the UDP relay are back,
+// and the TCP connections go. Callers hold c.mu.
+func (c *control) udpBack(now time.Time) {
+	c.log.Info("UDP works again: leaving TCP")
+	c.setMapping(nat.MappingUnknown, now)
+	for _, s := range c.servers {
+		if s.stream != nil {
+			s.stream.Close() // readStream unregisters s
+		}
+	}
+}
+
+func (c *control) isDone() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
