@@ -36,6 +36,22 @@ const (
 	pingLifetime  = 10 * time.Second
 )
 
+// Birthday punching, for an easy NAT facing a hard one. The hard side opens
+// BirthdaySockets sockets, each sending to the easy side's public endpoint,
+// so that its NAT holds that many mappings towards it, on ports nobody can
+// predict; the easy side probes random ports of the hard side's public
+// address. With 256 mappings among the 64512 ports Linux and most routers
+// pick from, 2048 probes miss them all with a probability of e^-8 (0.03%).
+// The probes are paced at SprayRate, 4 s in all, about 60 KB/s: a burst no
+// rate limiter mistakes for a flood, and rounds are spaced by the caller.
+const (
+	BirthdaySockets = 256
+	SprayProbes     = 2048
+	SprayRate       = 512 // probes per second
+	// sprayPorts is the range NATs pick random ports from.
+	sprayMinPort = 1024
+)
+
 // Path is a confirmed way to a peer.
 type Path struct {
 	Addr  netip.AddrPort
@@ -72,6 +88,11 @@ type Punch struct {
 	path      Path
 	lastHeard time.Time // last authenticated probe or answer on the path
 	lastPing  time.Time // last probe sent on the path
+
+	// A birthday spray in progress: random ports of sprayIP.
+	sprayIP    netip.Addr
+	sprayStart time.Time
+	spraySent  int
 }
 
 type sentPing struct {
@@ -122,6 +143,44 @@ func (p *Punch) addCandidate(c netip.AddrPort) bool {
 	return true
 }
 
+// Spray starts probing random ports of ip, the public address of a peer
+// behind a hard NAT, for the easy side of a birthday punch. It extends the
+// round to cover the spray.
+func (p *Punch) Spray(now time.Time, ip netip.Addr) {
+	p.sprayIP, p.sprayStart, p.spraySent = ip, now, 0
+	if end := now.Add(SprayProbes * time.Second / SprayRate); p.deadline.Before(end) {
+		p.deadline = end
+	}
+}
+
+// Spraying reports whether a spray is in progress.
+func (p *Punch) Spraying() bool { return p.sprayIP.IsValid() }
+
+// spray sends the probes due by now, paced at SprayRate.
+func (p *Punch) spray(now time.Time) {
+	if !p.sprayIP.IsValid() {
+		return
+	}
+	if p.chosen {
+		p.sprayIP = netip.Addr{} // a path was found: stop
+		return
+	}
+	due := min(int(now.Sub(p.sprayStart)*SprayRate/time.Second)+1, SprayProbes)
+	var r [2]byte
+	for ; p.spraySent < due; p.spraySent++ {
+		rand.Read(r[:])
+		port := sprayMinPort + uint16(int(r[0])<<8|int(r[1]))%(65535-sprayMinPort+1)
+		p.ping(netip.AddrPortFrom(p.sprayIP, port), now)
+	}
+	if p.spraySent == SprayProbes {
+		p.sprayIP = netip.Addr{}
+	}
+}
+
+// Probe sends one probe to to now, outside the round's schedule: to answer
+// a probe that arrived a new way, or to open a mapping.
+func (p *Punch) Probe(now time.Time, to netip.AddrPort) { p.ping(to, now) }
+
 // Tick does what is due at now.
 func (p *Punch) Tick(now time.Time) Event {
 	for tx, s := range p.pings {
@@ -129,6 +188,7 @@ func (p *Punch) Tick(now time.Time) Event {
 			delete(p.pings, tx)
 		}
 	}
+	p.spray(now)
 	if now.Before(p.deadline) && !now.Before(p.next) {
 		for _, c := range p.candidates {
 			p.ping(c, now)
@@ -162,14 +222,18 @@ func (p *Punch) lose() Event {
 	return EventLost
 }
 
-func (p *Punch) ping(to netip.AddrPort, now time.Time) {
+func (p *Punch) ping(to netip.AddrPort, now time.Time) { p.send(to, p.NewProbe(now, to)) }
+
+// NewProbe returns a probe for to, whose answer will count, for a caller
+// that sends it another way than the Punch's send.
+func (p *Punch) NewProbe(now time.Time, to netip.AddrPort) *wire.Ping {
 	var tx [12]byte
 	rand.Read(tx[:])
 	p.pings[tx] = sentPing{to: to, at: now}
 	if to == p.path.Addr {
 		p.lastPing = now
 	}
-	p.send(to, &wire.Ping{TxID: tx})
+	return &wire.Ping{TxID: tx}
 }
 
 // OnPing answers an authenticated probe from the peer. A probe from an

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -53,7 +54,8 @@ type inbound struct {
 	pkt []byte
 	src netip.AddrPort
 	at  time.Time
-	tcp bool // came over a rendezvous's TCP stream
+	tcp bool         // came over a rendezvous's TCP stream
+	via *net.UDPConn // came in on this birthday socket, not the shared one
 }
 
 // server is one rendezvous as seen from a peer.
@@ -103,6 +105,10 @@ type peer struct {
 
 	nextQuery time.Time
 	backoff   time.Duration
+
+	birthday        *birthday // hard side of a birthday round (birthday.go)
+	nextBirthday    time.Time
+	birthdayBackoff time.Duration
 }
 
 // PathChange is one entry of a peer's path history.
@@ -158,9 +164,16 @@ func newControl(log *slog.Logger, priv key.Key, iface string, own []netip.Prefix
 		c.servers = append(c.servers, &server{hostport: s.HostPort, pub: s.Key, shared: wire.NewSharedKey(priv, s.Key), backoff: minBackoff, tcpBackoff: minBackoff})
 	}
 	for _, pc := range peers {
-		p := &peer{name: pc.Name, key: pc.Key, shared: wire.NewSharedKey(priv, pc.Key), backoff: minBackoff, path: nat.PathNone.String()}
+		p := &peer{name: pc.Name, key: pc.Key, shared: wire.NewSharedKey(priv, pc.Key), backoff: minBackoff,
+			birthdayBackoff: minBirthdayBackoff, path: nat.PathNone.String()}
 		leader := bytes.Compare(c.pub[:], pc.Key[:]) < 0
-		p.punch = nat.NewPunch(leader, func(dst netip.AddrPort, m wire.Body) { c.sendSealed(dst, &p.shared, m) })
+		p.punch = nat.NewPunch(leader, func(dst netip.AddrPort, m wire.Body) {
+			if conn := p.socketTo(dst); conn != nil {
+				c.sendVia(conn, p, dst, m)
+				return
+			}
+			c.sendSealed(dst, &p.shared, m)
+		})
 		c.peers[pc.Key] = p
 		c.wants = append(c.wants, pc.Key)
 	}
@@ -219,6 +232,9 @@ func (c *control) stop() {
 			s.stream.Close()
 		}
 	}
+	for _, p := range c.peers {
+		c.closeBirthday(p, true)
+	}
 }
 
 // sendServer sends m to s: over its TCP stream if there is one, else over
@@ -257,8 +273,10 @@ func (c *control) tick(now time.Time) {
 	}
 	c.checkBlocked(now)
 	for _, p := range c.peers {
+		c.tickBirthday(p, now)
 		if p.punch.Tick(now) == nat.EventLost {
 			c.log.Warn("direct path lost", "peer", p.label(), "endpoint", p.ep.punchedAddr())
+			c.closeBirthday(p, true)
 			p.nextQuery, p.backoff = now, minBackoff
 			c.updateRoute(p, now, "no answer on the direct path")
 		}
@@ -483,6 +501,7 @@ func (c *control) handleServer(s *server, h wire.Header, m inbound) {
 		}
 		p.punch.Start(m.at, append([]netip.AddrPort{b.Observed}, b.Candidates...), c.punchDuration(p))
 		c.log.Info("punching", "peer", p.label(), "peer_nat", p.nat, "candidates", p.punch.Candidates())
+		c.maybeBirthday(p, b.Observed, m.at)
 		p.punch.Tick(m.at) // probe now, not at the next tick
 		// Relay while punching, so the first packet does not wait.
 		c.updateRoute(p, m.at, "introduced by the rendezvous")
@@ -533,9 +552,20 @@ func (c *control) handlePeer(p *peer, h wire.Header, m inbound) {
 	// The peer proved itself from m.src: its WireGuard packets from there
 	// belong to its PeerEndpoint.
 	c.bind.Learn(p.ep, m.src)
+	if m.via != nil {
+		c.birthdayWon(p, m.via, m.src, m.at)
+		if p.socketTo(m.src) != m.via {
+			c.Dropped.Add(1) // a losing socket's late packet
+			return
+		}
+	}
 	switch b := body.(type) {
 	case *wire.Ping:
 		p.punch.OnPing(m.at, m.src, b)
+		if m.via != nil && p.punch.Path().Addr != m.src {
+			// Confirm the winning socket from this side too.
+			p.punch.Probe(m.at, m.src)
+		}
 	case *wire.Pong:
 		if p.punch.OnPong(m.at, m.src, b) == nat.EventChosen {
 			path := p.punch.Path()
@@ -569,7 +599,7 @@ func (c *control) open(pkt []byte, h wire.Header, shared *wire.SharedKey) (wire.
 func (c *control) updateRoute(p *peer, now time.Time, why string) {
 	var r Route
 	if path := p.punch.Path(); path.Addr.IsValid() {
-		r = Route{Dst: path.Addr}
+		r = Route{Dst: path.Addr, Socket: p.socketTo(path.Addr)}
 	} else if s := p.relayVia; s != nil && s.registered && s.relay {
 		r = Route{Dst: s.addr, Relay: true, Stream: s.stream}
 	}

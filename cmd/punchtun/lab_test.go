@@ -152,7 +152,7 @@ func (l *lab) start(host, name string, args ...string) *proc {
 	go func() { p.err = p.cmd.Wait(); f.Close(); close(p.done) }()
 	l.t.Cleanup(func() {
 		p.stop()
-		if l.t.Failed() {
+		if l.t.Failed() || os.Getenv("PUNCHTUN_LAB_LOGS") == "1" {
 			out, _ := os.ReadFile(p.log)
 			l.t.Logf("--- %s (%s) log:\n%s", name, host, out)
 		}

@@ -16,6 +16,9 @@ func TestNATMatrix(t *testing.T) {
 			{name: "hard-hard", hostA: "a1", hostB: "b1", wantPath: "relay", wantReason: "both NATs map per destination"},
 			{name: "none-hard", hostA: "pub", hostB: "b1", wantPath: "direct"},
 		}},
+		{"pte", "easy", "hard", []pairCase{
+			{name: "easy-hard", hostA: "a1", hostB: "b1", wantPath: "direct"},
+		}},
 		{"ptk", "blocked", "easy", []pairCase{
 			{name: "blocked-easy", hostA: "a1", hostB: "b1", wantPath: "relay-tcp", wantPathB: "relay", wantReason: "UDP blocked on this network"},
 			{name: "blocked-none", hostA: "a1", hostB: "pub", wantPath: "relay-tcp", wantPathB: "relay", wantReason: "UDP blocked on this network"},

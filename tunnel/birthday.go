@@ -1,0 +1,151 @@
+package tunnel
+
+import (
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/punchtun/punchtun/nat"
+	"github.com/punchtun/punchtun/rendezvous/wire"
+)
+
+// Birthday punching, the hard side (the easy side is nat.Punch.Spray).
+// Behind a NAT that maps per destination, the shared socket's mapping
+// towards the peer is on a port nobody can predict, so it cannot be
+// punched. Instead, nat.BirthdaySockets extra sockets each send a probe to
+// the peer's public endpoint, leaving as many mappings open for the peer's
+// random probes to hit. The socket a probe arrives on wins: it carries that
+// peer's WireGuard packets from then on (Route.Socket), and the others close.
+
+// birthdayLinger keeps the sockets open after the peer's spray ends, for
+// probes still in flight.
+const birthdayLinger = 2 * time.Second
+
+// birthdayBackoff spaces birthday rounds for a peer that keeps failing
+// them; it doubles up to maxBirthdayBackoff.
+const (
+	minBirthdayBackoff = time.Minute
+	maxBirthdayBackoff = 10 * time.Minute
+)
+
+// birthday is one hard-side round for one peer.
+type birthday struct {
+	dst   netip.AddrPort // the peer's public endpoint
+	conns []*net.UDPConn
+	until time.Time
+	won   *net.UDPConn
+}
+
+// birthdayRole decides p's part in a birthday round from both NATs:
+// "hard" opens sockets, "easy" sprays, "" means no round (a plain punch
+// does, or nothing can).
+func (c *control) birthdayRole(p *peer) string {
+	easy := func(m nat.Mapping) bool { return m == nat.MappingEasy }
+	switch {
+	case c.mapping == nat.MappingHard && easy(p.nat):
+		return "hard"
+	case easy(c.mapping) && p.nat == nat.MappingHard:
+		return "easy"
+	}
+	return ""
+}
+
+// maybeBirthday starts p's side of a birthday round towards observed, the
+// peer's public endpoint, unless one ran recently. Callers hold c.mu.
+func (c *control) maybeBirthday(p *peer, observed netip.AddrPort, now time.Time) {
+	role := c.birthdayRole(p)
+	if role == "" || !observed.IsValid() || now.Before(p.nextBirthday) {
+		return
+	}
+	p.nextBirthday = now.Add(p.birthdayBackoff)
+	p.birthdayBackoff = min(2*p.birthdayBackoff, maxBirthdayBackoff)
+	c.log.Info("birthday punching", "peer", p.label(), "side", role, "peer_endpoint", observed)
+	if role == "easy" {
+		p.punch.Spray(now, observed.Addr())
+		return
+	}
+	c.closeBirthday(p, false)
+	bd := &birthday{dst: observed, until: now.Add(nat.SprayProbes*time.Second/nat.SprayRate + birthdayLinger)}
+	for range nat.BirthdaySockets {
+		conn, err := net.ListenUDP("udp4", nil)
+		if err != nil {
+			c.log.Warn("birthday punching: cannot open a socket", "err", err, "opened", len(bd.conns))
+			break
+		}
+		bd.conns = append(bd.conns, conn)
+		go c.readBirthday(p, conn)
+		c.sendVia(conn, p, observed, p.punch.NewProbe(now, observed))
+	}
+	p.birthday = bd
+}
+
+// readBirthday reads one birthday socket until it closes.
+func (c *control) readBirthday(p *peer, conn *net.UDPConn) {
+	buf := make([]byte, 65536)
+	for {
+		n, src, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return
+		}
+		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+		c.bind.InjectFrom(buf[:n], p.ep, func(pkt []byte) {
+			select {
+			case c.in <- inbound{pkt: append([]byte(nil), pkt...), src: src, at: time.Now(), via: conn}:
+			default:
+				c.Dropped.Add(1)
+			}
+		})
+	}
+}
+
+// birthdayWon makes conn, which the peer's probe came in on, p's socket
+// towards src, and closes the rest. Callers hold c.mu.
+func (c *control) birthdayWon(p *peer, conn *net.UDPConn, src netip.AddrPort, now time.Time) {
+	bd := p.birthday
+	if bd == nil || bd.won != nil || src != bd.dst {
+		return
+	}
+	bd.won = conn
+	for _, other := range bd.conns {
+		if other != conn {
+			other.Close()
+		}
+	}
+	bd.conns = []*net.UDPConn{conn}
+	p.birthdayBackoff = minBirthdayBackoff
+	c.log.Info("birthday punching: a socket got through", "peer", p.label(), "local", conn.LocalAddr())
+}
+
+// tickBirthday ends a round that nobody won. Callers hold c.mu.
+func (c *control) tickBirthday(p *peer, now time.Time) {
+	if bd := p.birthday; bd != nil && bd.won == nil && now.After(bd.until) {
+		c.log.Info("birthday punching: no socket got through", "peer", p.label())
+		c.closeBirthday(p, false)
+	}
+}
+
+// closeBirthday closes p's birthday sockets; the winner too when all is set.
+func (c *control) closeBirthday(p *peer, all bool) {
+	bd := p.birthday
+	if bd == nil || (bd.won != nil && !all) {
+		return
+	}
+	for _, conn := range bd.conns {
+		conn.Close()
+	}
+	p.birthday = nil
+}
+
+// socketTo is the birthday socket that reaches dst for p, if any.
+func (p *peer) socketTo(dst netip.AddrPort) *net.UDPConn {
+	if bd := p.birthday; bd != nil && bd.won != nil && bd.dst == dst {
+		return bd.won
+	}
+	return nil
+}
+
+// sendVia seals m for p and sends it to dst from conn.
+func (c *control) sendVia(conn *net.UDPConn, p *peer, dst netip.AddrPort, m wire.Body) {
+	b := wire.Seal(make([]byte, 0, wire.Overhead+64), m.Type(), c.pub, &p.shared, m.Append(nil))
+	conn.WriteToUDPAddrPort(b, dst)
+}
