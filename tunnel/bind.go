@@ -50,15 +50,16 @@ type Bind struct {
 // PeerEndpoint is the WireGuard endpoint of a peer whose address the control
 // plane finds. WireGuard is configured with it once; when the path changes,
 // only its route changes, so traffic follows without reconfiguration.
-// Until a route exists, the latest handshake initiation is held and sent
-// the moment one is set.
+// Until a route exists, the latest handshake initiation and response are
+// held and sent the moment one is set: the peer's initiation may come over
+// the relay a moment before our own intro gives us a route back.
 type PeerEndpoint struct {
 	peer  key.Key
 	route atomic.Pointer[route]
 	known []netip.AddrPort // sources the peer authenticated from, newest last; Bind.mu
 
-	mu        sync.Mutex
-	handshake []byte // held initiation
+	mu   sync.Mutex
+	held [2][]byte // latest handshake initiation and response
 }
 
 // Route is where a peer's packets go: to the peer itself, or to a relay
@@ -423,27 +424,33 @@ func (b *Bind) SetRoute(pe *PeerEndpoint, r Route) {
 		return
 	}
 	pe.route.Store(&route{Route: r, std: conn.StdNetEndpoint{AddrPort: r.Dst}})
-	if hs := pe.takeHeld(); hs != nil {
-		b.Send([][]byte{hs}, pe)
+	if held := pe.takeHeld(); len(held) > 0 {
+		b.Send(held, pe)
 	}
 }
 
 func (pe *PeerEndpoint) hold(bufs [][]byte) {
 	for _, p := range bufs {
-		if len(p) > 0 && p[0] == wireGuardInitiation {
+		if len(p) > 0 && (p[0] == wireGuardInitiation || p[0] == wireGuardResponse) {
 			pe.mu.Lock()
-			pe.handshake = append(pe.handshake[:0], p...)
+			h := &pe.held[p[0]-wireGuardInitiation]
+			*h = append((*h)[:0], p...)
 			pe.mu.Unlock()
 		}
 	}
 }
 
-func (pe *PeerEndpoint) takeHeld() []byte {
+func (pe *PeerEndpoint) takeHeld() [][]byte {
 	pe.mu.Lock()
 	defer pe.mu.Unlock()
-	hs := pe.handshake
-	pe.handshake = nil
-	return hs
+	var out [][]byte
+	for i, h := range pe.held {
+		if h != nil {
+			out = append(out, h)
+			pe.held[i] = nil
+		}
+	}
+	return out
 }
 
 // Route is where pe sends now; its Dst is invalid while there is none.
@@ -488,7 +495,10 @@ const (
 	PacketRelay
 )
 
-const wireGuardInitiation = 1
+const (
+	wireGuardInitiation = 1
+	wireGuardResponse   = 2
+)
 
 // Classify sorts a datagram that arrived on the shared socket. WireGuard is
 // tested first because it is nearly all the traffic: a message type 1–4

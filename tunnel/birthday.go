@@ -105,6 +105,12 @@ func (c *control) birthdayWon(p *peer, conn *net.UDPConn, src netip.AddrPort, no
 	if bd == nil || bd.won != nil || src != bd.dst {
 		return
 	}
+	if p.punch.Path().Addr.IsValid() {
+		// The shared socket got through first (the peer's NAT was kinder
+		// than it looked, a forwarded port say): it keeps the path.
+		c.closeBirthday(p, true)
+		return
+	}
 	bd.won = conn
 	for _, other := range bd.conns {
 		if other != conn {

@@ -47,7 +47,7 @@ type control struct {
 	mapping nat.Mapping // our NAT, as STUN tells it
 	// udpHeard: some rendezvous answered over UDP since the start.
 	udpHeard bool
-	stun    map[nat.STUNTxID]stunProbe
+	stun     map[nat.STUNTxID]stunProbe
 }
 
 type inbound struct {
@@ -74,6 +74,7 @@ type server struct {
 	other      netip.AddrPort // its alternate address (STUN OTHER-ADDRESS)
 	otherSeen  netip.AddrPort // our endpoint as seen from there
 	lastTime   uint64         // replay guard for its messages
+	sentNAT    nat.Mapping    // what the registration in flight said of our NAT
 	next       time.Time
 	backoff    time.Duration
 
@@ -325,7 +326,7 @@ func (c *control) tickServer(s *server, now time.Time) {
 		Wants:      c.wants,
 	}
 	c.sendServer(s, reg)
-	s.pending = true
+	s.pending, s.sentNAT = true, c.mapping
 	if s.registered {
 		s.next = now.Add(minBackoff) // time for the refresh's ack
 		return
@@ -355,9 +356,10 @@ func (c *control) setMapping(m nat.Mapping, now time.Time) {
 	}
 	c.mapping = m
 	c.log.Info("NAT discovered", "mapping", m)
-	// Tell the rendezvous now, so that peers learn it in their intros.
+	// Tell the rendezvous now, so that peers learn it in their intros; a
+	// registration in flight is followed up when its ack comes.
 	for _, s := range c.servers {
-		if s.registered {
+		if s.addr.IsValid() && !s.pending {
 			s.next = now
 		}
 	}
@@ -370,8 +372,17 @@ func (c *control) resolve(s *server) {
 		addr, err := nat.Resolve(context.Background(), s.hostport)
 		if err == nil {
 			c.mu.Lock()
+			defer c.mu.Unlock()
 			s.addr, s.resolving = addr, false
-			c.mu.Unlock()
+			// Take relayed packets from every rendezvous from now on: the
+			// first may overtake the registration's ack.
+			var relays []netip.AddrPort
+			for _, srv := range c.servers {
+				if srv.addr.IsValid() {
+					relays = append(relays, srv.addr)
+				}
+			}
+			c.bind.SetRelays(relays)
 			return
 		}
 		c.log.Warn("cannot resolve rendezvous", "rendezvous", s.hostport, "err", err)
@@ -514,6 +525,9 @@ func (c *control) registered(s *server, ack *wire.RegisterAck, now time.Time) {
 	s.relay = ack.Flags&wire.AckRelay != 0
 	s.backoff = minBackoff
 	s.next = now.Add(rendezvous.RefreshInterval)
+	if s.sentNAT != c.mapping {
+		s.next = now // the NAT was discovered after the registration left
+	}
 	if wasRegistered && !moved {
 		return
 	}
@@ -528,15 +542,8 @@ func (c *control) registered(s *server, ack *wire.RegisterAck, now time.Time) {
 }
 
 // serverChanged follows a rendezvous's registration coming or going: the
-// relays we accept frames from, and the routes through it.
+// routes through it.
 func (c *control) serverChanged(s *server, now time.Time, why string) {
-	var relays []netip.AddrPort
-	for _, srv := range c.servers {
-		if srv.registered && srv.relay {
-			relays = append(relays, srv.addr)
-		}
-	}
-	c.bind.SetRelays(relays)
 	for _, p := range c.peers {
 		if p.relayVia == s {
 			c.updateRoute(p, now, why)
@@ -572,6 +579,9 @@ func (c *control) handlePeer(p *peer, h wire.Header, m inbound) {
 			c.log.Info("direct path confirmed", "peer", p.label(), "path", path.Kind, "endpoint", path.Addr,
 				"took", path.Took.Round(time.Millisecond), "rtt", path.RTT, "candidates", len(p.punch.Candidates()))
 			p.backoff = minBackoff
+			if p.socketTo(path.Addr) == nil {
+				c.closeBirthday(p, true) // the shared socket got through
+			}
 			c.updateRoute(p, m.at, "direct path confirmed by probes")
 		}
 	default:
@@ -634,15 +644,17 @@ func (c *control) punchDuration(p *peer) time.Duration {
 
 // relayReason says in plain words why p is relayed.
 func (c *control) relayReason(p *peer, now time.Time) string {
+	// What rules a direct path out comes first: a round still punching
+	// then only looks for a shared LAN.
 	switch {
-	case p.punch.Punching(now):
-		return "punching in progress"
 	case c.mapping == nat.MappingBlocked:
 		return "UDP blocked on this network"
 	case p.nat == nat.MappingBlocked:
 		return "UDP blocked on the peer's network"
 	case c.mapping == nat.MappingHard && p.nat == nat.MappingHard:
 		return "both NATs map per destination"
+	case p.punch.Punching(now):
+		return "punching in progress"
 	}
 	return "no reply from the peer's candidates"
 }

@@ -14,13 +14,17 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"text/tabwriter"
 	"time"
 
 	"github.com/punchtun/punchtun/tunnel"
@@ -64,7 +68,56 @@ func TestMain(m *testing.M) {
 	if binPath != "" {
 		os.RemoveAll(filepath.Dir(binPath))
 	}
+	if out := os.Getenv("PUNCHTUN_MATRIX_OUT"); out != "" {
+		printMatrix(os.Stdout, out)
+	}
 	os.Exit(code)
+}
+
+// printMatrix prints the rows the pair tests recorded as one table, a line
+// per pair: the attempts that reached the wanted path, the paths, the
+// median and worst time to the first ping, and the reason.
+func printMatrix(w io.Writer, name string) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		fmt.Fprintln(w, err)
+		return
+	}
+	var order []string
+	rows := map[string][]matrixRow{}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for {
+		var r matrixRow
+		if dec.Decode(&r) != nil {
+			break
+		}
+		pair := r.Pair
+		if i := strings.LastIndex(pair, "#"); i > 0 {
+			pair = pair[:i] // a repeated attempt
+		}
+		if rows[pair] == nil {
+			order = append(order, pair)
+		}
+		rows[pair] = append(rows[pair], r)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PAIR\tWANT\tPATH A\tPATH B\tOK\tFIRST PING (median / worst)\tREASON")
+	for _, pair := range order {
+		rs := rows[pair]
+		ok := 0
+		var times []float64
+		for _, r := range rs {
+			if r.OK {
+				ok++
+			}
+			times = append(times, r.FirstPing)
+		}
+		slices.Sort(times)
+		last := rs[len(rs)-1]
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%.2f s / %.2f s\t%s\n", pair[strings.LastIndex(pair, "/")+1:], last.Want,
+			cmp.Or(last.PathA, "-"), cmp.Or(last.PathB, "-"), ok, len(rs), times[len(times)/2], times[len(times)-1], last.Reason)
+	}
+	tw.Flush()
 }
 
 // lab is one instance of scripts/lab.sh.
@@ -248,7 +301,11 @@ func (l *lab) startRendezvous() key.Key {
 func (l *lab) up(p, other *peerSpec, rvKey key.Key) *proc {
 	l.t.Helper()
 	conf := l.writeConfig(p, other, rvKey)
-	pr := l.start(p.host, p.iface, l.bin, "up", conf, "--run-dir", filepath.Join(l.dir, "run-"+p.iface))
+	args := []string{l.bin, "up", conf, "--run-dir", filepath.Join(l.dir, "run-"+p.iface)}
+	if level := os.Getenv("PUNCHTUN_LAB_LOG_LEVEL"); level != "" {
+		args = append(args, "--log-level", level)
+	}
+	pr := l.start(p.host, p.iface, args...)
 	// Up when it answers status: the interface then has its addresses.
 	eventually(l.t, 10*time.Second, p.iface+" up", func() error {
 		_, err := l.status(p)
@@ -380,22 +437,69 @@ type pairCase struct {
 	// wantPathB is the path B must reach when it differs from A's: a peer
 	// relayed over TCP is relayed over UDP on the other side.
 	wantPathB string
+	// repeat: run the case PUNCHTUN_MATRIX_REPEAT times (scripts/natmatrix.sh
+	// sets it), for paths that depend on luck, such as birthday punching.
+	repeat bool
 }
 
 // runPairs runs each case in its own subtest, in the lab l with the
 // rendezvous rvKey.
 func runPairs(t *testing.T, l *lab, rvKey key.Key, cases []pairCase) {
 	for i, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			l := *l
-			l.t, l.dir = t, t.TempDir()
-			a := newPeer(t, tc.hostA, fmt.Sprintf("%sa%d", l.prefix, i), "100.64.0.1")
-			b := newPeer(t, tc.hostB, fmt.Sprintf("%sb%d", l.prefix, i), "100.64.0.2")
-			a.fixed, b.fixed = tc.fixedA, tc.fixedB
-			a.port, b.port = tc.portA, tc.portB
-			l.checkPair(a, b, tc, rvKey)
-		})
+		runs := 1
+		if n, err := strconv.Atoi(os.Getenv("PUNCHTUN_MATRIX_REPEAT")); err == nil && n > 1 && tc.repeat {
+			runs = n
+		}
+		for range runs {
+			t.Run(tc.name, func(t *testing.T) {
+				l := *l
+				l.t, l.dir = t, t.TempDir()
+				a := newPeer(t, tc.hostA, fmt.Sprintf("%sa%d", l.prefix, i), "100.64.0.1")
+				b := newPeer(t, tc.hostB, fmt.Sprintf("%sb%d", l.prefix, i), "100.64.0.2")
+				a.fixed, b.fixed = tc.fixedA, tc.fixedB
+				a.port, b.port = tc.portA, tc.portB
+				l.checkPair(a, b, tc, rvKey)
+			})
+		}
 	}
+}
+
+// matrixRow is one line of scripts/natmatrix.sh's table: the path each side
+// reached, the time from starting both peers to the first ping reply
+// through the tunnel, and the reason a relayed side gave.
+type matrixRow struct {
+	Pair      string  `json:"pair"`
+	Want      string  `json:"want"`
+	PathA     string  `json:"path_a"`
+	PathB     string  `json:"path_b"`
+	FirstPing float64 `json:"first_ping_s"`
+	Reason    string  `json:"reason"`
+	OK        bool    `json:"ok"`
+}
+
+// recordRow appends row to the file PUNCHTUN_MATRIX_OUT names, if any.
+func recordRow(t *testing.T, row matrixRow) {
+	name := os.Getenv("PUNCHTUN_MATRIX_OUT")
+	if name == "" {
+		return
+	}
+	f, err := os.OpenFile(name, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer f.Close()
+	json.NewEncoder(f).Encode(row)
+}
+
+// firstPing pings from `from` to `to` until a reply comes, and returns how
+// long after start it came.
+func (l *lab) firstPing(from, to *peerSpec, start time.Time) time.Duration {
+	l.t.Helper()
+	eventually(l.t, 30*time.Second, "first ping", func() error {
+		return l.cmd(from.host, "ping", "-c", "1", "-W", "0.2", to.addr).Run()
+	})
+	return time.Since(start)
 }
 
 // checkPair brings a and b up, waits for the wanted path on both sides,
@@ -403,13 +507,17 @@ func runPairs(t *testing.T, l *lab, rvKey key.Key, cases []pairCase) {
 // down with SIGTERM.
 func (l *lab) checkPair(a, b *peerSpec, tc pairCase, rvKey key.Key) {
 	t := l.t
+	row := matrixRow{Pair: t.Name(), Want: tc.wantPath}
+	t.Cleanup(func() {
+		row.OK = !t.Failed()
+		recordRow(t, row)
+	})
+	start := time.Now()
 	pa, pb := l.up(a, b, rvKey), l.up(b, a, rvKey)
-	if tc.fixedA != "" {
-		// Plain WireGuard has no path until the first handshake.
-		l.ping(a, b)
-	}
+	row.FirstPing = l.firstPing(a, b, start).Seconds()
 	psA := l.waitPath(a, tc.wantPath)
-	l.waitPath(b, cmp.Or(tc.wantPathB, tc.wantPath))
+	row.PathA = psA.Path
+	row.PathB = l.waitPath(b, cmp.Or(tc.wantPathB, tc.wantPath)).Path
 	l.ping(a, b)
 	l.ping(b, a)
 	l.transfer(a, b)
@@ -442,6 +550,7 @@ func (l *lab) checkPair(a, b *peerSpec, tc pairCase, rvKey key.Key) {
 			if err != nil {
 				return err
 			}
+			row.Reason = st.Peers[0].Reason
 			if r := st.Peers[0].Reason; r != tc.wantReason {
 				return fmt.Errorf("reason %q, want %q", r, tc.wantReason)
 			}
