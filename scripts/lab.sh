@@ -2,7 +2,7 @@
 # lab.sh — network-namespace lab for testing punchtun (NAT traversal VPN).
 #
 # Usage:
-#   lab.sh up   PREFIX NAT_A NAT_B   # NAT_A, NAT_B: easy | hard | cone | blocked
+#   lab.sh up   PREFIX NAT_A NAT_B [ipv6]  # NAT_A, NAT_B: easy | hard | cone | blocked
 #   lab.sh down PREFIX               # never fails if parts are missing
 #   lab.sh exec PREFIX HOST cmd...   # = ip netns exec PREFIX-HOST cmd...
 #
@@ -28,6 +28,12 @@ readonly LAN_GW=192.168.1.1
 readonly LINK_DEADLINE_S=5
 readonly CONE_PORT=51820
 readonly CONE_HOST=192.168.1.2
+# With "ipv6", every host also gets a global IPv6 address: the public side
+# 2001:db8::/64, LAN A 2001:db8:a::/64, LAN B 2001:db8:b::/64, routed (not
+# NATed) by the routers, whose firewall still drops what the LAN did not ask
+# for, as home routers do.
+readonly V6_PUB=2001:db8:: V6_LEN=64
+IPV6=""
 
 PREFIX=""
 
@@ -115,7 +121,11 @@ build_public_host() {
 	new_ns "$host"
 	attach_to_inet "$host" eth0
 	for a in "$@"; do
-		nip "$host" addr add "$a/$PUB_NET_LEN" dev eth0
+		if [[ $a == *:* ]]; then
+			nip "$host" addr add "$a/$V6_LEN" dev eth0
+		else
+			nip "$host" addr add "$a/$PUB_NET_LEN" dev eth0
+		fi
 	done
 }
 
@@ -169,6 +179,12 @@ build_nat() {
 	add_bridge "$router" lan
 	no_bridge_nf "$router"
 	nip "$router" addr add "$LAN_GW/24" dev lan
+	if [[ -n $IPV6 ]]; then
+		local lan6=$1 wan6=$2; shift 2
+		nsx "$router" sysctl -qw net.ipv6.conf.all.forwarding=1
+		nip "$router" addr add "$wan6/$V6_LEN" dev wan
+		nip "$router" addr add "${lan6}1/$V6_LEN" dev lan
+	fi
 
 	nat_rules "$type" | nsx "$router" nft -f - ||
 		die "loading nftables rules into $(ns "$router") failed"
@@ -181,7 +197,22 @@ build_nat() {
 		nip "$host" link set eth0 up
 		nip "$host" addr add "$addr/24" dev eth0
 		nip "$host" route add default via "$LAN_GW"
+		if [[ -n $IPV6 ]]; then
+			nip "$host" addr add "${lan6}${addr##*.}/$V6_LEN" dev eth0
+			nip "$host" -6 route add default via "${lan6}1"
+		fi
 	done
+}
+
+# IPv6 routes between the public side and the two LANs.
+route_ipv6() {
+	local h
+	for h in rv pub; do
+		nip "$h" -6 route add 2001:db8:a::/64 via "${V6_PUB}21"
+		nip "$h" -6 route add 2001:db8:b::/64 via "${V6_PUB}22"
+	done
+	nip nata -6 route add 2001:db8:b::/64 via "${V6_PUB}22"
+	nip natb -6 route add 2001:db8:a::/64 via "${V6_PUB}21"
 }
 
 # Poll (with a deadline) until every non-lo link in the lab is operationally UP.
@@ -201,9 +232,14 @@ wait_links_up() {
 # ---------------------------------------------------------------- commands
 
 cmd_up() {
-	(($# == 3)) || usage
+	(($# == 3 || $# == 4)) || usage
 	set_prefix "$1"
 	local nat_a=$2 nat_b=$3 t
+	case ${4-} in
+		"") ;;
+		ipv6) IPV6=1 ;;
+		*) die "bad option '$4' (want ipv6)" ;;
+	esac
 	for t in "$nat_a" "$nat_b"; do
 		[[ $t =~ ^(easy|hard|cone|blocked)$ ]] || die "bad NAT type '$t' (want easy|hard|cone|blocked)"
 	done
@@ -216,14 +252,22 @@ cmd_up() {
 	trap 'exit 143' TERM
 
 	build_inet
-	build_public_host rv 203.0.113.10 203.0.113.11
-	build_public_host pub 203.0.113.20
-	build_nat nata "$nat_a" 203.0.113.21 a1=192.168.1.2 a2=192.168.1.3
-	build_nat natb "$nat_b" 203.0.113.22 b1=192.168.1.2
+	if [[ -n $IPV6 ]]; then
+		build_public_host rv 203.0.113.10 203.0.113.11 "${V6_PUB}10"
+		build_public_host pub 203.0.113.20 "${V6_PUB}20"
+		build_nat nata "$nat_a" 203.0.113.21 2001:db8:a:: "${V6_PUB}21" a1=192.168.1.2 a2=192.168.1.3
+		build_nat natb "$nat_b" 203.0.113.22 2001:db8:b:: "${V6_PUB}22" b1=192.168.1.2
+		route_ipv6
+	else
+		build_public_host rv 203.0.113.10 203.0.113.11
+		build_public_host pub 203.0.113.20
+		build_nat nata "$nat_a" 203.0.113.21 a1=192.168.1.2 a2=192.168.1.3
+		build_nat natb "$nat_b" 203.0.113.22 b1=192.168.1.2
+	fi
 	wait_links_up
 
 	trap - EXIT INT TERM
-	info "lab $PREFIX up (nata=$nat_a, natb=$nat_b)"
+	info "lab $PREFIX up (nata=$nat_a, natb=$nat_b${IPV6:+, ipv6})"
 }
 
 # Kill whatever still runs inside a namespace (keeps it alive otherwise).

@@ -44,6 +44,7 @@ type Bind struct {
 	sidePool   sync.Pool     // *[]byte
 
 	port    atomic.Uint32
+	ipv6    atomic.Pointer[net.UDPConn] // StdNetBind's IPv6 socket (bind_ipv6.go)
 	Dropped atomic.Uint64 // packets that were neither WireGuard nor ours
 }
 
@@ -146,6 +147,7 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	b.mu.Unlock()
 	fns = append(fns, b.receiveSide(closed))
 	b.port.Store(uint32(actual))
+	b.ipv6.Store(stdIPv6Conn(b.std))
 	return fns, actual, nil
 }
 
@@ -291,6 +293,7 @@ func (b *Bind) Close() error {
 		close(b.sideClosed)
 	}
 	b.mu.Unlock()
+	b.ipv6.Store(nil)
 	return b.std.Close()
 }
 
@@ -323,6 +326,9 @@ func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) {
 func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	pe, ok := ep.(*PeerEndpoint)
 	if !ok {
+		if std, ok := ep.(*conn.StdNetEndpoint); ok {
+			return b.sendStd(bufs, std)
+		}
 		return b.std.Send(bufs, ep)
 	}
 	r := pe.route.Load()
@@ -342,7 +348,7 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		}
 		return nil
 	}
-	return b.std.Send(bufs, &r.std)
+	return b.sendStd(bufs, &r.std)
 }
 
 // sendRelayed wraps each packet in a relay frame naming peer. WireGuard's
@@ -357,7 +363,7 @@ func (b *Bind) sendRelayed(bufs [][]byte, peer key.Key, relay *conn.StdNetEndpoi
 		}
 		frames = append(frames, wire.AppendRelay(f, peer, p))
 	}
-	err := b.std.Send(frames, relay)
+	err := b.sendStd(frames, relay)
 	*fp = frames
 	b.framePool.Put(fp)
 	return err
@@ -365,7 +371,7 @@ func (b *Bind) sendRelayed(bufs [][]byte, peer key.Key, relay *conn.StdNetEndpoi
 
 // SendTo writes one control packet to dst.
 func (b *Bind) SendTo(pkt []byte, dst netip.AddrPort) error {
-	return b.std.Send([][]byte{pkt}, &conn.StdNetEndpoint{AddrPort: dst})
+	return b.sendStd([][]byte{pkt}, &conn.StdNetEndpoint{AddrPort: dst})
 }
 
 // PeerEndpoint returns the endpoint of peer, creating it on first use.

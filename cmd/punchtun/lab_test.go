@@ -151,13 +151,13 @@ func skipLab(t *testing.T, why string) {
 	t.Skip(why)
 }
 
-func newLab(t *testing.T, prefix, natA, natB string) *lab {
+func newLab(t *testing.T, prefix, natA, natB string, opts ...string) *lab {
 	t.Helper()
 	requireLab(t)
 	l := &lab{t: t, prefix: prefix, dir: t.TempDir(), bin: punchtunBinary(t)}
 	script, _ := filepath.Abs("../../scripts/lab.sh")
 	t.Cleanup(func() { exec.Command(script, "down", prefix).Run() })
-	if out, err := exec.Command(script, "up", prefix, natA, natB).CombinedOutput(); err != nil {
+	if out, err := exec.Command(script, append([]string{"up", prefix, natA, natB}, opts...)...).CombinedOutput(); err != nil {
 		t.Fatalf("lab up: %v\n%s", err, out)
 	}
 	return l
@@ -437,6 +437,9 @@ type pairCase struct {
 	// wantPathB is the path B must reach when it differs from A's: a peer
 	// relayed over TCP is relayed over UDP on the other side.
 	wantPathB string
+	// wantEndpoint, if set, starts the endpoint in use instead of the
+	// address the path implies (an IPv6 one, say).
+	wantEndpoint string
 	// repeat: run the case PUNCHTUN_MATRIX_REPEAT times (scripts/natmatrix.sh
 	// sets it), for paths that depend on luck, such as birthday punching.
 	repeat bool
@@ -528,6 +531,10 @@ func (l *lab) checkPair(a, b *peerSpec, tc pairCase, rvKey key.Key) {
 	// The endpoint in use is the peer's real address on that path, or the
 	// relay's, and a relayed peer says why.
 	switch {
+	case tc.wantEndpoint != "":
+		if !strings.HasPrefix(psA.Endpoint, tc.wantEndpoint) {
+			t.Errorf("%s path endpoint %q, want %s…", tc.wantPath, psA.Endpoint, tc.wantEndpoint)
+		}
 	case tc.wantPath == "lan" && !strings.HasPrefix(psA.Endpoint, "192.168.1."),
 		tc.wantPath == "direct" && !strings.HasPrefix(psA.Endpoint, "203.0.113."),
 		strings.HasPrefix(tc.wantPath, "relay") && psA.Endpoint != rendezvousAddr:

@@ -60,3 +60,14 @@ func TestNATMatrix(t *testing.T) {
 		})
 	}
 }
+
+// TestIPv6 puts global IPv6 addresses on every host, behind routers that
+// route them without NAT but firewall what the LAN did not ask for: two
+// peers whose IPv4 NATs both map per destination, which would be relayed,
+// punch through the IPv6 firewalls instead and talk directly over IPv6.
+func TestIPv6(t *testing.T) {
+	l := newLab(t, "pt6", "hard", "hard", "ipv6")
+	runPairs(t, l, l.startRendezvous(), []pairCase{
+		{name: "ipv6-behind-hard-nats", hostA: "a1", hostB: "b1", wantPath: "direct", wantEndpoint: "[2001:db8:b::2]:"},
+	})
+}
