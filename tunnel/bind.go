@@ -45,7 +45,7 @@ type Bind struct {
 
 	port    atomic.Uint32
 	ipv6    atomic.Pointer[net.UDPConn] // StdNetBind's IPv6 socket (bind_ipv6.go)
-	Dropped atomic.Uint64 // packets that were neither WireGuard nor ours
+	Dropped atomic.Uint64               // packets that were neither WireGuard nor ours
 }
 
 // PeerEndpoint is the WireGuard endpoint of a peer whose address the control
