@@ -31,9 +31,12 @@ const (
 	followerDelay = 5 * time.Second
 	// PathTimeout declares a path dead when nothing was heard on it for this
 	// long past a heartbeat that was due.
-	PathTimeout   = 10 * time.Second
-	retryInterval = time.Second
-	pingLifetime  = 10 * time.Second
+	PathTimeout = 10 * time.Second
+	// SuspectTimeout drops a path on which traffic went unanswered (see
+	// Suspect) when its probes stay unanswered this long too.
+	SuspectTimeout = 2 * time.Second
+	retryInterval  = time.Second
+	pingLifetime   = 10 * time.Second
 )
 
 // Birthday punching, for an easy NAT facing a hard one. The hard side opens
@@ -88,6 +91,7 @@ type Punch struct {
 	path      Path
 	lastHeard time.Time // last authenticated probe or answer on the path
 	lastPing  time.Time // last probe sent on the path
+	suspect   time.Time // when traffic on the path was last seen going unanswered
 
 	// A birthday spray in progress: random ports of sprayIP.
 	sprayIP    netip.Addr
@@ -189,6 +193,9 @@ func (p *Punch) Tick(now time.Time) Event {
 		}
 	}
 	p.spray(now)
+	if ev, done := p.checkSuspect(now); done {
+		return ev
+	}
 	if now.Before(p.deadline) && !now.Before(p.next) {
 		for _, c := range p.candidates {
 			p.ping(c, now)
@@ -219,7 +226,37 @@ func (p *Punch) Tick(now time.Time) Event {
 
 func (p *Punch) lose() Event {
 	p.path = Path{}
+	p.suspect = time.Time{}
 	return EventLost
+}
+
+// Suspect tells the Punch that what was sent on the path lately went
+// unanswered: a NAT may have dropped its mapping, or a laptop moved. The
+// path is probed at once and every half second, and dropped when nothing
+// answers within SuspectTimeout, so traffic falls back to the relay in
+// seconds rather than after a missed heartbeat.
+func (p *Punch) Suspect(now time.Time) {
+	if !p.path.Addr.IsValid() || !p.suspect.IsZero() {
+		return
+	}
+	p.suspect = now
+	p.ping(p.path.Addr, now)
+}
+
+// LastHeard is when the peer was last heard on the path.
+func (p *Punch) LastHeard() time.Time { return p.lastHeard }
+
+func (p *Punch) checkSuspect(now time.Time) (Event, bool) {
+	switch {
+	case p.suspect.IsZero():
+	case p.lastHeard.After(p.suspect):
+		p.suspect = time.Time{}
+	case now.Sub(p.suspect) > SuspectTimeout:
+		return p.lose(), true
+	case now.Sub(p.lastPing) >= retryInterval/2:
+		p.ping(p.path.Addr, now)
+	}
+	return EventNone, false
 }
 
 func (p *Punch) ping(to netip.AddrPort, now time.Time) { p.send(to, p.NewProbe(now, to)) }

@@ -177,3 +177,46 @@ func TestKindOf(t *testing.T) {
 		}
 	}
 }
+
+func TestSuspectPath(t *testing.T) {
+	h := newHarness(true)
+	h.p.Start(h.now, []netip.AddrPort{public}, PunchDuration)
+	h.p.Tick(h.now)
+	h.answer(public, time.Millisecond)
+	h.now = h.now.Add(PunchDuration) // the round is over
+	h.p.Tick(h.now)
+
+	// Suspected and answered: the path stays, and is not probed again.
+	h.sent = nil
+	h.p.Suspect(h.now)
+	if len(h.pingsTo(public)) != 1 {
+		t.Fatal("a suspect path is not probed at once")
+	}
+	if h.answer(public, 5*time.Millisecond) != EventNone {
+		t.Fatal("answered probe changed the path")
+	}
+	for range 10 {
+		h.now = h.now.Add(500 * time.Millisecond)
+		if ev := h.p.Tick(h.now); ev != EventNone {
+			t.Fatalf("path lost after its probe was answered: %v", ev)
+		}
+	}
+	if n := len(h.pingsTo(public)); n != 1 {
+		t.Fatalf("%d probes after the answer", n)
+	}
+
+	// Suspected and silent: lost within SuspectTimeout, probed meanwhile.
+	h.sent = nil
+	h.p.Suspect(h.now)
+	start, ev := h.now, EventNone
+	for ev == EventNone && h.now.Sub(start) < 2*SuspectTimeout {
+		h.now = h.now.Add(100 * time.Millisecond)
+		ev = h.p.Tick(h.now)
+	}
+	if ev != EventLost || h.now.Sub(start) > SuspectTimeout+200*time.Millisecond {
+		t.Fatalf("silent suspect path: %v after %v", ev, h.now.Sub(start))
+	}
+	if n := len(h.pingsTo(public)); n < 3 {
+		t.Errorf("only %d probes of a suspect path", n)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 
@@ -61,6 +62,10 @@ type PeerEndpoint struct {
 
 	mu   sync.Mutex
 	held [2][]byte // latest handshake initiation and response
+
+	// When WireGuard last sent to the peer, and last got a packet from it
+	// (unix nanoseconds): sending without hearing back marks a path suspect.
+	lastSent, lastRecv atomic.Int64
 }
 
 // Route is where a peer's packets go: to the peer itself, or to a relay
@@ -182,6 +187,7 @@ func (b *Bind) receiveSide(closed chan struct{}) conn.ReceiveFunc {
 // inject queues a WireGuard packet from pe that arrived off the shared
 // socket.
 func (b *Bind) inject(pkt []byte, pe *PeerEndpoint) {
+	pe.lastRecv.Store(time.Now().UnixNano())
 	buf := b.sidePool.Get().(*[]byte)
 	*buf = append((*buf)[:0], pkt...)
 	select {
@@ -242,12 +248,14 @@ func (b *Bind) wrap(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			case PacketWireGuard:
 				if pe := byAddr[src]; pe != nil {
 					eps[i] = pe
+					pe.lastRecv.Store(time.Now().UnixNano())
 				}
 				continue
 			case PacketRelay:
 				if pe := b.unwrapRelay(pkt, src); pe != nil {
 					sizes[i] = copy(bufs[i], pkt[wire.RelayHeaderLen:])
 					eps[i] = pe
+					pe.lastRecv.Store(time.Now().UnixNano())
 					continue
 				}
 				b.Dropped.Add(1)
@@ -332,6 +340,9 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		return b.std.Send(bufs, ep)
 	}
 	r := pe.route.Load()
+	if r != nil {
+		pe.lastSent.Store(time.Now().UnixNano())
+	}
 	switch {
 	case r == nil:
 		pe.hold(bufs)

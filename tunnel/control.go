@@ -275,6 +275,7 @@ func (c *control) tick(now time.Time) {
 	c.checkBlocked(now)
 	for _, p := range c.peers {
 		c.tickBirthday(p, now)
+		c.checkSilence(p, now)
 		if p.punch.Tick(now) == nat.EventLost {
 			c.log.Warn("direct path lost", "peer", p.label(), "endpoint", p.ep.punchedAddr())
 			c.closeBirthday(p, true)
@@ -510,6 +511,9 @@ func (c *control) handleServer(s *server, h wire.Header, m inbound) {
 		if s.relay {
 			p.relayVia = s
 		}
+		// The peer asks for an intro when it has no path: if ours still
+		// looks fine, it may be dead one way (it hears nothing from us).
+		p.punch.Suspect(m.at)
 		p.punch.Start(m.at, append([]netip.AddrPort{b.Observed}, b.Candidates...), c.punchDuration(p))
 		c.log.Info("punching", "peer", p.label(), "peer_nat", p.nat, "candidates", p.punch.Candidates())
 		c.maybeBirthday(p, b.Observed, m.at)
@@ -630,6 +634,28 @@ func (c *control) updateRoute(p *peer, now time.Time, why string) {
 		p.history = p.history[1:]
 	}
 	p.path = name
+}
+
+// silenceLimit is how long WireGuard may send on a direct path without
+// anything coming back before the path is probed: longer than a round trip
+// and a TCP delayed ACK, shorter than anyone waits for a stalled ssh.
+const silenceLimit = 2 * time.Second
+
+// checkSilence marks p's direct path suspect when WireGuard keeps sending
+// on it and nothing comes back: the NAT mapping may be gone, or the network
+// changed under us. The probes that follow either clear it within a round
+// trip or drop the path within nat.SuspectTimeout.
+func (c *control) checkSilence(p *peer, now time.Time) {
+	if r := p.ep.Route(); !r.Dst.IsValid() || r.Relay {
+		return
+	}
+	sent, heard := time.Unix(0, p.ep.lastSent.Load()), time.Unix(0, p.ep.lastRecv.Load())
+	if probed := p.punch.LastHeard(); probed.After(heard) {
+		heard = probed
+	}
+	if sent.Sub(heard) > silenceLimit {
+		p.punch.Suspect(now)
+	}
 }
 
 // punchDuration is how long to punch p: briefly when the NATs rule out a

@@ -2,7 +2,17 @@
 
 package main
 
-import "testing"
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
 
 // TestNATMatrix checks the path every kind of pair reaches, one lab per
 // pair of router kinds: a1 and a2 sit behind router A, b1 behind router B,
@@ -70,4 +80,87 @@ func TestIPv6(t *testing.T) {
 	runPairs(t, l, l.startRendezvous(), []pairCase{
 		{name: "ipv6-behind-hard-nats", hostA: "a1", hostB: "b1", wantPath: "direct", wantEndpoint: "[2001:db8:b::2]:"},
 	})
+}
+
+// TestPathChangeKeepsTCP cuts the direct path between two peers under a
+// running TCP transfer and restores it: the tunnel falls back to the relay
+// and returns to the direct path, and the transfer finishes intact, on the
+// same connection.
+func TestPathChangeKeepsTCP(t *testing.T) {
+	l := newLab(t, "ptp", "easy", "easy")
+	rvKey := l.startRendezvous()
+	a := newPeer(t, "a1", "ptpa0", "100.64.0.1")
+	b := newPeer(t, "b1", "ptpb0", "100.64.0.2")
+	l.up(a, b, rvKey)
+	l.up(b, a, rvKey)
+	l.waitPath(a, "direct")
+	l.waitPath(b, "direct")
+
+	// 12 MiB, sent in 100 KiB pieces ten times a second: the connection
+	// lives through both path changes.
+	data := make([]byte, 12<<20)
+	rand.Read(data)
+	src, dst := filepath.Join(l.dir, "send.bin"), filepath.Join(l.dir, "recv.bin")
+	os.WriteFile(src, data, 0o600)
+	listener := l.start(b.host, "nc-listen", "sh", "-c", "exec nc -l -s "+b.addr+" -p 9000 > "+dst)
+	eventually(t, 10*time.Second, "nc listening", func() error {
+		if out, _ := l.cmd(b.host, "ss", "-Hltn", "sport = :9000").Output(); !strings.Contains(string(out), "9000") {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	sender := l.start(a.host, "nc-send", "sh", "-c",
+		"for i in $(seq 0 122); do dd if="+src+" bs=102400 skip=$i count=1 status=none; sleep 0.1; done | nc -N "+b.addr+" 9000")
+	received := func(min int64) func() error {
+		return func() error {
+			if fi, err := os.Stat(dst); err != nil || fi.Size() < min {
+				return fmt.Errorf("not %d bytes yet", min)
+			}
+			return nil
+		}
+	}
+	eventually(t, 10*time.Second, "first MiB", received(1<<20))
+
+	// Cut UDP between the two NATs; the rendezvous stays reachable.
+	cut := `table inet cut {
+		chain f {
+			type filter hook forward priority -5;
+			ip daddr 203.0.113.22 meta l4proto udp drop
+			ip saddr 203.0.113.22 meta l4proto udp drop
+		}
+	}`
+	cutFile := filepath.Join(l.dir, "cut.nft")
+	os.WriteFile(cutFile, []byte(cut+"\n"), 0o600)
+	l.run("nata", "nft", "-f", cutFile)
+	l.waitPath(a, "relay")
+	l.waitPath(b, "relay")
+	l.run("nata", "nft", "delete table inet cut")
+	l.waitPath(a, "direct")
+	l.waitPath(b, "direct")
+
+	select {
+	case <-sender.done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("sender did not finish")
+	}
+	select {
+	case <-listener.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("listener did not finish")
+	}
+	got, _ := os.ReadFile(dst)
+	if sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatalf("received %d of %d bytes, or not the same ones", len(got), len(data))
+	}
+	st, err := l.status(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var path []string
+	for _, h := range st.Peers[0].History {
+		path = append(path, h.To)
+	}
+	if !slices.Equal(path[len(path)-2:], []string{"relay", "direct"}) {
+		t.Errorf("history %v does not end relay, direct", path)
+	}
 }
