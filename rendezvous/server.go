@@ -45,6 +45,11 @@ type Config struct {
 	// introduce, for pairs that cannot reach each other directly.
 	Relay  bool
 	Logger *slog.Logger
+	// Bounds (limit.go); 0 means the default, a negative rate no limit.
+	MaxPeers   int     // live registrations; DefaultMaxPeers
+	SourceRate float64 // STUN and control packets/s per source address; DefaultSourceRate
+	KeyRate    float64 // authenticated messages/s per key; DefaultKeyRate
+	NewKeyRate float64 // shared-key computations/s for unknown keys; DefaultNewKeyRate
 }
 
 // Server is a rendezvous. Serve it on one or more UDP sockets.
@@ -60,6 +65,11 @@ type Server struct {
 	seen       map[key.Key]lastSeen
 	clock      wire.Clock
 
+	maxPeers int
+	bySource *limiter[netip.Addr]
+	byKey    *limiter[key.Key]
+	keys     *keyCache // shared keys of unregistered senders
+
 	Stats Stats
 	done  chan struct{}
 	once  sync.Once
@@ -72,6 +82,10 @@ type Stats struct {
 	DropMalformed, DropAuth, DropReplay atomic.Uint64
 	DropUnregistered, DropNotMutual     atomic.Uint64
 	DropRelayOff                        atomic.Uint64
+	// DropRateLimited: over a source's, a key's or the new-key budget;
+	// DropTooMany: the peer table (MaxPeers) or the replay table is full;
+	// DropOversize: a control message longer than MaxControlLen.
+	DropRateLimited, DropTooMany, DropOversize atomic.Uint64
 }
 
 type registration struct {
@@ -121,6 +135,7 @@ func NewServer(cfg Config) *Server {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.initLimits(cfg)
 	go s.expireLoop()
 	return s
 }
@@ -154,6 +169,9 @@ func (s *Server) handle(l link, other netip.AddrPort, b []byte, src netip.AddrPo
 	case wire.IsRelay(b):
 		s.forward(l, b, src)
 	case nat.IsSTUN(b):
+		if !s.allowSource(src, time.Now()) {
+			return
+		}
 		resp, err := nat.BindingResponse(b, src, other)
 		if err != nil {
 			s.Stats.DropMalformed.Add(1)
@@ -174,14 +192,18 @@ func (s *Server) handleControl(l link, b []byte, src netip.AddrPort) {
 		s.Stats.DropMalformed.Add(1)
 		return
 	}
+	if !s.admit(b, src, time.Now()) {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	reg := s.peers[h.Sender]
 	var shared wire.SharedKey
 	if reg != nil {
 		shared = reg.shared
-	} else {
-		shared = wire.NewSharedKey(s.priv, h.Sender)
+	} else if shared, err = s.keys.get(h.Sender, time.Now()); err != nil {
+		s.Stats.DropRateLimited.Add(1)
+		return
 	}
 	plain, err := wire.Open(b, &shared)
 	if err != nil {
@@ -194,8 +216,7 @@ func (s *Server) handleControl(l link, b []byte, src netip.AddrPort) {
 		return
 	}
 	now := time.Now()
-	if !s.fresh(h.Sender, messageTime(body), now) {
-		s.Stats.DropReplay.Add(1)
+	if !s.screen(h.Sender, reg != nil, body, now) {
 		return
 	}
 	switch m := body.(type) {
@@ -348,6 +369,12 @@ func (s *Server) introduce(ka key.Key, a *registration, kb key.Key, b *registrat
 }
 
 func (s *Server) send(reg *registration, m wire.Body) {
+	// What goes to an address spends its budget too: registrations need no
+	// round trip, so ones from spoofed sources could otherwise aim acks and
+	// introductions at a victim, many for one.
+	if !s.allowSource(reg.endpoint, time.Now()) {
+		return
+	}
 	b := wire.Seal(nil, m.Type(), s.pub, &reg.shared, m.Append(nil))
 	reg.link.WriteToUDPAddrPort(b, reg.endpoint)
 }

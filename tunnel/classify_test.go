@@ -42,16 +42,31 @@ func FuzzClassify(f *testing.F) {
 	f.Add(stunReq)
 	f.Add([]byte{4, 0, 0, 0, 1})
 	f.Add([]byte(wire.Magic + "xxxx"))
+	f.Add(wire.AppendRelay(nil, key.Key{1}, []byte{4, 0, 0, 0, 1}))
+	f.Add([]byte{1, 0, 0})
+	// Every datagram gets exactly one kind, by the definitions in
+	// Classify's comment, WireGuard first; and a relay frame's inner
+	// packet, classified again as the Bind does, never panics.
 	f.Fuzz(func(t *testing.T, b []byte) {
-		switch Classify(b) {
-		case PacketWireGuard:
-			if len(b) < 4 || b[0] < 1 || b[0] > 4 {
-				t.Fatal("not WireGuard")
-			}
-		case PacketControl:
-			if !wire.IsControl(b) {
-				t.Fatal("not control")
-			}
+		isWG := len(b) >= 4 && b[0] >= 1 && b[0] <= 4 && b[1] == 0 && b[2] == 0 && b[3] == 0
+		var want PacketKind
+		switch {
+		case isWG:
+			want = PacketWireGuard
+		case nat.IsSTUN(b):
+			want = PacketSTUN
+		case wire.IsRelay(b):
+			want = PacketRelay
+		case wire.IsControl(b):
+			want = PacketControl
+		}
+		got := Classify(b)
+		if got != want {
+			t.Fatalf("Classify(%x) = %v, want %v", b, got, want)
+		}
+		if got == PacketRelay {
+			_, inner := wire.ParseRelay(b)
+			Classify(inner)
 		}
 	})
 }

@@ -1,0 +1,29 @@
+package main
+
+import (
+	"flag"
+
+	"github.com/punchtun/punchtun/rendezvous"
+)
+
+// addLimitFlags adds the rendezvous's bounds to fs; the function it returns
+// copies them into a Config.
+func addLimitFlags(fs *flag.FlagSet) func(*rendezvous.Config) {
+	maxPeers := fs.Int("max-peers", rendezvous.DefaultMaxPeers, "most peers registered at once; more registrations are dropped")
+	sourceRate := fs.Float64("source-rate", rendezvous.DefaultSourceRate,
+		"STUN answers and control messages per second per source address (IPv6: per /64), burst twice that; 0 for no limit")
+	keyRate := fs.Float64("key-rate", rendezvous.DefaultKeyRate, "authenticated messages per second per peer key, burst twice that; 0 for no limit")
+	return func(c *rendezvous.Config) {
+		c.MaxPeers = *maxPeers
+		c.SourceRate = noLimitIfZero(*sourceRate)
+		c.KeyRate = noLimitIfZero(*keyRate)
+	}
+}
+
+// noLimitIfZero maps a flag's 0 (no limit) to Config's negative rate.
+func noLimitIfZero(r float64) float64 {
+	if r == 0 {
+		return -1
+	}
+	return r
+}

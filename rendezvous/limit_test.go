@@ -1,0 +1,140 @@
+package rendezvous
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/tunnel/key"
+)
+
+func TestLimiterBurstThenRate(t *testing.T) {
+	l := newLimiter[int](10, 100) // burst 20
+	now := time.Unix(1000, 0)
+	n := 0
+	for i := 0; i < 100; i++ {
+		if l.allow(1, now) {
+			n++
+		}
+	}
+	if n != 20 {
+		t.Fatalf("allowed %d at once, want the burst of 20", n)
+	}
+	if !l.allow(2, now) {
+		t.Fatal("another key shares the first one's bucket")
+	}
+	// 10 per second: half a second later, 5 more.
+	now = now.Add(500 * time.Millisecond)
+	n = 0
+	for i := 0; i < 100; i++ {
+		if l.allow(1, now) {
+			n++
+		}
+	}
+	if n != 5 {
+		t.Fatalf("allowed %d after 0.5 s, want 5", n)
+	}
+	// A long pause refills to the burst, not beyond.
+	now = now.Add(time.Hour)
+	n = 0
+	for i := 0; i < 100; i++ {
+		if l.allow(1, now) {
+			n++
+		}
+	}
+	if n != 20 {
+		t.Fatalf("allowed %d after an hour, want 20", n)
+	}
+}
+
+func TestLimiterUnlimited(t *testing.T) {
+	l := newLimiter[int](-1, 10)
+	for i := 0; i < 1000; i++ {
+		if !l.allow(i, time.Now()) {
+			t.Fatal("a negative rate limited")
+		}
+	}
+	if l.len() != 0 {
+		t.Fatal("an unlimited limiter keeps buckets")
+	}
+}
+
+// TestLimiterTableBounded floods a limiter from more sources than its table
+// holds: it stays at its bound, and forgets refilled buckets first.
+func TestLimiterTableBounded(t *testing.T) {
+	l := newLimiter[int](1, 64)
+	now := time.Unix(1000, 0)
+	for i := 0; i < 10_000; i++ {
+		l.allow(i, now)
+		if l.len() > 64 {
+			t.Fatalf("%d buckets, bound 64", l.len())
+		}
+	}
+	// Later, the refilled buckets are swept when room is needed: the
+	// active source keeps its (empty) bucket through the sweep.
+	now = now.Add(time.Minute)
+	for l.allow(-1, now) {
+	}
+	l.allow(-2, now)
+	if l.len() != 2 {
+		t.Fatalf("%d buckets after the sweep, want 2", l.len())
+	}
+	if l.allow(-1, now) {
+		t.Fatal("the sweep refilled an empty bucket")
+	}
+}
+
+func TestSourceKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"203.0.113.9:1":                "203.0.113.9",
+		"[::ffff:203.0.113.9]:1":       "203.0.113.9",
+		"[2001:db8:1:2:3:4:5:6]:51820": "2001:db8:1:2::",
+	} {
+		if got := sourceKey(netip.MustParseAddrPort(in)); got != netip.MustParseAddr(want) {
+			t.Errorf("sourceKey(%s) = %v, want %s", in, got, want)
+		}
+	}
+}
+
+func TestKeyCache(t *testing.T) {
+	priv, _ := key.NewPrivate()
+	c := newKeyCache(priv, 4, 3) // burst 6 new keys
+	now := time.Unix(1000, 0)
+	var peers []key.Key
+	for i := 0; i < 6; i++ {
+		p, _ := key.NewPrivate()
+		peers = append(peers, p)
+		got, err := c.get(p.Public(), now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := wire.NewSharedKey(p, priv.Public()); got != want {
+			t.Fatal("cached key differs from the shared key")
+		}
+	}
+	if c.len() != 4 {
+		t.Fatalf("cache holds %d keys, bound 4", c.len())
+	}
+	// The most recent keys are cached and cost nothing from the budget.
+	for i := 0; i < 100; i++ {
+		if _, err := c.get(peers[5].Public(), now); err != nil {
+			t.Fatalf("cached key refused: %v", err)
+		}
+	}
+	// The oldest was evicted, and the budget is spent.
+	if _, err := c.get(peers[0].Public(), now); err != errKeyBudget {
+		t.Fatalf("evicted key over budget: %v, want errKeyBudget", err)
+	}
+	if _, err := c.get(peers[0].Public(), now.Add(time.Second)); err != nil {
+		t.Fatalf("a second later: %v", err)
+	}
+}
+
+func TestSnake(t *testing.T) {
+	for in, want := range map[string]string{"STUN": "stun", "DropRateLimited": "drop_rate_limited", "RelayBytes": "relay_bytes"} {
+		if got := snake(in); got != want {
+			t.Errorf("snake(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
