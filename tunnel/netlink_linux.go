@@ -9,6 +9,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// canConfigure says whether configureInterface works on this platform: on
+// Linux it does (netlink_other.go says what is missing elsewhere).
+func canConfigure() error { return nil }
+
 // configureInterface gives the TUN its addresses, MTU and routes, and brings
 // it up, through netlink.
 func configureInterface(name string, mtu int, addrs, routes []netip.Prefix) error {

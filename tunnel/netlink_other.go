@@ -8,7 +8,14 @@ import (
 	"runtime"
 )
 
-// configureInterface is implemented with netlink, on Linux only.
+// errNoConfigure names what punchtun lacks here: wireguard-go's tun and
+// ipc packages create the interface and serve wg, but giving it its
+// addresses, MTU and routes is done with netlink, which only Linux has.
+var errNoConfigure = fmt.Errorf("setting the interface's addresses, MTU and routes is only implemented on Linux (netlink), not on %s", runtime.GOOS)
+
+// canConfigure fails before anything is created: Up calls it first.
+func canConfigure() error { return errNoConfigure }
+
 func configureInterface(name string, mtu int, addrs, routes []netip.Prefix) error {
-	return fmt.Errorf("configuring interface addresses and routes is not implemented on %s yet (netlink is Linux-only)", runtime.GOOS)
+	return errNoConfigure
 }

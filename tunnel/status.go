@@ -14,8 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.zx2c4.com/wireguard/ipc"
-
 	"github.com/punchtun/punchtun/nat"
 	"github.com/punchtun/punchtun/tunnel/key"
 )
@@ -162,16 +160,12 @@ func (t *Tunnel) wireGuardPeers() (map[key.Key]wgPeer, error) {
 }
 
 // serveUAPI opens WireGuard's own control socket, so `wg show` and
-// `wg set` work on the interface as they do with wireguard-go.
+// `wg set` work on the interface as they do with wireguard-go: a unix
+// socket, or on Windows a named pipe (uapi_unix.go, uapi_windows.go).
 func (t *Tunnel) serveUAPI() error {
-	f, err := ipc.UAPIOpen(t.name)
+	l, err := uapiListen(t.name)
 	if err != nil {
-		return fmt.Errorf("open WireGuard control socket: %w", err)
-	}
-	l, err := ipc.UAPIListen(t.name, f)
-	if err != nil {
-		f.Close()
-		return fmt.Errorf("listen on WireGuard control socket: %w", err)
+		return err
 	}
 	t.closers = append(t.closers, func() { l.Close() })
 	go func() {

@@ -70,6 +70,9 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := canConfigure(); err != nil {
+		return nil, err
+	}
 	if err := checkInterfaceFree(t.name); err != nil {
 		return nil, err
 	}

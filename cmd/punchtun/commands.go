@@ -60,20 +60,37 @@ func runRendezvous(args []string) error {
 	fs.Var(&listenTCP, "listen-tcp", "TCP address for peers whose network blocks UDP (they try the rendezvous's port, then 443);\nmay be given more than once; 'off' for none (default: the --listen addresses)")
 	keyFile := fs.String("key-file", "/var/lib/punchtun/rendezvous.key", "private key file; created (mode 0600) if missing")
 	relay := fs.Bool("relay", true, "relay WireGuard packets between peers that cannot reach each other directly")
-	level := addLogFlag(fs)
+	limits := addLimitFlags(fs)
+	metricsAddr := addMetricsFlag(fs, "127.0.0.1:9090")
+	logf := addLogFlags(fs)
+	configFile := fs.String("config", "", "read flags from this file's [Rendezvous] section (keys: Listen, ListenTCP, KeyFile, …);\nflags on the command line win")
 	if _, err := parse(fs, args, 0, 0); err != nil {
 		return err
+	}
+	if *configFile != "" {
+		if err := applyConfigFile(fs, *configFile); err != nil {
+			return err
+		}
 	}
 	if len(listen) == 0 {
 		listen = stringList{"0.0.0.0:3478"}
 	}
-	log := newLogger(level.Level)
+	log := logf.logger()
+	metrics, err := listenMetrics(*metricsAddr)
+	if err != nil {
+		return err
+	}
+	defer metrics.close()
 	priv, err := loadOrCreateKey(*keyFile)
 	if err != nil {
 		return err
 	}
-	srv := rendezvous.NewServer(rendezvous.Config{PrivateKey: priv, Relay: *relay, Logger: log})
+	rcfg := rendezvous.Config{PrivateKey: priv, Relay: *relay, Logger: log}
+	limits(&rcfg)
+	srv := rendezvous.NewServer(rcfg)
 	defer srv.Close()
+	onStatsSignal(func() { srv.LogStats(log) })
+	metrics.serve(log, rendezvous.NewCollector(srv))
 	var conns []*net.UDPConn
 	defer func() {
 		for _, c := range conns {
@@ -182,7 +199,8 @@ func runUp(args []string) error {
 		"The interface is named after FILE without .conf, as wg-quick does.")
 	iface := fs.String("interface", "", "interface name (default: FILE's base name without .conf)")
 	runDir := fs.String("run-dir", tunnel.DefaultRunDir, "directory for the status socket")
-	level := addLogFlag(fs)
+	metricsAddr := addMetricsFlag(fs, "127.0.0.1:9101")
+	logf := addLogFlags(fs)
 	pos, err := parse(fs, args, 1, 1)
 	if err != nil {
 		return err
@@ -194,19 +212,26 @@ func runUp(args []string) error {
 	if len(*iface) == 0 || len(*iface) > 15 || strings.ContainsAny(*iface, "/ \t\n:") {
 		return fmt.Errorf("bad interface name %q (at most 15 characters, no '/', ':' or spaces)", *iface)
 	}
-	log := newLogger(level.Level)
+	log := logf.logger()
 	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
-		log.Warn("config file holds a private key but is readable by others", "file", path, "mode", fi.Mode().Perm())
+		// wg-quick's words, for the same mistake: the file holds a private key.
+		fmt.Fprintf(os.Stderr, "Warning: `%s' is world accessible\n", path)
 	}
 	cfg, err := config.Load(path)
 	if err != nil {
 		return err
 	}
+	metrics, err := listenMetrics(*metricsAddr)
+	if err != nil {
+		return err
+	}
+	defer metrics.close()
 	t, err := tunnel.Up(cfg, tunnel.Options{Interface: *iface, RunDir: *runDir, Logger: log})
 	if err != nil {
 		return err
 	}
 	defer t.Close()
+	metrics.serve(log, tunnel.NewCollector(t))
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	select {

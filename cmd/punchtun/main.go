@@ -12,6 +12,8 @@
 package main
 
 import (
+	"encoding"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -125,14 +127,58 @@ type levelFlag struct{ slog.Level }
 
 func (l *levelFlag) Set(s string) error { return l.UnmarshalText([]byte(s)) }
 
-func newLogger(level slog.Level) *slog.Logger {
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+// formatFlag is a log format given on the command line: text, slog's
+// key=value lines for people, or json, one object per line for log
+// collectors.
+type formatFlag string
+
+func (f *formatFlag) String() string { return string(*f) }
+
+func (f *formatFlag) Set(s string) error {
+	if s != "text" && s != "json" {
+		return errors.New("want text or json")
+	}
+	*f = formatFlag(s)
+	return nil
 }
 
-func addLogFlag(fs *flag.FlagSet) *levelFlag {
-	l := &levelFlag{slog.LevelInfo}
-	fs.Var(l, "log-level", "log level: debug, info, warn or error")
+// logFlags are the --log-level and --log-format of every command that logs.
+type logFlags struct {
+	level  levelFlag
+	format formatFlag
+}
+
+func addLogFlags(fs *flag.FlagSet) *logFlags {
+	l := &logFlags{level: levelFlag{slog.LevelInfo}, format: "text"}
+	fs.Var(&l.level, "log-level", "log level: debug, info, warn or error")
+	fs.Var(&l.format, "log-format", "log `format`: text (key=value) or json (one object per line)")
 	return l
+}
+
+// logger returns the logger the flags ask for. It writes to stderr, which
+// systemd's journal collects.
+func (l *logFlags) logger() *slog.Logger {
+	opts := &slog.HandlerOptions{Level: l.level.Level}
+	if l.format == "json" {
+		opts.ReplaceAttr = stringers
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// stringers logs a value that has a String method but no JSON or text
+// encoding, such as a *net.UDPAddr, as its string, as the text handler
+// does, rather than as the JSON of its struct fields.
+func stringers(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() != slog.KindAny {
+		return a
+	}
+	switch v := a.Value.Any().(type) {
+	case json.Marshaler, encoding.TextMarshaler, error:
+	case fmt.Stringer:
+		a.Value = slog.StringValue(v.String())
+	}
+	return a
 }
 
 // stringList is a flag that may be given more than once.

@@ -116,9 +116,7 @@ func Parse(filename string, r io.Reader) (*Config, error) {
 		return nil, fmt.Errorf("%s: %w", filename, err)
 	}
 	p := parser{file: filename, c: new(Config)}
-	// Windows editors like to start UTF-8 files with a byte order mark.
-	text := strings.TrimPrefix(string(data), "\uFEFF")
-	for i, line := range strings.Split(text, "\n") {
+	for i, line := range fileLines(data) {
 		if err := p.line(i+1, line); err != nil {
 			return nil, err
 		}

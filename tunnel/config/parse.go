@@ -64,22 +64,16 @@ func (p *parser) errorf(line int, k, format string, args ...any) error {
 
 // line parses line number n.
 func (p *parser) line(n int, line string) error {
-	// Like wg-quick, drop everything from '#' on. Base64 keys never
-	// contain '#', so this cannot cut a value short.
-	line, _, _ = strings.Cut(line, "#")
-	line = strings.TrimSpace(line)
-	if line == "" {
+	kind, k, v := lexLine(line)
+	switch kind {
+	case blankLine:
 		return nil
-	}
-	if len(line) >= 2 && line[0] == '[' && line[len(line)-1] == ']' {
-		return p.header(n, line)
-	}
-	k, v, ok := strings.Cut(line, "=")
-	if !ok {
+	case headerLine:
+		return p.header(n, k)
+	case badLine:
 		// Do not quote the line: it may be a private key on its own.
 		return p.errorf(n, "", "expected Key = Value or [Section]")
 	}
-	k, v = strings.TrimSpace(k), strings.TrimSpace(v)
 	lk := strings.ToLower(k)
 	switch p.section {
 	case "interface":

@@ -1,0 +1,91 @@
+package rendezvous
+
+import (
+	"reflect"
+	"strings"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Collector exports a Server's counters as Prometheus metrics. It reads
+// Stats and Registered when scraped, so the server keeps one set of books
+// and `kill -USR1` and /metrics always agree.
+type Collector struct {
+	s     *Server
+	peers *prometheus.Desc
+	stats []statMetric
+}
+
+// statMetric is one counter of Stats and the metric it is exported as.
+type statMetric struct {
+	field  int
+	desc   *prometheus.Desc
+	labels []string
+}
+
+// statNames are the metrics of the Stats counters that are not drops.
+// Every Drop* counter is a reason of punchtun_rendezvous_dropped_packets_total.
+var statNames = map[string]struct{ name, help string }{
+	"STUN":          {"stun_requests_total", "STUN binding requests answered."},
+	"Registrations": {"registrations_total", "Registrations and refreshes accepted."},
+	"Introductions": {"introductions_total", "Pairs of peers introduced to each other."},
+	"RelayPackets":  {"relayed_packets_total", "WireGuard packets relayed between peers."},
+	"RelayBytes":    {"relayed_bytes_total", "WireGuard bytes relayed between peers, without the relay header."},
+}
+
+// NewCollector returns a Collector of s. Register it with a
+// prometheus.Registry.
+func NewCollector(s *Server) *Collector {
+	const ns, sub = "punchtun", "rendezvous"
+	c := &Collector{
+		s:     s,
+		peers: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "registered_peers"), "Peers registered now.", nil, nil),
+	}
+	dropped := prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "dropped_packets_total"),
+		"Packets dropped, by reason: malformed, auth (failed authentication), replay, unregistered (sender not registered), "+
+			"not_mutual (peers that do not both list each other), relay_off, rate_limited (over a source's, a key's or the new-key rate), "+
+			"too_many (peer or replay table full), oversize.",
+		[]string{"reason"}, nil)
+	// Every counter of Stats is exported, including ones added after this
+	// was written: those under a name derived from the field's.
+	t := reflect.TypeFor[Stats]()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.Type != reflect.TypeFor[atomic.Uint64]() {
+			continue
+		}
+		switch n, ok := statNames[f.Name]; {
+		case ok:
+			c.stats = append(c.stats, statMetric{field: i, desc: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, n.name), n.help, nil, nil)})
+		case strings.HasPrefix(f.Name, "Drop"):
+			c.stats = append(c.stats, statMetric{field: i, desc: dropped, labels: []string{snake(strings.TrimPrefix(f.Name, "Drop"))}})
+		default:
+			c.stats = append(c.stats, statMetric{field: i, desc: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, snake(f.Name)+"_total"),
+				"The rendezvous's "+f.Name+" counter.", nil, nil)})
+		}
+	}
+	return c
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.peers
+	seen := make(map[*prometheus.Desc]bool)
+	for _, m := range c.stats {
+		if !seen[m.desc] {
+			seen[m.desc] = true
+			ch <- m.desc
+		}
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(c.peers, prometheus.GaugeValue, float64(c.s.Registered()))
+	v := reflect.ValueOf(&c.s.Stats).Elem()
+	for _, m := range c.stats {
+		n := v.Field(m.field).Addr().Interface().(*atomic.Uint64).Load()
+		ch <- prometheus.MustNewConstMetric(m.desc, prometheus.CounterValue, float64(n), m.labels...)
+	}
+}

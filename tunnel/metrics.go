@@ -1,0 +1,86 @@
+package tunnel
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Collector exports a Tunnel's Status as Prometheus metrics. It takes the
+// Status when scraped — the same view `punchtun status` and `wg show`
+// have — so it keeps no counters of its own.
+type Collector struct {
+	t *Tunnel
+
+	natMapping, registered                        *prometheus.Desc
+	path, peerNAT, handshake, rx, tx, rtt, status *prometheus.Desc
+}
+
+// NewCollector returns a Collector of t. Register it with a
+// prometheus.Registry.
+func NewCollector(t *Tunnel) *Collector {
+	peer := []string{"interface", "public_key", "name"}
+	desc := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("punchtun_"+name, help, labels, nil)
+	}
+	return &Collector{
+		t:          t,
+		natMapping: desc("interface_nat_mapping", "1 for this interface's NAT mapping: none, easy, hard, udp-blocked or unknown.", "interface", "mapping"),
+		registered: desc("interface_rendezvous_registered", "1 while registered with the rendezvous, 0 while not.", "interface", "rendezvous"),
+		path: desc("peer_path", "1 for the path to the peer now: connecting, direct, lan, relay or relay-tcp.",
+			append(peer, "path")...),
+		peerNAT:   desc("peer_nat_mapping", "1 for the NAT mapping the peer reported.", append(peer, "mapping")...),
+		handshake: desc("peer_last_handshake_seconds", "Unix time of the last WireGuard handshake with the peer; 0 if none yet.", peer...),
+		rx:        desc("peer_receive_bytes_total", "Bytes received from the peer, as WireGuard counts them.", peer...),
+		tx:        desc("peer_transmit_bytes_total", "Bytes sent to the peer, as WireGuard counts them.", peer...),
+		rtt:       desc("peer_rtt_seconds", "Round-trip time of the path's probes; absent while unknown (relayed or fixed-endpoint peers).", peer...),
+		status:    desc("interface_up", "1 if the interface's status could be read; 0, and no other series, if not.", "interface"),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.natMapping, c.registered, c.path, c.peerNAT, c.handshake, c.rx, c.tx, c.rtt, c.status} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	st, err := c.t.Status()
+	if err != nil {
+		// The device is going away; say so rather than fail the scrape of
+		// the process's other metrics.
+		gauge(c.status, 0, c.t.name)
+		return
+	}
+	gauge(c.status, 1, st.Interface)
+	gauge(c.natMapping, 1, st.Interface, st.NAT)
+	for _, r := range st.Rendezvous {
+		v := 0.0
+		if r.Registered {
+			v = 1
+		}
+		gauge(c.registered, v, st.Interface, r.Address)
+	}
+	for _, p := range st.Peers {
+		labels := []string{st.Interface, p.PublicKey, p.Name}
+		gauge(c.path, 1, append(labels, p.Path)...)
+		if p.NAT != "" {
+			gauge(c.peerNAT, 1, append(labels, p.NAT)...)
+		}
+		var hs float64
+		if t, err := time.Parse(time.RFC3339, p.LastHandshake); err == nil {
+			hs = float64(t.Unix())
+		}
+		gauge(c.handshake, hs, labels...)
+		ch <- prometheus.MustNewConstMetric(c.rx, prometheus.CounterValue, float64(p.RxBytes), labels...)
+		ch <- prometheus.MustNewConstMetric(c.tx, prometheus.CounterValue, float64(p.TxBytes), labels...)
+		if p.RTTMillis > 0 {
+			gauge(c.rtt, p.RTTMillis/1000, labels...)
+		}
+	}
+}
