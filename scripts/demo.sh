@@ -67,9 +67,9 @@ write_config b1 bob0 100.64.0.2 100.64.0.1 alice "$("$BIN" pubkey <"$WORK/a1.key
 
 say "punchtun up on alice (behind NAT A) and bob (behind NAT B)"
 start=$(date +%s%N)
-in_ns a1 "$BIN" up "$WORK/alice0.conf" --run-dir "$WORK/run-a" 2>"$WORK/alice.log" &
+in_ns a1 "$BIN" up "$WORK/alice0.conf" --run-dir "$WORK/run-a" --state-dir "$WORK/state-a" 2>"$WORK/alice.log" &
 PIDS+=($!)
-in_ns b1 "$BIN" up "$WORK/bob0.conf" --run-dir "$WORK/run-b" 2>"$WORK/bob.log" &
+in_ns b1 "$BIN" up "$WORK/bob0.conf" --run-dir "$WORK/run-b" --state-dir "$WORK/state-b" 2>"$WORK/bob.log" &
 PIDS+=($!)
 
 path=""

@@ -45,6 +45,9 @@ type control struct {
 	peers   map[key.Key]*peer
 	wants   []key.Key
 	mapping nat.Mapping // our NAT, as STUN tells it
+	// What the last run remembered (state.go), and where to keep it.
+	saved     savedState
+	statePath string
 	// udpHeard: some rendezvous answered over UDP since the start.
 	udpHeard bool
 	stun     map[nat.STUNTxID]stunProbe
@@ -104,8 +107,9 @@ type peer struct {
 	path     string      // direct, lan, relay or connecting: the route in use
 	history  []PathChange
 
-	nextQuery time.Time
-	backoff   time.Duration
+	nextQuery  time.Time
+	backoff    time.Duration
+	fromMemory bool // the current round probes a remembered endpoint
 
 	birthday        *birthday // hard side of a birthday round (birthday.go)
 	nextBirthday    time.Time
@@ -282,7 +286,9 @@ func (c *control) tick(now time.Time) {
 			p.nextQuery, p.backoff = now, minBackoff
 			c.updateRoute(p, now, "no answer on the direct path")
 		}
-		if !p.punch.Path().Addr.IsValid() && !p.punch.Punching(now) && !now.Before(p.nextQuery) {
+		// A round probing a remembered endpoint does not hold up asking a
+		// rendezvous that has just come up.
+		if !p.punch.Path().Addr.IsValid() && (!p.punch.Punching(now) || p.fromMemory) && !now.Before(p.nextQuery) {
 			c.query(p, now)
 		}
 	}
@@ -406,8 +412,16 @@ func (c *control) query(p *peer, now time.Time) {
 		}
 	}
 	if !asked {
-		return
+		// No rendezvous to ask: try where the peer was last seen.
+		ep, ok := c.saved.endpoint(p.key, now)
+		if !ok {
+			return
+		}
+		c.log.Info("no rendezvous: probing the peer's last known endpoint", "peer", p.label(), "endpoint", ep)
+		p.punch.Start(now, []netip.AddrPort{ep}, nat.ShortPunchDuration)
+		p.punch.Tick(now)
 	}
+	p.fromMemory = !asked
 	limit := maxPunchBackoff
 	if c.mapping == nat.MappingHard && p.nat == nat.MappingHard {
 		limit = hardBackoff
@@ -583,6 +597,7 @@ func (c *control) handlePeer(p *peer, h wire.Header, m inbound) {
 			c.log.Info("direct path confirmed", "peer", p.label(), "path", path.Kind, "endpoint", path.Addr,
 				"took", path.Took.Round(time.Millisecond), "rtt", path.RTT, "candidates", len(p.punch.Candidates()))
 			p.backoff = minBackoff
+			c.remember(p, path.Addr, m.at)
 			if p.socketTo(path.Addr) == nil {
 				c.closeBirthday(p, true) // the shared socket got through
 			}
@@ -655,6 +670,21 @@ func (c *control) checkSilence(p *peer, now time.Time) {
 	}
 	if sent.Sub(heard) > silenceLimit {
 		p.punch.Suspect(now)
+	}
+}
+
+// remember keeps p's confirmed endpoint, and our port, for the next run.
+func (c *control) remember(p *peer, ep netip.AddrPort, now time.Time) {
+	if c.statePath == "" {
+		return
+	}
+	if c.saved.Peers == nil {
+		c.saved.Peers = map[string]savedPeer{}
+	}
+	c.saved.ListenPort = c.bind.Port()
+	c.saved.Peers[p.key.String()] = savedPeer{Endpoint: ep, Confirmed: now}
+	if err := c.saved.save(c.statePath); err != nil {
+		c.log.Warn("cannot save state", "file", c.statePath, "err", err)
 	}
 }
 

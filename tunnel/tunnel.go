@@ -4,6 +4,7 @@
 package tunnel
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"fmt"
@@ -27,6 +28,7 @@ const DefaultRunDir = "/var/run/punchtun"
 type Options struct {
 	Interface string // the interface name
 	RunDir    string // status sockets; DefaultRunDir if empty
+	StateDir  string // what is remembered across restarts; DefaultStateDir if empty, "-" for nothing
 	Logger    *slog.Logger
 }
 
@@ -36,6 +38,9 @@ type Tunnel struct {
 	cfg    *config.Config
 	log    *slog.Logger
 	runDir string
+
+	statePath  string // "" when nothing is remembered
+	listenPort uint16 // ListenPort, or the last run's port
 
 	dev     *device.Device
 	bind    *Bind
@@ -66,6 +71,19 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 
 	// Resolve fixed endpoints first: a name that does not resolve fails
 	// before anything exists.
+	var saved savedState
+	if opts.StateDir != "-" {
+		t.statePath = statePath(cmp.Or(opts.StateDir, DefaultStateDir), t.name)
+		if saved, err = loadState(t.statePath); err != nil {
+			t.log.Warn("ignoring unreadable state file", "file", t.statePath, "err", err)
+		}
+	}
+	t.listenPort = cfg.Interface.ListenPort
+	if t.listenPort == 0 && saved.ListenPort != 0 && portFree(saved.ListenPort) {
+		// The port of the last run: the NAT may still map it, and the
+		// peers' NATs still let it in.
+		t.listenPort = saved.ListenPort
+	}
 	uapi, err := t.uapiConfig()
 	if err != nil {
 		return nil, err
@@ -92,6 +110,7 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 		}
 	}
 	t.ctl = newControl(t.log, cfg.Interface.PrivateKey, t.name, cfg.Interface.Addresses, servers, peers)
+	t.ctl.statePath, t.ctl.saved = t.statePath, saved
 	t.bind = NewBind(t.ctl.deliver)
 	for _, p := range peers {
 		t.bind.PeerEndpoint(p.Key)
@@ -157,7 +176,7 @@ func (t *Tunnel) repoint(peer key.Key) {
 func (t *Tunnel) uapiConfig() (string, error) {
 	var b strings.Builder
 	ic := t.cfg.Interface
-	fmt.Fprintf(&b, "private_key=%s\nlisten_port=%d\n", hex.EncodeToString(ic.PrivateKey[:]), ic.ListenPort)
+	fmt.Fprintf(&b, "private_key=%s\nlisten_port=%d\n", hex.EncodeToString(ic.PrivateKey[:]), t.listenPort)
 	if ic.FwMark != 0 {
 		fmt.Fprintf(&b, "fwmark=%d\n", ic.FwMark)
 	}

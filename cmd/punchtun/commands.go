@@ -199,6 +199,7 @@ func runUp(args []string) error {
 		"The interface is named after FILE without .conf, as wg-quick does.")
 	iface := fs.String("interface", "", "interface name (default: FILE's base name without .conf)")
 	runDir := fs.String("run-dir", tunnel.DefaultRunDir, "directory for the status socket")
+	stateDir := fs.String("state-dir", tunnel.DefaultStateDir, "directory where the listen port and peers' last endpoints are kept\nacross restarts, so peers reconnect while the rendezvous is down; '-' for none")
 	metricsAddr := addMetricsFlag(fs, "127.0.0.1:9101")
 	logf := addLogFlags(fs)
 	pos, err := parse(fs, args, 1, 1)
@@ -226,7 +227,7 @@ func runUp(args []string) error {
 		return err
 	}
 	defer metrics.close()
-	t, err := tunnel.Up(cfg, tunnel.Options{Interface: *iface, RunDir: *runDir, Logger: log})
+	t, err := tunnel.Up(cfg, tunnel.Options{Interface: *iface, RunDir: *runDir, StateDir: *stateDir, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -83,7 +83,7 @@ func (l *lab) upConfig(p *peerSpec, conf string) *proc {
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		l.t.Fatal(err)
 	}
-	pr := l.start(p.host, p.iface, l.bin, "up", path, "--run-dir", filepath.Join(l.dir, "run-"+p.iface))
+	pr := l.start(p.host, p.iface, l.bin, "up", path, "--run-dir", filepath.Join(l.dir, "run-"+p.iface), "--state-dir", "-")
 	eventually(l.t, 10*time.Second, p.iface+" up", func() error {
 		_, err := l.status(p)
 		return err

@@ -301,7 +301,7 @@ func (l *lab) startRendezvous() key.Key {
 func (l *lab) up(p, other *peerSpec, rvKey key.Key) *proc {
 	l.t.Helper()
 	conf := l.writeConfig(p, other, rvKey)
-	args := []string{l.bin, "up", conf, "--run-dir", filepath.Join(l.dir, "run-"+p.iface)}
+	args := []string{l.bin, "up", conf, "--run-dir", filepath.Join(l.dir, "run-"+p.iface), "--state-dir", filepath.Join(l.dir, "state")}
 	if level := os.Getenv("PUNCHTUN_LAB_LOG_LEVEL"); level != "" {
 		args = append(args, "--log-level", level)
 	}

@@ -35,7 +35,7 @@ func TestPeerMetrics(t *testing.T) {
 	a := newPeer(t, "a1", "ptm0a", "100.64.0.1")
 	b := newPeer(t, "b1", "ptm0b", "100.64.0.2")
 	const metricsAddr = "127.0.0.1:9101"
-	pa := l.start(a.host, a.iface, l.bin, "up", l.writeConfig(a, b, rvKey), "--run-dir", filepath.Join(l.dir, "run-"+a.iface),
+	pa := l.start(a.host, a.iface, l.bin, "up", l.writeConfig(a, b, rvKey), "--run-dir", filepath.Join(l.dir, "run-"+a.iface), "--state-dir", "-",
 		"--metrics", metricsAddr, "--log-format", "json")
 	eventually(t, 10*time.Second, a.iface+" up", func() error {
 		_, err := l.status(a)
@@ -114,7 +114,7 @@ func TestPeerMetrics(t *testing.T) {
 		return nil
 	})
 	c := newPeer(t, "a1", "ptm1a", "100.64.0.3")
-	out, err := l.cmd(c.host, l.bin, "up", l.writeConfig(c, b, rvKey), "--run-dir", filepath.Join(l.dir, "run-"+c.iface), "--metrics", metricsAddr).CombinedOutput()
+	out, err := l.cmd(c.host, l.bin, "up", l.writeConfig(c, b, rvKey), "--run-dir", filepath.Join(l.dir, "run-"+c.iface), "--state-dir", "-", "--metrics", metricsAddr).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "--metrics "+metricsAddr+": ") {
 		t.Errorf("up with a busy metrics address: %v, %s", err, out)
 	}
