@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -193,32 +192,9 @@ func TestFloodRendezvous(t *testing.T) {
 	}
 }
 
-var (
-	floodOnce sync.Once
-	floodPath string
-	floodErr  error
-)
-
 // floodBinary builds the hostile host's program once per test run.
 func floodBinary(t *testing.T) string {
-	t.Helper()
-	floodOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "punchtun-flood")
-		if err != nil {
-			floodErr = err
-			return
-		}
-		floodPath = filepath.Join(dir, "flood")
-		out, err := exec.Command("go", "build", "-o", floodPath, "github.com/punchtun/punchtun/rendezvous/internal/flood").CombinedOutput()
-		if err != nil {
-			floodErr = fmt.Errorf("go build flood: %v\n%s", err, out)
-		}
-	})
-	if floodErr != nil {
-		t.Fatal(floodErr)
-	}
-	t.Cleanup(func() { os.RemoveAll(filepath.Dir(floodPath)) })
-	return floodPath
+	return buildTool(t, "flood", "github.com/punchtun/punchtun/rendezvous/internal/flood")
 }
 
 // rvProc is a rendezvous process in the lab.

@@ -18,35 +18,15 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
 
-var (
-	wgGoOnce sync.Once
-	wgGoPath string
-	wgGoErr  error
-)
-
 // wireguardGo builds the wireguard-go program — the main package of the
 // module's own golang.zx2c4.com/wireguard dependency, so the version in
-// go.mod — once per test run, next to the punchtun binary, whose directory
-// TestMain removes.
+// go.mod — once per test run.
 func wireguardGo(t *testing.T) string {
-	t.Helper()
-	dir := filepath.Dir(punchtunBinary(t))
-	wgGoOnce.Do(func() {
-		wgGoPath = filepath.Join(dir, "wireguard-go")
-		out, err := exec.Command("go", "build", "-o", wgGoPath, "golang.zx2c4.com/wireguard").CombinedOutput()
-		if err != nil {
-			wgGoErr = fmt.Errorf("go build wireguard-go: %v\n%s", err, out)
-		}
-	})
-	if wgGoErr != nil {
-		t.Fatal(wgGoErr)
-	}
-	return wgGoPath
+	return buildTool(t, "wireguard-go", "golang.zx2c4.com/wireguard")
 }
 
 // requireTools skips (fails under PUNCHTUN_REQUIRE_LAB=1) when a program

@@ -36,37 +36,48 @@ const (
 	rendezvousAddr2 = "203.0.113.11:3478"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
+// tools are the programs the tests build, once per run each, into one
+// directory that TestMain removes.
+var tools struct {
+	sync.Mutex
+	dir   string
+	built map[string]error
+}
 
-// punchtunBinary builds the binary once per test run.
-func punchtunBinary(t *testing.T) string {
+// buildTool builds the main package pkg as name, once per test run, and
+// returns its path.
+func buildTool(t *testing.T, name, pkg string) string {
 	t.Helper()
-	buildOnce.Do(func() {
+	tools.Lock()
+	defer tools.Unlock()
+	if tools.dir == "" {
 		dir, err := os.MkdirTemp("", "punchtun-bin")
 		if err != nil {
-			buildErr = err
-			return
+			t.Fatal(err)
 		}
-		binPath = filepath.Join(dir, "punchtun")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+		tools.dir, tools.built = dir, map[string]error{}
 	}
-	return binPath
+	path := filepath.Join(tools.dir, name)
+	err, done := tools.built[name]
+	if !done {
+		if out, e := exec.Command("go", "build", "-o", path, pkg).CombinedOutput(); e != nil {
+			err = fmt.Errorf("go build %s: %v\n%s", pkg, e, out)
+		}
+		tools.built[name] = err
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
+
+// punchtunBinary builds the binary once per test run.
+func punchtunBinary(t *testing.T) string { return buildTool(t, "punchtun", ".") }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
+	if tools.dir != "" {
+		os.RemoveAll(tools.dir)
 	}
 	if out := os.Getenv("PUNCHTUN_MATRIX_OUT"); out != "" {
 		printMatrix(os.Stdout, out)
