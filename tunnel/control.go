@@ -50,7 +50,10 @@ type control struct {
 	statePath string
 	// udpHeard: some rendezvous answered over UDP since the start.
 	udpHeard bool
-	stun     map[nat.STUNTxID]stunProbe
+	// reregistered is when a lost path or a silent relay last made us
+	// register again.
+	reregistered time.Time
+	stun         map[nat.STUNTxID]stunProbe
 }
 
 type inbound struct {
@@ -283,6 +286,7 @@ func (c *control) tick(now time.Time) {
 		if p.punch.Tick(now) == nat.EventLost {
 			c.log.Warn("direct path lost", "peer", p.label(), "endpoint", p.ep.punchedAddr())
 			c.closeBirthday(p, true)
+			c.reregister(now)
 			p.nextQuery, p.backoff = now, minBackoff
 			c.updateRoute(p, now, "no answer on the direct path")
 		}
@@ -660,16 +664,39 @@ const silenceLimit = 2 * time.Second
 // on it and nothing comes back: the NAT mapping may be gone, or the network
 // changed under us. The probes that follow either clear it within a round
 // trip or drop the path within nat.SuspectTimeout.
+//
+// On the relay, silence means the rendezvous may not know where we are any
+// more (the NAT remapped us, or the host moved), so it cannot relay to us
+// nor take our frames: we register again at once.
 func (c *control) checkSilence(p *peer, now time.Time) {
-	if r := p.ep.Route(); !r.Dst.IsValid() || r.Relay {
+	r := p.ep.Route()
+	if !r.Dst.IsValid() {
 		return
 	}
 	sent, heard := time.Unix(0, p.ep.lastSent.Load()), time.Unix(0, p.ep.lastRecv.Load())
 	if probed := p.punch.LastHeard(); probed.After(heard) {
 		heard = probed
 	}
-	if sent.Sub(heard) > silenceLimit {
+	switch {
+	case sent.Sub(heard) <= silenceLimit:
+	case !r.Relay:
 		p.punch.Suspect(now)
+	case now.Sub(c.reregistered) > silenceLimit:
+		c.reregister(now)
+	}
+}
+
+// reregister registers with every rendezvous now: our endpoint may have
+// changed, and the rendezvous relays and introduces by the endpoint it saw
+// last.
+func (c *control) reregister(now time.Time) {
+	c.reregistered = now
+	for _, s := range c.servers {
+		if s.addr.IsValid() {
+			// A registration in flight is not taken for the server's
+			// silence: its answer may be on the way to our old address.
+			s.next, s.pending = now, false
+		}
 	}
 }
 
