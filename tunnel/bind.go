@@ -340,7 +340,8 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		return b.std.Send(bufs, ep)
 	}
 	r := pe.route.Load()
-	if r != nil {
+	if r != nil && (len(bufs) > 1 || !isKeepalive(bufs[0])) {
+		// A keepalive expects no answer: it does not count as sending.
 		pe.lastSent.Store(time.Now().UnixNano())
 	}
 	switch {
@@ -515,7 +516,13 @@ const (
 const (
 	wireGuardInitiation = 1
 	wireGuardResponse   = 2
+	wireGuardTransport  = 4
+	// wireGuardKeepaliveLen is a transport message with no payload: the
+	// 16-byte header and the 16-byte tag.
+	wireGuardKeepaliveLen = 32
 )
+
+func isKeepalive(p []byte) bool { return len(p) == wireGuardKeepaliveLen && p[0] == wireGuardTransport }
 
 // Classify sorts a datagram that arrived on the shared socket. WireGuard is
 // tested first because it is nearly all the traffic: a message type 1–4

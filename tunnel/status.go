@@ -50,6 +50,7 @@ type PeerStatus struct {
 	Reason        string       `json:"reason,omitempty"`
 	NAT           string       `json:"nat,omitempty"`     // the peer's NAT mapping, as it reported it
 	History       []PathChange `json:"history,omitempty"` // path changes of the last hour
+	Probing       bool         `json:"probing,omitempty"` // a punching round is under way
 }
 
 // Status reports the interface's state now.
@@ -90,6 +91,7 @@ func (t *Tunnel) Status() (*Status, error) {
 		}
 		if cp := t.ctl.peers[p.PublicKey]; cp != nil {
 			ps.Path, ps.NAT, ps.History = cp.path, cp.nat.String(), cp.historyCopy()
+			ps.Probing = cp.punch.Punching(now)
 			r := cp.ep.Route()
 			if r.Dst.IsValid() {
 				ps.Endpoint = r.Dst.String()

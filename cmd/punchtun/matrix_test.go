@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -162,5 +163,79 @@ func TestPathChangeKeepsTCP(t *testing.T) {
 	}
 	if !slices.Equal(path[len(path)-2:], []string{"relay", "direct"}) {
 		t.Errorf("history %v does not end relay, direct", path)
+	}
+}
+
+// TestQuietWhenIdle counts what an idle tunnel sends, on NAT A's router,
+// for a minute after the path settled: per peer, the heartbeat probe and
+// its answer every 25 s; to the rendezvous, the registration and its ack
+// every 25 s. Nothing else but, once, WireGuard's own keepalive 10 s after
+// the last packet it received (the ping that brought the tunnel up).
+func TestQuietWhenIdle(t *testing.T) {
+	l := newLab(t, "ptq", "easy", "easy")
+	rvKey := l.startRendezvous()
+	a := newPeer(t, "a1", "ptqa0", "100.64.0.1")
+	b := newPeer(t, "b1", "ptqb0", "100.64.0.2")
+	l.up(a, b, rvKey)
+	l.up(b, a, rvKey)
+	l.waitPath(a, "direct")
+	l.waitPath(b, "direct")
+	l.ping(a, b)
+	// Count from when neither side probes any more.
+	for _, p := range []*peerSpec{a, b} {
+		eventually(t, 20*time.Second, p.iface+" done probing", func() error {
+			st, err := l.status(p)
+			if err != nil {
+				return err
+			}
+			if st.Peers[0].Probing {
+				return fmt.Errorf("still probing")
+			}
+			return nil
+		})
+	}
+
+	counters := filepath.Join(l.dir, "count.nft")
+	os.WriteFile(counters, []byte(`table inet count {
+	counter to_peer {}
+	counter from_peer {}
+	counter to_rv {}
+	counter from_rv {}
+	chain f {
+		type filter hook forward priority -5;
+		ip daddr 203.0.113.22 counter name to_peer
+		ip saddr 203.0.113.22 counter name from_peer
+		ip daddr 203.0.113.10 counter name to_rv
+		ip saddr 203.0.113.10 counter name from_rv
+	}
+}
+`), 0o600)
+	l.run("nata", "nft", "-f", counters)
+	const window = time.Minute
+	time.Sleep(window)
+	out := l.run("nata", "nft", "list", "counters", "table", "inet", "count")
+	perMinute := map[string]int{}
+	var name string
+	for _, f := range strings.Fields(out) {
+		switch {
+		case strings.HasPrefix(f, "to_") || strings.HasPrefix(f, "from_"):
+			name = f
+		case name != "" && perMinute[name] == 0:
+			if n, err := strconv.Atoi(f); err == nil {
+				perMinute[name] = n
+			}
+		}
+	}
+	t.Logf("idle packets per minute: to peer %d, from peer %d, to rendezvous %d, from rendezvous %d",
+		perMinute["to_peer"], perMinute["from_peer"], perMinute["to_rv"], perMinute["from_rv"])
+	// One probe or answer each way per 25 s is 2.4 a minute: 3 where the
+	// minute falls badly, and one WireGuard keepalive to or from the peer.
+	for name, n := range perMinute {
+		if max := map[bool]int{true: 4, false: 3}[strings.HasSuffix(name, "peer")]; n > max {
+			t.Errorf("%s: %d packets in a minute of idleness, want at most %d", name, n, max)
+		}
+	}
+	if perMinute["to_rv"] == 0 || perMinute["to_peer"]+perMinute["from_peer"] == 0 {
+		t.Errorf("no keepalives at all: %v; the NAT mappings would expire", perMinute)
 	}
 }
