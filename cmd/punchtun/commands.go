@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -229,12 +228,6 @@ func runUp(args []string) error {
 		return err
 	}
 	defer metrics.close()
-	if os.Getenv("GOMEMLIMIT") == "" {
-		// wireguard-go's buffer pools grow without bound under load (to
-		// 150-350 MiB after one iperf3 run); a soft limit makes the GC
-		// hand them back. 128 MiB cost no throughput in scripts/bench.sh.
-		debug.SetMemoryLimit(128 << 20)
-	}
 	t, err := tunnel.Up(cfg, tunnel.Options{Interface: *iface, RunDir: *runDir, StateDir: *stateDir, Logger: log})
 	if err != nil {
 		return err
