@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# bench.sh — punchtun against plain wireguard-go and the bare lab path (root).
+#
+# Usage: sudo scripts/bench.sh
+#
+# Builds punchtun and wireguard-go (the module version go.mod pins), brings up
+# the lab (scripts/lab.sh, prefix ptb, easy NAT on both sides) and measures,
+# between a1 (behind NAT A) and b1 (behind NAT B):
+#   punchtun  punchtun's direct path, found through the rendezvous
+#   wg        plain wireguard-go, fixed endpoints (each side the other's NAT
+#             address, port 51820 on both: the easy NATs keep the port), so it
+#             crosses the very hops punchtun's direct path does:
+#             a1 -> NAT A (masquerade) -> internet bridge -> NAT B -> b1
+#   raw       no tunnel: NAT B forwards iperf3's port 5201 and ICMP echo to b1
+#             (an extra DNAT rule); same hops again, MTU 1500 instead of 1280
+#   relay     punchtun between a2 (behind NAT A) and a second punchtun on b1,
+#             with NAT A dropping a2's UDP to NAT B: the rendezvous relays
+# Each round runs every path in turn (punchtun, wg, raw, relay, punchtun, ...)
+# so that drift hits all of them; a figure is the median over the rounds. Per
+# path: TCP throughput a->b and b->a (iperf3), UDP throughput a->b (iperf3 -u,
+# received rate and loss), ping RTT (average of PINGS pings). Then the
+# resident memory (VmRSS) of each tunnel process: idle (connected, before any
+# load), after the first round (one 5 s iperf3 run per direction plus UDP) and
+# at the end. Then, unless BENCH_CONNECT=0, scripts/connect_time.sh.
+#
+# Environment: BENCH_TIME (iperf3 seconds, 5), BENCH_ROUNDS (3), BENCH_UDP_RATE
+# (iperf3 -b, 10G), BENCH_UDP_LEN (datagram size, 1200: fits MTU 1280),
+# PUNCHTUN_BIN (a built punchtun to use instead of building one), BENCH_KEEP (set: keep the work directory with the logs), BENCH_PINGS (50), BENCH_KINDS (the paths to measure, "punchtun wg raw relay";
+# ratios of absent paths print NA), BENCH_CONNECT (1), PUNCHTUN_GOMEMLIMIT (unset: passed to
+# the punchtun peers as GOMEMLIMIT when set).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+PREFIX=ptb
+LAB=scripts/lab.sh
+T=${BENCH_TIME:-5}
+ROUNDS=${BENCH_ROUNDS:-3}
+UDP_RATE=${BENCH_UDP_RATE:-10G}
+UDP_LEN=${BENCH_UDP_LEN:-1200}
+PINGS=${BENCH_PINGS:-50}
+WORK=$(mktemp -d /tmp/ptb-bench.XXXXXX)
+PIDS=()
+
+die() { echo "bench: error: $*" >&2; exit 1; }
+in_ns() { local h=$1; shift; ip netns exec "$PREFIX-$h" "$@"; }
+
+cleanup() {
+	local pid
+	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+	PIDS=()
+	"$LAB" down "$PREFIX" >/dev/null 2>&1 || true
+}
+trap 'cleanup; if [ -n "${BENCH_KEEP-}" ]; then echo "bench: logs kept in $WORK" >&2; else rm -rf "$WORK"; fi' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+[ "$(id -u)" = 0 ] || die "run as root (network namespaces, TUN)"
+for c in iperf3 jq nft wg ping; do command -v $c >/dev/null || die "$c not found"; done
+
+# wait_for DESC TIMEOUT_S CMD...: poll CMD every 20 ms until it succeeds.
+wait_for() {
+	local desc=$1 timeout=$2; shift 2
+	local deadline=$(($(date +%s%N) + timeout * 1000000000))
+	until "$@" >/dev/null 2>&1; do
+		(($(date +%s%N) < deadline)) || { echo "bench: timed out waiting for $desc" >&2; tail -n 20 "$WORK"/*.log >&2 || true; exit 1; }
+		sleep 0.02
+	done
+}
+
+echo "== building"
+BIN=${PUNCHTUN_BIN:-$WORK/punchtun} WGBIN=$WORK/wireguard-go
+[ -n "${PUNCHTUN_BIN-}" ] || go build -o "$BIN" ./cmd/punchtun
+go build -o "$WGBIN" golang.zx2c4.com/wireguard
+WGVER=$(go list -m -f '{{.Version}}' golang.zx2c4.com/wireguard)
+
+echo "== lab $PREFIX: a1, a2 behind easy NAT A; b1 behind easy NAT B"
+"$LAB" up "$PREFIX" easy easy
+
+# raw path: NAT B forwards iperf3 and ping to b1.
+in_ns natb nft add rule ip nat prerouting iifname wan meta l4proto '{ tcp, udp }' th dport 5201 dnat to 192.168.1.2
+in_ns natb nft add rule ip nat prerouting iifname wan icmp type echo-request dnat to 192.168.1.2
+in_ns natb nft insert rule inet filter forward ct status dnat accept
+# relay path: NAT A drops a2's UDP to NAT B (the rendezvous stays reachable).
+in_ns nata nft insert rule inet filter forward ip saddr 192.168.1.3 ip daddr 203.0.113.22 meta l4proto udp drop
+
+# No tunnel inside a tunnel: punchtun lists every local address as a LAN
+# candidate, the plain WireGuard tunnel's too, and a LAN path wins: without
+# this, punchtun would end up running inside the wireguard-go tunnel. The
+# tunnels' sockets use ports 51820-51824; nothing goes there through a tunnel.
+for h in a1 a2 b1; do
+	in_ns $h nft -f - <<-'EOF'
+	table inet ptbbench {
+		chain output {
+			type filter hook output priority filter; policy accept;
+			oifname { "ptbwga", "ptbwgb", "ptbpa", "ptbpb", "ptbra", "ptbrb" } udp dport 51820-51829 drop
+		}
+	}
+	EOF
+done
+
+echo "== rendezvous (relay on) at 203.0.113.10:3478"
+ip netns exec "$PREFIX-rv" "$BIN" rendezvous --listen 203.0.113.10:3478 --key-file "$WORK/rv.key" 2>"$WORK/rv.log" &
+PIDS+=($!)
+wait_for "rendezvous key" 5 test -s "$WORK/rv.key"
+RVPUB=$("$BIN" pubkey <"$WORK/rv.key")
+
+for k in pa pb ra rb wa wb; do "$BIN" genkey >"$WORK/$k.key"; done
+pub() { "$BIN" pubkey <"$WORK/$1.key"; }
+
+# pt_conf NAME KEY ADDR PEERKEY PEERADDR PORT
+pt_conf() {
+	cat >"$WORK/$1.conf" <<EOF
+[Interface]
+PrivateKey = $(cat "$WORK/$2.key")
+ListenPort = $6
+Address = $3/24
+Rendezvous = 203.0.113.10:3478
+RendezvousKey = $RVPUB
+
+[Peer]
+PublicKey = $(pub "$4")
+AllowedIPs = $5/32
+EOF
+	chmod 600 "$WORK/$1.conf"
+}
+pt_conf ptbpa pa 100.64.0.1 pb 100.64.0.2 51821
+pt_conf ptbpb pb 100.64.0.2 pa 100.64.0.1 51822
+pt_conf ptbra ra 100.65.0.1 rb 100.65.0.2 51823
+pt_conf ptbrb rb 100.65.0.2 ra 100.65.0.1 51824
+
+declare -A PID
+# pt_up HOST IFACE
+pt_up() {
+	local env=()
+	[ -n "${PUNCHTUN_GOMEMLIMIT-}" ] && env=(env "GOMEMLIMIT=$PUNCHTUN_GOMEMLIMIT")
+	ip netns exec "$PREFIX-$1" "${env[@]}" "$BIN" up "$WORK/$2.conf" --run-dir "$WORK/run" 2>"$WORK/$2.log" &
+	PIDS+=($!)
+	PID[$2]=$!
+}
+pt_path() { in_ns "$1" "$BIN" status "$2" --json --run-dir "$WORK/run" | jq -r '.peers[0].path'; }
+path_is() { [ "$(pt_path "$1" "$2" 2>/dev/null)" = "$3" ]; }
+ping1() { in_ns "$1" ping -c 1 -W 1 "$2"; }
+
+echo "== punchtun: a1 <-> b1 (direct), a2 <-> b1 (relayed)"
+pt_up a1 ptbpa
+pt_up b1 ptbpb
+pt_up a2 ptbra
+pt_up b1 ptbrb
+wait_for "punchtun a1 direct" 20 path_is a1 ptbpa direct
+wait_for "punchtun b1 direct" 20 path_is b1 ptbpb direct
+wait_for "punchtun a2 relay" 20 path_is a2 ptbra relay
+wait_for "ping over punchtun" 10 ping1 a1 100.64.0.2
+wait_for "ping over relay" 10 ping1 a2 100.65.0.2
+
+echo "== plain wireguard-go $WGVER: a1 <-> b1, endpoints 203.0.113.22:51820 / 203.0.113.21:51820"
+# wg_up HOST IFACE KEY ADDR PEERKEY PEERADDR ENDPOINT
+wg_up() {
+	ip netns exec "$PREFIX-$1" env WG_PROCESS_FOREGROUND=1 "$WGBIN" -f "$2" >"$WORK/$2.log" 2>&1 &
+	PIDS+=($!)
+	PID[$2]=$!
+	wait_for "wireguard-go $2" 5 test -S "/var/run/wireguard/$2.sock"
+	cat >"$WORK/$2.conf" <<EOF
+[Interface]
+PrivateKey = $(cat "$WORK/$3.key")
+ListenPort = 51820
+
+[Peer]
+PublicKey = $(pub "$5")
+AllowedIPs = $6/32
+Endpoint = $7
+PersistentKeepalive = 25
+EOF
+	in_ns "$1" wg setconf "$2" "$WORK/$2.conf"
+	in_ns "$1" ip addr add "$4/24" dev "$2"
+	in_ns "$1" ip link set "$2" mtu 1280 up
+}
+wg_up a1 ptbwga wa 10.99.0.1 wb 10.99.0.2 203.0.113.22:51820
+wg_up b1 ptbwgb wb 10.99.0.2 wa 10.99.0.1 203.0.113.21:51820
+# Each side's first packet opens its own NAT for the other's: ping both ways.
+wg_ping() { ping1 b1 10.99.0.1 || ping1 a1 10.99.0.2; }
+wait_for "ping over wireguard-go" 20 wg_ping
+wait_for "ping over wireguard-go a1->b1" 10 ping1 a1 10.99.0.2
+
+wait_for "raw ping" 5 ping1 a1 203.0.113.22
+
+ip netns exec "$PREFIX-b1" iperf3 -s >"$WORK/iperf3-b1.log" 2>&1 &
+PIDS+=($!)
+wait_for "iperf3 server" 5 in_ns b1 sh -c "ss -Hltn 'sport = :5201' | grep -q 5201"
+
+rss() { awk '/^VmRSS/{printf "%.1f", $2/1024}' "/proc/${PID[$1]}/status"; }
+declare -A RSS_IDLE RSS_R1 RSS_END
+MEMPROCS=(ptbpa ptbpb ptbwga ptbwgb)
+for p in "${MEMPROCS[@]}"; do RSS_IDLE[$p]=$(rss $p); done
+
+# iperf_tcp HOST IP [-R] -> Mbit/s received
+iperf_tcp() {
+	local h=$1 ip=$2; shift 2
+	timeout $((T + 20)) ip netns exec "$PREFIX-$h" iperf3 -c "$ip" -t "$T" -J "$@" 2>/dev/null |
+		jq -r '.end.sum_received.bits_per_second / 1e6 | floor' 2>/dev/null || echo NA
+}
+# iperf_udp HOST IP -> "Mbit/s-received loss%"
+iperf_udp() {
+	timeout $((T + 20)) ip netns exec "$PREFIX-$1" iperf3 -c "$2" -u -b "$UDP_RATE" -l "$UDP_LEN" -t "$T" -J 2>/dev/null |
+		tee "$WORK/udp-$1-$2.json" | jq -r '.end.sum as $s | "\(($s.packets - $s.lost_packets) * '"$UDP_LEN"' * 8 / $s.seconds / 1e6 | floor) \($s.lost_percent * 10 | round / 10)"' 2>/dev/null || echo "NA NA"
+}
+# rtt HOST IP -> average ms
+rtt() {
+	in_ns "$1" ping -c "$PINGS" -i 0.05 -q "$2" 2>/dev/null | awk -F/ '/^rtt/{print $5}' | grep . || echo NA
+}
+
+read -r -a KINDS <<<"${BENCH_KINDS:-punchtun wg raw relay}"
+declare -A SRC=([punchtun]=a1 [wg]=a1 [raw]=a1 [relay]=a2)
+declare -A DST=([punchtun]=100.64.0.2 [wg]=10.99.0.2 [raw]=203.0.113.22 [relay]=100.65.0.2)
+declare -A RES # RES[kind,metric] = space-separated values, one per round
+
+echo
+echo "== $ROUNDS rounds; iperf3 -t $T; UDP -b $UDP_RATE -l $UDP_LEN; $PINGS pings at 0.05 s"
+printf '%-5s %-8s %10s %10s %10s %7s %8s\n' round path "tcp a>b" "tcp b>a" "udp rx" "loss%" "rtt ms"
+for ((r = 1; r <= ROUNDS; r++)); do
+	for k in "${KINDS[@]}"; do
+		s=${SRC[$k]} d=${DST[$k]}
+		fwd=$(iperf_tcp "$s" "$d")
+		rev=$(iperf_tcp "$s" "$d" -R)
+		read -r udp loss <<<"$(iperf_udp "$s" "$d")"
+		ms=$(rtt "$s" "$d")
+		RES[$k,fwd]+="$fwd " RES[$k,rev]+="$rev " RES[$k,udp]+="$udp " RES[$k,loss]+="$loss " RES[$k,rtt]+="$ms "
+		note=""
+		[ "$k" = punchtun ] && note="path $(pt_path a1 ptbpa)"
+		[ "$k" = relay ] && note="path $(pt_path a2 ptbra)"
+		printf '%-5s %-8s %10s %10s %10s %7s %8s  %s\n' "$r" "$k" "$fwd" "$rev" "$udp" "$loss" "$ms" "$note"
+	done
+	if ((r == 1)); then
+		for p in "${MEMPROCS[@]}"; do RSS_R1[$p]=$(rss $p); done
+	fi
+done
+for p in "${MEMPROCS[@]}"; do RSS_END[$p]=$(rss $p); done
+
+median() { tr ' ' '\n' | { grep -v -e '^NA$' -e '^$' || true; } | sort -g | awk '{v[NR]=$1} END {if (!NR) print "NA"; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "NA" || b == "NA" || b == 0) print "NA"; else printf "%.2f", a / b }'; }
+declare -A MED
+for k in "${KINDS[@]}"; do
+	for m in fwd rev udp loss rtt; do MED[$k,$m]=$(median <<<"${RES[$k,$m]}"); done
+done
+
+echo
+echo "== medians over $ROUNDS rounds (Mbit/s; RTT ms)"
+printf '%-8s %10s %10s %10s %7s %8s\n' path "tcp a>b" "tcp b>a" "udp rx" "loss%" "rtt ms"
+for k in "${KINDS[@]}"; do
+	printf '%-8s %10s %10s %10s %7s %8s\n' "$k" "${MED[$k,fwd]}" "${MED[$k,rev]}" "${MED[$k,udp]}" "${MED[$k,loss]}" "${MED[$k,rtt]}"
+done
+echo
+echo "== ratios                  tcp a>b  tcp b>a   udp rx    rtt"
+for pair in "punchtun/wg punchtun wg" "punchtun/raw punchtun raw" "wg/raw wg raw" "relay/punchtun relay punchtun"; do
+	read -r name a b <<<"$pair"
+	printf '%-25s %8s %8s %8s %6s\n' "$name" "$(ratio "${MED[$a,fwd]:-NA}" "${MED[$b,fwd]:-NA}")" "$(ratio "${MED[$a,rev]:-NA}" "${MED[$b,rev]:-NA}")" \
+		"$(ratio "${MED[$a,udp]:-NA}" "${MED[$b,udp]:-NA}")" "$(ratio "${MED[$a,rtt]:-NA}" "${MED[$b,rtt]:-NA}")"
+done
+echo
+echo "== resident memory (VmRSS, MiB)"
+printf '%-24s %8s %10s %8s\n' process idle "round 1" end
+for p in "${MEMPROCS[@]}"; do
+	case $p in
+		ptbpa) n="punchtun a1" ;; ptbpb) n="punchtun b1" ;; ptbwga) n="wireguard-go a1" ;; ptbwgb) n="wireguard-go b1" ;;
+	esac
+	printf '%-24s %8s %10s %8s\n' "$n" "${RSS_IDLE[$p]}" "${RSS_R1[$p]}" "${RSS_END[$p]}"
+done
+echo
+echo "machine: $(nproc) cores, $(uname -sr), $(go version | awk '{print $3}'), wireguard-go $WGVER, GOMEMLIMIT for punchtun: ${PUNCHTUN_GOMEMLIMIT:-unset}"
+
+cleanup
+if [ "${BENCH_CONNECT:-1}" != 0 ]; then
+	echo
+	PUNCHTUN_BIN=$BIN scripts/connect_time.sh
+fi
