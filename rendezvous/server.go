@@ -195,9 +195,12 @@ func (s *Server) handleControl(l link, b []byte, src netip.AddrPort) {
 	if !s.admit(b, src, time.Now()) {
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	// Find the shared key and open the message outside the write lock: a
+	// new key costs a Curve25519 multiplication, which must not stall
+	// everyone else's messages.
+	s.mu.RLock()
 	reg := s.peers[h.Sender]
+	s.mu.RUnlock()
 	var shared wire.SharedKey
 	if reg != nil {
 		shared = reg.shared
@@ -215,6 +218,9 @@ func (s *Server) handleControl(l link, b []byte, src netip.AddrPort) {
 		s.Stats.DropMalformed.Add(1)
 		return
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	reg = s.peers[h.Sender] // it may have come or gone meanwhile
 	now := time.Now()
 	if !s.screen(h.Sender, reg != nil, body, now) {
 		return

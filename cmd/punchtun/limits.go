@@ -13,10 +13,13 @@ func addLimitFlags(fs *flag.FlagSet) func(*rendezvous.Config) {
 	sourceRate := fs.Float64("source-rate", rendezvous.DefaultSourceRate,
 		"STUN answers and control messages per second per source address (IPv6: per /64), burst twice that; 0 for no limit")
 	keyRate := fs.Float64("key-rate", rendezvous.DefaultKeyRate, "authenticated messages per second per peer key, burst twice that; 0 for no limit")
+	newKeyRate := fs.Float64("new-key-rate", rendezvous.DefaultNewKeyRate,
+		"messages per second from keys neither registered nor recently seen (each costs a Curve25519\nmultiplication); 0 for no limit")
 	return func(c *rendezvous.Config) {
 		c.MaxPeers = *maxPeers
 		c.SourceRate = noLimitIfZero(*sourceRate)
 		c.KeyRate = noLimitIfZero(*keyRate)
+		c.NewKeyRate = noLimitIfZero(*newKeyRate)
 	}
 }
 
