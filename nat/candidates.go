@@ -8,10 +8,11 @@ import (
 
 // LocalCandidates lists this host's addresses with port: the candidates a
 // peer on the same LAN can reach it at. It leaves out loopback, link-local
-// addresses, interfaces that are down, the interface named skipIface (the
-// tunnel itself) and any address inside skip (the tunnel's own prefixes),
-// which would lead a peer into the tunnel it is trying to build. IPv4 comes
-// first: it is what a shared LAN most often has.
+// addresses, interfaces that are down, point-to-point links (tunnels), the
+// interface named skipIface (the tunnel itself) and any address inside skip
+// (the tunnel's own prefixes), which would lead a peer into the tunnel it
+// is trying to build. IPv4 comes first: it is what a shared LAN most often
+// has.
 func LocalCandidates(port uint16, skipIface string, skip []netip.Prefix) []netip.AddrPort {
 	ifaces, err := net.Interfaces()
 	if err != nil {
@@ -19,7 +20,11 @@ func LocalCandidates(port uint16, skipIface string, skip []netip.Prefix) []netip
 	}
 	var out []netip.AddrPort
 	for _, ifi := range ifaces {
-		if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagLoopback != 0 || ifi.Name == skipIface {
+		// Point-to-point links are tunnels (TUN devices, WireGuard, other
+		// VPNs): a path through one would carry this tunnel inside another,
+		// or inside itself, and as a private address it would even beat
+		// the public path.
+		if ifi.Flags&net.FlagUp == 0 || ifi.Flags&(net.FlagLoopback|net.FlagPointToPoint) != 0 || ifi.Name == skipIface {
 			continue
 		}
 		addrs, err := ifi.Addrs()
