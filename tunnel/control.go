@@ -136,6 +136,10 @@ const (
 	// where a direct path is not to be expected.
 	maxPunchBackoff = time.Minute
 	hardBackoff     = 5 * time.Minute
+	// maxRegisterBackoff spaces registrations to a rendezvous that does
+	// not answer: one packet every 5 s costs little, and a rendezvous that
+	// comes back has its peers again within 5 s.
+	maxRegisterBackoff = 5 * time.Second
 	// udpGiveUp is how long without any answer from any rendezvous before
 	// UDP is taken for blocked.
 	udpGiveUp = 5 * time.Second
@@ -343,7 +347,7 @@ func (c *control) tickServer(s *server, now time.Time) {
 		return
 	}
 	s.next = now.Add(s.backoff)
-	s.backoff = min(2*s.backoff, rendezvous.RefreshInterval)
+	s.backoff = min(2*s.backoff, maxRegisterBackoff)
 }
 
 func (c *control) sendSTUN(s *server, dst netip.AddrPort) {
