@@ -71,6 +71,7 @@ type Server struct {
 	keys     *keyCache // shared keys of unregistered senders
 
 	Stats Stats
+	dirty atomic.Bool // registrations changed since the last Save (persist.go)
 	done  chan struct{}
 	once  sync.Once
 }
@@ -271,6 +272,9 @@ func (s *Server) fresh(sender key.Key, t uint64, now time.Time) bool {
 func (s *Server) register(l link, sender key.Key, shared wire.SharedKey, src netip.AddrPort, m *wire.Register, now time.Time) {
 	reg := s.peers[sender]
 	changed := reg == nil || reg.endpoint != src || reg.link != l || reg.nat != m.NAT || !slices.Equal(reg.candidates, m.Candidates)
+	if changed {
+		s.dirty.Store(true)
+	}
 	if reg == nil {
 		reg = &registration{shared: shared}
 		s.peers[sender] = reg
@@ -416,6 +420,7 @@ func (s *Server) expire(now time.Time) {
 
 // remove forgets a registration. Callers hold s.mu.
 func (s *Server) remove(k key.Key, reg *registration) {
+	s.dirty.Store(true)
 	delete(s.peers, k)
 	if src := (source{reg.link, reg.endpoint}); s.byEndpoint[src] == k {
 		delete(s.byEndpoint, src)

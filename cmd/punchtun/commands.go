@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -60,6 +61,7 @@ func runRendezvous(args []string) error {
 	var listenTCP stringList
 	fs.Var(&listenTCP, "listen-tcp", "TCP address for peers whose network blocks UDP (they try the rendezvous's port, then 443);\nmay be given more than once; 'off' for none (default: the --listen addresses)")
 	keyFile := fs.String("key-file", "/var/lib/punchtun/rendezvous.key", "private key file; created (mode 0600) if missing")
+	stateFile := fs.String("state-file", "", "where registrations are kept across restarts, so peers need not register again;\n'-' for nowhere (default: rendezvous.state next to the key file)")
 	relay := fs.Bool("relay", true, "relay WireGuard packets between peers that cannot reach each other directly")
 	limits := addLimitFlags(fs)
 	metricsAddr := addMetricsFlag(fs, "127.0.0.1:9090")
@@ -109,6 +111,27 @@ func runRendezvous(args []string) error {
 		}
 		conns = append(conns, c)
 	}
+	if *stateFile == "" {
+		*stateFile = filepath.Join(filepath.Dir(*keyFile), "rendezvous.state")
+	}
+	if *stateFile != "-" {
+		n, err := srv.Load(*stateFile, conns)
+		if err != nil {
+			log.Warn("ignoring unreadable state file", "file", *stateFile, "err", err)
+		} else if n > 0 {
+			log.Info("registrations restored", "file", *stateFile, "peers", n)
+		}
+		defer saveRendezvousState(log, srv, *stateFile)
+		go func() {
+			t := time.NewTicker(rendezvousSaveInterval)
+			defer t.Stop()
+			for range t.C {
+				if srv.Dirty() {
+					saveRendezvousState(log, srv, *stateFile)
+				}
+			}
+		}()
+	}
 	if len(listenTCP) == 0 {
 		listenTCP = listen
 	}
@@ -146,6 +169,16 @@ func runRendezvous(args []string) error {
 		return nil
 	case err := <-errc:
 		return err
+	}
+}
+
+// rendezvousSaveInterval bounds what a crash loses: registrations that
+// changed in the last few seconds (their peers register again within 25 s).
+const rendezvousSaveInterval = 5 * time.Second
+
+func saveRendezvousState(log *slog.Logger, srv *rendezvous.Server, file string) {
+	if err := srv.Save(file); err != nil {
+		log.Warn("cannot save registrations", "file", file, "err", err)
 	}
 }
 

@@ -1,0 +1,130 @@
+package rendezvous
+
+import (
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/tunnel/key"
+)
+
+// Registrations outlive a restart of the rendezvous: Save writes them to a
+// file (the CLI does on shutdown, and every few seconds after a change),
+// and Load reads them back before serving. Peers registered before are
+// then introduced and relayed at once, instead of after their next
+// refresh, up to 25 s later — and a peer whose tunnel is direct never
+// notices the restart. Only UDP registrations are kept: a TCP peer's
+// connection ends with the process, and the peer reconnects by itself.
+//
+// The file holds no secret: shared keys are computed again on load.
+
+type savedRegistration struct {
+	Key        key.Key          `json:"key"`
+	Local      netip.AddrPort   `json:"local"` // the listen address it talked to
+	Endpoint   netip.AddrPort   `json:"endpoint"`
+	NAT        byte             `json:"nat"`
+	Candidates []netip.AddrPort `json:"candidates"`
+	Wants      []key.Key        `json:"wants"`
+	LastTime   uint64           `json:"last_time"` // its newest message's Time
+}
+
+// replayFloor: on load, a peer's replay guard starts no earlier than this
+// before the load, since messages sent after the last save could
+// otherwise be replayed. A peer whose clock runs more than this behind
+// the server's waits that much longer to be heard again.
+const replayFloor = 30 * time.Second
+
+// Dirty reports whether registrations came, went or moved since the last
+// Save.
+func (s *Server) Dirty() bool { return s.dirty.Load() }
+
+// Save writes the UDP registrations to path, atomically, mode 0600.
+func (s *Server) Save(path string) error {
+	s.dirty.Store(false)
+	s.mu.RLock()
+	out := make([]savedRegistration, 0, len(s.peers))
+	for k, reg := range s.peers {
+		conn, ok := reg.link.(*net.UDPConn)
+		if !ok {
+			continue
+		}
+		sr := savedRegistration{Key: k, Endpoint: reg.endpoint, NAT: reg.nat, Candidates: reg.candidates, LastTime: s.seen[k].time}
+		if a, ok := conn.LocalAddr().(*net.UDPAddr); ok {
+			sr.Local = a.AddrPort()
+		}
+		for w := range reg.wants {
+			sr.Wants = append(sr.Wants, w)
+		}
+		out = append(out, sr)
+	}
+	s.mu.RUnlock()
+	b, err := json.Marshal(out)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// Load reads registrations Save wrote, for the sockets in conns (matched by
+// local address), before Serve. A missing file is no error. It returns how
+// many registrations it restored.
+func (s *Server) Load(path string, conns []*net.UDPConn) (int, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var saved []savedRegistration
+	if err := json.Unmarshal(b, &saved); err != nil {
+		return 0, err
+	}
+	byLocal := make(map[netip.AddrPort]*net.UDPConn)
+	for _, c := range conns {
+		if a, ok := c.LocalAddr().(*net.UDPAddr); ok {
+			byLocal[a.AddrPort()] = c
+		}
+	}
+	now := time.Now()
+	floor := uint64(now.Add(-replayFloor).UnixNano())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, sr := range saved {
+		conn := byLocal[sr.Local]
+		if conn == nil || !sr.Endpoint.IsValid() || len(s.peers) >= s.maxPeers {
+			continue
+		}
+		reg := &registration{
+			shared:     wire.NewSharedKey(s.priv, sr.Key),
+			link:       conn,
+			endpoint:   sr.Endpoint,
+			nat:        sr.NAT,
+			candidates: sr.Candidates,
+			wants:      make(map[key.Key]struct{}, len(sr.Wants)),
+			expires:    now.Add(s.ttl),
+		}
+		for _, w := range sr.Wants {
+			reg.wants[w] = struct{}{}
+		}
+		s.peers[sr.Key] = reg
+		s.byEndpoint[source{conn, sr.Endpoint}] = sr.Key
+		s.seen[sr.Key] = lastSeen{time: max(sr.LastTime, floor), at: now}
+		n++
+	}
+	return n, nil
+}
