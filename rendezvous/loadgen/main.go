@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command loadgen measures a punchtun rendezvous under load: it starts a
 // real `punchtun rendezvous` process on loopback, registers and queries many
 // simulated peers over UDP, and prints registrations and queries per second
