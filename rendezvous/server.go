@@ -152,6 +152,12 @@ func (s *Server) Close() { s.once.Do(func() { close(s.done) }) }
 // advertise it, so that a client can tell whether its NAT maps per
 // destination.
 func (s *Server) Serve(conn *net.UDPConn, other netip.AddrPort) error {
+	return s.serveBatched(conn, other) // batch_linux.go, batch_other.go
+}
+
+// serveEach is Serve one datagram at a time: where batched I/O is not
+// available.
+func (s *Server) serveEach(conn *net.UDPConn, other netip.AddrPort) error {
 	buf := make([]byte, 65536)
 	for {
 		n, src, err := conn.ReadFromUDPAddrPort(buf)
@@ -338,22 +344,34 @@ func (s *Server) forward(l link, b []byte, src netip.AddrPort) {
 		return
 	}
 	s.mu.RLock()
-	sender, registered := s.byEndpoint[source{l, src}]
-	dst, _ := wire.ParseRelay(b)
-	_, to, ok := s.mutual(sender, dst)
+	sender, to, dst, drop := s.relayTarget(l, src, b)
 	s.mu.RUnlock()
-	switch {
-	case !registered:
-		s.Stats.DropUnregistered.Add(1)
-		return
-	case !ok:
-		s.Stats.DropNotMutual.Add(1)
+	if drop != nil {
+		drop.Add(1)
 		return
 	}
 	copy(b[len(wire.RelayMagic):], sender[:])
-	to.link.WriteToUDPAddrPort(b, to.endpoint)
+	to.WriteToUDPAddrPort(b, dst)
 	s.Stats.RelayPackets.Add(1)
 	s.Stats.RelayBytes.Add(uint64(len(b) - wire.RelayHeaderLen))
+}
+
+// relayTarget decides where a relay frame from src on l goes: the sender
+// must be registered at src and it and the receiver the frame names must
+// list each other. It returns the sender and the receiver's link and
+// address, or the counter of the reason to drop the frame. Callers hold
+// s.mu (read).
+func (s *Server) relayTarget(l link, src netip.AddrPort, b []byte) (sender key.Key, to link, dst netip.AddrPort, drop *atomic.Uint64) {
+	sender, registered := s.byEndpoint[source{l, src}]
+	if !registered {
+		return sender, nil, dst, &s.Stats.DropUnregistered
+	}
+	receiver, _ := wire.ParseRelay(b)
+	_, r, ok := s.mutual(sender, receiver)
+	if !ok {
+		return sender, nil, dst, &s.Stats.DropNotMutual
+	}
+	return sender, r.link, r.endpoint, nil
 }
 
 // query introduces asker and target if both are registered and each lists

@@ -1,0 +1,14 @@
+//go:build !linux
+
+package rendezvous
+
+import (
+	"net"
+	"net/netip"
+)
+
+// serveBatched serves one datagram at a time: recvmmsg, sendmmsg and UDP
+// segmentation offload are Linux's (batch_linux.go).
+func (s *Server) serveBatched(conn *net.UDPConn, other netip.AddrPort) error {
+	return s.serveEach(conn, other)
+}
