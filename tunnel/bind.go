@@ -36,7 +36,7 @@ type Bind struct {
 	byAddr atomic.Pointer[map[netip.AddrPort]*PeerEndpoint] // sources peers authenticated from
 	relays atomic.Pointer[map[netip.AddrPort]bool]          // rendezvous that may relay to us
 
-	framePool sync.Pool // *[][]byte: relay frames of one Send
+	framePool sync.Pool // *relayFrames: relay frames of one Send
 
 	// Packets that arrive off the shared socket — from a TCP relay stream
 	// or a birthday-punching socket — reach WireGuard through side.
@@ -44,9 +44,12 @@ type Bind struct {
 	sideClosed chan struct{} // closed by Close; replaced by Open
 	sidePool   sync.Pool     // *[]byte
 
-	port    atomic.Uint32
-	ipv6    atomic.Pointer[net.UDPConn] // StdNetBind's IPv6 socket (bind_ipv6.go)
-	Dropped atomic.Uint64               // packets that were neither WireGuard nor ours
+	port atomic.Uint32
+	ipv6 atomic.Pointer[net.UDPConn] // StdNetBind's IPv6 socket (bind_ipv6.go)
+	// lastFixed is when WireGuard last sent to a peer with a fixed
+	// Endpoint (unix nanoseconds): PeerEndpoints keep their own times.
+	lastFixed atomic.Int64
+	Dropped   atomic.Uint64 // packets that were neither WireGuard nor ours
 }
 
 // PeerEndpoint is the WireGuard endpoint of a peer whose address the control
@@ -130,7 +133,7 @@ func NewBind(control func(pkt []byte, src netip.AddrPort)) *Bind {
 	}
 	b.byAddr.Store(&map[netip.AddrPort]*PeerEndpoint{})
 	b.relays.Store(&map[netip.AddrPort]bool{})
-	b.framePool.New = func() any { return new([][]byte) }
+	b.framePool.New = func() any { return new(relayFrames) }
 	b.side = make(chan sidePacket, sideQueue)
 	b.sideClosed = make(chan struct{})
 	b.sidePool.New = func() any { p := make([]byte, 0, 2048); return &p }
@@ -207,6 +210,8 @@ func (b *Bind) InjectRelayed(frame []byte) bool {
 	}
 	if pe := b.relayedFrom(frame); pe != nil {
 		b.inject(frame[wire.RelayHeaderLen:], pe)
+	} else if isRelayedControl(frame) {
+		return false // a relayed probe, for the control plane (ping.go)
 	} else {
 		b.Dropped.Add(1)
 	}
@@ -258,7 +263,11 @@ func (b *Bind) wrap(fn conn.ReceiveFunc) conn.ReceiveFunc {
 					pe.lastRecv.Store(time.Now().UnixNano())
 					continue
 				}
-				b.Dropped.Add(1)
+				if (*b.relays.Load())[src] && isRelayedControl(pkt) {
+					b.control(pkt, src) // a relayed probe (ping.go)
+				} else {
+					b.Dropped.Add(1)
+				}
 			case PacketSTUN, PacketControl:
 				b.control(pkt, src)
 			default:
@@ -334,6 +343,7 @@ func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) {
 func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	pe, ok := ep.(*PeerEndpoint)
 	if !ok {
+		b.lastFixed.Store(time.Now().UnixNano()) // a peer with a fixed Endpoint
 		if std, ok := ep.(*conn.StdNetEndpoint); ok {
 			return b.sendStd(bufs, std)
 		}
@@ -343,6 +353,13 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if r != nil && (len(bufs) > 1 || !isKeepalive(bufs[0])) {
 		// A keepalive expects no answer: it does not count as sending.
 		pe.lastSent.Store(time.Now().UnixNano())
+	}
+	if r != nil && len(bufs) == 1 && isHandshake(bufs[0]) {
+		// A lost handshake message costs WireGuard's 5 s retry, which is
+		// most of the time to connect on a lossy path; a second copy
+		// costs a hundred bytes, and WireGuard drops the one it does not
+		// need (a replayed initiation, or a response it already took).
+		bufs = [][]byte{bufs[0], bufs[0]}
 	}
 	switch {
 	case r == nil:
@@ -363,21 +380,37 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	return b.sendStd(bufs, &r.std)
 }
 
+// relayFrames holds the relay frames of one Send, end to end in buf.
+type relayFrames struct {
+	frames [][]byte
+	buf    []byte
+}
+
 // sendRelayed wraps each packet in a relay frame naming peer. WireGuard's
-// buffers have no room in front, so the frames are copies, from a pool.
+// buffers have no room in front (its packets start at the buffer's first
+// byte), so the frames are copies, from a pool. They lie end to end in one
+// buffer, and each frame's capacity runs on over the next ones: StdNetBind
+// batches same-size packets into one UDP GSO message by appending each
+// behind the first, which here writes every frame onto itself. Without
+// that room it would send them one datagram each.
 func (b *Bind) sendRelayed(bufs [][]byte, peer key.Key, relay *conn.StdNetEndpoint) error {
-	fp := b.framePool.Get().(*[][]byte)
-	frames := (*fp)[:0]
-	for i, p := range bufs {
-		var f []byte
-		if i < cap(frames) {
-			f = frames[:i+1][i][:0]
-		}
-		frames = append(frames, wire.AppendRelay(f, peer, p))
+	rf := b.framePool.Get().(*relayFrames)
+	n := 0
+	for _, p := range bufs {
+		n += wire.RelayHeaderLen + len(p)
+	}
+	if cap(rf.buf) < n {
+		rf.buf = make([]byte, 0, n) // never grown below: frames point into it
+	}
+	buf, frames := rf.buf[:0], rf.frames[:0]
+	for _, p := range bufs {
+		start := len(buf)
+		buf = wire.AppendRelay(buf, peer, p)
+		frames = append(frames, buf[start:])
 	}
 	err := b.sendStd(frames, relay)
-	*fp = frames
-	b.framePool.Put(fp)
+	rf.frames = frames
+	b.framePool.Put(rf)
 	return err
 }
 
@@ -523,6 +556,10 @@ const (
 )
 
 func isKeepalive(p []byte) bool { return len(p) == wireGuardKeepaliveLen && p[0] == wireGuardTransport }
+
+func isHandshake(p []byte) bool {
+	return len(p) > 0 && (p[0] == wireGuardInitiation || p[0] == wireGuardResponse)
+}
 
 // Classify sorts a datagram that arrived on the shared socket. WireGuard is
 // tested first because it is nearly all the traffic: a message type 1–4

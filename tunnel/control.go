@@ -29,9 +29,7 @@ type control struct {
 	bind      *Bind
 	iface     string
 	own       []netip.Prefix // the tunnel's addresses: never candidates
-	// repoint makes WireGuard send to the peer's PeerEndpoint again, in
-	// case its roaming followed a packet elsewhere.
-	repoint func(peer key.Key)
+	wg        wireGuard
 
 	in      chan inbound
 	done    chan struct{}
@@ -204,8 +202,20 @@ func (c *control) queue(pkt []byte, src netip.AddrPort, tcp bool) {
 	}
 }
 
-func (c *control) start(bind *Bind, repoint func(key.Key)) {
-	c.bind, c.repoint = bind, repoint
+// wireGuard is what the control plane asks of the WireGuard device.
+type wireGuard interface {
+	// repoint makes WireGuard send to the peer's PeerEndpoint again, in
+	// case its roaming followed a packet elsewhere.
+	repoint(peer key.Key)
+	// handshake starts a handshake with the peer now (at most one per
+	// 5 s), rather than when data next needs one: after either side
+	// restarted, the other holds a session the new process cannot read,
+	// and would wait 15 s to notice.
+	handshake(peer key.Key)
+}
+
+func (c *control) start(bind *Bind, wg wireGuard) {
+	c.bind, c.wg = bind, wg
 	c.started = time.Now()
 	for _, p := range c.peers {
 		p.ep = bind.PeerEndpoint(p.key)
@@ -445,6 +455,10 @@ func (c *control) handle(m inbound) {
 		c.handleSTUN(m)
 		return
 	}
+	if wire.IsRelay(m.pkt) {
+		c.handleRelayedProbe(m) // punchtun ping through the relay (ping.go)
+		return
+	}
 	h, err := wire.ParseHeader(m.pkt)
 	if err != nil {
 		c.Dropped.Add(1)
@@ -594,12 +608,20 @@ func (c *control) handlePeer(p *peer, h wire.Header, m inbound) {
 	}
 	switch b := body.(type) {
 	case *wire.Ping:
+		if path := p.punch.Path().Addr; path.IsValid() && m.src != path && nat.KindOf(m.src) == nat.KindOf(path) {
+			// The peer probes from somewhere new: it moved, or its NAT
+			// remapped it. Our path to its old address is likely dead.
+			p.punch.Suspect(m.at)
+		}
 		p.punch.OnPing(m.at, m.src, b)
 		if m.via != nil && p.punch.Path().Addr != m.src {
 			// Confirm the winning socket from this side too.
 			p.punch.Probe(m.at, m.src)
 		}
 	case *wire.Pong:
+		if c.probeAnswered(p, m, b) {
+			return // answers punchtun ping (ping.go)
+		}
 		if p.punch.OnPong(m.at, m.src, b) == nat.EventChosen {
 			path := p.punch.Path()
 			c.log.Info("direct path confirmed", "peer", p.label(), "path", path.Kind, "endpoint", path.Addr,
@@ -644,8 +666,9 @@ func (c *control) updateRoute(p *peer, now time.Time, why string) {
 		return
 	}
 	c.bind.SetRoute(p.ep, r)
-	if r.Dst.IsValid() && c.repoint != nil {
-		c.repoint(p.key)
+	if r.Dst.IsValid() && c.wg != nil {
+		c.wg.repoint(p.key)
+		c.wg.handshake(p.key)
 	}
 	dst, name := r.Dst, r.Kind()
 	if r.Relay {
@@ -659,30 +682,46 @@ func (c *control) updateRoute(p *peer, now time.Time, why string) {
 	p.path = name
 }
 
-// silenceLimit is how long WireGuard may send on a direct path without
-// anything coming back before the path is probed: longer than a round trip
-// and a TCP delayed ACK, shorter than anyone waits for a stalled ssh.
+// silenceLimit is how long a peer may go unheard, while WireGuard sends to
+// it or has lately exchanged traffic with it, before its path is probed:
+// longer than a round trip and a TCP delayed ACK, short enough that a
+// tunnel in use recovers from a dead path within seconds.
 const silenceLimit = 2 * time.Second
 
-// checkSilence marks p's direct path suspect when WireGuard keeps sending
-// on it and nothing comes back: the NAT mapping may be gone, or the network
-// changed under us. The probes that follow either clear it within a round
-// trip or drop the path within nat.SuspectTimeout.
+// activeWindow: a peer that exchanged traffic this recently counts as in
+// use, and its path is checked whenever it falls silent; past it, the
+// 25 s heartbeat is enough, and an idle tunnel stays quiet.
+const activeWindow = 10 * time.Second
+
+// checkSilence probes p's direct path when the peer falls silent while the
+// tunnel is in use — WireGuard keeps sending and nothing comes back, or
+// packets were flowing and stopped: the NAT mapping may be gone (on our
+// side, where we would not notice, or on the peer's), or the network
+// changed under us. The probes either clear it within a round trip or drop
+// the path within nat.SuspectTimeout.
 //
 // On the relay, silence means the rendezvous may not know where we are any
-// more (the NAT remapped us, or the host moved), so it cannot relay to us
-// nor take our frames: we register again at once.
+// more (the NAT remapped us, the host moved, or the rendezvous restarted),
+// so it cannot relay to us nor take our frames: we register again at once.
 func (c *control) checkSilence(p *peer, now time.Time) {
 	r := p.ep.Route()
 	if !r.Dst.IsValid() {
 		return
 	}
-	sent, heard := time.Unix(0, p.ep.lastSent.Load()), time.Unix(0, p.ep.lastRecv.Load())
+	sent, recv := time.Unix(0, p.ep.lastSent.Load()), time.Unix(0, p.ep.lastRecv.Load())
+	heard := recv
 	if probed := p.punch.LastHeard(); probed.After(heard) {
 		heard = probed
 	}
+	lastUse := sent
+	if recv.After(lastUse) {
+		lastUse = recv
+	}
+	inUse := now.Sub(lastUse) < activeWindow
+	if sent.Sub(heard) <= silenceLimit && !(inUse && now.Sub(heard) > silenceLimit) {
+		return
+	}
 	switch {
-	case sent.Sub(heard) <= silenceLimit:
 	case !r.Relay:
 		p.punch.Suspect(now)
 	case now.Sub(c.reregistered) > silenceLimit:

@@ -213,6 +213,9 @@ func (t *Tunnel) serveStatus() error {
 			}
 			go func() {
 				defer c.Close()
+				if t.serveRequest(c) { // ping.go
+					return
+				}
 				c.SetDeadline(time.Now().Add(5 * time.Second))
 				st, err := t.Status()
 				if err != nil {
@@ -236,6 +239,7 @@ func QueryStatus(runDir, iface string) (*Status, error) {
 		return nil, err
 	}
 	defer c.Close()
+	c.(*net.UnixConn).CloseWrite() // no request: the status (ping.go)
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	var raw json.RawMessage
 	if err := json.NewDecoder(c).Decode(&raw); err != nil {

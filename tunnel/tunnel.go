@@ -140,8 +140,11 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 	if err := t.serveStatus(); err != nil {
 		return nil, err
 	}
-	t.ctl.start(t.bind, t.repoint)
+	t.ctl.start(t.bind, t)
 	t.closers = append(t.closers, t.ctl.stop)
+	memDone := make(chan struct{})
+	go t.bind.releaseMemory(memDone)
+	t.closers = append(t.closers, func() { close(memDone) })
 	t.log.Info("interface up", "interface", t.name, "public_key", cfg.Interface.PrivateKey.Public(),
 		"listen_port", t.ListenPort(), "addresses", cfg.Interface.Addresses, "mtu", mtu)
 	return t, nil
@@ -169,6 +172,12 @@ func (t *Tunnel) ListenPort() uint16 { return t.bind.Port() }
 // know yet, and a route change must take effect.
 func (t *Tunnel) repoint(peer key.Key) {
 	t.dev.IpcSet(fmt.Sprintf("public_key=%s\nupdate_only=true\nendpoint=%s%s\n", hex.EncodeToString(peer[:]), endpointPrefix, peer))
+}
+
+func (t *Tunnel) handshake(peer key.Key) {
+	if p := t.dev.LookupPeer(device.NoisePublicKey(peer)); p != nil {
+		p.SendHandshakeInitiation(false)
+	}
 }
 
 // uapiConfig renders the config in WireGuard's configuration protocol.

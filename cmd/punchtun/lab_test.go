@@ -82,6 +82,9 @@ func TestMain(m *testing.M) {
 	if out := os.Getenv("PUNCHTUN_MATRIX_OUT"); out != "" {
 		printMatrix(os.Stdout, out)
 	}
+	if out := os.Getenv("PUNCHTUN_GAPS_OUT"); out != "" {
+		printGaps(os.Stdout, out)
+	}
 	os.Exit(code)
 }
 
@@ -89,19 +92,14 @@ func TestMain(m *testing.M) {
 // per pair: the attempts that reached the wanted path, the paths, the
 // median and worst time to the first ping, and the reason.
 func printMatrix(w io.Writer, name string) {
-	data, err := os.ReadFile(name)
+	recorded, err := readJSONLines[matrixRow](name)
 	if err != nil {
 		fmt.Fprintln(w, err)
 		return
 	}
 	var order []string
 	rows := map[string][]matrixRow{}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	for {
-		var r matrixRow
-		if dec.Decode(&r) != nil {
-			break
-		}
+	for _, r := range recorded {
 		pair := r.Pair
 		if i := strings.LastIndex(pair, "#"); i > 0 {
 			pair = pair[:i] // a repeated attempt
@@ -492,19 +490,7 @@ type matrixRow struct {
 }
 
 // recordRow appends row to the file PUNCHTUN_MATRIX_OUT names, if any.
-func recordRow(t *testing.T, row matrixRow) {
-	name := os.Getenv("PUNCHTUN_MATRIX_OUT")
-	if name == "" {
-		return
-	}
-	f, err := os.OpenFile(name, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	defer f.Close()
-	json.NewEncoder(f).Encode(row)
-}
+func recordRow(t *testing.T, row matrixRow) { appendJSONLine(t, "PUNCHTUN_MATRIX_OUT", row) }
 
 // firstPing pings from `from` to `to` until a reply comes, and returns how
 // long after start it came.

@@ -6,6 +6,7 @@
 //	punchtun up [flags] FILE             bring up the tunnel FILE describes
 //	punchtun status [flags] [IFACE]      show the peers of running tunnels
 //	punchtun netcheck --rendezvous ADDR  probe this network's NAT
+//	punchtun ping [flags] PEER           probe a peer: path taken and RTT
 //
 // The work is done in package tunnel (the peer), rendezvous (the server) and
 // nat (STUN, candidates, hole punching); this file only parses the command line.
@@ -38,6 +39,7 @@ func init() {
 		{"up", "[flags] FILE", "bring up the tunnel described by FILE; runs until SIGINT or SIGTERM", runUp},
 		{"status", "[flags] [IFACE]", "show each peer's path, endpoint, RTT, handshake and transfer", runStatus},
 		{"netcheck", "[flags]", "probe this network's UDP, public address and NAT mapping", runNetcheck},
+		{"ping", "[flags] PEER", "probe a peer over the tunnel's control path: path taken and RTT per pong", runPing},
 	}
 }
 

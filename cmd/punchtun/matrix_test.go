@@ -181,6 +181,10 @@ func TestQuietWhenIdle(t *testing.T) {
 	l.waitPath(a, "direct")
 	l.waitPath(b, "direct")
 	l.ping(a, b)
+	// Idle means nothing exchanged for 10 s: until then a peer checks a
+	// path that falls silent (tunnel.activeWindow). The wait is that
+	// definition, not a guess at a condition.
+	time.Sleep(10 * time.Second)
 	// Count from when neither side probes any more.
 	for _, p := range []*peerSpec{a, b} {
 		eventually(t, 20*time.Second, p.iface+" done probing", func() error {

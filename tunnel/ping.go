@@ -1,0 +1,307 @@
+package tunnel
+
+// `punchtun ping PEER`: a probe over the tunnel's control path, the sealed
+// wire.Ping the control plane punches and keeps paths with, sent on the
+// peer's current route — to the peer's endpoint, or wrapped for the relay —
+// and its wire.Pong, timed. It asks over the status socket: the client
+// sends one request line, {"request":"ping",...}; a client that sends none
+// (and closes its side, as QueryStatus does) gets the status.
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/punchtun/punchtun/nat"
+	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/tunnel/key"
+)
+
+// PingReply is one probe's outcome. Path is the way the pong came: direct,
+// lan, relay or relay-tcp; Endpoint the peer's address, or the relay's.
+type PingReply struct {
+	Peer      string  `json:"peer"` // its Name, or its public key
+	PublicKey string  `json:"public_key"`
+	Path      string  `json:"path,omitempty"`
+	Endpoint  string  `json:"endpoint,omitempty"`
+	RTTMillis float64 `json:"rtt_ms,omitempty"`
+	// Error says why no pong came; UnknownPeer that this interface has no
+	// such peer.
+	Error       string `json:"error,omitempty"`
+	UnknownPeer bool   `json:"unknown_peer,omitempty"`
+}
+
+// request is a line a client sends on the status socket.
+type request struct {
+	Request   string `json:"request"` // "ping"
+	Peer      string `json:"peer"`
+	TimeoutMS int    `json:"timeout_ms"`
+}
+
+const (
+	// requestWait is how long the status socket waits for a request line
+	// before it takes the connection for a plain status query.
+	requestWait = time.Second
+	// maxPingTimeout bounds one probe's wait.
+	maxPingTimeout = time.Minute
+)
+
+// ErrUnknownPeer is returned by Ping for a peer the interface does not have.
+var ErrUnknownPeer = errors.New("no such peer")
+
+// unknownPeerError is the daemon's word that it has no such peer.
+type unknownPeerError string
+
+func (e unknownPeerError) Error() string        { return string(e) }
+func (e unknownPeerError) Is(target error) bool { return target == ErrUnknownPeer }
+
+// serveRequest answers a request line on a status connection, and reports
+// whether there was one; without one, the caller serves the status.
+func (t *Tunnel) serveRequest(c net.Conn) bool {
+	c.SetReadDeadline(time.Now().Add(requestWait))
+	line, err := bufio.NewReader(c).ReadSlice('\n')
+	if len(line) == 0 && err != nil {
+		return false // EOF or nothing: a status query
+	}
+	var req request
+	if err := json.Unmarshal(line, &req); err != nil || req.Request != "ping" {
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		json.NewEncoder(c).Encode(map[string]string{"error": fmt.Sprintf("unknown request %.100q", line)})
+		return true
+	}
+	timeout := min(max(time.Duration(req.TimeoutMS)*time.Millisecond, 10*time.Millisecond), maxPingTimeout)
+	c.SetDeadline(time.Now().Add(timeout + 5*time.Second))
+	json.NewEncoder(c).Encode(t.Ping(req.Peer, timeout))
+	return true
+}
+
+// Ping probes peer — its Name, its public key, or an address in its
+// AllowedIPs — once over its current route and waits up to timeout for
+// the pong.
+func (t *Tunnel) Ping(peer string, timeout time.Duration) *PingReply {
+	k, label, err := t.findPeer(peer)
+	if err != nil {
+		return &PingReply{Peer: peer, Error: err.Error(), UnknownPeer: errors.Is(err, ErrUnknownPeer)}
+	}
+	reply := &PingReply{Peer: label, PublicKey: k.String()}
+	w, sent, err := t.ctl.probe(k)
+	if err != nil {
+		reply.Error = err.Error()
+		return reply
+	}
+	select {
+	case res := <-w.done:
+		reply.Path, reply.Endpoint = res.path, res.from.String()
+		reply.RTTMillis = float64(res.at.Sub(w.sent).Microseconds()) / 1000
+	case <-time.After(timeout):
+		probes.Delete(w.tx)
+		reply.Error = fmt.Sprintf("no pong within %v (sent on the %s path to %s)", timeout, sent.Kind(), sent.Dst)
+	}
+	return reply
+}
+
+// findPeer resolves a peer by name, public key or virtual address (the
+// most specific AllowedIPs prefix that holds it).
+func (t *Tunnel) findPeer(s string) (key.Key, string, error) {
+	addr, addrErr := netip.ParseAddr(s)
+	best := -1
+	var bestBits int
+	for i, p := range t.cfg.Peers {
+		if p.Name == s || p.PublicKey.String() == s {
+			best = i
+			break
+		}
+		if addrErr != nil {
+			continue
+		}
+		for _, pre := range p.AllowedIPs {
+			if pre.Contains(addr.Unmap()) && (best < 0 || pre.Bits() > bestBits) {
+				best, bestBits = i, pre.Bits()
+			}
+		}
+	}
+	if best < 0 {
+		return key.Key{}, "", fmt.Errorf("%w %q on %s (give its Name, public key or virtual IP)", ErrUnknownPeer, s, t.name)
+	}
+	p := t.cfg.Peers[best]
+	if p.Endpoint != "" {
+		return key.Key{}, "", fmt.Errorf("peer %s has a fixed Endpoint: it is plain WireGuard, which answers no probes; use ping on its virtual IP", peerLabel(p))
+	}
+	return p.PublicKey, peerLabel(p), nil
+}
+
+// probeWait is a probe in flight, keyed by its TxID in probes.
+type probeWait struct {
+	c    *control
+	peer *peer
+	tx   [12]byte
+	sent time.Time
+	done chan probeResult
+}
+
+type probeResult struct {
+	at   time.Time
+	from netip.AddrPort
+	path string
+}
+
+// probes holds the probes of every interface in flight: TxIDs are random,
+// and a pong counts only for the control plane and peer it was sent to.
+var probes sync.Map // [12]byte → *probeWait
+
+// probe sends p a probe on its current route. The pong arrives through
+// probeAnswered.
+func (c *control) probe(peerKey key.Key) (*probeWait, Route, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.peers[peerKey]
+	if p == nil {
+		return nil, Route{}, errors.New("the peer has a fixed Endpoint: no probes")
+	}
+	r := p.ep.Route()
+	if !r.Dst.IsValid() {
+		return nil, r, fmt.Errorf("no path to %s yet (%s)", p.label(), p.path)
+	}
+	w := &probeWait{c: c, peer: p, sent: time.Now(), done: make(chan probeResult, 1)}
+	rand.Read(w.tx[:])
+	probes.Store(w.tx, w)
+	m := &wire.Ping{TxID: w.tx}
+	switch {
+	case r.Relay:
+		c.sendRelayedProbe(p, r.Dst, r.Stream, m)
+	case r.Socket != nil:
+		c.sendVia(r.Socket, p, r.Dst, m)
+	default:
+		c.sendSealed(r.Dst, &p.shared, m)
+	}
+	return w, r, nil
+}
+
+// probeAnswered takes a pong from p, which came in m, if it answers a
+// probe of ours; it reports whether it did, and then the pong is not the
+// Punch's. Callers hold c.mu.
+func (c *control) probeAnswered(p *peer, m inbound, pong *wire.Pong) bool {
+	v, ok := probes.Load(pong.TxID)
+	if !ok {
+		return false
+	}
+	w := v.(*probeWait)
+	if w.c != c || w.peer != p {
+		return false
+	}
+	probes.Delete(pong.TxID)
+	path := nat.KindOf(m.src).String()
+	switch {
+	case m.tcp:
+		path = "relay-tcp"
+	case wire.IsRelay(m.pkt):
+		path = "relay"
+	}
+	w.done <- probeResult{at: m.at, from: m.src, path: path}
+	return true
+}
+
+// handleRelayedProbe takes a relay frame that carries a control message
+// rather than WireGuard: a probe or a pong that came through a rendezvous.
+// A probe is answered the way it came. Callers hold c.mu.
+func (c *control) handleRelayedProbe(m inbound) {
+	from, inner := wire.ParseRelay(m.pkt)
+	p := c.peers[from]
+	h, err := wire.ParseHeader(inner)
+	if p == nil || err != nil || h.Sender != from {
+		c.Dropped.Add(1)
+		return
+	}
+	body, ok := c.open(inner, h, &p.shared)
+	if !ok {
+		return
+	}
+	switch b := body.(type) {
+	case *wire.Ping:
+		var stream *wire.Stream
+		if m.tcp {
+			for _, s := range c.servers {
+				if s.addr == m.src && s.stream != nil {
+					stream = s.stream
+				}
+			}
+			if stream == nil {
+				c.Dropped.Add(1)
+				return
+			}
+		}
+		c.sendRelayedProbe(p, m.src, stream, &wire.Pong{TxID: b.TxID, Src: m.src})
+	case *wire.Pong:
+		if !c.probeAnswered(p, m, b) {
+			c.Dropped.Add(1)
+		}
+	default:
+		c.Dropped.Add(1)
+	}
+}
+
+// sendRelayedProbe seals m for p and sends it through the relay at relay,
+// over stream if set, else over UDP.
+func (c *control) sendRelayedProbe(p *peer, relay netip.AddrPort, stream *wire.Stream, m wire.Body) {
+	sealed := wire.Seal(make([]byte, 0, wire.Overhead+64), m.Type(), c.pub, &p.shared, m.Append(nil))
+	var err error
+	if stream != nil {
+		err = stream.WriteRelayed(p.key, [][]byte{sealed})
+	} else {
+		err = c.bind.SendTo(wire.AppendRelay(make([]byte, 0, wire.RelayHeaderLen+len(sealed)), p.key, sealed), relay)
+	}
+	if err != nil {
+		c.log.Debug("relayed probe not sent", "peer", p.label(), "relay", relay, "err", err)
+	}
+}
+
+// isRelayedControl reports whether a relay frame carries a control message.
+func isRelayedControl(frame []byte) bool {
+	_, inner := wire.ParseRelay(frame)
+	return Classify(inner) == PacketControl
+}
+
+// Ping asks the punchtun running iface to probe peer once, waiting up to
+// timeout for the pong. An interface without that peer returns an error
+// that wraps ErrUnknownPeer.
+func Ping(runDir, iface, peer string, timeout time.Duration) (*PingReply, error) {
+	c, err := net.DialTimeout("unix", StatusSocket(runDir, iface), 5*time.Second)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("no punchtun runs interface %s", iface)
+		}
+		return nil, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout + 10*time.Second))
+	req, _ := json.Marshal(request{Request: "ping", Peer: peer, TimeoutMS: int(timeout / time.Millisecond)})
+	if _, err := c.Write(append(req, '\n')); err != nil {
+		return nil, err
+	}
+	var raw map[string]json.RawMessage
+	if err := json.NewDecoder(c).Decode(&raw); err != nil {
+		return nil, fmt.Errorf("read ping reply of %s: %w", iface, err)
+	}
+	if _, isStatus := raw["interface"]; isStatus {
+		return nil, fmt.Errorf("the punchtun running %s does not answer ping requests: it is older than this punchtun; restart it", iface)
+	}
+	var r PingReply
+	b, _ := json.Marshal(raw)
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, err
+	}
+	switch {
+	case r.UnknownPeer:
+		return nil, unknownPeerError(r.Error)
+	case r.PublicKey == "" && r.Error != "":
+		return nil, errors.New(r.Error)
+	}
+	return &r, nil
+}
