@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"net/netip"
@@ -356,15 +357,28 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	}
 	if r != nil && len(bufs) == 1 && isHandshake(bufs[0]) {
 		// A lost handshake message costs WireGuard's 5 s retry, which is
-		// most of the time to connect on a lossy path; a second copy
-		// costs a hundred bytes, and WireGuard drops the one it does not
-		// need (a replayed initiation, or a response it already took).
-		bufs = [][]byte{bufs[0], bufs[0]}
+		// most of the time to connect on a lossy path. A copy a moment
+		// later costs a hundred bytes, and when the first arrived
+		// WireGuard drops it (a replayed initiation, or a response to a
+		// handshake already done). Not at once: two copies handled
+		// side by side by WireGuard's handshake workers would both pass.
+		dup := bytes.Clone(bufs[0])
+		time.AfterFunc(handshakeCopyDelay, func() {
+			if r := pe.route.Load(); r != nil {
+				b.sendRoute([][]byte{dup}, pe, r)
+			}
+		})
 	}
-	switch {
-	case r == nil:
+	if r == nil {
 		pe.hold(bufs)
 		return nil
+	}
+	return b.sendRoute(bufs, pe, r)
+}
+
+// sendRoute sends bufs for pe the way r says.
+func (b *Bind) sendRoute(bufs [][]byte, pe *PeerEndpoint, r *route) error {
+	switch {
 	case r.Stream != nil:
 		return r.Stream.WriteRelayed(pe.peer, bufs)
 	case r.Relay:
@@ -556,6 +570,10 @@ const (
 )
 
 func isKeepalive(p []byte) bool { return len(p) == wireGuardKeepaliveLen && p[0] == wireGuardTransport }
+
+// handshakeCopyDelay is when the copy of a handshake message follows it:
+// after a round trip on any sane path, well before WireGuard's 5 s retry.
+const handshakeCopyDelay = 300 * time.Millisecond
 
 func isHandshake(p []byte) bool {
 	return len(p) > 0 && (p[0] == wireGuardInitiation || p[0] == wireGuardResponse)

@@ -111,6 +111,9 @@ type peer struct {
 	nextQuery  time.Time
 	backoff    time.Duration
 	fromMemory bool // the current round probes a remembered endpoint
+	// handshakeCheck: when to see whether WireGuard has a session since
+	// the route last changed (see wireGuard.handshakeIfNone).
+	handshakeCheck time.Time
 
 	birthday        *birthday // hard side of a birthday round (birthday.go)
 	nextBirthday    time.Time
@@ -207,11 +210,11 @@ type wireGuard interface {
 	// repoint makes WireGuard send to the peer's PeerEndpoint again, in
 	// case its roaming followed a packet elsewhere.
 	repoint(peer key.Key)
-	// handshake starts a handshake with the peer now (at most one per
-	// 5 s), rather than when data next needs one: after either side
-	// restarted, the other holds a session the new process cannot read,
-	// and would wait 15 s to notice.
-	handshake(peer key.Key)
+	// handshakeIfNone starts a handshake with the peer unless WireGuard
+	// has had one: a process that restarted has no session while the
+	// peer holds the old one, whose packets it cannot read, and nobody
+	// would start a new one until the peer's 15 s timeout.
+	handshakeIfNone(peer key.Key)
 }
 
 func (c *control) start(bind *Bind, wg wireGuard) {
@@ -297,6 +300,10 @@ func (c *control) tick(now time.Time) {
 	for _, p := range c.peers {
 		c.tickBirthday(p, now)
 		c.checkSilence(p, now)
+		if !p.handshakeCheck.IsZero() && !now.Before(p.handshakeCheck) {
+			p.handshakeCheck = time.Time{}
+			c.wg.handshakeIfNone(p.key)
+		}
 		if p.punch.Tick(now) == nat.EventLost {
 			c.log.Warn("direct path lost", "peer", p.label(), "endpoint", p.ep.punchedAddr())
 			c.closeBirthday(p, true)
@@ -668,7 +675,9 @@ func (c *control) updateRoute(p *peer, now time.Time, why string) {
 	c.bind.SetRoute(p.ep, r)
 	if r.Dst.IsValid() && c.wg != nil {
 		c.wg.repoint(p.key)
-		c.wg.handshake(p.key)
+		// Leave a moment for the handshake traffic brings anyway: two
+		// handshakes started at once by both sides can cross and stall.
+		p.handshakeCheck = now.Add(handshakeCheckDelay)
 	}
 	dst, name := r.Dst, r.Kind()
 	if r.Relay {
@@ -681,6 +690,10 @@ func (c *control) updateRoute(p *peer, now time.Time, why string) {
 	}
 	p.path = name
 }
+
+// handshakeCheckDelay is how long after a route change WireGuard may take
+// to make a session by itself before the control plane starts one.
+const handshakeCheckDelay = time.Second
 
 // silenceLimit is how long a peer may go unheard, while WireGuard sends to
 // it or has lately exchanged traffic with it, before its path is probed:

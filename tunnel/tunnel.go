@@ -174,7 +174,10 @@ func (t *Tunnel) repoint(peer key.Key) {
 	t.dev.IpcSet(fmt.Sprintf("public_key=%s\nupdate_only=true\nendpoint=%s%s\n", hex.EncodeToString(peer[:]), endpointPrefix, peer))
 }
 
-func (t *Tunnel) handshake(peer key.Key) {
+func (t *Tunnel) handshakeIfNone(peer key.Key) {
+	if wg, err := t.wireGuardPeers(); err != nil || !wg[peer].handshake.IsZero() {
+		return
+	}
 	if p := t.dev.LookupPeer(device.NoisePublicKey(peer)); p != nil {
 		p.SendHandshakeInitiation(false)
 	}

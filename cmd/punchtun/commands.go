@@ -123,11 +123,18 @@ func runRendezvous(args []string) error {
 		}
 		defer saveRendezvousState(log, srv, *stateFile)
 		go func() {
-			t := time.NewTicker(rendezvousSaveInterval)
+			// A second after a change, or ten times as long as the last
+			// save took, whichever is later: a crash loses little, and a
+			// table of 100k peers is not written out every second.
+			var last time.Time
+			var took time.Duration
+			t := time.NewTicker(time.Second)
 			defer t.Stop()
-			for range t.C {
-				if srv.Dirty() {
+			for now := range t.C {
+				if srv.Dirty() && now.Sub(last) >= 10*took {
+					last = now
 					saveRendezvousState(log, srv, *stateFile)
+					took = time.Since(now)
 				}
 			}
 		}()
@@ -171,10 +178,6 @@ func runRendezvous(args []string) error {
 		return err
 	}
 }
-
-// rendezvousSaveInterval bounds what a crash loses: registrations that
-// changed in the last few seconds (their peers register again within 25 s).
-const rendezvousSaveInterval = 5 * time.Second
 
 func saveRendezvousState(log *slog.Logger, srv *rendezvous.Server, file string) {
 	if err := srv.Save(file); err != nil {

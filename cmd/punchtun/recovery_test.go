@@ -524,6 +524,9 @@ func TestRecoveryRendezvousRestart(t *testing.T) {
 				return nil
 			})
 			pg := l.startPinger(a, b)
+			if _, ok := pg.waitSteady(time.Now(), 5*time.Second); !ok {
+				t.Fatal("no steady ping through the tunnel before the restart")
+			}
 			start := time.Now()
 			l.killRV(rv)
 			time.Sleep(down) // the restart takes a second
@@ -553,6 +556,10 @@ func TestRecoveryRendezvousRestart(t *testing.T) {
 			registered.measured(took, "")
 
 			if lc.path == "direct" {
+				// Over the whole outage and a steady second after it.
+				if _, ok := pg.waitSteady(back, 5*time.Second); !ok {
+					t.Fatal("ping not steady after the rendezvous came back")
+				}
 				end := time.Now()
 				d := pg.gap(start, end)
 				sent, lost := pg.loss(start, end)
