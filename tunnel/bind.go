@@ -67,9 +67,20 @@ type PeerEndpoint struct {
 	mu   sync.Mutex
 	held [2][]byte // latest handshake initiation and response
 
-	// When WireGuard last sent to the peer, and last got a packet from it
-	// (unix nanoseconds): sending without hearing back marks a path suspect.
-	lastSent, lastRecv atomic.Int64
+	// When WireGuard last sent to the peer, last got a packet from it, and
+	// last got one that was not a keepalive (unix nanoseconds): sending
+	// without hearing back marks a path suspect, and data either way
+	// marks the tunnel in use.
+	lastSent, lastRecv, lastData atomic.Int64
+}
+
+// received notes a WireGuard packet from the peer.
+func (pe *PeerEndpoint) received(pkt []byte) {
+	now := time.Now().UnixNano()
+	pe.lastRecv.Store(now)
+	if !isKeepalive(pkt) {
+		pe.lastData.Store(now)
+	}
 }
 
 // Route is where a peer's packets go: to the peer itself, or to a relay
@@ -191,7 +202,7 @@ func (b *Bind) receiveSide(closed chan struct{}) conn.ReceiveFunc {
 // inject queues a WireGuard packet from pe that arrived off the shared
 // socket.
 func (b *Bind) inject(pkt []byte, pe *PeerEndpoint) {
-	pe.lastRecv.Store(time.Now().UnixNano())
+	pe.received(pkt)
 	buf := b.sidePool.Get().(*[]byte)
 	*buf = append((*buf)[:0], pkt...)
 	select {
@@ -254,14 +265,14 @@ func (b *Bind) wrap(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			case PacketWireGuard:
 				if pe := byAddr[src]; pe != nil {
 					eps[i] = pe
-					pe.lastRecv.Store(time.Now().UnixNano())
+					pe.received(pkt)
 				}
 				continue
 			case PacketRelay:
 				if pe := b.unwrapRelay(pkt, src); pe != nil {
 					sizes[i] = copy(bufs[i], pkt[wire.RelayHeaderLen:])
 					eps[i] = pe
-					pe.lastRecv.Store(time.Now().UnixNano())
+					pe.received(bufs[i][:sizes[i]])
 					continue
 				}
 				if (*b.relays.Load())[src] && isRelayedControl(pkt) {

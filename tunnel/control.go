@@ -699,7 +699,7 @@ const handshakeCheckDelay = time.Second
 // it or has lately exchanged traffic with it, before its path is probed:
 // longer than a round trip and a TCP delayed ACK, short enough that a
 // tunnel in use recovers from a dead path within seconds.
-const silenceLimit = 2 * time.Second
+const silenceLimit = 1500 * time.Millisecond
 
 // activeWindow: a peer that exchanged traffic this recently counts as in
 // use, and its path is checked whenever it falls silent; past it, the
@@ -726,9 +726,9 @@ func (c *control) checkSilence(p *peer, now time.Time) {
 	if probed := p.punch.LastHeard(); probed.After(heard) {
 		heard = probed
 	}
-	lastUse := sent
-	if recv.After(lastUse) {
-		lastUse = recv
+	lastUse := sent // keepalives left out: they are not use
+	if data := time.Unix(0, p.ep.lastData.Load()); data.After(lastUse) {
+		lastUse = data
 	}
 	inUse := now.Sub(lastUse) < activeWindow
 	if sent.Sub(heard) <= silenceLimit && !(inUse && now.Sub(heard) > silenceLimit) {

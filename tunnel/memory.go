@@ -55,7 +55,7 @@ func (b *Bind) lastActivity() time.Time {
 	defer b.mu.Unlock()
 	last := b.lastFixed.Load()
 	for _, pe := range b.endpoints {
-		last = max(last, pe.lastSent.Load(), pe.lastRecv.Load())
+		last = max(last, pe.lastSent.Load(), pe.lastData.Load())
 	}
 	return time.Unix(0, last)
 }
