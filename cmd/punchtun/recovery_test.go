@@ -683,7 +683,6 @@ func TestRecoveryLossyInternet(t *testing.T) {
 	// tunnel does; pings and the path show the tunnel stayed up.
 }
 
-
 // TestRecoveryTwoRendezvous lists two rendezvous servers; one dies: the
 // tunnel keeps working without losing a packet, and new peers still
 // connect through the other.
