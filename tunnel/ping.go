@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"time"
 
@@ -272,11 +271,8 @@ func isRelayedControl(frame []byte) bool {
 // timeout for the pong. An interface without that peer returns an error
 // that wraps ErrUnknownPeer.
 func Ping(runDir, iface, peer string, timeout time.Duration) (*PingReply, error) {
-	c, err := net.DialTimeout("unix", StatusSocket(runDir, iface), 5*time.Second)
+	c, err := dialStatus(runDir, iface)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("no punchtun runs interface %s", iface)
-		}
 		return nil, err
 	}
 	defer c.Close()

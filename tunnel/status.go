@@ -229,13 +229,19 @@ func (t *Tunnel) serveStatus() error {
 	return nil
 }
 
+// dialStatus connects to the status socket of the punchtun running iface.
+func dialStatus(runDir, iface string) (net.Conn, error) {
+	c, err := net.DialTimeout("unix", StatusSocket(runDir, iface), 5*time.Second)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("no punchtun runs interface %s", iface)
+	}
+	return c, err
+}
+
 // QueryStatus asks the punchtun running iface for its status.
 func QueryStatus(runDir, iface string) (*Status, error) {
-	c, err := net.DialTimeout("unix", StatusSocket(runDir, iface), 5*time.Second)
+	c, err := dialStatus(runDir, iface)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("no punchtun runs interface %s", iface)
-		}
 		return nil, err
 	}
 	defer c.Close()
