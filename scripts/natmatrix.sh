@@ -7,9 +7,10 @@
 #   sudo REPEAT=20 scripts/natmatrix.sh  # easy/hard 20 times
 #
 # Kinds: none (a public host), easy, hard (a port per destination), cone (a
-# forwarded port), same LAN, blocked (no UDP out). The pairs, and the paths
-# they must reach, are the end-to-end tests TestTunnel and TestNATMatrix in
-# cmd/punchtun; this script runs them with PUNCHTUN_MATRIX_OUT set, and the
+# forwarded port), same LAN, blocked (no UDP out); and IPv6 behind two hard
+# IPv4 NATs. The pairs, and the paths they must reach, are the end-to-end
+# tests TestTunnel, TestNATMatrix and TestIPv6 in cmd/punchtun; this script
+# runs them with PUNCHTUN_MATRIX_OUT set, and the
 # test binary prints the table from what each pair recorded. Each pair also
 # moves 10 MiB over nc and checks it arrived intact. Exit status: 0 when
 # every attempt reached its path.
@@ -25,7 +26,7 @@ go test -c -o "$work/punchtun.test" ./cmd/punchtun
 cd cmd/punchtun # the tests build the punchtun binary from here
 rc=0
 PUNCHTUN_MATRIX_OUT="$work/rows.jsonl" PUNCHTUN_MATRIX_REPEAT="${REPEAT:-10}" PUNCHTUN_REQUIRE_LAB=1 \
-	"$work/punchtun.test" -test.run '^(TestTunnel|TestNATMatrix)$' -test.count 1 -test.timeout 30m \
+	"$work/punchtun.test" -test.run '^(TestTunnel|TestNATMatrix|TestIPv6)$' -test.count 1 -test.timeout 30m \
 	>"$work/test.log" 2>&1 || rc=$?
 cp "$work/test.log" /tmp/natmatrix.log
 grep -E -- '--- FAIL' /tmp/natmatrix.log || true
