@@ -2,7 +2,6 @@ package rendezvous
 
 import (
 	"container/list"
-	"errors"
 	"net/netip"
 	"sync"
 	"time"
@@ -144,7 +143,7 @@ func sourceKey(ap netip.AddrPort) netip.Addr {
 // cost one Curve25519 multiplication, not one each. Computing a missing key
 // takes a token from newKeys, a limit shared by all senders.
 type keyCache struct {
-	priv    key.Key
+	secret  wire.Secret
 	max     int
 	newKeys *limiter[struct{}]
 
@@ -158,9 +157,9 @@ type cachedKey struct {
 	shared wire.SharedKey
 }
 
-func newKeyCache(priv key.Key, max int, newKeyRate float64) *keyCache {
+func newKeyCache(secret wire.Secret, max int, newKeyRate float64) *keyCache {
 	return &keyCache{
-		priv:    priv,
+		secret:  secret,
 		max:     max,
 		newKeys: newLimiter[struct{}](newKeyRate, 1),
 		order:   list.New(),
@@ -168,24 +167,29 @@ func newKeyCache(priv key.Key, max int, newKeyRate float64) *keyCache {
 	}
 }
 
-// errKeyBudget: a shared key was not cached and the budget for computing
-// new ones is spent.
-var errKeyBudget = errors.New("rendezvous: over the budget for new keys")
-
-// get returns the shared key with peer, or errKeyBudget.
-func (c *keyCache) get(peer key.Key, now time.Time) (shared wire.SharedKey, err error) {
+// cached returns the shared key with peer if it is cached.
+func (c *keyCache) cached(peer key.Key) (shared wire.SharedKey, ok bool) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if e := c.byKey[peer]; e != nil {
 		c.order.MoveToFront(e)
-		shared = e.Value.(*cachedKey).shared
-		c.mu.Unlock()
-		return shared, nil
+		return e.Value.(*cachedKey).shared, true
 	}
-	c.mu.Unlock()
-	if !c.newKeys.allow(struct{}{}, now) {
-		return shared, errKeyBudget
+	return shared, false
+}
+
+// reserve takes a token from the budget for new keys, if there is one.
+func (c *keyCache) reserve(now time.Time) bool {
+	return c.newKeys.allow(struct{}{}, now)
+}
+
+// compute computes the shared key with peer and caches it; the caller has
+// reserved it.
+func (c *keyCache) compute(peer key.Key) (wire.SharedKey, error) {
+	shared, err := c.secret.SharedKey(peer)
+	if err != nil {
+		return shared, err
 	}
-	shared = wire.NewSharedKey(c.priv, peer)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e := c.byKey[peer]; e != nil { // computed meanwhile by another goroutine
@@ -220,7 +224,7 @@ func (s *Server) initLimits(cfg Config) {
 	}
 	s.bySource = newLimiter[netip.Addr](orDefault(cfg.SourceRate, DefaultSourceRate), limiterEntries)
 	s.byKey = newLimiter[key.Key](orDefault(cfg.KeyRate, DefaultKeyRate), limiterEntries)
-	s.keys = newKeyCache(s.priv, sharedKeyCacheSize, orDefault(cfg.NewKeyRate, DefaultNewKeyRate))
+	s.keys = newKeyCache(s.secret, sharedKeyCacheSize, orDefault(cfg.NewKeyRate, DefaultNewKeyRate))
 }
 
 // maxSeen bounds the replay table: the keys registered now, and those

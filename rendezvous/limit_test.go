@@ -99,35 +99,36 @@ func TestSourceKey(t *testing.T) {
 
 func TestKeyCache(t *testing.T) {
 	priv, _ := key.NewPrivate()
-	c := newKeyCache(priv, 4, 3) // burst 6 new keys
+	secret, _ := wire.NewSecret(priv)
+	c := newKeyCache(secret, 4, 3) // burst 6 new keys
 	now := time.Unix(1000, 0)
 	var peers []key.Key
 	for i := 0; i < 6; i++ {
 		p, _ := key.NewPrivate()
 		peers = append(peers, p)
-		got, err := c.get(p.Public(), now)
-		if err != nil {
-			t.Fatal(err)
+		if !c.reserve(now) {
+			t.Fatalf("new key %d refused within the burst", i)
 		}
-		if want := wire.NewSharedKey(p, priv.Public()); got != want {
-			t.Fatal("cached key differs from the shared key")
+		if got, err := c.compute(p.Public()); err != nil || got != wire.NewSharedKey(p, priv.Public()) {
+			t.Fatal("computed key differs from the shared key")
 		}
 	}
 	if c.len() != 4 {
 		t.Fatalf("cache holds %d keys, bound 4", c.len())
 	}
-	// The most recent keys are cached and cost nothing from the budget.
-	for i := 0; i < 100; i++ {
-		if _, err := c.get(peers[5].Public(), now); err != nil {
-			t.Fatalf("cached key refused: %v", err)
-		}
+	// The most recent keys are cached; the oldest was evicted.
+	if got, ok := c.cached(peers[5].Public()); !ok || got != wire.NewSharedKey(peers[5], priv.Public()) {
+		t.Fatal("the newest key is not cached")
 	}
-	// The oldest was evicted, and the budget is spent.
-	if _, err := c.get(peers[0].Public(), now); err != errKeyBudget {
-		t.Fatalf("evicted key over budget: %v, want errKeyBudget", err)
+	if _, ok := c.cached(peers[0].Public()); ok {
+		t.Fatal("the oldest key is still cached, bound 4")
 	}
-	if _, err := c.get(peers[0].Public(), now.Add(time.Second)); err != nil {
-		t.Fatalf("a second later: %v", err)
+	// The budget is spent, and refills.
+	if c.reserve(now) {
+		t.Fatal("a seventh new key within the same instant, burst 6")
+	}
+	if !c.reserve(now.Add(time.Second)) {
+		t.Fatal("no new key a second later")
 	}
 }
 

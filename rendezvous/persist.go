@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/tunnel/key"
 )
 
@@ -109,8 +108,12 @@ func (s *Server) Load(path string, conns []*net.UDPConn) (int, error) {
 		if conn == nil || !sr.Endpoint.IsValid() || len(s.peers) >= s.maxPeers {
 			continue
 		}
+		shared, err := s.secret.SharedKey(sr.Key)
+		if err != nil {
+			continue
+		}
 		reg := &registration{
-			shared:     wire.NewSharedKey(s.priv, sr.Key),
+			shared:     shared,
 			link:       conn,
 			endpoint:   sr.Endpoint,
 			nat:        sr.NAT,

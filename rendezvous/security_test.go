@@ -238,6 +238,12 @@ func TestUnauthenticatedGetsOnlySTUN(t *testing.T) {
 	stunSuccess := append([]byte(nil), stunReq...)
 	stunSuccess[1] = 0x01 // a binding success response, not a request
 	stunSuccess[0] = 0x01
+	// u = 1 is a point of low order: its shared key with any private key
+	// is the one that all zeros give, which anyone can compute.
+	lowOrder := key.Key{1}
+	zeroShared := wire.NewSharedKey(eve.priv, lowOrder)
+	reg := &wire.Register{Time: eve.now()}
+	lowOrderReg := wire.Seal(nil, reg.Type(), lowOrder, &zeroShared, reg.Append(nil))
 	for _, pkt := range [][]byte{
 		random,
 		[]byte(wire.Magic),
@@ -245,6 +251,7 @@ func TestUnauthenticatedGetsOnlySTUN(t *testing.T) {
 		valid[:len(valid)-1],    // truncated box
 		append(append([]byte(nil), valid...), make([]byte, MaxControlLen)...), // oversized
 		forge(eve, a.pub(), &wire.Register{Time: eve.now()}),
+		lowOrderReg,
 		wire.AppendRelay(nil, b.pub(), []byte{4, 0, 0, 0, 1}), // relay from an unregistered source
 		append([]byte(wire.RelayMagic), 1, 2, 3),              // short relay frame
 		badSTUN,
@@ -269,10 +276,13 @@ func TestUnauthenticatedGetsOnlySTUN(t *testing.T) {
 	if answers != 1 {
 		t.Errorf("%d answers, want the one STUN response", answers)
 	}
-	// Auth: the truncated box and the forgery.
-	if s.Stats.DropOversize.Load() != 1 || s.Stats.DropAuth.Load() != 2 || s.Stats.DropUnregistered.Load() != 1 {
-		t.Errorf("oversize %d, auth %d, unregistered %d: want 1, 2, 1",
+	// Auth: the truncated box, the forgery and the low-order key.
+	if s.Stats.DropOversize.Load() != 1 || s.Stats.DropAuth.Load() != 3 || s.Stats.DropUnregistered.Load() != 1 {
+		t.Errorf("oversize %d, auth %d, unregistered %d: want 1, 3, 1",
 			s.Stats.DropOversize.Load(), s.Stats.DropAuth.Load(), s.Stats.DropUnregistered.Load())
+	}
+	if s.Registered() != 2 {
+		t.Errorf("%d registered, want a and b alone", s.Registered())
 	}
 	if m := s.Stats.DropMalformed.Load(); m < 6 {
 		t.Errorf("malformed %d, want at least 6", m)

@@ -209,7 +209,7 @@ func run(nPeers, nSockets, inflight int, bin, serverArgs, checkpointList string,
 	phase := func(name string, lo, hi int, f op) {
 		var st counters
 		var wg sync.WaitGroup
-		start := time.Now()
+		start, srvCPU, ownCPU := time.Now(), cpuTime(srv.Process.Pid), ownCPUTime()
 		for s, c := range socks {
 			pairs := pairsOf(s, lo, hi)
 			if len(pairs) == 0 {
@@ -229,6 +229,15 @@ func run(nPeers, nSockets, inflight int, bin, serverArgs, checkpointList string,
 		d := time.Since(start)
 		n := st.ok.Load()
 		fmt.Printf("%-36s %7d in %6.2fs = %8.0f/s  retries %d, failed %d\n", name, n, d.Seconds(), float64(n)/d.Seconds(), st.retries.Load(), st.failed.Load())
+		// The server's own CPU per operation tells what it could do with
+		// the machine to itself, the client elsewhere.
+		srvUsed, ownUsed := cpuTime(srv.Process.Pid)-srvCPU, ownCPUTime()-ownCPU
+		if n > 0 && srvUsed > 0 {
+			perOp := srvUsed / time.Duration(n)
+			fmt.Printf("%-36s server %.2f cores (%v CPU per op: %.0f/s on %d cores alone), client %.2f cores\n", "",
+				srvUsed.Seconds()/d.Seconds(), perOp.Round(100*time.Nanosecond),
+				float64(runtime.NumCPU())/perOp.Seconds(), runtime.NumCPU(), ownUsed.Seconds()/d.Seconds())
+		}
 	}
 	registerPair := func(c *net.UDPConn, pair int, st *counters) {
 		register(c, addr, peers, 2*pair, timeout, 5, st)
@@ -401,6 +410,34 @@ func raiseFileLimit(n int) {
 		}
 		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
 	}
+}
+
+// cpuTime returns the user and system time a process has used, from
+// /proc/PID/stat (in USER_HZ ticks, 100 a second on every Linux), or 0.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name, in parentheses, may hold spaces: count fields
+	// after its closing one. utime and stime are fields 14 and 15.
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if i < 0 || len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// ownCPUTime returns the user and system time this process has used.
+func ownCPUTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // memory returns a process's VmRSS and VmHWM (its peak) from /proc.

@@ -20,6 +20,7 @@
 package wire
 
 import (
+	"crypto/ecdh"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -27,6 +28,7 @@ import (
 	"net/netip"
 
 	"golang.org/x/crypto/nacl/box"
+	"golang.org/x/crypto/salsa20/salsa"
 
 	"github.com/punchtun/punchtun/tunnel/key"
 )
@@ -121,6 +123,40 @@ func NewSharedKey(private, peerPublic key.Key) SharedKey {
 	var k SharedKey
 	box.Precompute((*[32]byte)(&k), (*[32]byte)(&peerPublic), (*[32]byte)(&private))
 	return k
+}
+
+// A Secret is a private key set up once for the shared keys of many peers:
+// box.Precompute derives the private key's public half on every call, a
+// second Curve25519 multiplication that a rendezvous meeting thousands of
+// new keys a second cannot afford.
+type Secret struct{ priv *ecdh.PrivateKey }
+
+// NewSecret sets up private for SharedKey.
+func NewSecret(private key.Key) (Secret, error) {
+	priv, err := ecdh.X25519().NewPrivateKey(private[:])
+	return Secret{priv}, err
+}
+
+// ErrLowOrderKey is a peer public key whose shared key with anyone is all
+// zeros, and so known to everyone.
+var ErrLowOrderKey = errors.New("wire: low-order public key")
+
+// SharedKey is NewSharedKey(private, peerPublic), with one multiplication,
+// or ErrLowOrderKey.
+func (s Secret) SharedKey(peerPublic key.Key) (SharedKey, error) {
+	var k SharedKey
+	pub, err := ecdh.X25519().NewPublicKey(peerPublic[:])
+	if err != nil {
+		return k, err
+	}
+	dh, err := s.priv.ECDH(pub)
+	if err != nil {
+		return k, ErrLowOrderKey
+	}
+	// box.Precompute's second step: the HSalsa20 of the product.
+	var zeros [16]byte
+	salsa.HSalsa20((*[32]byte)(&k), &zeros, (*[32]byte)(dh), &salsa.Sigma)
+	return k, nil
 }
 
 // Seal appends the envelope of body to dst: from sender (whose public key is

@@ -187,3 +187,40 @@ func TestStream(t *testing.T) {
 		t.Fatal("datagram longer than the buffer read")
 	}
 }
+
+func TestSecretSharedKey(t *testing.T) {
+	server, peer := newKey(t), newKey(t)
+	secret, err := NewSecret(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := secret.SharedKey(peer.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != NewSharedKey(server, peer.Public()) || got != NewSharedKey(peer, server.Public()) {
+		t.Fatal("Secret.SharedKey differs from NewSharedKey")
+	}
+	// u = 0 and u = 1 are points of low order: their product with any
+	// scalar is zero, a shared key everyone knows.
+	for _, low := range []key.Key{{}, {1}} {
+		if _, err := secret.SharedKey(low); err != ErrLowOrderKey {
+			t.Errorf("SharedKey(%x…) = %v, want ErrLowOrderKey", low[:2], err)
+		}
+	}
+}
+
+func BenchmarkSecretSharedKey(b *testing.B) {
+	secret, _ := NewSecret(newKey(b))
+	peer := newKey(b).Public()
+	for b.Loop() {
+		secret.SharedKey(peer)
+	}
+}
+
+func BenchmarkNewSharedKey(b *testing.B) {
+	priv, peer := newKey(b), newKey(b).Public()
+	for b.Loop() {
+		NewSharedKey(priv, peer)
+	}
+}
