@@ -31,42 +31,18 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+NAME=bench
 PREFIX=ptb
-LAB=scripts/lab.sh
 T=${BENCH_TIME:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
 UDP_RATE=${BENCH_UDP_RATE:-10G}
 UDP_LEN=${BENCH_UDP_LEN:-1200}
 PINGS=${BENCH_PINGS:-50}
 WORK=$(mktemp -d /tmp/ptb-bench.XXXXXX)
-PIDS=()
+KEEP=${BENCH_KEEP-}
+. scripts/labkit.sh
 
-die() { echo "bench: error: $*" >&2; exit 1; }
-in_ns() { local h=$1; shift; ip netns exec "$PREFIX-$h" "$@"; }
-
-cleanup() {
-	local pid
-	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-	PIDS=()
-	"$LAB" down "$PREFIX" >/dev/null 2>&1 || true
-}
-trap 'cleanup; if [ -n "${BENCH_KEEP-}" ]; then echo "bench: logs kept in $WORK" >&2; else rm -rf "$WORK"; fi' EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-[ "$(id -u)" = 0 ] || die "run as root (network namespaces, TUN)"
 for c in iperf3 jq nft wg ping; do command -v $c >/dev/null || die "$c not found"; done
-
-# wait_for DESC TIMEOUT_S CMD...: poll CMD every 20 ms until it succeeds.
-wait_for() {
-	local desc=$1 timeout=$2; shift 2
-	local deadline=$(($(date +%s%N) + timeout * 1000000000))
-	until "$@" >/dev/null 2>&1; do
-		(($(date +%s%N) < deadline)) || { echo "bench: timed out waiting for $desc" >&2; tail -n 20 "$WORK"/*.log >&2 || true; exit 1; }
-		sleep 0.02
-	done
-}
 
 echo "== building"
 BIN=${PUNCHTUN_BIN:-$WORK/punchtun} WGBIN=$WORK/wireguard-go
@@ -100,30 +76,13 @@ for h in a1 a2 b1; do
 done
 
 echo "== rendezvous (relay on) at 203.0.113.10:3478"
-ip netns exec "$PREFIX-rv" "$BIN" rendezvous --listen 203.0.113.10:3478 --key-file "$WORK/rv.key" 2>"$WORK/rv.log" &
-PIDS+=($!)
-wait_for "rendezvous key" 5 test -s "$WORK/rv.key"
-RVPUB=$("$BIN" pubkey <"$WORK/rv.key")
+start_rendezvous "$BIN"
 
 for k in pa pb ra rb wa wb; do "$BIN" genkey >"$WORK/$k.key"; done
 pub() { "$BIN" pubkey <"$WORK/$1.key"; }
 
 # pt_conf NAME KEY ADDR PEERKEY PEERADDR PORT
-pt_conf() {
-	cat >"$WORK/$1.conf" <<EOF
-[Interface]
-PrivateKey = $(cat "$WORK/$2.key")
-ListenPort = $6
-Address = $3/24
-Rendezvous = 203.0.113.10:3478
-RendezvousKey = $RVPUB
-
-[Peer]
-PublicKey = $(pub "$4")
-AllowedIPs = $5/32
-EOF
-	chmod 600 "$WORK/$1.conf"
-}
+pt_conf() { write_conf "$WORK/$1.conf" "$WORK/$2.key" "$3" "$(pub "$4")" "$5" "$6"; }
 pt_conf ptbpa pa 100.64.0.1 pb 100.64.0.2 51821
 pt_conf ptbpb pb 100.64.0.2 pa 100.64.0.1 51822
 pt_conf ptbra ra 100.65.0.1 rb 100.65.0.2 51823
@@ -268,7 +227,7 @@ done
 echo
 echo "machine: $(nproc) cores, $(uname -sr), $(go version | awk '{print $3}'), wireguard-go $WGVER, GOMEMLIMIT for punchtun: ${PUNCHTUN_GOMEMLIMIT:-unset}"
 
-cleanup
+stop_all
 if [ "${BENCH_CONNECT:-1}" != 0 ]; then
 	echo
 	PUNCHTUN_BIN=$BIN scripts/connect_time.sh

@@ -16,60 +16,25 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+NAME=connect_time
 PREFIX=ptb
-LAB=scripts/lab.sh
 RUNS=${1:-20}
 WORK=$(mktemp -d /tmp/ptb-connect.XXXXXX)
-PIDS=()
+KEEP=${BENCH_KEEP-}
+. scripts/labkit.sh
 
-die() { echo "connect_time: error: $*" >&2; exit 1; }
-in_ns() { local h=$1; shift; ip netns exec "$PREFIX-$h" "$@"; }
-now_ns() { date +%s%N; }
-
-cleanup() {
-	local pid
-	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-	PIDS=()
-	"$LAB" down "$PREFIX" >/dev/null 2>&1 || true
-}
-trap 'cleanup; if [ -n "${BENCH_KEEP-}" ]; then echo "connect_time: logs kept in $WORK" >&2; else rm -rf "$WORK"; fi' EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-[ "$(id -u)" = 0 ] || die "run as root (network namespaces, TUN)"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive number"
 
 BIN=${PUNCHTUN_BIN:-$WORK/punchtun}
 [ -n "${PUNCHTUN_BIN-}" ] || go build -o "$BIN" ./cmd/punchtun
 
 "$LAB" up "$PREFIX" easy easy 2>/dev/null
-ip netns exec "$PREFIX-rv" "$BIN" rendezvous --listen 203.0.113.10:3478 --key-file "$WORK/rv.key" 2>"$WORK/rv.log" &
-PIDS+=($!)
-deadline=$(($(now_ns) + 5000000000))
-until [ -s "$WORK/rv.key" ] && in_ns rv ss -Hlun 'sport = :3478' | grep -q 3478; do
-	(($(now_ns) < deadline)) || die "rendezvous did not start"
-	sleep 0.01
-done
-RVPUB=$("$BIN" pubkey <"$WORK/rv.key")
+start_rendezvous "$BIN"
 "$BIN" genkey >"$WORK/x.key"
 "$BIN" genkey >"$WORK/y.key"
 
 # conf NAME KEY ADDR PEERKEY PEERADDR
-conf() {
-	cat >"$WORK/$1.conf" <<EOF
-[Interface]
-PrivateKey = $(cat "$WORK/$2.key")
-Address = $3/24
-Rendezvous = 203.0.113.10:3478
-RendezvousKey = $RVPUB
-
-[Peer]
-PublicKey = $("$BIN" pubkey <"$WORK/$4.key")
-AllowedIPs = $5/32
-EOF
-	chmod 600 "$WORK/$1.conf"
-}
+conf() { write_conf "$WORK/$1.conf" "$WORK/$2.key" "$3" "$("$BIN" pubkey <"$WORK/$4.key")" "$5"; }
 conf ptbcx x 100.64.0.1 y 100.64.0.2
 conf ptbcy y 100.64.0.2 x 100.64.0.1
 
