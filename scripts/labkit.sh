@@ -44,9 +44,10 @@ wait_for() {
 }
 
 # start_rendezvous BIN: `BIN rendezvous` (relay on) at 203.0.113.10:3478 on
-# the lab's rendezvous host; sets RVPUB to its public key.
+# the lab's rendezvous host, and on port 3479 for peers to tell easy NATs
+# from hard ones; sets RVPUB to its public key.
 start_rendezvous() {
-	in_ns rv "$1" rendezvous --listen 203.0.113.10:3478 --key-file "$WORK/rv.key" 2>"$WORK/rv.log" &
+	in_ns rv "$1" rendezvous --listen 203.0.113.10:3478 --listen 203.0.113.10:3479 --key-file "$WORK/rv.key" 2>"$WORK/rv.log" &
 	PIDS+=($!)
 	wait_for "the rendezvous" 5 in_ns rv sh -c "test -s '$WORK/rv.key' && ss -Hlun 'sport = :3478' | grep -q 3478"
 	RVPUB=$("$1" pubkey <"$WORK/rv.key")

@@ -166,6 +166,10 @@ func runRendezvous(args []string) error {
 	for i, c := range conns {
 		other := otherAddress(conns, i)
 		log.Info("rendezvous listening", "addr", c.LocalAddr(), "public_key", srv.PublicKey(), "relay", *relay, "other_address", other)
+		if !other.IsValid() {
+			log.Warn("no other address to advertise: peers behind NATs cannot tell easy from hard (and hard ones will not try birthday punching); give --listen twice with public addresses, two IPs or two ports of one",
+				"addr", c.LocalAddr())
+		}
 		go func() { errc <- srv.Serve(c, other) }()
 	}
 	sig := make(chan os.Signal, 1)
@@ -186,17 +190,30 @@ func saveRendezvousState(log *slog.Logger, srv *rendezvous.Server, file string) 
 }
 
 // otherAddress is the address STUN answers on conns[i] advertise as the
-// server's alternate: the next listen address on another IP. Unspecified
+// server's alternate: the next listen address on another IP, or else on
+// another port of the same IP. A NAT that maps per destination maps per
+// destination port too (RFC 4787's endpoint-dependent mapping), so a host
+// with one public address still tells easy from hard with two ports; only
+// the rare NAT that maps per address alone would pass for easy. Unspecified
 // addresses (0.0.0.0) cannot be advertised: a client could not reach them.
 func otherAddress(conns []*net.UDPConn, i int) netip.AddrPort {
 	self := conns[i].LocalAddr().(*net.UDPAddr).AddrPort()
+	if self.Addr().IsUnspecified() {
+		return netip.AddrPort{}
+	}
+	var samePort netip.AddrPort
 	for j := 1; j < len(conns); j++ {
 		o := conns[(i+j)%len(conns)].LocalAddr().(*net.UDPAddr).AddrPort()
-		if o.Addr() != self.Addr() && !o.Addr().IsUnspecified() && !self.Addr().IsUnspecified() && o.Addr().Is4() == self.Addr().Is4() {
-			return netip.AddrPortFrom(o.Addr().Unmap(), o.Port())
+		o = netip.AddrPortFrom(o.Addr().Unmap(), o.Port())
+		switch {
+		case o.Addr().IsUnspecified() || o.Addr().Is4() != self.Addr().Unmap().Is4():
+		case o.Addr() != self.Addr().Unmap():
+			return o
+		case o.Port() != self.Port() && !samePort.IsValid():
+			samePort = o
 		}
 	}
-	return netip.AddrPort{}
+	return samePort
 }
 
 // loadOrCreateKey reads a base64 private key, creating the file with a new

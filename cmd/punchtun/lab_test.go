@@ -296,14 +296,20 @@ func (l *lab) writeConfig(p, other *peerSpec, rvKey key.Key) string {
 	return path
 }
 
-func (l *lab) startRendezvous() key.Key {
+// startRendezvous starts the rendezvous on rendezvousAddr and a second
+// address: STUN answers advertise the second, so peers can tell whether
+// their NAT maps per destination. The second is rendezvousAddr2, another
+// IP, unless given.
+func (l *lab) startRendezvous(second ...string) key.Key {
 	l.t.Helper()
 	rvKey, _ := key.NewPrivate()
 	keyFile := filepath.Join(l.dir, "rendezvous.key")
 	os.WriteFile(keyFile, []byte(rvKey.String()+"\n"), 0o600)
-	// Two addresses: STUN answers advertise the second, so peers can tell
-	// whether their NAT maps per destination.
-	l.start("rv", "rendezvous", l.bin, "rendezvous", "--listen", rendezvousAddr, "--listen", rendezvousAddr2, "--key-file", keyFile)
+	other := rendezvousAddr2
+	if len(second) > 0 {
+		other = second[0]
+	}
+	l.start("rv", "rendezvous", l.bin, "rendezvous", "--listen", rendezvousAddr, "--listen", other, "--key-file", keyFile)
 	return rvKey
 }
 

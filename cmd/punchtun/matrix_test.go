@@ -72,6 +72,18 @@ func TestNATMatrix(t *testing.T) {
 	}
 }
 
+// TestOneIPRendezvous: a rendezvous on a host with one public address
+// listens on two of its ports. A NAT that maps per destination maps each
+// port apart too, so peers still tell easy from hard, and an easy/hard pair
+// still punches directly (birthday punching starts only when both NATs are
+// known).
+func TestOneIPRendezvous(t *testing.T) {
+	l := newLab(t, "pto", "easy", "hard")
+	runPairs(t, l, l.startRendezvous("203.0.113.10:3479"), []pairCase{
+		{name: "easy-hard-one-ip-rendezvous", hostA: "a1", hostB: "b1", wantPath: "direct"},
+	})
+}
+
 // TestIPv6 puts global IPv6 addresses on every host, behind routers that
 // route them without NAT but firewall what the LAN did not ask for: two
 // peers whose IPv4 NATs both map per destination, which would be relayed,
