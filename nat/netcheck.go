@@ -131,8 +131,9 @@ func Netcheck(ctx context.Context, servers []netip.AddrPort) (*Report, error) {
 	for _, s := range servers {
 		ask(s)
 	}
-	// The first IPv4 answer, and a second from another IPv4 address: ours
-	// or the one the first server advertises.
+	// The first IPv4 answer, and a second from another IPv4 address or
+	// port (a NAT that maps per destination maps each port apart): ours or
+	// the one the first server advertises.
 	var first, second netip.AddrPort
 	for _, s := range servers {
 		res, ok := results[s]
@@ -144,12 +145,12 @@ func Netcheck(ctx context.Context, servers []netip.AddrPort) (*Report, error) {
 			}
 		case !first.IsValid():
 			first = s
-		case !second.IsValid() && s.Addr() != first.Addr():
+		case !second.IsValid() && s != first:
 			second = s
 		}
 	}
 	if first.IsValid() && !second.IsValid() {
-		if other := results[first].Other; other.IsValid() && other.Addr() != first.Addr() {
+		if other := results[first].Other; other.IsValid() && other != first {
 			ask(other)
 			if _, ok := results[other]; ok {
 				second = other

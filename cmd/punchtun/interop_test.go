@@ -307,7 +307,8 @@ func TestInteropCoturn(t *testing.T) {
 
 // TestInteropNetcheck runs `punchtun netcheck` against the punchtun
 // rendezvous (two addresses, so it advertises the second) from a host of
-// every kind of network: no NAT, easy, hard, cone and UDP blocked.
+// every kind of network: no NAT, easy, hard, cone and UDP blocked; and
+// against a rendezvous on two ports of one address.
 func TestInteropNetcheck(t *testing.T) {
 	both := []string{rendezvousAddr, rendezvousAddr2}
 	t.Run("none-easy-hard", func(t *testing.T) {
@@ -324,6 +325,19 @@ func TestInteropNetcheck(t *testing.T) {
 		// Both addresses given: the same answers, without relying on
 		// OTHER-ADDRESS.
 		l.checkNetcheck(netcheckWant{host: "b1", udp: true, mapping: "hard", publicIP: "203.0.113.22", servers: both}, both...)
+	})
+	t.Run("one-ip-rendezvous", func(t *testing.T) {
+		l := newLab(t, "ptn", "easy", "hard")
+		ports := []string{rendezvousAddr, "203.0.113.10:3479"}
+		l.startRendezvous(ports[1])
+		l.waitUDP("rv", 3478, 1)
+		l.waitUDP("rv", 3479, 1)
+		for _, w := range []netcheckWant{
+			{host: "a1", udp: true, mapping: "easy", publicIP: "203.0.113.21", portPreserved: true, servers: ports},
+			{host: "b1", udp: true, mapping: "hard", publicIP: "203.0.113.22", portPreserved: false, servers: ports},
+		} {
+			l.checkNetcheck(w, rendezvousAddr)
+		}
 	})
 	t.Run("blocked-cone", func(t *testing.T) {
 		l := newLab(t, "ptn", "blocked", "cone")
