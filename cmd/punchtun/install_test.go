@@ -36,7 +36,7 @@ func TestGoInstallLatest(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, content := range map[string]string{
-		"list":             version + "\n",
+		"list":            version + "\n",
 		version + ".info": fmt.Sprintf(`{"Version":%q,"Time":"2026-11-23T00:00:00Z"}`, version),
 		version + ".mod":  string(goMod),
 	} {
