@@ -22,18 +22,31 @@ import (
 const birthdayLinger = 2 * time.Second
 
 // birthdayBackoff spaces birthday rounds for a peer that keeps failing
-// them; it doubles up to maxBirthdayBackoff.
+// them; it doubles up to maxBirthdayBackoff. A round costs the easy side
+// nat.SprayProbes probes over 4 s: the first retry comes soon, since a
+// round lost to a congested moment should not cost a minute of relay.
 const (
-	minBirthdayBackoff = time.Minute
+	minBirthdayBackoff = 10 * time.Second
 	maxBirthdayBackoff = 10 * time.Minute
+)
+
+// birthdayOpens is how many times each socket sends its opening probe, a
+// second apart: a mapping whose one packet was lost on the way out (a
+// burst of 256 through a busy router) would otherwise be a socket the
+// spray can never hit.
+const (
+	birthdayOpens  = 3
+	birthdayReopen = time.Second
 )
 
 // birthday is one hard-side round for one peer.
 type birthday struct {
-	dst   netip.AddrPort // the peer's public endpoint
-	conns []*net.UDPConn
-	until time.Time
-	won   *net.UDPConn
+	dst      netip.AddrPort // the peer's public endpoint
+	conns    []*net.UDPConn
+	until    time.Time
+	won      *net.UDPConn
+	opened   int       // opening probes sent per socket
+	nextOpen time.Time // when the next ones are due
 }
 
 // birthdayRole decides p's part in a birthday round from both NATs:
@@ -74,9 +87,20 @@ func (c *control) maybeBirthday(p *peer, observed netip.AddrPort, now time.Time)
 		}
 		bd.conns = append(bd.conns, conn)
 		go c.readBirthday(p, conn)
-		c.sendVia(conn, p, observed, p.punch.NewProbe(now, observed))
 	}
 	p.birthday = bd
+	c.openBirthday(p, now)
+}
+
+// openBirthday sends each socket's opening probe to the peer. Callers hold
+// c.mu.
+func (c *control) openBirthday(p *peer, now time.Time) {
+	bd := p.birthday
+	for _, conn := range bd.conns {
+		c.sendVia(conn, p, bd.dst, p.punch.NewProbe(now, bd.dst))
+	}
+	bd.opened++
+	bd.nextOpen = now.Add(birthdayReopen)
 }
 
 // readBirthday reads one birthday socket until it closes.
@@ -122,11 +146,17 @@ func (c *control) birthdayWon(p *peer, conn *net.UDPConn, src netip.AddrPort, no
 	c.log.Info("birthday punching: a socket got through", "peer", p.label(), "local", conn.LocalAddr())
 }
 
-// tickBirthday ends a round that nobody won. Callers hold c.mu.
+// tickBirthday repeats the opening probes of a round nobody won yet, and
+// ends it when its time is up. Callers hold c.mu.
 func (c *control) tickBirthday(p *peer, now time.Time) {
-	if bd := p.birthday; bd != nil && bd.won == nil && now.After(bd.until) {
-		c.log.Info("birthday punching: no socket got through", "peer", p.label())
+	bd := p.birthday
+	switch {
+	case bd == nil || bd.won != nil:
+	case now.After(bd.until):
+		c.log.Info("birthday punching: no socket got through", "peer", p.label(), "retry_in", p.nextBirthday.Sub(now).Round(time.Second))
 		c.closeBirthday(p, false)
+	case bd.opened < birthdayOpens && !now.Before(bd.nextOpen):
+		c.openBirthday(p, now)
 	}
 }
 
