@@ -34,6 +34,9 @@ type control struct {
 	in      chan inbound
 	done    chan struct{}
 	stopped chan struct{}
+	// netChanged signals a change of the host's addresses or routes
+	// (watchNetwork).
+	netChanged chan struct{}
 	Dropped atomic.Uint64 // control packets dropped: unauthenticated, replayed, or queue full
 
 	mu      sync.Mutex
@@ -51,6 +54,9 @@ type control struct {
 	// reregistered is when a lost path or a silent relay last made us
 	// register again.
 	reregistered time.Time
+	// netSettle: the host's network changed; act once it has been still
+	// for netSettleTime (zero: nothing pending).
+	netSettle time.Time
 	stun         map[nat.STUNTxID]stunProbe
 }
 
@@ -223,6 +229,10 @@ func (c *control) start(bind *Bind, wg wireGuard) {
 	for _, p := range c.peers {
 		p.ep = bind.PeerEndpoint(p.key)
 	}
+	c.netChanged = make(chan struct{}, 1)
+	if err := watchNetwork(c.iface, c.done, c.netChanged); err != nil {
+		c.log.Warn("cannot watch the network for changes: a move to another network is noticed when peers fall silent", "err", err)
+	}
 	go c.run()
 }
 
@@ -237,6 +247,10 @@ func (c *control) run() {
 			return
 		case m := <-c.in:
 			c.handle(m)
+		case <-c.netChanged:
+			c.mu.Lock()
+			c.netSettle = time.Now().Add(netSettleTime)
+			c.mu.Unlock()
 		case now := <-t.C:
 			c.tick(now)
 		}
@@ -297,6 +311,10 @@ func (c *control) tick(now time.Time) {
 		c.tickServer(s, now)
 	}
 	c.checkBlocked(now)
+	if !c.netSettle.IsZero() && !now.Before(c.netSettle) {
+		c.netSettle = time.Time{}
+		c.networkChanged(now)
+	}
 	for _, p := range c.peers {
 		c.tickBirthday(p, now)
 		c.checkSilence(p, now)
@@ -752,6 +770,37 @@ func (c *control) reregister(now time.Time) {
 			// A registration in flight is not taken for the server's
 			// silence: its answer may be on the way to our old address.
 			s.next, s.pending = now, false
+		}
+	}
+}
+
+// netSettleTime lets a burst of address and route changes (an interface
+// going, another coming with its address and default route) end before
+// acting on it, so that registrations leave by the new route.
+const netSettleTime = 100 * time.Millisecond
+
+// networkChanged follows a change of the host's addresses or routes: our
+// public endpoint, our NAT and our local candidates may all be new. It
+// registers again with every rendezvous at once (which introduces us anew
+// to every peer that wants us), asks STUN afresh, and probes every direct
+// path, which a move breaks without a sound: the other side would only
+// notice its silence seconds later. Callers hold c.mu.
+func (c *control) networkChanged(now time.Time) {
+	c.log.Info("network changed: registering again and checking paths")
+	c.reregister(now)
+	for _, s := range c.servers {
+		if s.addr.IsValid() && !c.udpBlocked() {
+			// Both answers anew before the NAT is classified again.
+			s.mapped, s.otherSeen = netip.AddrPort{}, netip.AddrPort{}
+			c.sendSTUN(s, s.addr)
+			if s.other.IsValid() {
+				c.sendSTUN(s, s.other)
+			}
+		}
+	}
+	for _, p := range c.peers {
+		if r := p.ep.Route(); r.Dst.IsValid() && !r.Relay {
+			p.punch.Suspect(now)
 		}
 	}
 }
