@@ -37,7 +37,7 @@ type control struct {
 	// netChanged signals a change of the host's addresses or routes
 	// (watchNetwork).
 	netChanged chan struct{}
-	Dropped atomic.Uint64 // control packets dropped: unauthenticated, replayed, or queue full
+	Dropped    atomic.Uint64 // control packets dropped: unauthenticated, replayed, or queue full
 
 	mu      sync.Mutex
 	clock   wire.Clock
@@ -57,7 +57,7 @@ type control struct {
 	// netSettle: the host's network changed; act once it has been still
 	// for netSettleTime (zero: nothing pending).
 	netSettle time.Time
-	stun         map[nat.STUNTxID]stunProbe
+	stun      map[nat.STUNTxID]stunProbe
 }
 
 type inbound struct {
