@@ -41,7 +41,9 @@ type control struct {
 
 	mu      sync.Mutex
 	clock   wire.Clock
-	started time.Time
+	// udpSince is when we started waiting for a first UDP answer: at
+	// start, and after each network change.
+	udpSince time.Time
 	servers []*server
 	peers   map[key.Key]*peer
 	wants   []key.Key
@@ -49,7 +51,7 @@ type control struct {
 	// What the last run remembered (state.go), and where to keep it.
 	saved     savedState
 	statePath string
-	// udpHeard: some rendezvous answered over UDP since the start.
+	// udpHeard: some rendezvous answered over UDP since udpSince.
 	udpHeard bool
 	// reregistered is when a lost path or a silent relay last made us
 	// register again.
@@ -225,7 +227,7 @@ type wireGuard interface {
 
 func (c *control) start(bind *Bind, wg wireGuard) {
 	c.bind, c.wg = bind, wg
-	c.started = time.Now()
+	c.udpSince = time.Now()
 	for _, p := range c.peers {
 		p.ep = bind.PeerEndpoint(p.key)
 	}
@@ -394,7 +396,7 @@ func (c *control) sendSTUN(s *server, dst netip.AddrPort) {
 // checkBlocked takes UDP for blocked when no rendezvous has answered
 // anything for a while.
 func (c *control) checkBlocked(now time.Time) {
-	if c.mapping != nat.MappingUnknown || c.udpHeard || len(c.servers) == 0 || now.Sub(c.started) < udpGiveUp {
+	if c.mapping != nat.MappingUnknown || c.udpHeard || len(c.servers) == 0 || now.Sub(c.udpSince) < udpGiveUp {
 		return
 	}
 	c.setMapping(nat.MappingBlocked, now)
@@ -788,12 +790,19 @@ const netSettleTime = 100 * time.Millisecond
 func (c *control) networkChanged(now time.Time) {
 	c.log.Info("network changed: registering again and checking paths")
 	c.reregister(now)
+	// The new network may block UDP, or let it through again: whether it
+	// does is found out as at start (checkBlocked, udpBack). Until STUN
+	// answers, our NAT is unknown.
+	if !c.udpBlocked() {
+		c.mapping = nat.MappingUnknown
+	}
+	c.udpHeard, c.udpSince = false, now
 	for _, s := range c.servers {
-		if s.addr.IsValid() && !c.udpBlocked() {
+		if s.addr.IsValid() {
 			// Both answers anew before the NAT is classified again.
 			s.mapped, s.otherSeen = netip.AddrPort{}, netip.AddrPort{}
 			c.sendSTUN(s, s.addr)
-			if s.other.IsValid() {
+			if s.other.IsValid() && !c.udpBlocked() {
 				c.sendSTUN(s, s.other)
 			}
 		}

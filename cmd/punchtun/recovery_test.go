@@ -477,15 +477,22 @@ func requireConntrack(t *testing.T) {
 // NAT B's LAN for NAT A's, with a new address, a new default route and a
 // new public address, and punchtun is not restarted. Traffic resumes
 // within 5 s: with a1, now on the same LAN, and with pub, a public host.
+// And when the new network blocks UDP (a hotel's), b1 falls back to TCP
+// by itself, as it would have at start: traffic resumes over relay-tcp
+// within 10 s (5 s of them to call UDP blocked).
 func TestRecoveryNetworkChange(t *testing.T) {
-	const bound = 5 * time.Second
-	for _, tc := range []struct{ prefix, other, want string }{
-		{"ptrn", "a1", "lan"},
-		{"ptro", "pub", "direct"},
+	for _, tc := range []struct {
+		prefix, other, want, event string
+		blockUDP                   bool
+		bound                      time.Duration
+	}{
+		{"ptrn", "a1", "lan", "b1-moves-from-natb-to-nata", false, 5 * time.Second},
+		{"ptro", "pub", "direct", "b1-moves-from-natb-to-nata", false, 5 * time.Second},
+		{"ptru", "pub", "relay-tcp", "b1-moves-to-a-network-blocking-udp", true, 10 * time.Second},
 	} {
-		t.Run("b1-with-"+tc.other, func(t *testing.T) {
+		t.Run(tc.event+"-with-"+tc.other, func(t *testing.T) {
 			l := newLab(t, tc.prefix, "easy", "easy")
-			f := newFigure(t, "network-change/b1-moves-from-natb-to-nata/peer-"+tc.other, bound)
+			f := newFigure(t, "network-change/"+tc.event+"/peer-"+tc.other, tc.bound)
 			rv := l.newRendezvous("rendezvous", rendezvousAddr, []string{rendezvousAddr, rendezvousAddr2}, "")
 			// b1's way into NAT A's LAN, ready beforehand and unused.
 			port := tc.prefix + "-b1x"
@@ -494,12 +501,16 @@ func TestRecoveryNetworkChange(t *testing.T) {
 			}
 			l.run("nata", "ip", "link", "set", port, "master", "lan", "up")
 			l.run("b1", "ip", "link", "set", "eth1", "up")
+			if tc.blockUDP {
+				// NAT A lets no UDP out from the address b1 will have.
+				l.run("nata", "nft", "insert", "rule", "inet", "filter", "forward", "ip", "saddr", "192.168.1.4", "meta", "l4proto", "udp", "drop")
+			}
 
 			a, b, _, pb := l.pair(tc.prefix+"a0", tc.other, tc.prefix+"b0", "b1", "direct", rv)
 			pg := l.startPinger(a, b)
 			start := time.Now()
 			l.run("b1", "sh", "-c", "ip link del eth0 && ip addr add 192.168.1.4/24 dev eth1 && ip route replace default via 192.168.1.1 dev eth1")
-			pg.measureGap(f, start, 3*bound)
+			pg.measureGap(f, start, 3*tc.bound)
 			// b1 saw the move itself (netlink), not only its peer's
 			// silence: that is what makes the gap a fraction of a second.
 			eventually(t, 5*time.Second, "b1 noticed the network change", func() error {
