@@ -39,15 +39,15 @@ type control struct {
 	netChanged chan struct{}
 	Dropped    atomic.Uint64 // control packets dropped: unauthenticated, replayed, or queue full
 
-	mu      sync.Mutex
-	clock   wire.Clock
+	mu    sync.Mutex
+	clock wire.Clock
 	// udpSince is when we started waiting for a first UDP answer: at
 	// start, and after each network change.
 	udpSince time.Time
-	servers []*server
-	peers   map[key.Key]*peer
-	wants   []key.Key
-	mapping nat.Mapping // our NAT, as STUN tells it
+	servers  []*server
+	peers    map[key.Key]*peer
+	wants    []key.Key
+	mapping  nat.Mapping // our NAT, as STUN tells it
 	// What the last run remembered (state.go), and where to keep it.
 	saved     savedState
 	statePath string
