@@ -60,7 +60,11 @@ func buildTool(t *testing.T, name, pkg string) string {
 	path := filepath.Join(tools.dir, name)
 	err, done := tools.built[name]
 	if !done {
-		if out, e := exec.Command("go", "build", "-o", path, pkg).CombinedOutput(); e != nil {
+		// PUNCHTUN_BUILD_FLAGS=-race runs the lab with race-checked
+		// binaries: a race makes a process exit 66, which the tests
+		// that stop their peers catch.
+		args := append([]string{"build"}, strings.Fields(os.Getenv("PUNCHTUN_BUILD_FLAGS"))...)
+		if out, e := exec.Command("go", append(args, "-o", path, pkg)...).CombinedOutput(); e != nil {
 			err = fmt.Errorf("go build %s: %v\n%s", pkg, e, out)
 		}
 		tools.built[name] = err
