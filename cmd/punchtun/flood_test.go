@@ -207,10 +207,7 @@ type rvProc struct {
 // test reads its memory and its counters.
 func (l *lab) startRendezvousProc() (*rvProc, key.Key) {
 	l.t.Helper()
-	rvKey, _ := key.NewPrivate()
-	keyFile := filepath.Join(l.dir, "rendezvous.key")
-	os.WriteFile(keyFile, []byte(rvKey.String()+"\n"), 0o600)
-	p := l.start("rv", "rendezvous", l.bin, "rendezvous", "--listen", rendezvousAddr, "--listen", rendezvousAddr2, "--key-file", keyFile)
+	p, rvKey := l.launchRendezvous()
 	rv := &rvProc{proc: p, t: l.t}
 	eventually(l.t, 10*time.Second, "rendezvous listening", func() error {
 		if log, _ := os.ReadFile(p.log); !strings.Contains(string(log), "rendezvous listening") {

@@ -306,6 +306,13 @@ func (l *lab) writeConfig(p, other *peerSpec, rvKey key.Key) string {
 // IP, unless given.
 func (l *lab) startRendezvous(second ...string) key.Key {
 	l.t.Helper()
+	_, rvKey := l.launchRendezvous(second...)
+	return rvKey
+}
+
+// launchRendezvous is startRendezvous, returning the process too.
+func (l *lab) launchRendezvous(second ...string) (*proc, key.Key) {
+	l.t.Helper()
 	rvKey, _ := key.NewPrivate()
 	keyFile := filepath.Join(l.dir, "rendezvous.key")
 	os.WriteFile(keyFile, []byte(rvKey.String()+"\n"), 0o600)
@@ -313,18 +320,24 @@ func (l *lab) startRendezvous(second ...string) key.Key {
 	if len(second) > 0 {
 		other = second[0]
 	}
-	l.start("rv", "rendezvous", l.bin, "rendezvous", "--listen", rendezvousAddr, "--listen", other, "--key-file", keyFile)
-	return rvKey
+	return l.start("rv", "rendezvous", l.bin, "rendezvous", "--listen", rendezvousAddr, "--listen", other, "--key-file", keyFile), rvKey
 }
 
 func (l *lab) up(p, other *peerSpec, rvKey key.Key) *proc {
 	l.t.Helper()
-	conf := l.writeConfig(p, other, rvKey)
+	return l.startPeer(p, l.writeConfig(p, other, rvKey), p.iface)
+}
+
+// startPeer runs `punchtun up conf` for p, its log named logName, and
+// returns once the peer answers status. Every start of p shares its run
+// and state directories, so a restart finds what the last run kept.
+func (l *lab) startPeer(p *peerSpec, conf, logName string) *proc {
+	l.t.Helper()
 	args := []string{l.bin, "up", conf, "--run-dir", filepath.Join(l.dir, "run-"+p.iface), "--state-dir", filepath.Join(l.dir, "state")}
 	if level := os.Getenv("PUNCHTUN_LAB_LOG_LEVEL"); level != "" {
 		args = append(args, "--log-level", level)
 	}
-	pr := l.start(p.host, p.iface, args...)
+	pr := l.start(p.host, logName, args...)
 	// Up when it answers status: the interface then has its addresses.
 	eventually(l.t, 10*time.Second, p.iface+" up", func() error {
 		_, err := l.status(p)

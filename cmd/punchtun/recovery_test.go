@@ -389,22 +389,11 @@ func (l *lab) writeConfigRVs(p, other *peerSpec, rvs ...*rvServer) string {
 	return path
 }
 
-// upRVs brings p up with the rendezvous servers rvs, as l.up does (same
-// run and state directories, so a restart finds what the last run kept);
+// upRVs brings p up with the rendezvous servers rvs, as l.up does;
 // logName names its log, distinct for each start of the same peer.
 func (l *lab) upRVs(p, other *peerSpec, logName string, rvs ...*rvServer) *proc {
 	l.t.Helper()
-	conf := l.writeConfigRVs(p, other, rvs...)
-	args := []string{l.bin, "up", conf, "--run-dir", filepath.Join(l.dir, "run-"+p.iface), "--state-dir", filepath.Join(l.dir, "state")}
-	if level := os.Getenv("PUNCHTUN_LAB_LOG_LEVEL"); level != "" {
-		args = append(args, "--log-level", level)
-	}
-	pr := l.start(p.host, logName, args...)
-	eventually(l.t, 10*time.Second, p.iface+" up", func() error {
-		_, err := l.status(p)
-		return err
-	})
-	return pr
+	return l.startPeer(p, l.writeConfigRVs(p, other, rvs...), logName)
 }
 
 // pair brings up a on hostA and b on hostB with the rendezvous servers rvs
