@@ -101,13 +101,8 @@ func TestIPv6(t *testing.T) {
 // same connection.
 func TestPathChangeKeepsTCP(t *testing.T) {
 	l := newLab(t, "ptp", "easy", "easy")
-	rvKey := l.startRendezvous()
-	a := newPeer(t, "a1", "ptpa0", "100.64.0.1")
-	b := newPeer(t, "b1", "ptpb0", "100.64.0.2")
-	l.up(a, b, rvKey)
-	l.up(b, a, rvKey)
-	l.waitPath(a, "direct")
-	l.waitPath(b, "direct")
+	rv := l.newRendezvous("rendezvous", rendezvousAddr, []string{rendezvousAddr, rendezvousAddr2}, "")
+	a, b, _, _ := l.pair("ptpa0", "a1", "ptpb0", "b1", "direct", rv)
 
 	// 12 MiB, sent in 100 KiB pieces ten times a second: the connection
 	// lives through both path changes.
@@ -185,13 +180,8 @@ func TestPathChangeKeepsTCP(t *testing.T) {
 // the last packet it received (the ping that brought the tunnel up).
 func TestQuietWhenIdle(t *testing.T) {
 	l := newLab(t, "ptq", "easy", "easy")
-	rvKey := l.startRendezvous()
-	a := newPeer(t, "a1", "ptqa0", "100.64.0.1")
-	b := newPeer(t, "b1", "ptqb0", "100.64.0.2")
-	l.up(a, b, rvKey)
-	l.up(b, a, rvKey)
-	l.waitPath(a, "direct")
-	l.waitPath(b, "direct")
+	rv := l.newRendezvous("rendezvous", rendezvousAddr, []string{rendezvousAddr, rendezvousAddr2}, "")
+	a, b, _, _ := l.pair("ptqa0", "a1", "ptqb0", "b1", "direct", rv)
 	l.ping(a, b)
 	// Idle means nothing exchanged for 10 s: until then a peer checks a
 	// path that falls silent (tunnel.activeWindow). The wait is that
