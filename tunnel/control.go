@@ -309,14 +309,16 @@ func (c *control) sendSealed(dst netip.AddrPort, shared *wire.SharedKey, m wire.
 func (c *control) tick(now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, s := range c.servers {
-		c.tickServer(s, now)
-	}
-	c.checkBlocked(now)
+	// Before the servers' turn: the registrations it calls for leave in
+	// this tick.
 	if !c.netSettle.IsZero() && !now.Before(c.netSettle) {
 		c.netSettle = time.Time{}
 		c.networkChanged(now)
 	}
+	for _, s := range c.servers {
+		c.tickServer(s, now)
+	}
+	c.checkBlocked(now)
 	for _, p := range c.peers {
 		c.tickBirthday(p, now)
 		c.checkSilence(p, now)
