@@ -197,17 +197,20 @@ func saveRendezvousState(log *slog.Logger, srv *rendezvous.Server, file string) 
 // the rare NAT that maps per address alone would pass for easy. Unspecified
 // addresses (0.0.0.0) cannot be advertised: a client could not reach them.
 func otherAddress(conns []*net.UDPConn, i int) netip.AddrPort {
-	self := conns[i].LocalAddr().(*net.UDPAddr).AddrPort()
+	local := func(c *net.UDPConn) netip.AddrPort {
+		a := c.LocalAddr().(*net.UDPAddr).AddrPort()
+		return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+	}
+	self := local(conns[i])
 	if self.Addr().IsUnspecified() {
 		return netip.AddrPort{}
 	}
 	var samePort netip.AddrPort
 	for j := 1; j < len(conns); j++ {
-		o := conns[(i+j)%len(conns)].LocalAddr().(*net.UDPAddr).AddrPort()
-		o = netip.AddrPortFrom(o.Addr().Unmap(), o.Port())
+		o := local(conns[(i+j)%len(conns)])
 		switch {
-		case o.Addr().IsUnspecified() || o.Addr().Is4() != self.Addr().Unmap().Is4():
-		case o.Addr() != self.Addr().Unmap():
+		case o.Addr().IsUnspecified() || o.Addr().Is4() != self.Addr().Is4():
+		case o.Addr() != self.Addr():
 			return o
 		case o.Port() != self.Port() && !samePort.IsValid():
 			samePort = o
