@@ -45,7 +45,7 @@ func NewCollector(s *Server) *Collector {
 	dropped := prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "dropped_packets_total"),
 		"Packets dropped, by reason: malformed, auth (failed authentication), replay, unregistered (sender not registered), "+
 			"not_mutual (peers that do not both list each other), relay_off, rate_limited (over a source's, a key's or the new-key rate), "+
-			"too_many (peer or replay table full), oversize.",
+			"too_many (peer or replay table full), oversize, tcp_queue_full (a TCP peer that does not read its stream).",
 		[]string{"reason"}, nil)
 	// Every counter of Stats is exported, including ones added after this
 	// was written: those under a name derived from the field's.

@@ -90,8 +90,11 @@ type Stats struct {
 	DropRelayOff                        atomic.Uint64
 	// DropRateLimited: over a source's, a key's or the new-key budget;
 	// DropTooMany: the peer table (MaxPeers) or the replay table is full;
-	// DropOversize: a control message longer than MaxControlLen.
+	// DropOversize: a control message longer than MaxControlLen;
+	// DropTCPQueueFull: a TCP peer's send queue is full (it stopped
+	// reading, or reads slower than its traffic comes).
 	DropRateLimited, DropTooMany, DropOversize atomic.Uint64
+	DropTCPQueueFull                           atomic.Uint64
 }
 
 type registration struct {

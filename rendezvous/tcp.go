@@ -14,10 +14,20 @@ import (
 const tcpIdle = 2*RefreshInterval + 5*time.Second
 
 // streamLink is a TCP peer's way back: everything goes down its stream.
-type streamLink struct{ *wire.Stream }
+// A write only queues (wire.Stream), so the UDP reader and holders of the
+// server's lock never wait for a peer that stopped reading; what does not
+// fit the queue is dropped and counted.
+type streamLink struct {
+	st    *wire.Stream
+	stats *Stats
+}
 
-func (l streamLink) WriteToUDPAddrPort(b []byte, _ netip.AddrPort) (int, error) {
-	return len(b), l.Write(b)
+func (l *streamLink) WriteToUDPAddrPort(b []byte, _ netip.AddrPort) (int, error) {
+	err := l.st.Write(b)
+	if errors.Is(err, wire.ErrQueueFull) {
+		l.stats.DropTCPQueueFull.Add(1)
+	}
+	return len(b), err
 }
 
 // ServeTCP accepts peers whose networks block UDP, until ln is closed.
@@ -41,7 +51,7 @@ func (s *Server) ServeTCP(ln net.Listener) error {
 }
 
 func (s *Server) serveStream(st *wire.Stream) {
-	l := streamLink{st}
+	l := &streamLink{st: st, stats: &s.Stats}
 	defer func() {
 		st.Close()
 		s.dropLink(l)

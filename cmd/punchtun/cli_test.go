@@ -60,9 +60,7 @@ func TestGenkeyPubkey(t *testing.T) {
 		t.Fatalf("pubkey printed %q, want %s", pub, k.Public())
 	}
 	// Interchangeable with wireguard-tools, both ways.
-	if _, err := exec.LookPath("wg"); err != nil {
-		skipLab(t, "wg not installed: install wireguard-tools")
-	}
+	requireTools(t, "wireguard-tools", "wg")
 	c := exec.Command("wg", "pubkey")
 	c.Stdin = strings.NewReader(priv)
 	wgPub, err := c.Output()

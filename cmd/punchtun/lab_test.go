@@ -584,11 +584,10 @@ func (l *lab) checkPair(a, b *peerSpec, tc pairCase, rvKey key.Key) {
 			return nil
 		})
 	}
-	if _, err := exec.LookPath("wg"); err == nil {
-		out := l.run(a.host, "wg", "show", a.iface)
-		if !strings.Contains(out, b.priv.Public().String()) || !strings.Contains(out, psA.Endpoint) {
-			t.Errorf("wg show lacks the peer or its endpoint %s:\n%s", psA.Endpoint, out)
-		}
+	requireTools(t, "wireguard-tools", "wg")
+	out := l.run(a.host, "wg", "show", a.iface)
+	if !strings.Contains(out, b.priv.Public().String()) || !strings.Contains(out, psA.Endpoint) {
+		t.Errorf("wg show lacks the peer or its endpoint %s:\n%s", psA.Endpoint, out)
 	}
 
 	// SIGTERM tears down and exits 0.

@@ -46,9 +46,7 @@ func copyUnits(t *testing.T) string {
 // punchtun@punch0` starts); any warning about them fails the test. It
 // also checks that systemd rates their hardening OK.
 func TestSystemdUnits(t *testing.T) {
-	if _, err := exec.LookPath("systemd-analyze"); err != nil {
-		skipLab(t, "systemd-analyze not installed: install systemd")
-	}
+	requireTools(t, "systemd", "systemd-analyze")
 	dir := copyUnits(t)
 	for _, unit := range []string{"punchtun@punch0.service", "punchtun-rendezvous.service"} {
 		t.Run(unit, func(t *testing.T) {

@@ -124,6 +124,7 @@ func FuzzStream(f *testing.F) {
 	f.Add([]byte{0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s := NewStream(byteConn{bytes.NewReader(b)})
+		defer s.Close()
 		buf := make([]byte, 64)
 		consumed := 0
 		for {

@@ -2,10 +2,12 @@ package wire
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"net/netip"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/punchtun/punchtun/tunnel/key"
 )
@@ -185,6 +187,36 @@ func TestStream(t *testing.T) {
 	go sa.Write([]byte("0123456789"))
 	if _, err := sb.Read(make([]byte, 4)); err == nil {
 		t.Fatal("datagram longer than the buffer read")
+	}
+}
+
+// TestStreamWriteNeverBlocks: writes to a stream whose other end does not
+// read return at once, and once the queue is full they are refused with
+// ErrQueueFull; after Close every write fails.
+func TestStreamWriteNeverBlocks(t *testing.T) {
+	a, b := net.Pipe() // a write blocks until the other end reads
+	defer b.Close()
+	s := NewStream(a)
+	pkt := make([]byte, 1400)
+	full := false
+	start := time.Now()
+	for range 2 * StreamQueueLimit / len(pkt) {
+		if err := s.Write(pkt); err == ErrQueueFull {
+			full = true
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !full {
+		t.Fatal("never refused a write to a stream nobody reads")
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("writes took %v", took)
+	}
+	s.Close()
+	if err := s.Write(pkt); !errors.Is(err, ErrStreamClosed) {
+		t.Fatalf("write after Close: %v", err)
 	}
 }
 
