@@ -120,7 +120,8 @@ func TestHeartbeatThenLoss(t *testing.T) {
 	h.answer(public, time.Millisecond)
 	h.sent = nil
 	// Quiet until the heartbeat is due.
-	for i := 0; i < 24; i++ {
+	beat := int(HeartbeatInterval / time.Second)
+	for range beat - 1 {
 		h.now = h.now.Add(time.Second)
 		h.p.Tick(h.now)
 	}
@@ -130,12 +131,13 @@ func TestHeartbeatThenLoss(t *testing.T) {
 	h.now = h.now.Add(time.Second)
 	h.p.Tick(h.now)
 	if len(h.pingsTo(public)) != 1 {
-		t.Fatal("no heartbeat after 25 s")
+		t.Fatalf("no heartbeat after %v", HeartbeatInterval)
 	}
-	// Unanswered: retried every second, then the path is lost.
+	// Unanswered: retried every retryInterval, then the path is lost
+	// after PathTimeout.
 	var ev Event
-	for i := 0; i < 11 && ev == EventNone; i++ {
-		h.now = h.now.Add(time.Second)
+	for i := 0; i <= int(PathTimeout/retryInterval) && ev == EventNone; i++ {
+		h.now = h.now.Add(retryInterval)
 		ev = h.p.Tick(h.now)
 	}
 	if ev != EventLost || h.p.Path().Addr.IsValid() {
@@ -152,10 +154,11 @@ func TestFollowerLeavesHeartbeatToLeader(t *testing.T) {
 	h.p.Tick(h.now)
 	h.answer(public, time.Millisecond)
 	h.sent = nil
-	for i := 0; i < 25; i++ {
+	beat := int(HeartbeatInterval / time.Second)
+	for i := range beat {
 		h.now = h.now.Add(time.Second)
 		h.p.Tick(h.now)
-		if i == 20 {
+		if i == beat-int(followerDelay/time.Second) {
 			// The leader's heartbeat arrives.
 			h.p.OnPing(h.now, public, &wire.Ping{})
 		}

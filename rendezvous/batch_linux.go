@@ -274,7 +274,7 @@ func (r *batchReader) forwardBatch() {
 	)
 	for i := range r.relays {
 		f := &r.relays[i]
-		k, _ := wire.ParseRelay(f.b)
+		k, _, _ := wire.ParseRelay(f.b) // relayTarget drops a short frame
 		if !have || f.src != src || k != receiver {
 			snd, to, dst, drop = s.relayTarget(r.link, f.src, f.b)
 			have, src, receiver = true, f.src, k

@@ -432,7 +432,10 @@ func (s *Server) relayTarget(l link, src netip.AddrPort, b []byte) (sender key.K
 	if !registered {
 		return sender, nil, dst, &s.Stats.DropUnregistered
 	}
-	receiver, _ := wire.ParseRelay(b)
+	receiver, _, err := wire.ParseRelay(b)
+	if err != nil {
+		return sender, nil, dst, &s.Stats.DropMalformed
+	}
 	_, r, ok := s.mutual(sender, receiver)
 	if !ok {
 		return sender, nil, dst, &s.Stats.DropNotMutual

@@ -245,7 +245,7 @@ func (c *client) recvRelay(wait time.Duration) (key.Key, []byte, bool) {
 			return key.Key{}, nil, false
 		}
 		if wire.IsRelay(buf[:n]) {
-			k, pkt := wire.ParseRelay(buf[:n])
+			k, pkt, _ := wire.ParseRelay(buf[:n])
 			return k, append([]byte(nil), pkt...), true
 		}
 	}

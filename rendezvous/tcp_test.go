@@ -49,7 +49,7 @@ func TestTCPPeerIsRelayed(t *testing.T) {
 		if !wire.IsRelay(frame) {
 			continue // the intro
 		}
-		if from, got := wire.ParseRelay(frame); from != udp.pub() || string(got) != string(pkt) {
+		if from, got, _ := wire.ParseRelay(frame); from != udp.pub() || string(got) != string(pkt) {
 			t.Fatalf("TCP peer got %x from %v", got, from)
 		}
 		break

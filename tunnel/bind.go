@@ -303,8 +303,8 @@ func (b *Bind) unwrapRelay(frame []byte, src netip.AddrPort) *PeerEndpoint {
 // relayedFrom returns the endpoint of the peer a relay frame names, if it
 // carries WireGuard.
 func (b *Bind) relayedFrom(frame []byte) *PeerEndpoint {
-	peer, inner := wire.ParseRelay(frame)
-	if Classify(inner) != PacketWireGuard {
+	peer, inner, err := wire.ParseRelay(frame)
+	if err != nil || Classify(inner) != PacketWireGuard {
 		return nil
 	}
 	b.mu.Lock()

@@ -65,7 +65,7 @@ func FuzzClassify(f *testing.F) {
 			t.Fatalf("Classify(%x) = %v, want %v", b, got, want)
 		}
 		if got == PacketRelay {
-			_, inner := wire.ParseRelay(b)
+			_, inner, _ := wire.ParseRelay(b)
 			Classify(inner)
 		}
 	})

@@ -211,10 +211,10 @@ func (c *control) probeAnswered(p *peer, m inbound, pong *wire.Pong) bool {
 // rather than WireGuard: a probe or a pong that came through a rendezvous.
 // A probe is answered the way it came. Callers hold c.mu.
 func (c *control) handleRelayedProbe(m inbound) {
-	from, inner := wire.ParseRelay(m.pkt)
+	from, inner, err := wire.ParseRelay(m.pkt)
 	p := c.peers[from]
-	h, err := wire.ParseHeader(inner)
-	if p == nil || err != nil || h.Sender != from {
+	h, herr := wire.ParseHeader(inner)
+	if p == nil || err != nil || herr != nil || h.Sender != from {
 		c.Dropped.Add(1)
 		return
 	}
@@ -263,8 +263,8 @@ func (c *control) sendRelayedProbe(p *peer, relay netip.AddrPort, stream *wire.S
 
 // isRelayedControl reports whether a relay frame carries a control message.
 func isRelayedControl(frame []byte) bool {
-	_, inner := wire.ParseRelay(frame)
-	return Classify(inner) == PacketControl
+	_, inner, err := wire.ParseRelay(frame)
+	return err == nil && Classify(inner) == PacketControl
 }
 
 // Ping asks the punchtun running iface to probe peer once, waiting up to

@@ -44,8 +44,35 @@ func TestRelayCarriesOnlyWireGuard(t *testing.T) {
 			t.Errorf("%s: endpoint %v, want %v", tc.name, got, tc.want)
 		}
 	}
-	// Over a TCP stream, the same rules but the source.
-	if b.InjectRelayed(wire.AppendRelay(nil, peer, control)) && b.Dropped.Load() != 1 {
-		t.Errorf("a control message relayed over TCP was not dropped")
+	// Over a TCP stream, the same rules but the source: WireGuard from a
+	// peer of ours goes to WireGuard, a relayed probe to the control plane
+	// (InjectRelayed says false), anything else is dropped and counted.
+	for _, tc := range []struct {
+		name     string
+		frame    []byte
+		taken    bool // InjectRelayed's answer
+		dropped  uint64
+		injected int
+	}{
+		{"WireGuard from a peer", wire.AppendRelay(nil, peer, wg), true, 0, 1},
+		{"a control message inside", wire.AppendRelay(nil, peer, control), false, 0, 0},
+		{"WireGuard for a key that is not our peer", wire.AppendRelay(nil, stranger, wg), true, 1, 0},
+		{"STUN inside", wire.AppendRelay(nil, peer, stun), true, 1, 0},
+		{"not a relay frame", wg, false, 0, 0},
+		{"a relay header cut short", wire.AppendRelay(nil, peer, nil)[:wire.RelayHeaderLen-1], false, 0, 0},
+	} {
+		dropped := b.Dropped.Load()
+		if got := b.InjectRelayed(tc.frame); got != tc.taken {
+			t.Errorf("%s over TCP: InjectRelayed = %v, want %v", tc.name, got, tc.taken)
+		}
+		if d := b.Dropped.Load() - dropped; d != tc.dropped {
+			t.Errorf("%s over TCP: %d dropped, want %d", tc.name, d, tc.dropped)
+		}
+		if n := len(b.side); n != tc.injected {
+			t.Errorf("%s over TCP: %d packets passed to WireGuard, want %d", tc.name, n, tc.injected)
+		}
+		for len(b.side) > 0 {
+			<-b.side
+		}
 	}
 }

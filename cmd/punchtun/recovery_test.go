@@ -227,20 +227,18 @@ func (f *figure) failf(format string, args ...any) {
 }
 
 // measureGap waits (up to wait) for replies to flow steadily again after
-// the event at start, and records the longest gap from start until then.
+// the event at start, and records the longest gap from start until then. A
+// recovery that never came fails, whatever the gaps between the stray
+// replies were.
 func (pg *pinger) measureGap(f *figure, start time.Time, wait time.Duration) {
 	f.t.Helper()
 	resumed, ok := pg.waitSteady(start, wait)
-	end := time.Now()
-	if ok {
-		end = resumed
-	}
-	d := pg.gap(start, end)
-	detail := ""
 	if !ok {
-		detail = fmt.Sprintf("(no steady replies within %v)", wait)
+		f.row.Gap = pg.gap(start, time.Now()).Seconds()
+		f.failf("%s: no steady replies within %v of the event", f.row.Event, wait)
+		return
 	}
-	f.measured(d, detail)
+	f.measured(pg.gap(start, resumed), "")
 }
 
 // printGaps prints the figures the recovery tests recorded, a line per

@@ -96,7 +96,10 @@ func FuzzRelay(f *testing.F) {
 		if IsControl(b) {
 			t.Fatal("both a relay frame and a control message")
 		}
-		k, pkt := ParseRelay(b)
+		k, pkt, err := ParseRelay(b)
+		if err != nil {
+			t.Fatalf("a relay frame that does not parse: %v", err)
+		}
 		if got := AppendRelay(nil, k, pkt); !bytes.Equal(got, b) {
 			t.Fatalf("reframed %x, was %x", got, b)
 		}

@@ -444,10 +444,17 @@ func AppendRelay(dst []byte, peer key.Key, pkt []byte) []byte {
 	return append(dst, pkt...)
 }
 
-// ParseRelay splits a relay frame; callers check IsRelay first.
-func ParseRelay(b []byte) (peer key.Key, pkt []byte) {
+// ErrShortRelay is a relay frame cut short of its header.
+var ErrShortRelay = errors.New("wire: relay frame shorter than its header")
+
+// ParseRelay splits a relay frame into the key it names and the packet it
+// carries. It does not check the magic (IsRelay does).
+func ParseRelay(b []byte) (peer key.Key, pkt []byte, err error) {
+	if len(b) < RelayHeaderLen {
+		return peer, nil, ErrShortRelay
+	}
 	copy(peer[:], b[len(RelayMagic):RelayHeaderLen])
-	return peer, b[RelayHeaderLen:]
+	return peer, b[RelayHeaderLen:], nil
 }
 
 // Clock hands out strictly increasing message times: wall-clock unix

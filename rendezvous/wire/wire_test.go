@@ -146,8 +146,13 @@ func TestRelayFrame(t *testing.T) {
 	if !IsRelay(frame) || IsControl(frame) || len(frame) != RelayHeaderLen+len(pkt) {
 		t.Fatalf("frame %x", frame)
 	}
-	if k, got := ParseRelay(frame); k != (key.Key{5}) || !bytes.Equal(got, pkt) {
+	if k, got, err := ParseRelay(frame); err != nil || k != (key.Key{5}) || !bytes.Equal(got, pkt) {
 		t.Fatalf("parsed %v %x", k, got)
+	}
+	for n := range RelayHeaderLen {
+		if _, _, err := ParseRelay(frame[:n]); err != ErrShortRelay {
+			t.Fatalf("ParseRelay of %d bytes: %v, want ErrShortRelay", n, err)
+		}
 	}
 	if IsRelay(frame[:RelayHeaderLen-1]) {
 		t.Error("short frame taken for a relay frame")
@@ -176,7 +181,7 @@ func TestStream(t *testing.T) {
 		if err != nil || !IsRelay(buf[:n]) {
 			t.Fatalf("relay frame: %v, is relay %v", err, IsRelay(buf[:n]))
 		}
-		got, pkt := ParseRelay(buf[:n])
+		got, pkt, _ := ParseRelay(buf[:n])
 		if got != peer || !bytes.Equal(pkt, want) {
 			t.Fatalf("relay frame for %v with %d bytes, want %v with %d", got, len(pkt), peer, len(want))
 		}
