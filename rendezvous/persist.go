@@ -7,9 +7,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"time"
 
+	"github.com/punchtun/punchtun/rendezvous/wire/statefile"
 	"github.com/punchtun/punchtun/tunnel/key"
 )
 
@@ -67,14 +67,7 @@ func (s *Server) Save(path string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return statefile.Write(path, b)
 }
 
 // Load reads registrations Save wrote, for the sockets in conns (matched by

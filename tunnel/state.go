@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/punchtun/punchtun/rendezvous/wire/statefile"
 	"github.com/punchtun/punchtun/tunnel/key"
 )
 
@@ -60,18 +61,11 @@ func loadState(path string) (savedState, error) {
 // save writes the state atomically (a crash leaves the old file or the
 // new one), readable by root only: endpoints say where peers are.
 func (st savedState) save(path string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return statefile.Write(path, b)
 }
 
 // endpoint returns peer's remembered endpoint, if recent enough.
