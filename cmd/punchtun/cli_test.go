@@ -146,6 +146,7 @@ func TestBadConfigCreatesNothing(t *testing.T) {
 	in := netns(t, "ptcfg")
 	priv, _ := key.NewPrivate()
 	peer, _ := key.NewPrivate()
+	other, _ := key.NewPrivate()
 	good := fmt.Sprintf("[Interface]\nPrivateKey = %s\nAddress = 100.64.0.1/24\n\n[Peer]\nPublicKey = %s\nAllowedIPs = 100.64.0.2/32\nEndpoint = 127.0.0.1:51820\n", priv, peer.Public())
 	for _, tc := range []struct {
 		name, conf, want string
@@ -156,6 +157,8 @@ func TestBadConfigCreatesNothing(t *testing.T) {
 		{"bad cidr", strings.Replace(good, "100.64.0.2/32", "100.64.0.2/33", 1), ":7: AllowedIPs: "},
 		{"missing private key", strings.Replace(good, "PrivateKey = "+priv.String()+"\n", "", 1), ":1: PrivateKey: "},
 		{"no endpoint, no rendezvous", strings.Replace(good, "Endpoint = 127.0.0.1:51820\n", "", 1), ":5: Endpoint: "},
+		{"AllowedIPs of another peer", good + "\n[Peer]\nPublicKey = " + other.Public().String() + "\nAllowedIPs = 100.64.0.2/32\nEndpoint = 127.0.0.1:51821\n",
+			":12: AllowedIPs: 100.64.0.2/32 is already routed to the [Peer] on line 5 (AllowedIPs on line 7)"},
 	} {
 		t.Run(strings.ReplaceAll(tc.name, " ", "-"), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "ptcfg0.conf")

@@ -231,7 +231,8 @@ func (c *Config) validate(file string, pos *positions) error {
 	}
 
 	self := in.PrivateKey.Public()
-	seen := make(map[key.Key]int) // public key → peer index
+	seen := make(map[key.Key]int)        // public key → peer index
+	routed := make(map[netip.Prefix]int) // AllowedIPs → peer index
 	for i := range c.Peers {
 		p := &c.Peers[i]
 		if p.PublicKey.IsZero() {
@@ -251,6 +252,16 @@ func (c *Config) validate(file string, pos *positions) error {
 			if !a.IsValid() {
 				return peerErr(i, "AllowedIPs", "invalid prefix")
 			}
+			// WireGuard routes a prefix to one peer only: the other would
+			// silently get none of it.
+			if j, ok := routed[a]; ok && j != i {
+				if pos != nil {
+					return peerErr(i, "AllowedIPs", "%v is already routed to the [Peer] on line %d (AllowedIPs on line %d)",
+						a, pos.peers[j].header, pos.peerLine(j, "AllowedIPs"))
+				}
+				return peerErr(i, "AllowedIPs", "%v is already routed to peer %d", a, j+1)
+			}
+			routed[a] = i
 		}
 		if p.Endpoint != "" {
 			if err := checkHostPort(p.Endpoint); err != nil {

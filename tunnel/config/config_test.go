@@ -330,6 +330,8 @@ func TestParseErrors(t *testing.T) {
 		{"empty file", "", 0, "", "missing [Interface] section"},
 		{"missing PublicKey", ok + "\n[Peer]\nEndpoint = 198.51.100.8:51820\n", 8, "PublicKey", "missing in [Peer]"},
 		{"duplicate peer", ok + "[Peer]\nPublicKey = {carol}\nEndpoint = 198.51.100.8:1\n[Peer]\nEndpoint = 198.51.100.9:1\nPublicKey = {bob}\n", 12, "PublicKey", "same PublicKey as the [Peer] on line 4"},
+		{"AllowedIPs of another peer", ok + "AllowedIPs = 100.64.0.2/32\n[Peer]\nPublicKey = {carol}\nEndpoint = 198.51.100.8:1\nAllowedIPs = 10.0.0.0/8, 100.64.0.2/32\n", 11, "AllowedIPs", "100.64.0.2/32 is already routed to the [Peer] on line 4 (AllowedIPs on line 7)"},
+		{"AllowedIPs of another peer, unmasked", ok + "AllowedIPs = 100.64.0.2/32\n[Peer]\nPublicKey = {carol}\nEndpoint = 198.51.100.8:1\nAllowedIPs = 100.64.0.2\n", 11, "AllowedIPs", "already routed to the [Peer] on line 4"},
 		{"peer is self", ok + "[Peer]\nPublicKey = {alicepub}\nEndpoint = 198.51.100.8:1\n", 8, "PublicKey", "interface's own public key"},
 		{"peer without Endpoint", ok + "[Peer]\nPublicKey = {carol}\n", 7, "Endpoint", "peer has no Endpoint and no Rendezvous is set"},
 		{"Interface after peers", "[Peer]\nPublicKey = {bob}\n[Interface]\nPrivateKey = {alice}\n", 1, "Endpoint", "no Rendezvous"},
@@ -444,6 +446,10 @@ func TestValidate(t *testing.T) {
 		{"no public key", func(c *Config) { c.Peers[0].PublicKey = key.Key{} }, "PublicKey"},
 		{"self", func(c *Config) { c.Peers[0].PublicKey = mustKey(alicePub) }, "PublicKey"},
 		{"duplicate peer", func(c *Config) { c.Peers = append(c.Peers, c.Peers[0]) }, "PublicKey"},
+		{"AllowedIPs of another peer", func(c *Config) {
+			c.Peers[0].AllowedIPs = prefixes("100.64.0.2/32")
+			c.Peers = append(c.Peers, Peer{PublicKey: mustKey(carolPub), Endpoint: "198.51.100.8:1", AllowedIPs: prefixes("100.64.0.2/32")})
+		}, "AllowedIPs"},
 		{"no endpoint", func(c *Config) { c.Peers[0].Endpoint = "" }, "Endpoint"},
 		{"bad endpoint", func(c *Config) { c.Peers[0].Endpoint = "198.51.100.7" }, "Endpoint"},
 		{"MTU", func(c *Config) { c.Interface.MTU = 100 }, "MTU"},
