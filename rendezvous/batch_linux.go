@@ -46,7 +46,8 @@ const (
 	// arenaSize is where frames of separate datagrams are copied to be
 	// sent as one GSO message.
 	arenaSize = 4 * maxDatagram
-	oobSize   = 64
+	// oobSize holds a UDP_GRO and an IPV6_PKTINFO control message.
+	oobSize = 128
 )
 
 // serveReaders is the number of goroutines reading one socket. Two relayed
@@ -76,6 +77,7 @@ func newUDPBatch(conn *net.UDPConn) (*udpBatch, error) {
 	var domain int
 	var derr error
 	gso := false
+	unspecified := conn.LocalAddr().(*net.UDPAddr).IP.IsUnspecified()
 	err = rc.Control(func(fd uintptr) {
 		s := int(fd)
 		domain, derr = unix.GetsockoptInt(s, unix.SOL_SOCKET, unix.SO_DOMAIN)
@@ -86,6 +88,12 @@ func newUDPBatch(conn *net.UDPConn) (*udpBatch, error) {
 		}
 		// GRO is only asked for: without it, datagrams come one by one.
 		unix.SetsockoptInt(s, unix.IPPROTO_UDP, unix.UDP_GRO, 1)
+		if unspecified {
+			// The address each packet came to, for STUN's OTHER-ADDRESS
+			// (see Serve). An IPv6 socket reports IPv4 ones v4-mapped.
+			unix.SetsockoptInt(s, unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+			unix.SetsockoptInt(s, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+		}
 		_, gerr := unix.GetsockoptInt(s, unix.IPPROTO_UDP, unix.UDP_SEGMENT)
 		gso = gerr == nil
 	})
@@ -229,12 +237,16 @@ func (r *batchReader) handleBatch(n int) {
 		ap := ua.AddrPort()
 		src := netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 		b := r.inBufs[i][:m.N]
-		size := groSize(m.OOB[:m.NN])
+		size, dst := parseOOB(m.OOB[:m.NN])
 		if size <= 0 || size > len(b) {
 			size = len(b)
 		}
+		other := r.other
+		if other.Addr().IsUnspecified() {
+			other = netip.AddrPortFrom(dst, other.Port()) // invalid without PKTINFO
+		}
 		if len(b) == 0 {
-			r.s.handle(r.link, r.other, b, src)
+			r.s.handle(r.link, other, b, src)
 			continue
 		}
 		for off := 0; off < len(b); off += size {
@@ -242,7 +254,7 @@ func (r *batchReader) handleBatch(n int) {
 			if wire.IsRelay(p) {
 				r.relays = append(r.relays, relayFrame{b: p, src: src, msg: i, off: off})
 			} else {
-				r.s.handle(r.link, r.other, p, src)
+				r.s.handle(r.link, other, p, src)
 			}
 		}
 	}
@@ -414,25 +426,29 @@ func (r *batchReader) writeSegments(i int) {
 	}
 }
 
-// groSize returns the segment size of a GRO datagram from its control
-// messages, or 0.
-func groSize(oob []byte) int {
+// parseOOB reads a received datagram's control messages: its UDP GRO
+// segment size (0 if not coalesced), and the address it was sent to (from
+// IP_PKTINFO or IPV6_PKTINFO, if asked for; unmapped).
+func parseOOB(oob []byte) (groSize int, dst netip.Addr) {
 	for len(oob) >= unix.SizeofCmsghdr {
 		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
 		if err != nil {
-			return 0
+			return groSize, dst
 		}
-		if h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO {
-			switch {
-			case len(data) >= 4: // the kernel writes an int
-				return int(binary.NativeEndian.Uint32(data))
-			case len(data) >= 2:
-				return int(binary.NativeEndian.Uint16(data))
-			}
+		switch {
+		case h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO && len(data) >= 4: // the kernel writes an int
+			groSize = int(binary.NativeEndian.Uint32(data))
+		case h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO && len(data) >= 2:
+			groSize = int(binary.NativeEndian.Uint16(data))
+		case h.Level == unix.IPPROTO_IP && h.Type == unix.IP_PKTINFO && len(data) >= unix.SizeofInet4Pktinfo:
+			// struct in_pktinfo: ifindex, spec_dst, then the header's destination.
+			dst = netip.AddrFrom4([4]byte(data[8:12]))
+		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
+			dst = netip.AddrFrom16([16]byte(data[:16])).Unmap()
 		}
 		oob = rest
 	}
-	return 0
+	return groSize, dst
 }
 
 // putSegmentSize writes a UDP_SEGMENT control message of size into oob's

@@ -160,9 +160,12 @@ func (s *Server) PublicKey() key.Key { return s.pub }
 func (s *Server) Close() { s.once.Do(func() { close(s.done) }) }
 
 // Serve reads and answers packets on conn until conn is closed. other is
-// the server's address on another IP, if it has one: STUN answers
-// advertise it, so that a client can tell whether its NAT maps per
-// destination.
+// the server's alternate address (another IP, or another port), if it has
+// one: STUN answers advertise it, so that a client can tell whether its NAT
+// maps per destination. An other with an unspecified IP (0.0.0.0:3479)
+// stands for the address each packet came to, on that port: a socket
+// bound to 0.0.0.0 learns it from IP_PKTINFO (Linux; elsewhere nothing is
+// advertised).
 func (s *Server) Serve(conn *net.UDPConn, other netip.AddrPort) error {
 	return s.serveBatched(conn, other) // batch_linux.go, batch_other.go
 }
@@ -170,6 +173,9 @@ func (s *Server) Serve(conn *net.UDPConn, other netip.AddrPort) error {
 // serveEach is Serve one datagram at a time: where batched I/O is not
 // available.
 func (s *Server) serveEach(conn *net.UDPConn, other netip.AddrPort) error {
+	if other.Addr().IsUnspecified() {
+		other = netip.AddrPort{} // no PKTINFO read here
+	}
 	buf := make([]byte, 65536)
 	for {
 		n, src, err := conn.ReadFromUDPAddrPort(buf)

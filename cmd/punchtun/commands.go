@@ -111,6 +111,17 @@ func runRendezvous(args []string) error {
 		}
 		conns = append(conns, c)
 	}
+	if len(conns) == 1 {
+		// One address is what a user types first; a second tells easy
+		// NATs from hard ones. Take the next port, as coturn does for
+		// its alternate port, if it is free.
+		if c, err := listenAlternate(conns[0]); err != nil {
+			log.Warn("cannot listen on the next port for STUN's alternate address", "err", err)
+		} else {
+			log.Info("listening on the next port too, for STUN's alternate address: open it to UDP as well", "addr", c.LocalAddr())
+			conns = append(conns, c)
+		}
+	}
 	if *stateFile == "" {
 		*stateFile = filepath.Join(filepath.Dir(*keyFile), "rendezvous.state")
 	}
@@ -183,6 +194,16 @@ func runRendezvous(args []string) error {
 	}
 }
 
+// listenAlternate listens on the UDP port after c's, at c's address.
+func listenAlternate(c *net.UDPConn) (*net.UDPConn, error) {
+	a := *c.LocalAddr().(*net.UDPAddr)
+	if a.Port == 65535 {
+		return nil, errors.New("no port after 65535")
+	}
+	a.Port++
+	return net.ListenUDP("udp", &a)
+}
+
 func saveRendezvousState(log *slog.Logger, srv *rendezvous.Server, file string) {
 	if err := srv.Save(file); err != nil {
 		log.Warn("cannot save registrations", "file", file, "err", err)
@@ -194,8 +215,10 @@ func saveRendezvousState(log *slog.Logger, srv *rendezvous.Server, file string) 
 // another port of the same IP. A NAT that maps per destination maps per
 // destination port too (RFC 4787's endpoint-dependent mapping), so a host
 // with one public address still tells easy from hard with two ports; only
-// the rare NAT that maps per address alone would pass for easy. Unspecified
-// addresses (0.0.0.0) cannot be advertised: a client could not reach them.
+// the rare NAT that maps per address alone would pass for easy. A socket
+// bound to an unspecified address (0.0.0.0) advertises another port of an
+// unspecified address, which the server fills in per packet with the
+// address the packet came to (rendezvous.Server.Serve).
 func otherAddress(conns []*net.UDPConn, i int) netip.AddrPort {
 	local := func(c *net.UDPConn) netip.AddrPort {
 		a := c.LocalAddr().(*net.UDPAddr).AddrPort()
@@ -203,6 +226,11 @@ func otherAddress(conns []*net.UDPConn, i int) netip.AddrPort {
 	}
 	self := local(conns[i])
 	if self.Addr().IsUnspecified() {
+		for j := 1; j < len(conns); j++ {
+			if o := local(conns[(i+j)%len(conns)]); o.Addr().IsUnspecified() && o.Port() != self.Port() {
+				return o
+			}
+		}
 		return netip.AddrPort{}
 	}
 	var samePort netip.AddrPort

@@ -37,6 +37,12 @@ func TestOtherAddress(t *testing.T) {
 	if got, want := otherAddress(conns, 1), addr(conns[0]); got != want {
 		t.Errorf("one IP: other of %s = %s, want %s", addr(conns[1]), got, want)
 	}
+	// Two unspecified addresses: the other port, its address filled in
+	// per packet by the server.
+	conns = listen("0.0.0.0:0", "0.0.0.0:0")
+	if got := otherAddress(conns, 0); !got.Addr().IsUnspecified() || got.Port() != addr(conns[1]).Port() {
+		t.Errorf("unspecified: other of %s = %s, want the unspecified address, port %d", addr(conns[0]), got, addr(conns[1]).Port())
+	}
 	// Nothing to advertise: one socket, another family, unspecified ones.
 	for _, addrs := range [][]string{
 		{"127.0.0.1:0"},

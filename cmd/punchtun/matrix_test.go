@@ -5,6 +5,7 @@ package main
 import (
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -82,6 +83,26 @@ func TestOneIPRendezvous(t *testing.T) {
 	runPairs(t, l, l.startRendezvous("203.0.113.10:3479"), []pairCase{
 		{name: "easy-hard-one-ip-rendezvous", hostA: "a1", hostB: "b1", wantPath: "direct"},
 	})
+}
+
+// TestSimplestRendezvous: `punchtun rendezvous --listen 0.0.0.0:3478`, the
+// first thing a user types, must tell easy NATs from hard ones (it listens
+// on the next port too, and advertises it on the address each packet came
+// to), so that an easy/hard pair is punched directly rather than relayed
+// for good.
+func TestSimplestRendezvous(t *testing.T) {
+	l := newLab(t, "ptz", "easy", "hard")
+	rv := l.newRendezvous("rendezvous", rendezvousAddr, []string{"0.0.0.0:3478"}, "")
+	for host, want := range map[string]string{"a1": "easy", "b1": "hard", "pub": "none"} {
+		out := l.run(host, l.bin, "netcheck", "--rendezvous", rendezvousAddr, "--json")
+		var res struct {
+			Mapping string `json:"mapping"`
+		}
+		if err := json.Unmarshal([]byte(out), &res); err != nil || res.Mapping != want {
+			t.Errorf("netcheck from %s through a one-address rendezvous: mapping %q, want %q (%v)\n%s", host, res.Mapping, want, err, out)
+		}
+	}
+	l.pair("ptza0", "a1", "ptzb0", "b1", "direct", rv)
 }
 
 // TestIPv6 puts global IPv6 addresses on every host, behind routers that
