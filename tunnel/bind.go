@@ -1,7 +1,6 @@
 package tunnel
 
 import (
-	"bytes"
 	"errors"
 	"net"
 	"net/netip"
@@ -29,6 +28,7 @@ import (
 // PeerEndpoint): straight to the peer, or wrapped for the relay.
 type Bind struct {
 	std     conn.Bind
+	local   key.Key                              // our public key
 	control func(pkt []byte, src netip.AddrPort) // must not keep pkt
 
 	mu        sync.Mutex
@@ -60,12 +60,13 @@ type Bind struct {
 // held and sent the moment one is set: the peer's initiation may come over
 // the relay a moment before our own intro gives us a route back.
 type PeerEndpoint struct {
-	peer  key.Key
-	route atomic.Pointer[route]
-	known []netip.AddrPort // sources the peer authenticated from, newest last; Bind.mu
+	peer   key.Key
+	leader bool // our public key is the smaller: we win crossed handshakes
+	route  atomic.Pointer[route]
+	known  []netip.AddrPort // sources the peer authenticated from, newest last; Bind.mu
 
-	mu   sync.Mutex
-	held [2][]byte // latest handshake initiation and response
+	mu sync.Mutex
+	hs handshakes // handshake.go
 
 	// When WireGuard last sent to the peer, last got a packet from it, and
 	// last got one that was not a keepalive (unix nanoseconds): sending
@@ -74,13 +75,19 @@ type PeerEndpoint struct {
 	lastSent, lastRecv, lastData atomic.Int64
 }
 
-// received notes a WireGuard packet from the peer.
-func (pe *PeerEndpoint) received(pkt []byte) {
-	now := time.Now().UnixNano()
-	pe.lastRecv.Store(now)
-	if !isKeepalive(pkt) {
-		pe.lastData.Store(now)
+// received notes a WireGuard packet from the peer, which came from src
+// (through the relay there if relayed; invalid if off the shared socket),
+// and reports whether it goes on to WireGuard (handshake.go).
+func (pe *PeerEndpoint) received(pkt []byte, src netip.AddrPort, relayed bool) bool {
+	now := time.Now()
+	if isHandshake(pkt) && !pe.admitHandshake(pkt, via(src, relayed), now) {
+		return false
 	}
+	pe.lastRecv.Store(now.UnixNano())
+	if !isKeepalive(pkt) {
+		pe.lastData.Store(now.UnixNano())
+	}
+	return true
 }
 
 // Route is where a peer's packets go: to the peer itself, or to a relay
@@ -135,11 +142,13 @@ var (
 	_ conn.Endpoint = (*PeerEndpoint)(nil)
 )
 
-// NewBind returns a Bind that passes control packets to control, which is
-// called on WireGuard's receive goroutines and must copy what it keeps.
-func NewBind(control func(pkt []byte, src netip.AddrPort)) *Bind {
+// NewBind returns the Bind of the peer whose public key is local. It passes
+// control packets to control, which is called on WireGuard's receive
+// goroutines and must copy what it keeps.
+func NewBind(local key.Key, control func(pkt []byte, src netip.AddrPort)) *Bind {
 	b := &Bind{
 		std:       conn.NewStdNetBind(),
+		local:     local,
 		control:   control,
 		endpoints: make(map[key.Key]*PeerEndpoint),
 	}
@@ -202,7 +211,9 @@ func (b *Bind) receiveSide(closed chan struct{}) conn.ReceiveFunc {
 // inject queues a WireGuard packet from pe that arrived off the shared
 // socket.
 func (b *Bind) inject(pkt []byte, pe *PeerEndpoint) {
-	pe.received(pkt)
+	if !pe.received(pkt, netip.AddrPort{}, false) {
+		return
+	}
 	buf := b.sidePool.Get().(*[]byte)
 	*buf = append((*buf)[:0], pkt...)
 	select {
@@ -265,14 +276,18 @@ func (b *Bind) wrap(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			case PacketWireGuard:
 				if pe := byAddr[src]; pe != nil {
 					eps[i] = pe
-					pe.received(pkt)
+					if !pe.received(pkt, src, false) {
+						sizes[i] = 0
+					}
 				}
 				continue
 			case PacketRelay:
 				if pe := b.unwrapRelay(pkt, src); pe != nil {
 					sizes[i] = copy(bufs[i], pkt[wire.RelayHeaderLen:])
 					eps[i] = pe
-					pe.received(bufs[i][:sizes[i]])
+					if !pe.received(bufs[i][:sizes[i]], src, true) {
+						sizes[i] = 0
+					}
 					continue
 				}
 				if (*b.relays.Load())[src] && isRelayedControl(pkt) {
@@ -362,27 +377,32 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		return b.std.Send(bufs, ep)
 	}
 	r := pe.route.Load()
+	now := time.Now()
 	if r != nil && (len(bufs) > 1 || !isKeepalive(bufs[0])) {
 		// A keepalive expects no answer: it does not count as sending.
-		pe.lastSent.Store(time.Now().UnixNano())
+		pe.lastSent.Store(now.UnixNano())
 	}
-	if r != nil && len(bufs) == 1 && isHandshake(bufs[0]) {
-		// A lost handshake message costs WireGuard's 5 s retry, which is
-		// most of the time to connect on a lossy path. A copy a moment
-		// later costs a hundred bytes, and when the first arrived
-		// WireGuard drops it (a replayed initiation, or a response to a
-		// handshake already done). Not at once: two copies handled
-		// side by side by WireGuard's handshake workers would both pass.
-		dup := bytes.Clone(bufs[0])
-		time.AfterFunc(handshakeCopyDelay, func() {
-			if r := pe.route.Load(); r != nil {
-				b.sendRoute([][]byte{dup}, pe, r)
+	if len(bufs) <= 2 && isHandshake(bufs[0]) {
+		// Handshakes come alone (or as the two a new route takes).
+		pe.sending(bufs, r, now)
+		for _, p := range bufs {
+			if r != nil {
+				// A lost handshake message costs WireGuard's 5 s retry,
+				// which is most of the time to connect on a lossy path. A
+				// copy a moment later costs a hundred bytes, and when the
+				// first arrived WireGuard drops it (a replayed initiation,
+				// or a response to a handshake already done). Not at once:
+				// two copies handled side by side by WireGuard's handshake
+				// workers would both pass.
+				b.sendHandshakeCopy(p, pe)
 			}
-		})
+			if via := pe.replyPath(p, r, now); via != nil {
+				b.sendRoute([][]byte{p}, pe, via)
+			}
+		}
 	}
 	if r == nil {
-		pe.hold(bufs)
-		return nil
+		return nil // held (handshake.go)
 	}
 	return b.sendRoute(bufs, pe, r)
 }
@@ -450,7 +470,7 @@ func (b *Bind) PeerEndpoint(peer key.Key) *PeerEndpoint {
 	defer b.mu.Unlock()
 	pe := b.endpoints[peer]
 	if pe == nil {
-		pe = &PeerEndpoint{peer: peer}
+		pe = &PeerEndpoint{peer: peer, leader: leads(b.local, peer)}
 		b.endpoints[peer] = pe
 	}
 	return pe
@@ -500,33 +520,9 @@ func (b *Bind) SetRoute(pe *PeerEndpoint, r Route) {
 		return
 	}
 	pe.route.Store(&route{Route: r, std: conn.StdNetEndpoint{AddrPort: r.Dst}})
-	if held := pe.takeHeld(); len(held) > 0 {
-		b.Send(held, pe)
+	if hs := pe.takeHandshakes(time.Now()); len(hs) > 0 {
+		b.Send(hs, pe)
 	}
-}
-
-func (pe *PeerEndpoint) hold(bufs [][]byte) {
-	for _, p := range bufs {
-		if len(p) > 0 && (p[0] == wireGuardInitiation || p[0] == wireGuardResponse) {
-			pe.mu.Lock()
-			h := &pe.held[p[0]-wireGuardInitiation]
-			*h = append((*h)[:0], p...)
-			pe.mu.Unlock()
-		}
-	}
-}
-
-func (pe *PeerEndpoint) takeHeld() [][]byte {
-	pe.mu.Lock()
-	defer pe.mu.Unlock()
-	var out [][]byte
-	for i, h := range pe.held {
-		if h != nil {
-			out = append(out, h)
-			pe.held[i] = nil
-		}
-	}
-	return out
 }
 
 // Route is where pe sends now; its Dst is invalid while there is none.
@@ -581,14 +577,6 @@ const (
 )
 
 func isKeepalive(p []byte) bool { return len(p) == wireGuardKeepaliveLen && p[0] == wireGuardTransport }
-
-// handshakeCopyDelay is when the copy of a handshake message follows it:
-// after a round trip on any sane path, well before WireGuard's 5 s retry.
-const handshakeCopyDelay = 300 * time.Millisecond
-
-func isHandshake(p []byte) bool {
-	return len(p) > 0 && (p[0] == wireGuardInitiation || p[0] == wireGuardResponse)
-}
 
 // Classify sorts a datagram that arrived on the shared socket. WireGuard is
 // tested first because it is nearly all the traffic: a message type 1–4

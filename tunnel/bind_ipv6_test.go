@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/punchtun/punchtun/tunnel/key"
 	"golang.zx2c4.com/wireguard/conn"
 )
 
@@ -23,7 +24,7 @@ func TestStdIPv6Conn(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer peer4.Close()
-	b := NewBind(func([]byte, netip.AddrPort) {})
+	b := NewBind(key.Key{}, func([]byte, netip.AddrPort) {})
 	if _, _, err := b.Open(0); err != nil {
 		t.Fatal(err)
 	}

@@ -187,8 +187,7 @@ func newControl(log *slog.Logger, priv key.Key, iface string, own []netip.Prefix
 	for _, pc := range peers {
 		p := &peer{name: pc.Name, key: pc.Key, shared: wire.NewSharedKey(priv, pc.Key), backoff: minBackoff,
 			birthdayBackoff: minBirthdayBackoff, path: nat.PathNone.String()}
-		leader := bytes.Compare(c.pub[:], pc.Key[:]) < 0
-		p.punch = nat.NewPunch(leader, func(dst netip.AddrPort, m wire.Body) {
+		p.punch = nat.NewPunch(leads(c.pub, pc.Key), func(dst netip.AddrPort, m wire.Body) {
 			if conn := p.socketTo(dst); conn != nil {
 				c.sendVia(conn, p, dst, m)
 				return
@@ -200,6 +199,11 @@ func newControl(log *slog.Logger, priv key.Key, iface string, own []netip.Prefix
 	}
 	return c
 }
+
+// leads reports whether we, with public key ours, lead the pair with
+// theirs: the smaller key sends the path's heartbeats (nat.Punch) and wins
+// crossed handshakes (handshake.go).
+func leads(ours, theirs key.Key) bool { return bytes.Compare(ours[:], theirs[:]) < 0 }
 
 // deliver is the Bind's control callback: it runs on WireGuard's receive
 // goroutines, so it only copies and queues.

@@ -15,7 +15,7 @@ import (
 // authenticates by the peer's key. A lying relay can drop packets, not
 // inject control messages or anything else.
 func TestRelayCarriesOnlyWireGuard(t *testing.T) {
-	b := NewBind(func([]byte, netip.AddrPort) {})
+	b := NewBind(key.Key{}, func([]byte, netip.AddrPort) {})
 	peer, stranger := key.Key{1}, key.Key{2}
 	pe := b.PeerEndpoint(peer)
 	relay := netip.MustParseAddrPort("203.0.113.10:3478")

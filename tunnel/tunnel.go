@@ -111,7 +111,7 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 	}
 	t.ctl = newControl(t.log, cfg.Interface.PrivateKey, t.name, cfg.Interface.Addresses, servers, peers)
 	t.ctl.statePath, t.ctl.saved = t.statePath, saved
-	t.bind = NewBind(t.ctl.deliver)
+	t.bind = NewBind(cfg.Interface.PrivateKey.Public(), t.ctl.deliver)
 	for _, p := range peers {
 		t.bind.PeerEndpoint(p.Key)
 	}

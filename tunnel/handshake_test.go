@@ -1,0 +1,106 @@
+package tunnel
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/punchtun/punchtun/tunnel/key"
+)
+
+// handshakeMsg is a WireGuard message of type typ, marked by n.
+func handshakeMsg(typ, n byte) []byte {
+	size := 148
+	if typ == wireGuardResponse {
+		size = 92
+	}
+	p := make([]byte, size)
+	p[0], p[4] = typ, n
+	return p
+}
+
+// TestCrossedHandshakes: while its own initiation is held or in flight,
+// the leader drops the peer's initiation, and the copy of it that follows;
+// the follower takes the leader's, and so answers it. Once the leader's
+// initiation is answered, or crossWindow after it left, initiations pass.
+func TestCrossedHandshakes(t *testing.T) {
+	now := time.Unix(1000, 0)
+	src := netip.MustParseAddrPort("203.0.113.22:4000")
+	leader := &PeerEndpoint{peer: key.Key{2}, leader: true}
+	follower := &PeerEndpoint{peer: key.Key{1}}
+	ours, theirs := handshakeMsg(wireGuardInitiation, 1), handshakeMsg(wireGuardInitiation, 2)
+
+	// Both hold their initiation (no route yet), then both are released.
+	for _, pe := range []*PeerEndpoint{leader, follower} {
+		pe.sending([][]byte{ours}, nil, now)
+	}
+	if leader.admitHandshake(theirs, via(src, false), now) {
+		t.Fatal("leader took the peer's initiation while its own was held")
+	}
+	if len(leader.takeHandshakes(now)) != 1 {
+		t.Fatal("the held initiation was not handed to the new route")
+	}
+	leader.sending([][]byte{ours}, &route{}, now)
+	if !follower.admitHandshake(theirs, via(src, false), now) {
+		t.Fatal("follower refused the leader's initiation")
+	}
+	if leader.admitHandshake(theirs, via(src, false), now.Add(handshakeCopyDelay)) {
+		t.Fatal("leader took the copy of the initiation it dropped")
+	}
+	// The follower's answer completes the leader's handshake.
+	if !leader.admitHandshake(handshakeMsg(wireGuardResponse, 3), via(src, false), now.Add(time.Millisecond)) {
+		t.Fatal("leader refused the answer to its initiation")
+	}
+	if !leader.admitHandshake(handshakeMsg(wireGuardInitiation, 4), via(src, false), now.Add(2*time.Millisecond)) {
+		t.Fatal("leader refused a new initiation once its own was answered")
+	}
+	// An initiation long unanswered no longer holds the peer's back.
+	leader.sending([][]byte{handshakeMsg(wireGuardInitiation, 5)}, &route{}, now)
+	if !leader.admitHandshake(handshakeMsg(wireGuardInitiation, 6), via(src, false), now.Add(crossWindow+time.Millisecond)) {
+		t.Fatal("leader refused an initiation crossWindow after its own")
+	}
+}
+
+// TestHandshakeOnNewPath: what was sent on a route that is then replaced
+// goes out again on the new one: an unanswered initiation and a recent
+// response; nothing after resendWindow, and no initiation once answered.
+func TestHandshakeOnNewPath(t *testing.T) {
+	now := time.Unix(1000, 0)
+	pe := &PeerEndpoint{peer: key.Key{1}}
+	init, resp := handshakeMsg(wireGuardInitiation, 1), handshakeMsg(wireGuardResponse, 2)
+	pe.sending([][]byte{init}, &route{}, now)
+	pe.sending([][]byte{resp}, &route{}, now)
+	if got := pe.takeHandshakes(now.Add(time.Second)); len(got) != 2 || got[0][4] != 1 || got[1][4] != 2 {
+		t.Fatalf("on a new path: %d messages, want the initiation and the response", len(got))
+	}
+	if got := pe.takeHandshakes(now.Add(resendWindow + time.Second)); len(got) != 0 {
+		t.Fatalf("%d messages sent again after resendWindow", len(got))
+	}
+	pe.admitHandshake(handshakeMsg(wireGuardResponse, 3), nil, now.Add(time.Millisecond))
+	if got := pe.takeHandshakes(now.Add(time.Second)); len(got) != 1 || got[0][0] != wireGuardResponse {
+		t.Fatalf("after the initiation was answered: %d messages, want only the response", len(got))
+	}
+}
+
+// TestReplyTheWayItCame: an initiation that came over the relay while our
+// route is direct is answered over the relay too, for a moment.
+func TestReplyTheWayItCame(t *testing.T) {
+	now := time.Unix(1000, 0)
+	relay := netip.MustParseAddrPort("203.0.113.10:3478")
+	direct := &route{Route: Route{Dst: netip.MustParseAddrPort("203.0.113.22:4000")}}
+	pe := &PeerEndpoint{peer: key.Key{1}}
+	pe.route.Store(direct)
+	pe.admitHandshake(handshakeMsg(wireGuardInitiation, 1), via(relay, true), now)
+	resp := handshakeMsg(wireGuardResponse, 2)
+	if r := pe.replyPath(resp, direct, now); r == nil || !r.Relay || r.Dst != relay {
+		t.Fatalf("reply path %+v, want the relay at %v", r, relay)
+	}
+	if r := pe.replyPath(resp, direct, now.Add(crossWindow+time.Millisecond)); r != nil {
+		t.Fatalf("reply path %+v long after the initiation", r)
+	}
+	// Came the way our route goes: nothing extra.
+	pe.admitHandshake(handshakeMsg(wireGuardInitiation, 3), via(direct.Dst, false), now)
+	if r := pe.replyPath(resp, direct, now); r != nil && r.Relay {
+		t.Fatalf("reply path %+v for an initiation that came by our route", r)
+	}
+}
