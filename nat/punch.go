@@ -37,6 +37,14 @@ const (
 	SuspectTimeout = 2 * time.Second
 	retryInterval  = time.Second
 	pingLifetime   = 10 * time.Second
+	// FailedRoundBackoff spaces rounds that would probe again the very
+	// candidates a round just probed in vain, doubling up to
+	// MaxFailedRoundBackoff: a rendezvous introduces both peers again at
+	// each one's query, and two peers that cannot reach each other (two
+	// homes behind one carrier NAT that does not hairpin) must not punch
+	// at every one.
+	FailedRoundBackoff    = 10 * time.Second
+	MaxFailedRoundBackoff = 5 * time.Minute
 )
 
 // Birthday punching, for an easy NAT facing a hard one. The hard side opens
@@ -87,6 +95,11 @@ type Punch struct {
 	deadline   time.Time // the round probes until then
 	next       time.Time
 	chosen     bool // a path was confirmed in this round
+	// tried: the candidates of the last round that found nothing, and
+	// when the same may be tried again (see StartIfNew).
+	tried        []netip.AddrPort
+	retryAt      time.Time
+	retryBackoff time.Duration
 
 	path      Path
 	lastHeard time.Time // last authenticated probe or answer on the path
@@ -137,7 +150,44 @@ func (p *Punch) Start(now time.Time, candidates []netip.AddrPort, d time.Duratio
 	}
 	p.started, p.deadline, p.next = now, now.Add(d), now
 	p.chosen = false
+	if !slices.Equal(candidates, p.tried) {
+		p.tried, p.retryAt, p.retryBackoff = slices.Clone(candidates), time.Time{}, 0
+	}
 }
+
+// StartIfNew starts a round as Start does, unless candidates are those of
+// the last round, which found nothing, and FailedRoundBackoff (doubling)
+// has not passed since. It reports whether a round started. New
+// candidates, or a path to check, always start one.
+func (p *Punch) StartIfNew(now time.Time, candidates []netip.AddrPort, d time.Duration) bool {
+	if !p.path.Addr.IsValid() && slices.Equal(candidates, p.tried) {
+		if now.Before(p.deadline) {
+			return false // a round of these is still on
+		}
+		if !p.deadline.IsZero() {
+			p.endRound(now) // it ended since the last Tick
+		}
+		if now.Before(p.retryAt) {
+			return false
+		}
+	}
+	p.Start(now, candidates, d)
+	return true
+}
+
+// endRound closes the round whose deadline passed; one that confirmed
+// nothing puts its candidates off for a while (StartIfNew).
+func (p *Punch) endRound(now time.Time) {
+	p.deadline = time.Time{}
+	if !p.chosen {
+		p.retryBackoff = min(max(2*p.retryBackoff, FailedRoundBackoff), MaxFailedRoundBackoff)
+		p.retryAt = now.Add(p.retryBackoff)
+	}
+}
+
+// RetryAt is when StartIfNew will try the last round's candidates again;
+// zero when the last round did not fail.
+func (p *Punch) RetryAt() time.Time { return p.retryAt }
 
 func (p *Punch) addCandidate(c netip.AddrPort) bool {
 	if !c.IsValid() || c.Port() == 0 || slices.Contains(p.candidates, c) || len(p.candidates) >= 2*wire.MaxCandidates {
@@ -203,7 +253,7 @@ func (p *Punch) Tick(now time.Time) Event {
 		p.next = now.Add(PunchInterval)
 	}
 	if !p.deadline.IsZero() && !now.Before(p.deadline) {
-		p.deadline = time.Time{}
+		p.endRound(now)
 		if !p.chosen && p.path.Addr.IsValid() {
 			// The round ended and nothing answered, the old path included.
 			return p.lose()
@@ -223,6 +273,11 @@ func (p *Punch) Tick(now time.Time) Event {
 	}
 	return EventNone
 }
+
+// Drop forgets the path: the peer is known to be elsewhere now (it
+// restarted, or came back from a new public endpoint), so probing the old
+// one for SuspectTimeout would only keep traffic on a dead path.
+func (p *Punch) Drop() { p.lose() }
 
 func (p *Punch) lose() Event {
 	p.path = Path{}
@@ -311,6 +366,7 @@ func (p *Punch) OnPong(now time.Time, src netip.AddrPort, m *wire.Pong) Event {
 		return EventNone
 	}
 	p.chosen = true
+	p.retryAt, p.retryBackoff = time.Time{}, 0
 	p.path = Path{Addr: src, Kind: kind, RTT: rtt, Since: now, Took: now.Sub(p.started)}
 	p.lastHeard = now
 	p.narrowRound(now)

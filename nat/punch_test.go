@@ -223,3 +223,43 @@ func TestSuspectPath(t *testing.T) {
 		t.Errorf("only %d probes of a suspect path", n)
 	}
 }
+
+// TestFailedRoundBacksOff: the candidates of a round that found nothing
+// are not punched again at every intro, but after FailedRoundBackoff,
+// doubling; an intro during a round does not restart it; other candidates
+// start a round at once.
+func TestFailedRoundBacksOff(t *testing.T) {
+	h := newHarness(true)
+	cands := []netip.AddrPort{public}
+	fail := func() {
+		t.Helper()
+		if !h.p.StartIfNew(h.now, cands, ShortPunchDuration) {
+			t.Fatal("round not started")
+		}
+		if h.p.StartIfNew(h.now.Add(time.Second), cands, ShortPunchDuration) {
+			t.Fatal("the same candidates restarted the round under way")
+		}
+		for h.p.Punching(h.now) {
+			h.now = h.now.Add(PunchInterval)
+			h.p.Tick(h.now)
+		}
+	}
+	fail()
+	if h.p.StartIfNew(h.now.Add(time.Second), cands, ShortPunchDuration) {
+		t.Fatal("the failed candidates punched again a second later")
+	}
+	h.now = h.now.Add(FailedRoundBackoff)
+	fail()
+	if at := h.p.RetryAt(); at.Sub(h.now) != 2*FailedRoundBackoff {
+		t.Fatalf("second failure: retry in %v, want %v", at.Sub(h.now), 2*FailedRoundBackoff)
+	}
+	// A round that ended since the last Tick counts as failed too.
+	h.now = h.now.Add(2 * FailedRoundBackoff)
+	h.p.StartIfNew(h.now, cands, ShortPunchDuration)
+	if h.p.StartIfNew(h.now.Add(ShortPunchDuration), cands, ShortPunchDuration) {
+		t.Fatal("a round that just ended, not yet ticked, was started again")
+	}
+	if !h.p.StartIfNew(h.now, []netip.AddrPort{public, netip.MustParseAddrPort("192.168.1.9:4000")}, ShortPunchDuration) {
+		t.Fatal("new candidates did not start a round")
+	}
+}

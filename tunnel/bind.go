@@ -50,7 +50,11 @@ type Bind struct {
 	// lastFixed is when WireGuard last sent to a peer with a fixed
 	// Endpoint (unix nanoseconds): PeerEndpoints keep their own times.
 	lastFixed atomic.Int64
-	Dropped   atomic.Uint64 // packets that were neither WireGuard nor ours
+	onMsgSize atomic.Pointer[func(netip.AddrPort)] // pathmtu.go
+	// onRelayedInitiation hears of a handshake initiation that came
+	// through a relay while the peer's route is direct (handshake.go).
+	onRelayedInitiation atomic.Pointer[func(key.Key)]
+	Dropped   atomic.Uint64                         // packets that were neither WireGuard nor ours
 }
 
 // PeerEndpoint is the WireGuard endpoint of a peer whose address the control
@@ -233,6 +237,7 @@ func (b *Bind) InjectRelayed(frame []byte) bool {
 	}
 	if pe := b.relayedFrom(frame); pe != nil {
 		b.inject(frame[wire.RelayHeaderLen:], pe)
+		b.relayedHandshake(pe, frame[wire.RelayHeaderLen:])
 	} else if isRelayedControl(frame) {
 		return false // a relayed probe, for the control plane (ping.go)
 	} else {
@@ -287,6 +292,8 @@ func (b *Bind) wrap(fn conn.ReceiveFunc) conn.ReceiveFunc {
 					eps[i] = pe
 					if !pe.received(bufs[i][:sizes[i]], src, true) {
 						sizes[i] = 0
+					} else {
+						b.relayedHandshake(pe, bufs[i][:sizes[i]])
 					}
 					continue
 				}
@@ -384,25 +391,10 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	}
 	if len(bufs) <= 2 && isHandshake(bufs[0]) {
 		// Handshakes come alone (or as the two a new route takes).
-		pe.sending(bufs, r, now)
-		for _, p := range bufs {
-			if r != nil {
-				// A lost handshake message costs WireGuard's 5 s retry,
-				// which is most of the time to connect on a lossy path. A
-				// copy a moment later costs a hundred bytes, and when the
-				// first arrived WireGuard drops it (a replayed initiation,
-				// or a response to a handshake already done). Not at once:
-				// two copies handled side by side by WireGuard's handshake
-				// workers would both pass.
-				b.sendHandshakeCopy(p, pe)
-			}
-			if via := pe.replyPath(p, r, now); via != nil {
-				b.sendRoute([][]byte{p}, pe, via)
-			}
-		}
+		return b.sendHandshakes(bufs, pe, r, now)
 	}
 	if r == nil {
-		return nil // held (handshake.go)
+		return nil
 	}
 	return b.sendRoute(bufs, pe, r)
 }

@@ -34,8 +34,9 @@ func stdIPv6Conn(b conn.Bind) *net.UDPConn {
 	return *(**net.UDPConn)(unsafe.Pointer(f.UnsafeAddr()))
 }
 
-// sendStd sends bufs to dst on the shared socket.
-func (b *Bind) sendStd(bufs [][]byte, dst *conn.StdNetEndpoint) error {
+// sendStdOnce sends bufs to dst on the shared socket: IPv6 on StdNetBind's
+// own IPv6 socket (see stdIPv6Conn), the rest through StdNetBind.
+func (b *Bind) sendStdOnce(bufs [][]byte, dst *conn.StdNetEndpoint) error {
 	if v6 := b.ipv6.Load(); v6 != nil && dst.Addr().Is6() && !dst.Addr().Is4In6() {
 		ua := net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst.Addr(), dst.Port()))
 		for _, p := range bufs {

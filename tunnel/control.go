@@ -37,7 +37,14 @@ type control struct {
 	// netChanged signals a change of the host's addresses or routes
 	// (watchNetwork).
 	netChanged chan struct{}
-	Dropped    atomic.Uint64 // control packets dropped: unauthenticated, replayed, or queue full
+	// pathChecks names destinations whose path MTU to look up
+	// (pathmtu.go): a route changed, or a batch to it was too big.
+	pathChecks chan netip.AddrPort
+	ifaceMTU   int
+	// relayedInitiations names peers whose handshake came through a
+	// relay while our route to them is direct (Bind.OnRelayedInitiation).
+	relayedInitiations chan key.Key
+	Dropped            atomic.Uint64 // control packets dropped: unauthenticated, replayed, or queue full
 
 	mu    sync.Mutex
 	clock wire.Clock
@@ -111,9 +118,15 @@ type peer struct {
 	ep     *PeerEndpoint
 	punch  *nat.Punch
 
-	nat      nat.Mapping // the peer's NAT, as its intro says
-	relayVia *server     // the rendezvous that introduced it, which relays between us
-	path     string      // direct, lan, relay or connecting: the route in use
+	nat          nat.Mapping // the peer's NAT, as its intro says
+	relayVia     *server     // the rendezvous that introduced it, which relays between us
+	pathMTU      int         // of the route in use, as the kernel learned it (pathmtu.go); 0 if unknown
+	nextMTUCheck time.Time
+	routeMTU     int // the MTU its AllowedIPs are routed with; 0: the interface's
+	// observed is the peer's public endpoint as each rendezvous last
+	// introduced it (one per rendezvous: a hard NAT maps each apart).
+	observed map[*server]netip.AddrPort
+	path     string // direct, lan, relay or connecting: the route in use
 	history  []PathChange
 
 	nextQuery  time.Time
@@ -170,23 +183,25 @@ type PeerConfig struct {
 
 func newControl(log *slog.Logger, priv key.Key, iface string, own []netip.Prefix, servers []ServerConfig, peers []PeerConfig) *control {
 	c := &control{
-		log:     log,
-		priv:    priv,
-		pub:     priv.Public(),
-		iface:   iface,
-		own:     own,
-		in:      make(chan inbound, inboundQueue),
-		done:    make(chan struct{}),
-		stopped: make(chan struct{}),
-		peers:   make(map[key.Key]*peer),
-		stun:    make(map[nat.STUNTxID]stunProbe),
+		log:                log,
+		priv:               priv,
+		pub:                priv.Public(),
+		iface:              iface,
+		own:                own,
+		in:                 make(chan inbound, inboundQueue),
+		pathChecks:         make(chan netip.AddrPort, 16),
+		relayedInitiations: make(chan key.Key, 16),
+		done:               make(chan struct{}),
+		stopped:            make(chan struct{}),
+		peers:              make(map[key.Key]*peer),
+		stun:               make(map[nat.STUNTxID]stunProbe),
 	}
 	for _, s := range servers {
 		c.servers = append(c.servers, &server{hostport: s.HostPort, pub: s.Key, shared: wire.NewSharedKey(priv, s.Key), backoff: minBackoff, tcpBackoff: minBackoff})
 	}
 	for _, pc := range peers {
 		p := &peer{name: pc.Name, key: pc.Key, shared: wire.NewSharedKey(priv, pc.Key), backoff: minBackoff,
-			birthdayBackoff: minBirthdayBackoff, path: nat.PathNone.String()}
+			birthdayBackoff: minBirthdayBackoff, path: nat.PathNone.String(), observed: map[*server]netip.AddrPort{}}
 		p.punch = nat.NewPunch(leads(c.pub, pc.Key), func(dst netip.AddrPort, m wire.Body) {
 			if conn := p.socketTo(dst); conn != nil {
 				c.sendVia(conn, p, dst, m)
@@ -227,6 +242,9 @@ type wireGuard interface {
 	// peer holds the old one, whose packets it cannot read, and nobody
 	// would start a new one until the peer's 15 s timeout.
 	handshakeIfNone(peer key.Key)
+	// setPeerMTU routes the peer's AllowedIPs with an MTU of mtu (0: the
+	// interface's).
+	setPeerMTU(peer key.Key, mtu int) error
 }
 
 func (c *control) start(bind *Bind, wg wireGuard) {
@@ -235,6 +253,13 @@ func (c *control) start(bind *Bind, wg wireGuard) {
 	for _, p := range c.peers {
 		p.ep = bind.PeerEndpoint(p.key)
 	}
+	bind.OnMsgSize(c.queuePathCheck)
+	bind.OnRelayedInitiation(func(k key.Key) {
+		select {
+		case c.relayedInitiations <- k:
+		default:
+		}
+	})
 	c.netChanged = make(chan struct{}, 1)
 	if err := watchNetwork(c.iface, c.done, c.netChanged); err != nil {
 		c.log.Warn("cannot watch the network for changes: a move to another network is noticed when peers fall silent", "err", err)
@@ -253,6 +278,10 @@ func (c *control) run() {
 			return
 		case m := <-c.in:
 			c.handle(m)
+		case dst := <-c.pathChecks:
+			c.checkPathMTU(dst)
+		case k := <-c.relayedInitiations:
+			c.peerHasNoDirectPath(k, time.Now())
 		case <-c.netChanged:
 			c.mu.Lock()
 			c.netSettle = time.Now().Add(netSettleTime)
@@ -326,6 +355,7 @@ func (c *control) tick(now time.Time) {
 	for _, p := range c.peers {
 		c.tickBirthday(p, now)
 		c.checkSilence(p, now)
+		c.tickPathMTU(p, now)
 		if !p.handshakeCheck.IsZero() && !now.Before(p.handshakeCheck) {
 			p.handshakeCheck = time.Time{}
 			c.wg.handshakeIfNone(p.key)
@@ -580,11 +610,27 @@ func (c *control) handleServer(s *server, h wire.Header, m inbound) {
 		if s.relay {
 			p.relayVia = s
 		}
+		if last, ok := p.observed[s]; ok && last != b.Observed {
+			// The peer is back from a new public endpoint: it restarted
+			// (behind a hard NAT, always on a new port), moved, or its NAT
+			// forgot it. Our direct path leads to the old one: leave it
+			// now, not after SuspectTimeout, and punch as for a new peer.
+			c.log.Info("peer has a new public endpoint: punching anew", "peer", p.label(), "was", last, "now", b.Observed)
+			if p.punch.Path().Addr.IsValid() {
+				p.punch.Drop()
+				c.closeBirthday(p, true)
+			}
+			p.nextBirthday, p.birthdayBackoff = time.Time{}, minBirthdayBackoff
+		}
+		p.observed[s] = b.Observed
 		// The peer asks for an intro when it has no path: if ours still
 		// looks fine, it may be dead one way (it hears nothing from us).
 		p.punch.Suspect(m.at)
-		p.punch.Start(m.at, append([]netip.AddrPort{b.Observed}, b.Candidates...), c.punchDuration(p))
-		c.log.Info("punching", "peer", p.label(), "peer_nat", p.nat, "candidates", p.punch.Candidates())
+		if p.punch.StartIfNew(m.at, append([]netip.AddrPort{b.Observed}, b.Candidates...), c.punchDuration(p)) {
+			c.log.Info("punching", "peer", p.label(), "peer_nat", p.nat, "candidates", p.punch.Candidates())
+		} else {
+			c.log.Debug("introduced again with the candidates that just failed", "peer", p.label(), "retry_at", p.punch.RetryAt())
+		}
 		c.maybeBirthday(p, b.Observed, m.at)
 		p.punch.Tick(m.at) // probe now, not at the next tick
 		// Relay while punching, so the first packet does not wait.
@@ -699,6 +745,9 @@ func (c *control) updateRoute(p *peer, now time.Time, why string) {
 		return
 	}
 	c.bind.SetRoute(p.ep, r)
+	if r.Dst.IsValid() {
+		c.queuePathCheck(r.Dst)
+	}
 	if r.Dst.IsValid() && c.wg != nil {
 		c.wg.repoint(p.key)
 		// Leave a moment for the handshake traffic brings anyway: two
@@ -766,6 +815,26 @@ func (c *control) checkSilence(p *peer, now time.Time) {
 	case now.Sub(c.reregistered) > silenceLimit:
 		c.reregister(now)
 	}
+}
+
+// peerHasNoDirectPath follows a handshake of the peer's that came through
+// the relay while our route to it is direct: it has no direct path to us
+// (it restarted, or its NAT forgot it), so ours likely leads nowhere. Leave
+// it now for the relay, and ask the rendezvous to introduce us again, so
+// that both sides punch afresh.
+func (c *control) peerHasNoDirectPath(k key.Key, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.peers[k]
+	if p == nil || p.ep.Route().Relay || !p.punch.Path().Addr.IsValid() || p.relayVia == nil {
+		return
+	}
+	c.log.Info("the peer's handshake came through the relay: leaving the direct path", "peer", p.label(), "endpoint", p.punch.Path().Addr)
+	p.punch.Drop()
+	c.closeBirthday(p, true)
+	p.nextBirthday, p.birthdayBackoff = time.Time{}, minBirthdayBackoff
+	p.nextQuery, p.backoff = now, minBackoff
+	c.updateRoute(p, now, "the peer's handshake came through the relay")
 }
 
 // reregister registers with every rendezvous now: our endpoint may have
@@ -858,8 +927,21 @@ func (c *control) relayReason(p *peer, now time.Time) string {
 		return "both NATs map per destination"
 	case p.punch.Punching(now):
 		return "punching in progress"
+	case c.sharesPublicIP(p):
+		return "the peer is behind our own public address, but no LAN path answered and the NAT does not loop packets back to itself (no hairpinning)"
 	}
 	return "no reply from the peer's candidates"
+}
+
+// sharesPublicIP reports whether p was introduced at our own public
+// address: two hosts behind one NAT (a carrier's, say) on different LANs.
+func (c *control) sharesPublicIP(p *peer) bool {
+	for s, ep := range p.observed {
+		if s.observed.IsValid() && s.observed.Addr() == ep.Addr() {
+			return true
+		}
+	}
+	return false
 }
 
 // punchedAddr is the direct path pe uses, if any, for logs.

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/punchtun/punchtun/tunnel/key"
 )
 
 // Handshakes. WireGuard retries a handshake that got no answer after 5 s,
@@ -32,7 +34,8 @@ import (
 //     once, rather than at the next retry.
 //   - Reply the way it came: an initiation that arrived by another way
 //     than our route (the relay, while our direct path is dead after the
-//     peer restarted) is answered that way too.
+//     peer restarted) is answered that way, and the control plane hears
+//     of it: the peer has no direct path to us, so ours is suspect.
 type handshakes struct {
 	held [2][]byte // latest initiation and response, waiting for a route
 	// The latest initiation and response sent, and when.
@@ -84,8 +87,11 @@ func (pe *PeerEndpoint) sending(bufs [][]byte, r *route, now time.Time) {
 	}
 }
 
-// replyPath returns where to send a copy of a handshake response besides
-// r: the way the peer's initiation came, if that was another.
+// replyPath returns where to send a handshake response instead of r: the
+// way the peer's initiation came, if that was another. Instead, not as
+// well: two copies of a response taken by WireGuard's handshake workers at
+// once both pass, and the second session, with the same index, tears the
+// first one's index out of WireGuard's table.
 func (pe *PeerEndpoint) replyPath(p []byte, r *route, now time.Time) *route {
 	if len(p) == 0 || p[0] != wireGuardResponse {
 		return nil
@@ -140,6 +146,10 @@ func (pe *PeerEndpoint) takeHandshakes(now time.Time) [][]byte {
 			out = append(out, hs.held[i])
 			hs.held[i] = nil
 		case hs.last[i] == nil || now.Sub(hs.lastAt[i]) > resendWindow:
+		case now.Sub(hs.lastAt[i]) < handshakeCopyDelay:
+			// Its copy is still to come, on the new route: sending it now
+			// as well would put two copies in WireGuard's handshake
+			// workers at once, and both would be taken.
 		case i == 0 && hs.inFlight.IsZero():
 		default:
 			out = append(out, bytes.Clone(hs.last[i]))
@@ -148,15 +158,36 @@ func (pe *PeerEndpoint) takeHandshakes(now time.Time) [][]byte {
 	return out
 }
 
-// sendHandshakeCopy sends p again for pe after handshakeCopyDelay, on the
-// route then in use.
-func (b *Bind) sendHandshakeCopy(p []byte, pe *PeerEndpoint) {
-	dup := bytes.Clone(p)
-	time.AfterFunc(handshakeCopyDelay, func() {
-		if r := pe.route.Load(); r != nil {
-			b.sendRoute([][]byte{dup}, pe, r)
+// sendHandshakes sends WireGuard's handshake messages for pe on r, or
+// holds them while r is nil.
+func (b *Bind) sendHandshakes(bufs [][]byte, pe *PeerEndpoint, r *route, now time.Time) error {
+	pe.sending(bufs, r, now)
+	var err error
+	for _, p := range bufs {
+		out := r
+		if via := pe.replyPath(p, r, now); via != nil {
+			out = via
 		}
-	})
+		if out == nil {
+			continue // held
+		}
+		if e := b.sendRoute([][]byte{p}, pe, out); err == nil {
+			err = e
+		}
+		// A lost handshake message costs WireGuard's 5 s retry, which is
+		// most of the time to connect on a lossy path. A copy a moment
+		// later costs a hundred bytes, and when the first arrived
+		// WireGuard drops it (a replayed initiation, or a response to a
+		// handshake already done). Not at once: two copies handled side
+		// by side by WireGuard's handshake workers would both pass.
+		dup := bytes.Clone(p)
+		time.AfterFunc(handshakeCopyDelay, func() {
+			if r := pe.route.Load(); r != nil {
+				b.sendRoute([][]byte{dup}, pe, r)
+			}
+		})
+	}
+	return err
 }
 
 // via is the route a packet from src came by: the relay at src when
@@ -168,3 +199,25 @@ func via(src netip.AddrPort, relayed bool) *route {
 	}
 	return &route{Route: Route{Dst: src, Relay: relayed}, std: conn.StdNetEndpoint{AddrPort: src}}
 }
+
+// relayedHandshake tells the control plane of an initiation from pe's
+// peer that came through a relay while our route to it is direct: a peer
+// that restarted has no direct path, and its NAT may no longer let ours
+// in; the control plane then leaves it at once rather than after
+// SuspectTimeout, and our data, not only the handshake's answer, goes the
+// way that works.
+func (b *Bind) relayedHandshake(pe *PeerEndpoint, pkt []byte) {
+	if len(pkt) == 0 || pkt[0] != wireGuardInitiation {
+		return
+	}
+	if r := pe.route.Load(); r == nil || r.Relay {
+		return
+	}
+	if f := b.onRelayedInitiation.Load(); f != nil {
+		(*f)(pe.peer)
+	}
+}
+
+// OnRelayedInitiation sets what relayedHandshake calls, on WireGuard's
+// receive goroutines: it must not block.
+func (b *Bind) OnRelayedInitiation(f func(peer key.Key)) { b.onRelayedInitiation.Store(&f) }

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -48,4 +49,36 @@ func configureInterface(name string, mtu int, addrs, routes []netip.Prefix) erro
 
 func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// pathMTU returns the path MTU the kernel learned for dst from ICMP
+// fragmentation-needed (Packet Too Big), or one set on its route; 0 if
+// there is none, and the path takes what the links take.
+func pathMTU(dst netip.Addr) int {
+	routes, err := netlink.RouteGet(dst.Unmap().AsSlice())
+	if err != nil || len(routes) == 0 {
+		return 0
+	}
+	return routes[0].MTU
+}
+
+// setRouteMTU routes prefixes into iface with an MTU of mtu (0: the
+// link's), so that this host's senders size their packets to fit a
+// peer's path, and routers forwarding into the tunnel answer bigger ones
+// with ICMP. An IPv6 route cannot go below 1280: IPv6 prefixes are left
+// to fragmentation then.
+func setRouteMTU(iface string, prefixes []netip.Prefix, mtu int) error {
+	link, err := netlink.LinkByName(iface)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range prefixes {
+		if p.Bits() == 0 || p.Addr().Is6() && mtu != 0 && mtu < 1280 {
+			continue
+		}
+		rt := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipNet(p.Masked()), Scope: netlink.SCOPE_LINK, MTU: mtu}
+		errs = append(errs, netlink.RouteReplace(rt))
+	}
+	return errors.Join(errs...)
 }

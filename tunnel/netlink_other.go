@@ -19,3 +19,7 @@ func canConfigure() error { return errNoConfigure }
 func configureInterface(name string, mtu int, addrs, routes []netip.Prefix) error {
 	return errNoConfigure
 }
+
+func pathMTU(dst netip.Addr) int { return 0 }
+
+func setRouteMTU(iface string, prefixes []netip.Prefix, mtu int) error { return errNoConfigure }

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -51,6 +52,11 @@ type PeerStatus struct {
 	NAT           string       `json:"nat,omitempty"`     // the peer's NAT mapping, as it reported it
 	History       []PathChange `json:"history,omitempty"` // path changes of the last hour
 	Probing       bool         `json:"probing,omitempty"` // a punching round is under way
+	// PathMTU is the path MTU of the route in use, once the kernel learned
+	// it from ICMP (0: not known to be below what the links take); MTU is
+	// then what the tunnel carries whole to the peer.
+	PathMTU int `json:"path_mtu,omitempty"`
+	MTU     int `json:"mtu,omitempty"`
 }
 
 // Status reports the interface's state now.
@@ -92,6 +98,9 @@ func (t *Tunnel) Status() (*Status, error) {
 		if cp := t.ctl.peers[p.PublicKey]; cp != nil {
 			ps.Path, ps.NAT, ps.History = cp.path, cp.nat.String(), cp.historyCopy()
 			ps.Probing = cp.punch.Punching(now)
+			if cp.pathMTU > 0 {
+				ps.PathMTU, ps.MTU = cp.pathMTU, cmp.Or(cp.routeMTU, t.ctl.ifaceMTU)
+			}
 			r := cp.ep.Route()
 			if r.Dst.IsValid() {
 				ps.Endpoint = r.Dst.String()

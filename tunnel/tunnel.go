@@ -111,6 +111,7 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 	}
 	t.ctl = newControl(t.log, cfg.Interface.PrivateKey, t.name, cfg.Interface.Addresses, servers, peers)
 	t.ctl.statePath, t.ctl.saved = t.statePath, saved
+	t.ctl.ifaceMTU = mtu
 	t.bind = NewBind(cfg.Interface.PrivateKey.Public(), t.ctl.deliver)
 	for _, p := range peers {
 		t.bind.PeerEndpoint(p.Key)
@@ -172,6 +173,15 @@ func (t *Tunnel) ListenPort() uint16 { return t.bind.Port() }
 // know yet, and a route change must take effect.
 func (t *Tunnel) repoint(peer key.Key) {
 	t.dev.IpcSet(fmt.Sprintf("public_key=%s\nupdate_only=true\nendpoint=%s%s\n", hex.EncodeToString(peer[:]), endpointPrefix, peer))
+}
+
+func (t *Tunnel) setPeerMTU(peer key.Key, mtu int) error {
+	for _, p := range t.cfg.Peers {
+		if p.PublicKey == peer {
+			return setRouteMTU(t.name, p.AllowedIPs, mtu)
+		}
+	}
+	return nil
 }
 
 func (t *Tunnel) handshakeIfNone(peer key.Key) {

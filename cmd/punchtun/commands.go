@@ -63,6 +63,7 @@ func runRendezvous(args []string) error {
 	keyFile := fs.String("key-file", "/var/lib/punchtun/rendezvous.key", "private key file; created (mode 0600) if missing")
 	stateFile := fs.String("state-file", "", "where registrations are kept across restarts, so peers need not register again;\n'-' for nowhere (default: rendezvous.state next to the key file)")
 	relay := fs.Bool("relay", true, "relay WireGuard packets between peers that cannot reach each other directly")
+	alternate := fs.Bool("alternate-port", true, "with a single --listen, listen on the next port too, as STUN's alternate address:\nwithout a second address peers cannot tell easy NATs from hard ones")
 	limits := addLimitFlags(fs)
 	metricsAddr := addMetricsFlag(fs, "127.0.0.1:9090")
 	logf := addLogFlags(fs)
@@ -111,7 +112,7 @@ func runRendezvous(args []string) error {
 		}
 		conns = append(conns, c)
 	}
-	if len(conns) == 1 {
+	if len(conns) == 1 && *alternate {
 		// One address is what a user types first; a second tells easy
 		// NATs from hard ones. Take the next port, as coturn does for
 		// its alternate port, if it is free.

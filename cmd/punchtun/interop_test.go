@@ -169,10 +169,10 @@ func TestInteropSTUNClient(t *testing.T) {
 	requireTools(t, "coturn", "turnutils_stunclient")
 	l.startRendezvous() // 203.0.113.10:3478 and .11:3478
 
-	// A rendezvous with one address: a plain RFC 8489 binding, after which
-	// the client exits.
+	// A rendezvous with one address and no alternate port: a plain RFC
+	// 8489 binding, after which the client exits.
 	single := filepath.Join(l.dir, "single.key")
-	l.start("rv", "rendezvous-single", l.bin, "rendezvous", "--listen", "203.0.113.10:3479", "--listen-tcp", "off", "--key-file", single)
+	l.start("rv", "rendezvous-single", l.bin, "rendezvous", "--listen", "203.0.113.10:3479", "--alternate-port=false", "--listen-tcp", "off", "--key-file", single)
 	l.waitUDP("rv", 3478, 2)
 	l.waitUDP("rv", 3479, 1)
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -265,4 +266,59 @@ func TestQuietWhenIdle(t *testing.T) {
 	if perMinute["to_rv"] == 0 || perMinute["to_peer"]+perMinute["from_peer"] == 0 {
 		t.Errorf("no keepalives at all: %v; the NAT mappings would expire", perMinute)
 	}
+}
+
+// TestSharedPublicAddressNoHairpin: two homes behind one carrier NAT that
+// does not hairpin — the same public IP, no shared LAN (a1 and a2 cannot
+// reach each other on theirs here). They are relayed, and must say why in
+// plain words, and must not punch again at every introduction: before,
+// each query re-introduced both and each intro started a new round, 276
+// probes a minute toward the carrier's address for as long as they ran.
+func TestSharedPublicAddressNoHairpin(t *testing.T) {
+	l := newLab(t, "pth", "easy", "easy")
+	isolate := filepath.Join(l.dir, "isolate.nft")
+	os.WriteFile(isolate, []byte(`table inet isolate {
+	chain in { type filter hook input priority 0; ip saddr 192.168.1.3 drop; }
+	chain out { type filter hook output priority 0; ip daddr 192.168.1.3 drop; ip daddr 203.0.113.21 meta l4proto udp counter; }
+}
+`), 0o600)
+	l.run("a1", "nft", "-f", isolate)
+	rv := l.newRendezvous("rendezvous", rendezvousAddr, []string{rendezvousAddr, rendezvousAddr2}, "")
+	a, _, _, _ := l.pair("ptha0", "a1", "pthb0", "a2", "relay", rv)
+	start := time.Now()
+	const why = "the peer is behind our own public address"
+	eventually(t, 30*time.Second, "relay reason", func() error {
+		st, err := l.status(a)
+		if err != nil {
+			return err
+		}
+		if r := st.Peers[0].Reason; !strings.Contains(r, why) {
+			return fmt.Errorf("reason %q, want it to say %q", r, why)
+		}
+		return nil
+	})
+	// From 30 s to 60 s after the start: one retry round at most (50
+	// probes), where every introduction used to start one.
+	time.Sleep(time.Until(start.Add(30 * time.Second)))
+	before := probesToOwnAddress(t, l)
+	time.Sleep(30 * time.Second)
+	if n := probesToOwnAddress(t, l) - before; n > 60 {
+		t.Errorf("%d probes toward our own public address in 30 s, want at most one round's 50", n)
+	} else {
+		t.Logf("%d probes toward our own public address in 30 s", n)
+	}
+	l.ping(a, &peerSpec{addr: "100.64.0.2"})
+}
+
+// probesToOwnAddress reads a1's count of UDP packets sent to NAT A's public
+// address (the isolate table's counter).
+func probesToOwnAddress(t *testing.T, l *lab) int {
+	t.Helper()
+	out := l.run("a1", "nft", "list", "chain", "inet", "isolate", "out")
+	m := regexp.MustCompile(`counter packets (\d+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no counter in:\n%s", out)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
 }
