@@ -54,7 +54,7 @@ type Bind struct {
 	// onRelayedInitiation hears of a handshake initiation that came
 	// through a relay while the peer's route is direct (handshake.go).
 	onRelayedInitiation atomic.Pointer[func(key.Key)]
-	Dropped   atomic.Uint64                         // packets that were neither WireGuard nor ours
+	Dropped             atomic.Uint64 // packets that were neither WireGuard nor ours
 }
 
 // PeerEndpoint is the WireGuard endpoint of a peer whose address the control
