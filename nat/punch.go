@@ -24,8 +24,13 @@ const (
 	// confirmed, for a LAN path to win if there is one.
 	UpgradeWindow = time.Second
 	// HeartbeatInterval keeps an idle path's NAT mappings alive: below the
-	// 30 s that conntrack keeps an unreplied UDP flow.
-	HeartbeatInterval = 25 * time.Second
+	// 30 s that conntrack keeps an unreplied UDP flow. A NAT that forgets
+	// sooner (carrier and mobile NATs, 20 s and less) shows it: a heartbeat
+	// goes unanswered until a retry. Each time, the interval shrinks to
+	// two thirds, down to MinHeartbeatInterval, so that the mappings stay
+	// up and an idle tunnel's first packet gets through.
+	HeartbeatInterval    = 25 * time.Second
+	MinHeartbeatInterval = 5 * time.Second
 	// followerDelay makes the peer with the greater key wait longer before
 	// its heartbeat, so that on a healthy path only one side sends them.
 	followerDelay = 5 * time.Second
@@ -87,7 +92,11 @@ const (
 // concurrent use.
 type Punch struct {
 	send      func(dst netip.AddrPort, m wire.Body)
-	heartbeat time.Duration
+	leader    bool
+	heartbeat time.Duration // the leader's interval; the follower waits followerDelay more
+	// beatMissed: the heartbeat under way needed a retry, so a mapping on
+	// the path expired before it.
+	beatMissed bool
 
 	candidates []netip.AddrPort
 	pings      map[[12]byte]sentPing
@@ -120,11 +129,34 @@ type sentPing struct {
 // NewPunch returns the state for one peer. leader is true on the side with
 // the smaller key, which sends the heartbeats.
 func NewPunch(leader bool, send func(dst netip.AddrPort, m wire.Body)) *Punch {
-	p := &Punch{send: send, heartbeat: HeartbeatInterval, pings: make(map[[12]byte]sentPing)}
-	if !leader {
-		p.heartbeat += followerDelay
+	return &Punch{send: send, leader: leader, heartbeat: HeartbeatInterval, pings: make(map[[12]byte]sentPing)}
+}
+
+// Heartbeat is the interval at which an idle path is probed, as learned
+// from the NATs on it (see HeartbeatInterval).
+func (p *Punch) Heartbeat() time.Duration { return p.heartbeat }
+
+// ResetHeartbeat forgets what was learned of the NATs on the path: the
+// host moved to another network.
+func (p *Punch) ResetHeartbeat() { p.heartbeat, p.beatMissed = HeartbeatInterval, false }
+
+// beatDue is how long the path may stay silent before this side probes it.
+func (p *Punch) beatDue() time.Duration {
+	if p.leader {
+		return p.heartbeat
 	}
-	return p
+	return p.heartbeat + followerDelay
+}
+
+// heardOnPath notes an authenticated packet from the peer on the path. A
+// heartbeat that needed a retry means a mapping expired within the
+// interval: shorten it.
+func (p *Punch) heardOnPath(now time.Time) {
+	if p.beatMissed {
+		p.beatMissed = false
+		p.heartbeat = max(p.heartbeat*2/3, MinHeartbeatInterval)
+	}
+	p.lastHeard = now
 }
 
 // Path returns the current path; its Kind is PathNone when there is none.
@@ -262,13 +294,16 @@ func (p *Punch) Tick(now time.Time) Event {
 	if !p.path.Addr.IsValid() {
 		return EventNone
 	}
-	silent := now.Sub(p.lastHeard)
-	if silent > p.heartbeat+PathTimeout {
+	silent, due := now.Sub(p.lastHeard), p.beatDue()
+	if silent > due+PathTimeout {
 		return p.lose()
 	}
 	// A heartbeat is due when nothing was heard for an interval; while it
 	// goes unanswered, retry every second until the path times out.
-	if silent >= p.heartbeat && now.Sub(p.lastPing) >= retryInterval {
+	if silent >= due && now.Sub(p.lastPing) >= retryInterval {
+		if silent >= due+retryInterval {
+			p.beatMissed = true
+		}
 		p.ping(p.path.Addr, now)
 	}
 	return EventNone
@@ -334,7 +369,11 @@ func (p *Punch) NewProbe(now time.Time, to netip.AddrPort) *wire.Ping {
 func (p *Punch) OnPing(now time.Time, src netip.AddrPort, m *wire.Ping) {
 	p.send(src, &wire.Pong{TxID: m.TxID, Src: src})
 	if src == p.path.Addr {
-		p.lastHeard = now
+		if silent := now.Sub(p.lastHeard); !p.leader && silent >= MinHeartbeatInterval && silent < p.heartbeat {
+			// The leader's heartbeat, at the interval it learned.
+			p.heartbeat = silent
+		}
+		p.heardOnPath(now)
 		return
 	}
 	if p.addCandidate(src) && (!p.path.Addr.IsValid() || now.Before(p.deadline)) {
@@ -354,7 +393,7 @@ func (p *Punch) OnPong(now time.Time, src netip.AddrPort, m *wire.Pong) Event {
 	rtt := now.Sub(sent.at)
 	kind := KindOf(src)
 	if src == p.path.Addr {
-		p.lastHeard = now
+		p.heardOnPath(now)
 		p.path.RTT = rtt
 		if !p.chosen {
 			p.chosen = true

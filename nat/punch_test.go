@@ -263,3 +263,50 @@ func TestFailedRoundBacksOff(t *testing.T) {
 		t.Fatal("new candidates did not start a round")
 	}
 }
+
+// TestHeartbeatLearnsShortNATTimeout: on a path through a NAT that forgets
+// an idle mapping after 20 s, the 25 s heartbeat goes unanswered until the
+// peer's own probe opens the way again; the interval then shrinks below
+// the NAT's timeout, and from then on every heartbeat is answered at once.
+func TestHeartbeatLearnsShortNATTimeout(t *testing.T) {
+	const natTimeout = 20 * time.Second
+	h := newHarness(true)
+	h.p.Start(h.now, []netip.AddrPort{public}, PunchDuration)
+	h.p.Tick(h.now)
+	h.answer(public, time.Millisecond)
+	lastExchange := h.now
+	retries := 0
+	for range 200 * 10 { // 200 s in 100 ms steps
+		h.now = h.now.Add(100 * time.Millisecond)
+		h.sent = nil
+		h.p.Tick(h.now)
+		idle := h.now.Sub(lastExchange)
+		if pings := h.pingsTo(public); len(pings) > 0 {
+			if idle >= natTimeout {
+				retries++ // lost in the peer's NAT, which forgot us
+				if idle >= HeartbeatInterval+followerDelay {
+					// The peer's own heartbeat gets in through the
+					// mapping our probe just opened.
+					h.p.OnPing(h.now, public, &wire.Ping{})
+					lastExchange = h.now
+				}
+				continue
+			}
+			h.p.OnPong(h.now, public, &wire.Pong{TxID: pings[len(pings)-1].TxID})
+			lastExchange = h.now
+		}
+	}
+	if hb := h.p.Heartbeat(); hb >= natTimeout {
+		t.Fatalf("heartbeat %v, want under the NAT's %v", hb, natTimeout)
+	}
+	if retries > 10 {
+		t.Errorf("%d probes lost in 200 s: the interval did not settle", retries)
+	}
+	if !h.p.Path().Addr.IsValid() {
+		t.Error("path lost")
+	}
+	h.p.ResetHeartbeat()
+	if h.p.Heartbeat() != HeartbeatInterval {
+		t.Error("ResetHeartbeat kept the learned interval")
+	}
+}

@@ -26,10 +26,9 @@ import (
 )
 
 const (
-	// RefreshInterval is how often peers refresh their registration. It is
-	// below the 30 s that Linux conntrack (and many home routers) keep an
-	// idle UDP mapping, so the refresh is also the NAT keepalive.
-	RefreshInterval = 25 * time.Second
+	// RefreshInterval is how often peers refresh their registration
+	// (wire.RefreshInterval).
+	RefreshInterval = wire.RefreshInterval
 	// DefaultTTL forgets a peer that missed three refreshes.
 	DefaultTTL = 3 * RefreshInterval
 	// ReplayWindow is how far a message's Time may be from the server's

@@ -6,7 +6,8 @@
 # 192.168.1.0/24, both hosts 192.168.1.2), starts the rendezvous and one
 # peer behind each router, waits until the peers have punched a direct path,
 # prints `punchtun status`, pings, sends a file with nc across the tunnel,
-# and tears everything down. Exits non-zero if any step fails.
+# and tears everything down. Exits non-zero if any step fails. Installs
+# the Debian packages it needs (scripts/deps.sh) when they are missing.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -14,7 +15,10 @@ NAME=demo
 PREFIX=ptdemo
 WORK=$(mktemp -d)
 BIN=$WORK/punchtun
+. scripts/deps.sh
 . scripts/labkit.sh
+need_go
+need_packages "${DEMO_PACKAGES[@]}"
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 

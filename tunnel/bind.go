@@ -77,6 +77,9 @@ type PeerEndpoint struct {
 	// without hearing back marks a path suspect, and data either way
 	// marks the tunnel in use.
 	lastSent, lastRecv, lastData atomic.Int64
+	// directHeard: WireGuard came from the peer straight from its address
+	// (not relayed) since the route last changed: it had a direct path.
+	directHeard atomic.Bool
 }
 
 // received notes a WireGuard packet from the peer, which came from src
@@ -283,6 +286,8 @@ func (b *Bind) wrap(fn conn.ReceiveFunc) conn.ReceiveFunc {
 					eps[i] = pe
 					if !pe.received(pkt, src, false) {
 						sizes[i] = 0
+					} else if !pe.directHeard.Load() {
+						pe.directHeard.Store(true)
 					}
 				}
 				continue
@@ -512,6 +517,7 @@ func (b *Bind) SetRoute(pe *PeerEndpoint, r Route) {
 		return
 	}
 	pe.route.Store(&route{Route: r, std: conn.StdNetEndpoint{AddrPort: r.Dst}})
+	pe.directHeard.Store(false)
 	if hs := pe.takeHandshakes(time.Now()); len(hs) > 0 {
 		b.Send(hs, pe)
 	}

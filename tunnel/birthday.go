@@ -86,7 +86,7 @@ func (c *control) maybeBirthday(p *peer, observed netip.AddrPort, now time.Time)
 			break
 		}
 		bd.conns = append(bd.conns, conn)
-		go c.readBirthday(p, conn)
+		c.spawn(func() { c.readBirthday(p, conn) })
 	}
 	p.birthday = bd
 	c.openBirthday(p, now)

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/punchtun/punchtun/nat"
-	"github.com/punchtun/punchtun/rendezvous"
 	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/tunnel/key"
 )
@@ -45,6 +44,13 @@ type control struct {
 	// relay while our route to them is direct (Bind.OnRelayedInitiation).
 	relayedInitiations chan key.Key
 	Dropped            atomic.Uint64 // control packets dropped: unauthenticated, replayed, or queue full
+	// workers are the goroutines the control plane starts (spawn): the
+	// control goroutine, the network watch, resolvers, TCP dialers and
+	// readers, birthday sockets' readers. stop ends and waits for them
+	// all; ctx, cancelled by stop, bounds what they wait for.
+	workers sync.WaitGroup
+	ctx     context.Context
+	cancel  context.CancelFunc
 
 	mu    sync.Mutex
 	clock wire.Clock
@@ -196,6 +202,7 @@ func newControl(log *slog.Logger, priv key.Key, iface string, own []netip.Prefix
 		peers:              make(map[key.Key]*peer),
 		stun:               make(map[nat.STUNTxID]stunProbe),
 	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	for _, s := range servers {
 		c.servers = append(c.servers, &server{hostport: s.HostPort, pub: s.Key, shared: wire.NewSharedKey(priv, s.Key), backoff: minBackoff, tcpBackoff: minBackoff})
 	}
@@ -261,10 +268,17 @@ func (c *control) start(bind *Bind, wg wireGuard) {
 		}
 	})
 	c.netChanged = make(chan struct{}, 1)
-	if err := watchNetwork(c.iface, c.done, c.netChanged); err != nil {
-		c.log.Warn("cannot watch the network for changes: a move to another network is noticed when peers fall silent", "err", err)
-	}
-	go c.run()
+	c.spawn(func() { watchNetwork(c.log, c.iface, c.done, c.netChanged) })
+	c.spawn(c.run)
+}
+
+// spawn runs f on a goroutine that stop waits for.
+func (c *control) spawn(f func()) {
+	c.workers.Add(1)
+	go func() {
+		defer c.workers.Done()
+		f()
+	}()
 }
 
 func (c *control) run() {
@@ -295,9 +309,9 @@ func (c *control) run() {
 // stop deregisters from every rendezvous and ends the control goroutine.
 func (c *control) stop() {
 	close(c.done)
+	c.cancel()
 	<-c.stopped
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	for _, s := range c.servers {
 		if s.registered {
 			c.sendServer(s, &wire.Deregister{Time: c.now()})
@@ -309,6 +323,8 @@ func (c *control) stop() {
 	for _, p := range c.peers {
 		c.closeBirthday(p, true)
 	}
+	c.mu.Unlock()
+	c.workers.Wait()
 }
 
 // sendServer sends m to s: over its TCP stream if there is one, else over
@@ -379,7 +395,7 @@ func (c *control) tickServer(s *server, now time.Time) {
 	if !s.addr.IsValid() {
 		if !s.resolving {
 			s.resolving = true
-			go c.resolve(s)
+			c.spawn(func() { c.resolve(s) })
 		}
 		return
 	}
@@ -390,7 +406,7 @@ func (c *control) tickServer(s *server, now time.Time) {
 	if c.udpBlocked() && s.stream == nil {
 		// Registering over UDP is pointless; probe whether UDP is back.
 		c.sendSTUN(s, s.addr)
-		s.next = now.Add(rendezvous.RefreshInterval)
+		s.next = now.Add(wire.RefreshInterval)
 		return
 	}
 	if s.pending {
@@ -457,7 +473,7 @@ func (c *control) setMapping(m nat.Mapping, now time.Time) {
 // the name does not resolve (the network may not be up yet).
 func (c *control) resolve(s *server) {
 	for {
-		addr, err := nat.Resolve(context.Background(), s.hostport)
+		addr, err := nat.Resolve(c.ctx, s.hostport)
 		if err == nil {
 			c.mu.Lock()
 			defer c.mu.Unlock()
@@ -643,7 +659,7 @@ func (c *control) registered(s *server, ack *wire.RegisterAck, now time.Time) {
 	s.registered, s.pending, s.observed = true, false, ack.Observed
 	s.relay = ack.Flags&wire.AckRelay != 0
 	s.backoff = minBackoff
-	s.next = now.Add(rendezvous.RefreshInterval)
+	s.next = now.Add(wire.RefreshInterval)
 	if s.sentNAT != c.mapping {
 		s.next = now // the NAT was discovered after the registration left
 	}
@@ -886,6 +902,7 @@ func (c *control) networkChanged(now time.Time) {
 		if r := p.ep.Route(); r.Dst.IsValid() && !r.Relay {
 			p.punch.Suspect(now)
 		}
+		p.punch.ResetHeartbeat() // other NATs now
 	}
 }
 

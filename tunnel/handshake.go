@@ -201,13 +201,15 @@ func via(src netip.AddrPort, relayed bool) *route {
 }
 
 // relayedHandshake tells the control plane of an initiation from pe's
-// peer that came through a relay while our route to it is direct: a peer
-// that restarted has no direct path, and its NAT may no longer let ours
-// in; the control plane then leaves it at once rather than after
-// SuspectTimeout, and our data, not only the handshake's answer, goes the
-// way that works.
+// peer that came through a relay while our route to it is direct, and the
+// peer had used that path before: a peer that restarted has no direct
+// path, and its NAT may no longer let ours in; the control plane then
+// leaves it at once rather than after SuspectTimeout, and our data, not
+// only the handshake's answer, goes the way that works. (While a path is
+// being set up, the peer's handshake comes by the relay because its side
+// is not confirmed yet: that says nothing.)
 func (b *Bind) relayedHandshake(pe *PeerEndpoint, pkt []byte) {
-	if len(pkt) == 0 || pkt[0] != wireGuardInitiation {
+	if len(pkt) == 0 || pkt[0] != wireGuardInitiation || !pe.directHeard.Load() {
 		return
 	}
 	if r := pe.route.Load(); r == nil || r.Relay {

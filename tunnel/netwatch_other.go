@@ -2,6 +2,10 @@
 
 package tunnel
 
+import "log/slog"
+
 // watchNetwork is Linux-only (netlink); elsewhere a network change is
 // noticed when peers fall silent.
-func watchNetwork(iface string, done <-chan struct{}, changed chan<- struct{}) error { return nil }
+func watchNetwork(log *slog.Logger, iface string, done <-chan struct{}, changed chan<- struct{}) {
+	<-done
+}

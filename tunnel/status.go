@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/punchtun/punchtun/nat"
+	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/tunnel/key"
 )
 
@@ -27,6 +28,10 @@ type Status struct {
 	NAT        string             `json:"nat"` // our NAT's mapping: none, easy, hard, udp-blocked, unknown
 	Rendezvous []RendezvousStatus `json:"rendezvous"`
 	Peers      []PeerStatus       `json:"peers"`
+	// IdlePacketsPerMinute is what the tunnel sends and receives while
+	// idle: each direct path's heartbeat and its answer, each
+	// registration refresh and its acknowledgement.
+	IdlePacketsPerMinute float64 `json:"idle_packets_per_minute"`
 }
 
 // RendezvousStatus is one rendezvous as the peer sees it.
@@ -57,6 +62,9 @@ type PeerStatus struct {
 	// then what the tunnel carries whole to the peer.
 	PathMTU int `json:"path_mtu,omitempty"`
 	MTU     int `json:"mtu,omitempty"`
+	// KeepaliveSeconds is how often an idle direct path is probed, as
+	// learned from the NATs on it (nat.HeartbeatInterval).
+	KeepaliveSeconds float64 `json:"keepalive_s,omitempty"`
 }
 
 // Status reports the interface's state now.
@@ -78,6 +86,9 @@ func (t *Tunnel) Status() (*Status, error) {
 	now := time.Now()
 	for _, s := range t.ctl.servers {
 		rs := RendezvousStatus{Address: s.hostport, Registered: s.registered}
+		if s.registered {
+			st.IdlePacketsPerMinute += 2 * float64(time.Minute) / float64(wire.RefreshInterval)
+		}
 		if s.observed.IsValid() {
 			rs.Public = s.observed.String()
 		}
@@ -109,6 +120,8 @@ func (t *Tunnel) Status() (*Status, error) {
 				ps.Reason = t.ctl.relayReason(cp, now)
 			} else if path := cp.punch.Path(); path.Addr.IsValid() {
 				ps.RTTMillis = float64(path.RTT.Microseconds()) / 1000
+				ps.KeepaliveSeconds = cp.punch.Heartbeat().Seconds()
+				st.IdlePacketsPerMinute += 2 * float64(time.Minute) / float64(cp.punch.Heartbeat())
 			}
 		} else if w.endpoint.IsValid() && !w.handshake.IsZero() {
 			// A peer with a fixed Endpoint: plain WireGuard, no probes, so no RTT.
@@ -191,6 +204,33 @@ func (t *Tunnel) serveUAPI() error {
 	return nil
 }
 
+// listenPrivate listens on a Unix socket at path that only root can
+// connect to, with no moment in which anyone else could: the socket is
+// made in a directory of its own (mode 0700), given mode 0600 there, and
+// only then moved to path.
+func listenPrivate(path string) (*net.UnixListener, error) {
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".status-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	tmp := filepath.Join(dir, "sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	l.SetUnlinkOnClose(false) // the name it was bound to is gone: the owner removes path
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
 // StatusSocket is where the interface's status is served.
 func StatusSocket(runDir, iface string) string {
 	return filepath.Join(runDir, iface+".sock")
@@ -208,12 +248,11 @@ func (t *Tunnel) serveStatus() error {
 		return fmt.Errorf("status socket %s is in use by another punchtun", path)
 	}
 	os.Remove(path) // a stale socket of a punchtun that was killed
-	l, err := net.Listen("unix", path)
+	l, err := listenPrivate(path)
 	if err != nil {
 		return fmt.Errorf("status socket: %w", err)
 	}
-	os.Chmod(path, 0o600)
-	t.closers = append(t.closers, func() { l.Close() }) // also removes the file
+	t.closers = append(t.closers, func() { l.Close(); os.Remove(path) })
 	go func() {
 		for {
 			c, err := l.Accept()

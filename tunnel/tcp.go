@@ -31,14 +31,15 @@ func (c *control) maybeDialTCP(s *server, now time.Time) {
 		return
 	}
 	s.dialing = true
-	go c.dialTCP(s, s.addr)
+	addr := s.addr
+	c.spawn(func() { c.dialTCP(s, addr) })
 }
 
 func (c *control) dialTCP(s *server, addr netip.AddrPort) {
 	var d net.Dialer
 	var st *wire.Stream
 	for _, port := range []uint16{addr.Port(), tcpFallbackPort} {
-		ctx, cancel := context.WithTimeout(context.Background(), tcpDialTimeout)
+		ctx, cancel := context.WithTimeout(c.ctx, tcpDialTimeout)
 		conn, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(addr.Addr(), port).String())
 		cancel()
 		if err == nil {

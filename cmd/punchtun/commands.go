@@ -371,7 +371,7 @@ func runStatus(args []string) error {
 }
 
 func printStatus(st *tunnel.Status) {
-	fmt.Printf("interface %s  public key %s  port %d  NAT %s\n", st.Interface, st.PublicKey, st.ListenPort, cmp.Or(st.NAT, "-"))
+	fmt.Printf("interface %s  public key %s  port %d  NAT %s  idle %.1f packets/min\n", st.Interface, st.PublicKey, st.ListenPort, cmp.Or(st.NAT, "-"), st.IdlePacketsPerMinute)
 	for _, r := range st.Rendezvous {
 		state := "not registered"
 		if r.Registered {
@@ -380,14 +380,21 @@ func printStatus(st *tunnel.Status) {
 		fmt.Printf("rendezvous %s  %s\n", r.Address, state)
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "PEER\tPATH\tENDPOINT\tRTT\tHANDSHAKE\tRX\tTX\tREASON")
+	fmt.Fprintln(w, "PEER\tPATH\tENDPOINT\tRTT\tHANDSHAKE\tRX\tTX\tKEEPALIVE\tMTU\tREASON")
 	for _, p := range st.Peers {
 		name := p.Name
 		if name == "" {
 			name = p.PublicKey[:10] + "…"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, p.Path, orDash(p.Endpoint), rtt(p.RTTMillis),
-			ago(p.LastHandshake), byteCount(p.RxBytes), byteCount(p.TxBytes), p.Reason)
+		keepalive, mtu := "-", "-"
+		if p.KeepaliveSeconds > 0 {
+			keepalive = fmt.Sprintf("%.0fs", p.KeepaliveSeconds)
+		}
+		if p.PathMTU > 0 {
+			mtu = fmt.Sprintf("%d (path %d)", p.MTU, p.PathMTU)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, p.Path, orDash(p.Endpoint), rtt(p.RTTMillis),
+			ago(p.LastHandshake), byteCount(p.RxBytes), byteCount(p.TxBytes), keepalive, mtu, p.Reason)
 	}
 	w.Flush()
 }

@@ -80,6 +80,7 @@ func punchtunBinary(t *testing.T) string { return buildTool(t, "punchtun", ".") 
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	printSkipped(os.Stdout)
 	if tools.dir != "" {
 		os.RemoveAll(tools.dir)
 	}
@@ -161,7 +162,33 @@ func skipLab(t *testing.T, why string) {
 	if os.Getenv("PUNCHTUN_REQUIRE_LAB") == "1" {
 		t.Fatal(why)
 	}
+	skipped.Lock()
+	skipped.n++
+	if !slices.Contains(skipped.why, why) {
+		skipped.why = append(skipped.why, why)
+	}
+	skipped.Unlock()
 	t.Skip(why)
+}
+
+// skipped counts the lab tests skipLab skipped, and why, for the summary
+// TestMain prints: a plain `go test ./...` as a user says "ok" for a run
+// in which most of the end-to-end tests did not run.
+var skipped struct {
+	sync.Mutex
+	n   int
+	why []string
+}
+
+// printSkipped tells how many lab tests were skipped, and why.
+func printSkipped(w io.Writer) {
+	skipped.Lock()
+	defer skipped.Unlock()
+	if skipped.n == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n%d lab tests skipped: %s\nRun scripts/test.sh as root to run them all (it installs what they need).\n",
+		skipped.n, strings.Join(skipped.why, "; "))
 }
 
 func newLab(t *testing.T, prefix, natA, natB string, opts ...string) *lab {

@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"golang.org/x/crypto/nacl/box"
 	"golang.org/x/crypto/salsa20/salsa"
@@ -38,6 +39,13 @@ const Magic = "PTUN"
 
 // Type says what a message's body is.
 type Type byte
+
+// RefreshInterval is how often peers refresh their registration. It is
+// below the 30 s that Linux conntrack (and many home routers) keep an idle
+// UDP mapping, so the refresh is also the NAT keepalive towards the
+// rendezvous. Both sides go by it: the rendezvous forgets a peer after
+// missing several, and closes a TCP link idle for longer.
+const RefreshInterval = 25 * time.Second
 
 const (
 	TypeRegister    Type = 1 // peer → rendezvous
