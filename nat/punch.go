@@ -5,8 +5,6 @@ import (
 	"net/netip"
 	"slices"
 	"time"
-
-	"github.com/punchtun/punchtun/rendezvous/wire"
 )
 
 const (
@@ -91,7 +89,7 @@ const (
 // and it sends probes through send and reports path changes. Not safe for
 // concurrent use.
 type Punch struct {
-	send      func(dst netip.AddrPort, m wire.Body)
+	send      func(dst netip.AddrPort, m Probe)
 	leader    bool
 	heartbeat time.Duration // the leader's interval; the follower waits followerDelay more
 	// beatMissed: the heartbeat under way needed a retry, so a mapping on
@@ -126,9 +124,23 @@ type sentPing struct {
 	at time.Time
 }
 
+// A Probe is what a Punch sends: a probe of a path, or the answer to one
+// of the peer's, which says where that probe came from (Src). TxID pairs
+// an answer with its probe. The owner carries it in its protocol, sealed
+// (punchtun's are wire.Ping and wire.Pong).
+type Probe struct {
+	TxID   [12]byte
+	Answer bool
+	Src    netip.AddrPort // of an answer
+}
+
+// maxCandidates bounds the addresses one round probes: those of the
+// peer's introduction and those its probes came from.
+const maxCandidates = 32
+
 // NewPunch returns the state for one peer. leader is true on the side with
 // the smaller key, which sends the heartbeats.
-func NewPunch(leader bool, send func(dst netip.AddrPort, m wire.Body)) *Punch {
+func NewPunch(leader bool, send func(dst netip.AddrPort, m Probe)) *Punch {
 	return &Punch{send: send, leader: leader, heartbeat: HeartbeatInterval, pings: make(map[[12]byte]sentPing)}
 }
 
@@ -222,7 +234,7 @@ func (p *Punch) endRound(now time.Time) {
 func (p *Punch) RetryAt() time.Time { return p.retryAt }
 
 func (p *Punch) addCandidate(c netip.AddrPort) bool {
-	if !c.IsValid() || c.Port() == 0 || slices.Contains(p.candidates, c) || len(p.candidates) >= 2*wire.MaxCandidates {
+	if !c.IsValid() || c.Port() == 0 || slices.Contains(p.candidates, c) || len(p.candidates) >= maxCandidates {
 		return false
 	}
 	p.candidates = append(p.candidates, c)
@@ -353,21 +365,21 @@ func (p *Punch) ping(to netip.AddrPort, now time.Time) { p.send(to, p.NewProbe(n
 
 // NewProbe returns a probe for to, whose answer will count, for a caller
 // that sends it another way than the Punch's send.
-func (p *Punch) NewProbe(now time.Time, to netip.AddrPort) *wire.Ping {
+func (p *Punch) NewProbe(now time.Time, to netip.AddrPort) Probe {
 	var tx [12]byte
 	rand.Read(tx[:])
 	p.pings[tx] = sentPing{to: to, at: now}
 	if to == p.path.Addr {
 		p.lastPing = now
 	}
-	return &wire.Ping{TxID: tx}
+	return Probe{TxID: tx}
 }
 
 // OnPing answers an authenticated probe from the peer. A probe from an
 // address the round did not know (the peer's NAT mapped it somewhere new)
 // is probed back at once: the peer's packet has just opened our NAT for it.
-func (p *Punch) OnPing(now time.Time, src netip.AddrPort, m *wire.Ping) {
-	p.send(src, &wire.Pong{TxID: m.TxID, Src: src})
+func (p *Punch) OnPing(now time.Time, src netip.AddrPort, tx [12]byte) {
+	p.send(src, Probe{TxID: tx, Answer: true, Src: src})
 	if src == p.path.Addr {
 		if silent := now.Sub(p.lastHeard); !p.leader && silent >= MinHeartbeatInterval && silent < p.heartbeat {
 			// The leader's heartbeat, at the interval it learned.
@@ -384,12 +396,12 @@ func (p *Punch) OnPing(now time.Time, src netip.AddrPort, m *wire.Ping) {
 // OnPong takes an authenticated answer from the peer. Only answers to our
 // own probes count, so a stranger, or a host on another LAN that happens to
 // have the peer's private address, never becomes a path.
-func (p *Punch) OnPong(now time.Time, src netip.AddrPort, m *wire.Pong) Event {
-	sent, ok := p.pings[m.TxID]
+func (p *Punch) OnPong(now time.Time, src netip.AddrPort, tx [12]byte) Event {
+	sent, ok := p.pings[tx]
 	if !ok {
 		return EventNone
 	}
-	delete(p.pings, m.TxID)
+	delete(p.pings, tx)
 	rtt := now.Sub(sent.at)
 	kind := KindOf(src)
 	if src == p.path.Addr {

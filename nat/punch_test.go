@@ -4,13 +4,11 @@ import (
 	"net/netip"
 	"testing"
 	"time"
-
-	"github.com/punchtun/punchtun/rendezvous/wire"
 )
 
 type sent struct {
 	to netip.AddrPort
-	m  wire.Body
+	m  Probe
 }
 
 // harness drives a Punch with a fake clock and records what it sends.
@@ -22,16 +20,16 @@ type harness struct {
 
 func newHarness(leader bool) *harness {
 	h := &harness{now: time.Unix(1000, 0)}
-	h.p = NewPunch(leader, func(to netip.AddrPort, m wire.Body) { h.sent = append(h.sent, sent{to, m}) })
+	h.p = NewPunch(leader, func(to netip.AddrPort, m Probe) { h.sent = append(h.sent, sent{to, m}) })
 	return h
 }
 
 // pingsTo returns the pings sent to addr so far.
-func (h *harness) pingsTo(addr netip.AddrPort) []*wire.Ping {
-	var out []*wire.Ping
+func (h *harness) pingsTo(addr netip.AddrPort) []Probe {
+	var out []Probe
 	for _, s := range h.sent {
-		if p, ok := s.m.(*wire.Ping); ok && s.to == addr {
-			out = append(out, p)
+		if !s.m.Answer && s.to == addr {
+			out = append(out, s.m)
 		}
 	}
 	return out
@@ -41,7 +39,7 @@ func (h *harness) pingsTo(addr netip.AddrPort) []*wire.Ping {
 func (h *harness) answer(addr netip.AddrPort, after time.Duration) Event {
 	pings := h.pingsTo(addr)
 	h.now = h.now.Add(after)
-	return h.p.OnPong(h.now, addr, &wire.Pong{TxID: pings[len(pings)-1].TxID})
+	return h.p.OnPong(h.now, addr, pings[len(pings)-1].TxID)
 }
 
 var (
@@ -93,19 +91,19 @@ func TestUnsolicitedPongIgnored(t *testing.T) {
 	h := newHarness(true)
 	h.p.Start(h.now, []netip.AddrPort{lan}, PunchDuration)
 	h.p.Tick(h.now)
-	if ev := h.p.OnPong(h.now, wrong, &wire.Pong{TxID: [12]byte{42}}); ev != EventNone || h.p.Path().Addr.IsValid() {
+	if ev := h.p.OnPong(h.now, wrong, [12]byte{42}); ev != EventNone || h.p.Path().Addr.IsValid() {
 		t.Fatal("a pong to no ping of ours became a path")
 	}
 }
 
 func TestPingAnsweredAndProbedBack(t *testing.T) {
 	h := newHarness(false)
-	h.p.OnPing(h.now, public, &wire.Ping{TxID: [12]byte{7}})
+	h.p.OnPing(h.now, public, [12]byte{7})
 	if len(h.sent) != 2 {
 		t.Fatalf("sent %d, want a pong and a probe back", len(h.sent))
 	}
-	pong, ok := h.sent[0].m.(*wire.Pong)
-	if !ok || pong.TxID != [12]byte{7} || pong.Src != public || h.sent[0].to != public {
+	pong := h.sent[0].m
+	if !pong.Answer || pong.TxID != [12]byte{7} || pong.Src != public || h.sent[0].to != public {
 		t.Fatalf("bad pong %+v to %v", h.sent[0].m, h.sent[0].to)
 	}
 	if ev := h.answer(public, time.Millisecond); ev != EventChosen {
@@ -160,11 +158,11 @@ func TestFollowerLeavesHeartbeatToLeader(t *testing.T) {
 		h.p.Tick(h.now)
 		if i == beat-int(followerDelay/time.Second) {
 			// The leader's heartbeat arrives.
-			h.p.OnPing(h.now, public, &wire.Ping{})
+			h.p.OnPing(h.now, public, [12]byte{})
 		}
 	}
 	for _, s := range h.sent {
-		if _, ok := s.m.(*wire.Ping); ok {
+		if !s.m.Answer {
 			t.Fatal("follower sent a heartbeat although the leader's arrived")
 		}
 	}
@@ -287,12 +285,12 @@ func TestHeartbeatLearnsShortNATTimeout(t *testing.T) {
 				if idle >= HeartbeatInterval+followerDelay {
 					// The peer's own heartbeat gets in through the
 					// mapping our probe just opened.
-					h.p.OnPing(h.now, public, &wire.Ping{})
+					h.p.OnPing(h.now, public, [12]byte{})
 					lastExchange = h.now
 				}
 				continue
 			}
-			h.p.OnPong(h.now, public, &wire.Pong{TxID: pings[len(pings)-1].TxID})
+			h.p.OnPong(h.now, public, pings[len(pings)-1].TxID)
 			lastExchange = h.now
 		}
 	}

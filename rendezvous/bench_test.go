@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/punchtun/punchtun/rendezvous/wire"
-	"github.com/punchtun/punchtun/tunnel/key"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
 // discardLink is a link that sends nothing.

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/punchtun/punchtun/rendezvous/wire"
-	"github.com/punchtun/punchtun/tunnel/key"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
 // Defaults of the bounds in Config.

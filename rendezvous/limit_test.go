@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/punchtun/punchtun/rendezvous/wire"
-	"github.com/punchtun/punchtun/tunnel/key"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
 func TestLimiterBurstThenRate(t *testing.T) {

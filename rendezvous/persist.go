@@ -9,8 +9,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/rendezvous/wire/statefile"
-	"github.com/punchtun/punchtun/tunnel/key"
 )
 
 // Registrations outlive a restart of the rendezvous: Save writes them to a

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/punchtun/punchtun/tunnel/key"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"golang.zx2c4.com/wireguard/conn"
 )
 

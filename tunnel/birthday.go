@@ -97,7 +97,7 @@ func (c *control) maybeBirthday(p *peer, observed netip.AddrPort, now time.Time)
 func (c *control) openBirthday(p *peer, now time.Time) {
 	bd := p.birthday
 	for _, conn := range bd.conns {
-		c.sendVia(conn, p, bd.dst, p.punch.NewProbe(now, bd.dst))
+		c.sendVia(conn, p, bd.dst, probeMessage(p.punch.NewProbe(now, bd.dst)))
 	}
 	bd.opened++
 	bd.nextOpen = now.Add(birthdayReopen)

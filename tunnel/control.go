@@ -6,14 +6,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/punchtun/punchtun/nat"
 	"github.com/punchtun/punchtun/rendezvous/wire"
-	"github.com/punchtun/punchtun/tunnel/key"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
 // control is the peer's control plane: it registers with the rendezvous
@@ -83,78 +82,6 @@ type inbound struct {
 	via *net.UDPConn // came in on this birthday socket, not the shared one
 }
 
-// server is one rendezvous as seen from a peer.
-type server struct {
-	hostport string
-	pub      key.Key
-	shared   wire.SharedKey
-
-	addr       netip.AddrPort // resolved; invalid until then
-	resolving  bool
-	registered bool
-	pending    bool           // a registration awaits its ack
-	relay      bool           // it relays for us
-	observed   netip.AddrPort // our endpoint as the rendezvous sees it
-	mapped     netip.AddrPort // our endpoint as its STUN answer says
-	other      netip.AddrPort // its alternate address (STUN OTHER-ADDRESS)
-	otherSeen  netip.AddrPort // our endpoint as seen from there
-	lastTime   uint64         // replay guard for its messages
-	sentNAT    nat.Mapping    // what the registration in flight said of our NAT
-	next       time.Time
-	backoff    time.Duration
-
-	// TCP fallback, while UDP is blocked (tcp.go).
-	stream     *wire.Stream
-	dialing    bool
-	nextDial   time.Time
-	tcpBackoff time.Duration
-}
-
-// stunProbe is a STUN request in flight.
-type stunProbe struct {
-	server *server
-	dst    netip.AddrPort
-}
-
-// peer is a peer whose address the control plane finds.
-type peer struct {
-	name   string
-	key    key.Key
-	shared wire.SharedKey
-	ep     *PeerEndpoint
-	punch  *nat.Punch
-
-	nat          nat.Mapping // the peer's NAT, as its intro says
-	relayVia     *server     // the rendezvous that introduced it, which relays between us
-	pathMTU      int         // of the route in use, as the kernel learned it (pathmtu.go); 0 if unknown
-	nextMTUCheck time.Time
-	routeMTU     int // the MTU its AllowedIPs are routed with; 0: the interface's
-	// observed is the peer's public endpoint as each rendezvous last
-	// introduced it (one per rendezvous: a hard NAT maps each apart).
-	observed map[*server]netip.AddrPort
-	path     string // direct, lan, relay or connecting: the route in use
-	history  []PathChange
-
-	nextQuery  time.Time
-	backoff    time.Duration
-	fromMemory bool // the current round probes a remembered endpoint
-	// handshakeCheck: when to see whether WireGuard has a session since
-	// the route last changed (see wireGuard.handshakeIfNone).
-	handshakeCheck time.Time
-
-	birthday        *birthday // hard side of a birthday round (birthday.go)
-	nextBirthday    time.Time
-	birthdayBackoff time.Duration
-}
-
-// PathChange is one entry of a peer's path history.
-type PathChange struct {
-	Time time.Time `json:"time"`
-	From string    `json:"from"`
-	To   string    `json:"to"`
-	Why  string    `json:"why"`
-}
-
 const (
 	tickInterval = 50 * time.Millisecond
 	minBackoff   = time.Second
@@ -174,18 +101,6 @@ const (
 	// historyKeep is how far back the path history goes.
 	historyKeep = time.Hour
 )
-
-// ServerConfig names one rendezvous.
-type ServerConfig struct {
-	HostPort string
-	Key      key.Key
-}
-
-// PeerConfig names one peer the control plane finds.
-type PeerConfig struct {
-	Name string
-	Key  key.Key
-}
 
 func newControl(log *slog.Logger, priv key.Key, iface string, own []netip.Prefix, servers []ServerConfig, peers []PeerConfig) *control {
 	c := &control{
@@ -209,7 +124,8 @@ func newControl(log *slog.Logger, priv key.Key, iface string, own []netip.Prefix
 	for _, pc := range peers {
 		p := &peer{name: pc.Name, key: pc.Key, shared: wire.NewSharedKey(priv, pc.Key), backoff: minBackoff,
 			birthdayBackoff: minBirthdayBackoff, path: nat.PathNone.String(), observed: map[*server]netip.AddrPort{}}
-		p.punch = nat.NewPunch(leads(c.pub, pc.Key), func(dst netip.AddrPort, m wire.Body) {
+		p.punch = nat.NewPunch(leads(c.pub, pc.Key), func(dst netip.AddrPort, pm nat.Probe) {
+			m := probeMessage(pm)
 			if conn := p.socketTo(dst); conn != nil {
 				c.sendVia(conn, p, dst, m)
 				return
@@ -220,6 +136,14 @@ func newControl(log *slog.Logger, priv key.Key, iface string, own []netip.Prefix
 		c.wants = append(c.wants, pc.Key)
 	}
 	return c
+}
+
+// probeMessage is the message that carries a Punch's probe or answer.
+func probeMessage(m nat.Probe) wire.Body {
+	if m.Answer {
+		return &wire.Pong{TxID: m.TxID, Src: m.Src}
+	}
+	return &wire.Ping{TxID: m.TxID}
 }
 
 // leads reports whether we, with public key ours, lead the pair with
@@ -327,22 +251,6 @@ func (c *control) stop() {
 	c.workers.Wait()
 }
 
-// sendServer sends m to s: over its TCP stream if there is one, else over
-// the shared socket.
-func (c *control) sendServer(s *server, m wire.Body) {
-	if s.stream == nil {
-		c.sendSealed(s.addr, &s.shared, m)
-		return
-	}
-	b := wire.Seal(make([]byte, 0, wire.Overhead+64), m.Type(), c.pub, &s.shared, m.Append(nil))
-	if err := s.stream.Write(b); err != nil {
-		c.log.Debug("send over TCP failed", "rendezvous", s.hostport, "type", m.Type(), "err", err)
-	}
-}
-
-// udpBlocked reports whether UDP was taken for blocked on this network.
-func (c *control) udpBlocked() bool { return c.mapping == nat.MappingBlocked }
-
 func (c *control) now() uint64 { return c.clock.Next(uint64(time.Now().UnixNano())) }
 
 func (c *control) sendSealed(dst netip.AddrPort, shared *wire.SharedKey, m wire.Body) {
@@ -391,142 +299,6 @@ func (c *control) tick(now time.Time) {
 	}
 }
 
-func (c *control) tickServer(s *server, now time.Time) {
-	if !s.addr.IsValid() {
-		if !s.resolving {
-			s.resolving = true
-			c.spawn(func() { c.resolve(s) })
-		}
-		return
-	}
-	c.maybeDialTCP(s, now)
-	if now.Before(s.next) {
-		return
-	}
-	if c.udpBlocked() && s.stream == nil {
-		// Registering over UDP is pointless; probe whether UDP is back.
-		c.sendSTUN(s, s.addr)
-		s.next = now.Add(wire.RefreshInterval)
-		return
-	}
-	if s.pending {
-		// The last registration went unanswered.
-		if s.registered {
-			c.log.Warn("rendezvous stopped answering", "rendezvous", s.hostport)
-			s.registered = false
-			c.serverChanged(s, now, "rendezvous stopped answering")
-		}
-	}
-	if !s.registered || s.stream != nil {
-		// Learn our public address from the same socket WireGuard uses;
-		// the rendezvous is a STUN server too. Over TCP, this asks whether
-		// UDP works again.
-		c.sendSTUN(s, s.addr)
-	}
-	reg := &wire.Register{
-		Time:       c.now(),
-		NAT:        byte(c.mapping),
-		Candidates: nat.LocalCandidates(c.bind.Port(), c.iface, c.own),
-		Wants:      c.wants,
-	}
-	c.sendServer(s, reg)
-	s.pending, s.sentNAT = true, c.mapping
-	if s.registered {
-		s.next = now.Add(minBackoff) // time for the refresh's ack
-		return
-	}
-	s.next = now.Add(s.backoff)
-	s.backoff = min(2*s.backoff, maxRegisterBackoff)
-}
-
-func (c *control) sendSTUN(s *server, dst netip.AddrPort) {
-	tx, req := nat.NewBindingRequest()
-	c.stun[tx] = stunProbe{server: s, dst: dst}
-	c.bind.SendTo(req, dst)
-}
-
-// checkBlocked takes UDP for blocked when no rendezvous has answered
-// anything for a while.
-func (c *control) checkBlocked(now time.Time) {
-	if c.mapping != nat.MappingUnknown || c.udpHeard || len(c.servers) == 0 || now.Sub(c.udpSince) < udpGiveUp {
-		return
-	}
-	c.setMapping(nat.MappingBlocked, now)
-}
-
-func (c *control) setMapping(m nat.Mapping, now time.Time) {
-	if m == c.mapping {
-		return
-	}
-	c.mapping = m
-	c.log.Info("NAT discovered", "mapping", m)
-	// Tell the rendezvous now, so that peers learn it in their intros; a
-	// registration in flight is followed up when its ack comes.
-	for _, s := range c.servers {
-		if s.addr.IsValid() && !s.pending {
-			s.next = now
-		}
-	}
-}
-
-// resolve looks the rendezvous up off the control goroutine, retrying while
-// the name does not resolve (the network may not be up yet).
-func (c *control) resolve(s *server) {
-	for {
-		addr, err := nat.Resolve(c.ctx, s.hostport)
-		if err == nil {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			s.addr, s.resolving = addr, false
-			// Take relayed packets from every rendezvous from now on: the
-			// first may overtake the registration's ack.
-			var relays []netip.AddrPort
-			for _, srv := range c.servers {
-				if srv.addr.IsValid() {
-					relays = append(relays, srv.addr)
-				}
-			}
-			c.bind.SetRelays(relays)
-			return
-		}
-		c.log.Warn("cannot resolve rendezvous", "rendezvous", s.hostport, "err", err)
-		select {
-		case <-c.done:
-			return
-		case <-time.After(5 * time.Second):
-		}
-	}
-}
-
-// query asks every registered rendezvous for an introduction to p, backing
-// off while no direct path comes of it.
-func (c *control) query(p *peer, now time.Time) {
-	asked := false
-	for _, s := range c.servers {
-		if s.registered {
-			c.sendServer(s, &wire.Query{Time: c.now(), Peer: p.key})
-			asked = true
-		}
-	}
-	if !asked {
-		// No rendezvous to ask: try where the peer was last seen.
-		ep, ok := c.saved.endpoint(p.key, now)
-		if !ok {
-			return
-		}
-		c.log.Info("no rendezvous: probing the peer's last known endpoint", "peer", p.label(), "endpoint", ep)
-		p.punch.Start(now, []netip.AddrPort{ep}, nat.ShortPunchDuration)
-		p.punch.Tick(now)
-	}
-	p.fromMemory = !asked
-	limit := maxPunchBackoff
-	if c.mapping == nat.MappingHard && p.nat == nat.MappingHard {
-		limit = hardBackoff
-	}
-	p.nextQuery = now.Add(p.backoff)
-	p.backoff = min(2*p.backoff, limit)
-}
-
 func (c *control) handle(m inbound) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -558,181 +330,6 @@ func (c *control) handle(m inbound) {
 	c.Dropped.Add(1)
 }
 
-func (c *control) handleSTUN(m inbound) {
-	res, err := nat.ParseBindingResponse(m.pkt)
-	probe, ok := c.stun[res.TxID]
-	if err != nil || !ok || probe.dst != m.src {
-		c.Dropped.Add(1)
-		return
-	}
-	delete(c.stun, res.TxID)
-	c.udpHeard = true
-	if c.udpBlocked() {
-		c.udpBack(m.at)
-	}
-	s := probe.server
-	if probe.dst == s.addr {
-		if s.mapped != res.Mapped {
-			c.log.Info("public address learned by STUN", "rendezvous", s.hostport, "public", res.Mapped)
-		}
-		s.mapped = res.Mapped
-		// Ask the server's other address too: whether it sees the same
-		// endpoint tells whether our NAT maps per destination.
-		if res.Other.IsValid() && res.Other != s.other {
-			s.other = res.Other
-			c.sendSTUN(s, s.other)
-		}
-	} else {
-		s.otherSeen = res.Mapped
-	}
-	if mp := nat.ClassifyMapping(nat.LocalAddrs(), s.mapped, s.otherSeen); mp != nat.MappingUnknown {
-		c.setMapping(mp, m.at)
-	}
-}
-
-func (c *control) handleServer(s *server, h wire.Header, m inbound) {
-	body, ok := c.open(m.pkt, h, &s.shared)
-	if !ok {
-		return
-	}
-	if !m.tcp {
-		c.udpHeard = true
-	}
-	var t uint64
-	switch b := body.(type) {
-	case *wire.RegisterAck:
-		t = b.Time
-	case *wire.Intro:
-		t = b.Time
-	default:
-		c.Dropped.Add(1)
-		return
-	}
-	if t <= s.lastTime {
-		c.Dropped.Add(1) // replayed
-		return
-	}
-	s.lastTime = t
-	switch b := body.(type) {
-	case *wire.RegisterAck:
-		c.registered(s, b, m.at)
-	case *wire.Intro:
-		p := c.peers[b.Peer]
-		if p == nil {
-			c.Dropped.Add(1)
-			return
-		}
-		p.nat = nat.Mapping(b.NAT)
-		if s.relay {
-			p.relayVia = s
-		}
-		if last, ok := p.observed[s]; ok && last != b.Observed {
-			// The peer is back from a new public endpoint: it restarted
-			// (behind a hard NAT, always on a new port), moved, or its NAT
-			// forgot it. Our direct path leads to the old one: leave it
-			// now, not after SuspectTimeout, and punch as for a new peer.
-			c.log.Info("peer has a new public endpoint: punching anew", "peer", p.label(), "was", last, "now", b.Observed)
-			if p.punch.Path().Addr.IsValid() {
-				p.punch.Drop()
-				c.closeBirthday(p, true)
-			}
-			p.nextBirthday, p.birthdayBackoff = time.Time{}, minBirthdayBackoff
-		}
-		p.observed[s] = b.Observed
-		// The peer asks for an intro when it has no path: if ours still
-		// looks fine, it may be dead one way (it hears nothing from us).
-		p.punch.Suspect(m.at)
-		if p.punch.StartIfNew(m.at, append([]netip.AddrPort{b.Observed}, b.Candidates...), c.punchDuration(p)) {
-			c.log.Info("punching", "peer", p.label(), "peer_nat", p.nat, "candidates", p.punch.Candidates())
-		} else {
-			c.log.Debug("introduced again with the candidates that just failed", "peer", p.label(), "retry_at", p.punch.RetryAt())
-		}
-		c.maybeBirthday(p, b.Observed, m.at)
-		p.punch.Tick(m.at) // probe now, not at the next tick
-		// Relay while punching, so the first packet does not wait.
-		c.updateRoute(p, m.at, "introduced by the rendezvous")
-	}
-}
-
-func (c *control) registered(s *server, ack *wire.RegisterAck, now time.Time) {
-	wasRegistered, moved := s.registered, s.observed != ack.Observed
-	s.registered, s.pending, s.observed = true, false, ack.Observed
-	s.relay = ack.Flags&wire.AckRelay != 0
-	s.backoff = minBackoff
-	s.next = now.Add(wire.RefreshInterval)
-	if s.sentNAT != c.mapping {
-		s.next = now // the NAT was discovered after the registration left
-	}
-	if wasRegistered && !moved {
-		return
-	}
-	c.log.Info("registered with rendezvous", "rendezvous", s.hostport, "public", ack.Observed, "relay", s.relay)
-	c.serverChanged(s, now, "registered with the rendezvous")
-	// Ask at once for every peer we have no direct path to.
-	for _, p := range c.peers {
-		if !p.punch.Path().Addr.IsValid() {
-			p.nextQuery, p.backoff = time.Time{}, minBackoff
-		}
-	}
-}
-
-// serverChanged follows a rendezvous's registration coming or going: the
-// routes through it.
-func (c *control) serverChanged(s *server, now time.Time, why string) {
-	for _, p := range c.peers {
-		if p.relayVia == s {
-			c.updateRoute(p, now, why)
-		}
-	}
-}
-
-func (c *control) handlePeer(p *peer, h wire.Header, m inbound) {
-	body, ok := c.open(m.pkt, h, &p.shared)
-	if !ok {
-		return
-	}
-	// The peer proved itself from m.src: its WireGuard packets from there
-	// belong to its PeerEndpoint.
-	c.bind.Learn(p.ep, m.src)
-	if m.via != nil {
-		c.birthdayWon(p, m.via, m.src, m.at)
-		if p.socketTo(m.src) != m.via {
-			c.Dropped.Add(1) // a losing socket's late packet
-			return
-		}
-	}
-	switch b := body.(type) {
-	case *wire.Ping:
-		if path := p.punch.Path().Addr; path.IsValid() && m.src != path && nat.KindOf(m.src) == nat.KindOf(path) {
-			// The peer probes from somewhere new: it moved, or its NAT
-			// remapped it. Our path to its old address is likely dead.
-			p.punch.Suspect(m.at)
-		}
-		p.punch.OnPing(m.at, m.src, b)
-		if m.via != nil && p.punch.Path().Addr != m.src {
-			// Confirm the winning socket from this side too.
-			p.punch.Probe(m.at, m.src)
-		}
-	case *wire.Pong:
-		if c.probeAnswered(p, m, b) {
-			return // answers punchtun ping (ping.go)
-		}
-		if p.punch.OnPong(m.at, m.src, b) == nat.EventChosen {
-			path := p.punch.Path()
-			c.log.Info("direct path confirmed", "peer", p.label(), "path", path.Kind, "endpoint", path.Addr,
-				"took", path.Took.Round(time.Millisecond), "rtt", path.RTT, "candidates", len(p.punch.Candidates()))
-			p.backoff = minBackoff
-			c.remember(p, path.Addr, m.at)
-			if p.socketTo(path.Addr) == nil {
-				c.closeBirthday(p, true) // the shared socket got through
-			}
-			c.updateRoute(p, m.at, "direct path confirmed by probes")
-		}
-	default:
-		c.Dropped.Add(1)
-	}
-}
-
 func (c *control) open(pkt []byte, h wire.Header, shared *wire.SharedKey) (wire.Body, bool) {
 	plain, err := wire.Open(pkt, shared)
 	if err != nil {
@@ -745,126 +342,6 @@ func (c *control) open(pkt []byte, h wire.Header, shared *wire.SharedKey) (wire.
 		return nil, false
 	}
 	return body, true
-}
-
-// updateRoute puts p on the best route there is: a confirmed direct path,
-// else the relay of the rendezvous that introduced it, else none. A change
-// is logged once, with why, and kept in the history.
-func (c *control) updateRoute(p *peer, now time.Time, why string) {
-	var r Route
-	if path := p.punch.Path(); path.Addr.IsValid() {
-		r = Route{Dst: path.Addr, Socket: p.socketTo(path.Addr)}
-	} else if s := p.relayVia; s != nil && s.registered && s.relay {
-		r = Route{Dst: s.addr, Relay: true, Stream: s.stream}
-	}
-	if p.ep.Route() == r {
-		return
-	}
-	c.bind.SetRoute(p.ep, r)
-	if r.Dst.IsValid() {
-		c.queuePathCheck(r.Dst)
-	}
-	if r.Dst.IsValid() && c.wg != nil {
-		c.wg.repoint(p.key)
-		// Leave a moment for the handshake traffic brings anyway: two
-		// handshakes started at once by both sides can cross and stall.
-		p.handshakeCheck = now.Add(handshakeCheckDelay)
-	}
-	dst, name := r.Dst, r.Kind()
-	if r.Relay {
-		why += "; relayed because " + c.relayReason(p, now)
-	}
-	c.log.Info("path changed", "peer", p.label(), "from", p.path, "to", name, "endpoint", dst, "why", why)
-	p.history = append(p.history, PathChange{Time: now, From: p.path, To: name, Why: why})
-	for len(p.history) > 0 && now.Sub(p.history[0].Time) > historyKeep {
-		p.history = p.history[1:]
-	}
-	p.path = name
-}
-
-// handshakeCheckDelay is how long after a route change WireGuard may take
-// to make a session by itself before the control plane starts one.
-const handshakeCheckDelay = time.Second
-
-// silenceLimit is how long a peer may go unheard, while WireGuard sends to
-// it or has lately exchanged traffic with it, before its path is probed:
-// longer than a round trip and a TCP delayed ACK, short enough that a
-// tunnel in use recovers from a dead path within seconds.
-const silenceLimit = 1500 * time.Millisecond
-
-// activeWindow: a peer that exchanged traffic this recently counts as in
-// use, and its path is checked whenever it falls silent; past it, the
-// 25 s heartbeat is enough, and an idle tunnel stays quiet.
-const activeWindow = 10 * time.Second
-
-// checkSilence probes p's direct path when the peer falls silent while the
-// tunnel is in use — WireGuard keeps sending and nothing comes back, or
-// packets were flowing and stopped: the NAT mapping may be gone (on our
-// side, where we would not notice, or on the peer's), or the network
-// changed under us. The probes either clear it within a round trip or drop
-// the path within nat.SuspectTimeout.
-//
-// On the relay, silence means the rendezvous may not know where we are any
-// more (the NAT remapped us, the host moved, or the rendezvous restarted),
-// so it cannot relay to us nor take our frames: we register again at once.
-func (c *control) checkSilence(p *peer, now time.Time) {
-	r := p.ep.Route()
-	if !r.Dst.IsValid() {
-		return
-	}
-	sent, recv := time.Unix(0, p.ep.lastSent.Load()), time.Unix(0, p.ep.lastRecv.Load())
-	heard := recv
-	if probed := p.punch.LastHeard(); probed.After(heard) {
-		heard = probed
-	}
-	lastUse := sent // keepalives left out: they are not use
-	if data := time.Unix(0, p.ep.lastData.Load()); data.After(lastUse) {
-		lastUse = data
-	}
-	inUse := now.Sub(lastUse) < activeWindow
-	if sent.Sub(heard) <= silenceLimit && !(inUse && now.Sub(heard) > silenceLimit) {
-		return
-	}
-	switch {
-	case !r.Relay:
-		p.punch.Suspect(now)
-	case now.Sub(c.reregistered) > silenceLimit:
-		c.reregister(now)
-	}
-}
-
-// peerHasNoDirectPath follows a handshake of the peer's that came through
-// the relay while our route to it is direct: it has no direct path to us
-// (it restarted, or its NAT forgot it), so ours likely leads nowhere. Leave
-// it now for the relay, and ask the rendezvous to introduce us again, so
-// that both sides punch afresh.
-func (c *control) peerHasNoDirectPath(k key.Key, now time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	p := c.peers[k]
-	if p == nil || p.ep.Route().Relay || !p.punch.Path().Addr.IsValid() || p.relayVia == nil {
-		return
-	}
-	c.log.Info("the peer's handshake came through the relay: leaving the direct path", "peer", p.label(), "endpoint", p.punch.Path().Addr)
-	p.punch.Drop()
-	c.closeBirthday(p, true)
-	p.nextBirthday, p.birthdayBackoff = time.Time{}, minBirthdayBackoff
-	p.nextQuery, p.backoff = now, minBackoff
-	c.updateRoute(p, now, "the peer's handshake came through the relay")
-}
-
-// reregister registers with every rendezvous now: our endpoint may have
-// changed, and the rendezvous relays and introduces by the endpoint it saw
-// last.
-func (c *control) reregister(now time.Time) {
-	c.reregistered = now
-	for _, s := range c.servers {
-		if s.addr.IsValid() {
-			// A registration in flight is not taken for the server's
-			// silence: its answer may be on the way to our old address.
-			s.next, s.pending = now, false
-		}
-	}
 }
 
 // netSettleTime lets a burst of address and route changes (an interface
@@ -905,76 +382,3 @@ func (c *control) networkChanged(now time.Time) {
 		p.punch.ResetHeartbeat() // other NATs now
 	}
 }
-
-// remember keeps p's confirmed endpoint, and our port, for the next run.
-func (c *control) remember(p *peer, ep netip.AddrPort, now time.Time) {
-	if c.statePath == "" {
-		return
-	}
-	if c.saved.Peers == nil {
-		c.saved.Peers = map[string]savedPeer{}
-	}
-	c.saved.ListenPort = c.bind.Port()
-	c.saved.Peers[p.key.String()] = savedPeer{Endpoint: ep, Confirmed: now}
-	if err := c.saved.save(c.statePath); err != nil {
-		c.log.Warn("cannot save state", "file", c.statePath, "err", err)
-	}
-}
-
-// punchDuration is how long to punch p: briefly when the NATs rule out a
-// direct path through them, since only a shared LAN can still give one.
-func (c *control) punchDuration(p *peer) time.Duration {
-	if c.mapping == nat.MappingBlocked || p.nat == nat.MappingBlocked ||
-		c.mapping == nat.MappingHard && p.nat == nat.MappingHard {
-		return nat.ShortPunchDuration
-	}
-	return nat.PunchDuration
-}
-
-// relayReason says in plain words why p is relayed.
-func (c *control) relayReason(p *peer, now time.Time) string {
-	// What rules a direct path out comes first: a round still punching
-	// then only looks for a shared LAN.
-	switch {
-	case c.mapping == nat.MappingBlocked:
-		return "UDP blocked on this network"
-	case p.nat == nat.MappingBlocked:
-		return "UDP blocked on the peer's network"
-	case c.mapping == nat.MappingHard && p.nat == nat.MappingHard:
-		return "both NATs map per destination"
-	case p.punch.Punching(now):
-		return "punching in progress"
-	case c.sharesPublicIP(p):
-		return "the peer is behind our own public address, but no LAN path answered and the NAT does not loop packets back to itself (no hairpinning)"
-	}
-	return "no reply from the peer's candidates"
-}
-
-// sharesPublicIP reports whether p was introduced at our own public
-// address: two hosts behind one NAT (a carrier's, say) on different LANs.
-func (c *control) sharesPublicIP(p *peer) bool {
-	for s, ep := range p.observed {
-		if s.observed.IsValid() && s.observed.Addr() == ep.Addr() {
-			return true
-		}
-	}
-	return false
-}
-
-// punchedAddr is the direct path pe uses, if any, for logs.
-func (pe *PeerEndpoint) punchedAddr() netip.AddrPort {
-	if r := pe.Route(); !r.Relay {
-		return r.Dst
-	}
-	return netip.AddrPort{}
-}
-
-func (p *peer) label() string {
-	if p.name != "" {
-		return p.name
-	}
-	return p.key.String()
-}
-
-// historyCopy returns p's path history for status.
-func (p *peer) historyCopy() []PathChange { return slices.Clone(p.history) }

@@ -7,7 +7,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 
-	"github.com/punchtun/punchtun/tunnel/key"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
 // Handshakes. WireGuard retries a handshake that got no answer after 5 s,

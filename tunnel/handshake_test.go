@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/punchtun/punchtun/tunnel/key"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
 // handshakeMsg is a WireGuard message of type typ, marked by n.

@@ -6,7 +6,7 @@ import (
 
 	"github.com/punchtun/punchtun/nat"
 	"github.com/punchtun/punchtun/rendezvous/wire"
-	"github.com/punchtun/punchtun/tunnel/key"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
 // TestRelayCarriesOnlyWireGuard: what a rendezvous relays reaches

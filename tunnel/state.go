@@ -10,8 +10,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/rendezvous/wire/statefile"
-	"github.com/punchtun/punchtun/tunnel/key"
 )
 
 // DefaultStateDir keeps what a tunnel remembers across restarts.

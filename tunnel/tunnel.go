@@ -17,8 +17,8 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/punchtun/punchtun/nat"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel/config"
-	"github.com/punchtun/punchtun/tunnel/key"
 )
 
 // DefaultRunDir holds each running interface's status socket.

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/punchtun/punchtun/tunnel/key"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
 // punchtun runs the binary with stdin and returns stdout, stderr and the

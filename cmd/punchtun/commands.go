@@ -19,9 +19,9 @@ import (
 	"time"
 
 	"github.com/punchtun/punchtun/rendezvous"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel"
 	"github.com/punchtun/punchtun/tunnel/config"
-	"github.com/punchtun/punchtun/tunnel/key"
 )
 
 func runGenkey(args []string) error {

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/punchtun/punchtun/tunnel/key"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
 // bothSendBound is how soon after both peers start each must hear the

@@ -21,7 +21,7 @@ import (
 
 	"github.com/punchtun/punchtun/rendezvous"
 	"github.com/punchtun/punchtun/rendezvous/wire"
-	"github.com/punchtun/punchtun/tunnel/key"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
 // floodRSSLimit bounds the rendezvous's resident memory under the flood.

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/punchtun/punchtun/tunnel/key"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
 // hygieneConf is a config for iface with a fixed-endpoint peer routed

@@ -27,8 +27,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel"
-	"github.com/punchtun/punchtun/tunnel/key"
 )
 
 const (

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/punchtun/punchtun/tunnel/key"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
 // startCommand runs the binary in the background with its stderr in a

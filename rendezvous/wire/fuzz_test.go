@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/punchtun/punchtun/tunnel/key"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
 // fuzzKeys are fixed, so that the fuzzer can learn sealed inputs.

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/punchtun/punchtun/tunnel/key"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
 // Stream carries datagrams over a TCP connection, for networks that block

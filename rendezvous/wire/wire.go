@@ -31,7 +31,7 @@ import (
 	"golang.org/x/crypto/nacl/box"
 	"golang.org/x/crypto/salsa20/salsa"
 
-	"github.com/punchtun/punchtun/tunnel/key"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
 // Magic starts every punchtun control message.

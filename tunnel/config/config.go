@@ -30,7 +30,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/punchtun/punchtun/tunnel/key"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
 // DefaultMTU is the MTU to use when the configuration sets none. 1280 is

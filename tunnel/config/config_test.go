@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/punchtun/punchtun/tunnel/key"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
 // Test keys. Each public key is the X25519 public key of the private key

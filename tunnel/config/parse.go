@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/punchtun/punchtun/tunnel/key"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
 // A field describes one key of a section of type T.

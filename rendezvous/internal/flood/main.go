@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/punchtun/punchtun/rendezvous/wire"
-	"github.com/punchtun/punchtun/tunnel/key"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
 // Kinds of packets, sent in turn.

@@ -1,0 +1,315 @@
+package tunnel
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/punchtun/punchtun/nat"
+	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
+)
+
+// Peers and their paths: asking the rendezvous for introductions, the
+// probes between peers, the route each peer is on and why, noticing a
+// path that went silent, and remembering confirmed endpoints.
+
+// peer is a peer whose address the control plane finds.
+type peer struct {
+	name   string
+	key    key.Key
+	shared wire.SharedKey
+	ep     *PeerEndpoint
+	punch  *nat.Punch
+
+	nat          nat.Mapping // the peer's NAT, as its intro says
+	relayVia     *server     // the rendezvous that introduced it, which relays between us
+	pathMTU      int         // of the route in use, as the kernel learned it (pathmtu.go); 0 if unknown
+	nextMTUCheck time.Time
+	routeMTU     int // the MTU its AllowedIPs are routed with; 0: the interface's
+	// observed is the peer's public endpoint as each rendezvous last
+	// introduced it (one per rendezvous: a hard NAT maps each apart).
+	observed map[*server]netip.AddrPort
+	path     string // direct, lan, relay or connecting: the route in use
+	history  []PathChange
+
+	nextQuery  time.Time
+	backoff    time.Duration
+	fromMemory bool // the current round probes a remembered endpoint
+	// handshakeCheck: when to see whether WireGuard has a session since
+	// the route last changed (see wireGuard.handshakeIfNone).
+	handshakeCheck time.Time
+
+	birthday        *birthday // hard side of a birthday round (birthday.go)
+	nextBirthday    time.Time
+	birthdayBackoff time.Duration
+}
+
+// PathChange is one entry of a peer's path history.
+type PathChange struct {
+	Time time.Time `json:"time"`
+	From string    `json:"from"`
+	To   string    `json:"to"`
+	Why  string    `json:"why"`
+}
+
+// PeerConfig names one peer the control plane finds.
+type PeerConfig struct {
+	Name string
+	Key  key.Key
+}
+
+// query asks every registered rendezvous for an introduction to p, backing
+// off while no direct path comes of it.
+func (c *control) query(p *peer, now time.Time) {
+	asked := false
+	for _, s := range c.servers {
+		if s.registered {
+			c.sendServer(s, &wire.Query{Time: c.now(), Peer: p.key})
+			asked = true
+		}
+	}
+	if !asked {
+		// No rendezvous to ask: try where the peer was last seen.
+		ep, ok := c.saved.endpoint(p.key, now)
+		if !ok {
+			return
+		}
+		c.log.Info("no rendezvous: probing the peer's last known endpoint", "peer", p.label(), "endpoint", ep)
+		p.punch.Start(now, []netip.AddrPort{ep}, nat.ShortPunchDuration)
+		p.punch.Tick(now)
+	}
+	p.fromMemory = !asked
+	limit := maxPunchBackoff
+	if c.mapping == nat.MappingHard && p.nat == nat.MappingHard {
+		limit = hardBackoff
+	}
+	p.nextQuery = now.Add(p.backoff)
+	p.backoff = min(2*p.backoff, limit)
+}
+
+func (c *control) handlePeer(p *peer, h wire.Header, m inbound) {
+	body, ok := c.open(m.pkt, h, &p.shared)
+	if !ok {
+		return
+	}
+	// The peer proved itself from m.src: its WireGuard packets from there
+	// belong to its PeerEndpoint.
+	c.bind.Learn(p.ep, m.src)
+	if m.via != nil {
+		c.birthdayWon(p, m.via, m.src, m.at)
+		if p.socketTo(m.src) != m.via {
+			c.Dropped.Add(1) // a losing socket's late packet
+			return
+		}
+	}
+	switch b := body.(type) {
+	case *wire.Ping:
+		if path := p.punch.Path().Addr; path.IsValid() && m.src != path && nat.KindOf(m.src) == nat.KindOf(path) {
+			// The peer probes from somewhere new: it moved, or its NAT
+			// remapped it. Our path to its old address is likely dead.
+			p.punch.Suspect(m.at)
+		}
+		p.punch.OnPing(m.at, m.src, b.TxID)
+		if m.via != nil && p.punch.Path().Addr != m.src {
+			// Confirm the winning socket from this side too.
+			p.punch.Probe(m.at, m.src)
+		}
+	case *wire.Pong:
+		if c.probeAnswered(p, m, b) {
+			return // answers punchtun ping (ping.go)
+		}
+		if p.punch.OnPong(m.at, m.src, b.TxID) == nat.EventChosen {
+			path := p.punch.Path()
+			c.log.Info("direct path confirmed", "peer", p.label(), "path", path.Kind, "endpoint", path.Addr,
+				"took", path.Took.Round(time.Millisecond), "rtt", path.RTT, "candidates", len(p.punch.Candidates()))
+			p.backoff = minBackoff
+			c.remember(p, path.Addr, m.at)
+			if p.socketTo(path.Addr) == nil {
+				c.closeBirthday(p, true) // the shared socket got through
+			}
+			c.updateRoute(p, m.at, "direct path confirmed by probes")
+		}
+	default:
+		c.Dropped.Add(1)
+	}
+}
+
+// updateRoute puts p on the best route there is: a confirmed direct path,
+// else the relay of the rendezvous that introduced it, else none. A change
+// is logged once, with why, and kept in the history.
+func (c *control) updateRoute(p *peer, now time.Time, why string) {
+	var r Route
+	if path := p.punch.Path(); path.Addr.IsValid() {
+		r = Route{Dst: path.Addr, Socket: p.socketTo(path.Addr)}
+	} else if s := p.relayVia; s != nil && s.registered && s.relay {
+		r = Route{Dst: s.addr, Relay: true, Stream: s.stream}
+	}
+	if p.ep.Route() == r {
+		return
+	}
+	c.bind.SetRoute(p.ep, r)
+	if r.Dst.IsValid() {
+		c.queuePathCheck(r.Dst)
+	}
+	if r.Dst.IsValid() && c.wg != nil {
+		c.wg.repoint(p.key)
+		// Leave a moment for the handshake traffic brings anyway: two
+		// handshakes started at once by both sides can cross and stall.
+		p.handshakeCheck = now.Add(handshakeCheckDelay)
+	}
+	dst, name := r.Dst, r.Kind()
+	if r.Relay {
+		why += "; relayed because " + c.relayReason(p, now)
+	}
+	c.log.Info("path changed", "peer", p.label(), "from", p.path, "to", name, "endpoint", dst, "why", why)
+	p.history = append(p.history, PathChange{Time: now, From: p.path, To: name, Why: why})
+	for len(p.history) > 0 && now.Sub(p.history[0].Time) > historyKeep {
+		p.history = p.history[1:]
+	}
+	p.path = name
+}
+
+// handshakeCheckDelay is how long after a route change WireGuard may take
+// to make a session by itself before the control plane starts one.
+const handshakeCheckDelay = time.Second
+
+// silenceLimit is how long a peer may go unheard, while WireGuard sends to
+// it or has lately exchanged traffic with it, before its path is probed:
+// longer than a round trip and a TCP delayed ACK, short enough that a
+// tunnel in use recovers from a dead path within seconds.
+const silenceLimit = 1500 * time.Millisecond
+
+// activeWindow: a peer that exchanged traffic this recently counts as in
+// use, and its path is checked whenever it falls silent; past it, the
+// 25 s heartbeat is enough, and an idle tunnel stays quiet.
+const activeWindow = 10 * time.Second
+
+// checkSilence probes p's direct path when the peer falls silent while the
+// tunnel is in use — WireGuard keeps sending and nothing comes back, or
+// packets were flowing and stopped: the NAT mapping may be gone (on our
+// side, where we would not notice, or on the peer's), or the network
+// changed under us. The probes either clear it within a round trip or drop
+// the path within nat.SuspectTimeout.
+//
+// On the relay, silence means the rendezvous may not know where we are any
+// more (the NAT remapped us, the host moved, or the rendezvous restarted),
+// so it cannot relay to us nor take our frames: we register again at once.
+func (c *control) checkSilence(p *peer, now time.Time) {
+	r := p.ep.Route()
+	if !r.Dst.IsValid() {
+		return
+	}
+	sent, recv := time.Unix(0, p.ep.lastSent.Load()), time.Unix(0, p.ep.lastRecv.Load())
+	heard := recv
+	if probed := p.punch.LastHeard(); probed.After(heard) {
+		heard = probed
+	}
+	lastUse := sent // keepalives left out: they are not use
+	if data := time.Unix(0, p.ep.lastData.Load()); data.After(lastUse) {
+		lastUse = data
+	}
+	inUse := now.Sub(lastUse) < activeWindow
+	if sent.Sub(heard) <= silenceLimit && !(inUse && now.Sub(heard) > silenceLimit) {
+		return
+	}
+	switch {
+	case !r.Relay:
+		p.punch.Suspect(now)
+	case now.Sub(c.reregistered) > silenceLimit:
+		c.reregister(now)
+	}
+}
+
+// peerHasNoDirectPath follows a handshake of the peer's that came through
+// the relay while our route to it is direct: it has no direct path to us
+// (it restarted, or its NAT forgot it), so ours likely leads nowhere. Leave
+// it now for the relay, and ask the rendezvous to introduce us again, so
+// that both sides punch afresh.
+func (c *control) peerHasNoDirectPath(k key.Key, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.peers[k]
+	if p == nil || p.ep.Route().Relay || !p.punch.Path().Addr.IsValid() || p.relayVia == nil {
+		return
+	}
+	c.log.Info("the peer's handshake came through the relay: leaving the direct path", "peer", p.label(), "endpoint", p.punch.Path().Addr)
+	p.punch.Drop()
+	c.closeBirthday(p, true)
+	p.nextBirthday, p.birthdayBackoff = time.Time{}, minBirthdayBackoff
+	p.nextQuery, p.backoff = now, minBackoff
+	c.updateRoute(p, now, "the peer's handshake came through the relay")
+}
+
+// remember keeps p's confirmed endpoint, and our port, for the next run.
+func (c *control) remember(p *peer, ep netip.AddrPort, now time.Time) {
+	if c.statePath == "" {
+		return
+	}
+	if c.saved.Peers == nil {
+		c.saved.Peers = map[string]savedPeer{}
+	}
+	c.saved.ListenPort = c.bind.Port()
+	c.saved.Peers[p.key.String()] = savedPeer{Endpoint: ep, Confirmed: now}
+	if err := c.saved.save(c.statePath); err != nil {
+		c.log.Warn("cannot save state", "file", c.statePath, "err", err)
+	}
+}
+
+// punchDuration is how long to punch p: briefly when the NATs rule out a
+// direct path through them, since only a shared LAN can still give one.
+func (c *control) punchDuration(p *peer) time.Duration {
+	if c.mapping == nat.MappingBlocked || p.nat == nat.MappingBlocked ||
+		c.mapping == nat.MappingHard && p.nat == nat.MappingHard {
+		return nat.ShortPunchDuration
+	}
+	return nat.PunchDuration
+}
+
+// relayReason says in plain words why p is relayed.
+func (c *control) relayReason(p *peer, now time.Time) string {
+	// What rules a direct path out comes first: a round still punching
+	// then only looks for a shared LAN.
+	switch {
+	case c.mapping == nat.MappingBlocked:
+		return "UDP blocked on this network"
+	case p.nat == nat.MappingBlocked:
+		return "UDP blocked on the peer's network"
+	case c.mapping == nat.MappingHard && p.nat == nat.MappingHard:
+		return "both NATs map per destination"
+	case p.punch.Punching(now):
+		return "punching in progress"
+	case c.sharesPublicIP(p):
+		return "the peer is behind our own public address, but no LAN path answered and the NAT does not loop packets back to itself (no hairpinning)"
+	}
+	return "no reply from the peer's candidates"
+}
+
+// sharesPublicIP reports whether p was introduced at our own public
+// address: two hosts behind one NAT (a carrier's, say) on different LANs.
+func (c *control) sharesPublicIP(p *peer) bool {
+	for s, ep := range p.observed {
+		if s.observed.IsValid() && s.observed.Addr() == ep.Addr() {
+			return true
+		}
+	}
+	return false
+}
+
+// punchedAddr is the direct path pe uses, if any, for logs.
+func (pe *PeerEndpoint) punchedAddr() netip.AddrPort {
+	if r := pe.Route(); !r.Relay {
+		return r.Dst
+	}
+	return netip.AddrPort{}
+}
+
+func (p *peer) label() string {
+	if p.name != "" {
+		return p.name
+	}
+	return p.key.String()
+}
+
+// historyCopy returns p's path history for status.
+func (p *peer) historyCopy() []PathChange { return slices.Clone(p.history) }
