@@ -205,26 +205,31 @@ func (t *Tunnel) serveUAPI() error {
 }
 
 // listenPrivate listens on a Unix socket at path that only root can
-// connect to, with no moment in which anyone else could: the socket is
-// made in a directory of its own (mode 0700), given mode 0600 there, and
-// only then moved to path.
+// connect to, with no moment in which anyone else could: its directory is
+// made private (mode 0700: created so, or changed to it) before the socket
+// exists, and the socket then gets mode 0600 as well. A directory others
+// may write to (/tmp, say) is refused: it cannot be made private.
 func listenPrivate(path string) (*net.UnixListener, error) {
-	dir, err := os.MkdirTemp(filepath.Dir(path), ".status-")
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	fi, err := os.Stat(dir)
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	tmp := filepath.Join(dir, "sock")
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 || fi.Mode()&os.ModeSticky != 0 {
+		return nil, fmt.Errorf("run directory %s is writable by others: give punchtun a directory of its own", dir)
+	} else if perm&0o077 != 0 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		return nil, err
 	}
-	l.SetUnlinkOnClose(false) // the name it was bound to is gone: the owner removes path
-	if err := os.Chmod(tmp, 0o600); err != nil {
-		l.Close()
-		return nil, err
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := os.Chmod(path, 0o600); err != nil {
 		l.Close()
 		return nil, err
 	}
@@ -237,11 +242,9 @@ func StatusSocket(runDir, iface string) string {
 }
 
 // serveStatus answers every connection on the status socket with the
-// Status as JSON. The socket is root's alone: status shows endpoints.
+// Status as JSON. The socket is root's alone (listenPrivate): status
+// shows endpoints.
 func (t *Tunnel) serveStatus() error {
-	if err := os.MkdirAll(t.runDir, 0o755); err != nil {
-		return fmt.Errorf("status socket: %w", err)
-	}
 	path := StatusSocket(t.runDir, t.name)
 	if c, err := net.Dial("unix", path); err == nil {
 		c.Close()
@@ -252,7 +255,7 @@ func (t *Tunnel) serveStatus() error {
 	if err != nil {
 		return fmt.Errorf("status socket: %w", err)
 	}
-	t.closers = append(t.closers, func() { l.Close(); os.Remove(path) })
+	t.closers = append(t.closers, func() { l.Close() }) // also removes the file
 	go func() {
 		for {
 			c, err := l.Accept()

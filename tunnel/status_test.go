@@ -7,10 +7,15 @@ import (
 	"testing"
 )
 
-// TestListenPrivate: the status socket appears at its path already
-// readable by its owner only, works there, and leaves nothing else behind.
+// TestListenPrivate: the status socket is made in a directory only its
+// owner can enter (made so, or changed to it) and is its owner's alone; a
+// directory others may write to is refused.
 func TestListenPrivate(t *testing.T) {
-	dir := t.TempDir()
+	if _, err := listenPrivate(filepath.Join(os.TempDir(), "pt0.sock")); err == nil {
+		t.Fatal("listened in a world-writable directory")
+	}
+	dir := filepath.Join(t.TempDir(), "run")
+	os.Mkdir(dir, 0o755)
 	path := filepath.Join(dir, "pt0.sock")
 	l, err := listenPrivate(path)
 	if err != nil {
@@ -21,8 +26,8 @@ func TestListenPrivate(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o600 || fi.Mode()&os.ModeSocket == 0 {
 		t.Fatalf("%s: %v %v, want a socket of mode 0600", path, fi.Mode(), err)
 	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
-		t.Fatalf("%d entries in the run directory, want the socket alone", len(entries))
+	if di, _ := os.Stat(dir); di.Mode().Perm() != 0o700 {
+		t.Fatalf("run directory mode %v, want 0700", di.Mode())
 	}
 	go func() {
 		if c, err := l.Accept(); err == nil {
