@@ -50,6 +50,9 @@ type control struct {
 	workers sync.WaitGroup
 	ctx     context.Context
 	cancel  context.CancelFunc
+	// dial connects to a rendezvous over TCP (net.Dialer's; a test's
+	// fake transport in control_test.go).
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	mu    sync.Mutex
 	clock wire.Clock
@@ -118,6 +121,7 @@ func newControl(log *slog.Logger, priv key.Key, iface string, own []netip.Prefix
 		stun:               make(map[nat.STUNTxID]stunProbe),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.dial = (&net.Dialer{}).DialContext
 	for _, s := range servers {
 		c.servers = append(c.servers, &server{hostport: s.HostPort, pub: s.Key, shared: wire.NewSharedKey(priv, s.Key), backoff: minBackoff, tcpBackoff: minBackoff})
 	}

@@ -2,7 +2,6 @@ package tunnel
 
 import (
 	"context"
-	"net"
 	"net/netip"
 	"time"
 
@@ -36,11 +35,10 @@ func (c *control) maybeDialTCP(s *server, now time.Time) {
 }
 
 func (c *control) dialTCP(s *server, addr netip.AddrPort) {
-	var d net.Dialer
 	var st *wire.Stream
 	for _, port := range []uint16{addr.Port(), tcpFallbackPort} {
 		ctx, cancel := context.WithTimeout(c.ctx, tcpDialTimeout)
-		conn, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(addr.Addr(), port).String())
+		conn, err := c.dial(ctx, "tcp", netip.AddrPortFrom(addr.Addr(), port).String())
 		cancel()
 		if err == nil {
 			st = wire.NewStream(conn)
