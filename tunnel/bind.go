@@ -50,6 +50,7 @@ type Bind struct {
 	// lastFixed is when WireGuard last sent to a peer with a fixed
 	// Endpoint (unix nanoseconds): PeerEndpoints keep their own times.
 	lastFixed atomic.Int64
+	timers    map[*time.Timer]struct{}             // pending handshake copies (later); nil once closed; mu
 	onMsgSize atomic.Pointer[func(netip.AddrPort)] // pathmtu.go
 	// onRelayedInitiation hears of a handshake initiation that came
 	// through a relay while the peer's route is direct (handshake.go).
@@ -164,6 +165,7 @@ func NewBind(local key.Key, control func(pkt []byte, src netip.AddrPort)) *Bind 
 	b.framePool.New = func() any { return new(relayFrames) }
 	b.side = make(chan sidePacket, sideQueue)
 	b.sideClosed = make(chan struct{})
+	b.timers = map[*time.Timer]struct{}{}
 	b.sidePool.New = func() any { p := make([]byte, 0, 2048); return &p }
 	return b
 }
@@ -180,6 +182,7 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	b.mu.Lock()
 	closed := make(chan struct{})
 	b.sideClosed = closed
+	b.timers = map[*time.Timer]struct{}{}
 	b.mu.Unlock()
 	fns = append(fns, b.receiveSide(closed))
 	b.port.Store(uint32(actual))
@@ -348,6 +351,10 @@ func (b *Bind) Close() error {
 	default:
 		close(b.sideClosed)
 	}
+	for t := range b.timers {
+		t.Stop()
+	}
+	b.timers = nil
 	b.mu.Unlock()
 	b.ipv6.Store(nil)
 	return b.std.Close()

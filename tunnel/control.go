@@ -373,9 +373,9 @@ func (c *control) networkChanged(now time.Time) {
 		if s.addr.IsValid() {
 			// Both answers anew before the NAT is classified again.
 			s.mapped, s.otherSeen = netip.AddrPort{}, netip.AddrPort{}
-			c.sendSTUN(s, s.addr)
+			c.sendSTUN(s, s.addr, now)
 			if s.other.IsValid() && !c.udpBlocked() {
-				c.sendSTUN(s, s.other)
+				c.sendSTUN(s, s.other, now)
 			}
 		}
 	}

@@ -480,3 +480,18 @@ func TestControlTCPFallbackAndReturn(t *testing.T) {
 		}
 	}
 }
+
+// TestControlSTUNTableBounded: requests to a rendezvous that never answers
+// are forgotten after stunLifetime, so the table does not grow.
+func TestControlSTUNTableBounded(t *testing.T) {
+	h := newHarness(t)
+	h.c.servers[0].dialing = true // no TCP: UDP stays the only way
+	h.c.tick(h.now)
+	h.advance(10 * time.Minute)
+	h.c.mu.Lock()
+	n := len(h.c.stun)
+	h.c.mu.Unlock()
+	if max := int(stunLifetime/time.Second) + 2; n > max {
+		t.Fatalf("%d STUN requests remembered after 10 minutes of silence, want at most %d", n, max)
+	}
+}

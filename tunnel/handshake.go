@@ -181,7 +181,7 @@ func (b *Bind) sendHandshakes(bufs [][]byte, pe *PeerEndpoint, r *route, now tim
 		// handshake already done). Not at once: two copies handled side
 		// by side by WireGuard's handshake workers would both pass.
 		dup := bytes.Clone(p)
-		time.AfterFunc(handshakeCopyDelay, func() {
+		b.later(handshakeCopyDelay, func() {
 			if r := pe.route.Load(); r != nil {
 				b.sendRoute([][]byte{dup}, pe, r)
 			}
@@ -223,3 +223,24 @@ func (b *Bind) relayedHandshake(pe *PeerEndpoint, pkt []byte) {
 // OnRelayedInitiation sets what relayedHandshake calls, on WireGuard's
 // receive goroutines: it must not block.
 func (b *Bind) OnRelayedInitiation(f func(peer key.Key)) { b.onRelayedInitiation.Store(&f) }
+
+// later runs f after d, unless the Bind is closed first: Close stops
+// every such timer, so nothing is sent once it returns.
+func (b *Bind) later(d time.Duration, f func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.timers == nil {
+		return // closed
+	}
+	var t *time.Timer
+	t = time.AfterFunc(d, func() {
+		b.mu.Lock()
+		_, live := b.timers[t]
+		delete(b.timers, t)
+		b.mu.Unlock()
+		if live {
+			f()
+		}
+	})
+	b.timers[t] = struct{}{}
+}

@@ -104,3 +104,23 @@ func TestReplyTheWayItCame(t *testing.T) {
 		t.Fatalf("reply path %+v for an initiation that came by our route", r)
 	}
 }
+
+// TestHandshakeCopyStopsAtClose: the copy that follows a handshake message
+// is not sent once the Bind is closed. Absence can only be shown by
+// waiting: twice handshakeCopyDelay.
+func TestHandshakeCopyStopsAtClose(t *testing.T) {
+	b := NewBind(key.Key{1}, func([]byte, netip.AddrPort) {})
+	std := &fakeStd{}
+	b.std = std
+	pe := b.PeerEndpoint(key.Key{2})
+	b.SetRoute(pe, Route{Dst: netip.MustParseAddrPort("203.0.113.22:4000")})
+	b.Send([][]byte{handshakeMsg(wireGuardInitiation, 1)}, pe)
+	b.Close()
+	time.Sleep(2 * handshakeCopyDelay)
+	b.mu.Lock()
+	n := len(std.sent)
+	b.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d packets sent, want the initiation alone: its copy went out after Close", n)
+	}
+}

@@ -45,7 +45,12 @@ type server struct {
 type stunProbe struct {
 	server *server
 	dst    netip.AddrPort
+	sent   time.Time
 }
+
+// stunLifetime is how long a STUN request waits for its answer; then it
+// is forgotten, so that a silent rendezvous does not grow the table.
+const stunLifetime = 10 * time.Second
 
 // ServerConfig names one rendezvous.
 type ServerConfig struct {
@@ -83,7 +88,7 @@ func (c *control) tickServer(s *server, now time.Time) {
 	}
 	if c.udpBlocked() && s.stream == nil {
 		// Registering over UDP is pointless; probe whether UDP is back.
-		c.sendSTUN(s, s.addr)
+		c.sendSTUN(s, s.addr, now)
 		s.next = now.Add(wire.RefreshInterval)
 		return
 	}
@@ -99,7 +104,7 @@ func (c *control) tickServer(s *server, now time.Time) {
 		// Learn our public address from the same socket WireGuard uses;
 		// the rendezvous is a STUN server too. Over TCP, this asks whether
 		// UDP works again.
-		c.sendSTUN(s, s.addr)
+		c.sendSTUN(s, s.addr, now)
 	}
 	reg := &wire.Register{
 		Time:       c.now(),
@@ -117,9 +122,14 @@ func (c *control) tickServer(s *server, now time.Time) {
 	s.backoff = min(2*s.backoff, maxRegisterBackoff)
 }
 
-func (c *control) sendSTUN(s *server, dst netip.AddrPort) {
+func (c *control) sendSTUN(s *server, dst netip.AddrPort, now time.Time) {
 	tx, req := nat.NewBindingRequest()
-	c.stun[tx] = stunProbe{server: s, dst: dst}
+	for tx, p := range c.stun {
+		if now.Sub(p.sent) > stunLifetime {
+			delete(c.stun, tx)
+		}
+	}
+	c.stun[tx] = stunProbe{server: s, dst: dst, sent: now}
 	c.bind.SendTo(req, dst)
 }
 
@@ -198,7 +208,7 @@ func (c *control) handleSTUN(m inbound) {
 		// endpoint tells whether our NAT maps per destination.
 		if res.Other.IsValid() && res.Other != s.other {
 			s.other = res.Other
-			c.sendSTUN(s, s.other)
+			c.sendSTUN(s, s.other, m.at)
 		}
 	} else {
 		s.otherSeen = res.Mapped
