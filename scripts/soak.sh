@@ -17,7 +17,7 @@
 # Prints, per process, goroutines (from its metrics), resident memory and
 # open file descriptors after the pairs connect and at the end; per pair
 # the longest gap between ping replies, and every gap over a second with
-# the event before it. PUNCHTUN_BIN: a built punchtun; BENCH_KEEP: keep
+# the last event before it ended (a stopped peer's own gap is its 10 s). PUNCHTUN_BIN: a built punchtun; BENCH_KEEP: keep
 # the logs.
 set -euo pipefail
 
@@ -40,12 +40,18 @@ BIN=${PUNCHTUN_BIN:-$WORK/punchtun}
 "$LAB" up "$PREFIX" easy hard >/dev/null
 # a2's network blocks UDP beyond its LAN.
 in_ns a2 nft -f - <<'EOF'
-table inet soak { chain out { type filter hook output priority 0; ip daddr != 192.168.1.0/24 meta l4proto udp drop; } }
+table inet soak {
+	chain out {
+		type filter hook output priority 0;
+		ip daddr != 192.168.1.0/24 meta l4proto udp drop
+	}
+}
 EOF
 
 declare -A PID HOST METRICS
 rv_start() {
-	in_ns rv "$BIN" rendezvous --listen 203.0.113.10:3478 --listen 203.0.113.10:3479 --key-file "$WORK/rv.key" \
+	# ip netns exec execs punchtun: $! is the rendezvous itself.
+	ip netns exec "$PREFIX-rv" "$BIN" rendezvous --listen 203.0.113.10:3478 --listen 203.0.113.10:3479 --key-file "$WORK/rv.key" \
 		--state-file "$WORK/rv.state" --metrics 127.0.0.1:9090 2>>"$WORK/rv.log" &
 	PID[rv]=$! HOST[rv]=rv METRICS[rv]=9090
 	PIDS+=($!)
@@ -61,7 +67,7 @@ peer_conf() {
 }
 peer_start() {
 	local i=$1
-	in_ns "${HOST[$i]}" "$BIN" up "$WORK/$i.conf" --run-dir "$WORK/run-$i" --state-dir "$WORK/state-$i" \
+	ip netns exec "$PREFIX-${HOST[$i]}" "$BIN" up "$WORK/$i.conf" --run-dir "$WORK/run-$i" --state-dir "$WORK/state-$i" \
 		--metrics "127.0.0.1:${METRICS[$i]}" 2>>"$WORK/$i.log" &
 	PID[$i]=$!
 	PIDS+=($!)
@@ -151,14 +157,14 @@ sleep 5
 report end
 
 echo
-printf '%-10s %8s %13s  %s\n' PAIR REPLIES "LONGEST GAP" "GAPS OVER 1 S (after the event before them)"
+printf '%-10s %8s %13s  %s\n' PAIR REPLIES "LONGEST GAP" "GAPS OVER 1 S (the last event before each ended)"
 for p in "${PAIRS[@]}"; do
 	read -r _ _ _ _ _ _ name <<<"$p"
 	sed -n 's/^\[\([0-9.]*\)\].*bytes from.*/\1/p' "$WORK/ping-$name.log" >"$WORK/t-$name"
 	awk -v name="$name" -v events="$WORK/events.log" '
 		BEGIN { while ((getline l < events) > 0) { split(l, f, " "); et[++ne] = f[1]; sub(/^[^ ]* /, "", l); ev[ne] = l } }
 		NR > 1 { g = $1 - last; if (g > max) max = g
-			if (g > 1) { e = "start"; for (i = 1; i <= ne; i++) if (et[i] <= last) e = ev[i]; gaps = gaps sprintf(" %.1fs(%s)", g, e) } }
+			if (g > 1) { e = "start"; for (i = 1; i <= ne; i++) if (et[i] <= $1) e = ev[i]; gaps = gaps sprintf(" %.1fs(%s)", g, e) } }
 		{ last = $1 }
 		END { printf "%-10s %8d %12.2fs %s\n", name, NR, max, gaps }' "$WORK/t-$name"
 done
