@@ -30,7 +30,7 @@ func (l *recordLink) WriteToUDPAddrPort(b []byte, _ netip.AddrPort) (int, error)
 // sealed by the one client key the seeds use: to those, only with
 // messages sealed to that client.
 func FuzzServerHandle(f *testing.F) {
-	serverKey, clientKey := key.Key{9, 9, 9}, key.Key{7, 7, 7}
+	serverKey, clientKey := key.Private{9, 9, 9}, key.Private{7, 7, 7}
 	cs := wire.NewSharedKey(clientKey, serverKey.Public())
 	now := uint64(time.Now().UnixNano())
 	seal := func(m wire.Body) []byte { return wire.Seal(nil, m.Type(), clientKey.Public(), &cs, m.Append(nil)) }

@@ -102,7 +102,7 @@ func TestKeyCache(t *testing.T) {
 	secret, _ := wire.NewSecret(priv)
 	c := newKeyCache(secret, 4, 3) // burst 6 new keys
 	now := time.Unix(1000, 0)
-	var peers []key.Key
+	var peers []key.Private
 	for i := 0; i < 6; i++ {
 		p, _ := key.NewPrivate()
 		peers = append(peers, p)

@@ -477,7 +477,7 @@ func TestAnswersToAnAddressBounded(t *testing.T) {
 	start := time.Now()
 	x, _ := key.NewPrivate()
 	var keys []key.Key
-	register := func(priv key.Key, wants []key.Key, cand netip.AddrPort) {
+	register := func(priv key.Private, wants []key.Key, cand netip.AddrPort) {
 		shared := wire.NewSharedKey(priv, sk)
 		m := &wire.Register{Time: uint64(time.Now().UnixNano()), Candidates: []netip.AddrPort{cand}, Wants: wants}
 		s.handle(l, netip.AddrPort{}, wire.Seal(nil, m.Type(), priv.Public(), &shared, m.Append(nil)), victim)

@@ -40,7 +40,7 @@ const (
 
 // Config configures a Server.
 type Config struct {
-	PrivateKey key.Key
+	PrivateKey key.Private
 	TTL        time.Duration // 0 means DefaultTTL
 	// Relay forwards WireGuard packets between two peers it would
 	// introduce, for pairs that cannot reach each other directly.

@@ -15,7 +15,7 @@ import (
 // client is a peer's side of the protocol, driven by hand.
 type client struct {
 	t      *testing.T
-	priv   key.Key
+	priv   key.Private
 	conn   *net.UDPConn
 	server netip.AddrPort
 	shared wire.SharedKey

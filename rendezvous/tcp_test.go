@@ -83,7 +83,7 @@ func serveTCP(t *testing.T, s *Server) net.Listener {
 
 // registerTCP connects a new peer to the rendezvous at addr over TCP and
 // sends its registration, wanting wants.
-func registerTCP(t *testing.T, addr string, serverKey key.Key, wants ...key.Key) (key.Key, net.Conn, *wire.Stream, wire.SharedKey) {
+func registerTCP(t *testing.T, addr string, serverKey key.Key, wants ...key.Key) (key.Private, net.Conn, *wire.Stream, wire.SharedKey) {
 	t.Helper()
 	priv, _ := key.NewPrivate()
 	conn, err := net.Dial("tcp", addr)

@@ -11,7 +11,7 @@ import (
 func TestClassify(t *testing.T) {
 	_, stunReq := nat.NewBindingRequest()
 	var k key.Key
-	shared := wire.NewSharedKey(k, k)
+	shared := wire.NewSharedKey(key.Private{}, k)
 	control := wire.Seal(nil, wire.TypePing, k, &shared, (&wire.Ping{}).Append(nil))
 	for _, tc := range []struct {
 		name string

@@ -22,12 +22,13 @@ import (
 // relay. It runs one goroutine; everything it owns is guarded by mu so that
 // status can read it.
 type control struct {
-	log       *slog.Logger
-	priv, pub key.Key
-	bind      *Bind
-	iface     string
-	own       []netip.Prefix // the tunnel's addresses: never candidates
-	wg        wireGuard
+	log   *slog.Logger
+	priv  key.Private
+	pub   key.Key
+	bind  *Bind
+	iface string
+	own   []netip.Prefix // the tunnel's addresses: never candidates
+	wg    wireGuard
 
 	in      chan inbound
 	done    chan struct{}
@@ -105,7 +106,7 @@ const (
 	historyKeep = time.Hour
 )
 
-func newControl(log *slog.Logger, priv key.Key, iface string, own []netip.Prefix, servers []ServerConfig, peers []PeerConfig) *control {
+func newControl(log *slog.Logger, priv key.Private, iface string, own []netip.Prefix, servers []ServerConfig, peers []PeerConfig) *control {
 	c := &control{
 		log:                log,
 		priv:               priv,

@@ -65,8 +65,8 @@ type harness struct {
 	c          *control
 	std        *fakeStd
 	now        time.Time
-	rvPriv     key.Key
-	peerPriv   key.Key
+	rvPriv     key.Private
+	peerPriv   key.Private
 	rvShared   wire.SharedKey // between us and the rendezvous
 	peerShared wire.SharedKey // between us and the peer
 	clock      wire.Clock     // the rendezvous's and the peer's message times

@@ -24,7 +24,7 @@ func TestRelayCarriesOnlyWireGuard(t *testing.T) {
 
 	wg := []byte{4, 0, 0, 0, 1, 2, 3, 4}
 	var k key.Key
-	shared := wire.NewSharedKey(k, k)
+	shared := wire.NewSharedKey(key.Private{}, k)
 	control := wire.Seal(nil, wire.TypePong, peer, &shared, (&wire.Pong{}).Append(nil))
 	_, stun := nat.NewBindingRequest()
 	for _, tc := range []struct {

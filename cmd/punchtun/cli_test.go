@@ -51,7 +51,7 @@ func TestGenkeyPubkey(t *testing.T) {
 	if code != 0 {
 		t.Fatal("genkey failed")
 	}
-	k, err := key.Parse(strings.TrimSpace(priv))
+	k, err := key.ParsePrivate(strings.TrimSpace(priv))
 	if err != nil {
 		t.Fatalf("genkey printed %q: %v", priv, err)
 	}
@@ -105,7 +105,7 @@ func TestRendezvousKeyFile(t *testing.T) {
 		t.Fatalf("key file %v mode %v", err, fi.Mode())
 	}
 	b, _ := os.ReadFile(keyFile)
-	k, err := key.Parse(strings.TrimSpace(string(b)))
+	k, err := key.ParsePrivate(strings.TrimSpace(string(b)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func TestBadConfigCreatesNothing(t *testing.T) {
 	priv, _ := key.NewPrivate()
 	peer, _ := key.NewPrivate()
 	other, _ := key.NewPrivate()
-	good := fmt.Sprintf("[Interface]\nPrivateKey = %s\nAddress = 100.64.0.1/24\n\n[Peer]\nPublicKey = %s\nAllowedIPs = 100.64.0.2/32\nEndpoint = 127.0.0.1:51820\n", priv, peer.Public())
+	good := fmt.Sprintf("[Interface]\nPrivateKey = %s\nAddress = 100.64.0.1/24\n\n[Peer]\nPublicKey = %s\nAllowedIPs = 100.64.0.2/32\nEndpoint = 127.0.0.1:51820\n", priv.Encode(), peer.Public())
 	for _, tc := range []struct {
 		name, conf, want string
 	}{
@@ -155,7 +155,7 @@ func TestBadConfigCreatesNothing(t *testing.T) {
 		{"unknown section", good + "[Peers]\n", ":9: "},
 		{"bad key", strings.Replace(good, peer.Public().String(), "AAAA", 1), ":6: PublicKey: "},
 		{"bad cidr", strings.Replace(good, "100.64.0.2/32", "100.64.0.2/33", 1), ":7: AllowedIPs: "},
-		{"missing private key", strings.Replace(good, "PrivateKey = "+priv.String()+"\n", "", 1), ":1: PrivateKey: "},
+		{"missing private key", strings.Replace(good, "PrivateKey = "+priv.Encode()+"\n", "", 1), ":1: PrivateKey: "},
 		{"no endpoint, no rendezvous", strings.Replace(good, "Endpoint = 127.0.0.1:51820\n", "", 1), ":5: Endpoint: "},
 		{"AllowedIPs of another peer", good + "\n[Peer]\nPublicKey = " + other.Public().String() + "\nAllowedIPs = 100.64.0.2/32\nEndpoint = 127.0.0.1:51821\n",
 			":12: AllowedIPs: 100.64.0.2/32 is already routed to the [Peer] on line 5 (AllowedIPs on line 7)"},
@@ -203,7 +203,7 @@ func TestFailedUpLeavesNothing(t *testing.T) {
 	})
 	priv, _ := key.NewPrivate()
 	peer, _ := key.NewPrivate()
-	conf := fmt.Sprintf("[Interface]\nPrivateKey = %s\nAddress = 100.64.0.1/24\nListenPort = 45123\n\n[Peer]\nPublicKey = %s\nAllowedIPs = 100.64.0.2/32\nEndpoint = 127.0.0.1:51820\n", priv, peer.Public())
+	conf := fmt.Sprintf("[Interface]\nPrivateKey = %s\nAddress = 100.64.0.1/24\nListenPort = 45123\n\n[Peer]\nPublicKey = %s\nAllowedIPs = 100.64.0.2/32\nEndpoint = 127.0.0.1:51820\n", priv.Encode(), peer.Public())
 	path := filepath.Join(t.TempDir(), "ptport0.conf")
 	os.WriteFile(path, []byte(conf), 0o600)
 	var stderr bytes.Buffer

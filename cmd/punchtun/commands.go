@@ -33,7 +33,7 @@ func runGenkey(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Println(k)
+	fmt.Println(k.Encode())
 	return nil
 }
 
@@ -46,7 +46,7 @@ func runPubkey(args []string) error {
 	if err != nil && line == "" {
 		return errors.New("no key on standard input")
 	}
-	k, err := key.Parse(strings.TrimSpace(line))
+	k, err := key.ParsePrivate(strings.TrimSpace(line))
 	if err != nil {
 		return err
 	}
@@ -250,32 +250,32 @@ func otherAddress(conns []*net.UDPConn, i int) netip.AddrPort {
 
 // loadOrCreateKey reads a base64 private key, creating the file with a new
 // key, readable by its owner alone, when it does not exist.
-func loadOrCreateKey(path string) (key.Key, error) {
+func loadOrCreateKey(path string) (key.Private, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		k, err := key.NewPrivate()
 		if err != nil {
-			return key.Key{}, err
+			return key.Private{}, err
 		}
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return key.Key{}, err
+			return key.Private{}, err
 		}
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
-			return key.Key{}, err
+			return key.Private{}, err
 		}
-		_, err = fmt.Fprintln(f, k)
+		_, err = fmt.Fprintln(f, k.Encode())
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
 		return k, err
 	}
 	if err != nil {
-		return key.Key{}, err
+		return key.Private{}, err
 	}
-	k, err := key.Parse(strings.TrimSpace(string(b)))
+	k, err := key.ParsePrivate(strings.TrimSpace(string(b)))
 	if err != nil {
-		return key.Key{}, fmt.Errorf("%s: %w", path, err)
+		return key.Private{}, fmt.Errorf("%s: %w", path, err)
 	}
 	return k, nil
 }

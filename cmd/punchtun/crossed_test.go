@@ -69,7 +69,7 @@ func TestBothSidesSendAtOnce(t *testing.T) {
 // bothPing starts a and b at once, each pinging the other (every 50 ms) as
 // soon as its interface is up, and returns how long after the start each
 // side got its first reply.
-func (l *lab) bothPing(a, b *peerSpec, rvKey key.Key) (ab, ba time.Duration) {
+func (l *lab) bothPing(a, b *peerSpec, rvKey key.Private) (ab, ba time.Duration) {
 	l.t.Helper()
 	confA, confB := l.writeConfig(a, b, rvKey), l.writeConfig(b, a, rvKey)
 	start := time.Now()

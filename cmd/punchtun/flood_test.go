@@ -205,7 +205,7 @@ type rvProc struct {
 
 // startRendezvousProc is startRendezvous, keeping the process: the flood
 // test reads its memory and its counters.
-func (l *lab) startRendezvousProc() (*rvProc, key.Key) {
+func (l *lab) startRendezvousProc() (*rvProc, key.Private) {
 	l.t.Helper()
 	p, rvKey := l.launchRendezvous()
 	rv := &rvProc{proc: p, t: l.t}

@@ -29,7 +29,7 @@ func hygieneConf(t *testing.T, dir, iface, extra string) string {
 	priv, _ := key.NewPrivate()
 	peer, _ := key.NewPrivate()
 	conf := fmt.Sprintf("[Interface]\nPrivateKey = %s\nAddress = 100.64.0.1/24\n%s\n[Peer]\nPublicKey = %s\nAllowedIPs = 100.64.0.2/32, 10.99.0.0/16\nEndpoint = 127.0.0.1:51820\n",
-		priv, extra, peer.Public())
+		priv.Encode(), extra, peer.Public())
 	path := filepath.Join(dir, iface+".conf")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -211,7 +211,7 @@ func TestUpWarnsWorldAccessible(t *testing.T) {
 	// needs root.
 	path := filepath.Join(dir, "ptfwarn0.conf")
 	priv, _ := key.NewPrivate()
-	os.WriteFile(path, []byte(fmt.Sprintf("[Interface]\nPrivateKey = %s\nFrobnicate = 1\n", priv)), 0o600)
+	os.WriteFile(path, []byte(fmt.Sprintf("[Interface]\nPrivateKey = %s\nFrobnicate = 1\n", priv.Encode())), 0o600)
 	warning := "Warning: `" + path + "' is world accessible"
 	for _, tc := range []struct {
 		mode os.FileMode

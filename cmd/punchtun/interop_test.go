@@ -104,14 +104,14 @@ func TestInteropWireGuard(t *testing.T) {
 	})
 	wgConf := filepath.Join(l.dir, wg.iface+".conf")
 	os.WriteFile(wgConf, []byte(fmt.Sprintf("[Interface]\nPrivateKey = %s\nListenPort = 51820\n\n[Peer]\nPublicKey = %s\nAllowedIPs = %s/32\n",
-		wg.priv, pt.priv.Public(), pt.addr)), 0o600)
+		wg.priv.Encode(), pt.priv.Public(), pt.addr)), 0o600)
 	l.run(wg.host, "wg", "setconf", wg.iface, wgConf)
 	l.run(wg.host, "ip", "addr", "add", wg.addr+"/24", "dev", wg.iface)
 	l.run(wg.host, "ip", "link", "set", wg.iface, "up")
 
 	ptProc := l.upConfig(pt, fmt.Sprintf("[Interface]\nPrivateKey = %s\nAddress = %s/24\n\n"+
 		"[Peer]\nName = wireguard-go\nPublicKey = %s\nAllowedIPs = %s/32\nEndpoint = 203.0.113.20:51820\nPersistentKeepalive = 25\n",
-		pt.priv, pt.addr, wg.priv.Public(), wg.addr))
+		pt.priv.Encode(), pt.addr, wg.priv.Public(), wg.addr))
 
 	// The first ping waits for the handshake punchtun starts.
 	eventually(t, 15*time.Second, "first ping punchtun -> wireguard-go", func() error {
@@ -133,7 +133,7 @@ func TestInteropWireGuard(t *testing.T) {
 		}
 	}
 	showconf := l.run(pt.host, "wg", "showconf", pt.iface)
-	for _, want := range []string{"PrivateKey = " + pt.priv.String(), "PublicKey = " + wgPub,
+	for _, want := range []string{"PrivateKey = " + pt.priv.Encode(), "PublicKey = " + wgPub,
 		"Endpoint = 203.0.113.20:51820", "AllowedIPs = " + wg.addr + "/32", "PersistentKeepalive = 25"} {
 		if !strings.Contains(showconf, want) {
 			t.Errorf("wg showconf %s lacks %q:\n%s", pt.iface, want, showconf)

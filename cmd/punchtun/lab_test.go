@@ -288,7 +288,7 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() er
 
 type peerSpec struct {
 	host, iface, addr string
-	priv              key.Key
+	priv              key.Private
 	// fixed is the public address:port others reach this peer at, for a
 	// peer configured with a fixed Endpoint and no rendezvous.
 	fixed string
@@ -305,8 +305,8 @@ func newPeer(t *testing.T, host, iface, addr string) *peerSpec {
 
 // writeConfig writes p's config naming other as its peer, found through the
 // rendezvous, and returns its path: <iface>.conf, so up names the interface.
-func (l *lab) writeConfig(p, other *peerSpec, rvKey key.Key) string {
-	conf := fmt.Sprintf("# written by the lab test\n[Interface]\nPrivateKey = %s\nAddress = %s/24\n", p.priv, p.addr)
+func (l *lab) writeConfig(p, other *peerSpec, rvKey key.Private) string {
+	conf := fmt.Sprintf("# written by the lab test\n[Interface]\nPrivateKey = %s\nAddress = %s/24\n", p.priv.Encode(), p.addr)
 	if p.fixed != "" {
 		_, port, _ := strings.Cut(p.fixed, ":")
 		conf += "ListenPort = " + port + "\n"
@@ -331,18 +331,18 @@ func (l *lab) writeConfig(p, other *peerSpec, rvKey key.Key) string {
 // address: STUN answers advertise the second, so peers can tell whether
 // their NAT maps per destination. The second is rendezvousAddr2, another
 // IP, unless given.
-func (l *lab) startRendezvous(second ...string) key.Key {
+func (l *lab) startRendezvous(second ...string) key.Private {
 	l.t.Helper()
 	_, rvKey := l.launchRendezvous(second...)
 	return rvKey
 }
 
 // launchRendezvous is startRendezvous, returning the process too.
-func (l *lab) launchRendezvous(second ...string) (*proc, key.Key) {
+func (l *lab) launchRendezvous(second ...string) (*proc, key.Private) {
 	l.t.Helper()
 	rvKey, _ := key.NewPrivate()
 	keyFile := filepath.Join(l.dir, "rendezvous.key")
-	os.WriteFile(keyFile, []byte(rvKey.String()+"\n"), 0o600)
+	os.WriteFile(keyFile, []byte(rvKey.Encode()+"\n"), 0o600)
 	other := rendezvousAddr2
 	if len(second) > 0 {
 		other = second[0]
@@ -350,7 +350,7 @@ func (l *lab) launchRendezvous(second ...string) (*proc, key.Key) {
 	return l.start("rv", "rendezvous", l.bin, "rendezvous", "--listen", rendezvousAddr, "--listen", other, "--key-file", keyFile), rvKey
 }
 
-func (l *lab) up(p, other *peerSpec, rvKey key.Key) *proc {
+func (l *lab) up(p, other *peerSpec, rvKey key.Private) *proc {
 	l.t.Helper()
 	return l.startPeer(p, l.writeConfig(p, other, rvKey), p.iface)
 }
@@ -506,7 +506,7 @@ type pairCase struct {
 
 // runPairs runs each case in its own subtest, in the lab l with the
 // rendezvous rvKey.
-func runPairs(t *testing.T, l *lab, rvKey key.Key, cases []pairCase) {
+func runPairs(t *testing.T, l *lab, rvKey key.Private, cases []pairCase) {
 	for i, tc := range cases {
 		runs := 1
 		if n, err := strconv.Atoi(os.Getenv("PUNCHTUN_MATRIX_REPEAT")); err == nil && n > 1 && tc.repeat {
@@ -555,7 +555,7 @@ func (l *lab) firstPing(from, to *peerSpec, start time.Time) time.Duration {
 // checkPair brings a and b up, waits for the wanted path on both sides,
 // checks ping both ways, 10 MiB over nc, status and wg show, and tears both
 // down with SIGTERM.
-func (l *lab) checkPair(a, b *peerSpec, tc pairCase, rvKey key.Key) {
+func (l *lab) checkPair(a, b *peerSpec, tc pairCase, rvKey key.Private) {
 	t := l.t
 	row := matrixRow{Pair: t.Name(), Want: tc.wantPath}
 	t.Cleanup(func() {

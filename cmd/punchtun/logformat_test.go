@@ -93,7 +93,7 @@ func TestLogFormatJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := key.Parse(strings.TrimSpace(string(b)))
+	k, err := key.ParsePrivate(strings.TrimSpace(string(b)))
 	if err != nil {
 		t.Fatal(err)
 	}

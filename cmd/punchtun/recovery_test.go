@@ -302,7 +302,7 @@ type rvServer struct {
 	addr    string // the address peers are configured with
 	listens []string
 	keyFile string
-	key     key.Key
+	key     key.Private
 	metrics string // 127.0.0.1:PORT in the rv namespace, or ""
 	proc    *proc
 	starts  int
@@ -316,7 +316,7 @@ func (l *lab) newRendezvous(name, addr string, listens []string, metrics string)
 	}
 	rv := &rvServer{name: name, addr: addr, listens: listens, key: k, metrics: metrics,
 		keyFile: filepath.Join(l.dir, name+".key")}
-	if err := os.WriteFile(rv.keyFile, []byte(k.String()+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(rv.keyFile, []byte(k.Encode()+"\n"), 0o600); err != nil {
 		l.t.Fatal(err)
 	}
 	l.startRV(rv)
@@ -371,7 +371,7 @@ func (l *lab) registeredPeers(rv *rvServer) (int, error) {
 func (l *lab) writeConfigRVs(p, other *peerSpec, rvs ...*rvServer) string {
 	var addrs []string
 	var b strings.Builder
-	fmt.Fprintf(&b, "[Interface]\nPrivateKey = %s\nAddress = %s/24\n", p.priv, p.addr)
+	fmt.Fprintf(&b, "[Interface]\nPrivateKey = %s\nAddress = %s/24\n", p.priv.Encode(), p.addr)
 	for _, rv := range rvs {
 		addrs = append(addrs, rv.addr)
 	}

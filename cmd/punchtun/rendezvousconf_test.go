@@ -109,7 +109,7 @@ LogFormat = json
 	if err != nil {
 		t.Fatalf("KeyFile: %v", err)
 	}
-	if k, err := key.Parse(strings.TrimSpace(string(b))); err != nil || start["public_key"] != k.Public().String() {
+	if k, err := key.ParsePrivate(strings.TrimSpace(string(b))); err != nil || start["public_key"] != k.Public().String() {
 		t.Errorf("public key %v, key file %q", start["public_key"], b)
 	}
 	objs, _ := jsonLines(logFile)

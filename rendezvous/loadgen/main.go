@@ -133,7 +133,7 @@ func run(nPeers, nSockets, inflight int, bin, serverArgs, checkpointList string,
 
 	// The server.
 	keyFile := filepath.Join(dir, "rendezvous.key")
-	if err := os.WriteFile(keyFile, []byte(serverPriv.String()+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(keyFile, []byte(serverPriv.Encode()+"\n"), 0o600); err != nil {
 		return err
 	}
 	addr, err := freeUDPPort()
@@ -273,7 +273,7 @@ func makePeers(n int, serverPub key.Key) []peer {
 		go func() {
 			defer wg.Done()
 			for i := w; i < n; i += workers {
-				var priv key.Key
+				var priv key.Private
 				rand.Read(priv[:])
 				priv[0] &= 248 // clamp, as key.NewPrivate does
 				priv[31] = priv[31]&127 | 64

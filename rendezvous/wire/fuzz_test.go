@@ -11,7 +11,7 @@ import (
 )
 
 // fuzzKeys are fixed, so that the fuzzer can learn sealed inputs.
-var fuzzA, fuzzB = key.Key{1, 2, 3}, key.Key{4, 5, 6}
+var fuzzA, fuzzB = key.Private{1, 2, 3}, key.Private{4, 5, 6}
 
 // FuzzOpen feeds whole datagrams to what a receiver runs on every control
 // packet from anyone: the header, the box opened with the key between the

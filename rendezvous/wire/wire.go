@@ -127,7 +127,7 @@ func ParseHeader(b []byte) (Header, error) {
 type SharedKey [32]byte
 
 // NewSharedKey precomputes the key between a private key and a peer's public key.
-func NewSharedKey(private, peerPublic key.Key) SharedKey {
+func NewSharedKey(private key.Private, peerPublic key.Key) SharedKey {
 	var k SharedKey
 	box.Precompute((*[32]byte)(&k), (*[32]byte)(&peerPublic), (*[32]byte)(&private))
 	return k
@@ -140,7 +140,7 @@ func NewSharedKey(private, peerPublic key.Key) SharedKey {
 type Secret struct{ priv *ecdh.PrivateKey }
 
 // NewSecret sets up private for SharedKey.
-func NewSecret(private key.Key) (Secret, error) {
+func NewSecret(private key.Private) (Secret, error) {
 	priv, err := ecdh.X25519().NewPrivateKey(private[:])
 	return Secret{priv}, err
 }

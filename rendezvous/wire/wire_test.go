@@ -12,7 +12,7 @@ import (
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
-func newKey(t testing.TB) key.Key {
+func newKey(t testing.TB) key.Private {
 	k, err := key.NewPrivate()
 	if err != nil {
 		t.Fatal(err)

@@ -46,7 +46,7 @@ type Config struct {
 
 // Interface is the [Interface] section.
 type Interface struct {
-	PrivateKey    key.Key
+	PrivateKey    key.Private
 	Addresses     []netip.Prefix // as written, host bits kept: 100.64.0.1/24
 	ListenPort    uint16         // 0 = any free port
 	MTU           int            // 0 = not set; callers apply DefaultMTU

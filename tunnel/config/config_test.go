@@ -71,7 +71,7 @@ PersistentKeepalive = 25
 `
 
 func TestKeyVectors(t *testing.T) {
-	if got := mustKey(alicePriv).Public().String(); got != alicePub {
+	if got := key.Private(mustKey(alicePriv)).Public().String(); got != alicePub {
 		t.Fatalf("public key of test key = %s, want %s", got, alicePub)
 	}
 }
@@ -87,7 +87,7 @@ func TestParse(t *testing.T) {
 			conf: example,
 			want: &Config{
 				Interface: Interface{
-					PrivateKey:    mustKey(alicePriv),
+					PrivateKey:    key.Private(mustKey(alicePriv)),
 					Addresses:     prefixes("100.64.0.1/24"),
 					ListenPort:    51820,
 					MTU:           1280,
@@ -118,7 +118,7 @@ func TestParse(t *testing.T) {
 				"persistentkeepalive = off\r\n",
 			want: &Config{
 				Interface: Interface{
-					PrivateKey: mustKey(alicePriv),
+					PrivateKey: key.Private(mustKey(alicePriv)),
 					Addresses:  prefixes("100.64.0.1/24"),
 					MTU:        1420,
 				},
@@ -145,7 +145,7 @@ Endpoint = 198.51.100.7:51820
 `,
 			want: &Config{
 				Interface: Interface{
-					PrivateKey: mustKey(alicePriv),
+					PrivateKey: key.Private(mustKey(alicePriv)),
 					Addresses:  prefixes("100.64.0.1/24", "100.64.1.1/24", "10.9.0.1/32", "fd00::1/64"),
 				},
 				Peers: []Peer{{
@@ -168,7 +168,7 @@ Endpoint = [2001:db8::1]:51820
 `,
 			want: &Config{
 				Interface: Interface{
-					PrivateKey: mustKey(alicePriv),
+					PrivateKey: key.Private(mustKey(alicePriv)),
 					Addresses:  prefixes("fd7a:115c:a1e0::1/48"),
 					MTU:        1280,
 				},
@@ -199,7 +199,7 @@ PersistentKeepalive = 0
 `,
 			want: &Config{
 				Interface: Interface{
-					PrivateKey:    mustKey(alicePriv),
+					PrivateKey:    key.Private(mustKey(alicePriv)),
 					Rendezvous:    []string{"rv.example.com:3478", "203.0.113.10:3478"},
 					RendezvousKey: []key.Key{mustKey(rvPub), mustKey(rv2Pub)},
 					FwMark:        0xca6c,
@@ -215,7 +215,7 @@ PersistentKeepalive = 0
 			conf: "[Interface]\nPrivateKey = {alice}\nFwMark = off\nListenPort = 65535\nMTU = 65535",
 			want: &Config{
 				Interface: Interface{
-					PrivateKey: mustKey(alicePriv),
+					PrivateKey: key.Private(mustKey(alicePriv)),
 					ListenPort: 65535,
 					MTU:        65535,
 				},
@@ -226,7 +226,7 @@ PersistentKeepalive = 0
 			conf: "[Interface]\nPrivateKey = {alice}\nAddress = 100.64.0.1/24\nMTU = 576\nFwMark = 51820",
 			want: &Config{
 				Interface: Interface{
-					PrivateKey: mustKey(alicePriv),
+					PrivateKey: key.Private(mustKey(alicePriv)),
 					Addresses:  prefixes("100.64.0.1/24"),
 					MTU:        576,
 					FwMark:     51820,
@@ -430,7 +430,7 @@ func TestErrorString(t *testing.T) {
 func TestValidate(t *testing.T) {
 	good := func() *Config {
 		return &Config{
-			Interface: Interface{PrivateKey: mustKey(alicePriv)},
+			Interface: Interface{PrivateKey: key.Private(mustKey(alicePriv))},
 			Peers:     []Peer{{PublicKey: mustKey(bobPub), Endpoint: "198.51.100.7:51820"}},
 		}
 	}
@@ -442,7 +442,7 @@ func TestValidate(t *testing.T) {
 		modify func(*Config)
 		key    string
 	}{
-		{"no private key", func(c *Config) { c.Interface.PrivateKey = key.Key{} }, "PrivateKey"},
+		{"no private key", func(c *Config) { c.Interface.PrivateKey = key.Private{} }, "PrivateKey"},
 		{"no public key", func(c *Config) { c.Peers[0].PublicKey = key.Key{} }, "PublicKey"},
 		{"self", func(c *Config) { c.Peers[0].PublicKey = mustKey(alicePub) }, "PublicKey"},
 		{"duplicate peer", func(c *Config) { c.Peers = append(c.Peers, c.Peers[0]) }, "PublicKey"},

@@ -341,7 +341,7 @@ func parseUint(v string, bits int, off bool) (uint64, error) {
 
 func setPrivateKey(in *Interface, v string) error {
 	k, err := parseKey(v)
-	in.PrivateKey = k
+	in.PrivateKey = key.Private(k)
 	return err
 }
 

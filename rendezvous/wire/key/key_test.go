@@ -1,8 +1,11 @@
 package key
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 )
@@ -32,7 +35,7 @@ func TestPublicRFC7748(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
-		priv, want := mustHex(t, tt.priv), mustHex(t, tt.pub)
+		priv, want := Private(mustHex(t, tt.priv)), mustHex(t, tt.pub)
 		if got := priv.Public(); got != want {
 			t.Errorf("Public(%s) = %x, want %x", tt.priv, got[:], want[:])
 		}
@@ -46,7 +49,7 @@ func TestPublicBase64(t *testing.T) {
 		priv = "YAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
 		pub  = "Y2FD6uTgrq+/bbBAXCNOtE+PGk8Papoh7qaWBpQUXn0="
 	)
-	k, err := Parse(priv)
+	k, err := ParsePrivate(priv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +57,7 @@ func TestPublicBase64(t *testing.T) {
 		t.Errorf("Public = %s, want %s", got, pub)
 	}
 	// RFC 7748 Alice in base64.
-	k, err = Parse("dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo=")
+	k, err = ParsePrivate("dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo=")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,18 +72,39 @@ func TestRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p, err := Parse(k.String())
+		p, err := ParsePrivate(k.Encode())
 		if err != nil {
 			t.Fatal(err)
 		}
 		if p != k {
-			t.Fatalf("Parse(%s) = %s", k, p)
+			t.Fatal("ParsePrivate(Encode()) differs")
 		}
 	}
 }
 
+// TestPrivateNeverPrints: a private key shows as "(private key)" through
+// fmt's verbs and slog, and does not marshal; Encode alone writes it out.
+func TestPrivateNeverPrints(t *testing.T) {
+	k, err := NewPrivate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := k.Encode()
+	var logged bytes.Buffer
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("x", "key", k)
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("x", "key", k)
+	for _, s := range []string{fmt.Sprint(k), fmt.Sprintf("%s %v %+v %#v %x %q", k, k, k, k, k, k), k.String(), logged.String()} {
+		if strings.Contains(s, secret) || strings.Contains(s, fmt.Sprintf("%x", k[:])) || !strings.Contains(s, redacted) {
+			t.Errorf("private key printed: %q", s)
+		}
+	}
+	if b, err := json.Marshal(struct{ K Private }{k}); err == nil {
+		t.Errorf("private key marshalled to JSON: %s", b)
+	}
+}
+
 func TestNewPrivateClamped(t *testing.T) {
-	seen := make(map[Key]bool)
+	seen := make(map[Private]bool)
 	for range 1000 {
 		k, err := NewPrivate()
 		if err != nil {
@@ -143,20 +167,20 @@ func TestJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := struct{ K Key }{k}
+	in := struct{ K Key }{k.Public()}
 	b, err := json.Marshal(in)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := `{"K":"` + k.String() + `"}`; string(b) != want {
+	if want := `{"K":"` + k.Public().String() + `"}`; string(b) != want {
 		t.Errorf("Marshal = %s, want %s", b, want)
 	}
 	var out struct{ K Key }
 	if err := json.Unmarshal(b, &out); err != nil {
 		t.Fatal(err)
 	}
-	if out.K != k {
-		t.Errorf("Unmarshal = %s, want %s", out.K, k)
+	if out.K != k.Public() {
+		t.Errorf("Unmarshal = %s, want %s", out.K, k.Public())
 	}
 	if err := json.Unmarshal([]byte(`{"K":"nope"}`), &out); err == nil {
 		t.Error("Unmarshal of bad key: no error")
