@@ -86,10 +86,16 @@ type PeerEndpoint struct {
 // received notes a WireGuard packet from the peer, which came from src
 // (through the relay there if relayed; invalid if off the shared socket),
 // and reports whether it goes on to WireGuard (handshake.go).
-func (pe *PeerEndpoint) received(pkt []byte, src netip.AddrPort, relayed bool) bool {
+func (b *Bind) received(pe *PeerEndpoint, pkt []byte, src netip.AddrPort, relayed bool) bool {
 	now := time.Now()
-	if isHandshake(pkt) && !pe.admitHandshake(pkt, via(src, relayed), now) {
-		return false
+	if isHandshake(pkt) {
+		admit, resend := pe.admitHandshake(pkt, via(src, relayed), now)
+		if r := pe.route.Load(); resend != nil && r != nil {
+			b.sendRoute([][]byte{resend}, pe, r)
+		}
+		if !admit {
+			return false
+		}
 	}
 	pe.lastRecv.Store(now.UnixNano())
 	if !isKeepalive(pkt) {
@@ -221,7 +227,7 @@ func (b *Bind) receiveSide(closed chan struct{}) conn.ReceiveFunc {
 // inject queues a WireGuard packet from pe that arrived off the shared
 // socket.
 func (b *Bind) inject(pkt []byte, pe *PeerEndpoint) {
-	if !pe.received(pkt, netip.AddrPort{}, false) {
+	if !b.received(pe, pkt, netip.AddrPort{}, false) {
 		return
 	}
 	buf := b.sidePool.Get().(*[]byte)
@@ -287,7 +293,7 @@ func (b *Bind) wrap(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			case PacketWireGuard:
 				if pe := byAddr[src]; pe != nil {
 					eps[i] = pe
-					if !pe.received(pkt, src, false) {
+					if !b.received(pe, pkt, src, false) {
 						sizes[i] = 0
 					} else if !pe.directHeard.Load() {
 						pe.directHeard.Store(true)
@@ -298,7 +304,7 @@ func (b *Bind) wrap(fn conn.ReceiveFunc) conn.ReceiveFunc {
 				if pe := b.unwrapRelay(pkt, src); pe != nil {
 					sizes[i] = copy(bufs[i], pkt[wire.RelayHeaderLen:])
 					eps[i] = pe
-					if !pe.received(bufs[i][:sizes[i]], src, true) {
+					if !b.received(pe, bufs[i][:sizes[i]], src, true) {
 						sizes[i] = 0
 					} else {
 						b.relayedHandshake(pe, bufs[i][:sizes[i]])

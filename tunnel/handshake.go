@@ -107,29 +107,35 @@ func (pe *PeerEndpoint) replyPath(p []byte, r *route, now time.Time) *route {
 
 // admitHandshake decides whether a handshake message from the peer, which
 // came by via (nil: a way we cannot answer on, such as a TCP stream), goes
-// on to WireGuard.
-func (pe *PeerEndpoint) admitHandshake(p []byte, via *route, now time.Time) bool {
+// on to WireGuard. resend, if not nil, is our own initiation to send again
+// at once: the peer's crossing one says it has not had ours, which with
+// its copy may both have been lost; sent again only once the copy is long
+// gone, so that WireGuard never handles two copies of it at once.
+func (pe *PeerEndpoint) admitHandshake(p []byte, via *route, now time.Time) (admit bool, resend []byte) {
 	pe.mu.Lock()
 	defer pe.mu.Unlock()
 	hs := &pe.hs
 	switch p[0] {
 	case wireGuardResponse:
 		hs.inFlight = time.Time{} // answered
-		return true
+		return true, nil
 	case wireGuardInitiation:
 		if hs.dropped != nil && bytes.Equal(p, hs.dropped) {
-			return false // the copy of one we dropped
+			return false, nil // the copy of one we dropped
 		}
 		if pe.leader && (hs.held[0] != nil || !hs.inFlight.IsZero() && now.Sub(hs.inFlight) < crossWindow) {
 			hs.dropped = append(hs.dropped[:0], p...)
-			return false // crossed: the peer answers ours
+			if hs.held[0] == nil && now.Sub(hs.lastAt[0]) >= 2*handshakeCopyDelay {
+				resend = bytes.Clone(hs.last[0])
+			}
+			return false, resend // crossed: the peer answers ours
 		}
 		hs.replyVia, hs.viaAt = nil, now
 		if r := pe.route.Load(); via != nil && (r == nil || r.Route != via.Route) {
 			hs.replyVia = via
 		}
 	}
-	return true
+	return true, nil
 }
 
 // takeHandshakes returns what to send on a new route: the held messages,
@@ -179,13 +185,22 @@ func (b *Bind) sendHandshakes(bufs [][]byte, pe *PeerEndpoint, r *route, now tim
 		// later costs a hundred bytes, and when the first arrived
 		// WireGuard drops it (a replayed initiation, or a response to a
 		// handshake already done). Not at once: two copies handled side
-		// by side by WireGuard's handshake workers would both pass.
+		// by side by WireGuard's handshake workers would both pass. A
+		// response gets a second copy: only the initiator's retry, 5 s
+		// on, would ask for it again, while a copy of the initiation
+		// that arrives is a replay the peer does not answer.
 		dup := bytes.Clone(p)
-		b.later(handshakeCopyDelay, func() {
-			if r := pe.route.Load(); r != nil {
-				b.sendRoute([][]byte{dup}, pe, r)
-			}
-		})
+		copies := []time.Duration{handshakeCopyDelay}
+		if p[0] == wireGuardResponse {
+			copies = append(copies, 3*handshakeCopyDelay)
+		}
+		for _, d := range copies {
+			b.later(d, func() {
+				if r := pe.route.Load(); r != nil {
+					b.sendRoute([][]byte{dup}, pe, r)
+				}
+			})
+		}
 	}
 	return err
 }

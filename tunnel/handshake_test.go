@@ -19,6 +19,12 @@ func handshakeMsg(typ, n byte) []byte {
 	return p
 }
 
+// admits is admitHandshake's verdict alone.
+func admits(pe *PeerEndpoint, p []byte, via *route, now time.Time) bool {
+	ok, _ := pe.admitHandshake(p, via, now)
+	return ok
+}
+
 // TestCrossedHandshakes: while its own initiation is held or in flight,
 // the leader drops the peer's initiation, and the copy of it that follows;
 // the follower takes the leader's, and so answers it. Once the leader's
@@ -34,29 +40,29 @@ func TestCrossedHandshakes(t *testing.T) {
 	for _, pe := range []*PeerEndpoint{leader, follower} {
 		pe.sending([][]byte{ours}, nil, now)
 	}
-	if leader.admitHandshake(theirs, via(src, false), now) {
+	if admits(leader, theirs, via(src, false), now) {
 		t.Fatal("leader took the peer's initiation while its own was held")
 	}
 	if len(leader.takeHandshakes(now)) != 1 {
 		t.Fatal("the held initiation was not handed to the new route")
 	}
 	leader.sending([][]byte{ours}, &route{}, now)
-	if !follower.admitHandshake(theirs, via(src, false), now) {
+	if !admits(follower, theirs, via(src, false), now) {
 		t.Fatal("follower refused the leader's initiation")
 	}
-	if leader.admitHandshake(theirs, via(src, false), now.Add(handshakeCopyDelay)) {
+	if admits(leader, theirs, via(src, false), now.Add(handshakeCopyDelay)) {
 		t.Fatal("leader took the copy of the initiation it dropped")
 	}
 	// The follower's answer completes the leader's handshake.
-	if !leader.admitHandshake(handshakeMsg(wireGuardResponse, 3), via(src, false), now.Add(time.Millisecond)) {
+	if !admits(leader, handshakeMsg(wireGuardResponse, 3), via(src, false), now.Add(time.Millisecond)) {
 		t.Fatal("leader refused the answer to its initiation")
 	}
-	if !leader.admitHandshake(handshakeMsg(wireGuardInitiation, 4), via(src, false), now.Add(2*time.Millisecond)) {
+	if !admits(leader, handshakeMsg(wireGuardInitiation, 4), via(src, false), now.Add(2*time.Millisecond)) {
 		t.Fatal("leader refused a new initiation once its own was answered")
 	}
 	// An initiation long unanswered no longer holds the peer's back.
 	leader.sending([][]byte{handshakeMsg(wireGuardInitiation, 5)}, &route{}, now)
-	if !leader.admitHandshake(handshakeMsg(wireGuardInitiation, 6), via(src, false), now.Add(crossWindow+time.Millisecond)) {
+	if !admits(leader, handshakeMsg(wireGuardInitiation, 6), via(src, false), now.Add(crossWindow+time.Millisecond)) {
 		t.Fatal("leader refused an initiation crossWindow after its own")
 	}
 }
@@ -76,7 +82,7 @@ func TestHandshakeOnNewPath(t *testing.T) {
 	if got := pe.takeHandshakes(now.Add(resendWindow + time.Second)); len(got) != 0 {
 		t.Fatalf("%d messages sent again after resendWindow", len(got))
 	}
-	pe.admitHandshake(handshakeMsg(wireGuardResponse, 3), nil, now.Add(time.Millisecond))
+	admits(pe, handshakeMsg(wireGuardResponse, 3), nil, now.Add(time.Millisecond))
 	if got := pe.takeHandshakes(now.Add(time.Second)); len(got) != 1 || got[0][0] != wireGuardResponse {
 		t.Fatalf("after the initiation was answered: %d messages, want only the response", len(got))
 	}
@@ -90,7 +96,7 @@ func TestReplyTheWayItCame(t *testing.T) {
 	direct := &route{Route: Route{Dst: netip.MustParseAddrPort("203.0.113.22:4000")}}
 	pe := &PeerEndpoint{peer: key.Key{1}}
 	pe.route.Store(direct)
-	pe.admitHandshake(handshakeMsg(wireGuardInitiation, 1), via(relay, true), now)
+	admits(pe, handshakeMsg(wireGuardInitiation, 1), via(relay, true), now)
 	resp := handshakeMsg(wireGuardResponse, 2)
 	if r := pe.replyPath(resp, direct, now); r == nil || !r.Relay || r.Dst != relay {
 		t.Fatalf("reply path %+v, want the relay at %v", r, relay)
@@ -99,7 +105,7 @@ func TestReplyTheWayItCame(t *testing.T) {
 		t.Fatalf("reply path %+v long after the initiation", r)
 	}
 	// Came the way our route goes: nothing extra.
-	pe.admitHandshake(handshakeMsg(wireGuardInitiation, 3), via(direct.Dst, false), now)
+	admits(pe, handshakeMsg(wireGuardInitiation, 3), via(direct.Dst, false), now)
 	if r := pe.replyPath(resp, direct, now); r != nil && r.Relay {
 		t.Fatalf("reply path %+v for an initiation that came by our route", r)
 	}
@@ -122,5 +128,22 @@ func TestHandshakeCopyStopsAtClose(t *testing.T) {
 	b.mu.Unlock()
 	if n != 1 {
 		t.Fatalf("%d packets sent, want the initiation alone: its copy went out after Close", n)
+	}
+}
+
+// TestCrossedHandshakeResendsOurs: the leader that drops a crossing
+// initiation sends its own again, since the peer evidently has not had it
+// — but only once its copy is long gone, never two copies close together.
+func TestCrossedHandshakeResendsOurs(t *testing.T) {
+	now := time.Unix(1000, 0)
+	leader := &PeerEndpoint{peer: key.Key{2}, leader: true}
+	ours := handshakeMsg(wireGuardInitiation, 1)
+	leader.sending([][]byte{ours}, &route{}, now)
+	if ok, resend := leader.admitHandshake(handshakeMsg(wireGuardInitiation, 2), nil, now.Add(100*time.Millisecond)); ok || resend != nil {
+		t.Fatalf("100 ms after ours: admitted %v, resend %v; want dropped, nothing resent (its copy is still to come)", ok, resend != nil)
+	}
+	ok, resend := leader.admitHandshake(handshakeMsg(wireGuardInitiation, 3), nil, now.Add(2*handshakeCopyDelay))
+	if ok || resend == nil || resend[4] != 1 {
+		t.Fatalf("after the copy: admitted %v, resend %v; want dropped and ours sent again", ok, resend)
 	}
 }
