@@ -212,6 +212,17 @@ func (h *harness) introduce(observed netip.AddrPort) {
 		Observed: observed, NAT: byte(nat.MappingEasy), Candidates: []netip.AddrPort{peerLAN}})
 }
 
+// goDirect registers, has the peer introduced, and answers our probes:
+// the peer is then on a direct path to peerAddr.
+func (h *harness) goDirect() {
+	h.t.Helper()
+	h.register()
+	h.introduce(peerAddr)
+	if h.answerProbes(h.take(), peerAddr) == 0 || h.peer().ep.Route().Dst != peerAddr {
+		h.t.Fatal("no direct path to the peer")
+	}
+}
+
 // answerProbes answers, from the peer, the probes we sent to addr.
 func (h *harness) answerProbes(sent []sentPacket, addr netip.AddrPort) int {
 	bodies, dsts := h.opened(sent, &h.peerShared)
@@ -324,9 +335,7 @@ func TestControlIntroducedPeerGoesDirect(t *testing.T) {
 
 func TestControlSilenceFallsBackToRelay(t *testing.T) {
 	h := newHarness(t)
-	h.register()
-	h.introduce(peerAddr)
-	h.answerProbes(h.take(), peerAddr)
+	h.goDirect()
 	h.advance(nat.PunchDuration) // the round ends
 	h.take()
 	p := h.peer()
@@ -345,9 +354,7 @@ func TestControlSilenceFallsBackToRelay(t *testing.T) {
 
 func TestControlReintroductionAtNewEndpoint(t *testing.T) {
 	h := newHarness(t)
-	h.register()
-	h.introduce(peerAddr)
-	h.answerProbes(h.take(), peerAddr)
+	h.goDirect()
 	p := h.peer()
 	if p.ep.Route().Relay {
 		t.Fatal("not direct")
@@ -369,9 +376,7 @@ func TestControlReintroductionAtNewEndpoint(t *testing.T) {
 
 func TestControlNetworkChange(t *testing.T) {
 	h := newHarness(t)
-	h.register()
-	h.introduce(peerAddr)
-	h.answerProbes(h.take(), peerAddr)
+	h.goDirect()
 	h.advance(nat.PunchDuration)
 	h.take()
 	h.c.networkChanged(h.now)
