@@ -388,7 +388,12 @@ func (p *Punch) OnPing(now time.Time, src netip.AddrPort, tx [12]byte) {
 		p.heardOnPath(now)
 		return
 	}
-	if p.addCandidate(src) && (!p.path.Addr.IsValid() || now.Before(p.deadline)) {
+	// Without a path, every authenticated probe is probed back, not only
+	// the first from a source: that first answer may have been lost (the
+	// hard side's birthday socket takes our probes only once it has won),
+	// and the peer's probes keep showing where it can be reached.
+	added := p.addCandidate(src)
+	if !p.path.Addr.IsValid() || added && now.Before(p.deadline) {
 		p.ping(src, now)
 	}
 }

@@ -308,3 +308,20 @@ func TestHeartbeatLearnsShortNATTimeout(t *testing.T) {
 		t.Error("ResetHeartbeat kept the learned interval")
 	}
 }
+
+// TestProbedBackWhileNoPath: without a path, each probe from the peer is
+// probed back, even from a source already known and after the round: the
+// first probe back may have been lost, and nothing else would try again.
+func TestProbedBackWhileNoPath(t *testing.T) {
+	h := newHarness(true)
+	h.p.Start(h.now, []netip.AddrPort{lan}, ShortPunchDuration)
+	h.now = h.now.Add(ShortPunchDuration + time.Second) // the round is over
+	h.p.Tick(h.now)
+	for i := range 2 {
+		h.sent = nil
+		h.p.OnPing(h.now, public, [12]byte{byte(i)})
+		if len(h.pingsTo(public)) != 1 {
+			t.Fatalf("probe %d from the peer: %d probes back, want 1", i, len(h.pingsTo(public)))
+		}
+	}
+}
