@@ -46,7 +46,19 @@ type handshakes struct {
 	dropped  []byte    // the peer's initiation the leader dropped
 	replyVia *route    // where the peer's latest initiation came from, if not our route
 	viaAt    time.Time // when it came
+	// admitted: the peer's latest initiation and response let through,
+	// and when; their copies are dropped (dedupe).
+	admitted   [2][]byte
+	admittedAt [2]time.Time
 }
+
+// dedupeWindow is how long a copy of a handshake message already let
+// through is dropped: its copies come within a second. WireGuard rejects
+// a copy it handles after the original, but two copies that arrive
+// together (a TCP stream delivers a stalled burst at once) go to its two
+// handshake workers side by side, both pass, and the second session
+// tears the first one's index out of its table.
+const dedupeWindow = 5 * time.Second
 
 const (
 	// handshakeCopyDelay is when the copy of a handshake message follows
@@ -115,6 +127,15 @@ func (pe *PeerEndpoint) admitHandshake(p []byte, via *route, now time.Time) (adm
 	pe.mu.Lock()
 	defer pe.mu.Unlock()
 	hs := &pe.hs
+	i := p[0] - wireGuardInitiation
+	if now.Sub(hs.admittedAt[i]) < dedupeWindow && bytes.Equal(p, hs.admitted[i]) {
+		return false, nil // a copy of one let through
+	}
+	defer func() {
+		if admit {
+			hs.admitted[i], hs.admittedAt[i] = append(hs.admitted[i][:0], p...), now
+		}
+	}()
 	switch p[0] {
 	case wireGuardResponse:
 		hs.inFlight = time.Time{} // answered

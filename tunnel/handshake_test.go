@@ -147,3 +147,22 @@ func TestCrossedHandshakeResendsOurs(t *testing.T) {
 		t.Fatalf("after the copy: admitted %v, resend %v; want dropped and ours sent again", ok, resend)
 	}
 }
+
+// TestHandshakeCopiesDeduped: a copy of a handshake message already let
+// through is dropped, so that WireGuard never handles two at once.
+func TestHandshakeCopiesDeduped(t *testing.T) {
+	now := time.Unix(1000, 0)
+	pe := &PeerEndpoint{peer: key.Key{1}}
+	for _, typ := range []byte{wireGuardInitiation, wireGuardResponse} {
+		m := handshakeMsg(typ, 7)
+		if !admits(pe, m, nil, now) {
+			t.Fatalf("type %d: the first copy was dropped", typ)
+		}
+		if admits(pe, m, nil, now.Add(handshakeCopyDelay)) {
+			t.Fatalf("type %d: a second copy was let through", typ)
+		}
+		if !admits(pe, handshakeMsg(typ, 8), nil, now.Add(handshakeCopyDelay)) {
+			t.Fatalf("type %d: a new message was dropped", typ)
+		}
+	}
+}
