@@ -89,11 +89,7 @@ type PeerEndpoint struct {
 func (b *Bind) received(pe *PeerEndpoint, pkt []byte, src netip.AddrPort, relayed bool) bool {
 	now := time.Now()
 	if isHandshake(pkt) {
-		admit, resend := pe.admitHandshake(pkt, via(src, relayed), now)
-		if r := pe.route.Load(); resend != nil && r != nil {
-			b.sendRoute([][]byte{resend}, pe, r)
-		}
-		if !admit {
+		if !pe.admitHandshake(pkt, via(src, relayed), now) {
 			return false
 		}
 	}

@@ -119,17 +119,14 @@ func (pe *PeerEndpoint) replyPath(p []byte, r *route, now time.Time) *route {
 
 // admitHandshake decides whether a handshake message from the peer, which
 // came by via (nil: a way we cannot answer on, such as a TCP stream), goes
-// on to WireGuard. resend, if not nil, is our own initiation to send again
-// at once: the peer's crossing one says it has not had ours, which with
-// its copy may both have been lost; sent again only once the copy is long
-// gone, so that WireGuard never handles two copies of it at once.
-func (pe *PeerEndpoint) admitHandshake(p []byte, via *route, now time.Time) (admit bool, resend []byte) {
+// on to WireGuard.
+func (pe *PeerEndpoint) admitHandshake(p []byte, via *route, now time.Time) (admit bool) {
 	pe.mu.Lock()
 	defer pe.mu.Unlock()
 	hs := &pe.hs
 	i := p[0] - wireGuardInitiation
 	if now.Sub(hs.admittedAt[i]) < dedupeWindow && bytes.Equal(p, hs.admitted[i]) {
-		return false, nil // a copy of one let through
+		return false // a copy of one let through
 	}
 	defer func() {
 		if admit {
@@ -139,24 +136,21 @@ func (pe *PeerEndpoint) admitHandshake(p []byte, via *route, now time.Time) (adm
 	switch p[0] {
 	case wireGuardResponse:
 		hs.inFlight = time.Time{} // answered
-		return true, nil
+		return true
 	case wireGuardInitiation:
 		if hs.dropped != nil && bytes.Equal(p, hs.dropped) {
-			return false, nil // the copy of one we dropped
+			return false // the copy of one we dropped
 		}
 		if pe.leader && (hs.held[0] != nil || !hs.inFlight.IsZero() && now.Sub(hs.inFlight) < crossWindow) {
 			hs.dropped = append(hs.dropped[:0], p...)
-			if hs.held[0] == nil && now.Sub(hs.lastAt[0]) >= 2*handshakeCopyDelay {
-				resend = bytes.Clone(hs.last[0])
-			}
-			return false, resend // crossed: the peer answers ours
+			return false // crossed: the peer answers ours
 		}
 		hs.replyVia, hs.viaAt = nil, now
 		if r := pe.route.Load(); via != nil && (r == nil || r.Route != via.Route) {
 			hs.replyVia = via
 		}
 	}
-	return true, nil
+	return true
 }
 
 // takeHandshakes returns what to send on a new route: the held messages,
