@@ -64,7 +64,7 @@ func (c *control) birthdayRole(p *peer) string {
 }
 
 // maybeBirthday starts p's side of a birthday round towards observed, the
-// peer's public endpoint, unless one ran recently. Callers hold c.mu.
+// peer's public endpoint, unless one ran recently.
 func (c *control) maybeBirthday(p *peer, observed netip.AddrPort, now time.Time) {
 	role := c.birthdayRole(p)
 	if role == "" || !observed.IsValid() || now.Before(p.nextBirthday) {
@@ -92,8 +92,7 @@ func (c *control) maybeBirthday(p *peer, observed netip.AddrPort, now time.Time)
 	c.openBirthday(p, now)
 }
 
-// openBirthday sends each socket's opening probe to the peer. Callers hold
-// c.mu.
+// openBirthday sends each socket's opening probe to the peer.
 func (c *control) openBirthday(p *peer, now time.Time) {
 	bd := p.birthday
 	for _, conn := range bd.conns {
@@ -123,7 +122,7 @@ func (c *control) readBirthday(p *peer, conn *net.UDPConn) {
 }
 
 // birthdayWon makes conn, which the peer's probe came in on, p's socket
-// towards src, and closes the rest. Callers hold c.mu.
+// towards src, and closes the rest.
 func (c *control) birthdayWon(p *peer, conn *net.UDPConn, src netip.AddrPort, now time.Time) {
 	bd := p.birthday
 	if bd == nil || bd.won != nil || src != bd.dst {
@@ -147,7 +146,7 @@ func (c *control) birthdayWon(p *peer, conn *net.UDPConn, src netip.AddrPort, no
 }
 
 // tickBirthday repeats the opening probes of a round nobody won yet, and
-// ends it when its time is up. Callers hold c.mu.
+// ends it when its time is up.
 func (c *control) tickBirthday(p *peer, now time.Time) {
 	bd := p.birthday
 	switch {

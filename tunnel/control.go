@@ -19,8 +19,11 @@ import (
 // servers, learns the public address and the NAT's behaviour with STUN,
 // punches holes to the peers the rendezvous introduces, and keeps each
 // peer's PeerEndpoint on the best route: a confirmed direct path, else the
-// relay. It runs one goroutine; everything it owns is guarded by mu so that
-// status can read it.
+// relay. One goroutine (run) owns all of its state: helpers that wait —
+// resolving names, dialing and reading TCP, birthday sockets — post what
+// they learn to it (post), and status, metrics and ping read the view it
+// publishes after every event (view.go). Nothing it does waits on a lock
+// that status or the data path needs.
 type control struct {
 	log   *slog.Logger
 	priv  key.Private
@@ -55,7 +58,12 @@ type control struct {
 	// fake transport in control_test.go).
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
-	mu    sync.Mutex
+	// actions are posted by helpers and callers to run on the control
+	// goroutine (post, call).
+	actions chan func()
+	// view is what status reads, published by the control goroutine.
+	view atomic.Pointer[controlView]
+
 	clock wire.Clock
 	// udpSince is when we started waiting for a first UDP answer: at
 	// start, and after each network change.
@@ -95,10 +103,6 @@ const (
 	// where a direct path is not to be expected.
 	maxPunchBackoff = time.Minute
 	hardBackoff     = 5 * time.Minute
-	// maxRegisterBackoff spaces registrations to a rendezvous that does
-	// not answer: one packet every 5 s costs little, and a rendezvous that
-	// comes back has its peers again within 5 s.
-	maxRegisterBackoff = 5 * time.Second
 	// udpGiveUp is how long without any answer from any rendezvous before
 	// UDP is taken for blocked.
 	udpGiveUp = 5 * time.Second
@@ -114,6 +118,7 @@ func newControl(log *slog.Logger, priv key.Private, iface string, own []netip.Pr
 		iface:              iface,
 		own:                own,
 		in:                 make(chan inbound, inboundQueue),
+		actions:            make(chan func(), 64),
 		pathChecks:         make(chan netip.AddrPort, 16),
 		relayedInitiations: make(chan key.Key, 16),
 		done:               make(chan struct{}),
@@ -124,7 +129,7 @@ func newControl(log *slog.Logger, priv key.Private, iface string, own []netip.Pr
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.dial = (&net.Dialer{}).DialContext
 	for _, s := range servers {
-		c.servers = append(c.servers, &server{hostport: s.HostPort, pub: s.Key, shared: wire.NewSharedKey(priv, s.Key), backoff: minBackoff, tcpBackoff: minBackoff})
+		c.servers = append(c.servers, &server{hostport: s.HostPort, pub: s.Key, shared: wire.NewSharedKey(priv, s.Key)})
 	}
 	for _, pc := range peers {
 		p := &peer{name: pc.Name, key: pc.Key, shared: wire.NewSharedKey(priv, pc.Key), backoff: minBackoff,
@@ -210,39 +215,76 @@ func (c *control) spawn(f func()) {
 	}()
 }
 
+// run is the control goroutine: it alone touches the control plane's
+// state.
 func (c *control) run() {
 	defer close(c.stopped)
 	t := time.NewTicker(tickInterval)
 	defer t.Stop()
 	c.tick(time.Now())
+	c.publish(time.Now())
 	for {
 		select {
 		case <-c.done:
+			c.shutdown()
 			return
 		case m := <-c.in:
 			c.handle(m)
+		case f := <-c.actions:
+			f()
 		case dst := <-c.pathChecks:
 			c.checkPathMTU(dst)
 		case k := <-c.relayedInitiations:
 			c.peerHasNoDirectPath(k, time.Now())
 		case <-c.netChanged:
-			c.mu.Lock()
 			c.netSettle = time.Now().Add(netSettleTime)
-			c.mu.Unlock()
 		case now := <-t.C:
 			c.tick(now)
 		}
+		c.publish(time.Now())
 	}
 }
 
-// stop deregisters from every rendezvous and ends the control goroutine.
+// post hands f to the control goroutine, which runs it between events; it
+// reports false, and f never runs, once the control plane is stopping.
+func (c *control) post(f func()) bool {
+	select {
+	case c.actions <- f:
+		return true
+	case <-c.done:
+		return false
+	}
+}
+
+// call runs f on the control goroutine and waits for it; false if the
+// control plane stopped first.
+func (c *control) call(f func()) bool {
+	ran := make(chan struct{})
+	if !c.post(func() { f(); close(ran) }) {
+		return false
+	}
+	select {
+	case <-ran:
+		return true
+	case <-c.done:
+		return false
+	}
+}
+
+// stop ends the control goroutine, which deregisters on its way out, and
+// waits for every helper.
 func (c *control) stop() {
 	close(c.done)
 	c.cancel()
 	<-c.stopped
-	c.mu.Lock()
+	c.workers.Wait()
+}
+
+// shutdown deregisters from every rendezvous and closes the TCP streams
+// and birthday sockets, whose readers then end.
+func (c *control) shutdown() {
 	for _, s := range c.servers {
-		if s.registered {
+		if s.reg.Registered() {
 			c.sendServer(s, &wire.Deregister{Time: c.now()})
 		}
 		if s.stream != nil {
@@ -252,8 +294,6 @@ func (c *control) stop() {
 	for _, p := range c.peers {
 		c.closeBirthday(p, true)
 	}
-	c.mu.Unlock()
-	c.workers.Wait()
 }
 
 func (c *control) now() uint64 { return c.clock.Next(uint64(time.Now().UnixNano())) }
@@ -269,8 +309,6 @@ func (c *control) sendSealed(dst netip.AddrPort, shared *wire.SharedKey, m wire.
 }
 
 func (c *control) tick(now time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	// Before the servers' turn: the registrations it calls for leave in
 	// this tick.
 	if !c.netSettle.IsZero() && !now.Before(c.netSettle) {
@@ -305,8 +343,6 @@ func (c *control) tick(now time.Time) {
 }
 
 func (c *control) handle(m inbound) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if nat.IsSTUN(m.pkt) {
 		c.handleSTUN(m)
 		return
@@ -359,7 +395,7 @@ const netSettleTime = 100 * time.Millisecond
 // registers again with every rendezvous at once (which introduces us anew
 // to every peer that wants us), asks STUN afresh, and probes every direct
 // path, which a move breaks without a sound: the other side would only
-// notice its silence seconds later. Callers hold c.mu.
+// notice its silence seconds later.
 func (c *control) networkChanged(now time.Time) {
 	c.log.Info("network changed: registering again and checking paths")
 	c.reregister(now)

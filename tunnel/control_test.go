@@ -14,6 +14,7 @@ import (
 	"github.com/punchtun/punchtun/nat"
 	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
+	"github.com/punchtun/punchtun/tunnel/registration"
 )
 
 // The control plane on a fake clock and a fake transport: the harness
@@ -94,7 +95,7 @@ func newHarness(t *testing.T) *harness {
 	for _, p := range h.c.peers {
 		p.ep = b.PeerEndpoint(p.key)
 	}
-	h.c.servers[0].addr = rvAddr // resolved
+	h.c.resolved(h.c.servers[0], rvAddr)
 	h.c.dial = func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("no TCP in this test") }
 	b.SetRelays([]netip.AddrPort{rvAddr})
 	h.c.udpSince = h.now
@@ -113,8 +114,22 @@ func (h *harness) peer() *peer {
 func (h *harness) advance(d time.Duration) {
 	for end := h.now.Add(d); h.now.Before(end); {
 		h.now = h.now.Add(tickInterval)
+		h.runPosted()
 		h.c.tick(h.now)
 		h.serve()
+	}
+}
+
+// runPosted runs what helpers posted to the control goroutine, as run
+// would between events.
+func (h *harness) runPosted() {
+	for {
+		select {
+		case f := <-h.c.actions:
+			f()
+		default:
+			return
+		}
 	}
 }
 
@@ -200,8 +215,8 @@ func (h *harness) register() {
 	h.rendezvousUp = true
 	h.c.tick(h.now)
 	h.serve()
-	if !h.c.servers[0].registered || h.c.mapping != nat.MappingEasy {
-		h.t.Fatalf("not registered (%v) or NAT %v after the ack", h.c.servers[0].registered, h.c.mapping)
+	if !h.c.servers[0].reg.Registered() || h.c.mapping != nat.MappingEasy {
+		h.t.Fatalf("not registered (%v) or NAT %v after the ack", h.c.servers[0].reg.Registered(), h.c.mapping)
 	}
 	h.take()
 }
@@ -252,7 +267,7 @@ func TestControlRegistrationBacksOff(t *testing.T) {
 		}
 		h.advance(tickInterval)
 	}
-	// Unanswered: 1 s, doubling, up to maxRegisterBackoff.
+	// Unanswered: 1 s, doubling, up to registration.MaxBackoff.
 	want := []time.Duration{0, time.Second, 3 * time.Second, 7 * time.Second, 12 * time.Second, 17 * time.Second}
 	if len(at) < len(want) {
 		t.Fatalf("registrations at %v, want at %v", at, want)
@@ -265,9 +280,9 @@ func TestControlRegistrationBacksOff(t *testing.T) {
 	// The rendezvous comes up: registered within the backoff, and the
 	// next registration is the refresh, RefreshInterval later.
 	h.rendezvousUp = true
-	for up := h.now; !h.c.servers[0].registered; h.advance(tickInterval) {
-		if h.now.Sub(up) > maxRegisterBackoff+tickInterval {
-			t.Fatal("not registered within maxRegisterBackoff of the rendezvous coming up")
+	for up := h.now; !h.c.servers[0].reg.Registered(); h.advance(tickInterval) {
+		if h.now.Sub(up) > registration.MaxBackoff+tickInterval {
+			t.Fatal("not registered within registration.MaxBackoff of the rendezvous coming up")
 		}
 	}
 	h.take()
@@ -295,7 +310,6 @@ func (h *harness) registrations(sent []sentPacket) int {
 
 func TestControlTakesSilenceForBlockedUDP(t *testing.T) {
 	h := newHarness(t)
-	h.c.servers[0].dialing = true // this test leaves TCP out
 	h.c.tick(h.now)
 	h.advance(udpGiveUp - time.Second)
 	if h.c.udpBlocked() {
@@ -414,11 +428,7 @@ func TestControlTCPFallbackAndReturn(t *testing.T) {
 	defer func() {
 		close(h.c.done)
 		h.c.cancel()
-		h.c.mu.Lock()
-		if st := h.c.servers[0].stream; st != nil {
-			st.Close()
-		}
-		h.c.mu.Unlock()
+		h.c.shutdown()
 		h.c.workers.Wait()
 	}()
 	h.c.tick(h.now)
@@ -437,20 +447,17 @@ func TestControlTCPFallbackAndReturn(t *testing.T) {
 	// Registered over TCP.
 	buf := make([]byte, wire.MaxStreamDatagram)
 	deadline := time.Now().Add(5 * time.Second)
-	registered := func() bool {
-		h.c.mu.Lock()
-		defer h.c.mu.Unlock()
-		return h.c.servers[0].registered
-	}
-	for !registered() {
+	for !h.c.servers[0].reg.Registered() {
 		if time.Now().After(deadline) {
 			t.Fatal("not registered over TCP")
 		}
-		h.c.mu.Lock()
-		up := h.c.servers[0].stream != nil
-		h.c.mu.Unlock()
-		if !up {
-			time.Sleep(time.Millisecond) // the dialer's goroutine is handing the stream over
+		if h.c.servers[0].stream == nil {
+			// The dialer's goroutine is handing the stream over.
+			select {
+			case f := <-h.c.actions:
+				f()
+			case <-time.After(time.Until(deadline)):
+			}
 			continue
 		}
 		h.advance(tickInterval)
@@ -472,10 +479,7 @@ func TestControlTCPFallbackAndReturn(t *testing.T) {
 	h.take()
 	h.advance(wire.RefreshInterval + time.Second)
 	h.answerSTUN(h.take())
-	h.c.mu.Lock()
-	blocked := h.c.udpBlocked()
-	h.c.mu.Unlock()
-	if blocked {
+	if h.c.udpBlocked() {
 		t.Fatal("still taking UDP for blocked after a STUN answer over UDP")
 	}
 	rv.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -490,12 +494,9 @@ func TestControlTCPFallbackAndReturn(t *testing.T) {
 // are forgotten after stunLifetime, so the table does not grow.
 func TestControlSTUNTableBounded(t *testing.T) {
 	h := newHarness(t)
-	h.c.servers[0].dialing = true // no TCP: UDP stays the only way
 	h.c.tick(h.now)
 	h.advance(10 * time.Minute)
-	h.c.mu.Lock()
 	n := len(h.c.stun)
-	h.c.mu.Unlock()
 	if max := int(stunLifetime/time.Second) + 2; n > max {
 		t.Fatalf("%d STUN requests remembered after 10 minutes of silence, want at most %d", n, max)
 	}

@@ -87,16 +87,10 @@ func (c *control) queuePathCheck(dst netip.AddrPort) {
 }
 
 // checkPathMTU looks up the path MTU to dst and fits the routes of the
-// peers that use that path to it. The lookups and route changes are
-// netlink calls, made outside c.mu.
+// peers that use that path to it, on the control goroutine: netlink
+// answers at once, and no lock is held.
 func (c *control) checkPathMTU(dst netip.AddrPort) {
 	mtu := pathMTU(dst.Addr())
-	type change struct {
-		p        *peer
-		routeMTU int
-	}
-	var changes []change
-	c.mu.Lock()
 	for _, p := range c.peers {
 		r := p.ep.Route()
 		if r.Dst != dst {
@@ -114,13 +108,9 @@ func (c *control) checkPathMTU(dst netip.AddrPort) {
 		}
 		if p.routeMTU != routeMTU {
 			p.routeMTU = routeMTU
-			changes = append(changes, change{p, routeMTU})
-		}
-	}
-	c.mu.Unlock()
-	for _, ch := range changes {
-		if err := c.wg.setPeerMTU(ch.p.key, ch.routeMTU); err != nil {
-			c.log.Warn("cannot set the MTU of the routes to a peer", "peer", ch.p.label(), "mtu", ch.routeMTU, "err", err)
+			if err := c.wg.setPeerMTU(p.key, routeMTU); err != nil {
+				c.log.Warn("cannot set the MTU of the routes to a peer", "peer", p.label(), "mtu", routeMTU, "err", err)
+			}
 		}
 	}
 }

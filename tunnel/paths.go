@@ -64,7 +64,7 @@ type PeerConfig struct {
 func (c *control) query(p *peer, now time.Time) {
 	asked := false
 	for _, s := range c.servers {
-		if s.registered {
+		if s.reg.Registered() {
 			c.sendServer(s, &wire.Query{Time: c.now(), Peer: p.key})
 			asked = true
 		}
@@ -142,7 +142,7 @@ func (c *control) updateRoute(p *peer, now time.Time, why string) {
 	var r Route
 	if path := p.punch.Path(); path.Addr.IsValid() {
 		r = Route{Dst: path.Addr, Socket: p.socketTo(path.Addr)}
-	} else if s := p.relayVia; s != nil && s.registered && s.relay {
+	} else if s := p.relayVia; s != nil && s.reg.Registered() && s.relay {
 		r = Route{Dst: s.addr, Relay: true, Stream: s.stream}
 	}
 	if p.ep.Route() == r {
@@ -163,7 +163,8 @@ func (c *control) updateRoute(p *peer, now time.Time, why string) {
 		why += "; relayed because " + c.relayReason(p, now)
 	}
 	c.log.Info("path changed", "peer", p.label(), "from", p.path, "to", name, "endpoint", dst, "why", why)
-	p.history = append(p.history, PathChange{Time: now, From: p.path, To: name, Why: why})
+	// Never appended in place: published views share the slice.
+	p.history = append(slices.Clip(p.history), PathChange{Time: now, From: p.path, To: name, Why: why})
 	for len(p.history) > 0 && now.Sub(p.history[0].Time) > historyKeep {
 		p.history = p.history[1:]
 	}
@@ -227,8 +228,6 @@ func (c *control) checkSilence(p *peer, now time.Time) {
 // it now for the relay, and ask the rendezvous to introduce us again, so
 // that both sides punch afresh.
 func (c *control) peerHasNoDirectPath(k key.Key, now time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	p := c.peers[k]
 	if p == nil || p.ep.Route().Relay || !p.punch.Path().Addr.IsValid() || p.relayVia == nil {
 		return
@@ -310,6 +309,3 @@ func (p *peer) label() string {
 	}
 	return p.key.String()
 }
-
-// historyCopy returns p's path history for status.
-func (p *peer) historyCopy() []PathChange { return slices.Clone(p.history) }

@@ -90,7 +90,13 @@ func (t *Tunnel) Ping(peer string, timeout time.Duration) *PingReply {
 		return &PingReply{Peer: peer, Error: err.Error(), UnknownPeer: errors.Is(err, ErrUnknownPeer)}
 	}
 	reply := &PingReply{Peer: label, PublicKey: k.String()}
-	w, sent, err := t.ctl.probe(k)
+	var (
+		w    *probeWait
+		sent Route
+	)
+	if !t.ctl.call(func() { w, sent, err = t.ctl.probe(k) }) {
+		err = errors.New("the tunnel is going down")
+	}
 	if err != nil {
 		reply.Error = err.Error()
 		return reply
@@ -155,11 +161,9 @@ type probeResult struct {
 // and a pong counts only for the control plane and peer it was sent to.
 var probes sync.Map // [12]byte → *probeWait
 
-// probe sends p a probe on its current route. The pong arrives through
-// probeAnswered.
+// probe sends p a probe on its current route, on the control goroutine.
+// The pong arrives through probeAnswered.
 func (c *control) probe(peerKey key.Key) (*probeWait, Route, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	p := c.peers[peerKey]
 	if p == nil {
 		return nil, Route{}, errors.New("the peer has a fixed Endpoint: no probes")
@@ -185,7 +189,7 @@ func (c *control) probe(peerKey key.Key) (*probeWait, Route, error) {
 
 // probeAnswered takes a pong from p, which came in m, if it answers a
 // probe of ours; it reports whether it did, and then the pong is not the
-// Punch's. Callers hold c.mu.
+// Punch's.
 func (c *control) probeAnswered(p *peer, m inbound, pong *wire.Pong) bool {
 	v, ok := probes.Load(pong.TxID)
 	if !ok {
@@ -209,7 +213,7 @@ func (c *control) probeAnswered(p *peer, m inbound, pong *wire.Pong) bool {
 
 // handleRelayedProbe takes a relay frame that carries a control message
 // rather than WireGuard: a probe or a pong that came through a rendezvous.
-// A probe is answered the way it came. Callers hold c.mu.
+// A probe is answered the way it came.
 func (c *control) handleRelayedProbe(m inbound) {
 	from, inner, err := wire.ParseRelay(m.pkt)
 	p := c.peers[from]

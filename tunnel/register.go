@@ -7,6 +7,7 @@ import (
 	"github.com/punchtun/punchtun/nat"
 	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
+	"github.com/punchtun/punchtun/tunnel/registration"
 )
 
 // The rendezvous client: each rendezvous is resolved, registered with and
@@ -20,25 +21,20 @@ type server struct {
 	pub      key.Key
 	shared   wire.SharedKey
 
-	addr       netip.AddrPort // resolved; invalid until then
-	resolving  bool
-	registered bool
-	pending    bool           // a registration awaits its ack
-	relay      bool           // it relays for us
-	observed   netip.AddrPort // our endpoint as the rendezvous sees it
-	mapped     netip.AddrPort // our endpoint as its STUN answer says
-	other      netip.AddrPort // its alternate address (STUN OTHER-ADDRESS)
-	otherSeen  netip.AddrPort // our endpoint as seen from there
-	lastTime   uint64         // replay guard for its messages
-	sentNAT    nat.Mapping    // what the registration in flight said of our NAT
-	next       time.Time
-	backoff    time.Duration
+	// reg is where the registration stands and what is due when
+	// (registration.Registration); the fields below are what the
+	// rendezvous told us.
+	reg       registration.Registration
+	addr      netip.AddrPort // resolved; invalid until then
+	relay     bool           // it relays for us
+	observed  netip.AddrPort // our endpoint as the rendezvous sees it
+	mapped    netip.AddrPort // our endpoint as its STUN answer says
+	other     netip.AddrPort // its alternate address (STUN OTHER-ADDRESS)
+	otherSeen netip.AddrPort // our endpoint as seen from there
+	lastTime  uint64         // replay guard for its messages
+	sentNAT   nat.Mapping    // what the registration in flight said of our NAT
 
-	// TCP fallback, while UDP is blocked (tcp.go).
-	stream     *wire.Stream
-	dialing    bool
-	nextDial   time.Time
-	tcpBackoff time.Duration
+	stream *wire.Stream // TCP, while UDP is blocked (tcp.go)
 }
 
 // stunProbe is a STUN request in flight.
@@ -75,51 +71,32 @@ func (c *control) sendServer(s *server, m wire.Body) {
 func (c *control) udpBlocked() bool { return c.mapping == nat.MappingBlocked }
 
 func (c *control) tickServer(s *server, now time.Time) {
-	if !s.addr.IsValid() {
-		if !s.resolving {
-			s.resolving = true
-			c.spawn(func() { c.resolve(s) })
-		}
+	due := s.reg.Tick(now, c.udpBlocked())
+	if due.Resolve {
+		hostport := s.hostport
+		c.spawn(func() { c.resolve(s, hostport) })
 		return
 	}
-	c.maybeDialTCP(s, now)
-	if now.Before(s.next) {
-		return
+	if due.Dial {
+		addr := s.addr
+		c.spawn(func() { c.dialTCP(s, addr) })
 	}
-	if c.udpBlocked() && s.stream == nil {
-		// Registering over UDP is pointless; probe whether UDP is back.
-		c.sendSTUN(s, s.addr, now)
-		s.next = now.Add(wire.RefreshInterval)
-		return
+	if due.Lost {
+		c.log.Warn("rendezvous stopped answering", "rendezvous", s.hostport)
+		c.serverChanged(s, now, "rendezvous stopped answering")
 	}
-	if s.pending {
-		// The last registration went unanswered.
-		if s.registered {
-			c.log.Warn("rendezvous stopped answering", "rendezvous", s.hostport)
-			s.registered = false
-			c.serverChanged(s, now, "rendezvous stopped answering")
-		}
-	}
-	if !s.registered || s.stream != nil {
-		// Learn our public address from the same socket WireGuard uses;
-		// the rendezvous is a STUN server too. Over TCP, this asks whether
-		// UDP works again.
+	if due.STUN {
 		c.sendSTUN(s, s.addr, now)
 	}
-	reg := &wire.Register{
-		Time:       c.now(),
-		NAT:        byte(c.mapping),
-		Candidates: nat.LocalCandidates(c.bind.Port(), c.iface, c.own),
-		Wants:      c.wants,
+	if due.Register {
+		c.sendServer(s, &wire.Register{
+			Time:       c.now(),
+			NAT:        byte(c.mapping),
+			Candidates: nat.LocalCandidates(c.bind.Port(), c.iface, c.own),
+			Wants:      c.wants,
+		})
+		s.sentNAT = c.mapping
 	}
-	c.sendServer(s, reg)
-	s.pending, s.sentNAT = true, c.mapping
-	if s.registered {
-		s.next = now.Add(minBackoff) // time for the refresh's ack
-		return
-	}
-	s.next = now.Add(s.backoff)
-	s.backoff = min(2*s.backoff, maxRegisterBackoff)
 }
 
 func (c *control) sendSTUN(s *server, dst netip.AddrPort, now time.Time) {
@@ -151,39 +128,41 @@ func (c *control) setMapping(m nat.Mapping, now time.Time) {
 	// Tell the rendezvous now, so that peers learn it in their intros; a
 	// registration in flight is followed up when its ack comes.
 	for _, s := range c.servers {
-		if s.addr.IsValid() && !s.pending {
-			s.next = now
-		}
+		s.reg.Update(now)
 	}
 }
 
-// resolve looks the rendezvous up off the control goroutine, retrying while
-// the name does not resolve (the network may not be up yet).
-func (c *control) resolve(s *server) {
+// resolve looks the rendezvous up on a helper goroutine, retrying while
+// the name does not resolve (the network may not be up yet), and posts
+// the address to the control goroutine.
+func (c *control) resolve(s *server, hostport string) {
 	for {
-		addr, err := nat.Resolve(c.ctx, s.hostport)
+		addr, err := nat.Resolve(c.ctx, hostport)
 		if err == nil {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			s.addr, s.resolving = addr, false
-			// Take relayed packets from every rendezvous from now on: the
-			// first may overtake the registration's ack.
-			var relays []netip.AddrPort
-			for _, srv := range c.servers {
-				if srv.addr.IsValid() {
-					relays = append(relays, srv.addr)
-				}
-			}
-			c.bind.SetRelays(relays)
+			c.post(func() { c.resolved(s, addr) })
 			return
 		}
-		c.log.Warn("cannot resolve rendezvous", "rendezvous", s.hostport, "err", err)
+		c.log.Warn("cannot resolve rendezvous", "rendezvous", hostport, "err", err)
 		select {
 		case <-c.done:
 			return
 		case <-time.After(5 * time.Second):
 		}
 	}
+}
+
+func (c *control) resolved(s *server, addr netip.AddrPort) {
+	s.addr = addr
+	s.reg.Resolved()
+	// Take relayed packets from every rendezvous from now on: the first
+	// may overtake the registration's ack.
+	var relays []netip.AddrPort
+	for _, srv := range c.servers {
+		if srv.addr.IsValid() {
+			relays = append(relays, srv.addr)
+		}
+	}
+	c.bind.SetRelays(relays)
 }
 
 func (c *control) handleSTUN(m inbound) {
@@ -283,15 +262,11 @@ func (c *control) handleServer(s *server, h wire.Header, m inbound) {
 }
 
 func (c *control) registered(s *server, ack *wire.RegisterAck, now time.Time) {
-	wasRegistered, moved := s.registered, s.observed != ack.Observed
-	s.registered, s.pending, s.observed = true, false, ack.Observed
-	s.relay = ack.Flags&wire.AckRelay != 0
-	s.backoff = minBackoff
-	s.next = now.Add(wire.RefreshInterval)
-	if s.sentNAT != c.mapping {
-		s.next = now // the NAT was discovered after the registration left
-	}
-	if wasRegistered && !moved {
+	moved := s.observed != ack.Observed
+	// A NAT discovered after the registration left is told at once.
+	first := s.reg.Acked(now, s.sentNAT != c.mapping)
+	s.observed, s.relay = ack.Observed, ack.Flags&wire.AckRelay != 0
+	if !first && !moved {
 		return
 	}
 	c.log.Info("registered with rendezvous", "rendezvous", s.hostport, "public", ack.Observed, "relay", s.relay)
@@ -320,10 +295,6 @@ func (c *control) serverChanged(s *server, now time.Time, why string) {
 func (c *control) reregister(now time.Time) {
 	c.reregistered = now
 	for _, s := range c.servers {
-		if s.addr.IsValid() {
-			// A registration in flight is not taken for the server's
-			// silence: its answer may be on the way to our old address.
-			s.next, s.pending = now, false
-		}
+		s.reg.RegisterNow(now)
 	}
 }

@@ -2,7 +2,6 @@ package tunnel
 
 import (
 	"bufio"
-	"cmp"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -80,11 +79,12 @@ func (t *Tunnel) Status() (*Status, error) {
 		Rendezvous: []RendezvousStatus{},
 		Peers:      []PeerStatus{},
 	}
-	t.ctl.mu.Lock()
-	defer t.ctl.mu.Unlock()
-	st.NAT = t.ctl.mapping.String()
-	now := time.Now()
-	for _, s := range t.ctl.servers {
+	v := t.ctl.view.Load()
+	if v == nil {
+		v = &controlView{}
+	}
+	st.NAT = v.nat.String()
+	for _, s := range v.servers {
 		rs := RendezvousStatus{Address: s.hostport, Registered: s.registered}
 		if s.registered {
 			st.IdlePacketsPerMinute += 2 * float64(time.Minute) / float64(wire.RefreshInterval)
@@ -106,22 +106,17 @@ func (t *Tunnel) Status() (*Status, error) {
 		if !w.handshake.IsZero() {
 			ps.LastHandshake = w.handshake.UTC().Format(time.RFC3339)
 		}
-		if cp := t.ctl.peers[p.PublicKey]; cp != nil {
-			ps.Path, ps.NAT, ps.History = cp.path, cp.nat.String(), cp.historyCopy()
-			ps.Probing = cp.punch.Punching(now)
-			if cp.pathMTU > 0 {
-				ps.PathMTU, ps.MTU = cp.pathMTU, cmp.Or(cp.routeMTU, t.ctl.ifaceMTU)
+		if pv, ok := v.peers[p.PublicKey]; ok {
+			ps.Path, ps.NAT, ps.History = pv.path, pv.nat.String(), pv.history
+			ps.Probing, ps.PathMTU, ps.MTU = pv.probing, pv.pathMTU, pv.mtu
+			if pv.route.IsValid() {
+				ps.Endpoint = pv.route.String()
 			}
-			r := cp.ep.Route()
-			if r.Dst.IsValid() {
-				ps.Endpoint = r.Dst.String()
-			}
-			if r.Relay {
-				ps.Reason = t.ctl.relayReason(cp, now)
-			} else if path := cp.punch.Path(); path.Addr.IsValid() {
-				ps.RTTMillis = float64(path.RTT.Microseconds()) / 1000
-				ps.KeepaliveSeconds = cp.punch.Heartbeat().Seconds()
-				st.IdlePacketsPerMinute += 2 * float64(time.Minute) / float64(cp.punch.Heartbeat())
+			ps.Reason = pv.reason
+			if pv.heartbeat > 0 {
+				ps.RTTMillis = float64(pv.rtt.Microseconds()) / 1000
+				ps.KeepaliveSeconds = pv.heartbeat.Seconds()
+				st.IdlePacketsPerMinute += 2 * float64(time.Minute) / float64(pv.heartbeat)
 			}
 		} else if w.endpoint.IsValid() && !w.handshake.IsZero() {
 			// A peer with a fixed Endpoint: plain WireGuard, no probes, so no RTT.

@@ -20,20 +20,10 @@ const (
 	tcpDialTimeout = 3 * time.Second
 	// tcpFallbackPort is tried when the rendezvous's own port is closed to TCP.
 	tcpFallbackPort = 443
-	maxTCPBackoff   = time.Minute
 )
 
-// maybeDialTCP starts connecting to s over TCP when UDP is blocked and no
-// connection is up or under way. Callers hold c.mu.
-func (c *control) maybeDialTCP(s *server, now time.Time) {
-	if !c.udpBlocked() || s.stream != nil || s.dialing || now.Before(s.nextDial) {
-		return
-	}
-	s.dialing = true
-	addr := s.addr
-	c.spawn(func() { c.dialTCP(s, addr) })
-}
-
+// dialTCP connects to s over TCP on a helper goroutine, on its own port,
+// then on 443, and posts the outcome to the control goroutine.
 func (c *control) dialTCP(s *server, addr netip.AddrPort) {
 	var st *wire.Stream
 	for _, port := range []uint16{addr.Port(), tcpFallbackPort} {
@@ -46,25 +36,26 @@ func (c *control) dialTCP(s *server, addr netip.AddrPort) {
 		}
 		c.log.Debug("rendezvous over TCP failed", "rendezvous", s.hostport, "port", port, "err", err)
 	}
-	c.mu.Lock()
-	s.dialing = false
+	if !c.post(func() { c.dialed(s, st) }) && st != nil {
+		st.Close()
+	}
+}
+
+// dialed takes the outcome of dialTCP: st, if connected, becomes s's
+// stream unless UDP came back meanwhile.
+func (c *control) dialed(s *server, st *wire.Stream) {
 	now := time.Now()
-	if st == nil || !c.udpBlocked() || c.isDone() {
-		s.nextDial = now.Add(s.tcpBackoff)
-		s.tcpBackoff = min(2*s.tcpBackoff, maxTCPBackoff)
-		c.mu.Unlock()
+	if !s.reg.Dialed(now, st != nil, c.udpBlocked()) {
 		if st != nil {
 			st.Close()
 		} else {
-			c.log.Warn("cannot reach rendezvous over TCP either", "rendezvous", s.hostport, "retry_in", s.tcpBackoff)
+			c.log.Warn("cannot reach rendezvous over TCP either", "rendezvous", s.hostport, "retry_in", s.reg.NextDial().Sub(now).Round(time.Second))
 		}
 		return
 	}
 	c.log.Info("UDP blocked: reaching rendezvous over TCP", "rendezvous", s.hostport, "tcp", st.RemoteAddr())
-	s.stream, s.tcpBackoff = st, minBackoff
-	s.registered, s.pending, s.next = false, false, now
-	c.mu.Unlock()
-	c.readStream(s, st)
+	s.stream = st
+	c.spawn(func() { c.readStream(s, st) })
 }
 
 // readStream passes what s sends over TCP on: relayed WireGuard to the Bind,
@@ -81,27 +72,24 @@ func (c *control) readStream(s *server, st *wire.Stream) {
 		}
 	}
 	st.Close()
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.post(func() { c.streamClosed(s, st) })
+}
+
+func (c *control) streamClosed(s *server, st *wire.Stream) {
 	if s.stream != st {
 		return
 	}
 	s.stream = nil
-	if c.isDone() {
-		return
-	}
 	c.log.Warn("TCP connection to rendezvous closed", "rendezvous", s.hostport)
 	now := time.Now()
-	s.nextDial = now.Add(s.tcpBackoff)
-	if s.registered {
-		s.registered = false
+	if s.reg.StreamClosed(now) {
 		c.serverChanged(s, now, "TCP connection to the rendezvous closed")
 	}
 }
 
 // udpBack follows the first STUN answer after UDP was taken for blocked:
 // the network lets UDP out again, so punching and the UDP relay are back,
-// and the TCP connections go. Callers hold c.mu.
+// and the TCP connections go.
 func (c *control) udpBack(now time.Time) {
 	c.log.Info("UDP works again: leaving TCP")
 	c.setMapping(nat.MappingUnknown, now)
@@ -109,14 +97,5 @@ func (c *control) udpBack(now time.Time) {
 		if s.stream != nil {
 			s.stream.Close() // readStream unregisters s
 		}
-	}
-}
-
-func (c *control) isDone() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
 	}
 }
