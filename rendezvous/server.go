@@ -406,48 +406,6 @@ func (s *Server) mutual(a, b key.Key) (ra, rb *registration, ok bool) {
 	return ra, rb, aWants && bWants
 }
 
-// forward relays a WireGuard packet. The sender is whoever is registered
-// at the packet's source endpoint; the frame's key names the receiver, and
-// is rewritten in place to name the sender.
-func (s *Server) forward(l link, b []byte, src netip.AddrPort) {
-	if !s.relay {
-		s.Stats.DropRelayOff.Add(1)
-		return
-	}
-	s.mu.RLock()
-	sender, to, dst, drop := s.relayTarget(l, src, b)
-	s.mu.RUnlock()
-	if drop != nil {
-		drop.Add(1)
-		return
-	}
-	copy(b[len(wire.RelayMagic):], sender[:])
-	to.WriteToUDPAddrPort(b, dst)
-	s.Stats.RelayPackets.Add(1)
-	s.Stats.RelayBytes.Add(uint64(len(b) - wire.RelayHeaderLen))
-}
-
-// relayTarget decides where a relay frame from src on l goes: the sender
-// must be registered at src and it and the receiver the frame names must
-// list each other. It returns the sender and the receiver's link and
-// address, or the counter of the reason to drop the frame. Callers hold
-// s.mu (read).
-func (s *Server) relayTarget(l link, src netip.AddrPort, b []byte) (sender key.Key, to link, dst netip.AddrPort, drop *atomic.Uint64) {
-	sender, registered := s.byEndpoint[source{l, src}]
-	if !registered {
-		return sender, nil, dst, &s.Stats.DropUnregistered
-	}
-	receiver, _, err := wire.ParseRelay(b)
-	if err != nil {
-		return sender, nil, dst, &s.Stats.DropMalformed
-	}
-	_, r, ok := s.mutual(sender, receiver)
-	if !ok {
-		return sender, nil, dst, &s.Stats.DropNotMutual
-	}
-	return sender, r.link, r.endpoint, nil
-}
-
 // query introduces asker and target if both are registered and each lists
 // the other. Otherwise it stays silent: a stranger who knows a public key
 // learns nothing, not even whether that key is registered.
@@ -479,44 +437,6 @@ func (s *Server) send(reg *registration, m wire.Body) {
 	}
 	b := wire.Seal(nil, m.Type(), s.pub, &reg.shared, m.Append(nil))
 	reg.link.WriteToUDPAddrPort(b, reg.endpoint)
-}
-
-func (s *Server) expireLoop() {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.done:
-			return
-		case now := <-t.C:
-			s.expire(now)
-		}
-	}
-}
-
-func (s *Server) expire(now time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for k, reg := range s.peers {
-		if now.After(reg.expires) {
-			s.remove(k, reg)
-			s.log.Info("registration expired", "peer", k, "endpoint", reg.endpoint)
-		}
-	}
-	for k, ls := range s.seen {
-		if now.Sub(ls.at) > ReplayWindow {
-			delete(s.seen, k)
-		}
-	}
-}
-
-// remove forgets a registration. Callers hold s.mu.
-func (s *Server) remove(k key.Key, reg *registration) {
-	s.dirty.Store(true)
-	delete(s.peers, k)
-	if src := (source{reg.link, reg.endpoint}); s.byEndpoint[src] == k {
-		delete(s.byEndpoint, src)
-	}
 }
 
 // Registered reports the number of live registrations.

@@ -1,0 +1,167 @@
+package tunnel
+
+import (
+	"net"
+	"net/netip"
+
+	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/punchtun/punchtun/rendezvous/wire"
+)
+
+// The Bind's receive side: WireGuard's receive functions, wrapped so that
+// control packets go to the control plane and relay frames are unwrapped,
+// and the packets of side sockets (birthday, TCP relay) injected.
+
+// receiveSide hands WireGuard the packets that came off the shared socket,
+// a batch at a time, until the Bind is closed.
+func (b *Bind) receiveSide(closed chan struct{}) conn.ReceiveFunc {
+	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		var p sidePacket
+		select {
+		case p = <-b.side:
+		case <-closed:
+			return 0, net.ErrClosed
+		}
+		n := 0
+		for {
+			sizes[n] = copy(bufs[n], *p.buf)
+			eps[n] = p.ep
+			b.sidePool.Put(p.buf)
+			n++
+			if n == len(bufs) {
+				return n, nil
+			}
+			select {
+			case p = <-b.side:
+			default:
+				return n, nil
+			}
+		}
+	}
+}
+
+// inject queues a WireGuard packet from pe that arrived off the shared
+// socket.
+func (b *Bind) inject(pkt []byte, pe *PeerEndpoint) {
+	if !b.received(pe, pkt, netip.AddrPort{}, false) {
+		return
+	}
+	buf := b.sidePool.Get().(*[]byte)
+	*buf = append((*buf)[:0], pkt...)
+	select {
+	case b.side <- sidePacket{buf: buf, ep: pe}:
+	default:
+		b.sidePool.Put(buf)
+		b.Dropped.Add(1)
+	}
+}
+
+// InjectRelayed takes a relay frame that came over a TCP stream from a
+// rendezvous, and passes its WireGuard packet on as if it had come over
+// UDP. It reports whether the frame was one.
+func (b *Bind) InjectRelayed(frame []byte) bool {
+	if !wire.IsRelay(frame) {
+		return false
+	}
+	if pe := b.relayedFrom(frame); pe != nil {
+		b.inject(frame[wire.RelayHeaderLen:], pe)
+		b.relayedHandshake(pe, frame[wire.RelayHeaderLen:])
+	} else if isRelayedControl(frame) {
+		return false // a relayed probe, for the control plane (ping.go)
+	} else {
+		b.Dropped.Add(1)
+	}
+	return true
+}
+
+// InjectFrom takes a packet that arrived on a side socket from src for pe's
+// peer: WireGuard goes to WireGuard, anything else to control.
+func (b *Bind) InjectFrom(pkt []byte, pe *PeerEndpoint, deliver func(pkt []byte)) {
+	switch Classify(pkt) {
+	case PacketWireGuard:
+		b.inject(pkt, pe)
+	case PacketControl, PacketSTUN:
+		deliver(pkt)
+	default:
+		b.Dropped.Add(1)
+	}
+}
+
+// Port is the port the socket is bound to, 0 before Open.
+func (b *Bind) Port() uint16 { return uint16(b.port.Load()) }
+
+func (b *Bind) wrap(fn conn.ReceiveFunc) conn.ReceiveFunc {
+	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		n, err := fn(bufs, sizes, eps)
+		byAddr := *b.byAddr.Load()
+		for i := 0; i < n; i++ {
+			if sizes[i] == 0 {
+				continue
+			}
+			pkt := bufs[i][:sizes[i]]
+			std, _ := eps[i].(*conn.StdNetEndpoint)
+			if std == nil {
+				sizes[i] = 0
+				continue
+			}
+			src := netip.AddrPortFrom(std.Addr().Unmap(), std.Port())
+			switch Classify(pkt) {
+			case PacketWireGuard:
+				if pe := byAddr[src]; pe != nil {
+					eps[i] = pe
+					if !b.received(pe, pkt, src, false) {
+						sizes[i] = 0
+					} else if !pe.directHeard.Load() {
+						pe.directHeard.Store(true)
+					}
+				}
+				continue
+			case PacketRelay:
+				if pe := b.unwrapRelay(pkt, src); pe != nil {
+					sizes[i] = copy(bufs[i], pkt[wire.RelayHeaderLen:])
+					eps[i] = pe
+					if !b.received(pe, bufs[i][:sizes[i]], src, true) {
+						sizes[i] = 0
+					} else {
+						b.relayedHandshake(pe, bufs[i][:sizes[i]])
+					}
+					continue
+				}
+				if (*b.relays.Load())[src] && isRelayedControl(pkt) {
+					b.control(pkt, src) // a relayed probe (ping.go)
+				} else {
+					b.Dropped.Add(1)
+				}
+			case PacketSTUN, PacketControl:
+				b.control(pkt, src)
+			default:
+				b.Dropped.Add(1)
+			}
+			sizes[i] = 0
+		}
+		return n, err
+	}
+}
+
+// unwrapRelay returns the endpoint of the peer a relay frame comes from, if
+// it came from one of our rendezvous and carries WireGuard.
+func (b *Bind) unwrapRelay(frame []byte, src netip.AddrPort) *PeerEndpoint {
+	if !(*b.relays.Load())[src] {
+		return nil
+	}
+	return b.relayedFrom(frame)
+}
+
+// relayedFrom returns the endpoint of the peer a relay frame names, if it
+// carries WireGuard.
+func (b *Bind) relayedFrom(frame []byte) *PeerEndpoint {
+	peer, inner, err := wire.ParseRelay(frame)
+	if err != nil || Classify(inner) != PacketWireGuard {
+		return nil
+	}
+	b.mu.Lock()
+	pe := b.endpoints[peer]
+	b.mu.Unlock()
+	return pe
+}

@@ -1,0 +1,97 @@
+package tunnel
+
+import (
+	"net/netip"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
+)
+
+// The Bind's send side: WireGuard's packets go the way their peer's route
+// says, straight or framed for the relay, a batch at a time.
+
+// Send writes WireGuard packets to ep.
+func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	pe, ok := ep.(*PeerEndpoint)
+	if !ok {
+		b.lastFixed.Store(time.Now().UnixNano()) // a peer with a fixed Endpoint
+		if std, ok := ep.(*conn.StdNetEndpoint); ok {
+			return b.sendStd(bufs, std)
+		}
+		return b.std.Send(bufs, ep)
+	}
+	r := pe.route.Load()
+	now := time.Now()
+	if r != nil && (len(bufs) > 1 || !isKeepalive(bufs[0])) {
+		// A keepalive expects no answer: it does not count as sending.
+		pe.lastSent.Store(now.UnixNano())
+	}
+	if len(bufs) <= 2 && isHandshake(bufs[0]) {
+		// Handshakes come alone (or as the two a new route takes).
+		return b.sendHandshakes(bufs, pe, r, now)
+	}
+	if r == nil {
+		return nil
+	}
+	return b.sendRoute(bufs, pe, r)
+}
+
+// sendRoute sends bufs for pe the way r says.
+func (b *Bind) sendRoute(bufs [][]byte, pe *PeerEndpoint, r *route) error {
+	switch {
+	case r.Stream != nil:
+		return r.Stream.WriteRelayed(pe.peer, bufs)
+	case r.Relay:
+		return b.sendRelayed(bufs, pe.peer, &r.std)
+	case r.Socket != nil:
+		for _, p := range bufs {
+			if _, err := r.Socket.WriteToUDPAddrPort(p, r.Dst); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return b.sendStd(bufs, &r.std)
+}
+
+// relayFrames holds the relay frames of one Send, end to end in buf.
+type relayFrames struct {
+	frames [][]byte
+	buf    []byte
+}
+
+// sendRelayed wraps each packet in a relay frame naming peer. WireGuard's
+// buffers have no room in front (its packets start at the buffer's first
+// byte), so the frames are copies, from a pool. They lie end to end in one
+// buffer, and each frame's capacity runs on over the next ones: StdNetBind
+// batches same-size packets into one UDP GSO message by appending each
+// behind the first, which here writes every frame onto itself. Without
+// that room it would send them one datagram each.
+func (b *Bind) sendRelayed(bufs [][]byte, peer key.Key, relay *conn.StdNetEndpoint) error {
+	rf := b.framePool.Get().(*relayFrames)
+	n := 0
+	for _, p := range bufs {
+		n += wire.RelayHeaderLen + len(p)
+	}
+	if cap(rf.buf) < n {
+		rf.buf = make([]byte, 0, n) // never grown below: frames point into it
+	}
+	buf, frames := rf.buf[:0], rf.frames[:0]
+	for _, p := range bufs {
+		start := len(buf)
+		buf = wire.AppendRelay(buf, peer, p)
+		frames = append(frames, buf[start:])
+	}
+	err := b.sendStd(frames, relay)
+	rf.frames = frames
+	b.framePool.Put(rf)
+	return err
+}
+
+// SendTo writes one control packet to dst.
+func (b *Bind) SendTo(pkt []byte, dst netip.AddrPort) error {
+	return b.sendStd([][]byte{pkt}, &conn.StdNetEndpoint{AddrPort: dst})
+}
