@@ -3,6 +3,7 @@ module github.com/punchtun/punchtun
 go 1.26.8
 
 require (
+	github.com/miekg/dns v1.1.73
 	github.com/pion/stun/v2 v2.0.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3

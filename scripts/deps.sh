@@ -6,10 +6,11 @@
 # The packages of the demo, and of the whole test suite (the lab tests,
 # interop with wireguard-tools, coturn's STUN client and OpenSSH, systemd's
 # unit checker, conntrack for the recovery tests, iperf3 and jq for the
-# benchmarks).
+# benchmarks, openresolv for DNS = (its package changes no file of the
+# host's on install; the test runs it in a private mount namespace)).
 DEMO_PACKAGES=(iproute2 nftables iputils-ping netcat-openbsd procps)
 TEST_PACKAGES=("${DEMO_PACKAGES[@]}" socat wireguard-tools openssh-server openssh-client
-	systemd stun-client coturn iperf3 conntrack jq)
+	systemd stun-client coturn iperf3 conntrack jq openresolv)
 
 need_packages() {
 	local missing=() p

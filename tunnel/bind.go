@@ -246,6 +246,26 @@ func (b *Bind) PeerEndpoint(peer key.Key) *PeerEndpoint {
 	return pe
 }
 
+// RemovePeer forgets peer, which a reload removed: its packets are no
+// longer told apart from strangers'.
+func (b *Bind) RemovePeer(peer key.Key) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	pe := b.endpoints[peer]
+	if pe == nil {
+		return
+	}
+	delete(b.endpoints, peer)
+	pe.route.Store(nil)
+	next := make(map[netip.AddrPort]*PeerEndpoint, len(*b.byAddr.Load()))
+	for a, e := range *b.byAddr.Load() {
+		if e != pe {
+			next[a] = e
+		}
+	}
+	b.byAddr.Store(&next)
+}
+
 // SetRelays names the rendezvous whose relay frames are accepted.
 func (b *Bind) SetRelays(addrs []netip.AddrPort) {
 	m := make(map[netip.AddrPort]bool, len(addrs))

@@ -79,12 +79,14 @@ func (c *control) maybeBirthday(p *peer, observed netip.AddrPort, now time.Time)
 	}
 	c.closeBirthday(p, false)
 	bd := &birthday{dst: observed, until: now.Add(nat.SprayProbes*time.Second/nat.SprayRate + birthdayLinger)}
+	lc := net.ListenConfig{Control: markSocket(c.mark)}
 	for range nat.BirthdaySockets {
-		conn, err := net.ListenUDP("udp4", nil)
+		pc, err := lc.ListenPacket(c.ctx, "udp4", ":0")
 		if err != nil {
 			c.log.Warn("birthday punching: cannot open a socket", "err", err, "opened", len(bd.conns))
 			break
 		}
+		conn := pc.(*net.UDPConn)
 		bd.conns = append(bd.conns, conn)
 		c.spawn(func() { c.readBirthday(p, conn) })
 	}

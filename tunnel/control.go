@@ -43,6 +43,9 @@ type control struct {
 	// (pathmtu.go): a route changed, or a batch to it was too big.
 	pathChecks chan netip.AddrPort
 	ifaceMTU   int
+	// mark is the FwMark every socket of ours carries (0: none), so that
+	// policy routing keeps it out of the tunnel (fulltunnel_linux.go).
+	mark uint32
 	// relayedInitiations names peers whose handshake came through a
 	// relay while our route to them is direct (Bind.OnRelayedInitiation).
 	relayedInitiations chan key.Key
@@ -127,25 +130,42 @@ func newControl(log *slog.Logger, priv key.Private, iface string, own []netip.Pr
 		stun:               make(map[nat.STUNTxID]stunProbe),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.dial = (&net.Dialer{}).DialContext
+	c.dial = (&net.Dialer{}).DialContext // start sets the mark
 	for _, s := range servers {
-		c.servers = append(c.servers, &server{hostport: s.HostPort, pub: s.Key, shared: wire.NewSharedKey(priv, s.Key)})
+		c.addServer(s)
 	}
 	for _, pc := range peers {
-		p := &peer{name: pc.Name, key: pc.Key, shared: wire.NewSharedKey(priv, pc.Key), backoff: minBackoff,
-			birthdayBackoff: minBirthdayBackoff, path: nat.PathNone.String(), observed: map[*server]netip.AddrPort{}}
-		p.punch = nat.NewPunch(leads(c.pub, pc.Key), func(dst netip.AddrPort, pm nat.Probe) {
-			m := probeMessage(pm)
-			if conn := p.socketTo(dst); conn != nil {
-				c.sendVia(conn, p, dst, m)
-				return
-			}
-			c.sendSealed(dst, &p.shared, m)
-		})
-		c.peers[pc.Key] = p
-		c.wants = append(c.wants, pc.Key)
+		c.addPeer(pc)
 	}
 	return c
+}
+
+// addServer adds a rendezvous to ask and register with.
+func (c *control) addServer(sc ServerConfig) *server {
+	s := &server{hostport: sc.HostPort, pub: sc.Key, shared: wire.NewSharedKey(c.priv, sc.Key)}
+	c.servers = append(c.servers, s)
+	return s
+}
+
+// addPeer adds a peer to find through the rendezvous; it is asked for at
+// the next registration (wants).
+func (c *control) addPeer(pc PeerConfig) *peer {
+	p := &peer{name: pc.Name, key: pc.Key, shared: wire.NewSharedKey(c.priv, pc.Key), backoff: minBackoff,
+		birthdayBackoff: minBirthdayBackoff, path: nat.PathNone.String(), observed: map[*server]netip.AddrPort{}}
+	p.punch = nat.NewPunch(leads(c.pub, pc.Key), func(dst netip.AddrPort, pm nat.Probe) {
+		m := probeMessage(pm)
+		if conn := p.socketTo(dst); conn != nil {
+			c.sendVia(conn, p, dst, m)
+			return
+		}
+		c.sendSealed(dst, &p.shared, m)
+	})
+	if c.bind != nil {
+		p.ep = c.bind.PeerEndpoint(pc.Key)
+	}
+	c.peers[pc.Key] = p
+	c.wants = append(c.wants, pc.Key)
+	return p
 }
 
 // probeMessage is the message that carries a Punch's probe or answer.
@@ -188,8 +208,9 @@ type wireGuard interface {
 	setPeerMTU(peer key.Key, mtu int) error
 }
 
-func (c *control) start(bind *Bind, wg wireGuard) {
-	c.bind, c.wg = bind, wg
+func (c *control) start(bind *Bind, wg wireGuard, mark uint32) {
+	c.bind, c.wg, c.mark = bind, wg, mark
+	c.dial = (&net.Dialer{Control: markSocket(mark)}).DialContext
 	c.udpSince = time.Now()
 	for _, p := range c.peers {
 		p.ep = bind.PeerEndpoint(p.key)

@@ -16,10 +16,16 @@ var errNoConfigure = fmt.Errorf("setting the interface's addresses, MTU and rout
 // canConfigure fails before anything is created: Up calls it first.
 func canConfigure() error { return errNoConfigure }
 
-func configureInterface(name string, mtu int, addrs, routes []netip.Prefix) error {
+func configureInterface(name string, mtu int, addrs, routes []netip.Prefix, table routeTable) error {
 	return errNoConfigure
 }
 
-func pathMTU(dst netip.Addr) int { return 0 }
+func pathMTU(dst netip.Addr, mark uint32) int { return 0 }
 
-func setRouteMTU(iface string, prefixes []netip.Prefix, mtu int) error { return errNoConfigure }
+func setRouteMTU(iface string, prefixes []netip.Prefix, mtu int, table routeTable) error {
+	return errNoConfigure
+}
+
+func reconfigureInterface(name string, oldMTU, mtu int, oldAddrs, addrs, oldRoutes, routes []netip.Prefix, table routeTable) error {
+	return errNoConfigure
+}

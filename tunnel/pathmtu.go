@@ -90,7 +90,7 @@ func (c *control) queuePathCheck(dst netip.AddrPort) {
 // peers that use that path to it, on the control goroutine: netlink
 // answers at once, and no lock is held.
 func (c *control) checkPathMTU(dst netip.AddrPort) {
-	mtu := pathMTU(dst.Addr())
+	mtu := pathMTU(dst.Addr(), c.mark)
 	for _, p := range c.peers {
 		r := p.ep.Route()
 		if r.Dst != dst {

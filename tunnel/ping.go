@@ -39,10 +39,18 @@ type PingReply struct {
 
 // request is a line a client sends on the status socket.
 type request struct {
-	Request   string `json:"request"` // "ping"
-	Peer      string `json:"peer"`
-	TimeoutMS int    `json:"timeout_ms"`
+	Request   string `json:"request"` // "ping" or "syncconf"
+	Peer      string `json:"peer,omitempty"`
+	TimeoutMS int    `json:"timeout_ms,omitempty"`
+	// syncconf: the config to apply, as read by the client from File
+	// (the name its errors carry); none: the file the interface came
+	// up from, read again.
+	File   string `json:"file,omitempty"`
+	Config []byte `json:"config,omitempty"`
 }
+
+// maxRequest bounds a request line: a config with thousands of peers fits.
+const maxRequest = 4 << 20
 
 const (
 	// requestWait is how long the status socket waits for a request line
@@ -65,14 +73,19 @@ func (e unknownPeerError) Is(target error) bool { return target == ErrUnknownPee
 // whether there was one; without one, the caller serves the status.
 func (t *Tunnel) serveRequest(c net.Conn) bool {
 	c.SetReadDeadline(time.Now().Add(requestWait))
-	line, err := bufio.NewReader(c).ReadSlice('\n')
+	line, err := bufio.NewReaderSize(c, maxRequest).ReadSlice('\n')
 	if len(line) == 0 && err != nil {
 		return false // EOF or nothing: a status query
 	}
 	var req request
-	if err := json.Unmarshal(line, &req); err != nil || req.Request != "ping" {
+	if err := json.Unmarshal(line, &req); err != nil || req.Request != "ping" && req.Request != "syncconf" {
 		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		json.NewEncoder(c).Encode(map[string]string{"error": fmt.Sprintf("unknown request %.100q", line)})
+		return true
+	}
+	if req.Request == "syncconf" {
+		c.SetDeadline(time.Now().Add(time.Minute))
+		t.serveSyncConf(c, req) // reload.go
 		return true
 	}
 	timeout := min(max(time.Duration(req.TimeoutMS)*time.Millisecond, 10*time.Millisecond), maxPingTimeout)
@@ -118,7 +131,8 @@ func (t *Tunnel) findPeer(s string) (key.Key, string, error) {
 	addr, addrErr := netip.ParseAddr(s)
 	best := -1
 	var bestBits int
-	for i, p := range t.cfg.Peers {
+	cfg := t.config()
+	for i, p := range cfg.Peers {
 		if p.Name == s || p.PublicKey.String() == s {
 			best = i
 			break
@@ -135,7 +149,7 @@ func (t *Tunnel) findPeer(s string) (key.Key, string, error) {
 	if best < 0 {
 		return key.Key{}, "", fmt.Errorf("%w %q on %s (give its Name, public key or virtual IP)", ErrUnknownPeer, s, t.name)
 	}
-	p := t.cfg.Peers[best]
+	p := cfg.Peers[best]
 	if p.Endpoint != "" {
 		return key.Key{}, "", fmt.Errorf("peer %s has a fixed Endpoint: it is plain WireGuard, which answers no probes; use ping on its virtual IP", peerLabel(p))
 	}

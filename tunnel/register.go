@@ -154,15 +154,7 @@ func (c *control) resolve(s *server, hostport string) {
 func (c *control) resolved(s *server, addr netip.AddrPort) {
 	s.addr = addr
 	s.reg.Resolved()
-	// Take relayed packets from every rendezvous from now on: the first
-	// may overtake the registration's ack.
-	var relays []netip.AddrPort
-	for _, srv := range c.servers {
-		if srv.addr.IsValid() {
-			relays = append(relays, srv.addr)
-		}
-	}
-	c.bind.SetRelays(relays)
+	c.setRelays()
 }
 
 func (c *control) handleSTUN(m inbound) {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -101,4 +102,23 @@ func ipv6Available() bool {
 	}
 	c.Close()
 	return true
+}
+
+// warnUnwritable warns at start when the state file's directory cannot
+// be written (a read-only mount, a unit without its StateDirectory): the
+// run would work, but a restart while the rendezvous is down could not
+// find its peers, and nothing else would say so until then.
+func warnUnwritable(log *slog.Logger, path string) {
+	dir := filepath.Dir(path)
+	err := os.MkdirAll(dir, 0o700)
+	if err == nil {
+		var f *os.File
+		if f, err = os.CreateTemp(dir, ".write-test.*"); err == nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}
+	if err != nil {
+		log.Warn("state directory is not writable: after a restart while the rendezvous is down, peers will not be found at their last endpoints (--state-dir; under systemd, StateDirectory=)", "dir", dir, "err", err)
+	}
 }

@@ -72,9 +72,10 @@ func (t *Tunnel) Status() (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
+	cfg := t.config()
 	st := &Status{
 		Interface:  t.name,
-		PublicKey:  t.cfg.Interface.PrivateKey.Public().String(),
+		PublicKey:  cfg.Interface.PrivateKey.Public().String(),
 		ListenPort: t.ListenPort(),
 		Rendezvous: []RendezvousStatus{},
 		Peers:      []PeerStatus{},
@@ -94,7 +95,7 @@ func (t *Tunnel) Status() (*Status, error) {
 		}
 		st.Rendezvous = append(st.Rendezvous, rs)
 	}
-	for _, p := range t.cfg.Peers {
+	for _, p := range cfg.Peers {
 		w := wg[p.PublicKey]
 		ps := PeerStatus{
 			Name:      p.Name,

@@ -3,6 +3,7 @@ package tunnel
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/punchtun/punchtun/nat"
@@ -45,6 +46,12 @@ func (c *control) dialTCP(s *server, addr netip.AddrPort) {
 // stream unless UDP came back meanwhile.
 func (c *control) dialed(s *server, st *wire.Stream) {
 	now := time.Now()
+	if !slices.Contains(c.servers, s) { // a reload removed it meanwhile
+		if st != nil {
+			st.Close()
+		}
+		return
+	}
 	if !s.reg.Dialed(now, st != nil, c.udpBlocked()) {
 		if st != nil {
 			st.Close()

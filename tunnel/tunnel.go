@@ -11,7 +11,9 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
+	"sync"
 
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
@@ -30,14 +32,29 @@ type Options struct {
 	RunDir    string // status sockets; DefaultRunDir if empty
 	StateDir  string // what is remembered across restarts; DefaultStateDir if empty, "-" for nothing
 	Logger    *slog.Logger
+	// ConfigFile is the file the config was read from: what a reload
+	// reads again (Reload, `punchtun syncconf IFACE`).
+	ConfigFile string
 }
 
 // Tunnel is a running interface.
 type Tunnel struct {
-	name   string
-	cfg    *config.Config
-	log    *slog.Logger
-	runDir string
+	name       string
+	log        *slog.Logger
+	runDir     string
+	configFile string
+	table      routeTable
+	// mark is the FwMark on every socket of ours: the config's, or the
+	// full tunnel's table (fulltunnel_linux.go); 0 for none.
+	mark uint32
+	// names answers DNS for the peers' names (names.go); nil without Domain.
+	names *nameServer
+
+	// cfgMu guards cfg, which a reload replaces; reloadMu makes reloads
+	// one at a time.
+	cfgMu    sync.Mutex
+	cfg      *config.Config
+	reloadMu sync.Mutex
 
 	statePath  string // "" when nothing is remembered
 	listenPort uint16 // ListenPort, or the last run's port
@@ -52,7 +69,7 @@ type Tunnel struct {
 // runs and the control plane has started. On error, everything it created
 // is gone again.
 func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
-	t := &Tunnel{name: opts.Interface, cfg: cfg, log: opts.Logger, runDir: opts.RunDir}
+	t := &Tunnel{name: opts.Interface, cfg: cfg, log: opts.Logger, runDir: opts.RunDir, configFile: opts.ConfigFile}
 	if t.log == nil {
 		t.log = slog.Default()
 	}
@@ -77,6 +94,17 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 		if saved, err = loadState(t.statePath); err != nil {
 			t.log.Warn("ignoring unreadable state file", "file", t.statePath, "err", err)
 		}
+		warnUnwritable(t.log, t.statePath)
+	}
+	if t.table, err = parseTable(cfg.Interface.Table); err != nil {
+		return nil, cfg.KeyError("Table", "%v", err)
+	}
+	t.mark = cfg.Interface.FwMark
+	defaults := defaultRoutes(cfg)
+	if len(defaults) > 0 && t.table == tableMain && t.mark == 0 {
+		if t.mark, err = freeTable(); err != nil {
+			return nil, err
+		}
 	}
 	t.listenPort = cfg.Interface.ListenPort
 	if t.listenPort == 0 && saved.ListenPort != 0 && portFree(saved.ListenPort) {
@@ -94,26 +122,20 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 	if err := checkInterfaceFree(t.name); err != nil {
 		return nil, err
 	}
+	if err := runHooks(t.log, "PreUp", t.name, cfg.Interface.PreUp); err != nil {
+		return nil, err
+	}
 	tdev, err := tun.CreateTUN(t.name, mtu)
 	if err != nil {
 		return nil, fmt.Errorf("create TUN %s: %w", t.name, err)
 	}
 
-	var servers []ServerConfig
-	for i, hp := range cfg.Interface.Rendezvous {
-		servers = append(servers, ServerConfig{HostPort: hp, Key: cfg.Interface.RendezvousKey[i]})
-	}
-	var peers []PeerConfig
-	for _, p := range cfg.Peers {
-		if p.Endpoint == "" {
-			peers = append(peers, PeerConfig{Name: p.Name, Key: p.PublicKey})
-		}
-	}
-	t.ctl = newControl(t.log, cfg.Interface.PrivateKey, t.name, cfg.Interface.Addresses, servers, peers)
+	cc := controlConfigOf(cfg, mtu)
+	t.ctl = newControl(t.log, cfg.Interface.PrivateKey, t.name, cfg.Interface.Addresses, cc.servers, cc.peers)
 	t.ctl.statePath, t.ctl.saved = t.statePath, saved
 	t.ctl.ifaceMTU = mtu
 	t.bind = NewBind(cfg.Interface.PrivateKey.Public(), t.ctl.deliver)
-	for _, p := range peers {
+	for _, p := range cc.peers {
 		t.bind.PeerEndpoint(p.Key)
 	}
 	t.dev = device.NewDevice(tdev, t.bind, deviceLogger(t.log))
@@ -132,8 +154,39 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 	if upErr != nil {
 		return nil, fmt.Errorf("open UDP port: %w", upErr)
 	}
-	if err := configureInterface(t.name, mtu, cfg.Interface.Addresses, t.routes()); err != nil {
+	if err := configureInterface(t.name, mtu, cfg.Interface.Addresses, t.routes(cfg), t.table); err != nil {
 		return nil, err
+	}
+	if len(defaults) > 0 && t.table == tableMain {
+		undo, err := setFullTunnel(t.name, t.mark, defaults)
+		if err != nil {
+			return nil, err
+		}
+		t.closers = append(t.closers, func() {
+			if err := undo(); err != nil {
+				t.log.Warn("cannot undo the full tunnel's routing", "err", err)
+			}
+		})
+		t.log.Info("full tunnel: everything but punchtun's own traffic goes through the tunnel", "table", t.mark, "fwmark", t.mark, "routes", defaults)
+	}
+	if cfg.Interface.Domain != "" {
+		// The host's resolvers before DNS = replaces them.
+		t.names, err = startNames(t.log, cfg, upstreamResolvers("/etc/resolv.conf", cfg.Interface.Addresses))
+		if err != nil {
+			return nil, err
+		}
+		t.closers = append(t.closers, t.names.close)
+	}
+	if len(cfg.Interface.DNS)+len(cfg.Interface.DNSSearch) > 0 {
+		unset, err := setDNS(t.name, cfg.Interface.DNS, cfg.Interface.DNSSearch)
+		if err != nil {
+			return nil, err
+		}
+		t.closers = append(t.closers, func() {
+			if err := unset(); err != nil {
+				t.log.Warn("cannot remove the tunnel's DNS", "err", err)
+			}
+		})
 	}
 	if err := t.serveUAPI(); err != nil {
 		return nil, err
@@ -141,14 +194,28 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 	if err := t.serveStatus(); err != nil {
 		return nil, err
 	}
-	t.ctl.start(t.bind, t)
+	t.ctl.start(t.bind, t, t.mark)
 	t.closers = append(t.closers, t.ctl.stop)
 	memDone := make(chan struct{})
 	go t.bind.releaseMemory(memDone)
 	t.closers = append(t.closers, func() { close(memDone) })
+	if err := runHooks(t.log, "PostUp", t.name, cfg.Interface.PostUp); err != nil {
+		return nil, err
+	}
+	// Down runs PreDown first and PostDown last; a failed up runs
+	// neither, as in wg-quick.
+	t.closers = append([]func(){func() { runDownHooks(t.log, "PostDown", t.name, t.config().Interface.PostDown) }}, t.closers...)
+	t.closers = append(t.closers, func() { runDownHooks(t.log, "PreDown", t.name, t.config().Interface.PreDown) })
 	t.log.Info("interface up", "interface", t.name, "public_key", cfg.Interface.PrivateKey.Public(),
 		"listen_port", t.ListenPort(), "addresses", cfg.Interface.Addresses, "mtu", mtu)
 	return t, nil
+}
+
+// config is the configuration in force.
+func (t *Tunnel) config() *config.Config {
+	t.cfgMu.Lock()
+	defer t.cfgMu.Unlock()
+	return t.cfg
 }
 
 // Close tears everything down: it deregisters from the rendezvous and
@@ -176,9 +243,9 @@ func (t *Tunnel) repoint(peer key.Key) {
 }
 
 func (t *Tunnel) setPeerMTU(peer key.Key, mtu int) error {
-	for _, p := range t.cfg.Peers {
+	for _, p := range t.config().Peers {
 		if p.PublicKey == peer {
-			return setRouteMTU(t.name, p.AllowedIPs, mtu)
+			return setRouteMTU(t.name, p.AllowedIPs, mtu, t.table)
 		}
 	}
 	return nil
@@ -199,55 +266,73 @@ func (t *Tunnel) uapiConfig() (string, error) {
 	var b strings.Builder
 	ic := t.cfg.Interface
 	fmt.Fprintf(&b, "private_key=%s\nlisten_port=%d\n", hex.EncodeToString(ic.PrivateKey[:]), t.listenPort)
-	if ic.FwMark != 0 {
-		fmt.Fprintf(&b, "fwmark=%d\n", ic.FwMark)
+	if t.mark != 0 {
+		fmt.Fprintf(&b, "fwmark=%d\n", t.mark)
 	}
 	b.WriteString("replace_peers=true\n")
 	for _, p := range t.cfg.Peers {
-		fmt.Fprintf(&b, "public_key=%s\n", hex.EncodeToString(p.PublicKey[:]))
-		if !p.PresharedKey.IsZero() {
-			fmt.Fprintf(&b, "preshared_key=%s\n", hex.EncodeToString(p.PresharedKey[:]))
-		}
-		if p.Endpoint != "" {
-			ep, err := nat.Resolve(context.Background(), p.Endpoint)
-			if err != nil {
-				return "", fmt.Errorf("peer %s: endpoint %s: %w", peerLabel(p), p.Endpoint, err)
-			}
-			fmt.Fprintf(&b, "endpoint=%s\n", ep)
-		} else {
-			fmt.Fprintf(&b, "endpoint=%s%s\n", endpointPrefix, p.PublicKey)
-		}
-		if p.PersistentKeepalive != 0 {
-			fmt.Fprintf(&b, "persistent_keepalive_interval=%d\n", p.PersistentKeepalive)
-		}
-		b.WriteString("replace_allowed_ips=true\n")
-		for _, ip := range p.AllowedIPs {
-			fmt.Fprintf(&b, "allowed_ip=%s\n", ip)
+		if err := uapiPeer(&b, p); err != nil {
+			return "", err
 		}
 	}
 	return b.String(), nil
 }
 
+// uapiPeer renders one peer, all of it: added, or replacing what
+// WireGuard has of it (its session stays).
+func uapiPeer(b *strings.Builder, p config.Peer) error {
+	fmt.Fprintf(b, "public_key=%s\n", hex.EncodeToString(p.PublicKey[:]))
+	// An all-zero key is WireGuard's "none": a reload that removes the
+	// PresharedKey line takes it away.
+	fmt.Fprintf(b, "preshared_key=%s\n", hex.EncodeToString(p.PresharedKey[:]))
+	if p.Endpoint != "" {
+		ep, err := nat.Resolve(context.Background(), p.Endpoint)
+		if err != nil {
+			return fmt.Errorf("peer %s: endpoint %s: %w", peerLabel(p), p.Endpoint, err)
+		}
+		fmt.Fprintf(b, "endpoint=%s\n", ep)
+	} else {
+		fmt.Fprintf(b, "endpoint=%s%s\n", endpointPrefix, p.PublicKey)
+	}
+	fmt.Fprintf(b, "persistent_keepalive_interval=%d\n", p.PersistentKeepalive)
+	b.WriteString("replace_allowed_ips=true\n")
+	for _, ip := range p.AllowedIPs {
+		fmt.Fprintf(b, "allowed_ip=%s\n", ip)
+	}
+	return nil
+}
+
 // routes are the peers' AllowedIPs that the interface's own prefixes do not
-// already route. A default route is left out: sending everything into the
-// tunnel needs policy routing (wg-quick's fwmark rules), which punchtun does
-// not do yet, and a plain default route would swallow the tunnel's own
-// packets to the rendezvous and the peers.
-func (t *Tunnel) routes() []netip.Prefix {
+// already route. With Table = auto, a default route (0.0.0.0/0, ::/0) is
+// left to the full tunnel's policy routing (setFullTunnel): a plain
+// default route would swallow the tunnel's own packets.
+func (t *Tunnel) routes(cfg *config.Config) []netip.Prefix {
 	var out []netip.Prefix
-	for _, p := range t.cfg.Peers {
+	for _, p := range cfg.Peers {
 	next:
 		for _, ip := range p.AllowedIPs {
-			if ip.Bits() == 0 {
-				t.log.Warn("not routing a default route into the tunnel: full-tunnel mode is not supported", "peer", peerLabel(p), "allowed_ip", ip)
+			if ip.Bits() == 0 && t.table == tableMain {
 				continue
 			}
-			for _, a := range t.cfg.Interface.Addresses {
+			for _, a := range cfg.Interface.Addresses {
 				if a.Masked().Contains(ip.Addr()) && a.Bits() <= ip.Bits() {
 					continue next
 				}
 			}
 			out = append(out, ip)
+		}
+	}
+	return out
+}
+
+// defaultRoutes are the default routes among the peers' AllowedIPs.
+func defaultRoutes(cfg *config.Config) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range cfg.Peers {
+		for _, ip := range p.AllowedIPs {
+			if ip.Bits() == 0 && !slices.Contains(out, ip) {
+				out = append(out, ip)
+			}
 		}
 	}
 	return out

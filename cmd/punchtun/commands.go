@@ -282,7 +282,8 @@ func loadOrCreateKey(path string) (key.Private, error) {
 
 func runUp(args []string) error {
 	fs := newFlags("up", "[flags] FILE", "Bring up the tunnel FILE describes and run it in the foreground until SIGINT or SIGTERM.\n"+
-		"The interface is named after FILE without .conf, as wg-quick does.")
+		"The interface is named after FILE without .conf, as wg-quick does. SIGHUP reloads FILE\n"+
+		"(as punchtun syncconf).")
 	iface := fs.String("interface", "", "interface name (default: FILE's base name without .conf)")
 	runDir := fs.String("run-dir", tunnel.DefaultRunDir, "directory for the status socket")
 	stateDir := fs.String("state-dir", tunnel.DefaultStateDir, "directory where the listen port and peers' last endpoints are kept\nacross restarts, so peers reconnect while the rendezvous is down; '-' for none")
@@ -313,21 +314,31 @@ func runUp(args []string) error {
 		return err
 	}
 	defer metrics.close()
-	t, err := tunnel.Up(cfg, tunnel.Options{Interface: *iface, RunDir: *runDir, StateDir: *stateDir, Logger: log})
+	t, err := tunnel.Up(cfg, tunnel.Options{Interface: *iface, RunDir: *runDir, StateDir: *stateDir, Logger: log, ConfigFile: path})
 	if err != nil {
 		return err
 	}
 	defer t.Close()
 	metrics.serve(log, tunnel.NewCollector(t))
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	select {
-	case s := <-sig:
-		log.Info("shutting down", "signal", s.String())
-	case <-t.Done():
-		log.Warn("WireGuard device stopped")
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+	reload := make(chan os.Signal, 1)
+	signal.Notify(reload, syscall.SIGHUP)
+	for {
+		select {
+		case <-reload:
+			log.Info("SIGHUP: reloading", "file", path)
+			if err := t.ReloadFile(""); err != nil {
+				log.Error("config not reloaded; the tunnel runs on unchanged", "err", err)
+			}
+		case s := <-stop:
+			log.Info("shutting down", "signal", s.String())
+			return nil
+		case <-t.Done():
+			log.Warn("WireGuard device stopped")
+			return nil
+		}
 	}
-	return nil
 }
 
 func runStatus(args []string) error {

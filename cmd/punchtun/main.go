@@ -4,6 +4,7 @@
 //	punchtun pubkey < key                print the public key of a private key
 //	punchtun rendezvous [flags]          run the rendezvous on a public host
 //	punchtun up [flags] FILE             bring up the tunnel FILE describes
+//	punchtun syncconf IFACE [FILE]       apply a changed config to a running tunnel
 //	punchtun status [flags] [IFACE]      show the peers of running tunnels
 //	punchtun netcheck --rendezvous ADDR  probe this network's NAT
 //	punchtun ping [flags] PEER           probe a peer: path taken and RTT
@@ -37,6 +38,7 @@ func init() {
 		{"pubkey", "", "read a private key on stdin, print its public key (as wg pubkey)", runPubkey},
 		{"rendezvous", "[flags]", "run the rendezvous server on a public host", runRendezvous},
 		{"up", "[flags] FILE", "bring up the tunnel described by FILE; runs until SIGINT or SIGTERM", runUp},
+		{"syncconf", "IFACE [FILE]", "apply a changed config to a running tunnel without dropping it (as wg syncconf)", runSyncConf},
 		{"status", "[flags] [IFACE]", "show each peer's path, endpoint, RTT, handshake and transfer", runStatus},
 		{"netcheck", "[flags]", "probe this network's UDP, public address and NAT mapping", runNetcheck},
 		{"ping", "[flags] PEER", "probe a peer over the tunnel's control path: path taken and RTT per pong", runPing},

@@ -18,7 +18,7 @@ import (
 const installedBinary = "/usr/local/bin/punchtun"
 
 // copyUnits copies the systemd units of configs/ into a temporary directory,
-// with ExecStart pointing at the binary under test: systemd-analyze verify
+// with ExecStart and ExecReload pointing at the binary under test: systemd-analyze verify
 // checks that the command exists, so this verifies the units as they would
 // run.
 func copyUnits(t *testing.T) string {
@@ -33,7 +33,9 @@ func copyUnits(t *testing.T) string {
 		if !strings.Contains(string(b), "\nExecStart="+installedBinary+" ") {
 			t.Fatalf("%s: ExecStart does not run %s", name, installedBinary)
 		}
-		b = []byte(strings.ReplaceAll(string(b), "ExecStart="+installedBinary+" ", "ExecStart="+bin+" "))
+		for _, exec := range []string{"ExecStart=", "ExecReload="} {
+			b = []byte(strings.ReplaceAll(string(b), exec+installedBinary+" ", exec+bin+" "))
+		}
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -94,9 +96,13 @@ func TestSystemdUnitsMatchPunchtun(t *testing.T) {
 	}
 	peer, rv := read("punchtun@.service"), read("punchtun-rendezvous.service")
 	for _, want := range []string{
-		"ExecStart=" + installedBinary + " up /etc/punchtun/%i.conf\n",
+		"ExecStart=" + installedBinary + " up --state-dir /var/lib/punchtun-peer /etc/punchtun/%i.conf\n",
+		// Writable, so that restarts find the peers (not the rendezvous's
+		// directory, which DynamicUser= owns).
+		"StateDirectory=punchtun-peer\n",
+		"ExecReload=" + installedBinary + " syncconf %i\n",
 		"Type=simple\n", "Restart=on-failure\n", "NoNewPrivileges=yes\n",
-		"CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE\n",
+		"CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE\n",
 		"DeviceAllow=/dev/net/tun rw\n",
 		// The status socket's directory and WireGuard's UAPI directory,
 		// kept while other instances run.

@@ -42,6 +42,19 @@ const DefaultMTU = 1280
 type Config struct {
 	Interface Interface
 	Peers     []Peer
+
+	file string     // as given to Parse
+	pos  *positions // where each key was, for errors found later
+}
+
+// File is the name c was parsed from ("" if built in code).
+func (c *Config) File() string { return c.file }
+
+// KeyError returns an *Error about key k of [Interface], at its line in
+// the file c was parsed from: for what is found wrong after parsing, such
+// as a change a running interface cannot take.
+func (c *Config) KeyError(k, format string, args ...any) error {
+	return &Error{File: c.file, Line: c.pos.ifaceLine(k), Key: k, Msg: fmt.Sprintf(format, args...)}
 }
 
 // Interface is the [Interface] section.
@@ -53,6 +66,19 @@ type Interface struct {
 	Rendezvous    []string       // host:port each
 	RendezvousKey []key.Key      // public key of Rendezvous[i]
 	FwMark        uint32         // 0 = off
+	// Table is where the peers' routes go, as wg-quick's Table: "" or
+	// "auto" (the main table; a default route gets policy rules), "off"
+	// (no routes), or a table's number or name.
+	Table string
+	// DNS resolvers and search domains, set through resolvconf while up.
+	DNS       []netip.Addr
+	DNSSearch []string
+	// Domain: punchtun answers DNS for <peer Name>.<Domain> and
+	// <Name>.<Domain> (this host) on the interface's addresses (names.go).
+	Domain string
+	Name   string
+	// Hooks, run by bash -c with %i replaced by the interface name.
+	PreUp, PostUp, PreDown, PostDown []string
 }
 
 // Peer is a [Peer] section.
@@ -124,6 +150,7 @@ func Parse(filename string, r io.Reader) (*Config, error) {
 	if err := p.c.validate(filename, &p.pos); err != nil {
 		return nil, err
 	}
+	p.c.file, p.c.pos = filename, &p.pos
 	return p.c, nil
 }
 
@@ -227,6 +254,29 @@ func (c *Config) validate(file string, pos *positions) error {
 	for _, k := range in.RendezvousKey {
 		if k.IsZero() {
 			return ifaceErr("RendezvousKey", "key is all zeros")
+		}
+	}
+
+	if in.Domain != "" {
+		if len(in.Addresses) == 0 {
+			return ifaceErr("Domain", "needs an Address to answer DNS on")
+		}
+		names := map[string]int{}
+		if in.Name != "" {
+			names[in.Name] = -1
+		}
+		for i, p := range c.Peers {
+			n := strings.ToLower(p.Name)
+			if n == "" || checkLabel(n) != nil {
+				continue // not a DNS name: no name in the domain
+			}
+			if j, ok := names[n]; ok {
+				if j < 0 {
+					return peerErr(i, "Name", "%q is this interface's own Name too: peers' names under Domain must differ", p.Name)
+				}
+				return peerErr(i, "Name", "%q is the name of another peer too: peers' names under Domain must differ", p.Name)
+			}
+			names[n] = i
 		}
 	}
 

@@ -1,0 +1,200 @@
+package tunnel
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/punchtun/punchtun/tunnel/config"
+)
+
+// Reloading a running interface (`punchtun syncconf IFACE [FILE]`, SIGHUP
+// to `punchtun up`), as `wg syncconf` does for wg-quick: the config is
+// read anew and only the difference is applied. Peers that did not change
+// keep their WireGuard sessions and their paths; added peers are asked
+// for at once; removed peers and rendezvous are let go. Addresses, routes
+// and the MTU follow. What a running interface cannot take — a new
+// PrivateKey, ListenPort, FwMark, Table, DNS, Domain, or a default route in
+// AllowedIPs — is refused, naming the key, and nothing changes. Hooks are not run by a reload: PreUp and
+// PostUp ran at up; the PreDown and PostDown of the latest config run at
+// down.
+
+// Reload applies cfg, the interface's config read anew. On error nothing
+// changed, except when applying the routes or addresses failed half way
+// (said in the error), since WireGuard's peers are already set then.
+func (t *Tunnel) Reload(cfg *config.Config) error {
+	t.reloadMu.Lock()
+	defer t.reloadMu.Unlock()
+	old := t.config()
+	if err := checkLive(old, cfg); err != nil {
+		return err
+	}
+	uapi, err := reloadUAPI(old, cfg)
+	if err != nil {
+		return err
+	}
+	oldMTU, mtu := cmp.Or(old.Interface.MTU, config.DefaultMTU), cmp.Or(cfg.Interface.MTU, config.DefaultMTU)
+
+	// The control plane first: a new peer's PeerEndpoint must exist when
+	// WireGuard parses its endpoint.
+	cc := controlConfigOf(cfg, mtu)
+	if !t.ctl.call(func() { t.ctl.reconfigure(cc, time.Now()) }) {
+		return fmt.Errorf("%s is going down", t.name)
+	}
+	if uapi != "" {
+		if err := t.dev.IpcSet(uapi); err != nil {
+			return fmt.Errorf("configure WireGuard: %w", err)
+		}
+	}
+	t.cfgMu.Lock()
+	t.cfg = cfg
+	t.cfgMu.Unlock()
+	if t.names != nil {
+		t.names.update(cfg)
+	}
+	if err := reconfigureInterface(t.name, oldMTU, mtu, old.Interface.Addresses, cfg.Interface.Addresses, t.routes(old), t.routes(cfg), t.table); err != nil {
+		return fmt.Errorf("peers reloaded, but the interface was not fully reconfigured: %w", err)
+	}
+	t.log.Info("config reloaded", "peers", len(cfg.Peers), "rendezvous", len(cfg.Interface.Rendezvous))
+	return nil
+}
+
+// checkLive refuses what a running interface cannot change.
+func checkLive(old, cfg *config.Config) error {
+	o, n := old.Interface, cfg.Interface
+	switch {
+	case o.PrivateKey != n.PrivateKey:
+		return cfg.KeyError("PrivateKey", "cannot change while the interface runs (peers know it by its public key); bring it down and up")
+	case o.ListenPort != n.ListenPort:
+		return cfg.KeyError("ListenPort", "cannot change while the interface runs (the NATs' mappings and the peers' paths use the port); bring it down and up")
+	case o.FwMark != n.FwMark:
+		return cfg.KeyError("FwMark", "cannot change while the interface runs; bring it down and up")
+	case o.Table != n.Table:
+		return cfg.KeyError("Table", "cannot change while the interface runs; bring it down and up")
+	case !slices.Equal(o.DNS, n.DNS) || !slices.Equal(o.DNSSearch, n.DNSSearch):
+		return cfg.KeyError("DNS", "cannot change while the interface runs; bring it down and up")
+	case o.Domain != n.Domain:
+		return cfg.KeyError("Domain", "cannot change while the interface runs; bring it down and up")
+	case !slices.Equal(defaultRoutes(old), defaultRoutes(cfg)):
+		return fmt.Errorf("%s: AllowedIPs: a default route (0.0.0.0/0, ::/0) cannot be added or removed while the interface runs (full tunnel); bring it down and up", cfg.File())
+	}
+	return nil
+}
+
+// reloadUAPI renders the WireGuard changes from old to cfg: removed peers,
+// and added or changed peers whole. Unchanged peers are left out, so
+// nothing of theirs is touched.
+func reloadUAPI(old, cfg *config.Config) (string, error) {
+	var b strings.Builder
+	was := make(map[[32]byte]config.Peer, len(old.Peers))
+	for _, p := range old.Peers {
+		was[p.PublicKey] = p
+	}
+	for _, p := range cfg.Peers {
+		if o, ok := was[p.PublicKey]; !ok || !sameWireGuard(o, p) {
+			if err := uapiPeer(&b, p); err != nil {
+				return "", err
+			}
+		}
+		delete(was, p.PublicKey)
+	}
+	for k := range was {
+		fmt.Fprintf(&b, "public_key=%s\nremove=true\n", hex.EncodeToString(k[:]))
+	}
+	return b.String(), nil
+}
+
+// sameWireGuard reports whether WireGuard's view of a peer is unchanged
+// (Name is punchtun's alone).
+func sameWireGuard(a, b config.Peer) bool {
+	a.Name, b.Name = "", ""
+	return reflect.DeepEqual(a, b)
+}
+
+// controlConfigOf is what the control plane takes of a config: the
+// rendezvous, and the peers it finds (those without a fixed Endpoint).
+func controlConfigOf(cfg *config.Config, mtu int) controlConfig {
+	cc := controlConfig{own: cfg.Interface.Addresses, mtu: mtu}
+	for i, hp := range cfg.Interface.Rendezvous {
+		cc.servers = append(cc.servers, ServerConfig{HostPort: hp, Key: cfg.Interface.RendezvousKey[i]})
+	}
+	for _, p := range cfg.Peers {
+		if p.Endpoint == "" {
+			cc.peers = append(cc.peers, PeerConfig{Name: p.Name, Key: p.PublicKey})
+		}
+	}
+	return cc
+}
+
+// ReloadFile reads the config again from file ("": the file the
+// interface came up from) and applies it.
+func (t *Tunnel) ReloadFile(file string) error {
+	if file == "" {
+		file = t.configFile
+	}
+	if file == "" {
+		return errors.New("no config file to reload: the interface was not brought up from one")
+	}
+	cfg, err := config.Load(file)
+	if err != nil {
+		return err
+	}
+	return t.Reload(cfg)
+}
+
+// serveSyncConf answers a syncconf request on the status socket with
+// {"ok":true} or {"error":...}.
+func (t *Tunnel) serveSyncConf(c net.Conn, req request) {
+	var err error
+	if req.Config != nil {
+		var cfg *config.Config
+		if cfg, err = config.Parse(req.File, bytes.NewReader(req.Config)); err == nil {
+			err = t.Reload(cfg)
+		}
+	} else {
+		err = t.ReloadFile("")
+	}
+	if err != nil {
+		t.log.Warn("config not reloaded", "err", err)
+		json.NewEncoder(c).Encode(map[string]string{"error": err.Error()})
+		return
+	}
+	json.NewEncoder(c).Encode(map[string]bool{"ok": true})
+}
+
+// SyncConf asks the punchtun running iface to apply the config in
+// contents, read from file; nil contents: to read its own file again.
+func SyncConf(runDir, iface, file string, contents []byte) error {
+	c, err := dialStatus(runDir, iface)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Minute))
+	req, _ := json.Marshal(request{Request: "syncconf", File: file, Config: contents})
+	if _, err := c.Write(append(req, '\n')); err != nil {
+		return err
+	}
+	var reply struct {
+		OK    bool   `json:"ok"`
+		Error string `json:"error"`
+	}
+	if err := json.NewDecoder(c).Decode(&reply); err != nil {
+		return fmt.Errorf("read the reply of %s: %w", iface, err)
+	}
+	switch {
+	case reply.Error != "":
+		return errors.New(reply.Error)
+	case !reply.OK:
+		return fmt.Errorf("the punchtun running %s does not know syncconf: it is older than this punchtun; restart it", iface)
+	}
+	return nil
+}
