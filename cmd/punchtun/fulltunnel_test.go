@@ -58,7 +58,7 @@ func TestSubnetAndFullTunnel(t *testing.T) {
 	before := l.routing("a1")
 
 	// Site to site.
-	aProc := l.startPeer(a, write(a, aConf("10.77.0.0/24")), "ptfta")
+	aProc := l.startPeer(a, write(a, aConf("10.77.0.0/24")), "ptfta-site")
 	l.waitPath(a, "direct")
 	l.run("a1", "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.77.0.2")
 	// Adding a default route needs a restart: refused, nothing changed.
@@ -74,9 +74,9 @@ func TestSubnetAndFullTunnel(t *testing.T) {
 	}
 
 	// Full tunnel through B.
-	aProc = l.startPeer(a, write(a, aConf("0.0.0.0/0")), "ptfta")
+	aProc = l.startPeer(a, write(a, aConf("0.0.0.0/0")), "ptfta-full")
 	l.waitPath(a, "direct")
-	listener := l.start("pub", "nc-exit", "nc", "-l", "-v", "-p", "9100")
+	listener := l.start("pub", "nc-exit", "nc", "-l", "-v", "-n", "-p", "9100")
 	eventually(t, 10*time.Second, "nc listening on pub", func() error {
 		out, _ := l.cmd("pub", "ss", "-Hltn", "sport = :9100").Output()
 		if !strings.Contains(string(out), "9100") {
