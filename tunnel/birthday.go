@@ -80,6 +80,9 @@ func (c *control) maybeBirthday(p *peer, observed netip.AddrPort, now time.Time)
 	c.closeBirthday(p, false)
 	bd := &birthday{dst: observed, until: now.Add(nat.SprayProbes*time.Second/nat.SprayRate + birthdayLinger)}
 	lc := net.ListenConfig{Control: markSocket(c.mark)}
+	// Sized for the tunnel's packets, not 64 KiB: a round opens 256
+	// sockets (readBirthday grows a buffer that proves too small).
+	bufSize := max(c.ifaceMTU+birthdayBufSlack, 2048)
 	for range nat.BirthdaySockets {
 		pc, err := lc.ListenPacket(c.ctx, "udp4", ":0")
 		if err != nil {
@@ -88,7 +91,7 @@ func (c *control) maybeBirthday(p *peer, observed netip.AddrPort, now time.Time)
 		}
 		conn := pc.(*net.UDPConn)
 		bd.conns = append(bd.conns, conn)
-		c.spawn(func() { c.readBirthday(p, conn) })
+		c.spawn(func() { c.readBirthday(p, conn, bufSize) })
 	}
 	p.birthday = bd
 	c.openBirthday(p, now)
@@ -104,13 +107,20 @@ func (c *control) openBirthday(p *peer, now time.Time) {
 	bd.nextOpen = now.Add(birthdayReopen)
 }
 
-// readBirthday reads one birthday socket until it closes.
-func (c *control) readBirthday(p *peer, conn *net.UDPConn) {
-	buf := make([]byte, 65536)
+// readBirthday reads one birthday socket until it closes. A datagram
+// bigger than the buffer (a peer with a larger MTU) is lost, and the
+// buffer grows for the next.
+func (c *control) readBirthday(p *peer, conn *net.UDPConn, bufSize int) {
+	buf := make([]byte, bufSize)
 	for {
-		n, src, err := conn.ReadFromUDPAddrPort(buf)
+		n, _, flags, src, err := conn.ReadMsgUDPAddrPort(buf, nil)
 		if err != nil {
 			return
+		}
+		if flags&msgTrunc != 0 {
+			c.Dropped.Add(1)
+			buf = make([]byte, 65536)
+			continue
 		}
 		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 		c.bind.InjectFrom(buf[:n], p.ep, func(pkt []byte) {
@@ -122,6 +132,10 @@ func (c *control) readBirthday(p *peer, conn *net.UDPConn) {
 		})
 	}
 }
+
+// birthdayBufSlack is what a WireGuard datagram adds to the tunnel's
+// packet (32 bytes), with room to spare.
+const birthdayBufSlack = 128
 
 // birthdayWon makes conn, which the peer's probe came in on, p's socket
 // towards src, and closes the rest.

@@ -6,6 +6,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// msgTrunc is the flag of a datagram cut short by a small buffer.
+const msgTrunc = unix.MSG_TRUNC
+
 // markSocket returns a net.Dialer/ListenConfig Control that sets SO_MARK
 // to mark on the socket (nil for no mark): every socket punchtun opens
 // carries the interface's FwMark, so that policy routing (full tunnel)
