@@ -69,11 +69,15 @@ func TestHooksAndTable(t *testing.T) {
 	pr.stop()
 
 	// A failing PostUp: up fails, the interface is gone, no down hook ran.
+	// (Its state directory cannot be written either: a warning.)
 	os.Remove(log)
 	_, conf = config("pthk2", hooks+"PostUp = exit 3\n")
-	out, err := l.cmd("a1", l.bin, "up", "--run-dir", filepath.Join(l.dir, "run"), "--state-dir", "-", conf).CombinedOutput()
+	out, err := l.cmd("a1", l.bin, "up", "--run-dir", filepath.Join(l.dir, "run"), "--state-dir", "/proc/punchtun-state", conf).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), `PostUp "exit 3": exit status 3`) {
 		t.Errorf("up with a failing PostUp: %v: %s", err, out)
+	}
+	if !strings.Contains(string(out), "state directory is not writable") {
+		t.Errorf("an unwritable state directory was not warned about: %s", out)
 	}
 	if l.cmd("a1", "ip", "link", "show", "pthk2").Run() == nil {
 		t.Error("the interface is left after a failed PostUp")
