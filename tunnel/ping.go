@@ -118,6 +118,9 @@ func (t *Tunnel) Ping(peer string, timeout time.Duration) *PingReply {
 	case res := <-w.done:
 		reply.Path, reply.Endpoint = res.path, res.from.String()
 		reply.RTTMillis = float64(res.at.Sub(w.sent).Microseconds()) / 1000
+	case <-t.ctl.done:
+		probes.Delete(w.tx)
+		reply.Error = "the tunnel is going down"
 	case <-time.After(timeout):
 		probes.Delete(w.tx)
 		reply.Error = fmt.Sprintf("no pong within %v (sent on the %s path to %s)", timeout, sent.Kind(), sent.Dst)

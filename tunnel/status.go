@@ -187,16 +187,21 @@ func (t *Tunnel) serveUAPI() error {
 	if err != nil {
 		return err
 	}
-	t.closers = append(t.closers, func() { l.Close() })
-	go func() {
+	conns := newConnSet()
+	t.closers = append(t.closers, func() { l.Close(); conns.closeAll() })
+	t.spawn(func() {
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			go t.dev.IpcHandle(c)
+			// A `wg` client may hold its connection: closing it at down
+			// ends IpcHandle.
+			if conns.add(c) {
+				t.spawn(func() { defer conns.remove(c); t.dev.IpcHandle(c) })
+			}
 		}
-	}()
+	})
 	return nil
 }
 
@@ -251,15 +256,19 @@ func (t *Tunnel) serveStatus() error {
 	if err != nil {
 		return fmt.Errorf("status socket: %w", err)
 	}
-	t.closers = append(t.closers, func() { l.Close() }) // also removes the file
-	go func() {
+	conns := newConnSet()
+	t.closers = append(t.closers, func() { l.Close(); conns.closeAll() }) // also removes the file
+	t.spawn(func() {
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
+			if !conns.add(c) {
+				continue
+			}
+			t.spawn(func() {
+				defer conns.remove(c)
 				if t.serveRequest(c) { // ping.go
 					return
 				}
@@ -270,9 +279,9 @@ func (t *Tunnel) serveStatus() error {
 					return
 				}
 				json.NewEncoder(c).Encode(st)
-			}()
+			})
 		}
-	}()
+	})
 	return nil
 }
 

@@ -56,6 +56,10 @@ type Tunnel struct {
 	cfg      *config.Config
 	reloadMu sync.Mutex
 
+	// workers are the goroutines of the status and UAPI sockets and the
+	// memory releaser (spawn); Close waits for them.
+	workers sync.WaitGroup
+
 	statePath  string // "" when nothing is remembered
 	listenPort uint16 // ListenPort, or the last run's port
 
@@ -81,6 +85,8 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 			t.undo()
 		}
 	}()
+	// Runs last: every goroutine Up started has ended when Close returns.
+	t.closers = append(t.closers, t.workers.Wait)
 	mtu := cfg.Interface.MTU
 	if mtu == 0 {
 		mtu = config.DefaultMTU
@@ -197,7 +203,7 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 	t.ctl.start(t.bind, t, t.mark)
 	t.closers = append(t.closers, t.ctl.stop)
 	memDone := make(chan struct{})
-	go t.bind.releaseMemory(memDone)
+	t.spawn(func() { t.bind.releaseMemory(memDone) })
 	t.closers = append(t.closers, func() { close(memDone) })
 	if err := runHooks(t.log, "PostUp", t.name, cfg.Interface.PostUp); err != nil {
 		return nil, err
@@ -209,6 +215,52 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 	t.log.Info("interface up", "interface", t.name, "public_key", cfg.Interface.PrivateKey.Public(),
 		"listen_port", t.ListenPort(), "addresses", cfg.Interface.Addresses, "mtu", mtu)
 	return t, nil
+}
+
+// spawn runs f on a goroutine that Close waits for.
+func (t *Tunnel) spawn(f func()) {
+	t.workers.Add(1)
+	go func() {
+		defer t.workers.Done()
+		f()
+	}()
+}
+
+// connSet tracks a listener's open connections, to close them at down.
+type connSet struct {
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+func newConnSet() *connSet { return &connSet{conns: map[net.Conn]struct{}{}} }
+
+// add tracks c; false (and c closed) once closeAll ran.
+func (s *connSet) add(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		c.Close()
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *connSet) remove(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	c.Close()
+}
+
+func (s *connSet) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for c := range s.conns {
+		c.Close()
+	}
 }
 
 // config is the configuration in force.
