@@ -15,13 +15,16 @@
 #             (an extra DNAT rule); same hops again, MTU 1500 instead of 1280
 #   relay     punchtun between a2 (behind NAT A) and a second punchtun on b1,
 #             with NAT A dropping a2's UDP to NAT B: the rendezvous relays
+#   easyhard  punchtun's direct path from an easy NAT to a hard one, found by
+#             birthday punching: a second lab (prefix ptbh, NAT A easy, NAT B
+#             hard) with a rendezvous of its own, a1 <-> b1
 # Each round runs every path in turn (punchtun, wg, raw, relay, punchtun, ...)
 # so that drift hits all of them; a figure is the median over the rounds. Per
 # path: TCP throughput a->b and b->a (iperf3), UDP throughput a->b (iperf3 -u,
 # received rate and loss), ping RTT (average of PINGS pings). Then the
 # resident memory (VmRSS) of each tunnel process: idle (connected, before any
 # load), after the first round (one 5 s iperf3 run per direction plus UDP) and
-# at the end. Then, unless BENCH_CONNECT=0, scripts/connect_time.sh.
+# at the end, and the peak (VmHWM) over the whole run. Then, unless BENCH_CONNECT=0, scripts/connect_time.sh.
 #
 # Environment: BENCH_TIME (iperf3 seconds, 5), BENCH_ROUNDS (3), BENCH_UDP_RATE
 # (iperf3 -b, 10G), BENCH_UDP_LEN (datagram size, 1200: fits MTU 1280),
@@ -33,6 +36,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 NAME=bench
 PREFIX=ptb
+HPREFIX=ptbh
 T=${BENCH_TIME:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
 UDP_RATE=${BENCH_UDP_RATE:-10G}
@@ -50,8 +54,11 @@ BIN=${PUNCHTUN_BIN:-$WORK/punchtun} WGBIN=$WORK/wireguard-go
 go build -o "$WGBIN" golang.zx2c4.com/wireguard
 WGVER=$(go list -m -f '{{.Version}}' golang.zx2c4.com/wireguard)
 
-echo "== lab $PREFIX: a1, a2 behind easy NAT A; b1 behind easy NAT B"
+echo "== lab $PREFIX: a1, a2 behind easy NAT A; b1 behind easy NAT B; lab $HPREFIX: a1 behind easy NAT A, b1 behind hard NAT B"
+eval "lab_$(declare -f stop_all)"
+stop_all() { lab_stop_all; "$LAB" down "$HPREFIX" >/dev/null 2>&1 || true; }
 "$LAB" up "$PREFIX" easy easy
+"$LAB" up "$HPREFIX" easy hard
 
 # raw path: NAT B forwards iperf3 and ping to b1.
 in_ns natb nft add rule ip nat prerouting iifname wan meta l4proto '{ tcp, udp }' th dport 5201 dnat to 192.168.1.2
@@ -75,10 +82,14 @@ for h in a1 a2 b1; do
 	EOF
 done
 
-echo "== rendezvous (relay on) at 203.0.113.10:3478"
+echo "== rendezvous (relay on) at 203.0.113.10:3478, in each lab"
+MAINPREFIX=$PREFIX PREFIX=$HPREFIX WORK=$WORK/h
+mkdir -p "$WORK"
+start_rendezvous "$BIN"
+HRVPUB=$RVPUB PREFIX=$MAINPREFIX WORK=${WORK%/h}
 start_rendezvous "$BIN"
 
-for k in pa pb ra rb wa wb; do "$BIN" genkey >"$WORK/$k.key"; done
+for k in pa pb ra rb wa wb ha hb; do "$BIN" genkey >"$WORK/$k.key"; done
 pub() { "$BIN" pubkey <"$WORK/$1.key"; }
 
 # pt_conf NAME KEY ADDR PEERKEY PEERADDR PORT
@@ -87,19 +98,24 @@ pt_conf ptbpa pa 100.64.0.1 pb 100.64.0.2 51821
 pt_conf ptbpb pb 100.64.0.2 pa 100.64.0.1 51822
 pt_conf ptbra ra 100.65.0.1 rb 100.65.0.2 51823
 pt_conf ptbrb rb 100.65.0.2 ra 100.65.0.1 51824
+RVPUB_MAIN=$RVPUB RVPUB=$HRVPUB
+pt_conf ptbha ha 100.66.0.1 hb 100.66.0.2 51825
+pt_conf ptbhb hb 100.66.0.2 ha 100.66.0.1 51826
+RVPUB=$RVPUB_MAIN
 
 declare -A PID
-# pt_up HOST IFACE
+# pt_up HOST IFACE [LAB-PREFIX]
 pt_up() {
 	local env=()
 	[ -n "${PUNCHTUN_GOMEMLIMIT-}" ] && env=(env "GOMEMLIMIT=$PUNCHTUN_GOMEMLIMIT")
-	ip netns exec "$PREFIX-$1" "${env[@]}" "$BIN" up "$WORK/$2.conf" --run-dir "$WORK/run" 2>"$WORK/$2.log" &
+	ip netns exec "${3:-$PREFIX}-$1" "${env[@]}" "$BIN" up "$WORK/$2.conf" --run-dir "$WORK/run" --state-dir - 2>"$WORK/$2.log" &
 	PIDS+=($!)
 	PID[$2]=$!
 }
-pt_path() { in_ns "$1" "$BIN" status "$2" --json --run-dir "$WORK/run" | jq -r '.peers[0].path'; }
-path_is() { [ "$(pt_path "$1" "$2" 2>/dev/null)" = "$3" ]; }
+pt_path() { ip netns exec "${3:-$PREFIX}-$1" "$BIN" status "$2" --json --run-dir "$WORK/run" | jq -r '.peers[0].path'; }
+path_is() { [ "$(pt_path "$1" "$2" "${4-}" 2>/dev/null)" = "$3" ]; }
 ping1() { in_ns "$1" ping -c 1 -W 1 "$2"; }
+hping1() { ip netns exec "$HPREFIX-$1" ping -c 1 -W 1 "$2"; }
 
 echo "== punchtun: a1 <-> b1 (direct), a2 <-> b1 (relayed)"
 pt_up a1 ptbpa
@@ -111,6 +127,13 @@ wait_for "punchtun b1 direct" 20 path_is b1 ptbpb direct
 wait_for "punchtun a2 relay" 20 path_is a2 ptbra relay
 wait_for "ping over punchtun" 10 ping1 a1 100.64.0.2
 wait_for "ping over relay" 10 ping1 a2 100.65.0.2
+
+echo "== punchtun, lab $HPREFIX: a1 (easy NAT) <-> b1 (hard NAT), birthday-punched"
+pt_up a1 ptbha "$HPREFIX"
+pt_up b1 ptbhb "$HPREFIX"
+wait_for "punchtun easy side direct" 30 path_is a1 ptbha direct "$HPREFIX"
+wait_for "punchtun hard side direct" 30 path_is b1 ptbhb direct "$HPREFIX"
+wait_for "ping easy -> hard" 10 hping1 a1 100.66.0.2
 
 echo "== plain wireguard-go $WGVER: a1 <-> b1, endpoints 203.0.113.22:51820 / 203.0.113.21:51820"
 # wg_up HOST IFACE KEY ADDR PEERKEY PEERADDR ENDPOINT
@@ -143,34 +166,37 @@ wait_for "ping over wireguard-go a1->b1" 10 ping1 a1 10.99.0.2
 
 wait_for "raw ping" 5 ping1 a1 203.0.113.22
 
-ip netns exec "$PREFIX-b1" iperf3 -s >"$WORK/iperf3-b1.log" 2>&1 &
-PIDS+=($!)
-wait_for "iperf3 server" 5 in_ns b1 sh -c "ss -Hltn 'sport = :5201' | grep -q 5201"
+for ns in "$PREFIX-b1" "$HPREFIX-b1"; do
+	ip netns exec "$ns" iperf3 -s >"$WORK/iperf3-$ns.log" 2>&1 &
+	PIDS+=($!)
+	wait_for "iperf3 server in $ns" 5 ip netns exec "$ns" sh -c "ss -Hltn 'sport = :5201' | grep -q 5201"
+done
 
 rss() { awk '/^VmRSS/{printf "%.1f", $2/1024}' "/proc/${PID[$1]}/status"; }
-declare -A RSS_IDLE RSS_R1 RSS_END
-MEMPROCS=(ptbpa ptbpb ptbwga ptbwgb)
+hwm() { awk '/^VmHWM/{printf "%.1f", $2/1024}' "/proc/${PID[$1]}/status"; }
+declare -A RSS_IDLE RSS_R1 RSS_END RSS_PEAK
+MEMPROCS=(ptbpa ptbpb ptbwga ptbwgb ptbha ptbhb)
 for p in "${MEMPROCS[@]}"; do RSS_IDLE[$p]=$(rss $p); done
 
-# iperf_tcp HOST IP [-R] -> Mbit/s received
+# iperf_tcp NAMESPACE IP [-R] -> Mbit/s received
 iperf_tcp() {
 	local h=$1 ip=$2; shift 2
-	timeout $((T + 20)) ip netns exec "$PREFIX-$h" iperf3 -c "$ip" -t "$T" -J "$@" 2>/dev/null |
+	timeout $((T + 20)) ip netns exec "$h" iperf3 -c "$ip" -t "$T" -J "$@" 2>/dev/null |
 		jq -r '.end.sum_received.bits_per_second / 1e6 | floor' 2>/dev/null || echo NA
 }
-# iperf_udp HOST IP -> "Mbit/s-received loss%"
+# iperf_udp NAMESPACE IP -> "Mbit/s-received loss%"
 iperf_udp() {
-	timeout $((T + 20)) ip netns exec "$PREFIX-$1" iperf3 -c "$2" -u -b "$UDP_RATE" -l "$UDP_LEN" -t "$T" -J 2>/dev/null |
+	timeout $((T + 20)) ip netns exec "$1" iperf3 -c "$2" -u -b "$UDP_RATE" -l "$UDP_LEN" -t "$T" -J 2>/dev/null |
 		tee "$WORK/udp-$1-$2.json" | jq -r '.end.sum as $s | "\(($s.packets - $s.lost_packets) * '"$UDP_LEN"' * 8 / $s.seconds / 1e6 | floor) \($s.lost_percent * 10 | round / 10)"' 2>/dev/null || echo "NA NA"
 }
-# rtt HOST IP -> average ms
+# rtt NAMESPACE IP -> average ms
 rtt() {
-	in_ns "$1" ping -c "$PINGS" -i 0.05 -q "$2" 2>/dev/null | awk -F/ '/^rtt/{print $5}' | grep . || echo NA
+	ip netns exec "$1" ping -c "$PINGS" -i 0.05 -q "$2" 2>/dev/null | awk -F/ '/^rtt/{print $5}' | grep . || echo NA
 }
 
-read -r -a KINDS <<<"${BENCH_KINDS:-punchtun wg raw relay}"
-declare -A SRC=([punchtun]=a1 [wg]=a1 [raw]=a1 [relay]=a2)
-declare -A DST=([punchtun]=100.64.0.2 [wg]=10.99.0.2 [raw]=203.0.113.22 [relay]=100.65.0.2)
+read -r -a KINDS <<<"${BENCH_KINDS:-punchtun wg raw relay easyhard}"
+declare -A SRC=([punchtun]=$PREFIX-a1 [wg]=$PREFIX-a1 [raw]=$PREFIX-a1 [relay]=$PREFIX-a2 [easyhard]=$HPREFIX-a1)
+declare -A DST=([punchtun]=100.64.0.2 [wg]=10.99.0.2 [raw]=203.0.113.22 [relay]=100.65.0.2 [easyhard]=100.66.0.2)
 declare -A RES # RES[kind,metric] = space-separated values, one per round
 
 echo
@@ -187,13 +213,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
 		note=""
 		[ "$k" = punchtun ] && note="path $(pt_path a1 ptbpa)"
 		[ "$k" = relay ] && note="path $(pt_path a2 ptbra)"
+		[ "$k" = easyhard ] && note="path $(pt_path a1 ptbha "$HPREFIX")"
 		printf '%-5s %-8s %10s %10s %10s %7s %8s  %s\n' "$r" "$k" "$fwd" "$rev" "$udp" "$loss" "$ms" "$note"
 	done
 	if ((r == 1)); then
 		for p in "${MEMPROCS[@]}"; do RSS_R1[$p]=$(rss $p); done
 	fi
 done
-for p in "${MEMPROCS[@]}"; do RSS_END[$p]=$(rss $p); done
+for p in "${MEMPROCS[@]}"; do RSS_END[$p]=$(rss $p) RSS_PEAK[$p]=$(hwm $p); done
 
 median() { tr ' ' '\n' | { grep -v -e '^NA$' -e '^$' || true; } | sort -g | awk '{v[NR]=$1} END {if (!NR) print "NA"; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "NA" || b == "NA" || b == 0) print "NA"; else printf "%.2f", a / b }'; }
@@ -210,19 +237,20 @@ for k in "${KINDS[@]}"; do
 done
 echo
 echo "== ratios                  tcp a>b  tcp b>a   udp rx    rtt"
-for pair in "punchtun/wg punchtun wg" "punchtun/raw punchtun raw" "wg/raw wg raw" "relay/punchtun relay punchtun"; do
+for pair in "punchtun/wg punchtun wg" "punchtun/raw punchtun raw" "wg/raw wg raw" "relay/punchtun relay punchtun" "easyhard/punchtun easyhard punchtun"; do
 	read -r name a b <<<"$pair"
 	printf '%-25s %8s %8s %8s %6s\n' "$name" "$(ratio "${MED[$a,fwd]:-NA}" "${MED[$b,fwd]:-NA}")" "$(ratio "${MED[$a,rev]:-NA}" "${MED[$b,rev]:-NA}")" \
 		"$(ratio "${MED[$a,udp]:-NA}" "${MED[$b,udp]:-NA}")" "$(ratio "${MED[$a,rtt]:-NA}" "${MED[$b,rtt]:-NA}")"
 done
 echo
-echo "== resident memory (VmRSS, MiB)"
-printf '%-24s %8s %10s %8s\n' process idle "round 1" end
+echo "== resident memory (VmRSS, MiB; peak: VmHWM over the run)"
+printf '%-24s %8s %10s %8s %8s\n' process idle "round 1" end peak
 for p in "${MEMPROCS[@]}"; do
 	case $p in
 		ptbpa) n="punchtun a1" ;; ptbpb) n="punchtun b1" ;; ptbwga) n="wireguard-go a1" ;; ptbwgb) n="wireguard-go b1" ;;
+		ptbha) n="punchtun a1 (easy)" ;; ptbhb) n="punchtun b1 (hard)" ;;
 	esac
-	printf '%-24s %8s %10s %8s\n' "$n" "${RSS_IDLE[$p]}" "${RSS_R1[$p]}" "${RSS_END[$p]}"
+	printf '%-24s %8s %10s %8s %8s\n' "$n" "${RSS_IDLE[$p]}" "${RSS_R1[$p]}" "${RSS_END[$p]}" "${RSS_PEAK[$p]}"
 done
 echo
 echo "machine: $(nproc) cores, $(uname -sr), $(go version | awk '{print $3}'), wireguard-go $WGVER, GOMEMLIMIT for punchtun: ${PUNCHTUN_GOMEMLIMIT:-unset}"

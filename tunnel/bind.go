@@ -38,6 +38,10 @@ type Bind struct {
 	relays atomic.Pointer[map[netip.AddrPort]bool]          // rendezvous that may relay to us
 
 	framePool sync.Pool // *relayFrames: relay frames of one Send
+	// Side sockets' GSO sends (sendSide): scratch buffers, and whether
+	// the kernel refused GSO once.
+	segmentPool sync.Pool // *[]byte of maxSegmentBuf
+	noSideGSO   atomic.Bool
 
 	// Packets that arrive off the shared socket — from a TCP relay stream
 	// or a birthday-punching socket — reach WireGuard through side.
@@ -165,6 +169,7 @@ func NewBind(local key.Key, control func(pkt []byte, src netip.AddrPort)) *Bind 
 	b.byAddr.Store(&map[netip.AddrPort]*PeerEndpoint{})
 	b.relays.Store(&map[netip.AddrPort]bool{})
 	b.framePool.New = func() any { return new(relayFrames) }
+	b.segmentPool.New = func() any { b := make([]byte, maxSegmentBuf); return &b }
 	b.side = make(chan sidePacket, sideQueue)
 	b.sideClosed = make(chan struct{})
 	b.timers = map[*time.Timer]struct{}{}

@@ -1,6 +1,8 @@
 package tunnel
 
 import (
+	"errors"
+	"net"
 	"net/netip"
 	"time"
 
@@ -47,12 +49,7 @@ func (b *Bind) sendRoute(bufs [][]byte, pe *PeerEndpoint, r *route) error {
 	case r.Relay:
 		return b.sendRelayed(bufs, pe.peer, &r.std)
 	case r.Socket != nil:
-		for _, p := range bufs {
-			if _, err := r.Socket.WriteToUDPAddrPort(p, r.Dst); err != nil {
-				return err
-			}
-		}
-		return nil
+		return b.sendSide(r.Socket, r.Dst, bufs)
 	}
 	return b.sendStd(bufs, &r.std)
 }
@@ -94,4 +91,26 @@ func (b *Bind) sendRelayed(bufs [][]byte, peer key.Key, relay *conn.StdNetEndpoi
 // SendTo writes one control packet to dst.
 func (b *Bind) SendTo(pkt []byte, dst netip.AddrPort) error {
 	return b.sendStd([][]byte{pkt}, &conn.StdNetEndpoint{AddrPort: dst})
+}
+
+// sendSide writes bufs on a side socket (a birthday round's winner): in
+// GSO batches while the kernel takes them (segment_linux.go), else one
+// datagram at a time.
+func (b *Bind) sendSide(conn *net.UDPConn, dst netip.AddrPort, bufs [][]byte) error {
+	if len(bufs) > 1 && !b.noSideGSO.Load() {
+		scratch := b.segmentPool.Get().(*[]byte)
+		sent, err := sendSegmented(conn, dst, bufs, *scratch)
+		b.segmentPool.Put(scratch)
+		if !errors.Is(err, errNoGSO) {
+			return err
+		}
+		b.noSideGSO.Store(true)
+		bufs = bufs[sent:]
+	}
+	for _, p := range bufs {
+		if _, err := conn.WriteToUDPAddrPort(p, dst); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -109,11 +109,14 @@ func (c *control) openBirthday(p *peer, now time.Time) {
 
 // readBirthday reads one birthday socket until it closes. A datagram
 // bigger than the buffer (a peer with a larger MTU) is lost, and the
-// buffer grows for the next.
+// buffer grows for the next. Once WireGuard traffic comes in on it — the
+// socket won the round — it takes batches: GRO on, a buffer for 64
+// coalesced datagrams.
 func (c *control) readBirthday(p *peer, conn *net.UDPConn, bufSize int) {
-	buf := make([]byte, bufSize)
+	buf, oob := make([]byte, bufSize), groOOB()
+	carrying := false
 	for {
-		n, _, flags, src, err := conn.ReadMsgUDPAddrPort(buf, nil)
+		n, oobn, flags, src, err := conn.ReadMsgUDPAddrPort(buf, oob)
 		if err != nil {
 			return
 		}
@@ -123,13 +126,30 @@ func (c *control) readBirthday(p *peer, conn *net.UDPConn, bufSize int) {
 			continue
 		}
 		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-		c.bind.InjectFrom(buf[:n], p.ep, func(pkt []byte) {
-			select {
-			case c.in <- inbound{pkt: append([]byte(nil), pkt...), src: src, at: time.Now(), via: conn}:
-			default:
-				c.Dropped.Add(1)
-			}
-		})
+		seg := groSegment(oob[:oobn])
+		if seg <= 0 {
+			seg = n
+		}
+		wireGuard := false
+		for data := buf[:n]; len(data) > 0; {
+			pkt := data[:min(seg, len(data))]
+			data = data[len(pkt):]
+			control := false
+			c.bind.InjectFrom(pkt, p.ep, func(pkt []byte) {
+				control = true
+				select {
+				case c.in <- inbound{pkt: append([]byte(nil), pkt...), src: src, at: time.Now(), via: conn}:
+				default:
+					c.Dropped.Add(1)
+				}
+			})
+			wireGuard = wireGuard || !control
+		}
+		if wireGuard && !carrying {
+			carrying = true
+			buf = make([]byte, 65536)
+			enableGRO(conn)
+		}
 	}
 }
 
