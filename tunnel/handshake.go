@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bytes"
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -273,4 +274,30 @@ func (b *Bind) later(d time.Duration, f func()) {
 		}
 	})
 	b.timers[t] = struct{}{}
+}
+
+// handshaking reports whether handshake messages were held or sent lately.
+func (pe *PeerEndpoint) handshaking(now time.Time) bool {
+	pe.mu.Lock()
+	defer pe.mu.Unlock()
+	hs := &pe.hs
+	return hs.held[0] != nil || hs.held[1] != nil || now.Sub(hs.lastAt[0]) < resendWindow || now.Sub(hs.lastAt[1]) < resendWindow
+}
+
+// handshakeState describes pe's handshake messages for a log line: what
+// is held, when the latest of each left, whether our initiation is
+// unanswered, and what was admitted or dropped.
+func (pe *PeerEndpoint) handshakeState(now time.Time) string {
+	pe.mu.Lock()
+	defer pe.mu.Unlock()
+	hs := &pe.hs
+	ago := func(t time.Time) string {
+		if t.IsZero() {
+			return "never"
+		}
+		return now.Sub(t).Round(time.Millisecond).String() + " ago"
+	}
+	return fmt.Sprintf("leader=%v held=[%v %v] initiation sent %s, response sent %s, in flight since %s, admitted initiation %s, response %s, dropped a crossing initiation=%v",
+		pe.leader, hs.held[0] != nil, hs.held[1] != nil, ago(hs.lastAt[0]), ago(hs.lastAt[1]), ago(hs.inFlight),
+		ago(hs.admittedAt[0]), ago(hs.admittedAt[1]), hs.dropped != nil)
 }

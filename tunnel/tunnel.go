@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
@@ -306,6 +307,13 @@ func (t *Tunnel) setPeerMTU(peer key.Key, mtu int) error {
 func (t *Tunnel) handshakeIfNone(peer key.Key) {
 	if wg, err := t.wireGuardPeers(); err != nil || !wg[peer].handshake.IsZero() {
 		return
+	}
+	// With handshake messages under way this is rare, and WireGuard's own
+	// retry (5 s) decides when the next initiation leaves: say what the
+	// Bind saw, so that a slow start can be understood from a log at the
+	// default level. (An idle peer simply has had no handshake yet.)
+	if pe := t.bind.PeerEndpoint(peer); pe.handshaking(time.Now()) {
+		t.log.Info("no WireGuard session yet after the path changed", "peer", peer, "handshake", pe.handshakeState(time.Now()))
 	}
 	if p := t.dev.LookupPeer(device.NoisePublicKey(peer)); p != nil {
 		p.SendHandshakeInitiation(false)
