@@ -657,15 +657,18 @@ func measureRestart(t *testing.T, f *figure, pg *pinger, stopped, restart time.T
 // TestRecoveryLossyInternet drops 20% of the packets that cross the
 // internet, each way: peers still connect within 10 s, and stay connected
 // (a direct path throughout, pings through with no more loss than the path's).
+// The window holds about 100 pings: with 36% lost on average, the 50%
+// bound is three standard deviations away (over 10 s, 50 pings, it was
+// two, and CI crossed it once with 25 of 47).
 func TestRecoveryLossyInternet(t *testing.T) {
 	const (
 		connectBound = 10 * time.Second
 		gapBound     = 2 * time.Second
-		window       = 10 * time.Second
+		window       = 20 * time.Second
 	)
 	l := newLab(t, "ptrl", "easy", "easy")
 	connect := newFigure(t, "loss-20%/connect", connectBound)
-	stay := newFigure(t, "loss-20%/longest-gap-in-10s", gapBound)
+	stay := newFigure(t, "loss-20%/longest-gap-in-20s", gapBound)
 	lossFile := filepath.Join(l.dir, "loss.nft")
 	os.WriteFile(lossFile, []byte(`table bridge loss {
 	chain f {

@@ -52,12 +52,12 @@ func (l *lab) syncconf(p *peerSpec, file string) ([]byte, error) {
 // an error, or a change a running interface cannot take, changes nothing
 // and names the line; SIGHUP reloads the file `up` was given.
 func TestReload(t *testing.T) {
-	l := newLab(t, "ptrl", "easy", "easy")
+	l := newLab(t, "ptrd", "easy", "easy")
 	rvKey := l.startRendezvous()
-	a := newPeer(t, "a1", "ptrla", "100.64.0.1")
-	b := newPeer(t, "b1", "ptrlb", "100.64.0.2")
-	c := newPeer(t, "pub", "ptrlc", "100.64.0.3")
-	d := newPeer(t, "a2", "ptrld", "100.64.0.4")
+	a := newPeer(t, "a1", "ptrda", "100.64.0.1")
+	b := newPeer(t, "b1", "ptrdb", "100.64.0.2")
+	c := newPeer(t, "pub", "ptrdc", "100.64.0.3")
+	d := newPeer(t, "a2", "ptrdd", "100.64.0.4")
 	write := func(p *peerSpec, conf string) string {
 		path := filepath.Join(l.dir, p.iface+".conf")
 		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
@@ -66,10 +66,10 @@ func TestReload(t *testing.T) {
 		return path
 	}
 	aConf := write(a, peersConfig(a, rvKey, "", b, d))
-	aProc := l.startPeer(a, aConf, "ptrla")
-	l.startPeer(b, write(b, peersConfig(b, rvKey, "", a)), "ptrlb")
-	l.startPeer(c, write(c, peersConfig(c, rvKey, "", a)), "ptrlc")
-	l.startPeer(d, write(d, peersConfig(d, rvKey, "", a)), "ptrld")
+	aProc := l.startPeer(a, aConf, "ptrda")
+	l.startPeer(b, write(b, peersConfig(b, rvKey, "", a)), "ptrdb")
+	l.startPeer(c, write(c, peersConfig(c, rvKey, "", a)), "ptrdc")
+	l.startPeer(d, write(d, peersConfig(d, rvKey, "", a)), "ptrdd")
 	eventually(t, 20*time.Second, "a's paths to b and d", func() error {
 		paths, err := l.peerPaths(a)
 		if err != nil {
