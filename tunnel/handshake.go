@@ -28,8 +28,9 @@ import (
 //     answer to its own, since WireGuard keeps one handshake per peer:
 //     nobody has a session until a retry 5 or 15 s later. So the leader
 //     (the smaller public key, as in nat.Punch) drops the peer's
-//     initiation while its own is in flight, and the follower answers the
-//     leader's: one handshake, made in one round trip.
+//     initiation while its own is held or left less than crossWindow ago
+//     (answered or not), and the follower answers the leader's: one
+//     handshake, made in one round trip.
 //   - New path: a message sent on a path that is then replaced (dead, as
 //     after a NAT forgot an idle mapping) is sent again on the new one at
 //     once, rather than at the next retry.
@@ -142,7 +143,9 @@ func (pe *PeerEndpoint) admitHandshake(p []byte, via *route, now time.Time) (adm
 		if hs.dropped != nil && bytes.Equal(p, hs.dropped) {
 			return false // the copy of one we dropped
 		}
-		if pe.leader && (hs.held[0] != nil || !hs.inFlight.IsZero() && now.Sub(hs.inFlight) < crossWindow) {
+		// Answered or not: the follower's held initiation leaves with its
+		// answer to ours, and may come right after it.
+		if pe.leader && (hs.held[0] != nil || !hs.lastAt[0].IsZero() && now.Sub(hs.lastAt[0]) < crossWindow) {
 			hs.dropped = append(hs.dropped[:0], p...)
 			return false // crossed: the peer answers ours
 		}
