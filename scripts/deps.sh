@@ -7,10 +7,12 @@
 # interop with wireguard-tools, coturn's STUN client and OpenSSH, systemd's
 # unit checker, conntrack for the recovery tests, iperf3 and jq for the
 # benchmarks, openresolv for DNS = (its package changes no file of the
-# host's on install; the test runs it in a private mount namespace)).
+# host's on install; the test runs it in a private mount namespace), and
+# dnsmasq-base as the lab's upstream resolver (the binary alone: no
+# service starts)).
 DEMO_PACKAGES=(iproute2 nftables iputils-ping netcat-openbsd procps)
 TEST_PACKAGES=("${DEMO_PACKAGES[@]}" socat wireguard-tools openssh-server openssh-client
-	systemd stun-client coturn iperf3 conntrack jq openresolv)
+	systemd stun-client coturn iperf3 conntrack jq openresolv dnsmasq-base)
 
 need_packages() {
 	local missing=() p
