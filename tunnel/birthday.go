@@ -70,6 +70,9 @@ func (c *control) maybeBirthday(p *peer, observed netip.AddrPort, now time.Time)
 	if role == "" || !observed.IsValid() || now.Before(p.nextBirthday) {
 		return
 	}
+	if bd := p.birthday; bd != nil && bd.won != nil && p.punch.Path().Addr.IsValid() {
+		return // the last round's winner carries the path
+	}
 	p.nextBirthday = now.Add(p.birthdayBackoff)
 	p.birthdayBackoff = min(2*p.birthdayBackoff, maxBirthdayBackoff)
 	c.log.Info("birthday punching", "peer", p.label(), "side", role, "peer_endpoint", observed)
@@ -77,7 +80,9 @@ func (c *control) maybeBirthday(p *peer, observed netip.AddrPort, now time.Time)
 		p.punch.Spray(now, observed.Addr())
 		return
 	}
-	c.closeBirthday(p, false)
+	// All of the last round goes, its winner too: a socket left behind
+	// here was never closed, and its reader kept stop waiting forever.
+	c.closeBirthday(p, true)
 	bd := &birthday{dst: observed, until: now.Add(nat.SprayProbes*time.Second/nat.SprayRate + birthdayLinger)}
 	lc := net.ListenConfig{Control: markSocket(c.mark)}
 	// Sized for the tunnel's packets, not 64 KiB: a round opens 256
