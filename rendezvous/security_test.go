@@ -82,6 +82,9 @@ func TestForgedMessagesChangeNothing(t *testing.T) {
 	b.register(a.pub())
 	a.expectIntro(b.pub(), b.addr())
 	b.expectIntro(a.pub(), a.addr())
+	// The counter moves after the introductions are sent: wait for it
+	// (sampled at once, it read 0 once in CI and 1 at the end).
+	waitCount(t, "introductions", s.Stats.Introductions.Load, 1)
 	intros := s.Stats.Introductions.Load()
 
 	unknown, _ := key.NewPrivate()
