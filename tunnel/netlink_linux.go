@@ -26,20 +26,28 @@ func configureInterface(name string, mtu int, addrs, routes []netip.Prefix, tabl
 		return fmt.Errorf("set MTU %d on %s: %w", mtu, name, err)
 	}
 	for _, a := range addrs {
-		na := &netlink.Addr{IPNet: ipNet(a)}
-		if a.Addr().Is6() {
-			// The tunnel is point to point: duplicate address detection
-			// would only delay the address by a second or two.
-			na.Flags = unix.IFA_F_NODAD
-		}
-		if err := netlink.AddrAdd(link, na); err != nil {
-			return fmt.Errorf("add address %s to %s: %w", a, name, err)
+		if err := addAddress(link, a); err != nil {
+			return err
 		}
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("bring %s up: %w", name, err)
 	}
 	return addRoutes(link, routes, table)
+}
+
+// addAddress gives link the address a.
+func addAddress(link netlink.Link, a netip.Prefix) error {
+	na := &netlink.Addr{IPNet: ipNet(a)}
+	if a.Addr().Is6() {
+		// The tunnel is point to point: duplicate address detection
+		// would only delay the address by a second or two.
+		na.Flags = unix.IFA_F_NODAD
+	}
+	if err := netlink.AddrAdd(link, na); err != nil {
+		return fmt.Errorf("add address %s to %s: %w", a, link.Attrs().Name, err)
+	}
+	return nil
 }
 
 // linkRoute is the route of prefix p into link in table.
@@ -111,12 +119,8 @@ func reconfigureInterface(name string, oldMTU, mtu int, oldAddrs, addrs, oldRout
 	}
 	for _, a := range addrs {
 		if !slices.Contains(oldAddrs, a) {
-			na := &netlink.Addr{IPNet: ipNet(a)}
-			if a.Addr().Is6() {
-				na.Flags = unix.IFA_F_NODAD
-			}
-			if err := netlink.AddrAdd(link, na); err != nil {
-				return fmt.Errorf("add address %s to %s: %w", a, name, err)
+			if err := addAddress(link, a); err != nil {
+				return err
 			}
 		}
 	}

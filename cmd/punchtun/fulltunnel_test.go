@@ -25,20 +25,19 @@ func TestSubnetAndFullTunnel(t *testing.T) {
 	a := newPeer(t, "a1", "ptfta", "100.64.0.1")
 	b := newPeer(t, "b1", "ptftb", "100.64.0.2")
 
-	// A LAN behind b1: 10.77.0.0/24, with a host at 10.77.0.2.
+	// A LAN behind b1: 10.77.0.0/24, with a host at 10.77.0.2 (the veth
+	// goes with the namespace).
 	lan := "ptft-b2"
-	t.Cleanup(func() { l.cmd("b1", "ip", "link", "del", "ptftv0").Run(); runHost("ip", "netns", "del", lan) })
+	netns(t, lan)
 	for _, args := range [][]string{
-		{"ip", "netns", "add", lan},
 		{"ip", "-n", l.prefix + "-b1", "link", "add", "ptftv0", "type", "veth", "peer", "name", "ptftv1", "netns", lan},
 		{"ip", "-n", l.prefix + "-b1", "addr", "add", "10.77.0.1/24", "dev", "ptftv0"},
 		{"ip", "-n", l.prefix + "-b1", "link", "set", "ptftv0", "up"},
 		{"ip", "-n", lan, "addr", "add", "10.77.0.2/24", "dev", "ptftv1"},
 		{"ip", "-n", lan, "link", "set", "ptftv1", "up"},
-		{"ip", "-n", lan, "link", "set", "lo", "up"},
 		{"ip", "-n", lan, "route", "add", "default", "via", "10.77.0.1"},
 	} {
-		if out, err := runHostOutput(args...); err != nil {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
 		}
 	}
@@ -116,13 +115,6 @@ const (
 	pubAddr  = "203.0.113.20"
 	natBAddr = "203.0.113.22"
 )
-
-// runHostOutput runs a command on the host itself (not in the lab).
-func runHostOutput(args ...string) ([]byte, error) {
-	return exec.Command(args[0], args[1:]...).CombinedOutput()
-}
-
-func runHost(args ...string) { runHostOutput(args...) }
 
 // routing is host's routing rules, every table's routes and the sysctl
 // the full tunnel sets, as text to compare.
