@@ -51,6 +51,9 @@ type Config struct {
 	SourceRate float64 // STUN and control packets/s per source address; DefaultSourceRate
 	KeyRate    float64 // authenticated messages/s per key; DefaultKeyRate
 	NewKeyRate float64 // shared-key computations/s for unknown keys; DefaultNewKeyRate
+	// TURN, when it names servers, is handed to peers for relaying
+	// (turn.go).
+	TURN TURNConfig
 }
 
 // Server is a rendezvous. Serve it on one or more UDP sockets.
@@ -59,6 +62,7 @@ type Server struct {
 	secret wire.Secret // the private key, set up for shared keys
 	ttl    time.Duration
 	relay  bool
+	turn   TURNConfig
 	log    *slog.Logger
 
 	mu         sync.RWMutex
@@ -87,6 +91,9 @@ type Stats struct {
 	DropMalformed, DropAuth, DropReplay atomic.Uint64
 	DropUnregistered, DropNotMutual     atomic.Uint64
 	DropRelayOff                        atomic.Uint64
+	// TURNOffers: credentials sent; RelayedAddresses: TURN relayed
+	// addresses passed from one peer of a pair to the other.
+	TURNOffers, RelayedAddresses atomic.Uint64
 	// DropRateLimited: over a source's, a key's or the new-key budget;
 	// DropTooMany: the peer table (MaxPeers) or the replay table is full;
 	// DropOversize: a control message longer than MaxControlLen;
@@ -104,6 +111,8 @@ type registration struct {
 	candidates []netip.AddrPort
 	wants      map[key.Key]struct{}
 	expires    time.Time
+	// offered is when the TURN credentials last sent to the peer expire.
+	offered time.Time
 }
 
 // A link carries packets back to peers: a UDP socket, or one peer's TCP
@@ -130,6 +139,7 @@ func NewServer(cfg Config) *Server {
 		pub:        cfg.PrivateKey.Public(),
 		ttl:        cfg.TTL,
 		relay:      cfg.Relay,
+		turn:       cfg.TURN,
 		log:        cfg.Logger,
 		peers:      make(map[key.Key]*registration),
 		byEndpoint: make(map[source]key.Key),
@@ -308,6 +318,8 @@ func (s *Server) apply(l link, h wire.Header, b []byte, src netip.AddrPort, shar
 		s.register(l, h.Sender, shared, src, m, now)
 	case *wire.Query:
 		s.query(h.Sender, m.Peer)
+	case *wire.Relayed:
+		s.passRelayed(h.Sender, m)
 	case *wire.Deregister:
 		if reg != nil {
 			s.remove(h.Sender, reg)
@@ -326,6 +338,8 @@ func messageTime(b wire.Body) uint64 {
 	case *wire.Query:
 		return m.Time
 	case *wire.Deregister:
+		return m.Time
+	case *wire.Relayed:
 		return m.Time
 	}
 	return 0
@@ -378,6 +392,9 @@ func (s *Server) register(l link, sender key.Key, shared wire.SharedKey, src net
 		ack.Flags |= wire.AckRelay
 	}
 	s.send(reg, ack)
+	if s.turn.enabled() && reg.offered.Sub(now) < s.turn.ttl()/2 {
+		s.offerTURN(sender, reg, now)
+	}
 
 	// A peer that is new or has moved is introduced at once to every peer
 	// that waits for it: this is what brings a tunnel back within a second
@@ -424,6 +441,12 @@ func (s *Server) introduce(ka key.Key, a *registration, kb key.Key, b *registrat
 	now := uint64(time.Now().UnixNano())
 	s.send(a, &wire.Intro{Time: s.clock.Next(now), Peer: kb, Observed: b.endpoint, NAT: b.nat, Candidates: b.candidates})
 	s.send(b, &wire.Intro{Time: s.clock.Next(now), Peer: ka, Observed: a.endpoint, NAT: a.nat, Candidates: a.candidates})
+	if s.turn.enabled() {
+		// Fresh credentials with every introduction: the pair may need a
+		// relay.
+		s.offerTURN(ka, a, time.Now())
+		s.offerTURN(kb, b, time.Now())
+	}
 	s.Stats.Introductions.Add(1)
 	s.log.Debug("introduced", "a", ka, "a_endpoint", a.endpoint, "b", kb, "b_endpoint", b.endpoint)
 }

@@ -63,6 +63,10 @@ func runRendezvous(args []string) error {
 	keyFile := fs.String("key-file", "/var/lib/punchtun/rendezvous.key", "private key file; created (mode 0600) if missing")
 	stateFile := fs.String("state-file", "", "where registrations are kept across restarts, so peers need not register again;\n'-' for nowhere (default: rendezvous.state next to the key file)")
 	relay := fs.Bool("relay", true, "relay WireGuard packets between peers that cannot reach each other directly")
+	var turnURIs stringList
+	fs.Var(&turnURIs, "turn", "TURN server for relayed pairs (turn:host:port, turn:host:port?transport=tcp, turns:host:443);\nmay be given more than once; peers get credentials for them from --turn-secret-file")
+	turnSecretFile := fs.String("turn-secret-file", "", "file holding the TURN servers' shared secret (coturn's static-auth-secret)")
+	turnTTL := fs.Duration("turn-ttl", rendezvous.DefaultTURNTTL, "how long the TURN credentials handed to peers stay valid")
 	alternate := fs.Bool("alternate-port", true, "with a single --listen, listen on the next port too, as STUN's alternate address:\nwithout a second address peers cannot tell easy NATs from hard ones")
 	limits := addLimitFlags(fs)
 	metricsAddr := addMetricsFlag(fs, "127.0.0.1:9090")
@@ -90,6 +94,9 @@ func runRendezvous(args []string) error {
 		return err
 	}
 	rcfg := rendezvous.Config{PrivateKey: priv, Relay: *relay, Logger: log}
+	if rcfg.TURN, err = turnConfig(turnURIs, *turnSecretFile, *turnTTL); err != nil {
+		return err
+	}
 	limits(&rcfg)
 	srv := rendezvous.NewServer(rcfg)
 	defer srv.Close()
@@ -177,7 +184,7 @@ func runRendezvous(args []string) error {
 	}
 	for i, c := range conns {
 		other := otherAddress(conns, i)
-		log.Info("rendezvous listening", "addr", c.LocalAddr(), "public_key", srv.PublicKey(), "relay", *relay, "other_address", other)
+		log.Info("rendezvous listening", "addr", c.LocalAddr(), "public_key", srv.PublicKey(), "relay", *relay, "turn", []string(turnURIs), "other_address", other)
 		if !other.IsValid() {
 			log.Warn("no other address to advertise: peers behind NATs cannot tell easy from hard (and hard ones will not try birthday punching); give --listen twice with public addresses, two IPs or two ports of one",
 				"addr", c.LocalAddr())

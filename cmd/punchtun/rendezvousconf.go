@@ -1,11 +1,16 @@
 package main
 
 import (
+	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
+	"github.com/punchtun/punchtun/rendezvous"
+	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/tunnel/config"
 )
 
@@ -49,7 +54,7 @@ func keyName(flagName string) string {
 	var b strings.Builder
 	for part := range strings.SplitSeq(flagName, "-") {
 		switch part {
-		case "tcp", "udp", "ip":
+		case "tcp", "udp", "ip", "turn", "ttl":
 			b.WriteString(strings.ToUpper(part))
 		default:
 			if part != "" {
@@ -58,4 +63,35 @@ func keyName(flagName string) string {
 		}
 	}
 	return b.String()
+}
+
+// turnConfig checks the TURN flags and reads the secret.
+func turnConfig(uris []string, secretFile string, ttl time.Duration) (rendezvous.TURNConfig, error) {
+	cfg := rendezvous.TURNConfig{URIs: uris, TTL: ttl}
+	switch {
+	case len(uris) == 0 && secretFile == "":
+		return cfg, nil
+	case len(uris) == 0:
+		return cfg, errors.New("--turn-secret-file without --turn: name the TURN servers")
+	case secretFile == "":
+		return cfg, errors.New("--turn needs --turn-secret-file: the secret the TURN servers check credentials with (coturn's static-auth-secret)")
+	case len(uris) > wire.MaxTURNURIs:
+		return cfg, fmt.Errorf("--turn: at most %d servers", wire.MaxTURNURIs)
+	case ttl < time.Minute:
+		return cfg, fmt.Errorf("--turn-ttl %v: credentials must live a minute at least", ttl)
+	}
+	for _, u := range uris {
+		if err := rendezvous.CheckTURNURI(u); err != nil {
+			return cfg, fmt.Errorf("--turn %w", err)
+		}
+	}
+	b, err := os.ReadFile(secretFile)
+	if err != nil {
+		return cfg, fmt.Errorf("--turn-secret-file: %w", err)
+	}
+	cfg.Secret = bytes.TrimSpace(b)
+	if len(cfg.Secret) == 0 {
+		return cfg, fmt.Errorf("--turn-secret-file %s: empty", secretFile)
+	}
+	return cfg, nil
 }

@@ -27,6 +27,7 @@ func TestKeyName(t *testing.T) {
 	for flag, want := range map[string]string{
 		"listen": "Listen", "listen-tcp": "ListenTCP", "key-file": "KeyFile", "relay": "Relay",
 		"metrics": "Metrics", "log-level": "LogLevel", "log-format": "LogFormat", "max-peers": "MaxPeers",
+		"turn": "TURN", "turn-secret-file": "TURNSecretFile", "turn-ttl": "TURNTTL",
 	} {
 		if got := keyName(flag); got != want {
 			t.Errorf("keyName(%q) = %q, want %q", flag, got, want)

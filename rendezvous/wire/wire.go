@@ -53,8 +53,14 @@ const (
 	TypeQuery       Type = 3 // peer → rendezvous: introduce me to this peer
 	TypeIntro       Type = 4 // rendezvous → both peers, at the same moment
 	TypeDeregister  Type = 5 // peer → rendezvous
-	TypePing        Type = 16
-	TypePong        Type = 17
+	// TypeTURNOffer: rendezvous → peer, with each introduction and
+	// registration: TURN servers and credentials for relaying (turn.go).
+	TypeTURNOffer Type = 6
+	// TypeRelayed: peer → rendezvous → the other peer: where a TURN
+	// server relays to the sender.
+	TypeRelayed Type = 7
+	TypePing    Type = 16
+	TypePong    Type = 17
 )
 
 func (t Type) String() string {
@@ -69,6 +75,10 @@ func (t Type) String() string {
 		return "intro"
 	case TypeDeregister:
 		return "deregister"
+	case TypeTURNOffer:
+		return "turn-offer"
+	case TypeRelayed:
+		return "relayed"
 	case TypePing:
 		return "ping"
 	case TypePong:
@@ -257,6 +267,8 @@ func (*RegisterAck) Type() Type { return TypeRegisterAck }
 func (*Query) Type() Type       { return TypeQuery }
 func (*Intro) Type() Type       { return TypeIntro }
 func (*Deregister) Type() Type  { return TypeDeregister }
+func (*TURNOffer) Type() Type   { return TypeTURNOffer }
+func (*Relayed) Type() Type     { return TypeRelayed }
 func (*Ping) Type() Type        { return TypePing }
 func (*Pong) Type() Type        { return TypePong }
 
@@ -325,6 +337,10 @@ func Parse(t Type, body []byte) (Body, error) {
 		m = &Intro{Time: r.uint64(), Peer: r.key(), Observed: r.addrPort(), NAT: r.byte(), Candidates: r.addrPorts()}
 	case TypeDeregister:
 		m = &Deregister{Time: r.uint64()}
+	case TypeTURNOffer:
+		m = parseTURNOffer(&r)
+	case TypeRelayed:
+		m = parseRelayed(&r)
 	case TypePing:
 		p := &Ping{}
 		r.read(p.TxID[:])

@@ -29,6 +29,11 @@ var samples = []Body{
 	&Deregister{Time: 6},
 	&Ping{TxID: [12]byte{1, 2, 3}},
 	&Pong{TxID: [12]byte{4}, Src: netip.MustParseAddrPort("[2001:db8::2]:9")},
+	&TURNOffer{Time: 7, Expires: 1764500000, Username: "1764500000:punchtun", Password: "c2VjcmV0",
+		URIs: []string{"turn:relay1.example:3478", "turns:relay1.example:443?transport=tcp"}},
+	&TURNOffer{Time: 8},
+	&Relayed{Time: 9, Peer: key.Key{3}, Addr: netip.MustParseAddrPort("203.0.113.20:49152")},
+	&Relayed{Time: 10, Peer: key.Key{4}},
 }
 
 func TestSealOpenRoundTrip(t *testing.T) {
