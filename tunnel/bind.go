@@ -14,6 +14,7 @@ import (
 	"github.com/punchtun/punchtun/nat"
 	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
+	"github.com/punchtun/punchtun/tunnel/turnrelay"
 )
 
 // Bind is the peer's one UDP socket. It wraps wireguard-go's StdNetBind, so
@@ -60,7 +61,22 @@ type Bind struct {
 	// through a relay while the peer's route is direct (handshake.go).
 	onRelayedInitiation atomic.Pointer[func(key.Key)]
 	Dropped             atomic.Uint64 // packets that were neither WireGuard nor ours
+	// relayBytes counts the WireGuard bytes relayed, by kind of relay
+	// and direction (status's relayed_bytes).
+	relayBytes [relayKinds][2]atomic.Uint64
 }
+
+// Kinds of relay, and directions, that relayBytes counts.
+const (
+	relayRendezvous = iota
+	relayRendezvousTCP
+	relayTURN
+	relayKinds
+	tx, rx = 0, 1
+)
+
+// relayKindNames name relayBytes's kinds in status and metrics.
+var relayKindNames = [relayKinds]string{"rendezvous", "rendezvous-tcp", "turn"}
 
 // PeerEndpoint is the WireGuard endpoint of a peer whose address the control
 // plane finds. WireGuard is configured with it once; when the path changes,
@@ -114,6 +130,9 @@ type Route struct {
 	// Socket, when set, sends instead of the shared socket: the socket a
 	// birthday punch won with, the only one the peer's NAT lets through.
 	Socket *net.UDPConn
+	// TURN, when set, relays: Dst is the peer's relayed address on a TURN
+	// server, reached through our own allocation (turn.go).
+	TURN *turnrelay.Allocation
 }
 
 // Kind names a route as status shows it: direct, lan, relay or relay-tcp.
@@ -129,10 +148,12 @@ func (r Route) Kind() string {
 	return nat.KindOf(r.Dst).String()
 }
 
-// route is a Route with the endpoint std.Send takes.
+// route is a Route with the endpoint std.Send takes, and the address a
+// TURN allocation takes.
 type route struct {
 	Route
 	std conn.StdNetEndpoint
+	udp *net.UDPAddr
 }
 
 // sidePacket is a WireGuard packet that arrived off the shared socket.
@@ -314,7 +335,7 @@ func (b *Bind) SetRoute(pe *PeerEndpoint, r Route) {
 		pe.route.Store(nil)
 		return
 	}
-	pe.route.Store(&route{Route: r, std: conn.StdNetEndpoint{AddrPort: r.Dst}})
+	pe.route.Store(&route{Route: r, std: conn.StdNetEndpoint{AddrPort: r.Dst}, udp: net.UDPAddrFromAddrPort(r.Dst)})
 	pe.directHeard.Store(false)
 	if hs := pe.takeHandshakes(time.Now()); len(hs) > 0 {
 		b.Send(hs, pe)

@@ -65,6 +65,7 @@ func (b *Bind) InjectRelayed(frame []byte) bool {
 		return false
 	}
 	if pe := b.relayedFrom(frame); pe != nil {
+		b.relayBytes[relayRendezvousTCP][rx].Add(uint64(len(frame) - wire.RelayHeaderLen))
 		b.inject(frame[wire.RelayHeaderLen:], pe)
 		b.relayedHandshake(pe, frame[wire.RelayHeaderLen:])
 	} else if isRelayedControl(frame) {
@@ -120,6 +121,7 @@ func (b *Bind) wrap(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			case PacketRelay:
 				if pe := b.unwrapRelay(pkt, src); pe != nil {
 					sizes[i] = copy(bufs[i], pkt[wire.RelayHeaderLen:])
+					b.relayBytes[relayRendezvous][rx].Add(uint64(sizes[i]))
 					eps[i] = pe
 					if !b.received(pe, bufs[i][:sizes[i]], src, true) {
 						sizes[i] = 0

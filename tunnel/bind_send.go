@@ -44,14 +44,33 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 // sendRoute sends bufs for pe the way r says.
 func (b *Bind) sendRoute(bufs [][]byte, pe *PeerEndpoint, r *route) error {
 	switch {
+	case r.TURN != nil:
+		b.relayBytes[relayTURN][tx].Add(size(bufs))
+		for _, p := range bufs {
+			if err := r.TURN.WriteTo(p, r.udp); err != nil {
+				return err
+			}
+		}
+		return nil
 	case r.Stream != nil:
+		b.relayBytes[relayRendezvousTCP][tx].Add(size(bufs))
 		return r.Stream.WriteRelayed(pe.peer, bufs)
 	case r.Relay:
+		b.relayBytes[relayRendezvous][tx].Add(size(bufs))
 		return b.sendRelayed(bufs, pe.peer, &r.std)
 	case r.Socket != nil:
 		return b.sendSide(r.Socket, r.Dst, bufs)
 	}
 	return b.sendStd(bufs, &r.std)
+}
+
+// size is the bytes of bufs.
+func size(bufs [][]byte) uint64 {
+	n := 0
+	for _, p := range bufs {
+		n += len(p)
+	}
+	return uint64(n)
 }
 
 // relayFrames holds the relay frames of one Send, end to end in buf.

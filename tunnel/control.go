@@ -13,6 +13,7 @@ import (
 	"github.com/punchtun/punchtun/nat"
 	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
+	"github.com/punchtun/punchtun/tunnel/turnrelay"
 )
 
 // control is the peer's control plane: it registers with the rendezvous
@@ -87,6 +88,7 @@ type control struct {
 	// for netSettleTime (zero: nothing pending).
 	netSettle time.Time
 	stun      map[nat.STUNTxID]stunProbe
+	turn      turnState // relaying through TURN servers (turn.go)
 }
 
 type inbound struct {
@@ -95,6 +97,9 @@ type inbound struct {
 	at  time.Time
 	tcp bool         // came over a rendezvous's TCP stream
 	via *net.UDPConn // came in on this birthday socket, not the shared one
+	// turn: came through our TURN allocation, from a peer's relayed
+	// address (a relay-framed probe: turn.go)
+	turn *turnrelay.Allocation
 }
 
 const (
@@ -129,6 +134,7 @@ func newControl(log *slog.Logger, priv key.Private, iface string, own []netip.Pr
 		peers:              make(map[key.Key]*peer),
 		stun:               make(map[nat.STUNTxID]stunProbe),
 	}
+	c.turn.peers.Store(&map[netip.AddrPort]*PeerEndpoint{})
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.dial = (&net.Dialer{}).DialContext // start sets the mark
 	for _, s := range servers {
@@ -315,6 +321,7 @@ func (c *control) shutdown() {
 	for _, p := range c.peers {
 		c.closeBirthday(p, true)
 	}
+	c.closeTURN(time.Now(), "shutting down")
 }
 
 func (c *control) now() uint64 { return c.clock.Next(uint64(time.Now().UnixNano())) }
@@ -340,6 +347,7 @@ func (c *control) tick(now time.Time) {
 		c.tickServer(s, now)
 	}
 	c.checkBlocked(now)
+	c.tickTURN(now)
 	for _, p := range c.peers {
 		c.tickBirthday(p, now)
 		c.checkSilence(p, now)

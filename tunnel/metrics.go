@@ -12,7 +12,7 @@ import (
 type Collector struct {
 	t *Tunnel
 
-	natMapping, registered                        *prometheus.Desc
+	natMapping, registered, relayed               *prometheus.Desc
 	path, peerNAT, handshake, rx, tx, rtt, status *prometheus.Desc
 }
 
@@ -27,6 +27,8 @@ func NewCollector(t *Tunnel) *Collector {
 		t:          t,
 		natMapping: desc("interface_nat_mapping", "1 for this interface's NAT mapping: none, easy, hard, udp-blocked or unknown.", "interface", "mapping"),
 		registered: desc("interface_rendezvous_registered", "1 while registered with the rendezvous, 0 while not.", "interface", "rendezvous"),
+		relayed: desc("interface_relayed_bytes_total", "WireGuard bytes relayed, by relay (rendezvous, rendezvous-tcp, turn) and direction (tx, rx).",
+			"interface", "relay", "direction"),
 		path: desc("peer_path", "1 for the path to the peer now: connecting, direct, lan, relay or relay-tcp.",
 			append(peer, "path")...),
 		peerNAT:   desc("peer_nat_mapping", "1 for the NAT mapping the peer reported.", append(peer, "mapping")...),
@@ -40,7 +42,7 @@ func NewCollector(t *Tunnel) *Collector {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.natMapping, c.registered, c.path, c.peerNAT, c.handshake, c.rx, c.tx, c.rtt, c.status} {
+	for _, d := range []*prometheus.Desc{c.natMapping, c.registered, c.relayed, c.path, c.peerNAT, c.handshake, c.rx, c.tx, c.rtt, c.status} {
 		ch <- d
 	}
 }
@@ -65,6 +67,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			v = 1
 		}
 		gauge(c.registered, v, st.Interface, r.Address)
+	}
+	for relay, n := range st.RelayedBytes {
+		ch <- prometheus.MustNewConstMetric(c.relayed, prometheus.CounterValue, float64(n.Tx), st.Interface, relay, "tx")
+		ch <- prometheus.MustNewConstMetric(c.relayed, prometheus.CounterValue, float64(n.Rx), st.Interface, relay, "rx")
 	}
 	for _, p := range st.Peers {
 		labels := []string{st.Interface, p.PublicKey, p.Name}

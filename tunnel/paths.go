@@ -40,6 +40,11 @@ type peer struct {
 	// the route last changed (see wireGuard.handshakeIfNone).
 	handshakeCheck time.Time
 
+	// TURN (turn.go): the peer's relayed address, ours as last sent to
+	// it, and when to send ours again while it has not answered.
+	turnAddr, turnSent netip.AddrPort
+	turnNextSend       time.Time
+
 	birthday        *birthday // hard side of a birthday round (birthday.go)
 	nextBirthday    time.Time
 	birthdayBackoff time.Duration
@@ -142,6 +147,8 @@ func (c *control) updateRoute(p *peer, now time.Time, why string) {
 	var r Route
 	if path := p.punch.Path(); path.Addr.IsValid() {
 		r = Route{Dst: path.Addr, Socket: p.socketTo(path.Addr)}
+	} else if tr, ok := c.turnRoute(p); ok {
+		r = tr
 	} else if s := p.relayVia; s != nil && s.reg.Registered() && s.relay {
 		r = Route{Dst: s.addr, Relay: true, Stream: s.stream}
 	}
@@ -217,6 +224,8 @@ func (c *control) checkSilence(p *peer, now time.Time) {
 	switch {
 	case !r.Relay:
 		p.punch.Suspect(now)
+	case r.TURN != nil:
+		c.turnFailed(p, now)
 	case now.Sub(c.reregistered) > silenceLimit:
 		c.reregister(now)
 	}
@@ -229,7 +238,7 @@ func (c *control) checkSilence(p *peer, now time.Time) {
 // that both sides punch afresh.
 func (c *control) peerHasNoDirectPath(k key.Key, now time.Time) {
 	p := c.peers[k]
-	if p == nil || p.ep.Route().Relay || !p.punch.Path().Addr.IsValid() || p.relayVia == nil {
+	if p == nil || p.ep.Route().Relay || !p.punch.Path().Addr.IsValid() || (p.relayVia == nil && c.turn.alloc == nil) {
 		return
 	}
 	c.log.Info("the peer's handshake came through the relay: leaving the direct path", "peer", p.label(), "endpoint", p.punch.Path().Addr)

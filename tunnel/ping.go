@@ -195,7 +195,7 @@ func (c *control) probe(peerKey key.Key) (*probeWait, Route, error) {
 	m := &wire.Ping{TxID: w.tx}
 	switch {
 	case r.Relay:
-		c.sendRelayedProbe(p, r.Dst, r.Stream, m)
+		c.sendRelayedProbe(p, r, m)
 	case r.Socket != nil:
 		c.sendVia(r.Socket, p, r.Dst, m)
 	default:
@@ -257,7 +257,7 @@ func (c *control) handleRelayedProbe(m inbound) {
 				return
 			}
 		}
-		c.sendRelayedProbe(p, m.src, stream, &wire.Pong{TxID: b.TxID, Src: m.src})
+		c.sendRelayedProbe(p, Route{Dst: m.src, Stream: stream, TURN: m.turn}, &wire.Pong{TxID: b.TxID, Src: m.src})
 	case *wire.Pong:
 		if !c.probeAnswered(p, m, b) {
 			c.Dropped.Add(1)
@@ -267,18 +267,24 @@ func (c *control) handleRelayedProbe(m inbound) {
 	}
 }
 
-// sendRelayedProbe seals m for p and sends it through the relay at relay,
-// over stream if set, else over UDP.
-func (c *control) sendRelayedProbe(p *peer, relay netip.AddrPort, stream *wire.Stream, m wire.Body) {
+// sendRelayedProbe seals m for p and sends it the relayed way r says: in a
+// relay frame to the rendezvous at r.Dst, over r.Stream if set, or
+// through our TURN allocation to the peer's relayed address.
+func (c *control) sendRelayedProbe(p *peer, r Route, m wire.Body) {
 	sealed := wire.Seal(make([]byte, 0, wire.Overhead+64), m.Type(), c.pub, &p.shared, m.Append(nil))
 	var err error
-	if stream != nil {
-		err = stream.WriteRelayed(p.key, [][]byte{sealed})
-	} else {
-		err = c.bind.SendTo(wire.AppendRelay(make([]byte, 0, wire.RelayHeaderLen+len(sealed)), p.key, sealed), relay)
+	switch {
+	case r.Stream != nil:
+		err = r.Stream.WriteRelayed(p.key, [][]byte{sealed})
+	case r.TURN != nil:
+		// Framed as for a rendezvous, so that the other side tells it
+		// from a direct probe from the same address.
+		err = r.TURN.WriteTo(wire.AppendRelay(nil, c.pub, sealed), net.UDPAddrFromAddrPort(r.Dst))
+	default:
+		err = c.bind.SendTo(wire.AppendRelay(make([]byte, 0, wire.RelayHeaderLen+len(sealed)), p.key, sealed), r.Dst)
 	}
 	if err != nil {
-		c.log.Debug("relayed probe not sent", "peer", p.label(), "relay", relay, "err", err)
+		c.log.Debug("relayed probe not sent", "peer", p.label(), "relay", r.Dst, "err", err)
 	}
 }
 

@@ -203,6 +203,10 @@ func (c *control) handleServer(s *server, h wire.Header, m inbound) {
 		t = b.Time
 	case *wire.Intro:
 		t = b.Time
+	case *wire.TURNOffer:
+		t = b.Time
+	case *wire.Relayed:
+		t = b.Time
 	default:
 		c.Dropped.Add(1)
 		return
@@ -215,6 +219,10 @@ func (c *control) handleServer(s *server, h wire.Header, m inbound) {
 	switch b := body.(type) {
 	case *wire.RegisterAck:
 		c.registered(s, b, m.at)
+	case *wire.TURNOffer:
+		c.onTURNOffer(b, m.at)
+	case *wire.Relayed:
+		c.onRelayed(b, m.at)
 	case *wire.Intro:
 		p := c.peers[b.Peer]
 		if p == nil {
@@ -238,6 +246,7 @@ func (c *control) handleServer(s *server, h wire.Header, m inbound) {
 			p.nextBirthday, p.birthdayBackoff = time.Time{}, minBirthdayBackoff
 		}
 		p.observed[s] = b.Observed
+		p.turnSent = netip.AddrPort{} // it may have restarted: tell it our relayed address again
 		// The peer asks for an intro when it has no path: if ours still
 		// looks fine, it may be dead one way (it hears nothing from us).
 		p.punch.Suspect(m.at)

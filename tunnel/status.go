@@ -31,6 +31,23 @@ type Status struct {
 	// idle: each direct path's heartbeat and its answer, each
 	// registration refresh and its acknowledgement.
 	IdlePacketsPerMinute float64 `json:"idle_packets_per_minute"`
+	// RelayedBytes counts the WireGuard bytes relayed since start, by
+	// relay: "rendezvous" (UDP), "rendezvous-tcp" and "turn".
+	RelayedBytes map[string]ByteCounts `json:"relayed_bytes"`
+	// TURN is our allocation on a TURN server, while there is one.
+	TURN *TURNStatus `json:"turn,omitempty"`
+}
+
+// ByteCounts are bytes sent and received.
+type ByteCounts struct {
+	Tx uint64 `json:"tx"`
+	Rx uint64 `json:"rx"`
+}
+
+// TURNStatus is our allocation on a TURN server.
+type TURNStatus struct {
+	Server  string `json:"server"`  // its URI, as the rendezvous handed it out
+	Relayed string `json:"relayed"` // our relayed address, where peers send
 }
 
 // RendezvousStatus is one rendezvous as the peer sees it.
@@ -41,8 +58,10 @@ type RendezvousStatus struct {
 }
 
 // PeerStatus is one peer. Path is "direct", "lan", "relay" or
-// "connecting"; a relayed peer's Endpoint is the relay's address, and
-// Reason says why it is relayed.
+// "connecting"; a relayed peer's Endpoint is the relay's address (through
+// a TURN server: the peer's relayed address there), Via names the relay
+// (the rendezvous's address, or the TURN server's URI), and Reason says
+// why it is relayed.
 type PeerStatus struct {
 	Name          string       `json:"name"`
 	PublicKey     string       `json:"public_key"`
@@ -53,6 +72,7 @@ type PeerStatus struct {
 	RxBytes       uint64       `json:"rx_bytes"`
 	TxBytes       uint64       `json:"tx_bytes"`
 	Reason        string       `json:"reason,omitempty"`
+	Via           string       `json:"via,omitempty"`
 	NAT           string       `json:"nat,omitempty"`     // the peer's NAT mapping, as it reported it
 	History       []PathChange `json:"history,omitempty"` // path changes of the last hour
 	Probing       bool         `json:"probing,omitempty"` // a punching round is under way
@@ -84,6 +104,11 @@ func (t *Tunnel) Status() (*Status, error) {
 	if v == nil {
 		v = &controlView{}
 	}
+	st.TURN = v.turn
+	st.RelayedBytes = make(map[string]ByteCounts, relayKinds)
+	for k, name := range relayKindNames {
+		st.RelayedBytes[name] = ByteCounts{Tx: t.bind.relayBytes[k][tx].Load(), Rx: t.bind.relayBytes[k][rx].Load()}
+	}
 	st.NAT = v.nat.String()
 	for _, s := range v.servers {
 		rs := RendezvousStatus{Address: s.hostport, Registered: s.registered}
@@ -113,7 +138,7 @@ func (t *Tunnel) Status() (*Status, error) {
 			if pv.route.IsValid() {
 				ps.Endpoint = pv.route.String()
 			}
-			ps.Reason = pv.reason
+			ps.Reason, ps.Via = pv.reason, pv.via
 			if pv.heartbeat > 0 {
 				ps.RTTMillis = float64(pv.rtt.Microseconds()) / 1000
 				ps.KeepaliveSeconds = pv.heartbeat.Seconds()

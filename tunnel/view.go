@@ -17,6 +17,7 @@ type controlView struct {
 	nat     nat.Mapping
 	servers []serverView
 	peers   map[key.Key]peerView
+	turn    *TURNStatus
 }
 
 type serverView struct {
@@ -33,6 +34,7 @@ type peerView struct {
 	route   netip.AddrPort
 	relay   bool
 	reason  string // why relayed
+	via     string // the relay: a rendezvous's address or a TURN server's URI
 	pathMTU int
 	mtu     int // what the tunnel carries whole to the peer, once pathMTU is known
 	// On a direct path: its round trip and the heartbeat that keeps it.
@@ -53,11 +55,14 @@ func (c *control) publish(now time.Time) {
 			pv.pathMTU, pv.mtu = p.pathMTU, cmp.Or(p.routeMTU, c.ifaceMTU)
 		}
 		if r.Relay {
-			pv.reason = c.relayReason(p, now)
+			pv.reason, pv.via = c.relayReason(p, now), c.relayName(p, r)
 		} else if path := p.punch.Path(); path.Addr.IsValid() {
 			pv.rtt, pv.heartbeat = path.RTT, p.punch.Heartbeat()
 		}
 		v.peers[k] = pv
+	}
+	if a := c.turn.alloc; a != nil {
+		v.turn = &TURNStatus{Server: a.URI(), Relayed: a.Addr().String()}
 	}
 	c.view.Store(v)
 }

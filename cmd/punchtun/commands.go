@@ -397,8 +397,11 @@ func printStatus(st *tunnel.Status) {
 		}
 		fmt.Printf("rendezvous %s  %s\n", r.Address, state)
 	}
+	if st.TURN != nil {
+		fmt.Printf("turn %s  relayed as %s\n", st.TURN.Server, st.TURN.Relayed)
+	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "PEER\tPATH\tENDPOINT\tRTT\tHANDSHAKE\tRX\tTX\tKEEPALIVE\tMTU\tREASON")
+	fmt.Fprintln(w, "PEER\tPATH\tVIA\tENDPOINT\tRTT\tHANDSHAKE\tRX\tTX\tKEEPALIVE\tMTU\tREASON")
 	for _, p := range st.Peers {
 		name := p.Name
 		if name == "" {
@@ -411,7 +414,7 @@ func printStatus(st *tunnel.Status) {
 		if p.PathMTU > 0 {
 			mtu = fmt.Sprintf("%d (path %d)", p.MTU, p.PathMTU)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, p.Path, orDash(p.Endpoint), rtt(p.RTTMillis),
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, p.Path, orDash(p.Via), orDash(p.Endpoint), rtt(p.RTTMillis),
 			ago(p.LastHandshake), byteCount(p.RxBytes), byteCount(p.TxBytes), keepalive, mtu, p.Reason)
 	}
 	w.Flush()

@@ -1,0 +1,323 @@
+package tunnel
+
+import (
+	"bytes"
+	"errors"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/tunnel/turnrelay"
+)
+
+// Relaying through TURN servers (coturn, say) that a rendezvous hands out.
+// When a rendezvous offers TURN servers and some peer has no direct path,
+// we allocate a relayed address on the first server that grants one (UDP
+// servers first; only TCP and TLS ones while UDP is blocked), tell each
+// such peer our relayed address through the rendezvous, and, once we know
+// the peer's, send WireGuard to it through our allocation. A TURN route
+// ranks below a direct path and above the rendezvous's own relay; like
+// that relay it is left the moment probes confirm a direct path.
+//
+// One allocation serves every peer: the server keeps a permission per
+// peer address. It is released when no peer has needed a relay for
+// turnIdle, and made anew with fresh credentials before its own expire,
+// since a TURN server refuses to refresh an allocation once the
+// credentials' time has passed.
+
+// turnState is the control plane's side of TURN; the control goroutine
+// owns it, except peers, which the allocation's reader reads.
+type turnState struct {
+	offer   *wire.TURNOffer // the newest credentials, from any rendezvous
+	alloc   *turnrelay.Allocation
+	expires time.Time // of the credentials alloc was made with
+	since   time.Time // when alloc was made
+	pending bool      // an allocation is under way
+	retryAt time.Time // after a failure
+	backoff time.Duration
+	// needed is when some peer last had no direct path.
+	needed time.Time
+	// peers maps each peer's relayed address to its endpoint: what the
+	// reader hands packets to.
+	peers atomic.Pointer[map[netip.AddrPort]*PeerEndpoint]
+}
+
+const (
+	minTURNBackoff = 10 * time.Second
+	maxTURNBackoff = 5 * time.Minute
+	// turnIdle: an allocation no peer needed for this long is released.
+	turnIdle = 2 * time.Minute
+	// turnResend spaces resending our relayed address to a peer that has
+	// not answered with its own.
+	turnResend = 2 * time.Second
+	// turnGrace: silence on a TURN route younger than this is the other
+	// side still setting up, not a dead server.
+	turnGrace = 5 * time.Second
+)
+
+// onTURNOffer keeps the newest credentials.
+func (c *control) onTURNOffer(o *wire.TURNOffer, now time.Time) {
+	if len(o.URIs) == 0 {
+		return
+	}
+	if t := &c.turn; t.offer == nil || o.Expires >= t.offer.Expires {
+		t.offer = o
+	}
+	c.tickTURN(now)
+}
+
+// onRelayed learns where a TURN server relays to a peer.
+func (c *control) onRelayed(m *wire.Relayed, now time.Time) {
+	p := c.peers[m.Peer]
+	if p == nil {
+		c.Dropped.Add(1)
+		return
+	}
+	if m.Addr == p.turnAddr {
+		return
+	}
+	c.log.Info("the peer's TURN relayed address", "peer", p.label(), "relayed", m.Addr)
+	p.turnAddr = m.Addr
+	// It allocated anew (or restarted): it may not know ours.
+	p.turnSent, p.turnNextSend = netip.AddrPort{}, time.Time{}
+	c.setTURNPeers()
+	c.permit(p)
+	c.updateRoute(p, now, "the peer's TURN relayed address arrived")
+	c.tickTURN(now)
+}
+
+// needsRelay reports whether p, introduced, has no direct path.
+func (p *peer) needsRelay() bool { return len(p.observed) > 0 && !p.punch.Path().Addr.IsValid() }
+
+// tickTURN allocates, renews or releases, and tells peers our relayed
+// address.
+func (c *control) tickTURN(now time.Time) {
+	t := &c.turn
+	if t.offer == nil {
+		return
+	}
+	need := false
+	for _, p := range c.peers {
+		if p.needsRelay() {
+			need = true
+			c.announceTURN(p, now)
+		}
+	}
+	if need {
+		t.needed = now
+	}
+	switch {
+	case t.pending || now.Before(t.retryAt):
+	case t.alloc != nil && !need && now.Sub(t.needed) > turnIdle:
+		c.log.Info("releasing the TURN allocation: no peer needs a relay", "server", t.alloc.URI())
+		c.closeTURN(now, "no peer needs a relay")
+	case t.alloc != nil:
+		// Renew once a quarter of the credentials' life is left, with
+		// fresher ones.
+		left, life := t.expires.Sub(now), t.expires.Sub(t.since)
+		if left < life/4 && time.Unix(int64(t.offer.Expires), 0).After(t.expires) {
+			c.allocateTURN(now)
+		}
+	case need && time.Unix(int64(t.offer.Expires), 0).After(now):
+		c.allocateTURN(now)
+	}
+}
+
+// allocateTURN allocates on a helper goroutine; turnAllocated follows.
+func (c *control) allocateTURN(now time.Time) {
+	t := &c.turn
+	t.pending = true
+	offer, blocked, mark := t.offer, c.udpBlocked(), c.mark
+	c.spawn(func() {
+		a, err := allocateFirst(c, offer, blocked, mark)
+		if !c.post(func() { c.turnAllocated(a, err, offer) }) && a != nil {
+			a.Close()
+		}
+	})
+}
+
+// allocateFirst tries the offer's servers in turn: UDP ones first, and
+// only TCP and TLS ones while UDP is blocked.
+func allocateFirst(c *control, offer *wire.TURNOffer, blocked bool, mark uint32) (*turnrelay.Allocation, error) {
+	uris := slices.Clone(offer.URIs)
+	udp := func(u string) bool { return strings.HasPrefix(u, "turn:") && !strings.Contains(u, "transport=tcp") }
+	slices.SortStableFunc(uris, func(a, b string) int {
+		switch {
+		case udp(a) == udp(b):
+			return 0
+		case udp(a):
+			return -1
+		}
+		return 1
+	})
+	var errs []error
+	for _, u := range uris {
+		if blocked && udp(u) {
+			continue
+		}
+		a, err := turnrelay.Allocate(c.ctx, turnrelay.Config{URI: u, Username: offer.Username, Password: offer.Password,
+			Control: markSocket(mark), Log: c.log})
+		if err == nil {
+			return a, nil
+		}
+		errs = append(errs, err)
+		if c.ctx.Err() != nil {
+			break
+		}
+	}
+	if len(errs) == 0 {
+		return nil, errors.New("no TURN server reachable over TCP, and UDP is blocked")
+	}
+	return nil, errors.Join(errs...)
+}
+
+// turnAllocated follows an allocation's end: it replaces the last one and
+// carries every peer that can use it.
+func (c *control) turnAllocated(a *turnrelay.Allocation, err error, offer *wire.TURNOffer) {
+	t, now := &c.turn, time.Now()
+	t.pending = false
+	if err != nil {
+		t.backoff = min(max(2*t.backoff, minTURNBackoff), maxTURNBackoff)
+		t.retryAt = now.Add(t.backoff)
+		c.log.Warn("cannot allocate a TURN relay: relaying through the rendezvous where it relays", "err", err, "retry_in", t.backoff)
+		return
+	}
+	old := t.alloc
+	t.alloc, t.expires, t.since, t.backoff = a, time.Unix(int64(offer.Expires), 0), now, 0
+	c.log.Info("TURN relay allocated", "server", a.URI(), "relayed", a.Addr(), "credentials_expire", t.expires.UTC().Format(time.RFC3339))
+	c.spawn(func() { c.readTURN(a) })
+	for _, p := range c.peers {
+		p.turnSent, p.turnNextSend = netip.AddrPort{}, time.Time{}
+		c.permit(p)
+		if p.ep.Route().TURN != nil || p.needsRelay() {
+			c.updateRoute(p, now, "TURN relay allocated")
+		}
+	}
+	if old != nil {
+		old.Close()
+	}
+	c.tickTURN(now)
+}
+
+// closeTURN releases the allocation; peers on it move to the next best
+// route.
+func (c *control) closeTURN(now time.Time, why string) {
+	t := &c.turn
+	a := t.alloc
+	if a == nil {
+		return
+	}
+	t.alloc = nil
+	for _, p := range c.peers {
+		p.turnSent = netip.AddrPort{}
+		if p.ep.Route().TURN == a {
+			c.updateRoute(p, now, why)
+		}
+	}
+	a.Close() // its reader ends
+}
+
+// turnFailed follows silence on a TURN route: the server may be gone.
+// The allocation goes, and a new one is tried after the backoff.
+func (c *control) turnFailed(p *peer, now time.Time) {
+	t := &c.turn
+	if t.alloc == nil || now.Sub(t.since) < turnGrace {
+		return
+	}
+	t.backoff = min(max(2*t.backoff, minTURNBackoff), maxTURNBackoff)
+	t.retryAt = now.Add(t.backoff)
+	c.log.Warn("no answer through the TURN relay: leaving it", "peer", p.label(), "server", t.alloc.URI(), "retry_in", t.backoff)
+	c.closeTURN(now, "no answer through the TURN relay")
+}
+
+// announceTURN tells p, through every rendezvous, our relayed address,
+// until p's own arrives.
+func (c *control) announceTURN(p *peer, now time.Time) {
+	a := c.turn.alloc
+	if a == nil || (p.turnSent == a.Addr() && (p.turnAddr.IsValid() || now.Before(p.turnNextSend))) {
+		return
+	}
+	for _, s := range c.servers {
+		if s.reg.Registered() {
+			c.sendServer(s, &wire.Relayed{Time: c.now(), Peer: p.key, Addr: a.Addr()})
+		}
+	}
+	p.turnSent, p.turnNextSend = a.Addr(), now.Add(turnResend)
+}
+
+// permit opens our allocation to p's relayed address, on a helper: the
+// request waits for the server's answer.
+func (c *control) permit(p *peer) {
+	a, addr := c.turn.alloc, p.turnAddr
+	if a == nil || !addr.IsValid() {
+		return
+	}
+	c.spawn(func() {
+		if err := a.Permit(addr); err != nil {
+			c.log.Debug("TURN permission failed", "server", a.URI(), "peer", addr, "err", err)
+		}
+	})
+}
+
+// setTURNPeers publishes the relayed address → endpoint map the reader
+// uses.
+func (c *control) setTURNPeers() {
+	m := make(map[netip.AddrPort]*PeerEndpoint)
+	for _, p := range c.peers {
+		if p.turnAddr.IsValid() {
+			m[p.turnAddr] = p.ep
+		}
+	}
+	c.turn.peers.Store(&m)
+}
+
+// turnRoute is p's route through our allocation, if there is one.
+func (c *control) turnRoute(p *peer) (Route, bool) {
+	if c.turn.alloc == nil || !p.turnAddr.IsValid() {
+		return Route{}, false
+	}
+	return Route{Dst: p.turnAddr, Relay: true, TURN: c.turn.alloc}, true
+}
+
+// relayName names the relay r goes through, for status's via.
+func (c *control) relayName(p *peer, r Route) string {
+	if r.TURN != nil {
+		return r.TURN.URI()
+	}
+	if p.relayVia != nil {
+		return p.relayVia.hostport
+	}
+	return r.Dst.String()
+}
+
+// readTURN hands what peers send through the allocation to WireGuard,
+// until it is closed.
+func (c *control) readTURN(a *turnrelay.Allocation) {
+	buf := make([]byte, 65536)
+	for {
+		n, src, err := a.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		pe := (*c.turn.peers.Load())[src]
+		kind := Classify(buf[:n])
+		if pe != nil && kind == PacketRelay && isRelayedControl(buf[:n]) {
+			select { // punchtun ping (ping.go)
+			case c.in <- inbound{pkt: bytes.Clone(buf[:n]), src: src, at: time.Now(), turn: a}:
+			default:
+				c.Dropped.Add(1)
+			}
+			continue
+		}
+		if pe == nil || kind != PacketWireGuard {
+			c.bind.Dropped.Add(1)
+			continue
+		}
+		c.bind.relayBytes[relayTURN][rx].Add(uint64(n))
+		c.bind.inject(buf[:n], pe)
+		c.bind.relayedHandshake(pe, buf[:n])
+	}
+}

@@ -1,0 +1,219 @@
+// Package turnrelay holds a peer's allocation on a TURN server (coturn,
+// say): a public UDP address the server relays to and from for us, reached
+// over UDP, TCP or TLS. The peer's WireGuard packets to a peer whose own
+// allocation it knows go through it when no direct path exists. The TURN
+// protocol itself is github.com/pion/turn/v4's; this package dials,
+// allocates and reports errors in words an operator can act on.
+package turnrelay
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pion/logging"
+	"github.com/pion/stun/v3"
+	"github.com/pion/turn/v4"
+)
+
+// Config is what an allocation needs.
+type Config struct {
+	URI                string // RFC 7065: turn:host:port[?transport=tcp] or turns:host:port
+	Username, Password string // TURN REST credentials, from the rendezvous
+	// Control, when set, is applied to the socket before it is used
+	// (the tunnel's fwmark).
+	Control func(network, address string, c syscall.RawConn) error
+	Log     *slog.Logger
+}
+
+// Allocation is a relayed address on a TURN server.
+type Allocation struct {
+	uri    string
+	addr   netip.AddrPort // the relayed address: where peers send to reach us
+	server netip.AddrPort
+	client *turn.Client
+	relay  net.PacketConn // pion's: WriteTo and ReadFrom go through the server
+	base   net.PacketConn // the socket to the server: UDP, or STUN framed over TCP/TLS
+}
+
+// allocateTimeout bounds dialing and allocating: pion retransmits a lost
+// request for several seconds.
+const allocateTimeout = 10 * time.Second
+
+// Allocate dials the server cfg.URI names and allocates a relayed UDP
+// address on it.
+func Allocate(ctx context.Context, cfg Config) (*Allocation, error) {
+	u, err := stun.ParseURI(cfg.URI)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cfg.URI, err)
+	}
+	if u.Scheme != stun.SchemeTypeTURN && u.Scheme != stun.SchemeTypeTURNS {
+		return nil, fmt.Errorf("%s: not a TURN URI", cfg.URI)
+	}
+	ctx, cancel := context.WithTimeout(ctx, allocateTimeout)
+	defer cancel()
+	hostport := net.JoinHostPort(u.Host, strconv.Itoa(u.Port))
+	base, server, err := dial(ctx, u, hostport, cfg.Control)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cfg.URI, err)
+	}
+	// pion's transactions do not take a context: closing the socket
+	// ends them when ours is done.
+	stop := context.AfterFunc(ctx, func() { base.Close() })
+	a, err := allocate(cfg, base, server, hostport)
+	if !stop() || err != nil {
+		base.Close()
+		if err == nil {
+			err = ctx.Err()
+		}
+		return nil, fmt.Errorf("%s: %w", cfg.URI, explain(err))
+	}
+	return a, nil
+}
+
+func dial(ctx context.Context, u *stun.URI, hostport string, control func(string, string, syscall.RawConn) error) (net.PacketConn, netip.AddrPort, error) {
+	if u.Proto == stun.ProtoTypeUDP && u.Scheme == stun.SchemeTypeTURN {
+		ua, err := net.DefaultResolver.LookupNetIP(ctx, "ip", u.Host)
+		if err != nil {
+			return nil, netip.AddrPort{}, err
+		}
+		server := netip.AddrPortFrom(ua[0].Unmap(), uint16(u.Port))
+		lc := net.ListenConfig{Control: control}
+		pc, err := lc.ListenPacket(ctx, "udp", ":0")
+		return pc, server, err
+	}
+	d := net.Dialer{Control: control}
+	conn, err := d.DialContext(ctx, "tcp", hostport)
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	server := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
+	if u.Scheme == stun.SchemeTypeTURNS {
+		tc := tls.Client(conn, &tls.Config{ServerName: u.Host, MinVersion: tls.VersionTLS12})
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, netip.AddrPort{}, fmt.Errorf("TLS: %w", err)
+		}
+		conn = tc
+	}
+	return turn.NewSTUNConn(conn), server, nil
+}
+
+func allocate(cfg Config, base net.PacketConn, server netip.AddrPort, hostport string) (*Allocation, error) {
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	client, err := turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr: hostport,
+		TURNServerAddr: hostport,
+		Username:       cfg.Username,
+		Password:       cfg.Password,
+		Conn:           base,
+		Software:       "punchtun",
+		LoggerFactory:  &logging.DefaultLoggerFactory{Writer: debugWriter{log.With("turn", cfg.URI)}, DefaultLogLevel: logging.LogLevelWarn},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := client.Listen(); err != nil {
+		client.Close()
+		return nil, err
+	}
+	relay, err := client.Allocate()
+	if err != nil {
+		client.Close()
+		return nil, err
+	}
+	ua, ok := relay.LocalAddr().(*net.UDPAddr)
+	if !ok {
+		relay.Close()
+		client.Close()
+		return nil, errors.New("the server gave no relayed UDP address")
+	}
+	addr := ua.AddrPort()
+	return &Allocation{uri: cfg.URI, addr: netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()),
+		server: server, client: client, relay: relay, base: base}, nil
+}
+
+// explain words the errors an operator can act on.
+func explain(err error) error {
+	var te *stun.TurnError // pion returns a pointer
+	if errors.As(err, &te) {
+		switch te.ErrorCodeAttr.Code {
+		case stun.CodeUnauthorized, stun.CodeBadRequest: // coturn says 401 for a wrong password, pion's server 400
+			return fmt.Errorf("the TURN server refused our credentials (%w): its static-auth-secret must be the rendezvous's --turn-secret-file, and both hosts' clocks right", err)
+		case stun.CodeAllocQuotaReached, stun.CodeInsufficientCapacity:
+			return fmt.Errorf("the TURN server is full (%w)", err)
+		}
+	}
+	if errors.Is(err, context.DeadlineExceeded) || strings.Contains(fmt.Sprint(err), "transaction closed") ||
+		strings.Contains(fmt.Sprint(err), "all retransmissions failed") {
+		return fmt.Errorf("no answer from the TURN server within %v (%w)", allocateTimeout, err)
+	}
+	return err
+}
+
+// URI is the server's, as the rendezvous named it.
+func (a *Allocation) URI() string { return a.uri }
+
+// Addr is the relayed address: peers send to it to reach us.
+func (a *Allocation) Addr() netip.AddrPort { return a.addr }
+
+// Server is the TURN server's address.
+func (a *Allocation) Server() netip.AddrPort { return a.server }
+
+// Permit lets peer's packets through to us, and binds a channel to it, so
+// that its first packets are not dropped at the server while ours are on
+// their way.
+func (a *Allocation) Permit(peer netip.AddrPort) error {
+	return a.client.CreatePermission(net.UDPAddrFromAddrPort(peer))
+}
+
+// WriteTo sends p to a peer's relayed address through the server.
+func (a *Allocation) WriteTo(p []byte, dst *net.UDPAddr) error {
+	_, err := a.relay.WriteTo(p, dst)
+	return err
+}
+
+// ReadFrom reads the next packet a peer sent through the server.
+func (a *Allocation) ReadFrom(p []byte) (int, netip.AddrPort, error) {
+	n, from, err := a.relay.ReadFrom(p)
+	if err != nil {
+		return 0, netip.AddrPort{}, err
+	}
+	ua, _ := from.(*net.UDPAddr)
+	if ua == nil {
+		return 0, netip.AddrPort{}, errors.New("turnrelay: packet from a non-UDP address")
+	}
+	ap := ua.AddrPort()
+	return n, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// Close releases the allocation (a refresh with lifetime 0, not waited
+// for) and closes the socket; ReadFrom then fails.
+func (a *Allocation) Close() {
+	a.relay.Close()
+	a.client.Close()
+	a.base.Close()
+}
+
+// debugWriter passes pion's log lines (warnings and errors) on at debug
+// level: the tunnel logs what matters (allocations, failures) itself.
+type debugWriter struct{ log *slog.Logger }
+
+var _ io.Writer = debugWriter{}
+
+func (w debugWriter) Write(p []byte) (int, error) {
+	w.log.Debug(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
