@@ -225,7 +225,7 @@ func (c *control) checkSilence(p *peer, now time.Time) {
 	case !r.Relay:
 		p.punch.Suspect(now)
 	case r.TURN != nil:
-		c.turnFailed(p, now)
+		c.checkTURN(p, r, now)
 	case now.Sub(c.reregistered) > silenceLimit:
 		c.reregister(now)
 	}

@@ -259,7 +259,7 @@ func (c *control) handleRelayedProbe(m inbound) {
 		}
 		c.sendRelayedProbe(p, Route{Dst: m.src, Stream: stream, TURN: m.turn}, &wire.Pong{TxID: b.TxID, Src: m.src})
 	case *wire.Pong:
-		if !c.probeAnswered(p, m, b) {
+		if !c.probeAnswered(p, m, b) && !(m.turn != nil && c.turnAnswered(b)) {
 			c.Dropped.Add(1)
 		}
 	default:

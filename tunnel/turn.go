@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bytes"
+	"crypto/rand"
 	"errors"
 	"net/netip"
 	"slices"
@@ -43,6 +44,11 @@ type turnState struct {
 	// peers maps each peer's relayed address to its endpoint: what the
 	// reader hands packets to.
 	peers atomic.Pointer[map[netip.AddrPort]*PeerEndpoint]
+	// A path that falls silent is checked with probes through the
+	// allocation (checkTURN): the one awaited, when the check began, and
+	// when the next probe leaves.
+	probe                              [12]byte
+	checkSince, lastCheck, nextProbeAt time.Time
 }
 
 const (
@@ -53,9 +59,10 @@ const (
 	// turnResend spaces resending our relayed address to a peer that has
 	// not answered with its own.
 	turnResend = 2 * time.Second
-	// turnGrace: silence on a TURN route younger than this is the other
-	// side still setting up, not a dead server.
-	turnGrace = 5 * time.Second
+	// A silent TURN route is probed every turnProbeInterval; with no
+	// answer for turnProbeTimeout the allocation is taken for dead.
+	turnProbeInterval = 500 * time.Millisecond
+	turnProbeTimeout  = 3 * time.Second
 )
 
 // onTURNOffer keeps the newest credentials.
@@ -220,17 +227,40 @@ func (c *control) closeTURN(now time.Time, why string) {
 	a.Close() // its reader ends
 }
 
-// turnFailed follows silence on a TURN route: the server may be gone.
-// The allocation goes, and a new one is tried after the backoff.
-func (c *control) turnFailed(p *peer, now time.Time) {
+// checkTURN follows silence on p's TURN route: a tunnel that just went
+// idle looks the same as a dead server, so it probes p through the
+// allocation and, with no answer within turnProbeTimeout, leaves the
+// allocation, trying a new one after the backoff.
+func (c *control) checkTURN(p *peer, r Route, now time.Time) {
 	t := &c.turn
-	if t.alloc == nil || now.Sub(t.since) < turnGrace {
+	if t.checkSince.IsZero() || now.Sub(t.lastCheck) > time.Second {
+		t.checkSince = now // the last check ended: the path was heard again
+	}
+	t.lastCheck = now
+	if now.Sub(t.checkSince) > turnProbeTimeout {
+		t.checkSince = time.Time{}
+		t.backoff = min(max(2*t.backoff, minTURNBackoff), maxTURNBackoff)
+		t.retryAt = now.Add(t.backoff)
+		c.log.Warn("no answer through the TURN relay: leaving it", "peer", p.label(), "server", r.TURN.URI(), "retry_in", t.backoff)
+		c.closeTURN(now, "no answer through the TURN relay")
 		return
 	}
-	t.backoff = min(max(2*t.backoff, minTURNBackoff), maxTURNBackoff)
-	t.retryAt = now.Add(t.backoff)
-	c.log.Warn("no answer through the TURN relay: leaving it", "peer", p.label(), "server", t.alloc.URI(), "retry_in", t.backoff)
-	c.closeTURN(now, "no answer through the TURN relay")
+	if now.Before(t.nextProbeAt) {
+		return
+	}
+	t.nextProbeAt = now.Add(turnProbeInterval)
+	rand.Read(t.probe[:])
+	c.sendRelayedProbe(p, r, &wire.Ping{TxID: t.probe})
+}
+
+// turnAnswered takes a pong that came through the allocation: an answer
+// to checkTURN's probe ends the check.
+func (c *control) turnAnswered(pong *wire.Pong) bool {
+	if c.turn.checkSince.IsZero() || pong.TxID != c.turn.probe {
+		return false
+	}
+	c.turn.checkSince = time.Time{}
+	return true
 }
 
 // announceTURN tells p, through every rendezvous, our relayed address,
