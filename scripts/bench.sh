@@ -18,6 +18,10 @@
 #   easyhard  punchtun's direct path from an easy NAT to a hard one, found by
 #             birthday punching: a second lab (prefix ptbh, NAT A easy, NAT B
 #             hard) with a rendezvous of its own, a1 <-> b1
+#   turn      punchtun relayed through coturn (Debian's, on the public host):
+#             in lab ptbh, a2 <-> b1 with NAT A dropping a2's UDP to NAT B;
+#             that lab's rendezvous relays nothing itself (--relay=false) and
+#             hands out the TURN server
 # Each round runs every path in turn (punchtun, wg, raw, relay, punchtun, ...)
 # so that drift hits all of them; a figure is the median over the rounds. Per
 # path: TCP throughput a->b and b->a (iperf3), UDP throughput a->b (iperf3 -u,
@@ -46,7 +50,7 @@ WORK=$(mktemp -d /tmp/ptb-bench.XXXXXX)
 KEEP=${BENCH_KEEP-}
 . scripts/labkit.sh
 
-for c in iperf3 jq nft wg ping; do command -v $c >/dev/null || die "$c not found"; done
+for c in iperf3 jq nft wg ping turnserver; do command -v $c >/dev/null || die "$c not found"; done
 
 echo "== building"
 BIN=${PUNCHTUN_BIN:-$WORK/punchtun} WGBIN=$WORK/wireguard-go
@@ -64,32 +68,36 @@ stop_all() { lab_stop_all; "$LAB" down "$HPREFIX" >/dev/null 2>&1 || true; }
 in_ns natb nft add rule ip nat prerouting iifname wan meta l4proto '{ tcp, udp }' th dport 5201 dnat to 192.168.1.2
 in_ns natb nft add rule ip nat prerouting iifname wan icmp type echo-request dnat to 192.168.1.2
 in_ns natb nft insert rule inet filter forward ct status dnat accept
-# relay path: NAT A drops a2's UDP to NAT B (the rendezvous stays reachable).
+# relay path: NAT A drops a2's UDP to NAT B (the rendezvous stays reachable);
+# the same in the other lab for the TURN path.
 in_ns nata nft insert rule inet filter forward ip saddr 192.168.1.3 ip daddr 203.0.113.22 meta l4proto udp drop
+ip netns exec "$HPREFIX-nata" nft insert rule inet filter forward ip saddr 192.168.1.3 ip daddr 203.0.113.22 meta l4proto udp drop
 
 # No tunnel inside a tunnel: punchtun lists every local address as a LAN
 # candidate, the plain WireGuard tunnel's too, and a LAN path wins: without
 # this, punchtun would end up running inside the wireguard-go tunnel. The
 # tunnels' sockets use ports 51820-51824; nothing goes there through a tunnel.
-for h in a1 a2 b1; do
-	in_ns $h nft -f - <<-'EOF'
+for ns in "$PREFIX"-{a1,a2,b1} "$HPREFIX"-{a1,a2,b1}; do
+	ip netns exec "$ns" nft -f - <<-'EOF'
 	table inet ptbbench {
 		chain output {
 			type filter hook output priority filter; policy accept;
-			oifname { "ptbwga", "ptbwgb", "ptbpa", "ptbpb", "ptbra", "ptbrb" } udp dport 51820-51829 drop
+			oifname { "ptbwga", "ptbwgb", "ptbpa", "ptbpb", "ptbra", "ptbrb", "ptbha", "ptbhb", "ptbta", "ptbtb" } udp dport 51820-51829 drop
 		}
 	}
 	EOF
 done
 
-echo "== rendezvous (relay on) at 203.0.113.10:3478, in each lab"
+echo "== rendezvous at 203.0.113.10:3478 in each lab: relay on in $PREFIX; in $HPREFIX relay off, coturn at 203.0.113.20:3478 handed out"
 MAINPREFIX=$PREFIX PREFIX=$HPREFIX WORK=$WORK/h
 mkdir -p "$WORK"
-start_rendezvous "$BIN"
+echo bench-secret >"$WORK/turn-secret"
+start_coturn bench-secret
+start_rendezvous "$BIN" --relay=false --turn turn:203.0.113.20:3478 --turn-secret-file "$WORK/turn-secret"
 HRVPUB=$RVPUB PREFIX=$MAINPREFIX WORK=${WORK%/h}
 start_rendezvous "$BIN"
 
-for k in pa pb ra rb wa wb ha hb; do "$BIN" genkey >"$WORK/$k.key"; done
+for k in pa pb ra rb wa wb ha hb ta tb; do "$BIN" genkey >"$WORK/$k.key"; done
 pub() { "$BIN" pubkey <"$WORK/$1.key"; }
 
 # pt_conf NAME KEY ADDR PEERKEY PEERADDR PORT
@@ -101,6 +109,8 @@ pt_conf ptbrb rb 100.65.0.2 ra 100.65.0.1 51824
 RVPUB_MAIN=$RVPUB RVPUB=$HRVPUB
 pt_conf ptbha ha 100.66.0.1 hb 100.66.0.2 51825
 pt_conf ptbhb hb 100.66.0.2 ha 100.66.0.1 51826
+pt_conf ptbta ta 100.67.0.1 tb 100.67.0.2 51827
+pt_conf ptbtb tb 100.67.0.2 ta 100.67.0.1 51828
 RVPUB=$RVPUB_MAIN
 
 declare -A PID
@@ -133,6 +143,15 @@ pt_up a1 ptbha "$HPREFIX"
 pt_up b1 ptbhb "$HPREFIX"
 wait_for "punchtun easy side direct" 30 path_is a1 ptbha direct "$HPREFIX"
 wait_for "punchtun hard side direct" 30 path_is b1 ptbhb direct "$HPREFIX"
+
+echo "== punchtun, lab $HPREFIX: a2 <-> b1 through coturn"
+pt_up a2 ptbta "$HPREFIX"
+pt_up b1 ptbtb "$HPREFIX"
+pt_via() { ip netns exec "$HPREFIX-$1" "$BIN" status "$2" --json --run-dir "$WORK/run" | jq -r '.peers[0].path + " via " + .peers[0].via'; }
+via_turn() { [ "$(pt_via "$1" "$2" 2>/dev/null)" = "relay via turn:203.0.113.20:3478" ]; }
+wait_for "punchtun a2 via TURN" 30 via_turn a2 ptbta
+wait_for "punchtun b1 via TURN" 30 via_turn b1 ptbtb
+wait_for "ping over TURN" 10 hping1 a2 100.67.0.2
 wait_for "ping easy -> hard" 10 hping1 a1 100.66.0.2
 
 echo "== plain wireguard-go $WGVER: a1 <-> b1, endpoints 203.0.113.22:51820 / 203.0.113.21:51820"
@@ -194,9 +213,9 @@ rtt() {
 	ip netns exec "$1" ping -c "$PINGS" -i 0.05 -q "$2" 2>/dev/null | awk -F/ '/^rtt/{print $5}' | grep . || echo NA
 }
 
-read -r -a KINDS <<<"${BENCH_KINDS:-punchtun wg raw relay easyhard}"
-declare -A SRC=([punchtun]=$PREFIX-a1 [wg]=$PREFIX-a1 [raw]=$PREFIX-a1 [relay]=$PREFIX-a2 [easyhard]=$HPREFIX-a1)
-declare -A DST=([punchtun]=100.64.0.2 [wg]=10.99.0.2 [raw]=203.0.113.22 [relay]=100.65.0.2 [easyhard]=100.66.0.2)
+read -r -a KINDS <<<"${BENCH_KINDS:-punchtun wg raw relay easyhard turn}"
+declare -A SRC=([punchtun]=$PREFIX-a1 [wg]=$PREFIX-a1 [raw]=$PREFIX-a1 [relay]=$PREFIX-a2 [easyhard]=$HPREFIX-a1 [turn]=$HPREFIX-a2)
+declare -A DST=([punchtun]=100.64.0.2 [wg]=10.99.0.2 [raw]=203.0.113.22 [relay]=100.65.0.2 [easyhard]=100.66.0.2 [turn]=100.67.0.2)
 declare -A RES # RES[kind,metric] = space-separated values, one per round
 
 echo
@@ -214,6 +233,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 		[ "$k" = punchtun ] && note="path $(pt_path a1 ptbpa)"
 		[ "$k" = relay ] && note="path $(pt_path a2 ptbra)"
 		[ "$k" = easyhard ] && note="path $(pt_path a1 ptbha "$HPREFIX")"
+		[ "$k" = turn ] && note="path $(pt_via a2 ptbta)"
 		printf '%-5s %-8s %10s %10s %10s %7s %8s  %s\n' "$r" "$k" "$fwd" "$rev" "$udp" "$loss" "$ms" "$note"
 	done
 	if ((r == 1)); then
@@ -237,7 +257,7 @@ for k in "${KINDS[@]}"; do
 done
 echo
 echo "== ratios                  tcp a>b  tcp b>a   udp rx    rtt"
-for pair in "punchtun/wg punchtun wg" "punchtun/raw punchtun raw" "wg/raw wg raw" "relay/punchtun relay punchtun" "easyhard/punchtun easyhard punchtun"; do
+for pair in "punchtun/wg punchtun wg" "punchtun/raw punchtun raw" "wg/raw wg raw" "relay/punchtun relay punchtun" "easyhard/punchtun easyhard punchtun" "turn/punchtun turn punchtun" "turn/relay turn relay"; do
 	read -r name a b <<<"$pair"
 	printf '%-25s %8s %8s %8s %6s\n' "$name" "$(ratio "${MED[$a,fwd]:-NA}" "${MED[$b,fwd]:-NA}")" "$(ratio "${MED[$a,rev]:-NA}" "${MED[$b,rev]:-NA}")" \
 		"$(ratio "${MED[$a,udp]:-NA}" "${MED[$b,udp]:-NA}")" "$(ratio "${MED[$a,rtt]:-NA}" "${MED[$b,rtt]:-NA}")"

@@ -43,14 +43,26 @@ wait_for() {
 	done
 }
 
-# start_rendezvous BIN: `BIN rendezvous` (relay on) at 203.0.113.10:3478 on
+# start_rendezvous BIN [FLAGS...]: `BIN rendezvous FLAGS` (relay on) at 203.0.113.10:3478 on
 # the lab's rendezvous host, and on port 3479 for peers to tell easy NATs
 # from hard ones; sets RVPUB to its public key.
 start_rendezvous() {
-	in_ns rv "$1" rendezvous --listen 203.0.113.10:3478 --listen 203.0.113.10:3479 --key-file "$WORK/rv.key" 2>"$WORK/rv.log" &
+	local bin=$1
+	shift
+	in_ns rv "$bin" rendezvous --listen 203.0.113.10:3478 --listen 203.0.113.10:3479 --key-file "$WORK/rv.key" "$@" 2>"$WORK/rv.log" &
 	PIDS+=($!)
 	wait_for "the rendezvous" 5 in_ns rv sh -c "test -s '$WORK/rv.key' && ss -Hlun 'sport = :3478' | grep -q 3478"
-	RVPUB=$("$1" pubkey <"$WORK/rv.key")
+	RVPUB=$("$bin" pubkey <"$WORK/rv.key")
+}
+
+# start_coturn SECRET: Debian's coturn on the public host (203.0.113.20:3478,
+# UDP and TCP), checking TURN REST credentials made with SECRET.
+start_coturn() {
+	in_ns pub turnserver -n --listening-ip=203.0.113.20 --relay-ip=203.0.113.20 --listening-port=3478 \
+		--use-auth-secret --static-auth-secret="$1" --realm=punchtun.lab --no-tls --no-dtls --no-cli \
+		--log-file=stdout --simple-log --pidfile="$WORK/coturn.pid" --userdb="$WORK/coturn.db" >"$WORK/coturn.log" 2>&1 &
+	PIDS+=($!)
+	wait_for "coturn" 5 in_ns pub sh -c "ss -Hlun 'sport = :3478' | grep -q 3478"
 }
 
 # write_conf FILE KEYFILE ADDRESS PEER-PUBKEY PEER-ADDRESS [LISTENPORT [PEER-NAME]]:

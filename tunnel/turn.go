@@ -160,7 +160,7 @@ func allocateFirst(c *control, offer *wire.TURNOffer, blocked bool, mark uint32)
 		}
 		return 1
 	})
-	var errs []error
+	var errs []string
 	for _, u := range uris {
 		if blocked && udp(u) {
 			continue
@@ -170,7 +170,7 @@ func allocateFirst(c *control, offer *wire.TURNOffer, blocked bool, mark uint32)
 		if err == nil {
 			return a, nil
 		}
-		errs = append(errs, err)
+		errs = append(errs, err.Error())
 		if c.ctx.Err() != nil {
 			break
 		}
@@ -178,7 +178,7 @@ func allocateFirst(c *control, offer *wire.TURNOffer, blocked bool, mark uint32)
 	if len(errs) == 0 {
 		return nil, errors.New("no TURN server reachable over TCP, and UDP is blocked")
 	}
-	return nil, errors.Join(errs...)
+	return nil, errors.New(strings.Join(errs, "; "))
 }
 
 // turnAllocated follows an allocation's end: it replaces the last one and

@@ -340,14 +340,20 @@ func (l *lab) startRendezvous(second ...string) key.Private {
 // launchRendezvous is startRendezvous, returning the process too.
 func (l *lab) launchRendezvous(second ...string) (*proc, key.Private) {
 	l.t.Helper()
-	rvKey, _ := key.NewPrivate()
-	keyFile := filepath.Join(l.dir, "rendezvous.key")
-	os.WriteFile(keyFile, []byte(rvKey.Encode()+"\n"), 0o600)
 	other := rendezvousAddr2
 	if len(second) > 0 {
 		other = second[0]
 	}
-	return l.start("rv", "rendezvous", l.bin, "rendezvous", "--listen", rendezvousAddr, "--listen", other, "--key-file", keyFile), rvKey
+	return l.launchRendezvousWith("--listen", rendezvousAddr, "--listen", other)
+}
+
+// launchRendezvousWith starts the rendezvous with a new key and args.
+func (l *lab) launchRendezvousWith(args ...string) (*proc, key.Private) {
+	l.t.Helper()
+	rvKey, _ := key.NewPrivate()
+	keyFile := filepath.Join(l.dir, "rendezvous.key")
+	os.WriteFile(keyFile, []byte(rvKey.Encode()+"\n"), 0o600)
+	return l.start("rv", "rendezvous", append([]string{l.bin, "rendezvous", "--key-file", keyFile}, args...)...), rvKey
 }
 
 func (l *lab) up(p, other *peerSpec, rvKey key.Private) *proc {
