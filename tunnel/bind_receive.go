@@ -130,8 +130,10 @@ func (b *Bind) wrap(fn conn.ReceiveFunc) conn.ReceiveFunc {
 					}
 					continue
 				}
-				if (*b.relays.Load())[src] && isRelayedControl(pkt) {
-					b.control(pkt, src) // a relayed probe (ping.go)
+				// A relayed probe (ping.go), through a rendezvous or
+				// a peer's TURN relay (turn.go).
+				if ((*b.relays.Load())[src] || byAddr[src] != nil) && isRelayedControl(pkt) {
+					b.control(pkt, src)
 				} else {
 					b.Dropped.Add(1)
 				}

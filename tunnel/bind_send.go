@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -46,12 +47,7 @@ func (b *Bind) sendRoute(bufs [][]byte, pe *PeerEndpoint, r *route) error {
 	switch {
 	case r.TURN != nil:
 		b.relayBytes[relayTURN][tx].Add(size(bufs))
-		for _, p := range bufs {
-			if err := r.TURN.WriteTo(p, r.udp); err != nil {
-				return err
-			}
-		}
-		return nil
+		return b.sendTURN(bufs, r)
 	case r.Stream != nil:
 		b.relayBytes[relayRendezvousTCP][tx].Add(size(bufs))
 		return r.Stream.WriteRelayed(pe.peer, bufs)
@@ -79,18 +75,19 @@ type relayFrames struct {
 	buf    []byte
 }
 
-// sendRelayed wraps each packet in a relay frame naming peer. WireGuard's
-// buffers have no room in front (its packets start at the buffer's first
-// byte), so the frames are copies, from a pool. They lie end to end in one
+// frame puts each packet of bufs behind a header of headerLen bytes that
+// appendFrame writes. WireGuard's buffers have no room in front (its
+// packets start at the buffer's first byte), so the frames are copies, from
+// a pool; put them back with b.framePool.Put. They lie end to end in one
 // buffer, and each frame's capacity runs on over the next ones: StdNetBind
 // batches same-size packets into one UDP GSO message by appending each
 // behind the first, which here writes every frame onto itself. Without
 // that room it would send them one datagram each.
-func (b *Bind) sendRelayed(bufs [][]byte, peer key.Key, relay *conn.StdNetEndpoint) error {
+func (b *Bind) frame(bufs [][]byte, headerLen int, appendFrame func(buf, p []byte) []byte) *relayFrames {
 	rf := b.framePool.Get().(*relayFrames)
 	n := 0
 	for _, p := range bufs {
-		n += wire.RelayHeaderLen + len(p)
+		n += headerLen + len(p)
 	}
 	if cap(rf.buf) < n {
 		rf.buf = make([]byte, 0, n) // never grown below: frames point into it
@@ -98,11 +95,44 @@ func (b *Bind) sendRelayed(bufs [][]byte, peer key.Key, relay *conn.StdNetEndpoi
 	buf, frames := rf.buf[:0], rf.frames[:0]
 	for _, p := range bufs {
 		start := len(buf)
-		buf = wire.AppendRelay(buf, peer, p)
+		buf = appendFrame(buf, p)
 		frames = append(frames, buf[start:])
 	}
-	err := b.sendStd(frames, relay)
 	rf.frames = frames
+	return rf
+}
+
+// sendRelayed wraps each packet in a relay frame naming peer.
+func (b *Bind) sendRelayed(bufs [][]byte, peer key.Key, relay *conn.StdNetEndpoint) error {
+	rf := b.frame(bufs, wire.RelayHeaderLen, func(buf, p []byte) []byte { return wire.AppendRelay(buf, peer, p) })
+	err := b.sendStd(rf.frames, relay)
+	b.framePool.Put(rf)
+	return err
+}
+
+// sendTURN sends bufs through a TURN allocation to r.Dst. Once pion has
+// bound the peer a channel, they go as ChannelData (a 4-byte header: the
+// channel and the length), GSO-batched on the allocation's UDP socket as
+// on a birthday socket: pion's WriteTo makes one system call a packet,
+// which cost two thirds of the sender's CPU. Until then, and over TCP,
+// pion sends them (and binds the channel).
+func (b *Bind) sendTURN(bufs [][]byte, r *route) error {
+	conn := r.TURN.UDPConn()
+	ch, ok := r.TURN.Channel(r.Dst)
+	if !ok || conn == nil {
+		for _, p := range bufs {
+			if err := r.TURN.WriteTo(p, r.udp); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	rf := b.frame(bufs, 4, func(buf, p []byte) []byte {
+		buf = binary.BigEndian.AppendUint16(buf, ch)
+		buf = binary.BigEndian.AppendUint16(buf, uint16(len(p)))
+		return append(buf, p...)
+	})
+	err := b.sendSide(conn, r.TURN.Server(), rf.frames)
 	b.framePool.Put(rf)
 	return err
 }

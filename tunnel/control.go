@@ -392,6 +392,10 @@ func (c *control) handle(m inbound) {
 		}
 	}
 	if p := c.peers[h.Sender]; p != nil {
+		if m.turn != nil {
+			c.turnHello(p, h, m)
+			return
+		}
 		c.handlePeer(p, h, m)
 		return
 	}

@@ -44,6 +44,10 @@ type peer struct {
 	// it, and when to send ours again while it has not answered.
 	turnAddr, turnSent netip.AddrPort
 	turnNextSend       time.Time
+	// turnSeen is where our allocation reaches the peer (its NAT, opened
+	// by its hellos); turnHelloAt when to send our next hello.
+	turnSeen    netip.AddrPort
+	turnHelloAt time.Time
 
 	birthday        *birthday // hard side of a birthday round (birthday.go)
 	nextBirthday    time.Time

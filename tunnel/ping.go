@@ -257,14 +257,33 @@ func (c *control) handleRelayedProbe(m inbound) {
 				return
 			}
 		}
-		c.sendRelayedProbe(p, Route{Dst: m.src, Stream: stream, TURN: m.turn}, &wire.Pong{TxID: b.TxID, Src: m.src})
+		reply := Route{Dst: m.src, Stream: stream, TURN: m.turn}
+		if !m.tcp && m.turn == nil && !c.isServer(m.src) {
+			// From the peer's TURN relay, to our shared socket: the
+			// answer goes back through our own allocation (turn.go).
+			if reply = p.ep.Route(); reply.TURN == nil {
+				c.Dropped.Add(1)
+				return
+			}
+		}
+		c.sendRelayedProbe(p, reply, &wire.Pong{TxID: b.TxID, Src: m.src})
 	case *wire.Pong:
-		if !c.probeAnswered(p, m, b) && !(m.turn != nil && c.turnAnswered(b)) {
+		if !c.probeAnswered(p, m, b) && !c.turnAnswered(b) {
 			c.Dropped.Add(1)
 		}
 	default:
 		c.Dropped.Add(1)
 	}
+}
+
+// isServer reports whether addr is one of our rendezvous.
+func (c *control) isServer(addr netip.AddrPort) bool {
+	for _, s := range c.servers {
+		if s.addr == addr || s.other == addr {
+			return true
+		}
+	}
+	return false
 }
 
 // sendRelayedProbe seals m for p and sends it the relayed way r says: in a

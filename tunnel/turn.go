@@ -23,6 +23,17 @@ import (
 // ranks below a direct path and above the rendezvous's own relay; like
 // that relay it is left the moment probes confirm a direct path.
 //
+// Data does not go from allocation to allocation: a TURN server's relay
+// sockets have small receive buffers (coturn's take 128 KiB, a burst of
+// some fifty packets), and bulk traffic into one overflows them. Instead
+// each side sends a hello from its shared socket to the other's relayed
+// address now and then, which opens its own NAT to that address; the other
+// side learns from the hello where its relay reaches us (turnSeen), and
+// sends there through its allocation: packets leave the server's relay
+// socket straight for our NAT and arrive on our shared socket, batched like
+// any other. A peer that cannot send UDP (it talks to the TURN server over
+// TCP) sends no hello; packets to it go to its relayed address.
+//
 // One allocation serves every peer: the server keeps a permission per
 // peer address. It is released when no peer has needed a relay for
 // turnIdle, and made anew with fresh credentials before its own expire,
@@ -59,6 +70,9 @@ const (
 	// turnResend spaces resending our relayed address to a peer that has
 	// not answered with its own.
 	turnResend = 2 * time.Second
+	// turnHelloInterval spaces the hellos that keep our NAT open to a
+	// peer's relayed address: well within the shortest UDP timeouts.
+	turnHelloInterval = 10 * time.Second
 	// A silent TURN route is probed every turnProbeInterval; with no
 	// answer for turnProbeTimeout the allocation is taken for dead.
 	turnProbeInterval = 500 * time.Millisecond
@@ -87,7 +101,12 @@ func (c *control) onRelayed(m *wire.Relayed, now time.Time) {
 		return
 	}
 	c.log.Info("the peer's TURN relayed address", "peer", p.label(), "relayed", m.Addr)
-	p.turnAddr = m.Addr
+	p.turnAddr, p.turnHelloAt = m.Addr, time.Time{}
+	if m.Addr.IsValid() {
+		// What the peer's relay sends to our shared socket comes from
+		// there.
+		c.bind.Learn(p.ep, m.Addr)
+	}
 	// It allocated anew (or restarted): it may not know ours.
 	p.turnSent, p.turnNextSend = netip.AddrPort{}, time.Time{}
 	c.setTURNPeers()
@@ -111,6 +130,7 @@ func (c *control) tickTURN(now time.Time) {
 		if p.needsRelay() {
 			need = true
 			c.announceTURN(p, now)
+			c.helloTURN(p, now)
 		}
 	}
 	if need {
@@ -197,7 +217,7 @@ func (c *control) turnAllocated(a *turnrelay.Allocation, err error, offer *wire.
 	c.log.Info("TURN relay allocated", "server", a.URI(), "relayed", a.Addr(), "credentials_expire", t.expires.UTC().Format(time.RFC3339))
 	c.spawn(func() { c.readTURN(a) })
 	for _, p := range c.peers {
-		p.turnSent, p.turnNextSend = netip.AddrPort{}, time.Time{}
+		p.turnSent, p.turnNextSend, p.turnSeen = netip.AddrPort{}, time.Time{}, netip.AddrPort{}
 		c.permit(p)
 		if p.ep.Route().TURN != nil || p.needsRelay() {
 			c.updateRoute(p, now, "TURN relay allocated")
@@ -219,7 +239,7 @@ func (c *control) closeTURN(now time.Time, why string) {
 	}
 	t.alloc = nil
 	for _, p := range c.peers {
-		p.turnSent = netip.AddrPort{}
+		p.turnSent, p.turnSeen = netip.AddrPort{}, netip.AddrPort{}
 		if p.ep.Route().TURN == a {
 			c.updateRoute(p, now, why)
 		}
@@ -278,16 +298,51 @@ func (c *control) announceTURN(p *peer, now time.Time) {
 	p.turnSent, p.turnNextSend = a.Addr(), now.Add(turnResend)
 }
 
-// permit opens our allocation to p's relayed address, on a helper: the
-// request waits for the server's answer.
-func (c *control) permit(p *peer) {
-	a, addr := c.turn.alloc, p.turnAddr
-	if a == nil || !addr.IsValid() {
+// helloTURN sends p's relayed address a hello from our shared socket,
+// every turnHelloInterval: it opens our NAT to that address, and tells
+// the peer where its relay reaches us (turnHello).
+func (c *control) helloTURN(p *peer, now time.Time) {
+	if !p.turnAddr.IsValid() || now.Before(p.turnHelloAt) || c.udpBlocked() {
 		return
 	}
+	p.turnHelloAt = now.Add(turnHelloInterval)
+	var tx [12]byte
+	rand.Read(tx[:])
+	c.sendSealed(p.turnAddr, &p.shared, &wire.Ping{TxID: tx})
+}
+
+// turnHello takes a peer's message that came through our allocation: a
+// hello, from where our relay reaches the peer.
+func (c *control) turnHello(p *peer, h wire.Header, m inbound) {
+	if _, ok := c.open(m.pkt, h, &p.shared); !ok || c.turn.alloc != m.turn {
+		return
+	}
+	if p.turnSeen != m.src {
+		p.turnSeen = m.src
+		c.updateRoute(p, m.at, "the peer's NAT is open to our TURN relay")
+	}
+}
+
+// permit opens our allocation to p: to its relayed address, and to its
+// public addresses, where its hellos come from. On a helper: the request
+// waits for the server's answer.
+func (c *control) permit(p *peer) {
+	a := c.turn.alloc
+	if a == nil {
+		return
+	}
+	addrs := []netip.AddrPort{p.turnAddr}
+	for _, ep := range p.observed {
+		addrs = append(addrs, ep)
+	}
 	c.spawn(func() {
-		if err := a.Permit(addr); err != nil {
-			c.log.Debug("TURN permission failed", "server", a.URI(), "peer", addr, "err", err)
+		for _, addr := range addrs {
+			if !addr.IsValid() {
+				continue
+			}
+			if err := a.Permit(addr); err != nil {
+				c.log.Debug("TURN permission failed", "server", a.URI(), "peer", addr, "err", err)
+			}
 		}
 	})
 }
@@ -304,12 +359,18 @@ func (c *control) setTURNPeers() {
 	c.turn.peers.Store(&m)
 }
 
-// turnRoute is p's route through our allocation, if there is one.
+// turnRoute is p's route through our allocation, if there is one: to where
+// our relay reaches the peer's NAT, else to the peer's relayed address.
 func (c *control) turnRoute(p *peer) (Route, bool) {
-	if c.turn.alloc == nil || !p.turnAddr.IsValid() {
+	switch {
+	case c.turn.alloc == nil:
 		return Route{}, false
+	case p.turnSeen.IsValid():
+		return Route{Dst: p.turnSeen, Relay: true, TURN: c.turn.alloc}, true
+	case p.turnAddr.IsValid():
+		return Route{Dst: p.turnAddr, Relay: true, TURN: c.turn.alloc}, true
 	}
-	return Route{Dst: p.turnAddr, Relay: true, TURN: c.turn.alloc}, true
+	return Route{}, false
 }
 
 // relayName names the relay r goes through, for status's via.
@@ -334,8 +395,10 @@ func (c *control) readTURN(a *turnrelay.Allocation) {
 		}
 		pe := (*c.turn.peers.Load())[src]
 		kind := Classify(buf[:n])
-		if pe != nil && kind == PacketRelay && isRelayedControl(buf[:n]) {
-			select { // punchtun ping (ping.go)
+		if kind == PacketControl || kind == PacketRelay && isRelayedControl(buf[:n]) {
+			// A hello (turnHello), or a probe (ping.go): sealed, and
+			// opened by the control plane.
+			select {
 			case c.in <- inbound{pkt: bytes.Clone(buf[:n]), src: src, at: time.Now(), turn: a}:
 			default:
 				c.Dropped.Add(1)

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,6 +52,14 @@ func (m *metricsServer) serve(log *slog.Logger, cs ...prometheus.Collector) {
 	reg.MustRegister(cs...)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: promLogger{log}}))
+	if os.Getenv("PUNCHTUN_PPROF") == "1" {
+		// Go's profiles, for measuring (scripts/bench.sh's profiles):
+		// opt-in, since a profile costs CPU and shows internals.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		log.Info("serving Go profiles at /debug/pprof/ (PUNCHTUN_PPROF=1)")
+	}
 	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	log.Info("serving metrics", "addr", m.ln.Addr().String())
 	go func() {

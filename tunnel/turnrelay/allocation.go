@@ -9,14 +9,18 @@ package turnrelay
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -43,6 +47,10 @@ type Allocation struct {
 	client *turn.Client
 	relay  net.PacketConn // pion's: WriteTo and ReadFrom go through the server
 	base   net.PacketConn // the socket to the server: UDP, or STUN framed over TCP/TLS
+	// channels maps peers to the channels pion bound them to, as its
+	// first ChannelData to each showed (tap), for Channel.
+	channels   atomic.Pointer[map[netip.AddrPort]uint16]
+	channelsMu sync.Mutex // writers of channels
 }
 
 // allocateTimeout bounds dialing and allocating: pion retransmits a lost
@@ -69,7 +77,7 @@ func Allocate(ctx context.Context, cfg Config) (*Allocation, error) {
 	// pion's transactions do not take a context: closing the socket
 	// ends them when ours is done.
 	stop := context.AfterFunc(ctx, func() { base.Close() })
-	a, err := allocate(cfg, base, server, hostport)
+	a, err := allocate(cfg, &tap{PacketConn: base}, server, hostport)
 	if !stop() || err != nil {
 		base.Close()
 		if err == nil {
@@ -108,11 +116,14 @@ func dial(ctx context.Context, u *stun.URI, hostport string, control func(string
 	return turn.NewSTUNConn(conn), server, nil
 }
 
-func allocate(cfg Config, base net.PacketConn, server netip.AddrPort, hostport string) (*Allocation, error) {
+func allocate(cfg Config, base *tap, server netip.AddrPort, hostport string) (*Allocation, error) {
 	log := cfg.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	a := &Allocation{uri: cfg.URI, server: server, base: base.PacketConn}
+	a.channels.Store(&map[netip.AddrPort]uint16{})
+	base.bound = a.bound
 	client, err := turn.NewClient(&turn.ClientConfig{
 		STUNServerAddr: hostport,
 		TURNServerAddr: hostport,
@@ -125,6 +136,7 @@ func allocate(cfg Config, base net.PacketConn, server netip.AddrPort, hostport s
 	if err != nil {
 		return nil, err
 	}
+	a.client = client
 	if err := client.Listen(); err != nil {
 		client.Close()
 		return nil, err
@@ -141,8 +153,9 @@ func allocate(cfg Config, base net.PacketConn, server netip.AddrPort, hostport s
 		return nil, errors.New("the server gave no relayed UDP address")
 	}
 	addr := ua.AddrPort()
-	return &Allocation{uri: cfg.URI, addr: netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()),
-		server: server, client: client, relay: relay, base: base}, nil
+	a.addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	a.relay = relay
+	return a, nil
 }
 
 // explain words the errors an operator can act on.
@@ -205,6 +218,62 @@ func (a *Allocation) Close() {
 	a.relay.Close()
 	a.client.Close()
 	a.base.Close()
+}
+
+// UDPConn is the socket to the server when it is UDP, for sending
+// ChannelData in batches (Channel); nil over TCP or TLS.
+func (a *Allocation) UDPConn() *net.UDPConn {
+	c, _ := a.base.(*net.UDPConn)
+	return c
+}
+
+// Channel returns the channel pion bound to peer, once the server has
+// confirmed it: ChannelData on it (a 4-byte header: the channel, the
+// length; no padding over UDP) reaches the peer from our relayed address,
+// as what WriteTo sends does. Until then WriteTo sends, and binds.
+func (a *Allocation) Channel(peer netip.AddrPort) (uint16, bool) {
+	ch, ok := (*a.channels.Load())[peer]
+	return ch, ok
+}
+
+// bound learns the peer of a channel from pion's first ChannelData on it.
+func (a *Allocation) bound(ch uint16) {
+	finder, ok := a.relay.(interface {
+		FindAddrByChannelNumber(uint16) (net.Addr, bool)
+	})
+	if !ok {
+		return
+	}
+	addr, ok := finder.FindAddrByChannelNumber(ch)
+	ua, _ := addr.(*net.UDPAddr)
+	if !ok || ua == nil {
+		return
+	}
+	ap := ua.AddrPort()
+	a.channelsMu.Lock()
+	defer a.channelsMu.Unlock()
+	next := maps.Clone(*a.channels.Load())
+	next[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = ch
+	a.channels.Store(&next)
+}
+
+// tap is the socket pion writes through: it notes the channels of the
+// ChannelData it sends, which pion sends only on a bound channel.
+type tap struct {
+	net.PacketConn
+	bound func(ch uint16)
+	seen  sync.Map // uint16 → struct{}
+}
+
+func (t *tap) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if len(p) >= 4 && p[0]&0xc0 == 0x40 {
+		ch := binary.BigEndian.Uint16(p)
+		if _, ok := t.seen.Load(ch); !ok {
+			t.seen.Store(ch, struct{}{})
+			t.bound(ch)
+		}
+	}
+	return t.PacketConn.WriteTo(p, addr)
 }
 
 // debugWriter passes pion's log lines (warnings and errors) on at debug

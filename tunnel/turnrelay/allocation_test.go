@@ -3,6 +3,7 @@ package turnrelay
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"net"
 	"strings"
 	"testing"
@@ -79,6 +80,28 @@ func TestRelayBetweenAllocations(t *testing.T) {
 		send(t, a, b, msg)
 		send(t, b, a, msg)
 	}
+
+	// pion bound a channel to b on its own; ChannelData framed by hand
+	// on it reaches b as from a's relayed address.
+	deadline := time.Now().Add(5 * time.Second)
+	ch, ok := a.Channel(b.Addr())
+	for ; !ok && time.Now().Before(deadline); ch, ok = a.Channel(b.Addr()) {
+		send(t, a, b, []byte("bind"))
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !ok || ch < 0x4000 || a.UDPConn() == nil {
+		t.Fatalf("no channel to %v (%d, %v), UDP socket %v", b.Addr(), ch, ok, a.UDPConn())
+	}
+	if b.UDPConn() != nil {
+		t.Fatal("an allocation over TCP offers a UDP socket for ChannelData")
+	}
+	msg := []byte("framed by hand")
+	frame := binary.BigEndian.AppendUint16(nil, ch)
+	frame = binary.BigEndian.AppendUint16(frame, uint16(len(msg)))
+	if _, err := a.UDPConn().WriteToUDPAddrPort(append(frame, msg...), a.Server()); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, a, b, msg)
 }
 
 func send(t *testing.T, from, to *Allocation, msg []byte) {
@@ -86,10 +109,20 @@ func send(t *testing.T, from, to *Allocation, msg []byte) {
 	if err := from.WriteTo(msg, net.UDPAddrFromAddrPort(to.Addr())); err != nil {
 		t.Fatal(err)
 	}
+	expect(t, from, to, msg)
+}
+
+// expect reads msg from `from` on `to`, skipping the "bind" packets that
+// TestRelayBetweenAllocations sends while waiting for a channel.
+func expect(t *testing.T, from, to *Allocation, msg []byte) {
+	t.Helper()
 	buf := make([]byte, 2048)
 	got := make(chan error, 1)
 	go func() {
 		n, src, err := to.ReadFrom(buf)
+		for err == nil && string(buf[:n]) == "bind" && string(msg) != "bind" {
+			n, src, err = to.ReadFrom(buf)
+		}
 		switch {
 		case err != nil:
 			got <- err
