@@ -27,11 +27,13 @@ type statMetric struct {
 // statNames are the metrics of the Stats counters that are not drops.
 // Every Drop* counter is a reason of punchtun_rendezvous_dropped_packets_total.
 var statNames = map[string]struct{ name, help string }{
-	"STUN":          {"stun_requests_total", "STUN binding requests answered."},
-	"Registrations": {"registrations_total", "Registrations and refreshes accepted."},
-	"Introductions": {"introductions_total", "Pairs of peers introduced to each other."},
-	"RelayPackets":  {"relayed_packets_total", "WireGuard packets relayed between peers."},
-	"RelayBytes":    {"relayed_bytes_total", "WireGuard bytes relayed between peers, without the relay header."},
+	"STUN":             {"stun_requests_total", "STUN binding requests answered."},
+	"Registrations":    {"registrations_total", "Registrations and refreshes accepted."},
+	"Introductions":    {"introductions_total", "Pairs of peers introduced to each other."},
+	"RelayPackets":     {"relayed_packets_total", "WireGuard packets relayed between peers."},
+	"RelayBytes":       {"relayed_bytes_total", "WireGuard bytes relayed between peers, without the relay header."},
+	"TURNOffers":       {"turn_offers_total", "TURN credentials handed out."},
+	"RelayedAddresses": {"relayed_addresses_total", "TURN relayed addresses passed from one peer of a pair to the other."},
 }
 
 // NewCollector returns a Collector of s. Register it with a
