@@ -34,7 +34,10 @@
 # (iperf3 -b, 10G), BENCH_UDP_LEN (datagram size, 1200: fits MTU 1280),
 # PUNCHTUN_BIN (a built punchtun to use instead of building one), BENCH_KEEP (set: keep the work directory with the logs), BENCH_PINGS (50), BENCH_KINDS (the paths to measure, "punchtun wg raw relay";
 # ratios of absent paths print NA), BENCH_CONNECT (1), PUNCHTUN_GOMEMLIMIT (unset: passed to
-# the punchtun peers as GOMEMLIMIT when set).
+# the punchtun peers as GOMEMLIMIT when set), BENCH_PROFILE (set: after the
+# rounds, a CPU profile of both direct-path peers during one more TCP a->b
+# run, its top entries printed; the peers serve /debug/pprof/ on loopback
+# for it, PUNCHTUN_PPROF=1).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -50,7 +53,7 @@ WORK=$(mktemp -d /tmp/ptb-bench.XXXXXX)
 KEEP=${BENCH_KEEP-}
 . scripts/labkit.sh
 
-for c in iperf3 jq nft wg ping turnserver; do command -v $c >/dev/null || die "$c not found"; done
+for c in iperf3 jq nft wg ping turnserver ${BENCH_PROFILE:+curl}; do command -v $c >/dev/null || die "$c not found"; done
 
 echo "== building"
 BIN=${PUNCHTUN_BIN:-$WORK/punchtun} WGBIN=$WORK/wireguard-go
@@ -114,11 +117,16 @@ pt_conf ptbtb tb 100.67.0.2 ta 100.67.0.1 51828
 RVPUB=$RVPUB_MAIN
 
 declare -A PID
+declare -A PPROF=([ptbpa]=127.0.0.1:9111 [ptbpb]=127.0.0.1:9112)
 # pt_up HOST IFACE [LAB-PREFIX]
 pt_up() {
-	local env=()
-	[ -n "${PUNCHTUN_GOMEMLIMIT-}" ] && env=(env "GOMEMLIMIT=$PUNCHTUN_GOMEMLIMIT")
-	ip netns exec "${3:-$PREFIX}-$1" "${env[@]}" "$BIN" up "$WORK/$2.conf" --run-dir "$WORK/run" --state-dir - 2>"$WORK/$2.log" &
+	local env=(env) flags=()
+	[ -n "${PUNCHTUN_GOMEMLIMIT-}" ] && env+=("GOMEMLIMIT=$PUNCHTUN_GOMEMLIMIT")
+	if [ -n "${BENCH_PROFILE-}" ] && [ -n "${PPROF[$2]-}" ]; then
+		env+=(PUNCHTUN_PPROF=1)
+		flags=(--metrics "${PPROF[$2]}")
+	fi
+	ip netns exec "${3:-$PREFIX}-$1" "${env[@]}" "$BIN" up "$WORK/$2.conf" --run-dir "$WORK/run" --state-dir - "${flags[@]}" 2>"$WORK/$2.log" &
 	PIDS+=($!)
 	PID[$2]=$!
 }
@@ -272,6 +280,24 @@ for p in "${MEMPROCS[@]}"; do
 	esac
 	printf '%-24s %8s %10s %8s %8s\n' "$n" "${RSS_IDLE[$p]}" "${RSS_R1[$p]}" "${RSS_END[$p]}" "${RSS_PEAK[$p]}"
 done
+if [ -n "${BENCH_PROFILE-}" ]; then
+	echo
+	echo "== CPU profiles of the direct path's peers during iperf3 -t $T a->b (go tool pprof -top)"
+	cpids=()
+	for p in ptbpa ptbpb; do
+		h=a1
+		[ $p = ptbpb ] && h=b1
+		in_ns $h curl -s -o "$WORK/$p.prof" "http://${PPROF[$p]}/debug/pprof/profile?seconds=$T" &
+		cpids+=($!)
+	done
+	sleep 0.2
+	echo "throughput while profiled: $(iperf_tcp "$PREFIX-a1" 100.64.0.2) Mbit/s"
+	wait "${cpids[@]}"
+	for p in ptbpa ptbpb; do
+		echo "-- $p ($([ $p = ptbpa ] && echo sender a1 || echo receiver b1))"
+		go tool pprof -top -nodecount=15 "$BIN" "$WORK/$p.prof" 2>/dev/null | sed -n '4,$p'
+	done
+fi
 echo
 echo "machine: $(nproc) cores, $(uname -sr), $(go version | awk '{print $3}'), wireguard-go $WGVER, GOMEMLIMIT for punchtun: ${PUNCHTUN_GOMEMLIMIT:-unset}"
 

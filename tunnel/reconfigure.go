@@ -64,6 +64,7 @@ func (c *control) reconfigure(cfg controlConfig, now time.Time) {
 			c.closeBirthday(p, true)
 			c.bind.RemovePeer(k)
 			delete(c.peers, k)
+			c.setTURNPeers() // what it sends through a TURN relay is dropped too
 			continue
 		}
 		p.name = pc.Name
