@@ -290,12 +290,21 @@ if [ -n "${BENCH_PROFILE-}" ]; then
 		in_ns $h curl -s -o "$WORK/$p.prof" "http://${PPROF[$p]}/debug/pprof/profile?seconds=$T" &
 		cpids+=($!)
 	done
+	# Halfway through, what the heap holds: the peak is live buffers.
+	(
+		sleep $((T / 2 + 1))
+		in_ns a1 curl -s -o "$WORK/ptbpa.heap" "http://${PPROF[ptbpa]}/debug/pprof/heap"
+		in_ns b1 curl -s -o "$WORK/ptbpb.heap" "http://${PPROF[ptbpb]}/debug/pprof/heap"
+	) &
+	cpids+=($!)
 	sleep 0.2
 	echo "throughput while profiled: $(iperf_tcp "$PREFIX-a1" 100.64.0.2) Mbit/s"
 	wait "${cpids[@]}"
 	for p in ptbpa ptbpb; do
-		echo "-- $p ($([ $p = ptbpa ] && echo sender a1 || echo receiver b1))"
+		echo "-- $p ($([ $p = ptbpa ] && echo sender a1 || echo receiver b1)): CPU"
 		go tool pprof -top -nodecount=15 "$BIN" "$WORK/$p.prof" 2>/dev/null | sed -n '4,$p'
+		echo "-- $p: heap in use halfway"
+		go tool pprof -top -sample_index=inuse_space -nodecount=6 "$BIN" "$WORK/$p.heap" 2>/dev/null | sed -n '4,$p'
 	done
 fi
 echo
