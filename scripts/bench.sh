@@ -34,7 +34,8 @@
 # (iperf3 -b, 10G), BENCH_UDP_LEN (datagram size, 1200: fits MTU 1280),
 # PUNCHTUN_BIN (a built punchtun to use instead of building one), BENCH_KEEP (set: keep the work directory with the logs), BENCH_PINGS (50), BENCH_KINDS (the paths to measure, "punchtun wg raw relay";
 # ratios of absent paths print NA), BENCH_CONNECT (1), PUNCHTUN_GOMEMLIMIT (unset: passed to
-# the punchtun peers as GOMEMLIMIT when set), BENCH_PROFILE (set: after the
+# the punchtun peers as GOMEMLIMIT when set), BENCH_UDP (0: no UDP test, so
+# that the peak memory is TCP's), PUNCHTUN_GOGC (likewise, GOGC), BENCH_PROFILE (set: after the
 # rounds, a CPU profile of both direct-path peers during one more TCP a->b
 # run, its top entries printed; the peers serve /debug/pprof/ on loopback
 # for it, PUNCHTUN_PPROF=1).
@@ -122,6 +123,7 @@ declare -A PPROF=([ptbpa]=127.0.0.1:9111 [ptbpb]=127.0.0.1:9112)
 pt_up() {
 	local env=(env) flags=()
 	[ -n "${PUNCHTUN_GOMEMLIMIT-}" ] && env+=("GOMEMLIMIT=$PUNCHTUN_GOMEMLIMIT")
+	[ -n "${PUNCHTUN_GOGC-}" ] && env+=("GOGC=$PUNCHTUN_GOGC")
 	if [ -n "${BENCH_PROFILE-}" ] && [ -n "${PPROF[$2]-}" ]; then
 		env+=(PUNCHTUN_PPROF=1)
 		flags=(--metrics "${PPROF[$2]}")
@@ -234,7 +236,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
 		s=${SRC[$k]} d=${DST[$k]}
 		fwd=$(iperf_tcp "$s" "$d")
 		rev=$(iperf_tcp "$s" "$d" -R)
-		read -r udp loss <<<"$(iperf_udp "$s" "$d")"
+		udp=NA loss=NA
+		[ "${BENCH_UDP:-1}" = 0 ] || read -r udp loss <<<"$(iperf_udp "$s" "$d")"
 		ms=$(rtt "$s" "$d")
 		RES[$k,fwd]+="$fwd " RES[$k,rev]+="$rev " RES[$k,udp]+="$udp " RES[$k,loss]+="$loss " RES[$k,rtt]+="$ms "
 		note=""
@@ -308,7 +311,7 @@ if [ -n "${BENCH_PROFILE-}" ]; then
 	done
 fi
 echo
-echo "machine: $(nproc) cores, $(uname -sr), $(go version | awk '{print $3}'), wireguard-go $WGVER, GOMEMLIMIT for punchtun: ${PUNCHTUN_GOMEMLIMIT:-unset}"
+echo "machine: $(nproc) cores, $(uname -sr), $(go version | awk '{print $3}'), wireguard-go $WGVER, GOMEMLIMIT for punchtun: ${PUNCHTUN_GOMEMLIMIT:-unset}, GOGC: ${PUNCHTUN_GOGC:-unset}"
 
 stop_all
 if [ "${BENCH_CONNECT:-1}" != 0 ]; then

@@ -64,6 +64,8 @@ type Bind struct {
 	// relayBytes counts the WireGuard bytes relayed, by kind of relay
 	// and direction (status's relayed_bytes).
 	relayBytes [relayKinds][2]atomic.Uint64
+	// in and out bound the packets wireguard-go holds (inflight.go).
+	in, out *inflight
 }
 
 // Kinds of relay, and directions, that relayBytes counts.
@@ -186,6 +188,8 @@ func NewBind(local key.Key, control func(pkt []byte, src netip.AddrPort)) *Bind 
 		local:     local,
 		control:   control,
 		endpoints: make(map[key.Key]*PeerEndpoint),
+		in:        newInflight(),
+		out:       newInflight(),
 	}
 	b.byAddr.Store(&map[netip.AddrPort]*PeerEndpoint{})
 	b.relays.Store(&map[netip.AddrPort]bool{})

@@ -16,14 +16,15 @@ import (
 // receiveSide hands WireGuard the packets that came off the shared socket,
 // a batch at a time, until the Bind is closed.
 func (b *Bind) receiveSide(closed chan struct{}) conn.ReceiveFunc {
-	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (n int, err error) {
+		b.in.wait()
+		defer func() { b.in.add(heldData(bufs, sizes, n)) }()
 		var p sidePacket
 		select {
 		case p = <-b.side:
 		case <-closed:
 			return 0, net.ErrClosed
 		}
-		n := 0
 		for {
 			sizes[n] = copy(bufs[n], *p.buf)
 			eps[n] = p.ep
@@ -94,7 +95,9 @@ func (b *Bind) Port() uint16 { return uint16(b.port.Load()) }
 
 func (b *Bind) wrap(fn conn.ReceiveFunc) conn.ReceiveFunc {
 	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		b.in.wait()
 		n, err := fn(bufs, sizes, eps)
+		defer func() { b.in.add(heldData(bufs, sizes, n)) }()
 		byAddr := *b.byAddr.Load()
 		for i := 0; i < n; i++ {
 			if sizes[i] == 0 {
