@@ -90,6 +90,10 @@ func TestTURNRelay(t *testing.T) {
 			l.waitVia(b, tc.viaB, 30*time.Second)
 			l.ping(a, b)
 			l.transfer(a, b)
+			// punchtun ping's probes go through the allocations too.
+			if r := l.pingPeer(a, b.host, "-c", "3"); r.Received != 3 || len(r.Replies) == 0 || r.Replies[0].Path != "relay" {
+				t.Errorf("punchtun ping through TURN: %+v", r)
+			}
 
 			st, err := l.status(a)
 			if err != nil {
