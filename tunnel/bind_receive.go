@@ -114,9 +114,13 @@ func (b *Bind) wrap(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			case PacketWireGuard:
 				if pe := byAddr[src]; pe != nil {
 					eps[i] = pe
-					if !b.received(pe, pkt, src, false) {
+					switch r := pe.route.Load(); {
+					case !b.received(pe, pkt, src, false):
 						sizes[i] = 0
-					} else if !pe.directHeard.Load() {
+					case r != nil && r.TURN != nil:
+						// From the peer's TURN relay (turn.go).
+						b.relayBytes[relayTURN][rx].Add(uint64(len(pkt)))
+					case !pe.directHeard.Load():
 						pe.directHeard.Store(true)
 					}
 				}

@@ -102,6 +102,13 @@ func TestTURNRelay(t *testing.T) {
 			if n := st.RelayedBytes["turn"].Tx; n < 10<<20 {
 				t.Errorf("a sent %d bytes through TURN, want the 10 MiB transfer's", n)
 			}
+			stb, err := l.status(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := stb.RelayedBytes["turn"].Rx; n < 10<<20 {
+				t.Errorf("b received %d bytes through TURN, want the 10 MiB transfer's", n)
+			}
 			if st.TURN == nil || st.TURN.Server != tc.viaA {
 				t.Errorf("a's allocation %+v, want one on %s", st.TURN, tc.viaA)
 			}
