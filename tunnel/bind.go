@@ -60,6 +60,9 @@ type Bind struct {
 	// onRelayedInitiation hears of a handshake initiation that came
 	// through a relay while the peer's route is direct (handshake.go).
 	onRelayedInitiation atomic.Pointer[func(key.Key)]
+	// onRelayedWhileTURN hears of a packet that came through a
+	// rendezvous's relay while the peer's route is TURN (turn.go).
+	onRelayedWhileTURN atomic.Pointer[func(key.Key)]
 	Dropped             atomic.Uint64 // packets that were neither WireGuard nor ours
 	// relayBytes counts the WireGuard bytes relayed, by kind of relay
 	// and direction (status's relayed_bytes).
@@ -103,6 +106,9 @@ type PeerEndpoint struct {
 	// directHeard: WireGuard came from the peer straight from its address
 	// (not relayed) since the route last changed: it had a direct path.
 	directHeard atomic.Bool
+	// turnNoticed: when relayedWhileTURN last told of the peer (unix
+	// nanoseconds).
+	turnNoticed atomic.Int64
 }
 
 // received notes a WireGuard packet from the peer, which came from src

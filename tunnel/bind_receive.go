@@ -69,6 +69,7 @@ func (b *Bind) InjectRelayed(frame []byte) bool {
 		b.relayBytes[relayRendezvousTCP][rx].Add(uint64(len(frame) - wire.RelayHeaderLen))
 		b.inject(frame[wire.RelayHeaderLen:], pe)
 		b.relayedHandshake(pe, frame[wire.RelayHeaderLen:])
+		b.relayedWhileTURN(pe)
 	} else if isRelayedControl(frame) {
 		return false // a relayed probe, for the control plane (ping.go)
 	} else {
@@ -134,6 +135,7 @@ func (b *Bind) wrap(fn conn.ReceiveFunc) conn.ReceiveFunc {
 						sizes[i] = 0
 					} else {
 						b.relayedHandshake(pe, bufs[i][:sizes[i]])
+						b.relayedWhileTURN(pe)
 					}
 					continue
 				}

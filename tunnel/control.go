@@ -50,6 +50,9 @@ type control struct {
 	// relayedInitiations names peers whose handshake came through a
 	// relay while our route to them is direct (Bind.OnRelayedInitiation).
 	relayedInitiations chan key.Key
+	// relayedOnTURN names peers whose packets came through a rendezvous's
+	// relay while our route to them is TURN (Bind.relayedWhileTURN).
+	relayedOnTURN chan key.Key
 	Dropped            atomic.Uint64 // control packets dropped: unauthenticated, replayed, or queue full
 	// workers are the goroutines the control plane starts (spawn): the
 	// control goroutine, the network watch, resolvers, TCP dialers and
@@ -129,6 +132,7 @@ func newControl(log *slog.Logger, priv key.Private, iface string, own []netip.Pr
 		actions:            make(chan func(), 64),
 		pathChecks:         make(chan netip.AddrPort, 16),
 		relayedInitiations: make(chan key.Key, 16),
+		relayedOnTURN:      make(chan key.Key, 16),
 		done:               make(chan struct{}),
 		stopped:            make(chan struct{}),
 		peers:              make(map[key.Key]*peer),
@@ -228,6 +232,13 @@ func (c *control) start(bind *Bind, wg wireGuard, mark uint32) {
 		default:
 		}
 	})
+	onTURN := func(k key.Key) {
+		select {
+		case c.relayedOnTURN <- k:
+		default:
+		}
+	}
+	bind.onRelayedWhileTURN.Store(&onTURN)
 	c.netChanged = make(chan struct{}, 1)
 	c.spawn(func() { watchNetwork(c.log, c.iface, c.done, c.netChanged) })
 	c.spawn(c.run)
@@ -261,6 +272,8 @@ func (c *control) run() {
 			f()
 		case dst := <-c.pathChecks:
 			c.checkPathMTU(dst)
+		case k := <-c.relayedOnTURN:
+			c.peerLeftTURN(k, time.Now())
 		case k := <-c.relayedInitiations:
 			c.peerHasNoDirectPath(k, time.Now())
 		case <-c.netChanged:

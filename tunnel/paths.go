@@ -48,6 +48,10 @@ type peer struct {
 	// by its hellos); turnHelloAt when to send our next hello.
 	turnSeen    netip.AddrPort
 	turnHelloAt time.Time
+	// While turnCheckUntil, the TURN route is probed: the peer's packets
+	// came through the rendezvous's relay (peerLeftTURN); not before
+	// turnOKUntil, when a probe was answered.
+	turnCheckUntil, turnOKUntil time.Time
 
 	birthday        *birthday // hard side of a birthday round (birthday.go)
 	nextBirthday    time.Time

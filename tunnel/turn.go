@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel/turnrelay"
 )
 
@@ -59,6 +60,7 @@ type turnState struct {
 	// allocation (checkTURN): the one awaited, when the check began, and
 	// when the next probe leaves.
 	probe                              [12]byte
+	probePeer                          *peer
 	checkSince, lastCheck, nextProbeAt time.Time
 }
 
@@ -77,6 +79,9 @@ const (
 	// answer for turnProbeTimeout the allocation is taken for dead.
 	turnProbeInterval = 500 * time.Millisecond
 	turnProbeTimeout  = 3 * time.Second
+	// turnOKFor: after an answered probe, how long a peer's relayed
+	// packets do not start another check.
+	turnOKFor = 10 * time.Second
 )
 
 // onTURNOffer keeps the newest credentials.
@@ -127,6 +132,9 @@ func (c *control) tickTURN(now time.Time) {
 	}
 	need := false
 	for _, p := range c.peers {
+		if r := p.ep.Route(); r.TURN != nil && now.Before(p.turnCheckUntil) {
+			c.checkTURN(p, r, now)
+		}
 		if p.needsRelay() {
 			need = true
 			c.announceTURN(p, now)
@@ -269,6 +277,7 @@ func (c *control) checkTURN(p *peer, r Route, now time.Time) {
 		return
 	}
 	t.nextProbeAt = now.Add(turnProbeInterval)
+	t.probePeer = p
 	rand.Read(t.probe[:])
 	c.sendRelayedProbe(p, r, &wire.Ping{TxID: t.probe})
 }
@@ -276,10 +285,16 @@ func (c *control) checkTURN(p *peer, r Route, now time.Time) {
 // turnAnswered takes a pong that came through the allocation: an answer
 // to checkTURN's probe ends the check.
 func (c *control) turnAnswered(pong *wire.Pong) bool {
-	if c.turn.checkSince.IsZero() || pong.TxID != c.turn.probe {
+	t := &c.turn
+	if t.checkSince.IsZero() || pong.TxID != t.probe {
 		return false
 	}
-	c.turn.checkSince = time.Time{}
+	t.checkSince = time.Time{}
+	if p := t.probePeer; p != nil {
+		// The path works: the peer's relayed packets alone do not make
+		// us probe it again for a while.
+		p.turnOKUntil, p.turnCheckUntil = time.Now().Add(turnOKFor), time.Time{}
+	}
 	return true
 }
 
@@ -382,6 +397,38 @@ func (c *control) relayName(p *peer, r Route) string {
 		return p.relayVia.hostport
 	}
 	return r.Dst.String()
+}
+
+// turnNoticeEvery spaces what relayedWhileTURN tells of one peer.
+const turnNoticeEvery = 500 * time.Millisecond
+
+// relayedWhileTURN tells the control plane, now and then, that pe's peer
+// sends through a rendezvous's relay while our route to it is TURN: the
+// peer left TURN, perhaps because the server is gone, and our packets
+// may be going nowhere while we hear it fine (checkTURN).
+func (b *Bind) relayedWhileTURN(pe *PeerEndpoint) {
+	r := pe.route.Load()
+	if r == nil || r.TURN == nil {
+		return
+	}
+	now := time.Now().UnixNano()
+	if now-pe.turnNoticed.Load() < int64(turnNoticeEvery) {
+		return
+	}
+	pe.turnNoticed.Store(now)
+	if f := b.onRelayedWhileTURN.Load(); f != nil {
+		(*f)(pe.peer)
+	}
+}
+
+// peerLeftTURN follows relayedWhileTURN: p's TURN route is checked with
+// probes (checkTURN) for a while, unless one was answered lately.
+func (c *control) peerLeftTURN(k key.Key, now time.Time) {
+	p := c.peers[k]
+	if p == nil || p.ep.Route().TURN == nil || now.Before(p.turnOKUntil) {
+		return
+	}
+	p.turnCheckUntil = now.Add(turnProbeTimeout + time.Second)
 }
 
 // readTURN hands what peers send through the allocation to WireGuard,
