@@ -63,7 +63,7 @@ type Bind struct {
 	// onRelayedWhileTURN hears of a packet that came through a
 	// rendezvous's relay while the peer's route is TURN (turn.go).
 	onRelayedWhileTURN atomic.Pointer[func(key.Key)]
-	Dropped             atomic.Uint64 // packets that were neither WireGuard nor ours
+	Dropped            atomic.Uint64 // packets that were neither WireGuard nor ours
 	// relayBytes counts the WireGuard bytes relayed, by kind of relay
 	// and direction (status's relayed_bytes).
 	relayBytes [relayKinds][2]atomic.Uint64

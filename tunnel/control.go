@@ -53,7 +53,7 @@ type control struct {
 	// relayedOnTURN names peers whose packets came through a rendezvous's
 	// relay while our route to them is TURN (Bind.relayedWhileTURN).
 	relayedOnTURN chan key.Key
-	Dropped            atomic.Uint64 // control packets dropped: unauthenticated, replayed, or queue full
+	Dropped       atomic.Uint64 // control packets dropped: unauthenticated, replayed, or queue full
 	// workers are the goroutines the control plane starts (spawn): the
 	// control goroutine, the network watch, resolvers, TCP dialers and
 	// readers, birthday sockets' readers. stop ends and waits for them
