@@ -156,12 +156,10 @@ func (r Route) Kind() string {
 	return nat.KindOf(r.Dst).String()
 }
 
-// route is a Route with the endpoint std.Send takes, and the address a
-// TURN allocation takes.
+// route is a Route with the endpoint std.Send takes.
 type route struct {
 	Route
 	std conn.StdNetEndpoint
-	udp *net.UDPAddr
 }
 
 // sidePacket is a WireGuard packet that arrived off the shared socket.
@@ -345,7 +343,7 @@ func (b *Bind) SetRoute(pe *PeerEndpoint, r Route) {
 		pe.route.Store(nil)
 		return
 	}
-	pe.route.Store(&route{Route: r, std: conn.StdNetEndpoint{AddrPort: r.Dst}, udp: net.UDPAddrFromAddrPort(r.Dst)})
+	pe.route.Store(&route{Route: r, std: conn.StdNetEndpoint{AddrPort: r.Dst}})
 	pe.directHeard.Store(false)
 	if hs := pe.takeHandshakes(time.Now()); len(hs) > 0 {
 		b.Send(hs, pe)

@@ -127,8 +127,8 @@ func (b *Bind) sendTURN(bufs [][]byte, r *route) error {
 	ch, ok := r.TURN.Channel(r.Dst)
 	if !ok || conn == nil {
 		for _, p := range bufs {
-			if err := r.TURN.WriteTo(p, r.udp); err != nil {
-				return err
+			if !r.TURN.Send(p, r.Dst) {
+				b.Dropped.Add(1)
 			}
 		}
 		return nil

@@ -298,7 +298,9 @@ func (c *control) sendRelayedProbe(p *peer, r Route, m wire.Body) {
 	case r.TURN != nil:
 		// Framed as for a rendezvous, so that the other side tells it
 		// from a direct probe from the same address.
-		err = r.TURN.WriteTo(wire.AppendRelay(nil, c.pub, sealed), net.UDPAddrFromAddrPort(r.Dst))
+		if !r.TURN.Send(wire.AppendRelay(nil, c.pub, sealed), r.Dst) {
+			err = errors.New("TURN send queue full")
+		}
 	default:
 		err = c.bind.SendTo(wire.AppendRelay(make([]byte, 0, wire.RelayHeaderLen+len(sealed)), p.key, sealed), r.Dst)
 	}

@@ -157,3 +157,26 @@ func TestTURNFallback(t *testing.T) {
 	l.waitVia(a, rendezvousAddr, time.Second)
 	l.ping(a, b)
 }
+
+// TestTURNOneWayLoss: what the TURN server sends towards a's NAT is lost,
+// nothing else. a hears nothing through TURN and leaves it for the
+// rendezvous's relay; b still hears a (now through the rendezvous) and
+// must notice that its own packets through TURN go nowhere: both end on
+// the rendezvous's relay, and the ping gets through.
+func TestTURNOneWayLoss(t *testing.T) {
+	l := newLab(t, "ptuo", "hard", "hard")
+	l.startCoturn("coturn", turnSecret)
+	_, rvKey := l.startTURNRendezvous(turnSecret, true)
+	a, b := newPeer(t, "a1", "ptuoa", "10.98.2.1"), newPeer(t, "b1", "ptuob", "10.98.2.2")
+	l.up(a, b, rvKey)
+	l.up(b, a, rvKey)
+	l.waitVia(a, turnUDP, 30*time.Second)
+	l.waitVia(b, turnUDP, 30*time.Second)
+
+	l.run("nata", "nft", "insert", "rule", "inet", "filter", "forward", "ip", "saddr", "203.0.113.20", "meta", "l4proto", "udp", "drop")
+	pinger := l.start("a1", "ping", "ping", "-i", "0.2", "-W", "1", b.addr)
+	l.waitVia(a, rendezvousAddr, 15*time.Second)
+	l.waitVia(b, rendezvousAddr, 15*time.Second)
+	pinger.stop()
+	l.ping(a, b)
+}

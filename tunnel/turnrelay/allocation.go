@@ -51,7 +51,22 @@ type Allocation struct {
 	// first ChannelData to each showed (tap), for Channel.
 	channels   atomic.Pointer[map[netip.AddrPort]uint16]
 	channelsMu sync.Mutex // writers of channels
+	// queue feeds sender, which writes through pion (Send): its WriteTo
+	// waits for the server when a permission or channel is due.
+	queue  chan queued
+	done   chan struct{}
+	sender sync.WaitGroup
 }
+
+// queued is a packet for Send's goroutine.
+type queued struct {
+	pkt []byte
+	dst *net.UDPAddr
+}
+
+// sendQueue bounds the packets waiting for pion; more are dropped, as a
+// full socket buffer would.
+const sendQueue = 256
 
 // allocateTimeout bounds dialing and allocating: pion retransmits a lost
 // request for several seconds.
@@ -155,6 +170,9 @@ func allocate(cfg Config, base *tap, server netip.AddrPort, hostport string) (*A
 	addr := ua.AddrPort()
 	a.addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 	a.relay = relay
+	a.queue, a.done = make(chan queued, sendQueue), make(chan struct{})
+	a.sender.Add(1)
+	go a.send()
 	return a, nil
 }
 
@@ -198,6 +216,32 @@ func (a *Allocation) WriteTo(p []byte, dst *net.UDPAddr) error {
 	return err
 }
 
+// Send queues p for dst, to go through pion's WriteTo on a goroutine of
+// the allocation's: that may wait seconds for the server (a permission or
+// channel to create, retransmitted while unanswered), and the caller —
+// WireGuard's sender, or the tunnel's control plane — must not. It
+// reports false if the queue was full and p dropped.
+func (a *Allocation) Send(p []byte, dst netip.AddrPort) bool {
+	select {
+	case a.queue <- queued{pkt: append([]byte(nil), p...), dst: net.UDPAddrFromAddrPort(dst)}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (a *Allocation) send() {
+	defer a.sender.Done()
+	for {
+		select {
+		case q := <-a.queue:
+			a.relay.WriteTo(q.pkt, q.dst) // errors: the path check notices
+		case <-a.done:
+			return
+		}
+	}
+}
+
 // ReadFrom reads the next packet a peer sent through the server.
 func (a *Allocation) ReadFrom(p []byte) (int, netip.AddrPort, error) {
 	n, from, err := a.relay.ReadFrom(p)
@@ -215,9 +259,11 @@ func (a *Allocation) ReadFrom(p []byte) (int, netip.AddrPort, error) {
 // Close releases the allocation (a refresh with lifetime 0, not waited
 // for) and closes the socket; ReadFrom then fails.
 func (a *Allocation) Close() {
+	close(a.done)
 	a.relay.Close()
-	a.client.Close()
+	a.client.Close() // ends pion's transactions: a WriteTo waiting returns
 	a.base.Close()
+	a.sender.Wait()
 }
 
 // UDPConn is the socket to the server when it is UDP, for sending

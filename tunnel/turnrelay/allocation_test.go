@@ -102,6 +102,12 @@ func TestRelayBetweenAllocations(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect(t, a, b, msg)
+
+	// Send queues for pion's WriteTo on the allocation's own goroutine.
+	if !b.Send([]byte("queued"), a.Addr()) {
+		t.Fatal("Send refused with an empty queue")
+	}
+	expect(t, b, a, []byte("queued"))
 }
 
 func send(t *testing.T, from, to *Allocation, msg []byte) {
