@@ -105,7 +105,7 @@ func (t *boundedTUN) Write(bufs [][]byte, offset int) (int, error) {
 func heldData(bufs [][]byte, sizes []int, n int) int {
 	held := 0
 	for i := range n {
-		if sizes[i] > wireGuardKeepaliveLen && bufs[i][0] == wireGuardTransport {
+		if isData(bufs[i][:sizes[i]]) {
 			held++
 		}
 	}
@@ -118,9 +118,12 @@ func heldData(bufs [][]byte, sizes []int, n int) int {
 func dataPackets(bufs [][]byte) int {
 	n := 0
 	for _, p := range bufs {
-		if len(p) > wireGuardKeepaliveLen && p[0] == wireGuardTransport {
+		if isData(p) {
 			n++
 		}
 	}
 	return n
 }
+
+// isData reports whether p is a transport message that carries a packet.
+func isData(p []byte) bool { return len(p) > wireGuardKeepaliveLen && p[0] == wireGuardTransport }

@@ -84,6 +84,13 @@ const (
 	turnOKFor = 10 * time.Second
 )
 
+// backOff follows a failed or dead allocation: the next is tried after a
+// backoff that doubles, from minTURNBackoff to maxTURNBackoff.
+func (t *turnState) backOff(now time.Time) {
+	t.backoff = min(max(2*t.backoff, minTURNBackoff), maxTURNBackoff)
+	t.retryAt = now.Add(t.backoff)
+}
+
 // onTURNOffer keeps the newest credentials.
 func (c *control) onTURNOffer(o *wire.TURNOffer, now time.Time) {
 	if len(o.URIs) == 0 {
@@ -215,8 +222,7 @@ func (c *control) turnAllocated(a *turnrelay.Allocation, err error, offer *wire.
 	t, now := &c.turn, time.Now()
 	t.pending = false
 	if err != nil {
-		t.backoff = min(max(2*t.backoff, minTURNBackoff), maxTURNBackoff)
-		t.retryAt = now.Add(t.backoff)
+		t.backOff(now)
 		c.log.Warn("cannot allocate a TURN relay: relaying through the rendezvous where it relays", "err", err, "retry_in", t.backoff)
 		return
 	}
@@ -267,8 +273,7 @@ func (c *control) checkTURN(p *peer, r Route, now time.Time) {
 	t.lastCheck = now
 	if now.Sub(t.checkSince) > turnProbeTimeout {
 		t.checkSince = time.Time{}
-		t.backoff = min(max(2*t.backoff, minTURNBackoff), maxTURNBackoff)
-		t.retryAt = now.Add(t.backoff)
+		t.backOff(now)
 		c.log.Warn("no answer through the TURN relay: leaving it", "peer", p.label(), "server", r.TURN.URI(), "retry_in", t.backoff)
 		c.closeTURN(now, "no answer through the TURN relay")
 		return

@@ -161,15 +161,13 @@ func allocate(cfg Config, base *tap, server netip.AddrPort, hostport string) (*A
 		client.Close()
 		return nil, err
 	}
-	ua, ok := relay.LocalAddr().(*net.UDPAddr)
+	addr, ok := addrPort(relay.LocalAddr())
 	if !ok {
 		relay.Close()
 		client.Close()
 		return nil, errors.New("the server gave no relayed UDP address")
 	}
-	addr := ua.AddrPort()
-	a.addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
-	a.relay = relay
+	a.addr, a.relay = addr, relay
 	a.queue, a.done = make(chan queued, sendQueue), make(chan struct{})
 	a.sender.Add(1)
 	go a.send()
@@ -210,12 +208,6 @@ func (a *Allocation) Permit(peer netip.AddrPort) error {
 	return a.client.CreatePermission(net.UDPAddrFromAddrPort(peer))
 }
 
-// WriteTo sends p to a peer's relayed address through the server.
-func (a *Allocation) WriteTo(p []byte, dst *net.UDPAddr) error {
-	_, err := a.relay.WriteTo(p, dst)
-	return err
-}
-
 // Send queues p for dst, to go through pion's WriteTo on a goroutine of
 // the allocation's: that may wait seconds for the server (a permission or
 // channel to create, retransmitted while unanswered), and the caller —
@@ -248,12 +240,22 @@ func (a *Allocation) ReadFrom(p []byte) (int, netip.AddrPort, error) {
 	if err != nil {
 		return 0, netip.AddrPort{}, err
 	}
-	ua, _ := from.(*net.UDPAddr)
-	if ua == nil {
+	src, ok := addrPort(from)
+	if !ok {
 		return 0, netip.AddrPort{}, errors.New("turnrelay: packet from a non-UDP address")
 	}
+	return n, src, nil
+}
+
+// addrPort is a UDP address of pion's as the tunnel keeps addresses:
+// IPv4 unmapped.
+func addrPort(a net.Addr) (netip.AddrPort, bool) {
+	ua, _ := a.(*net.UDPAddr)
+	if ua == nil {
+		return netip.AddrPort{}, false
+	}
 	ap := ua.AddrPort()
-	return n, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
 }
 
 // Close releases the allocation (a refresh with lifetime 0, not waited
@@ -276,7 +278,7 @@ func (a *Allocation) UDPConn() *net.UDPConn {
 // Channel returns the channel pion bound to peer, once the server has
 // confirmed it: ChannelData on it (a 4-byte header: the channel, the
 // length; no padding over UDP) reaches the peer from our relayed address,
-// as what WriteTo sends does. Until then WriteTo sends, and binds.
+// as what Send sends does. Until then Send sends, and pion binds.
 func (a *Allocation) Channel(peer netip.AddrPort) (uint16, bool) {
 	ch, ok := (*a.channels.Load())[peer]
 	return ch, ok
@@ -290,16 +292,15 @@ func (a *Allocation) bound(ch uint16) {
 	if !ok {
 		return
 	}
-	addr, ok := finder.FindAddrByChannelNumber(ch)
-	ua, _ := addr.(*net.UDPAddr)
-	if !ok || ua == nil {
+	addr, found := finder.FindAddrByChannelNumber(ch)
+	peer, ok := addrPort(addr)
+	if !found || !ok {
 		return
 	}
-	ap := ua.AddrPort()
 	a.channelsMu.Lock()
 	defer a.channelsMu.Unlock()
 	next := maps.Clone(*a.channels.Load())
-	next[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = ch
+	next[peer] = ch
 	a.channels.Store(&next)
 }
 
