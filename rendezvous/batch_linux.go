@@ -16,6 +16,7 @@ import (
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 
+	"github.com/punchtun/punchtun/nat"
 	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
@@ -81,11 +82,7 @@ func newUDPBatch(conn *net.UDPConn) (*udpBatch, error) {
 	err = rc.Control(func(fd uintptr) {
 		s := int(fd)
 		domain, derr = unix.GetsockoptInt(s, unix.SOL_SOCKET, unix.SO_DOMAIN)
-		for _, o := range [][2]int{{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}} {
-			if unix.SetsockoptInt(s, unix.SOL_SOCKET, o[0], socketBuffer) != nil {
-				unix.SetsockoptInt(s, unix.SOL_SOCKET, o[1], socketBuffer)
-			}
-		}
+		nat.SetSocketBuffers(s, socketBuffer)
 		// GRO is only asked for: without it, datagrams come one by one.
 		unix.SetsockoptInt(s, unix.IPPROTO_UDP, unix.UDP_GRO, 1)
 		if unspecified {

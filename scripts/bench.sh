@@ -38,7 +38,8 @@
 # that the peak memory is TCP's), PUNCHTUN_GOGC (likewise, GOGC), BENCH_PROFILE (set: after the
 # rounds, a CPU profile of both direct-path peers during one more TCP a->b
 # run, its top entries printed; the peers serve /debug/pprof/ on loopback
-# for it, PUNCHTUN_PPROF=1).
+# for it, PUNCHTUN_PPROF=1; BENCH_PROFILE=easyhard: the easy/hard pair's
+# peers instead; BENCH_PROFILE_TOP: entries shown, 15).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -118,7 +119,7 @@ pt_conf ptbtb tb 100.67.0.2 ta 100.67.0.1 51828
 RVPUB=$RVPUB_MAIN
 
 declare -A PID
-declare -A PPROF=([ptbpa]=127.0.0.1:9111 [ptbpb]=127.0.0.1:9112)
+declare -A PPROF=([ptbpa]=127.0.0.1:9111 [ptbpb]=127.0.0.1:9112 [ptbha]=127.0.0.1:9113 [ptbhb]=127.0.0.1:9114)
 # pt_up HOST IFACE [LAB-PREFIX]
 pt_up() {
 	local env=(env) flags=()
@@ -284,28 +285,31 @@ for p in "${MEMPROCS[@]}"; do
 	printf '%-24s %8s %10s %8s %8s\n' "$n" "${RSS_IDLE[$p]}" "${RSS_R1[$p]}" "${RSS_END[$p]}" "${RSS_PEAK[$p]}"
 done
 if [ -n "${BENCH_PROFILE-}" ]; then
+	# BENCH_PROFILE=easyhard profiles the birthday-punched pair instead.
+	pa=ptbpa pb=ptbpb lab=$PREFIX dst=100.64.0.2
+	[ "$BENCH_PROFILE" = easyhard ] && pa=ptbha pb=ptbhb lab=$HPREFIX dst=100.66.0.2
 	echo
-	echo "== CPU profiles of the direct path's peers during iperf3 -t $T a->b (go tool pprof -top)"
+	echo "== CPU profiles of the $([ $pa = ptbha ] && echo easy/hard || echo direct) path's peers during iperf3 -t $T a->b (go tool pprof -top)"
 	cpids=()
-	for p in ptbpa ptbpb; do
+	for p in $pa $pb; do
 		h=a1
-		[ $p = ptbpb ] && h=b1
-		in_ns $h curl -s -o "$WORK/$p.prof" "http://${PPROF[$p]}/debug/pprof/profile?seconds=$T" &
+		[ $p = $pb ] && h=b1
+		ip netns exec "$lab-$h" curl -s -o "$WORK/$p.prof" "http://${PPROF[$p]}/debug/pprof/profile?seconds=$T" &
 		cpids+=($!)
 	done
 	# Halfway through, what the heap holds: the peak is live buffers.
 	(
 		sleep $((T / 2 + 1))
-		in_ns a1 curl -s -o "$WORK/ptbpa.heap" "http://${PPROF[ptbpa]}/debug/pprof/heap"
-		in_ns b1 curl -s -o "$WORK/ptbpb.heap" "http://${PPROF[ptbpb]}/debug/pprof/heap"
+		ip netns exec "$lab-a1" curl -s -o "$WORK/$pa.heap" "http://${PPROF[$pa]}/debug/pprof/heap"
+		ip netns exec "$lab-b1" curl -s -o "$WORK/$pb.heap" "http://${PPROF[$pb]}/debug/pprof/heap"
 	) &
 	cpids+=($!)
 	sleep 0.2
-	echo "throughput while profiled: $(iperf_tcp "$PREFIX-a1" 100.64.0.2) Mbit/s"
+	echo "throughput while profiled: $(iperf_tcp "$lab-a1" $dst) Mbit/s"
 	wait "${cpids[@]}"
-	for p in ptbpa ptbpb; do
-		echo "-- $p ($([ $p = ptbpa ] && echo sender a1 || echo receiver b1)): CPU"
-		go tool pprof -top -nodecount=15 "$BIN" "$WORK/$p.prof" 2>/dev/null | sed -n '4,$p'
+	for p in $pa $pb; do
+		echo "-- $p ($([ $p = $pa ] && echo sender a1 || echo receiver b1)): CPU"
+		go tool pprof -top -nodecount=${BENCH_PROFILE_TOP:-15} "$BIN" "$WORK/$p.prof" 2>/dev/null | sed -n '4,$p'
 		echo "-- $p: heap in use halfway"
 		go tool pprof -top -sample_index=inuse_space -nodecount=6 "$BIN" "$WORK/$p.heap" 2>/dev/null | sed -n '4,$p'
 	done

@@ -153,7 +153,7 @@ func (c *control) readBirthday(p *peer, conn *net.UDPConn, bufSize int) {
 		if wireGuard && !carrying {
 			carrying = true
 			buf = make([]byte, 65536)
-			enableGRO(conn)
+			enableCarrying(conn)
 		}
 	}
 }

@@ -3,8 +3,11 @@ package tunnel
 import (
 	"bytes"
 	"net"
+	"os"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestSegmentedRoundTrip: runs of datagrams leave in GSO sends and come
@@ -20,7 +23,13 @@ func TestSegmentedRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Close()
-	enableGRO(rx)
+	enableCarrying(rx)
+	if os.Geteuid() == 0 {
+		// The kernel reports twice what was set (its bookkeeping).
+		if got := sockRcvBuf(t, rx); got < carrierBuffer {
+			t.Fatalf("SO_RCVBUF %d, want at least %d", got, carrierBuffer)
+		}
+	}
 	var bufs [][]byte
 	for i := range 150 { // more than one run: 64, 64, then a short tail
 		size := 1200
@@ -62,4 +71,17 @@ func TestSegmentedRoundTrip(t *testing.T) {
 	if reads >= len(bufs) {
 		t.Errorf("no coalescing: %d reads for %d datagrams", reads, len(bufs))
 	}
+}
+
+func sockRcvBuf(t *testing.T, c *net.UDPConn) int {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var size int
+	rc.Control(func(fd uintptr) { size, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return size
 }

@@ -17,6 +17,6 @@ func sendSegmented(conn *net.UDPConn, dst netip.AddrPort, bufs [][]byte, scratch
 	return 0, errNoGSO
 }
 
-func enableGRO(conn *net.UDPConn) {}
-func groOOB() []byte              { return nil }
-func groSegment(oob []byte) int   { return 0 }
+func enableCarrying(conn *net.UDPConn) {}
+func groOOB() []byte                   { return nil }
+func groSegment(oob []byte) int        { return 0 }
