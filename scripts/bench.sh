@@ -22,6 +22,14 @@
 #             in lab ptbh, a2 <-> b1 with NAT A dropping a2's UDP to NAT B;
 #             that lab's rendezvous relays nothing itself (--relay=false) and
 #             hands out the TURN server
+#   nebula    only when NEBULA names a nebula binary (nebula-cert beside it,
+#             or NEBULA_CERT): Nebula between a1 and b1 in lab ptb, each
+#             side the other's NAT address in static_host_map (port 51829
+#             on both, kept by the easy NATs), no lighthouse: the same hops
+#             as the wg path; socket buffers 7 MiB as wireguard-go's and
+#             punchtun's (Nebula's default is the system's, 208 KiB), its
+#             defaults otherwise (GSO/GRO and TUN offloads on, 1 routine),
+#             tun MTU 1280
 # Each round runs every path in turn (punchtun, wg, raw, relay, punchtun, ...)
 # so that drift hits all of them; a figure is the median over the rounds. Per
 # path: TCP throughput a->b and b->a (iperf3), UDP throughput a->b (iperf3 -u,
@@ -55,6 +63,10 @@ WORK=$(mktemp -d /tmp/ptb-bench.XXXXXX)
 KEEP=${BENCH_KEEP-}
 . scripts/labkit.sh
 
+if [ -n "${NEBULA-}" ]; then
+	NEBULA_CERT=${NEBULA_CERT:-$(dirname "$NEBULA")/nebula-cert}
+	[ -x "$NEBULA" ] && [ -x "$NEBULA_CERT" ] || die "NEBULA=$NEBULA: want nebula and nebula-cert (NEBULA_CERT) binaries"
+fi
 for c in iperf3 jq nft wg ping turnserver ${BENCH_PROFILE:+curl}; do command -v $c >/dev/null || die "$c not found"; done
 
 echo "== building"
@@ -87,7 +99,7 @@ for ns in "$PREFIX"-{a1,a2,b1} "$HPREFIX"-{a1,a2,b1}; do
 	table inet ptbbench {
 		chain output {
 			type filter hook output priority filter; policy accept;
-			oifname { "ptbwga", "ptbwgb", "ptbpa", "ptbpb", "ptbra", "ptbrb", "ptbha", "ptbhb", "ptbta", "ptbtb" } udp dport 51820-51829 drop
+			oifname { "ptbwga", "ptbwgb", "ptbpa", "ptbpb", "ptbra", "ptbrb", "ptbha", "ptbhb", "ptbta", "ptbtb", "ptbnba", "ptbnbb" } udp dport 51820-51829 drop
 		}
 	}
 	EOF
@@ -119,6 +131,7 @@ pt_conf ptbtb tb 100.67.0.2 ta 100.67.0.1 51828
 RVPUB=$RVPUB_MAIN
 
 declare -A PID
+MEMPROCS=() # the tunnel processes whose memory is reported
 declare -A PPROF=([ptbpa]=127.0.0.1:9111 [ptbpb]=127.0.0.1:9112 [ptbha]=127.0.0.1:9113 [ptbhb]=127.0.0.1:9114)
 # pt_up HOST IFACE [LAB-PREFIX]
 pt_up() {
@@ -194,6 +207,37 @@ wg_ping() { ping1 b1 10.99.0.1 || ping1 a1 10.99.0.2; }
 wait_for "ping over wireguard-go" 20 wg_ping
 wait_for "ping over wireguard-go a1->b1" 10 ping1 a1 10.99.0.2
 
+if [ -n "${NEBULA-}" ]; then
+	echo "== Nebula ($("$NEBULA" -version 2>&1 | head -1)): a1 <-> b1, static_host_map 203.0.113.22:51829 / 203.0.113.21:51829"
+	"$NEBULA_CERT" ca -name ptb-bench -out-crt "$WORK/nb-ca.crt" -out-key "$WORK/nb-ca.key"
+	# nb_up HOST IFACE NAME ADDR PEERADDR PEERENDPOINT
+	nb_up() {
+		"$NEBULA_CERT" sign -ca-crt "$WORK/nb-ca.crt" -ca-key "$WORK/nb-ca.key" -name "$3" -networks "$4/24" \
+			-out-crt "$WORK/$2.crt" -out-key "$WORK/$2.key"
+		cat >"$WORK/$2.yml" <<EOF
+pki: {ca: $WORK/nb-ca.crt, cert: $WORK/$2.crt, key: $WORK/$2.key}
+static_host_map: {"$5": ["$6"]}
+lighthouse: {am_lighthouse: false}
+listen: {host: 0.0.0.0, port: 51829, read_buffer: 7340032, write_buffer: 7340032}
+punchy: {punch: true}
+tun: {dev: $2, mtu: 1280}
+logging: {level: warning}
+firewall:
+  outbound: [{port: any, proto: any, host: any}]
+  inbound: [{port: any, proto: any, host: any}]
+EOF
+		ip netns exec "$PREFIX-$1" "$NEBULA" -config "$WORK/$2.yml" >"$WORK/$2.log" 2>&1 &
+		PIDS+=($!)
+		PID[$2]=$!
+	}
+	nb_up a1 ptbnba a 10.98.0.1 10.98.0.2 203.0.113.22:51829
+	nb_up b1 ptbnbb b 10.98.0.2 10.98.0.1 203.0.113.21:51829
+	nb_ping() { ping1 b1 10.98.0.1 || ping1 a1 10.98.0.2; }
+	wait_for "ping over Nebula" 20 nb_ping
+	wait_for "ping over Nebula a1->b1" 10 ping1 a1 10.98.0.2
+	MEMPROCS+=(ptbnba ptbnbb)
+fi
+
 wait_for "raw ping" 5 ping1 a1 203.0.113.22
 
 for ns in "$PREFIX-b1" "$HPREFIX-b1"; do
@@ -205,9 +249,23 @@ done
 rss() { awk '/^VmRSS/{printf "%.1f", $2/1024}' "/proc/${PID[$1]}/status"; }
 hwm() { awk '/^VmHWM/{printf "%.1f", $2/1024}' "/proc/${PID[$1]}/status"; }
 declare -A RSS_IDLE RSS_R1 RSS_END RSS_PEAK
-MEMPROCS=(ptbpa ptbpb ptbwga ptbwgb ptbha ptbhb)
+MEMPROCS=(ptbpa ptbpb ptbwga ptbwgb ptbha ptbhb "${MEMPROCS[@]}")
 for p in "${MEMPROCS[@]}"; do RSS_IDLE[$p]=$(rss $p); done
 
+# cpu_ms KIND -> CPU time (user + system, ms) used so far by both of the
+# path's tunnel processes; the column "cpu" is what they used per gigabit
+# carried during the TCP a->b run (ms/Gbit): the cost of the data path,
+# which throughput alone hides on a machine whose cores iperf3 and the
+# kernel's forwarding share. The raw path has none.
+declare -A PROCS=([punchtun]="ptbpa ptbpb" [wg]="ptbwga ptbwgb" [relay]="ptbra ptbrb" [easyhard]="ptbha ptbhb" [turn]="ptbta ptbtb" [nebula]="ptbnba ptbnbb")
+cpu_ms() {
+	local total=0 p
+	[ -n "${PROCS[$1]-}" ] || { echo -1; return; }
+	for p in ${PROCS[$1]}; do
+		total=$((total + $(awk -v hz="$(getconf CLK_TCK)" '{ printf "%d", ($14 + $15) * 1000 / hz }' "/proc/${PID[$p]}/stat")))
+	done
+	echo $total
+}
 # iperf_tcp NAMESPACE IP [-R] -> Mbit/s received
 iperf_tcp() {
 	local h=$1 ip=$2; shift 2
@@ -224,29 +282,31 @@ rtt() {
 	ip netns exec "$1" ping -c "$PINGS" -i 0.05 -q "$2" 2>/dev/null | awk -F/ '/^rtt/{print $5}' | grep . || echo NA
 }
 
-read -r -a KINDS <<<"${BENCH_KINDS:-punchtun wg raw relay easyhard turn}"
-declare -A SRC=([punchtun]=$PREFIX-a1 [wg]=$PREFIX-a1 [raw]=$PREFIX-a1 [relay]=$PREFIX-a2 [easyhard]=$HPREFIX-a1 [turn]=$HPREFIX-a2)
-declare -A DST=([punchtun]=100.64.0.2 [wg]=10.99.0.2 [raw]=203.0.113.22 [relay]=100.65.0.2 [easyhard]=100.66.0.2 [turn]=100.67.0.2)
+read -r -a KINDS <<<"${BENCH_KINDS:-punchtun wg raw relay easyhard turn${NEBULA:+ nebula}}"
+declare -A SRC=([punchtun]=$PREFIX-a1 [wg]=$PREFIX-a1 [raw]=$PREFIX-a1 [relay]=$PREFIX-a2 [easyhard]=$HPREFIX-a1 [turn]=$HPREFIX-a2 [nebula]=$PREFIX-a1)
+declare -A DST=([punchtun]=100.64.0.2 [wg]=10.99.0.2 [raw]=203.0.113.22 [relay]=100.65.0.2 [easyhard]=100.66.0.2 [turn]=100.67.0.2 [nebula]=10.98.0.2)
 declare -A RES # RES[kind,metric] = space-separated values, one per round
 
 echo
 echo "== $ROUNDS rounds; iperf3 -t $T; UDP -b $UDP_RATE -l $UDP_LEN; $PINGS pings at 0.05 s"
-printf '%-5s %-8s %10s %10s %10s %7s %8s\n' round path "tcp a>b" "tcp b>a" "udp rx" "loss%" "rtt ms"
+printf '%-5s %-8s %10s %10s %10s %7s %8s %8s\n' round path "tcp a>b" "tcp b>a" "udp rx" "loss%" "rtt ms" "cpu"
 for ((r = 1; r <= ROUNDS; r++)); do
 	for k in "${KINDS[@]}"; do
 		s=${SRC[$k]} d=${DST[$k]}
+		c0=$(cpu_ms $k)
 		fwd=$(iperf_tcp "$s" "$d")
+		cpu=$(awk -v c="$(($(cpu_ms $k) - c0))" -v m="$fwd" -v t="$T" 'BEGIN { if (m == "NA" || m == 0 || c < 0) print "NA"; else printf "%.0f", c / (m * t / 1000) }')
 		rev=$(iperf_tcp "$s" "$d" -R)
 		udp=NA loss=NA
 		[ "${BENCH_UDP:-1}" = 0 ] || read -r udp loss <<<"$(iperf_udp "$s" "$d")"
 		ms=$(rtt "$s" "$d")
-		RES[$k,fwd]+="$fwd " RES[$k,rev]+="$rev " RES[$k,udp]+="$udp " RES[$k,loss]+="$loss " RES[$k,rtt]+="$ms "
+		RES[$k,fwd]+="$fwd " RES[$k,rev]+="$rev " RES[$k,udp]+="$udp " RES[$k,loss]+="$loss " RES[$k,rtt]+="$ms " RES[$k,cpu]+="$cpu "
 		note=""
 		[ "$k" = punchtun ] && note="path $(pt_path a1 ptbpa)"
 		[ "$k" = relay ] && note="path $(pt_path a2 ptbra)"
 		[ "$k" = easyhard ] && note="path $(pt_path a1 ptbha "$HPREFIX")"
 		[ "$k" = turn ] && note="path $(pt_via a2 ptbta)"
-		printf '%-5s %-8s %10s %10s %10s %7s %8s  %s\n' "$r" "$k" "$fwd" "$rev" "$udp" "$loss" "$ms" "$note"
+		printf '%-5s %-8s %10s %10s %10s %7s %8s %8s  %s\n' "$r" "$k" "$fwd" "$rev" "$udp" "$loss" "$ms" "$cpu" "$note"
 	done
 	if ((r == 1)); then
 		for p in "${MEMPROCS[@]}"; do RSS_R1[$p]=$(rss $p); done
@@ -258,18 +318,18 @@ median() { tr ' ' '\n' | { grep -v -e '^NA$' -e '^$' || true; } | sort -g | awk 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "NA" || b == "NA" || b == 0) print "NA"; else printf "%.2f", a / b }'; }
 declare -A MED
 for k in "${KINDS[@]}"; do
-	for m in fwd rev udp loss rtt; do MED[$k,$m]=$(median <<<"${RES[$k,$m]}"); done
+	for m in fwd rev udp loss rtt cpu; do MED[$k,$m]=$(median <<<"${RES[$k,$m]}"); done
 done
 
 echo
 echo "== medians over $ROUNDS rounds (Mbit/s; RTT ms)"
-printf '%-8s %10s %10s %10s %7s %8s\n' path "tcp a>b" "tcp b>a" "udp rx" "loss%" "rtt ms"
+printf '%-8s %10s %10s %10s %7s %8s %8s\n' path "tcp a>b" "tcp b>a" "udp rx" "loss%" "rtt ms" "cpu"
 for k in "${KINDS[@]}"; do
-	printf '%-8s %10s %10s %10s %7s %8s\n' "$k" "${MED[$k,fwd]}" "${MED[$k,rev]}" "${MED[$k,udp]}" "${MED[$k,loss]}" "${MED[$k,rtt]}"
+	printf '%-8s %10s %10s %10s %7s %8s %8s\n' "$k" "${MED[$k,fwd]}" "${MED[$k,rev]}" "${MED[$k,udp]}" "${MED[$k,loss]}" "${MED[$k,rtt]}" "${MED[$k,cpu]}"
 done
 echo
 echo "== ratios                  tcp a>b  tcp b>a   udp rx    rtt"
-for pair in "punchtun/wg punchtun wg" "punchtun/raw punchtun raw" "wg/raw wg raw" "relay/punchtun relay punchtun" "easyhard/punchtun easyhard punchtun" "turn/punchtun turn punchtun" "turn/relay turn relay"; do
+for pair in "punchtun/wg punchtun wg" "punchtun/raw punchtun raw" "wg/raw wg raw" "relay/punchtun relay punchtun" "easyhard/punchtun easyhard punchtun" "turn/punchtun turn punchtun" "turn/relay turn relay" "nebula/wg nebula wg" "punchtun/nebula punchtun nebula"; do
 	read -r name a b <<<"$pair"
 	printf '%-25s %8s %8s %8s %6s\n' "$name" "$(ratio "${MED[$a,fwd]:-NA}" "${MED[$b,fwd]:-NA}")" "$(ratio "${MED[$a,rev]:-NA}" "${MED[$b,rev]:-NA}")" \
 		"$(ratio "${MED[$a,udp]:-NA}" "${MED[$b,udp]:-NA}")" "$(ratio "${MED[$a,rtt]:-NA}" "${MED[$b,rtt]:-NA}")"
@@ -281,6 +341,7 @@ for p in "${MEMPROCS[@]}"; do
 	case $p in
 		ptbpa) n="punchtun a1" ;; ptbpb) n="punchtun b1" ;; ptbwga) n="wireguard-go a1" ;; ptbwgb) n="wireguard-go b1" ;;
 		ptbha) n="punchtun a1 (easy)" ;; ptbhb) n="punchtun b1 (hard)" ;;
+		ptbnba) n="nebula a1" ;; ptbnbb) n="nebula b1" ;;
 	esac
 	printf '%-24s %8s %10s %8s %8s\n' "$n" "${RSS_IDLE[$p]}" "${RSS_R1[$p]}" "${RSS_END[$p]}" "${RSS_PEAK[$p]}"
 done
