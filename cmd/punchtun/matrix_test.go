@@ -3,10 +3,12 @@
 package main
 
 import (
+	"cmp"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,7 +16,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"text/tabwriter"
 	"time"
+
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
 // TestNATMatrix checks the path every kind of pair reaches, one lab per
@@ -321,4 +326,195 @@ func probesToOwnAddress(t *testing.T, l *lab) int {
 	}
 	n, _ := strconv.Atoi(m[1])
 	return n
+}
+
+// printMatrix prints the rows the pair tests recorded as one table, a line
+// per pair: the attempts that reached the wanted path, the paths, the
+// median and worst time to the first ping, and the reason.
+func printMatrix(w io.Writer, name string) {
+	recorded, err := readJSONLines[matrixRow](name)
+	if err != nil {
+		fmt.Fprintln(w, err)
+		return
+	}
+	var order []string
+	rows := map[string][]matrixRow{}
+	for _, r := range recorded {
+		pair := r.Pair
+		if i := strings.LastIndex(pair, "#"); i > 0 {
+			pair = pair[:i] // a repeated attempt
+		}
+		if rows[pair] == nil {
+			order = append(order, pair)
+		}
+		rows[pair] = append(rows[pair], r)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PAIR\tWANT\tPATH A\tPATH B\tOK\tFIRST PING (median / worst)\tREASON")
+	for _, pair := range order {
+		rs := rows[pair]
+		ok := 0
+		var times []float64
+		for _, r := range rs {
+			if r.OK {
+				ok++
+			}
+			times = append(times, r.FirstPing)
+		}
+		slices.Sort(times)
+		last := rs[len(rs)-1]
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%.2f s / %.2f s\t%s\n", pair[strings.LastIndex(pair, "/")+1:], last.Want,
+			cmp.Or(last.PathA, "-"), cmp.Or(last.PathB, "-"), ok, len(rs), times[len(times)/2], times[len(times)-1], last.Reason)
+	}
+	tw.Flush()
+}
+
+// pairCase is two peers in a lab and the path they must reach.
+type pairCase struct {
+	name, hostA, hostB string
+	wantPath           string // direct, lan, relay or relay-tcp
+	// fixedA and fixedB make a plain WireGuard pair: fixed Endpoints, no
+	// rendezvous.
+	fixedA, fixedB string
+	// portA and portB are ListenPorts; the first host behind a cone NAT
+	// needs the forwarded one, 51820.
+	portA, portB int
+	ssh          bool   // also run a command over ssh
+	wantReason   string // for a relayed pair: what status must say, once punching gave up
+	// wantPathB is the path B must reach when it differs from A's: a peer
+	// relayed over TCP is relayed over UDP on the other side.
+	wantPathB string
+	// wantEndpoint, if set, starts the endpoint in use instead of the
+	// address the path implies (an IPv6 one, say).
+	wantEndpoint string
+	// repeat: run the case PUNCHTUN_MATRIX_REPEAT times (scripts/natmatrix.sh
+	// sets it), for paths that depend on luck, such as birthday punching.
+	repeat bool
+}
+
+// runPairs runs each case in its own subtest, in the lab l with the
+// rendezvous rvKey.
+func runPairs(t *testing.T, l *lab, rvKey key.Private, cases []pairCase) {
+	for i, tc := range cases {
+		runs := 1
+		if n, err := strconv.Atoi(os.Getenv("PUNCHTUN_MATRIX_REPEAT")); err == nil && n > 1 && tc.repeat {
+			runs = n
+		}
+		for range runs {
+			t.Run(tc.name, func(t *testing.T) {
+				l := *l
+				l.t, l.dir = t, t.TempDir()
+				a := newPeer(t, tc.hostA, fmt.Sprintf("%sa%d", l.prefix, i), "100.64.0.1")
+				b := newPeer(t, tc.hostB, fmt.Sprintf("%sb%d", l.prefix, i), "100.64.0.2")
+				a.fixed, b.fixed = tc.fixedA, tc.fixedB
+				a.port, b.port = tc.portA, tc.portB
+				l.checkPair(a, b, tc, rvKey)
+			})
+		}
+	}
+}
+
+// matrixRow is one line of scripts/natmatrix.sh's table: the path each side
+// reached, the time from starting both peers to the first ping reply
+// through the tunnel, and the reason a relayed side gave.
+type matrixRow struct {
+	Pair      string  `json:"pair"`
+	Want      string  `json:"want"`
+	PathA     string  `json:"path_a"`
+	PathB     string  `json:"path_b"`
+	FirstPing float64 `json:"first_ping_s"`
+	Reason    string  `json:"reason"`
+	OK        bool    `json:"ok"`
+}
+
+// recordRow appends row to the file PUNCHTUN_MATRIX_OUT names, if any.
+func recordRow(t *testing.T, row matrixRow) { appendJSONLine(t, "PUNCHTUN_MATRIX_OUT", row) }
+
+// firstPing pings from `from` to `to` until a reply comes, and returns how
+// long after start it came.
+func (l *lab) firstPing(from, to *peerSpec, start time.Time) time.Duration {
+	l.t.Helper()
+	eventually(l.t, 30*time.Second, "first ping", func() error {
+		return l.cmd(from.host, "ping", "-c", "1", "-W", "0.2", to.addr).Run()
+	})
+	return time.Since(start)
+}
+
+// checkPair brings a and b up, waits for the wanted path on both sides,
+// checks ping both ways, 10 MiB over nc, status and wg show, and tears both
+// down with SIGTERM.
+func (l *lab) checkPair(a, b *peerSpec, tc pairCase, rvKey key.Private) {
+	t := l.t
+	row := matrixRow{Pair: t.Name(), Want: tc.wantPath}
+	t.Cleanup(func() {
+		row.OK = !t.Failed()
+		recordRow(t, row)
+	})
+	start := time.Now()
+	pa, pb := l.up(a, b, rvKey), l.up(b, a, rvKey)
+	row.FirstPing = l.firstPing(a, b, start).Seconds()
+	psA := l.waitPath(a, tc.wantPath)
+	row.PathA = psA.Path
+	row.PathB = l.waitPath(b, cmp.Or(tc.wantPathB, tc.wantPath)).Path
+	l.ping(a, b)
+	l.ping(b, a)
+	l.transfer(a, b)
+	if tc.ssh {
+		l.ssh(a, b)
+	}
+
+	// The endpoint in use is the peer's real address on that path, or the
+	// relay's, and a relayed peer says why.
+	switch {
+	case tc.wantEndpoint != "":
+		if !strings.HasPrefix(psA.Endpoint, tc.wantEndpoint) {
+			t.Errorf("%s path endpoint %q, want %s…", tc.wantPath, psA.Endpoint, tc.wantEndpoint)
+		}
+	case tc.wantPath == "lan" && !strings.HasPrefix(psA.Endpoint, "192.168.1."),
+		tc.wantPath == "direct" && !strings.HasPrefix(psA.Endpoint, "203.0.113."),
+		strings.HasPrefix(tc.wantPath, "relay") && psA.Endpoint != rendezvousAddr:
+		t.Errorf("%s path endpoint %q", tc.wantPath, psA.Endpoint)
+	}
+	st, err := l.status(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := st.Peers[0]
+	if p.LastHandshake == "" || p.RxBytes == 0 || p.TxBytes == 0 || p.Name != tc.hostB || p.PublicKey != b.priv.Public().String() {
+		t.Errorf("status after traffic: %+v", p)
+	}
+	if tc.fixedA == "" && tc.wantPath != "relay" && tc.wantPath != "relay-tcp" && p.RTTMillis <= 0 {
+		t.Errorf("no RTT for a punched path: %+v", p)
+	}
+	if tc.wantReason != "" {
+		eventually(t, 15*time.Second, "relay reason", func() error {
+			st, err := l.status(a)
+			if err != nil {
+				return err
+			}
+			row.Reason = st.Peers[0].Reason
+			if r := st.Peers[0].Reason; r != tc.wantReason {
+				return fmt.Errorf("reason %q, want %q", r, tc.wantReason)
+			}
+			return nil
+		})
+	}
+	requireTools(t, "wireguard-tools", "wg")
+	out := l.run(a.host, "wg", "show", a.iface)
+	if !strings.Contains(out, b.priv.Public().String()) || !strings.Contains(out, psA.Endpoint) {
+		t.Errorf("wg show lacks the peer or its endpoint %s:\n%s", psA.Endpoint, out)
+	}
+
+	// SIGTERM tears down and exits 0.
+	for _, p := range []struct {
+		proc *proc
+		spec *peerSpec
+	}{{pa, a}, {pb, b}} {
+		if err := p.proc.stop(); err != nil {
+			t.Errorf("%s exited with %v after SIGTERM", p.spec.iface, err)
+		}
+		if err := l.cmd(p.spec.host, "ip", "link", "show", p.spec.iface).Run(); err == nil {
+			t.Errorf("%s still exists after exit", p.spec.iface)
+		}
+	}
 }
