@@ -260,7 +260,7 @@ for p in "${MEMPROCS[@]}"; do RSS_IDLE[$p]=$(rss $p); done
 declare -A PROCS=([punchtun]="ptbpa ptbpb" [wg]="ptbwga ptbwgb" [relay]="ptbra ptbrb" [easyhard]="ptbha ptbhb" [turn]="ptbta ptbtb" [nebula]="ptbnba ptbnbb")
 cpu_ms() {
 	local total=0 p
-	[ -n "${PROCS[$1]-}" ] || { echo -1; return; }
+	[ -n "${PROCS[$1]-}" ] || { echo NA; return; }
 	for p in ${PROCS[$1]}; do
 		total=$((total + $(awk -v hz="$(getconf CLK_TCK)" '{ printf "%d", ($14 + $15) * 1000 / hz }' "/proc/${PID[$p]}/stat")))
 	done
@@ -295,7 +295,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 		s=${SRC[$k]} d=${DST[$k]}
 		c0=$(cpu_ms $k)
 		fwd=$(iperf_tcp "$s" "$d")
-		cpu=$(awk -v c="$(($(cpu_ms $k) - c0))" -v m="$fwd" -v t="$T" 'BEGIN { if (m == "NA" || m == 0 || c < 0) print "NA"; else printf "%.0f", c / (m * t / 1000) }')
+		cpu=$(awk -v c0="$c0" -v c1="$(cpu_ms $k)" -v m="$fwd" -v t="$T" 'BEGIN { if (c0 == "NA" || m == "NA" || m == 0) print "NA"; else printf "%.0f", (c1 - c0) / (m * t / 1000) }')
 		rev=$(iperf_tcp "$s" "$d" -R)
 		udp=NA loss=NA
 		[ "${BENCH_UDP:-1}" = 0 ] || read -r udp loss <<<"$(iperf_udp "$s" "$d")"
