@@ -62,6 +62,9 @@ func (f *inflight) wait() {
 	}
 }
 
+// room is how many more packets may be taken in now.
+func (f *inflight) room() int { return inflightLimit - int(f.n.Load()) }
+
 // add counts n packets taken in.
 func (f *inflight) add(n int) { f.n.Add(int64(n)) }
 

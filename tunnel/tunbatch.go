@@ -29,6 +29,7 @@ import (
 type batchingTUN struct {
 	tun.Device
 	ready func() bool // a read would not wait; nil: no batching here
+	room  func() int  // how many packets wireguard-go may take in now (inflight.go)
 	// spare receives follow-up reads, spare[next:end] not yet handed over.
 	// mu: the reader holds it while it uses spare, so that Close, which
 	// wireguard-go calls while its reader may still be in Read, unmaps
@@ -41,10 +42,12 @@ type batchingTUN struct {
 	closed     bool
 }
 
-// newBatchingTUN wraps dev; without a way to ask dev whether a read would
-// wait, reads pass straight through.
-func newBatchingTUN(dev tun.Device) *batchingTUN {
-	return &batchingTUN{Device: dev, ready: tunReady(dev)}
+// newBatchingTUN wraps dev; follow-up reads stop where a batch would
+// take wireguard-go past room (the bound on the packets it holds, so that
+// a gathered batch does not double it). Without a way to ask dev whether
+// a read would wait, reads pass straight through.
+func newBatchingTUN(dev tun.Device, room func() int) *batchingTUN {
+	return &batchingTUN{Device: dev, ready: tunReady(dev), room: room}
 }
 
 func (t *batchingTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
@@ -60,7 +63,8 @@ func (t *batchingTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) 
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for n < len(bufs) && t.next == t.end && !t.closed && t.ready() {
+	limit := min(len(bufs), t.room())
+	for n < limit && t.next == t.end && !t.closed && t.ready() {
 		if t.spare == nil && !t.allocSpare(len(bufs), len(bufs[0])) {
 			break
 		}

@@ -55,7 +55,7 @@ func segments(first, count int) [][]byte {
 
 func newScripted(reads ...[][]byte) (*scriptedTUN, *batchingTUN) {
 	s := &scriptedTUN{reads: reads}
-	return s, &batchingTUN{Device: s, ready: s.ready}
+	return s, &batchingTUN{Device: s, ready: s.ready, room: func() int { return inflightLimit }}
 }
 
 const testOffset = 16
@@ -152,6 +152,27 @@ func TestBatchingTUNError(t *testing.T) {
 	if b.Close(); !s.closed || b.spare != nil {
 		t.Fatal("Close did not close the device and release the spare buffers")
 	}
+}
+
+// TestBatchingTUNRoom: follow-up reads stop where the batch would take
+// wireguard-go past the packets it may hold.
+func TestBatchingTUNRoom(t *testing.T) {
+	var reads [][][]byte
+	for i := range 10 {
+		reads = append(reads, [][]byte{packet(i, 1200)})
+	}
+	s, b := newScripted(reads...)
+	b.room = func() int { return 3 }
+	bufs, sizes := wgBufs(8)
+	if n, err := b.Read(bufs, sizes, testOffset); n != 3 || err != nil || s.calls != 3 {
+		t.Fatalf("Read: %d packets in %d reads, %v; want 3 in 3", n, s.calls, err)
+	}
+	b.room = func() int { return -5 } // over the bound already: the one read goes on alone
+	if n, err := b.Read(bufs, sizes, testOffset); n != 1 || err != nil || s.calls != 4 {
+		t.Fatalf("Read over the bound: %d packets in %d reads, %v; want 1 in 1 more", n, s.calls, err)
+	}
+	wantPackets(t, bufs, sizes, 1, 3, 1200)
+	b.Close()
 }
 
 // TestBatchingTUNNotReady: with nothing more ready, a single packet goes

@@ -145,7 +145,7 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 	for _, p := range cc.peers {
 		t.bind.PeerEndpoint(p.Key)
 	}
-	t.dev = device.NewDevice(&boundedTUN{Device: newBatchingTUN(tdev), in: t.bind.in, out: t.bind.out}, t.bind, deviceLogger(t.log))
+	t.dev = device.NewDevice(&boundedTUN{Device: newBatchingTUN(tdev, t.bind.out.room), in: t.bind.in, out: t.bind.out}, t.bind, deviceLogger(t.log))
 	t.closers = append(t.closers, t.dev.Close) // closes the TUN, which removes the interface
 
 	if err := t.dev.IpcSet(uapi); err != nil {
