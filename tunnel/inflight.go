@@ -25,13 +25,15 @@ import (
 // inflightStall takes the count for drifted and starts it afresh: a lost
 // count costs one such wait, never a stall.
 
-// inflightLimit is the packets each direction may hold: a batch of 128
-// (so a burst leaves whole) and what the next read adds. Measured with
-// scripts/bench.sh (TCP only, 2 rounds, against plain wireguard-go in the
-// same run): unbounded, peaks of 188–193 MiB; 1024: 130–145 MiB; 256:
-// 91–96 MiB, 1.27 / 1.16 of wireguard-go; 128: 74 MiB, 1.19 / 1.07; 64:
-// 70–77 MiB, 0.93 / 0.94.
-const inflightLimit = 128
+// inflightLimit is the packets each direction may hold, and what the
+// next read adds. Measured with scripts/bench.sh (TCP only, 2 rounds,
+// against plain wireguard-go in the same run; before GOGC 25): unbounded,
+// peaks of 188–193 MiB; 1024: 130–145 MiB; 256: 91–96 MiB, 1.27 / 1.16 of
+// wireguard-go; 128: 74 MiB, 1.19 / 1.07; 64: 70–77 MiB, 0.93 / 0.94.
+// Once TUN reads were gathered into batches (tunbatch.go), 128 peaked at
+// 58–66 MiB with GOGC 25 (3 rounds, 4 peers), 96 at 58–62 MiB, at 1.05 /
+// 1.02 of wireguard-go.
+const inflightLimit = 96
 
 // inflightStall is how long a wait may see nothing leave.
 const inflightStall = 20 * time.Millisecond
