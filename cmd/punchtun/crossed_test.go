@@ -91,6 +91,12 @@ func (l *lab) bothPing(a, b *peerSpec, rvKey key.Private) (ab, ba time.Duration)
 			if out, _ := l.cmd(p.from.host, "ip", "-br", "addr", "show", "dev", p.from.iface).Output(); !strings.Contains(string(out), p.from.addr) {
 				return fmt.Errorf("%s has no address yet", p.from.iface)
 			}
+			// The address comes before the link is up (as with wg-quick):
+			// a ping sent in between goes out the default route, and
+			// ping gives up on the error that comes back.
+			if out, _ := l.cmd(p.from.host, "ip", "route", "get", p.to.addr).Output(); !strings.Contains(string(out), "dev "+p.from.iface+" ") {
+				return fmt.Errorf("no route to %s through %s yet", p.to.addr, p.from.iface)
+			}
 			pings[p.from] = l.start(p.from.host, "ping-"+p.from.iface, "ping", "-n", "-D", "-i", "0.05", "-W", "1", "-w", "20", p.to.addr)
 		}
 		return nil
