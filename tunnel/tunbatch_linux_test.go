@@ -53,6 +53,15 @@ func segments(first, count int) [][]byte {
 	return pkts
 }
 
+// singles is count reads of one packet each, numbered from 0.
+func singles(count, size int) [][][]byte {
+	var reads [][][]byte
+	for i := range count {
+		reads = append(reads, [][]byte{packet(i, size)})
+	}
+	return reads
+}
+
 func newScripted(reads ...[][]byte) (*scriptedTUN, *batchingTUN) {
 	s := &scriptedTUN{reads: reads}
 	return s, &batchingTUN{Device: s, ready: s.ready, room: func() int { return inflightLimit }}
@@ -81,11 +90,7 @@ func wantPackets(t *testing.T, bufs [][]byte, sizes []int, n, first int, size in
 // TestBatchingTUNGathersSinglePackets: packets that come one per read
 // reach wireguard-go in one batch, in order, bytes intact.
 func TestBatchingTUNGathersSinglePackets(t *testing.T) {
-	var reads [][][]byte
-	for i := range 10 {
-		reads = append(reads, [][]byte{packet(i, 1200)})
-	}
-	s, b := newScripted(reads...)
+	s, b := newScripted(singles(10, 1200)...)
 	bufs, sizes := wgBufs(8)
 	n, err := b.Read(bufs, sizes, testOffset)
 	if err != nil || n != 8 {
@@ -157,11 +162,7 @@ func TestBatchingTUNError(t *testing.T) {
 // TestBatchingTUNRoom: follow-up reads stop where the batch would take
 // wireguard-go past the packets it may hold.
 func TestBatchingTUNRoom(t *testing.T) {
-	var reads [][][]byte
-	for i := range 10 {
-		reads = append(reads, [][]byte{packet(i, 1200)})
-	}
-	s, b := newScripted(reads...)
+	s, b := newScripted(singles(10, 1200)...)
 	b.room = func() int { return 3 }
 	bufs, sizes := wgBufs(8)
 	if n, err := b.Read(bufs, sizes, testOffset); n != 3 || err != nil || s.calls != 3 {

@@ -337,18 +337,13 @@ func printMatrix(w io.Writer, name string) {
 		fmt.Fprintln(w, err)
 		return
 	}
-	var order []string
-	rows := map[string][]matrixRow{}
-	for _, r := range recorded {
+	order, rows := groupRows(recorded, func(r matrixRow) string {
 		pair := r.Pair
 		if i := strings.LastIndex(pair, "#"); i > 0 {
 			pair = pair[:i] // a repeated attempt
 		}
-		if rows[pair] == nil {
-			order = append(order, pair)
-		}
-		rows[pair] = append(rows[pair], r)
-	}
+		return pair
+	})
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PAIR\tWANT\tPATH A\tPATH B\tOK\tFIRST PING (median / worst)\tREASON")
 	for _, pair := range order {

@@ -242,14 +242,7 @@ func printGaps(w io.Writer, name string) {
 		fmt.Fprintln(w, err)
 		return
 	}
-	var order []string
-	byEvent := map[string][]gapRow{}
-	for _, r := range rows {
-		if byEvent[r.Event] == nil {
-			order = append(order, r.Event)
-		}
-		byEvent[r.Event] = append(byEvent[r.Event], r)
-	}
+	order, byEvent := groupRows(rows, func(r gapRow) string { return r.Event })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "EVENT\tBOUND\tGAP (worst)\tRUNS\tRESULT\tDETAIL")
 	for _, ev := range order {

@@ -32,6 +32,19 @@ func appendJSONLine(t *testing.T, env string, v any) {
 	}
 }
 
+// groupRows groups rows by key, keys in the order they first appear.
+func groupRows[T any](rows []T, key func(T) string) (order []string, groups map[string][]T) {
+	groups = map[string][]T{}
+	for _, r := range rows {
+		k := key(r)
+		if groups[k] == nil {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	return order, groups
+}
+
 // readJSONLines decodes the JSON lines of the file name, up to the first
 // one that does not decode.
 func readJSONLines[T any](name string) ([]T, error) {
