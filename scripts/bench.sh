@@ -258,11 +258,12 @@ for p in "${MEMPROCS[@]}"; do RSS_IDLE[$p]=$(rss $p); done
 # which throughput alone hides on a machine whose cores iperf3 and the
 # kernel's forwarding share. The raw path has none.
 declare -A PROCS=([punchtun]="ptbpa ptbpb" [wg]="ptbwga ptbwgb" [relay]="ptbra ptbrb" [easyhard]="ptbha ptbhb" [turn]="ptbta ptbtb" [nebula]="ptbnba ptbnbb")
+HZ=$(getconf CLK_TCK) # /proc/PID/stat's unit
 cpu_ms() {
 	local total=0 p
 	[ -n "${PROCS[$1]-}" ] || { echo NA; return; }
 	for p in ${PROCS[$1]}; do
-		total=$((total + $(awk -v hz="$(getconf CLK_TCK)" '{ printf "%d", ($14 + $15) * 1000 / hz }' "/proc/${PID[$p]}/stat")))
+		total=$((total + $(awk -v hz="$HZ" '{ printf "%d", ($14 + $15) * 1000 / hz }' "/proc/${PID[$p]}/stat")))
 	done
 	echo $total
 }
