@@ -41,12 +41,11 @@ func (t *Tunnel) Reload(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	oldMTU, mtu := cmp.Or(old.Interface.MTU, config.DefaultMTU), cmp.Or(cfg.Interface.MTU, config.DefaultMTU)
+	mtu := cmp.Or(cfg.Interface.MTU, config.DefaultMTU)
 
 	// The control plane first: a new peer's PeerEndpoint must exist when
 	// WireGuard parses its endpoint.
-	cc := controlConfigOf(cfg, mtu)
-	if !t.ctl.call(func() { t.ctl.reconfigure(cc, time.Now()) }) {
+	if !t.ctl.Reconfigure(controlConfigOf(cfg, t.name, mtu)) {
 		return fmt.Errorf("%s is going down", t.name)
 	}
 	if uapi != "" {
@@ -58,9 +57,9 @@ func (t *Tunnel) Reload(cfg *config.Config) error {
 	t.cfg = cfg
 	t.cfgMu.Unlock()
 	if t.names != nil {
-		t.names.update(cfg)
+		t.names.Update(cfg)
 	}
-	if err := reconfigureInterface(t.name, oldMTU, mtu, old.Interface.Addresses, cfg.Interface.Addresses, t.routes(old), t.routes(cfg), t.table); err != nil {
+	if err := t.link.Reconfigure(t.linkConfig(old), t.linkConfig(cfg)); err != nil {
 		return fmt.Errorf("peers reloaded, but the interface was not fully reconfigured: %w", err)
 	}
 	t.log.Info("config reloaded", "peers", len(cfg.Peers), "rendezvous", len(cfg.Interface.Rendezvous))
@@ -117,21 +116,6 @@ func reloadUAPI(old, cfg *config.Config) (string, error) {
 func sameWireGuard(a, b config.Peer) bool {
 	a.Name, b.Name = "", ""
 	return reflect.DeepEqual(a, b)
-}
-
-// controlConfigOf is what the control plane takes of a config: the
-// rendezvous, and the peers it finds (those without a fixed Endpoint).
-func controlConfigOf(cfg *config.Config, mtu int) controlConfig {
-	cc := controlConfig{own: cfg.Interface.Addresses, mtu: mtu}
-	for i, hp := range cfg.Interface.Rendezvous {
-		cc.servers = append(cc.servers, ServerConfig{HostPort: hp, Key: cfg.Interface.RendezvousKey[i]})
-	}
-	for _, p := range cfg.Peers {
-		if p.Endpoint == "" {
-			cc.peers = append(cc.peers, PeerConfig{Name: p.Name, Key: p.PublicKey})
-		}
-	}
-	return cc
 }
 
 // ReloadFile reads the config again from file ("": the file the

@@ -21,6 +21,7 @@ import (
 	"github.com/punchtun/punchtun/rendezvous"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel"
+	"github.com/punchtun/punchtun/tunnel/bind"
 	"github.com/punchtun/punchtun/tunnel/config"
 )
 
@@ -308,7 +309,7 @@ func runUp(args []string) error {
 		return fmt.Errorf("bad interface name %q (at most 15 characters, no '/', ':' or spaces)", *iface)
 	}
 	log := logf.logger()
-	tunnel.TuneGC()
+	bind.TuneGC() // a tunnel's heap is small and bounded: collect it often
 	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
 		// wg-quick's words, for the same mistake: the file holds a private key.
 		fmt.Fprintf(os.Stderr, "Warning: `%s' is world accessible\n", path)

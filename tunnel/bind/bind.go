@@ -1,0 +1,293 @@
+// Package bind is the peer's data path: the one UDP socket WireGuard shares
+// with the control plane (Bind, a conn.Bind over wireguard-go's
+// StdNetBind), each peer's endpoint and the route its packets take
+// (PeerEndpoint), the help WireGuard's handshakes get on punched paths,
+// the packets of side sockets (a birthday round's winner, TCP relay
+// streams, TURN allocations), segmentation offload for them, TUN reads
+// gathered into batches, and the bound on the packets wireguard-go holds.
+//
+// It knows nothing of the rendezvous, of punching or of why a route was
+// chosen: the control plane (tunnel/control) sets routes through the
+// interfaces of tunnel/link, and gets the control packets the Bind
+// receives through a callback.
+package bind
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
+	"github.com/punchtun/punchtun/tunnel/link"
+)
+
+// Bind is the peer's one UDP socket. It wraps wireguard-go's StdNetBind, so
+// WireGuard keeps its batched, offloaded I/O, and shares the socket with the
+// control plane: STUN, rendezvous messages and punch probes ride on the very
+// NAT mapping that WireGuard uses.
+//
+// Receiving, it hands every packet that is not WireGuard to the control
+// plane and zeroes its size, which wireguard-go skips; relayed WireGuard
+// packets are unwrapped in place. Sending, it routes a rendezvous-managed
+// peer's packets the way the control plane chose for that peer (see
+// PeerEndpoint): straight to the peer, or wrapped for the relay.
+type Bind struct {
+	std     conn.Bind
+	local   key.Key                              // our public key
+	control func(pkt []byte, src netip.AddrPort) // must not keep pkt
+
+	mu        sync.Mutex
+	endpoints map[key.Key]*PeerEndpoint
+	// Snapshots read per packet, replaced whole under mu (copy on write).
+	byAddr atomic.Pointer[map[netip.AddrPort]*PeerEndpoint] // sources peers authenticated from
+	relays atomic.Pointer[map[netip.AddrPort]bool]          // rendezvous that may relay to us
+	// turnPeers maps each peer's relayed address on a TURN server to its
+	// endpoint: what ServeTURN hands packets to.
+	turnPeers atomic.Pointer[map[netip.AddrPort]*PeerEndpoint]
+
+	framePool sync.Pool // *relayFrames: relay frames of one Send
+	// Side sockets' GSO sends (sendSide): scratch buffers, and whether
+	// the kernel refused GSO once.
+	segmentPool sync.Pool // *[]byte of maxSegmentBuf
+	noSideGSO   atomic.Bool
+
+	// Packets that arrive off the shared socket — from a TCP relay stream
+	// or a birthday-punching socket — reach WireGuard through side.
+	side       chan sidePacket
+	sideClosed chan struct{} // closed by Close; replaced by Open
+	sidePool   sync.Pool     // *[]byte
+
+	port atomic.Uint32
+	ipv6 atomic.Pointer[net.UDPConn] // StdNetBind's IPv6 socket (ipv6.go)
+	// lastFixed is when WireGuard last sent to a peer with a fixed
+	// Endpoint (unix nanoseconds): PeerEndpoints keep their own times.
+	lastFixed atomic.Int64
+	timers    map[*time.Timer]struct{}             // pending handshake copies (later); nil once closed; mu
+	onMsgSize atomic.Pointer[func(netip.AddrPort)] // sendStd
+	// onRelayedInitiation hears of a handshake initiation that came
+	// through a relay while the peer's route is direct (relayedHandshake).
+	onRelayedInitiation atomic.Pointer[func(key.Key)]
+	// onRelayedWhileTURN hears of a packet that came through a
+	// rendezvous's relay while the peer's route is TURN (relayedWhileTURN).
+	onRelayedWhileTURN atomic.Pointer[func(key.Key)]
+	Dropped            atomic.Uint64 // packets that were neither WireGuard nor ours
+	// relayBytes counts the WireGuard bytes relayed, by kind of relay
+	// and direction (status's relayed_bytes).
+	relayBytes [relayKinds][2]atomic.Uint64
+	// in and out bound the packets wireguard-go holds (inflight.go).
+	in, out *inflight
+}
+
+// Kinds of relay, and directions, that relayBytes counts.
+const (
+	relayRendezvous = iota
+	relayRendezvousTCP
+	relayTURN
+	relayKinds
+	tx, rx = 0, 1
+)
+
+// relayKindNames name relayBytes's kinds in status and metrics.
+var relayKindNames = [relayKinds]string{"rendezvous", "rendezvous-tcp", "turn"}
+
+// sidePacket is a WireGuard packet that arrived off the shared socket.
+type sidePacket struct {
+	buf *[]byte
+	ep  *PeerEndpoint
+}
+
+// sideQueue bounds the side packets waiting for WireGuard; more are dropped
+// (and counted), as a full socket buffer would.
+const sideQueue = 1024
+
+// EndpointPrefix names a PeerEndpoint in UAPI's endpoint= line.
+const EndpointPrefix = "punchtun-peer/"
+
+var (
+	_ conn.Bind     = (*Bind)(nil)
+	_ link.DataPath = (*Bind)(nil)
+)
+
+// New returns the Bind of the peer whose public key is local. It passes
+// control packets to control, which is called on WireGuard's receive
+// goroutines and must copy what it keeps.
+func New(local key.Key, control func(pkt []byte, src netip.AddrPort)) *Bind {
+	b := &Bind{
+		std:       conn.NewStdNetBind(),
+		local:     local,
+		control:   control,
+		endpoints: make(map[key.Key]*PeerEndpoint),
+		in:        newInflight(),
+		out:       newInflight(),
+	}
+	b.byAddr.Store(&map[netip.AddrPort]*PeerEndpoint{})
+	b.relays.Store(&map[netip.AddrPort]bool{})
+	b.turnPeers.Store(&map[netip.AddrPort]*PeerEndpoint{})
+	b.framePool.New = func() any { return new(relayFrames) }
+	b.segmentPool.New = func() any { b := make([]byte, maxSegmentBuf); return &b }
+	b.side = make(chan sidePacket, sideQueue)
+	b.sideClosed = make(chan struct{})
+	b.timers = map[*time.Timer]struct{}{}
+	b.sidePool.New = func() any { p := make([]byte, 0, 2048); return &p }
+	return b
+}
+
+// Open opens the socket and wraps its receive functions.
+func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
+	fns, actual, err := b.std.Open(port)
+	if err != nil {
+		return nil, 0, err
+	}
+	for i, fn := range fns {
+		fns[i] = b.wrap(fn)
+	}
+	b.mu.Lock()
+	closed := make(chan struct{})
+	b.sideClosed = closed
+	b.timers = map[*time.Timer]struct{}{}
+	b.mu.Unlock()
+	fns = append(fns, b.receiveSide(closed))
+	b.port.Store(uint32(actual))
+	b.ipv6.Store(stdIPv6Conn(b.std))
+	return fns, actual, nil
+}
+
+// Close closes the socket and ends the side receive function.
+func (b *Bind) Close() error {
+	b.mu.Lock()
+	select {
+	case <-b.sideClosed:
+	default:
+		close(b.sideClosed)
+	}
+	for t := range b.timers {
+		t.Stop()
+	}
+	b.timers = nil
+	b.mu.Unlock()
+	b.ipv6.Store(nil)
+	return b.std.Close()
+}
+
+// SetMark sets SO_MARK on the socket.
+func (b *Bind) SetMark(mark uint32) error { return b.std.SetMark(mark) }
+
+// BatchSize is StdNetBind's.
+func (b *Bind) BatchSize() int { return b.std.BatchSize() }
+
+// Port is the port the socket is bound to, 0 before Open.
+func (b *Bind) Port() uint16 { return uint16(b.port.Load()) }
+
+// ParseEndpoint returns the PeerEndpoint for "punchtun-peer/<key>", and an
+// ordinary endpoint for an address.
+func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) {
+	if rest, ok := strings.CutPrefix(s, EndpointPrefix); ok {
+		k, err := key.Parse(rest)
+		if err != nil {
+			return nil, err
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		pe := b.endpoints[k]
+		if pe == nil {
+			return nil, errors.New("tunnel: no such peer endpoint")
+		}
+		return pe, nil
+	}
+	return b.std.ParseEndpoint(s)
+}
+
+// PeerEndpoint returns the endpoint of peer, creating it on first use.
+func (b *Bind) PeerEndpoint(peer key.Key) *PeerEndpoint {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	pe := b.endpoints[peer]
+	if pe == nil {
+		pe = &PeerEndpoint{b: b, peer: peer, leader: link.Leads(b.local, peer)}
+		b.endpoints[peer] = pe
+	}
+	return pe
+}
+
+// Peer is PeerEndpoint, for the control plane.
+func (b *Bind) Peer(k key.Key) link.Peer { return b.PeerEndpoint(k) }
+
+// RemovePeer forgets peer, which a reload removed: its packets are no
+// longer told apart from strangers'.
+func (b *Bind) RemovePeer(peer key.Key) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	pe := b.endpoints[peer]
+	if pe == nil {
+		return
+	}
+	delete(b.endpoints, peer)
+	pe.route.Store(nil)
+	next := make(map[netip.AddrPort]*PeerEndpoint, len(*b.byAddr.Load()))
+	for a, e := range *b.byAddr.Load() {
+		if e != pe {
+			next[a] = e
+		}
+	}
+	b.byAddr.Store(&next)
+}
+
+// SetRelays names the rendezvous whose relay frames are accepted.
+func (b *Bind) SetRelays(addrs []netip.AddrPort) {
+	m := make(map[netip.AddrPort]bool, len(addrs))
+	for _, a := range addrs {
+		m[a] = true
+	}
+	b.relays.Store(&m)
+}
+
+// SetTURNPeers names the peers' relayed addresses: what comes through our
+// allocation from there is theirs (ServeTURN). A peer unknown to the Bind
+// is left out.
+func (b *Bind) SetTURNPeers(peers map[netip.AddrPort]key.Key) {
+	m := make(map[netip.AddrPort]*PeerEndpoint, len(peers))
+	b.mu.Lock()
+	for addr, k := range peers {
+		if pe := b.endpoints[k]; pe != nil {
+			m[addr] = pe
+		}
+	}
+	b.mu.Unlock()
+	b.turnPeers.Store(&m)
+}
+
+// OnMsgSize sets what the Bind calls (on WireGuard's send goroutines: it
+// must not block) when a batch to dst was too big for the path.
+func (b *Bind) OnMsgSize(f func(dst netip.AddrPort)) { b.onMsgSize.Store(&f) }
+
+// OnRelayedInitiation sets what relayedHandshake calls, on WireGuard's
+// receive goroutines: it must not block.
+func (b *Bind) OnRelayedInitiation(f func(peer key.Key)) { b.onRelayedInitiation.Store(&f) }
+
+// OnRelayedWhileTURN sets what relayedWhileTURN calls, on the receive
+// goroutines: it must not block.
+func (b *Bind) OnRelayedWhileTURN(f func(peer key.Key)) { b.onRelayedWhileTURN.Store(&f) }
+
+// TUN wraps the interface's TUN device for wireguard-go: reads gathered
+// into batches (tunbatch.go), and both directions bounded by the packets
+// wireguard-go may hold (inflight.go).
+func (b *Bind) TUN(dev tun.Device) tun.Device {
+	return &boundedTUN{Device: newBatchingTUN(dev, b.out.room), in: b.in, out: b.out}
+}
+
+// RelayedBytes is what each kind of relay carried since start, by the
+// name status and metrics give it: bytes sent, bytes received.
+func (b *Bind) RelayedBytes() map[string][2]uint64 {
+	m := make(map[string][2]uint64, relayKinds)
+	for k, name := range relayKindNames {
+		m[name] = [2]uint64{b.relayBytes[k][tx].Load(), b.relayBytes[k][rx].Load()}
+	}
+	return m
+}

@@ -1,0 +1,216 @@
+package bind
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/punchtun/punchtun/tunnel/link"
+)
+
+// Handshakes. WireGuard retries a handshake that got no answer after 5 s,
+// and gives up on a half-made session after 15 s; on punched paths, which
+// appear, vanish and move under it, that is most of the time a user
+// waits. The Bind sees every handshake message of a peer whose path the
+// control plane finds, and helps in five ways:
+//
+//   - Hold: until a route exists, the latest initiation and response are
+//     held and sent the moment one is set: the peer's initiation may come
+//     over the relay a moment before our own intro gives us a route back.
+//   - Copy: each message is sent again handshakeCopyDelay later, so that
+//     one loss does not cost the 5 s retry.
+//   - Crossing: two peers that both have traffic from the first moment
+//     send initiations that cross (held on both sides, both leave when the
+//     intro comes). Each side answers the other's and then refuses the
+//     answer to its own, since WireGuard keeps one handshake per peer:
+//     nobody has a session until a retry 5 or 15 s later. So the leader
+//     (the smaller public key, as in nat.Punch) drops the peer's
+//     initiation while its own is held or left less than crossWindow ago
+//     (answered or not), and the follower answers the leader's: one
+//     handshake, made in one round trip.
+//   - New path: a message sent on a path that is then replaced (dead, as
+//     after a NAT forgot an idle mapping) is sent again on the new one at
+//     once, rather than at the next retry.
+//   - Reply the way it came: an initiation that arrived by another way
+//     than our route (the relay, while our direct path is dead after the
+//     peer restarted) is answered that way, and the control plane hears
+//     of it: the peer has no direct path to us, so ours is suspect.
+type handshakes struct {
+	held [2][]byte // latest initiation and response, waiting for a route
+	// The latest initiation and response sent, and when.
+	last   [2][]byte
+	lastAt [2]time.Time
+	// inFlight: when our latest initiation left, until an answer came.
+	inFlight time.Time
+	dropped  []byte    // the peer's initiation the leader dropped
+	replyVia *route    // where the peer's latest initiation came from, if not our route
+	viaAt    time.Time // when it came
+	// admitted: the peer's latest initiation and response let through,
+	// and when; their copies are dropped (dedupe).
+	admitted   [2][]byte
+	admittedAt [2]time.Time
+}
+
+// dedupeWindow is how long a copy of a handshake message already let
+// through is dropped: its copies come within a second. WireGuard rejects
+// a copy it handles after the original, but two copies that arrive
+// together (a TCP stream delivers a stalled burst at once) go to its two
+// handshake workers side by side, both pass, and the second session
+// tears the first one's index out of its table.
+const dedupeWindow = 5 * time.Second
+
+const (
+	// handshakeCopyDelay is when the copy of a handshake message follows
+	// it: after a round trip on any sane path, well before WireGuard's
+	// 5 s retry.
+	handshakeCopyDelay = 300 * time.Millisecond
+	// crossWindow is how long after our initiation left the leader takes
+	// a peer's initiation for a crossing one: a round trip and the copy,
+	// on a slow path.
+	crossWindow = time.Second
+	// resendWindow is how long a handshake message stays worth sending
+	// again on a new path: WireGuard's own retry comes after 5 s.
+	resendWindow = 5 * time.Second
+)
+
+// sending notes the handshake messages among bufs, about to be sent on r
+// (nil: held until a route exists).
+func (pe *PeerEndpoint) sending(bufs [][]byte, r *route, now time.Time) {
+	for _, p := range bufs {
+		if !isHandshake(p) {
+			continue
+		}
+		i := p[0] - wireGuardInitiation
+		pe.mu.Lock()
+		hs := &pe.hs
+		if r == nil {
+			hs.held[i] = append(hs.held[i][:0], p...)
+		}
+		hs.last[i], hs.lastAt[i] = append(hs.last[i][:0], p...), now
+		if p[0] == wireGuardInitiation {
+			hs.inFlight = now
+		}
+		pe.mu.Unlock()
+	}
+}
+
+// replyPath returns where to send a handshake response instead of r: the
+// way the peer's initiation came, if that was another. Instead, not as
+// well: two copies of a response taken by WireGuard's handshake workers at
+// once both pass, and the second session, with the same index, tears the
+// first one's index out of WireGuard's table.
+func (pe *PeerEndpoint) replyPath(p []byte, r *route, now time.Time) *route {
+	if len(p) == 0 || p[0] != wireGuardResponse {
+		return nil
+	}
+	pe.mu.Lock()
+	defer pe.mu.Unlock()
+	via := pe.hs.replyVia
+	if via == nil || now.Sub(pe.hs.viaAt) > crossWindow || r != nil && via.Route == r.Route {
+		return nil
+	}
+	return via
+}
+
+// admitHandshake decides whether a handshake message from the peer, which
+// came by via (nil: a way we cannot answer on, such as a TCP stream), goes
+// on to WireGuard.
+func (pe *PeerEndpoint) admitHandshake(p []byte, via *route, now time.Time) (admit bool) {
+	pe.mu.Lock()
+	defer pe.mu.Unlock()
+	hs := &pe.hs
+	i := p[0] - wireGuardInitiation
+	if now.Sub(hs.admittedAt[i]) < dedupeWindow && bytes.Equal(p, hs.admitted[i]) {
+		return false // a copy of one let through
+	}
+	defer func() {
+		if admit {
+			hs.admitted[i], hs.admittedAt[i] = append(hs.admitted[i][:0], p...), now
+		}
+	}()
+	switch p[0] {
+	case wireGuardResponse:
+		hs.inFlight = time.Time{} // answered
+		return true
+	case wireGuardInitiation:
+		if hs.dropped != nil && bytes.Equal(p, hs.dropped) {
+			return false // the copy of one we dropped
+		}
+		// Answered or not: the follower's held initiation leaves with its
+		// answer to ours, and may come right after it.
+		if pe.leader && (hs.held[0] != nil || !hs.lastAt[0].IsZero() && now.Sub(hs.lastAt[0]) < crossWindow) {
+			hs.dropped = append(hs.dropped[:0], p...)
+			return false // crossed: the peer answers ours
+		}
+		hs.replyVia, hs.viaAt = nil, now
+		if r := pe.route.Load(); via != nil && (r == nil || r.Route != via.Route) {
+			hs.replyVia = via
+		}
+	}
+	return true
+}
+
+// takeHandshakes returns what to send on a new route: the held messages,
+// else those sent lately that may have gone down the old one (an
+// initiation only while unanswered).
+func (pe *PeerEndpoint) takeHandshakes(now time.Time) [][]byte {
+	pe.mu.Lock()
+	defer pe.mu.Unlock()
+	hs := &pe.hs
+	var out [][]byte
+	for i := range hs.last {
+		switch {
+		case hs.held[i] != nil:
+			out = append(out, hs.held[i])
+			hs.held[i] = nil
+		case hs.last[i] == nil || now.Sub(hs.lastAt[i]) > resendWindow:
+		case now.Sub(hs.lastAt[i]) < handshakeCopyDelay:
+			// Its copy is still to come, on the new route: sending it now
+			// as well would put two copies in WireGuard's handshake
+			// workers at once, and both would be taken.
+		case i == 0 && hs.inFlight.IsZero():
+		default:
+			out = append(out, bytes.Clone(hs.last[i]))
+		}
+	}
+	return out
+}
+
+// via is the route a packet from src came by: the relay at src when
+// relayed, else the peer at src; nil for an invalid src (a TCP stream or a
+// birthday socket, which the Bind cannot answer on by address alone).
+func via(src netip.AddrPort, relayed bool) *route {
+	if !src.IsValid() {
+		return nil
+	}
+	return &route{Route: link.Route{Dst: src, Relay: relayed}, std: conn.StdNetEndpoint{AddrPort: src}}
+}
+
+// Handshaking reports whether handshake messages were held or sent lately.
+func (pe *PeerEndpoint) Handshaking(now time.Time) bool {
+	pe.mu.Lock()
+	defer pe.mu.Unlock()
+	hs := &pe.hs
+	return hs.held[0] != nil || hs.held[1] != nil || now.Sub(hs.lastAt[0]) < resendWindow || now.Sub(hs.lastAt[1]) < resendWindow
+}
+
+// HandshakeState describes pe's handshake messages for a log line: what
+// is held, when the latest of each left, whether our initiation is
+// unanswered, and what was admitted or dropped.
+func (pe *PeerEndpoint) HandshakeState(now time.Time) string {
+	pe.mu.Lock()
+	defer pe.mu.Unlock()
+	hs := &pe.hs
+	ago := func(t time.Time) string {
+		if t.IsZero() {
+			return "never"
+		}
+		return now.Sub(t).Round(time.Millisecond).String() + " ago"
+	}
+	return fmt.Sprintf("leader=%v held=[%v %v] initiation sent %s, response sent %s, in flight since %s, admitted initiation %s, response %s, dropped a crossing initiation=%v",
+		pe.leader, hs.held[0] != nil, hs.held[1] != nil, ago(hs.lastAt[0]), ago(hs.lastAt[1]), ago(hs.inFlight),
+		ago(hs.admittedAt[0]), ago(hs.admittedAt[1]), hs.dropped != nil)
+}

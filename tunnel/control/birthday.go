@@ -1,0 +1,188 @@
+package control
+
+import (
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/punchtun/punchtun/nat"
+	"github.com/punchtun/punchtun/rendezvous/wire"
+)
+
+// Birthday punching, the hard side (the easy side is nat.Punch.Spray).
+// Behind a NAT that maps per destination, the shared socket's mapping
+// towards the peer is on a port nobody can predict, so it cannot be
+// punched. Instead, nat.BirthdaySockets extra sockets each send a probe to
+// the peer's public endpoint, leaving as many mappings open for the peer's
+// random probes to hit. The socket a probe arrives on wins: it carries that
+// peer's WireGuard packets from then on (link.Route.Socket), and the others
+// close. The data path reads the sockets (link.DataPath.ServeSocket).
+
+// birthdayLinger keeps the sockets open after the peer's spray ends, for
+// probes still in flight.
+const birthdayLinger = 2 * time.Second
+
+// birthdayBackoff spaces birthday rounds for a peer that keeps failing
+// them; it doubles up to maxBirthdayBackoff. A round costs the easy side
+// nat.SprayProbes probes over 4 s: the first retry comes soon, since a
+// round lost to a congested moment should not cost a minute of relay.
+const (
+	minBirthdayBackoff = 10 * time.Second
+	maxBirthdayBackoff = 10 * time.Minute
+)
+
+// birthdayOpens is how many times each socket sends its opening probe, a
+// second apart: a mapping whose one packet was lost on the way out (a
+// burst of 256 through a busy router) would otherwise be a socket the
+// spray can never hit.
+const (
+	birthdayOpens  = 3
+	birthdayReopen = time.Second
+)
+
+// birthday is one hard-side round for one peer.
+type birthday struct {
+	dst      netip.AddrPort // the peer's public endpoint
+	conns    []*net.UDPConn
+	until    time.Time
+	won      *net.UDPConn
+	opened   int       // opening probes sent per socket
+	nextOpen time.Time // when the next ones are due
+}
+
+// birthdayRole decides p's part in a birthday round from both NATs:
+// "hard" opens sockets, "easy" sprays, "" means no round (a plain punch
+// does, or nothing can).
+func (p *peer) birthdayRole() string {
+	c := p.c
+	easy := func(m nat.Mapping) bool { return m == nat.MappingEasy }
+	switch {
+	case c.mapping == nat.MappingHard && easy(p.nat):
+		return "hard"
+	case easy(c.mapping) && p.nat == nat.MappingHard:
+		return "easy"
+	}
+	return ""
+}
+
+// maybeBirthday starts p's side of a birthday round towards observed, the
+// peer's public endpoint, unless one ran recently.
+func (p *peer) maybeBirthday(observed netip.AddrPort, now time.Time) {
+	c := p.c
+	role := p.birthdayRole()
+	if role == "" || !observed.IsValid() || now.Before(p.nextBirthday) {
+		return
+	}
+	if bd := p.birthday; bd != nil && bd.won != nil && p.punch.Path().Addr.IsValid() {
+		return // the last round's winner carries the path
+	}
+	p.nextBirthday = now.Add(p.birthdayBackoff)
+	p.birthdayBackoff = min(2*p.birthdayBackoff, maxBirthdayBackoff)
+	c.log.Info("birthday punching", "peer", p.label(), "side", role, "peer_endpoint", observed)
+	if role == "easy" {
+		p.punch.Spray(now, observed.Addr())
+		return
+	}
+	// All of the last round goes, its winner too: a socket left behind
+	// here was never closed, and its reader kept Stop waiting forever.
+	p.closeBirthday(true)
+	bd := &birthday{dst: observed, until: now.Add(nat.SprayProbes*time.Second/nat.SprayRate + birthdayLinger)}
+	lc := net.ListenConfig{Control: markSocket(c.mark)}
+	// Sized for the tunnel's packets, not 64 KiB: a round opens 256
+	// sockets (the reader grows a buffer that proves too small).
+	bufSize := max(c.ifaceMTU+birthdayBufSlack, 2048)
+	for range nat.BirthdaySockets {
+		pc, err := lc.ListenPacket(c.ctx, "udp4", ":0")
+		if err != nil {
+			c.log.Warn("birthday punching: cannot open a socket", "err", err, "opened", len(bd.conns))
+			break
+		}
+		conn := pc.(*net.UDPConn)
+		bd.conns = append(bd.conns, conn)
+		c.spawn(func() {
+			c.data.ServeSocket(conn, p.key, bufSize, func(pkt []byte, src netip.AddrPort) {
+				c.enqueue(pkt, inbound{src: src, via: conn})
+			})
+		})
+	}
+	p.birthday = bd
+	p.openBirthday(now)
+}
+
+// openBirthday sends each socket's opening probe to the peer.
+func (p *peer) openBirthday(now time.Time) {
+	bd := p.birthday
+	for _, conn := range bd.conns {
+		p.sendVia(conn, bd.dst, probeMessage(p.punch.NewProbe(now, bd.dst)))
+	}
+	bd.opened++
+	bd.nextOpen = now.Add(birthdayReopen)
+}
+
+// birthdayBufSlack is what a WireGuard datagram adds to the tunnel's
+// packet (32 bytes), with room to spare.
+const birthdayBufSlack = 128
+
+// birthdayWon makes conn, which the peer's probe came in on, p's socket
+// towards src, and closes the rest.
+func (p *peer) birthdayWon(conn *net.UDPConn, src netip.AddrPort, now time.Time) {
+	bd := p.birthday
+	if bd == nil || bd.won != nil || src != bd.dst {
+		return
+	}
+	if p.punch.Path().Addr.IsValid() {
+		// The shared socket got through first (the peer's NAT was kinder
+		// than it looked, a forwarded port say): it keeps the path.
+		p.closeBirthday(true)
+		return
+	}
+	bd.won = conn
+	for _, other := range bd.conns {
+		if other != conn {
+			other.Close()
+		}
+	}
+	bd.conns = []*net.UDPConn{conn}
+	p.birthdayBackoff = minBirthdayBackoff
+	p.c.log.Info("birthday punching: a socket got through", "peer", p.label(), "local", conn.LocalAddr())
+}
+
+// tickBirthday repeats the opening probes of a round nobody won yet, and
+// ends it when its time is up.
+func (p *peer) tickBirthday(now time.Time) {
+	bd := p.birthday
+	switch {
+	case bd == nil || bd.won != nil:
+	case now.After(bd.until):
+		p.c.log.Info("birthday punching: no socket got through", "peer", p.label(), "retry_in", p.nextBirthday.Sub(now).Round(time.Second))
+		p.closeBirthday(false)
+	case bd.opened < birthdayOpens && !now.Before(bd.nextOpen):
+		p.openBirthday(now)
+	}
+}
+
+// closeBirthday closes p's birthday sockets; the winner too when all is set.
+func (p *peer) closeBirthday(all bool) {
+	bd := p.birthday
+	if bd == nil || (bd.won != nil && !all) {
+		return
+	}
+	for _, conn := range bd.conns {
+		conn.Close()
+	}
+	p.birthday = nil
+}
+
+// socketTo is the birthday socket that reaches dst for p, if any.
+func (p *peer) socketTo(dst netip.AddrPort) *net.UDPConn {
+	if bd := p.birthday; bd != nil && bd.won != nil && bd.dst == dst {
+		return bd.won
+	}
+	return nil
+}
+
+// sendVia seals m for p and sends it to dst from conn.
+func (p *peer) sendVia(conn *net.UDPConn, dst netip.AddrPort, m wire.Body) {
+	b := wire.Seal(make([]byte, 0, wire.Overhead+64), m.Type(), p.c.pub, &p.shared, m.Append(nil))
+	conn.WriteToUDPAddrPort(b, dst)
+}

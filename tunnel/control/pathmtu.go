@@ -1,0 +1,88 @@
+package control
+
+import (
+	"cmp"
+	"net/netip"
+	"time"
+
+	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/tunnel/link"
+)
+
+// Path MTU. punchtun's default MTU, 1280, makes WireGuard packets of 1340
+// bytes over IPv4 (1360 over IPv6), and many paths are smaller: PPPoE,
+// DS-Lite, mobile networks, a VPN inside another. A router on such a path
+// answers with ICMP fragmentation-needed (Packet Too Big), and the kernel
+// remembers the smaller path MTU for that destination; from then on it
+// refuses wireguard-go's UDP GSO batches whole (EMSGSIZE), since their
+// segments no longer fit, while a single datagram it fragments. Plain
+// wireguard-go drops those batches, and TCP inside the tunnel stalls for
+// good.
+//
+// punchtun does two things. The data path sends a refused batch again one
+// datagram at a time, which the kernel fragments, so nothing is lost; and
+// it tells the control plane, which looks the path MTU up and lowers the
+// MTU of the routes to that peer's AllowedIPs to what fits. Senders on
+// this host then size their packets to fit at once (TCP picks the new MSS
+// on its next segment), and a router forwarding into the tunnel answers
+// bigger packets with ICMP, as any router would: no more fragments, and
+// GSO batches again. status shows the path MTU.
+
+// wireGuardOverhead is what WireGuard adds to a packet: its 16-byte
+// transport header and 16-byte authentication tag.
+const wireGuardOverhead = 32
+
+// minIPv4MTU is the least MTU every IPv4 host must take.
+const minIPv4MTU = 576
+
+// mtuCheckInterval spaces the path MTU look-ups of a tunnel in use. A
+// batch refused as too big asks at once; this catches what fits a
+// datagram at a time, which the kernel fragments without a word (IPv6
+// here, and birthday sockets).
+const mtuCheckInterval = 5 * time.Second
+
+// innerMTU is the largest packet the tunnel carries whole over a path of
+// pathMTU bytes to dst, through a relay if relayed.
+func innerMTU(pathMTU int, dst netip.Addr, relayed bool) int {
+	ipHeader := 20
+	if dst.Is6() && !dst.Is4In6() {
+		ipHeader = 40
+	}
+	n := pathMTU - ipHeader - 8 - wireGuardOverhead
+	if relayed {
+		n -= wire.RelayHeaderLen
+	}
+	return n
+}
+
+// fitPathMTU fits p's routes to mtu, the path MTU of r, p's route (0:
+// none known below the links').
+func (p *peer) fitPathMTU(mtu int, r link.Route) {
+	c := p.c
+	routeMTU := 0
+	if mtu > 0 {
+		if inner := innerMTU(mtu, r.Dst.Addr(), r.Relay); inner < c.ifaceMTU {
+			routeMTU = max(inner, minIPv4MTU)
+		}
+	}
+	if p.pathMTU != mtu {
+		c.log.Info("path MTU", "peer", p.label(), "endpoint", r.Dst, "path_mtu", mtu, "tunnel_mtu", cmp.Or(routeMTU, c.ifaceMTU))
+		p.pathMTU = mtu
+	}
+	if p.routeMTU != routeMTU {
+		p.routeMTU = routeMTU
+		if err := c.wg.SetPeerMTU(p.key, routeMTU); err != nil {
+			c.log.Warn("cannot set the MTU of the routes to a peer", "peer", p.label(), "mtu", routeMTU, "err", err)
+		}
+	}
+}
+
+// tickPathMTU queues a path MTU check for p while its tunnel is in use.
+func (p *peer) tickPathMTU(now time.Time) {
+	r := p.ep.Route()
+	if !r.Dst.IsValid() || now.Before(p.nextMTUCheck) || now.Sub(p.ep.Activity().Data) > activeWindow {
+		return
+	}
+	p.nextMTUCheck = now.Add(mtuCheckInterval)
+	p.c.queuePathCheck(r.Dst)
+}

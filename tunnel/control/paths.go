@@ -1,0 +1,419 @@
+package control
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/punchtun/punchtun/nat"
+	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
+	"github.com/punchtun/punchtun/tunnel/link"
+)
+
+// Peers and their paths: introductions and asking the rendezvous for
+// them, the probes between peers, the route each peer is on and why,
+// noticing a path that went silent, and remembering confirmed endpoints.
+
+// peer is a peer whose address the control plane finds. It belongs to the
+// control goroutine, like everything of c.
+type peer struct {
+	c      *Control
+	name   string
+	key    key.Key
+	shared wire.SharedKey
+	ep     link.Peer // its side in the data path
+	punch  *nat.Punch
+
+	nat          nat.Mapping // the peer's NAT, as its intro says
+	relayVia     *server     // the rendezvous that introduced it, which relays between us
+	pathMTU      int         // of the route in use, as the kernel learned it (pathmtu.go); 0 if unknown
+	nextMTUCheck time.Time
+	routeMTU     int // the MTU its AllowedIPs are routed with; 0: the interface's
+	// observed is the peer's public endpoint as each rendezvous last
+	// introduced it (one per rendezvous: a hard NAT maps each apart).
+	observed map[*server]netip.AddrPort
+	path     string // direct, lan, relay or connecting: the route in use
+	history  []PathChange
+
+	nextQuery  time.Time
+	backoff    time.Duration
+	fromMemory bool // the current round probes a remembered endpoint
+	// handshakeCheck: when to see whether WireGuard has a session since
+	// the route last changed (see WireGuard.HandshakeIfNone).
+	handshakeCheck time.Time
+
+	// TURN (turn.go): the peer's relayed address, ours as last sent to
+	// it, and when to send ours again while it has not answered.
+	turnAddr, turnSent netip.AddrPort
+	turnNextSend       time.Time
+	// turnSeen is where our allocation reaches the peer (its NAT, opened
+	// by its hellos); turnHelloAt when to send our next hello.
+	turnSeen    netip.AddrPort
+	turnHelloAt time.Time
+	// While turnCheckUntil, the TURN route is probed: the peer's packets
+	// came through the rendezvous's relay (turnRelay.peerLeft); not
+	// before turnOKUntil, when a probe was answered.
+	turnCheckUntil, turnOKUntil time.Time
+
+	birthday        *birthday // hard side of a birthday round (birthday.go)
+	nextBirthday    time.Time
+	birthdayBackoff time.Duration
+}
+
+// PathChange is one entry of a peer's path history.
+type PathChange struct {
+	Time time.Time `json:"time"`
+	From string    `json:"from"`
+	To   string    `json:"to"`
+	Why  string    `json:"why"`
+}
+
+// probeMessage is the message that carries a Punch's probe or answer.
+func probeMessage(m nat.Probe) wire.Body {
+	if m.Answer {
+		return &wire.Pong{TxID: m.TxID, Src: m.Src}
+	}
+	return &wire.Ping{TxID: m.TxID}
+}
+
+// tick does what is due for p at now: its birthday round, the checks of a
+// silent path and of its MTU, a handshake WireGuard may still owe, the
+// punching round, and asking the rendezvous while there is no path.
+func (p *peer) tick(now time.Time) {
+	c := p.c
+	p.tickBirthday(now)
+	p.checkSilence(now)
+	p.tickPathMTU(now)
+	if !p.handshakeCheck.IsZero() && !now.Before(p.handshakeCheck) {
+		p.handshakeCheck = time.Time{}
+		c.wg.HandshakeIfNone(p.key)
+	}
+	if p.punch.Tick(now) == nat.EventLost {
+		c.log.Warn("direct path lost", "peer", p.label(), "endpoint", directAddr(p.ep.Route()))
+		p.closeBirthday(true)
+		c.reregister(now)
+		p.nextQuery, p.backoff = now, minBackoff
+		p.updateRoute(now, "no answer on the direct path")
+	}
+	// A round probing a remembered endpoint does not hold up asking a
+	// rendezvous that has just come up.
+	if !p.punch.Path().Addr.IsValid() && (!p.punch.Punching(now) || p.fromMemory) && !now.Before(p.nextQuery) {
+		p.query(now)
+	}
+}
+
+// introduced takes the rendezvous s's introduction of p: where it sees
+// the peer, its candidates and its NAT. It punches (and relays through s
+// meanwhile).
+func (p *peer) introduced(s *server, b *wire.Intro, now time.Time) {
+	c := p.c
+	p.nat = nat.Mapping(b.NAT)
+	if s.relay {
+		p.relayVia = s
+	}
+	if last, ok := p.observed[s]; ok && last != b.Observed {
+		// The peer is back from a new public endpoint: it restarted
+		// (behind a hard NAT, always on a new port), moved, or its NAT
+		// forgot it. Our direct path leads to the old one: leave it
+		// now, not after SuspectTimeout, and punch as for a new peer.
+		c.log.Info("peer has a new public endpoint: punching anew", "peer", p.label(), "was", last, "now", b.Observed)
+		if p.punch.Path().Addr.IsValid() {
+			p.punch.Drop()
+			p.closeBirthday(true)
+		}
+		p.nextBirthday, p.birthdayBackoff = time.Time{}, minBirthdayBackoff
+	}
+	p.observed[s] = b.Observed
+	p.turnSent = netip.AddrPort{} // it may have restarted: tell it our relayed address again
+	// The peer asks for an intro when it has no path: if ours still
+	// looks fine, it may be dead one way (it hears nothing from us).
+	p.punch.Suspect(now)
+	if p.punch.StartIfNew(now, append([]netip.AddrPort{b.Observed}, b.Candidates...), p.punchDuration()) {
+		c.log.Info("punching", "peer", p.label(), "peer_nat", p.nat, "candidates", p.punch.Candidates())
+	} else {
+		c.log.Debug("introduced again with the candidates that just failed", "peer", p.label(), "retry_at", p.punch.RetryAt())
+	}
+	p.maybeBirthday(b.Observed, now)
+	p.punch.Tick(now) // probe now, not at the next tick
+	// Relay while punching, so the first packet does not wait.
+	p.updateRoute(now, "introduced by the rendezvous")
+}
+
+// query asks every registered rendezvous for an introduction to p, backing
+// off while no direct path comes of it.
+func (p *peer) query(now time.Time) {
+	c := p.c
+	asked := false
+	for _, s := range c.servers {
+		if s.reg.Registered() {
+			c.sendServer(s, &wire.Query{Time: c.now(), Peer: p.key})
+			asked = true
+		}
+	}
+	if !asked {
+		// No rendezvous to ask: try where the peer was last seen.
+		ep, ok := c.saved.endpoint(p.key, now)
+		if !ok {
+			return
+		}
+		c.log.Info("no rendezvous: probing the peer's last known endpoint", "peer", p.label(), "endpoint", ep)
+		p.punch.Start(now, []netip.AddrPort{ep}, nat.ShortPunchDuration)
+		p.punch.Tick(now)
+	}
+	p.fromMemory = !asked
+	limit := maxPunchBackoff
+	if c.mapping == nat.MappingHard && p.nat == nat.MappingHard {
+		limit = hardBackoff
+	}
+	p.nextQuery = now.Add(p.backoff)
+	p.backoff = min(2*p.backoff, limit)
+}
+
+// handle takes a message the peer sealed: a probe or its answer.
+func (p *peer) handle(h wire.Header, m inbound) {
+	c := p.c
+	body, ok := c.open(m.pkt, h, &p.shared)
+	if !ok {
+		return
+	}
+	// The peer proved itself from m.src: its WireGuard packets from there
+	// belong to its endpoint.
+	p.ep.Learn(m.src)
+	if m.via != nil {
+		p.birthdayWon(m.via, m.src, m.at)
+		if p.socketTo(m.src) != m.via {
+			c.Dropped.Add(1) // a losing socket's late packet
+			return
+		}
+	}
+	switch b := body.(type) {
+	case *wire.Ping:
+		if path := p.punch.Path().Addr; path.IsValid() && m.src != path && nat.KindOf(m.src) == nat.KindOf(path) {
+			// The peer probes from somewhere new: it moved, or its NAT
+			// remapped it. Our path to its old address is likely dead.
+			p.punch.Suspect(m.at)
+		}
+		p.punch.OnPing(m.at, m.src, b.TxID)
+		if m.via != nil && p.punch.Path().Addr != m.src {
+			// Confirm the winning socket from this side too.
+			p.punch.Probe(m.at, m.src)
+		}
+	case *wire.Pong:
+		if p.probeAnswered(m, b) {
+			return // answers punchtun ping (ping.go)
+		}
+		if p.punch.OnPong(m.at, m.src, b.TxID) == nat.EventChosen {
+			path := p.punch.Path()
+			c.log.Info("direct path confirmed", "peer", p.label(), "path", path.Kind, "endpoint", path.Addr,
+				"took", path.Took.Round(time.Millisecond), "rtt", path.RTT, "candidates", len(p.punch.Candidates()))
+			p.backoff = minBackoff
+			p.remember(path.Addr, m.at)
+			if p.socketTo(path.Addr) == nil {
+				p.closeBirthday(true) // the shared socket got through
+			}
+			p.updateRoute(m.at, "direct path confirmed by probes")
+		}
+	default:
+		c.Dropped.Add(1)
+	}
+}
+
+// updateRoute puts p on the best route there is: a confirmed direct path,
+// else our TURN relay, else the relay of the rendezvous that introduced
+// it, else none. A change is logged once, with why, and kept in the
+// history.
+func (p *peer) updateRoute(now time.Time, why string) {
+	c := p.c
+	var r link.Route
+	if path := p.punch.Path(); path.Addr.IsValid() {
+		r = link.Route{Dst: path.Addr, Socket: p.socketTo(path.Addr)}
+	} else if tr, ok := c.turn.route(p); ok {
+		r = tr
+	} else if s := p.relayVia; s != nil && s.reg.Registered() && s.relay {
+		r = link.Route{Dst: s.addr, Relay: true, Stream: s.stream}
+	}
+	if p.ep.Route() == r {
+		return
+	}
+	p.ep.SetRoute(r)
+	if r.Dst.IsValid() {
+		c.queuePathCheck(r.Dst)
+	}
+	if r.Dst.IsValid() && c.wg != nil {
+		c.wg.Repoint(p.key)
+		// Leave a moment for the handshake traffic brings anyway: two
+		// handshakes started at once by both sides can cross and stall.
+		p.handshakeCheck = now.Add(handshakeCheckDelay)
+	}
+	dst, name := r.Dst, r.Kind()
+	if r.Relay {
+		why += "; relayed because " + p.relayReason(now)
+	}
+	c.log.Info("path changed", "peer", p.label(), "from", p.path, "to", name, "endpoint", dst, "why", why)
+	// Never appended in place: published views share the slice.
+	p.history = append(slices.Clip(p.history), PathChange{Time: now, From: p.path, To: name, Why: why})
+	for len(p.history) > 0 && now.Sub(p.history[0].Time) > historyKeep {
+		p.history = p.history[1:]
+	}
+	p.path = name
+}
+
+// handshakeCheckDelay is how long after a route change WireGuard may take
+// to make a session by itself before the control plane starts one.
+const handshakeCheckDelay = time.Second
+
+// silenceLimit is how long a peer may go unheard, while WireGuard sends to
+// it or has lately exchanged traffic with it, before its path is probed:
+// longer than a round trip and a TCP delayed ACK, short enough that a
+// tunnel in use recovers from a dead path within seconds.
+const silenceLimit = 1500 * time.Millisecond
+
+// activeWindow: a peer that exchanged traffic this recently counts as in
+// use, and its path is checked whenever it falls silent; past it, the
+// 25 s heartbeat is enough, and an idle tunnel stays quiet.
+const activeWindow = 10 * time.Second
+
+// checkSilence probes p's direct path when the peer falls silent while the
+// tunnel is in use — WireGuard keeps sending and nothing comes back, or
+// packets were flowing and stopped: the NAT mapping may be gone (on our
+// side, where we would not notice, or on the peer's), or the network
+// changed under us. The probes either clear it within a round trip or drop
+// the path within nat.SuspectTimeout.
+//
+// On the relay, silence means the rendezvous may not know where we are any
+// more (the NAT remapped us, the host moved, or the rendezvous restarted),
+// so it cannot relay to us nor take our frames: we register again at once.
+func (p *peer) checkSilence(now time.Time) {
+	c := p.c
+	r := p.ep.Route()
+	if !r.Dst.IsValid() {
+		return
+	}
+	a := p.ep.Activity()
+	sent, heard := a.Sent, a.Received
+	if probed := p.punch.LastHeard(); probed.After(heard) {
+		heard = probed
+	}
+	lastUse := sent // keepalives left out: they are not use
+	if a.Data.After(lastUse) {
+		lastUse = a.Data
+	}
+	inUse := now.Sub(lastUse) < activeWindow
+	if sent.Sub(heard) <= silenceLimit && !(inUse && now.Sub(heard) > silenceLimit) {
+		return
+	}
+	switch {
+	case !r.Relay:
+		p.punch.Suspect(now)
+	case r.TURN != nil:
+		c.turn.check(p, r, now)
+	case now.Sub(c.reregistered) > silenceLimit:
+		c.reregister(now)
+	}
+}
+
+// hasNoDirectPath follows a handshake of the peer's that came through the
+// relay while our route to it is direct: it has no direct path to us (it
+// restarted, or its NAT forgot it), so ours likely leads nowhere. Leave it
+// now for the relay, and ask the rendezvous to introduce us again, so that
+// both sides punch afresh.
+func (p *peer) hasNoDirectPath(now time.Time) {
+	c := p.c
+	if p.ep.Route().Relay || !p.punch.Path().Addr.IsValid() || (p.relayVia == nil && c.turn.alloc == nil) {
+		return
+	}
+	c.log.Info("the peer's handshake came through the relay: leaving the direct path", "peer", p.label(), "endpoint", p.punch.Path().Addr)
+	p.punch.Drop()
+	p.closeBirthday(true)
+	p.nextBirthday, p.birthdayBackoff = time.Time{}, minBirthdayBackoff
+	p.nextQuery, p.backoff = now, minBackoff
+	p.updateRoute(now, "the peer's handshake came through the relay")
+}
+
+// remember keeps p's confirmed endpoint, and our port, for the next run.
+func (p *peer) remember(ep netip.AddrPort, now time.Time) {
+	c := p.c
+	if c.statePath == "" {
+		return
+	}
+	if c.saved.Peers == nil {
+		c.saved.Peers = map[string]savedPeer{}
+	}
+	c.saved.ListenPort = c.data.Port()
+	c.saved.Peers[p.key.String()] = savedPeer{Endpoint: ep, Confirmed: now}
+	if err := c.saved.save(c.statePath); err != nil {
+		c.log.Warn("cannot save state", "file", c.statePath, "err", err)
+	}
+}
+
+// punchDuration is how long to punch p: briefly when the NATs rule out a
+// direct path through them, since only a shared LAN can still give one.
+func (p *peer) punchDuration() time.Duration {
+	c := p.c
+	if c.mapping == nat.MappingBlocked || p.nat == nat.MappingBlocked ||
+		c.mapping == nat.MappingHard && p.nat == nat.MappingHard {
+		return nat.ShortPunchDuration
+	}
+	return nat.PunchDuration
+}
+
+// relayReason says in plain words why p is relayed.
+func (p *peer) relayReason(now time.Time) string {
+	c := p.c
+	// What rules a direct path out comes first: a round still punching
+	// then only looks for a shared LAN.
+	switch {
+	case c.mapping == nat.MappingBlocked:
+		return "UDP blocked on this network"
+	case p.nat == nat.MappingBlocked:
+		return "UDP blocked on the peer's network"
+	case c.mapping == nat.MappingHard && p.nat == nat.MappingHard:
+		return "both NATs map per destination"
+	case p.punch.Punching(now):
+		return "punching in progress"
+	case p.sharesPublicIP():
+		return "the peer is behind our own public address, but no LAN path answered and the NAT does not loop packets back to itself (no hairpinning)"
+	}
+	return "no reply from the peer's candidates"
+}
+
+// sharesPublicIP reports whether p was introduced at our own public
+// address: two hosts behind one NAT (a carrier's, say) on different LANs.
+func (p *peer) sharesPublicIP() bool {
+	for s, ep := range p.observed {
+		if s.observed.IsValid() && s.observed.Addr() == ep.Addr() {
+			return true
+		}
+	}
+	return false
+}
+
+// relayName names the relay r goes through, for status's via.
+func (p *peer) relayName(r link.Route) string {
+	if r.TURN != nil {
+		return r.TURN.URI()
+	}
+	if p.relayVia != nil {
+		return p.relayVia.hostport
+	}
+	return r.Dst.String()
+}
+
+// needsRelay reports whether p, introduced, has no direct path.
+func (p *peer) needsRelay() bool { return len(p.observed) > 0 && !p.punch.Path().Addr.IsValid() }
+
+// directAddr is the direct path r uses, if any, for logs.
+func directAddr(r link.Route) netip.AddrPort {
+	if !r.Relay {
+		return r.Dst
+	}
+	return netip.AddrPort{}
+}
+
+func (p *peer) label() string {
+	if p.name != "" {
+		return p.name
+	}
+	return p.key.String()
+}

@@ -1,0 +1,75 @@
+package control
+
+import (
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
+	"github.com/punchtun/punchtun/rendezvous/wire/statefile"
+)
+
+// stateMaxAge is how old a remembered endpoint may be and still be tried:
+// home routers keep their public address for days, mobile ones for hours.
+const stateMaxAge = 7 * 24 * time.Hour
+
+// State is what a tunnel remembers across restarts, in
+// StateDir/IFACE.json (StatePath): the port it listened on and each peer's last
+// confirmed endpoint. A peer that restarts while the rendezvous is down
+// binds the same port again — so its NAT likely maps it as before and the
+// other peer's NAT still lets it in — and probes the endpoints it knows:
+// the tunnel comes back without the rendezvous.
+type State struct {
+	ListenPort uint16               `json:"listen_port"`
+	Peers      map[string]savedPeer `json:"peers"` // by base64 public key
+}
+
+type savedPeer struct {
+	Endpoint  netip.AddrPort `json:"endpoint"`
+	Confirmed time.Time      `json:"confirmed"`
+}
+
+// StatePath is where the interface iface keeps its State in dir.
+func StatePath(dir, iface string) string { return filepath.Join(dir, iface+".json") }
+
+// LoadState reads the state file; a missing one is an empty state.
+func LoadState(path string) (State, error) {
+	st := State{Peers: map[string]savedPeer{}}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return st, nil
+	}
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return State{Peers: map[string]savedPeer{}}, err
+	}
+	if st.Peers == nil {
+		st.Peers = map[string]savedPeer{}
+	}
+	return st, nil
+}
+
+// save writes the state atomically (a crash leaves the old file or the
+// new one), readable by root only: endpoints say where peers are.
+func (st State) save(path string) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return statefile.Write(path, b)
+}
+
+// endpoint returns peer's remembered endpoint, if recent enough.
+func (st State) endpoint(peer key.Key, now time.Time) (netip.AddrPort, bool) {
+	sp, ok := st.Peers[peer.String()]
+	if !ok || !sp.Endpoint.IsValid() || now.Sub(sp.Confirmed) > stateMaxAge {
+		return netip.AddrPort{}, false
+	}
+	return sp.Endpoint, true
+}

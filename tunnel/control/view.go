@@ -1,0 +1,85 @@
+package control
+
+import (
+	"cmp"
+	"net/netip"
+	"time"
+
+	"github.com/punchtun/punchtun/nat"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
+)
+
+// View is what the control plane shows of itself. The control goroutine
+// publishes a new one after every event it handles (publish); status,
+// metrics and ping read the latest without waiting for it, and a view,
+// once published, is never changed.
+type View struct {
+	NAT     nat.Mapping
+	Servers []ServerView
+	Peers   map[key.Key]PeerView
+	TURN    *TURNView // our allocation, while there is one
+}
+
+// ServerView is one rendezvous.
+type ServerView struct {
+	HostPort   string
+	Registered bool
+	Observed   netip.AddrPort // our endpoint as it sees us
+}
+
+// PeerView is one peer the control plane finds.
+type PeerView struct {
+	Path    string
+	NAT     nat.Mapping
+	History []PathChange // shared with the peer: appends copy (updateRoute)
+	Probing bool
+	Route   netip.AddrPort
+	Relay   bool
+	Reason  string // why relayed
+	Via     string // the relay: a rendezvous's address or a TURN server's URI
+	PathMTU int
+	MTU     int // what the tunnel carries whole to the peer, once PathMTU is known
+	// On a direct path: its round trip and the heartbeat that keeps it.
+	RTT       time.Duration
+	Heartbeat time.Duration
+}
+
+// TURNView is our allocation on a TURN server.
+type TURNView struct {
+	Server  string // its URI, as the rendezvous handed it out
+	Relayed string // our relayed address, where peers send
+}
+
+// View returns the latest view; before the control goroutine has
+// published one, an empty one.
+func (c *Control) View() *View {
+	if v := c.view.Load(); v != nil {
+		return v
+	}
+	return &View{}
+}
+
+// publish makes the control plane's state at now the view status reads.
+func (c *Control) publish(now time.Time) {
+	v := &View{NAT: c.mapping, Servers: make([]ServerView, 0, len(c.servers)), Peers: make(map[key.Key]PeerView, len(c.peers))}
+	for _, s := range c.servers {
+		v.Servers = append(v.Servers, ServerView{HostPort: s.hostport, Registered: s.reg.Registered(), Observed: s.observed})
+	}
+	for k, p := range c.peers {
+		r := p.ep.Route()
+		pv := PeerView{Path: p.path, NAT: p.nat, History: p.history, Probing: p.punch.Punching(now), Route: r.Dst, Relay: r.Relay}
+		if p.pathMTU > 0 {
+			pv.PathMTU, pv.MTU = p.pathMTU, cmp.Or(p.routeMTU, c.ifaceMTU)
+		}
+		if r.Relay {
+			pv.Reason, pv.Via = p.relayReason(now), p.relayName(r)
+		} else if path := p.punch.Path(); path.Addr.IsValid() {
+			pv.RTT, pv.Heartbeat = path.RTT, p.punch.Heartbeat()
+		}
+		v.Peers[k] = pv
+	}
+	if a := c.turn.alloc; a != nil {
+		v.TURN = &TURNView{Server: a.URI(), Relayed: a.Addr().String()}
+	}
+	c.view.Store(v)
+}
