@@ -22,6 +22,12 @@
 #             in lab ptbh, a2 <-> b1 with NAT A dropping a2's UDP to NAT B;
 #             that lab's rendezvous relays nothing itself (--relay=false) and
 #             hands out the TURN server
+#   base, basehard
+#             only when BENCH_BASELINE names another punchtun binary (the
+#             code before a change, say): its direct path (a1 <-> b1, lab
+#             ptb) and its easy/hard path (lab ptbh), beside this build's,
+#             in the same rounds, so that the two builds are compared under
+#             the same drift; ratios punchtun/base and easyhard/basehard
 #   nebula    only when NEBULA names a nebula binary (nebula-cert beside it,
 #             or NEBULA_CERT): Nebula between a1 and b1 in lab ptb, each
 #             side the other's NAT address in static_host_map (port 51829
@@ -40,7 +46,7 @@
 #
 # Environment: BENCH_TIME (iperf3 seconds, 5), BENCH_ROUNDS (3), BENCH_UDP_RATE
 # (iperf3 -b, 10G), BENCH_UDP_LEN (datagram size, 1200: fits MTU 1280),
-# PUNCHTUN_BIN (a built punchtun to use instead of building one), BENCH_KEEP (set: keep the work directory with the logs), BENCH_PINGS (50), BENCH_KINDS (the paths to measure, "punchtun wg raw relay";
+# PUNCHTUN_BIN (a built punchtun to use instead of building one), BENCH_BASELINE (another punchtun to measure beside it: base, basehard), BENCH_KEEP (set: keep the work directory with the logs), BENCH_PINGS (50), BENCH_KINDS (the paths to measure, "punchtun wg raw relay";
 # ratios of absent paths print NA), BENCH_CONNECT (1), PUNCHTUN_GOMEMLIMIT (unset: passed to
 # the punchtun peers as GOMEMLIMIT when set), BENCH_UDP (0: no UDP test, so
 # that the peak memory is TCP's), PUNCHTUN_GOGC (likewise, GOGC), BENCH_PROFILE (set: after the
@@ -66,6 +72,9 @@ KEEP=${BENCH_KEEP-}
 if [ -n "${NEBULA-}" ]; then
 	NEBULA_CERT=${NEBULA_CERT:-$(dirname "$NEBULA")/nebula-cert}
 	[ -x "$NEBULA" ] && [ -x "$NEBULA_CERT" ] || die "NEBULA=$NEBULA: want nebula and nebula-cert (NEBULA_CERT) binaries"
+fi
+if [ -n "${BENCH_BASELINE-}" ]; then
+	[ -x "$BENCH_BASELINE" ] || die "BENCH_BASELINE=$BENCH_BASELINE: not an executable punchtun"
 fi
 for c in iperf3 jq nft wg ping turnserver ${BENCH_PROFILE:+curl}; do command -v $c >/dev/null || die "$c not found"; done
 
@@ -93,13 +102,13 @@ ip netns exec "$HPREFIX-nata" nft insert rule inet filter forward ip saddr 192.1
 # No tunnel inside a tunnel: punchtun lists every local address as a LAN
 # candidate, the plain WireGuard tunnel's too, and a LAN path wins: without
 # this, punchtun would end up running inside the wireguard-go tunnel. The
-# tunnels' sockets use ports 51820-51824; nothing goes there through a tunnel.
+# tunnels' sockets use ports 51820-51839; nothing goes there through a tunnel.
 for ns in "$PREFIX"-{a1,a2,b1} "$HPREFIX"-{a1,a2,b1}; do
 	ip netns exec "$ns" nft -f - <<-'EOF'
 	table inet ptbbench {
 		chain output {
 			type filter hook output priority filter; policy accept;
-			oifname { "ptbwga", "ptbwgb", "ptbpa", "ptbpb", "ptbra", "ptbrb", "ptbha", "ptbhb", "ptbta", "ptbtb", "ptbnba", "ptbnbb" } udp dport 51820-51829 drop
+			oifname { "ptbwga", "ptbwgb", "ptbpa", "ptbpb", "ptbra", "ptbrb", "ptbha", "ptbhb", "ptbta", "ptbtb", "ptbnba", "ptbnbb", "ptbqa", "ptbqb", "ptbga", "ptbgb" } udp dport 51820-51839 drop
 		}
 	}
 	EOF
@@ -114,7 +123,7 @@ start_rendezvous "$BIN" --relay=false --turn turn:203.0.113.20:3478 --turn-secre
 HRVPUB=$RVPUB PREFIX=$MAINPREFIX WORK=${WORK%/h}
 start_rendezvous "$BIN"
 
-for k in pa pb ra rb wa wb ha hb ta tb; do "$BIN" genkey >"$WORK/$k.key"; done
+for k in pa pb ra rb wa wb ha hb ta tb qa qb ga gb; do "$BIN" genkey >"$WORK/$k.key"; done
 pub() { "$BIN" pubkey <"$WORK/$1.key"; }
 
 # pt_conf NAME KEY ADDR PEERKEY PEERADDR PORT
@@ -123,17 +132,21 @@ pt_conf ptbpa pa 100.64.0.1 pb 100.64.0.2 51821
 pt_conf ptbpb pb 100.64.0.2 pa 100.64.0.1 51822
 pt_conf ptbra ra 100.65.0.1 rb 100.65.0.2 51823
 pt_conf ptbrb rb 100.65.0.2 ra 100.65.0.1 51824
+pt_conf ptbqa qa 100.68.0.1 qb 100.68.0.2 51830
+pt_conf ptbqb qb 100.68.0.2 qa 100.68.0.1 51831
 RVPUB_MAIN=$RVPUB RVPUB=$HRVPUB
 pt_conf ptbha ha 100.66.0.1 hb 100.66.0.2 51825
 pt_conf ptbhb hb 100.66.0.2 ha 100.66.0.1 51826
 pt_conf ptbta ta 100.67.0.1 tb 100.67.0.2 51827
 pt_conf ptbtb tb 100.67.0.2 ta 100.67.0.1 51828
+pt_conf ptbga ga 100.69.0.1 gb 100.69.0.2 51832
+pt_conf ptbgb gb 100.69.0.2 ga 100.69.0.1 51833
 RVPUB=$RVPUB_MAIN
 
 declare -A PID
 MEMPROCS=() # the tunnel processes whose memory is reported
 declare -A PPROF=([ptbpa]=127.0.0.1:9111 [ptbpb]=127.0.0.1:9112 [ptbha]=127.0.0.1:9113 [ptbhb]=127.0.0.1:9114)
-# pt_up HOST IFACE [LAB-PREFIX]
+# [PT_BIN=binary] pt_up HOST IFACE [LAB-PREFIX]
 pt_up() {
 	local env=(env) flags=()
 	[ -n "${PUNCHTUN_GOMEMLIMIT-}" ] && env+=("GOMEMLIMIT=$PUNCHTUN_GOMEMLIMIT")
@@ -142,7 +155,7 @@ pt_up() {
 		env+=(PUNCHTUN_PPROF=1)
 		flags=(--metrics "${PPROF[$2]}")
 	fi
-	ip netns exec "${3:-$PREFIX}-$1" "${env[@]}" "$BIN" up "$WORK/$2.conf" --run-dir "$WORK/run" --state-dir - "${flags[@]}" 2>"$WORK/$2.log" &
+	ip netns exec "${3:-$PREFIX}-$1" "${env[@]}" "${PT_BIN:-$BIN}" up "$WORK/$2.conf" --run-dir "$WORK/run" --state-dir - "${flags[@]}" 2>"$WORK/$2.log" &
 	PIDS+=($!)
 	PID[$2]=$!
 }
@@ -177,6 +190,21 @@ wait_for "punchtun a2 via TURN" 30 via_turn a2 ptbta
 wait_for "punchtun b1 via TURN" 30 via_turn b1 ptbtb
 wait_for "ping over TURN" 10 hping1 a2 100.67.0.2
 wait_for "ping easy -> hard" 10 hping1 a1 100.66.0.2
+
+if [ -n "${BENCH_BASELINE-}" ]; then
+	echo "== baseline punchtun $BENCH_BASELINE: a1 <-> b1 (direct), and in lab $HPREFIX a1 <-> b1 (easy/hard)"
+	PT_BIN=$BENCH_BASELINE pt_up a1 ptbqa
+	PT_BIN=$BENCH_BASELINE pt_up b1 ptbqb
+	PT_BIN=$BENCH_BASELINE pt_up a1 ptbga "$HPREFIX"
+	PT_BIN=$BENCH_BASELINE pt_up b1 ptbgb "$HPREFIX"
+	wait_for "baseline a1 direct" 20 path_is a1 ptbqa direct
+	wait_for "baseline b1 direct" 20 path_is b1 ptbqb direct
+	wait_for "baseline easy side direct" 30 path_is a1 ptbga direct "$HPREFIX"
+	wait_for "baseline hard side direct" 30 path_is b1 ptbgb direct "$HPREFIX"
+	wait_for "ping over the baseline" 10 ping1 a1 100.68.0.2
+	wait_for "ping easy -> hard over the baseline" 10 hping1 a1 100.69.0.2
+	MEMPROCS+=(ptbqa ptbqb ptbga ptbgb)
+fi
 
 echo "== plain wireguard-go $WGVER: a1 <-> b1, endpoints 203.0.113.22:51820 / 203.0.113.21:51820"
 # wg_up HOST IFACE KEY ADDR PEERKEY PEERADDR ENDPOINT
@@ -257,7 +285,7 @@ for p in "${MEMPROCS[@]}"; do RSS_IDLE[$p]=$(rss $p); done
 # carried during the TCP a->b run (ms/Gbit): the cost of the data path,
 # which throughput alone hides on a machine whose cores iperf3 and the
 # kernel's forwarding share. The raw path has none.
-declare -A PROCS=([punchtun]="ptbpa ptbpb" [wg]="ptbwga ptbwgb" [relay]="ptbra ptbrb" [easyhard]="ptbha ptbhb" [turn]="ptbta ptbtb" [nebula]="ptbnba ptbnbb")
+declare -A PROCS=([punchtun]="ptbpa ptbpb" [wg]="ptbwga ptbwgb" [relay]="ptbra ptbrb" [easyhard]="ptbha ptbhb" [turn]="ptbta ptbtb" [nebula]="ptbnba ptbnbb" [base]="ptbqa ptbqb" [basehard]="ptbga ptbgb")
 HZ=$(getconf CLK_TCK) # /proc/PID/stat's unit
 cpu_ms() {
 	local total=0 p
@@ -283,9 +311,9 @@ rtt() {
 	ip netns exec "$1" ping -c "$PINGS" -i 0.05 -q "$2" 2>/dev/null | awk -F/ '/^rtt/{print $5}' | grep . || echo NA
 }
 
-read -r -a KINDS <<<"${BENCH_KINDS:-punchtun wg raw relay easyhard turn${NEBULA:+ nebula}}"
-declare -A SRC=([punchtun]=$PREFIX-a1 [wg]=$PREFIX-a1 [raw]=$PREFIX-a1 [relay]=$PREFIX-a2 [easyhard]=$HPREFIX-a1 [turn]=$HPREFIX-a2 [nebula]=$PREFIX-a1)
-declare -A DST=([punchtun]=100.64.0.2 [wg]=10.99.0.2 [raw]=203.0.113.22 [relay]=100.65.0.2 [easyhard]=100.66.0.2 [turn]=100.67.0.2 [nebula]=10.98.0.2)
+read -r -a KINDS <<<"${BENCH_KINDS:-punchtun wg raw relay easyhard turn${NEBULA:+ nebula}${BENCH_BASELINE:+ base basehard}}"
+declare -A SRC=([punchtun]=$PREFIX-a1 [wg]=$PREFIX-a1 [raw]=$PREFIX-a1 [relay]=$PREFIX-a2 [easyhard]=$HPREFIX-a1 [turn]=$HPREFIX-a2 [nebula]=$PREFIX-a1 [base]=$PREFIX-a1 [basehard]=$HPREFIX-a1)
+declare -A DST=([punchtun]=100.64.0.2 [wg]=10.99.0.2 [raw]=203.0.113.22 [relay]=100.65.0.2 [easyhard]=100.66.0.2 [turn]=100.67.0.2 [nebula]=10.98.0.2 [base]=100.68.0.2 [basehard]=100.69.0.2)
 declare -A RES # RES[kind,metric] = space-separated values, one per round
 
 echo
@@ -307,6 +335,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
 		[ "$k" = relay ] && note="path $(pt_path a2 ptbra)"
 		[ "$k" = easyhard ] && note="path $(pt_path a1 ptbha "$HPREFIX")"
 		[ "$k" = turn ] && note="path $(pt_via a2 ptbta)"
+		[ "$k" = base ] && note="path $(pt_path a1 ptbqa)"
+		[ "$k" = basehard ] && note="path $(pt_path a1 ptbga "$HPREFIX")"
 		printf '%-5s %-8s %10s %10s %10s %7s %8s %8s  %s\n' "$r" "$k" "$fwd" "$rev" "$udp" "$loss" "$ms" "$cpu" "$note"
 	done
 	if ((r == 1)); then
@@ -330,7 +360,7 @@ for k in "${KINDS[@]}"; do
 done
 echo
 echo "== ratios                  tcp a>b  tcp b>a   udp rx    rtt"
-for pair in "punchtun/wg punchtun wg" "punchtun/raw punchtun raw" "wg/raw wg raw" "relay/punchtun relay punchtun" "easyhard/punchtun easyhard punchtun" "turn/punchtun turn punchtun" "turn/relay turn relay" "nebula/wg nebula wg" "punchtun/nebula punchtun nebula"; do
+for pair in "punchtun/wg punchtun wg" "punchtun/raw punchtun raw" "wg/raw wg raw" "relay/punchtun relay punchtun" "easyhard/punchtun easyhard punchtun" "turn/punchtun turn punchtun" "turn/relay turn relay" "nebula/wg nebula wg" "punchtun/nebula punchtun nebula" "punchtun/base punchtun base" "easyhard/basehard easyhard basehard"; do
 	read -r name a b <<<"$pair"
 	printf '%-25s %8s %8s %8s %6s\n' "$name" "$(ratio "${MED[$a,fwd]:-NA}" "${MED[$b,fwd]:-NA}")" "$(ratio "${MED[$a,rev]:-NA}" "${MED[$b,rev]:-NA}")" \
 		"$(ratio "${MED[$a,udp]:-NA}" "${MED[$b,udp]:-NA}")" "$(ratio "${MED[$a,rtt]:-NA}" "${MED[$b,rtt]:-NA}")"
@@ -343,6 +373,8 @@ for p in "${MEMPROCS[@]}"; do
 		ptbpa) n="punchtun a1" ;; ptbpb) n="punchtun b1" ;; ptbwga) n="wireguard-go a1" ;; ptbwgb) n="wireguard-go b1" ;;
 		ptbha) n="punchtun a1 (easy)" ;; ptbhb) n="punchtun b1 (hard)" ;;
 		ptbnba) n="nebula a1" ;; ptbnbb) n="nebula b1" ;;
+		ptbqa) n="baseline a1" ;; ptbqb) n="baseline b1" ;;
+		ptbga) n="baseline a1 (easy)" ;; ptbgb) n="baseline b1 (hard)" ;;
 	esac
 	printf '%-24s %8s %10s %8s %8s\n' "$n" "${RSS_IDLE[$p]}" "${RSS_R1[$p]}" "${RSS_END[$p]}" "${RSS_PEAK[$p]}"
 done
