@@ -43,16 +43,25 @@ func runPubkey(args []string) error {
 	if _, err := parse(fs, args, 0, 0); err != nil {
 		return err
 	}
-	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
-	if err != nil && line == "" {
-		return errors.New("no key on standard input")
+	line, err := stdinLine()
+	if err != nil {
+		return err
 	}
-	k, err := key.ParsePrivate(strings.TrimSpace(line))
+	k, err := key.ParsePrivate(line)
 	if err != nil {
 		return err
 	}
 	fmt.Println(k.Public())
 	return nil
+}
+
+// stdinLine reads the key that pubkey and network pub are given on stdin.
+func stdinLine() (string, error) {
+	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+	if err != nil && line == "" {
+		return "", errors.New("no key on standard input")
+	}
+	return strings.TrimSpace(line), nil
 }
 
 func runRendezvous(args []string) error {

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/punchtun/punchtun/rendezvous/wire/cert"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
+)
+
+// networkCommands are `punchtun network`'s subcommands: the network
+// owner's tools. They touch no network and need no root: the network key
+// stays on the machine (ideally offline) where the owner runs them.
+var networkCommands = []command{
+	{"new", "", "print a new network private key (Ed25519, base64)", runNetworkNew},
+	{"pub", "< NETWORK-KEY", "read a network private key on stdin, print the network's public key", runNetworkPub},
+	{"sign", "--key FILE --name NAME --address CIDR... [--group G]... [--valid D] MEMBERKEY", "print a certificate for a member's WireGuard public key", runNetworkSign},
+	{"show", "[--network NETPUB] CERT", "print a certificate's fields; with --network, exit 1 unless it is that network's and valid now", runNetworkShow},
+}
+
+func runNetwork(args []string) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		w := io.Writer(os.Stdout)
+		if len(args) == 0 {
+			w = os.Stderr
+		}
+		fmt.Fprintf(w, "Usage:\n")
+		for _, c := range networkCommands {
+			fmt.Fprintf(w, "  punchtun network %-5s %s\n      %s\n", c.name, c.args, c.summary)
+		}
+		if len(args) == 0 {
+			return errUsage
+		}
+		return nil
+	}
+	for _, c := range networkCommands {
+		if c.name == args[0] {
+			return c.run(args[1:])
+		}
+	}
+	return fmt.Errorf("unknown subcommand %q (want new, pub, sign or show)", args[0])
+}
+
+func runNetworkNew(args []string) error {
+	fs := newFlags("network new", "", "Print a new network private key. Keep it offline: whoever holds it can add members.")
+	if _, err := parse(fs, args, 0, 0); err != nil {
+		return err
+	}
+	k, err := cert.NewNetworkPrivate()
+	if err != nil {
+		return err
+	}
+	fmt.Println(k.Encode())
+	return nil
+}
+
+func runNetworkPub(args []string) error {
+	fs := newFlags("network pub", "< NETWORK-KEY", "Read a network private key on stdin and print the network's public key (for Network = in configs).")
+	if _, err := parse(fs, args, 0, 0); err != nil {
+		return err
+	}
+	line, err := stdinLine()
+	if err != nil {
+		return err
+	}
+	k, err := cert.ParseNetworkPrivate(line)
+	if err != nil {
+		return err
+	}
+	fmt.Println(k.Public())
+	return nil
+}
+
+func runNetworkSign(args []string) error {
+	fs := newFlags("network sign", "--key FILE --name NAME --address CIDR [--address CIDR]... [--group GROUP]... [--valid DURATION] MEMBERKEY",
+		"Print a certificate, one line, for the member whose WireGuard public key is MEMBERKEY.")
+	keyFile := fs.String("key", "", "`file` holding the network private key (from punchtun network new)")
+	name := fs.String("name", "", "the member's `name`, a DNS label (a-z, 0-9, '-'): <name>.<Domain> resolves to it")
+	var addrs, groups stringList
+	fs.Var(&addrs, "address", "the member's `address` with the network's prefix length, e.g. 100.64.0.7/24 (repeatable, IPv4 and IPv6)")
+	fs.Var(&groups, "group", "a `group` the member belongs to, for policy rules (repeatable)")
+	valid := fs.String("valid", "1y", "how long the certificate is valid from now: a Go duration (720h) or days and years (90d, 1y)")
+	pos, err := parse(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	if *keyFile == "" || *name == "" || len(addrs) == 0 {
+		return errors.New("--key, --name and at least one --address are required")
+	}
+	nk, err := readNetworkKey(*keyFile)
+	if err != nil {
+		return err
+	}
+	member, err := key.Parse(pos[0])
+	if err != nil {
+		return fmt.Errorf("MEMBERKEY: %w", err)
+	}
+	d, err := parseValidity(*valid)
+	if err != nil {
+		return fmt.Errorf("--valid: %w", err)
+	}
+	tpl := cert.Template{Member: member, Name: *name, Groups: groups, NotBefore: time.Now(), NotAfter: time.Now().Add(d)}
+	for _, a := range addrs {
+		p, err := netip.ParsePrefix(a)
+		if err != nil {
+			return fmt.Errorf("--address %q: want an address with the network's prefix length, e.g. 100.64.0.7/24", a)
+		}
+		tpl.Addresses = append(tpl.Addresses, p)
+	}
+	c, err := cert.Sign(nk, tpl)
+	if err != nil {
+		return err
+	}
+	fmt.Println(c.Text())
+	return nil
+}
+
+// readNetworkKey reads the network private key file, warning (as wg does
+// for its keys) when others may read it.
+func readNetworkKey(path string) (cert.NetworkPrivate, error) {
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		fmt.Fprintf(os.Stderr, "Warning: `%s' is world accessible, and it holds the network's private key\n", path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cert.NetworkPrivate{}, err
+	}
+	k, err := cert.ParseNetworkPrivate(strings.TrimSpace(string(b)))
+	if err != nil {
+		return cert.NetworkPrivate{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return k, nil
+}
+
+// parseValidity parses --valid: Go's durations, and whole days (d) and
+// years of 365 days (y), since certificates live for months.
+func parseValidity(s string) (time.Duration, error) {
+	var d time.Duration
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil {
+			return 0, fmt.Errorf("%q: want a number of days before d", s)
+		}
+		d = time.Duration(days) * 24 * time.Hour
+	} else if n, ok := strings.CutSuffix(s, "y"); ok {
+		years, err := strconv.Atoi(n)
+		if err != nil {
+			return 0, fmt.Errorf("%q: want a number of years before y", s)
+		}
+		d = time.Duration(years) * 365 * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, err
+		}
+	}
+	if d <= 0 || d > 100*365*24*time.Hour {
+		return 0, fmt.Errorf("%q: must be more than 0 and at most 100y", s)
+	}
+	return d, nil
+}
+
+func runNetworkShow(args []string) error {
+	fs := newFlags("network show", "[--network NETPUB] CERT",
+		"Print a certificate's fields. CERT is its text or a file holding it. With --network, exit 1\n"+
+			"with the reason unless it is signed by that network and valid now.")
+	network := fs.String("network", "", "the network's public `key` (from punchtun network pub)")
+	pos, err := parse(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	c, err := readCert(pos[0])
+	if err != nil {
+		return err
+	}
+	fmt.Print(describe(c))
+	if *network != "" {
+		nk, err := cert.ParseNetworkKey(*network)
+		if err != nil {
+			return fmt.Errorf("--network: %w", err)
+		}
+		if err := c.Check(nk, time.Now()); err != nil {
+			return err
+		}
+		fmt.Println("verified:    signed by that network, valid now")
+	}
+	return nil
+}
+
+// readCert reads CERT: a file holding a certificate, or its text.
+func readCert(arg string) (*cert.Cert, error) {
+	b, ferr := os.ReadFile(arg)
+	if ferr == nil {
+		return cert.ParseText(string(b))
+	}
+	c, err := cert.ParseText(arg)
+	if err != nil {
+		if len(arg) < 100 { // too short for a certificate: the file was meant
+			return nil, ferr
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// describe prints a certificate's fields, one per line.
+func describe(c *cert.Cert) string {
+	var b strings.Builder
+	addrs := make([]string, len(c.Addresses))
+	for i, p := range c.Addresses {
+		addrs[i] = p.String()
+	}
+	groups := strings.Join(c.Groups, ", ")
+	if groups == "" {
+		groups = "(none)"
+	}
+	fmt.Fprintf(&b, "name:        %s\n", c.Name)
+	fmt.Fprintf(&b, "addresses:   %s\n", strings.Join(addrs, ", "))
+	fmt.Fprintf(&b, "groups:      %s\n", groups)
+	fmt.Fprintf(&b, "member key:  %s\n", c.Member)
+	fmt.Fprintf(&b, "network key: %s\n", c.Network)
+	fmt.Fprintf(&b, "valid from:  %s\n", c.NotBefore.UTC().Format(time.RFC3339))
+	fmt.Fprintf(&b, "valid until: %s\n", c.NotAfter.UTC().Format(time.RFC3339))
+	fmt.Fprintf(&b, "fingerprint: %s\n", c.Fingerprint())
+	return b.String()
+}

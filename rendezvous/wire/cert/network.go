@@ -1,0 +1,202 @@
+package cert
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+)
+
+// NetworkKey is a network's Ed25519 public key: what configs name in
+// Network = and what the rendezvous groups members by. A value type.
+type NetworkKey [ed25519.PublicKeySize]byte
+
+// ParseNetworkKey parses a network public key's base64 form.
+func ParseNetworkKey(s string) (NetworkKey, error) {
+	b, err := decode32(s)
+	if err != nil {
+		return NetworkKey{}, fmt.Errorf("network key: %w", err)
+	}
+	return NetworkKey(b), nil
+}
+
+// String returns k in standard base64.
+func (k NetworkKey) String() string { return base64.StdEncoding.EncodeToString(k[:]) }
+
+// IsZero reports whether k is the zero value (no network).
+func (k NetworkKey) IsZero() bool { return k == NetworkKey{} }
+
+// NetworkPrivate is a network's private key: the Ed25519 seed. Like
+// key.Private it never prints itself; Encode is the one way to its text.
+type NetworkPrivate [ed25519.SeedSize]byte
+
+// NewNetworkPrivate returns a new random network key.
+func NewNetworkPrivate() (NetworkPrivate, error) {
+	var k NetworkPrivate
+	_, err := rand.Read(k[:])
+	return k, err
+}
+
+// ParseNetworkPrivate parses a network private key's base64 form. The
+// error never contains the input.
+func ParseNetworkPrivate(s string) (NetworkPrivate, error) {
+	b, err := decode32(s)
+	if err != nil {
+		return NetworkPrivate{}, fmt.Errorf("network private key: %w", err)
+	}
+	return NetworkPrivate(b), nil
+}
+
+// Encode returns the key's base64 form, for the key file.
+func (k NetworkPrivate) Encode() string { return base64.StdEncoding.EncodeToString(k[:]) }
+
+// Public returns the network's public key.
+func (k NetworkPrivate) Public() NetworkKey {
+	return NetworkKey(k.key().Public().(ed25519.PublicKey))
+}
+
+func (k NetworkPrivate) key() ed25519.PrivateKey { return ed25519.NewKeyFromSeed(k[:]) }
+
+// String hides the key from fmt's verbs and logs.
+func (NetworkPrivate) String() string { return "(network private key)" }
+
+// GoString hides the key from %#v.
+func (NetworkPrivate) GoString() string { return "(network private key)" }
+
+// LogValue hides the key from slog.
+func (NetworkPrivate) LogValue() slog.Value { return slog.StringValue("(network private key)") }
+
+// decode32 decodes exactly 32 bytes of strict standard base64. Its errors
+// never contain the input.
+func decode32(s string) ([32]byte, error) {
+	var k [32]byte
+	if len(s) != base64.StdEncoding.EncodedLen(len(k)) {
+		return k, fmt.Errorf("must be %d base64 characters, got %d", base64.StdEncoding.EncodedLen(len(k)), len(s))
+	}
+	b, err := base64.StdEncoding.Strict().DecodeString(s)
+	if err != nil {
+		return k, fmt.Errorf("invalid base64: %v", err)
+	}
+	copy(k[:], b)
+	return k, nil
+}
+
+// Reason says why a certificate or a member was refused. It travels in
+// the rendezvous's Refused message as one byte, so its values are fixed.
+type Reason uint8
+
+const (
+	BadSignature Reason = 1 + iota // not signed by the network it names
+	OtherNetwork                   // signed by another network than the one wanted
+	Expired
+	NotYetValid
+	KeyMismatch // for another WireGuard key than the one speaking
+	Overlap     // its addresses overlap a peer's already there
+	Malformed   // not a certificate (the encoding's checks failed)
+)
+
+var reasons = [...]string{"", "bad-signature", "other-network", "expired", "not-yet-valid", "key-mismatch", "overlap", "malformed"}
+
+// String is the reason's name in logs and metric labels.
+func (r Reason) String() string {
+	if int(r) < len(reasons) && r != 0 {
+		return reasons[r]
+	}
+	return fmt.Sprintf("reason-%d", uint8(r))
+}
+
+// Error is a certificate refused for a Reason.
+type Error struct {
+	Reason Reason
+	Detail string
+}
+
+func (e *Error) Error() string { return "certificate: " + e.Reason.String() + ": " + e.Detail }
+
+// ReasonOf returns the reason err carries; Malformed for any other error.
+func ReasonOf(err error) Reason {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Reason
+	}
+	return Malformed
+}
+
+// reader reads the encoding's fields; the first error sticks and later
+// reads return zero values, so Parse checks once at the end.
+type reader struct {
+	b   []byte
+	off int
+	err error
+}
+
+func (r *reader) take(n int) []byte {
+	if r.err != nil || len(r.b)-r.off < n {
+		if r.err == nil {
+			r.err = errors.New("truncated")
+		}
+		return make([]byte, n)
+	}
+	p := r.b[r.off : r.off+n]
+	r.off += n
+	return p
+}
+
+func (r *reader) byte() byte { return r.take(1)[0] }
+
+func (r *reader) time() time.Time {
+	b := r.take(8)
+	var u uint64
+	for _, x := range b {
+		u = u<<8 | uint64(x)
+	}
+	return time.Unix(int64(u), 0)
+}
+
+func (r *reader) label() string {
+	n := int(r.byte())
+	s := string(r.take(n))
+	if r.err == nil {
+		if err := CheckLabel(s); err != nil {
+			r.err = err
+		}
+	}
+	return s
+}
+
+// count reads a list's length and checks it against its bounds.
+func (r *reader) count(min, max int, what string) int {
+	n := int(r.byte())
+	if r.err == nil && (n < min || n > max) {
+		r.err = fmt.Errorf("%d %s, must be %d to %d", n, what, min, max)
+	}
+	if r.err != nil {
+		return 0
+	}
+	return n
+}
+
+func (r *reader) prefix() netip.Prefix {
+	var a netip.Addr
+	switch fam := r.byte(); fam {
+	case 4:
+		a = netip.AddrFrom4([4]byte(r.take(4)))
+	case 6:
+		a = netip.AddrFrom16([16]byte(r.take(16)))
+	default:
+		if r.err == nil {
+			r.err = fmt.Errorf("address family %d, must be 4 or 6", fam)
+		}
+		return netip.Prefix{}
+	}
+	bits := int(r.byte())
+	p := netip.PrefixFrom(a, bits)
+	if r.err == nil && !p.IsValid() {
+		r.err = fmt.Errorf("prefix length %d too long for %s", bits, a)
+	}
+	return p
+}
