@@ -2,6 +2,7 @@ package wire
 
 import (
 	"encoding/binary"
+	"errors"
 	"net/netip"
 
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
@@ -72,8 +73,12 @@ func parseTURNOffer(r *reader) *TURNOffer {
 
 func parseRelayed(r *reader) *Relayed {
 	m := &Relayed{Time: r.uint64(), Peer: r.key(), Addr: r.addrPort()}
-	if m.Addr.Port() == 0 && m.Addr.Addr().IsUnspecified() {
+	switch {
+	case m.Addr.Port() != 0 || !m.Addr.Addr().IsUnspecified():
+	case m.Addr.Addr().Is6():
 		m.Addr = netip.AddrPort{} // "no relayed address", as Append wrote it
+	case r.err == nil:
+		r.err = errors.New("wire: relayed address 0.0.0.0:0") // not the one encoding of "none"
 	}
 	return m
 }

@@ -59,8 +59,9 @@ const (
 	// TypeRelayed: peer → rendezvous → the other peer: where a TURN
 	// server relays to the sender.
 	TypeRelayed Type = 7
-	TypePing    Type = 16
-	TypePong    Type = 17
+	// Types 8 to 10 are a network's members' (member.go).
+	TypePing Type = 16
+	TypePong Type = 17
 )
 
 func (t Type) String() string {
@@ -79,6 +80,12 @@ func (t Type) String() string {
 		return "turn-offer"
 	case TypeRelayed:
 		return "relayed"
+	case TypeLookup:
+		return "lookup"
+	case TypeLookupMiss:
+		return "lookup-miss"
+	case TypeRefused:
+		return "refused"
 	case TypePing:
 		return "ping"
 	case TypePong:
@@ -212,6 +219,7 @@ type Register struct {
 	NAT        byte             // the peer's NAT mapping, a nat.Mapping, passed on to its peers
 	Candidates []netip.AddrPort // the peer's local addresses with its socket's port
 	Wants      []key.Key        // the peers in its config that it needs introduced
+	Cert       []byte           // a member's certificate (member.go); nil for none
 }
 
 // RegisterAck confirms a registration and tells the peer the endpoint the
@@ -238,6 +246,7 @@ type Intro struct {
 	Observed   netip.AddrPort   // the endpoint the rendezvous sees that peer at
 	NAT        byte             // that peer's NAT mapping, as it reported it
 	Candidates []netip.AddrPort // the local candidates that peer reported
+	Cert       []byte           // that peer's certificate, if it is a member (member.go)
 }
 
 // Deregister withdraws a registration.
@@ -280,7 +289,7 @@ func (m *Register) Append(b []byte) []byte {
 	for _, k := range m.Wants {
 		b = append(b, k[:]...)
 	}
-	return b
+	return appendCert(b, m.Cert)
 }
 
 func (m *RegisterAck) Append(b []byte) []byte {
@@ -299,7 +308,8 @@ func (m *Intro) Append(b []byte) []byte {
 	b = append(b, m.Peer[:]...)
 	b = appendAddrPort(b, m.Observed)
 	b = append(b, m.NAT)
-	return appendAddrPorts(b, m.Candidates)
+	b = appendAddrPorts(b, m.Candidates)
+	return appendCert(b, m.Cert)
 }
 
 func (m *Deregister) Append(b []byte) []byte {
@@ -328,19 +338,28 @@ func Parse(t Type, body []byte) (Body, error) {
 		for i := 0; i < n && r.err == nil; i++ {
 			reg.Wants = append(reg.Wants, r.key())
 		}
+		reg.Cert = r.optionalCert()
 		m = reg
 	case TypeRegisterAck:
 		m = &RegisterAck{Time: r.uint64(), Observed: r.addrPort(), Flags: r.byte()}
 	case TypeQuery:
 		m = &Query{Time: r.uint64(), Peer: r.key()}
 	case TypeIntro:
-		m = &Intro{Time: r.uint64(), Peer: r.key(), Observed: r.addrPort(), NAT: r.byte(), Candidates: r.addrPorts()}
+		in := &Intro{Time: r.uint64(), Peer: r.key(), Observed: r.addrPort(), NAT: r.byte(), Candidates: r.addrPorts()}
+		in.Cert = r.optionalCert()
+		m = in
 	case TypeDeregister:
 		m = &Deregister{Time: r.uint64()}
 	case TypeTURNOffer:
 		m = parseTURNOffer(&r)
 	case TypeRelayed:
 		m = parseRelayed(&r)
+	case TypeLookup:
+		m = parseLookup(&r)
+	case TypeLookupMiss:
+		m = parseLookupMiss(&r)
+	case TypeRefused:
+		m = &Refused{Time: r.uint64(), Reason: r.byte()}
 	case TypePing:
 		p := &Ping{}
 		r.read(p.TxID[:])

@@ -34,6 +34,14 @@ var samples = []Body{
 	&TURNOffer{Time: 8},
 	&Relayed{Time: 9, Peer: key.Key{3}, Addr: netip.MustParseAddrPort("203.0.113.20:49152")},
 	&Relayed{Time: 10, Peer: key.Key{4}},
+	&Register{Time: 11, Wants: []key.Key{{1}}, Cert: bytes.Repeat([]byte{0xc}, 200)},
+	&Intro{Time: 12, Peer: key.Key{7}, Observed: netip.MustParseAddrPort("203.0.113.22:1"), Cert: []byte{1}},
+	&Lookup{Time: 13, Addr: netip.MustParseAddr("100.64.0.7")},
+	&Lookup{Time: 14, Addr: netip.MustParseAddr("fd00::7")},
+	&Lookup{Time: 15, Name: "m7"},
+	&LookupMiss{Time: 16, Addr: netip.MustParseAddr("100.64.0.9")},
+	&LookupMiss{Time: 17, Name: "nobody"},
+	&Refused{Time: 18, Reason: 3},
 }
 
 func TestSealOpenRoundTrip(t *testing.T) {
@@ -106,13 +114,43 @@ func TestParseRejectsBadBodies(t *testing.T) {
 		if _, err := Parse(m.Type(), body[:len(body)-1]); err == nil {
 			t.Errorf("%v: truncated body accepted", m.Type())
 		}
-		if _, err := Parse(m.Type(), append(body, 0)); err != ErrTrailing {
-			t.Errorf("%v: trailing byte: %v", m.Type(), err)
+		// Where a certificate may follow (member.go), a byte after the
+		// body starts its length: short, not trailing.
+		want := ErrTrailing
+		switch b := m.(type) {
+		case *Register:
+			if b.Cert == nil {
+				want = ErrShort
+			}
+		case *Intro:
+			if b.Cert == nil {
+				want = ErrShort
+			}
+		}
+		if _, err := Parse(m.Type(), append(body, 0)); err != want {
+			t.Errorf("%v: trailing byte: %v, want %v", m.Type(), err, want)
 		}
 	}
 	tooMany := []byte{0, 0, 0, 0, 0, 0, 0, 1, 0, MaxCandidates + 1}
 	if _, err := Parse(TypeRegister, tooMany); err != ErrTooMany {
 		t.Errorf("too many candidates: %v", err)
+	}
+	reg := (&Register{Time: 1}).Append(nil)
+	for _, n := range []int{0, MaxCert + 1} {
+		tail := append(bytes.Clone(reg), byte(n>>8), byte(n))
+		if _, err := Parse(TypeRegister, append(tail, make([]byte, n)...)); err == nil {
+			t.Errorf("certificate of %d bytes accepted", n)
+		}
+	}
+	for _, bad := range [][]byte{
+		{0, 0, 0, 0, 0, 0, 0, 1, 3},                                             // unknown kind
+		{0, 0, 0, 0, 0, 0, 0, 1, LookupName, 0},                                 // empty name
+		{0, 0, 0, 0, 0, 0, 0, 1, LookupName, 64},                                // name too long (and short)
+		append([]byte{0, 0, 0, 0, 0, 0, 0, 1, LookupAddr}, make([]byte, 16)...), // ::
+	} {
+		if _, err := Parse(TypeLookup, bad); err == nil {
+			t.Errorf("lookup %x accepted", bad)
+		}
 	}
 	if _, err := Parse(Type(99), nil); err == nil {
 		t.Error("unknown type accepted")

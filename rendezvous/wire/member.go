@@ -1,0 +1,162 @@
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// Membership on the wire (the networks of package wire/cert).
+//
+// A member's Register ends with its certificate, and an Intro of a member
+// with the introduced member's certificate, each as
+//
+//	length (2) | certificate (1..MaxCert bytes, cert's binary encoding)
+//
+// Absent (the body ends before it) means no certificate: the messages of
+// peers without a network are byte for byte what they were. A length of 0
+// or over MaxCert is an error. The rendezvous and the peers parse and
+// verify the certificate themselves (cert.Parse); this package only
+// bounds it.
+//
+// A member asks for another member by address or by name:
+//
+//	Lookup:     time (8) | query
+//	LookupMiss: time (8) | query, echoed: no member of the network holds it
+//	Refused:    time (8) | reason (1, a cert.Reason): the rendezvous does
+//	            not take the sender's certificate, and says why
+//
+//	query = kind (1) | 16 bytes of address (kind 1, IPv4 mapped)
+//	                 | length (1, 1..63) and a name (kind 2)
+//
+// A Lookup is answered with an Intro of the member to both sides, a miss,
+// or nothing (rate limited, or the sender is no member).
+
+const (
+	TypeLookup     Type = 8  // member → rendezvous
+	TypeLookupMiss Type = 9  // rendezvous → member
+	TypeRefused    Type = 10 // rendezvous → member
+)
+
+// MaxCert bounds a certificate on the wire; cert.MaxLen is below it.
+const MaxCert = 1024
+
+// maxLookupName is a DNS label's length, as a certificate's name.
+const maxLookupName = 63
+
+// Query kinds of a Lookup.
+const (
+	LookupAddr byte = 1
+	LookupName byte = 2
+)
+
+// Lookup asks the rendezvous to introduce the sender to the member of its
+// network that holds Addr, or is named Name: exactly one is set.
+type Lookup struct {
+	Time uint64
+	Addr netip.Addr
+	Name string
+}
+
+// LookupMiss says that no registered member holds what a Lookup asked.
+type LookupMiss struct {
+	Time uint64
+	Addr netip.Addr
+	Name string
+}
+
+// Refused says why the rendezvous does not take the sender's membership;
+// Reason is a cert.Reason.
+type Refused struct {
+	Time   uint64
+	Reason byte
+}
+
+func (*Lookup) Type() Type     { return TypeLookup }
+func (*LookupMiss) Type() Type { return TypeLookupMiss }
+func (*Refused) Type() Type    { return TypeRefused }
+
+func (m *Lookup) Append(b []byte) []byte {
+	return appendQuery(binary.BigEndian.AppendUint64(b, m.Time), m.Addr, m.Name)
+}
+
+func (m *LookupMiss) Append(b []byte) []byte {
+	return appendQuery(binary.BigEndian.AppendUint64(b, m.Time), m.Addr, m.Name)
+}
+
+func (m *Refused) Append(b []byte) []byte {
+	return append(binary.BigEndian.AppendUint64(b, m.Time), m.Reason)
+}
+
+func appendQuery(b []byte, addr netip.Addr, name string) []byte {
+	if addr.IsValid() {
+		a := addr.As16()
+		return append(append(b, LookupAddr), a[:]...)
+	}
+	name = name[:min(len(name), maxLookupName)]
+	return append(append(append(b, LookupName), byte(len(name))), name...)
+}
+
+var errQuery = errors.New("wire: lookup needs an address or a name of 1 to 63 bytes")
+
+func (r *reader) query() (netip.Addr, string) {
+	switch kind := r.byte(); {
+	case r.err != nil:
+	case kind == LookupAddr:
+		var a [16]byte
+		r.read(a[:])
+		addr := netip.AddrFrom16(a).Unmap()
+		if r.err == nil && !addr.IsGlobalUnicast() {
+			r.err = errQuery
+		}
+		return addr, ""
+	case kind == LookupName:
+		n := int(r.byte())
+		name := make([]byte, n)
+		r.read(name)
+		if r.err == nil && (n == 0 || n > maxLookupName) {
+			r.err = errQuery
+		}
+		return netip.Addr{}, string(name)
+	default:
+		r.err = fmt.Errorf("wire: lookup of kind %d", kind)
+	}
+	return netip.Addr{}, ""
+}
+
+func parseLookup(r *reader) *Lookup {
+	m := &Lookup{Time: r.uint64()}
+	m.Addr, m.Name = r.query()
+	return m
+}
+
+func parseLookupMiss(r *reader) *LookupMiss {
+	m := &LookupMiss{Time: r.uint64()}
+	m.Addr, m.Name = r.query()
+	return m
+}
+
+// appendCert appends an optional certificate: nothing when there is none.
+func appendCert(b, c []byte) []byte {
+	if len(c) == 0 {
+		return b
+	}
+	b = binary.BigEndian.AppendUint16(b, uint16(len(c)))
+	return append(b, c...)
+}
+
+// optionalCert reads what appendCert wrote, if the body goes on.
+func (r *reader) optionalCert() []byte {
+	if r.err != nil || len(r.b) == 0 {
+		return nil
+	}
+	n := int(r.uint16())
+	if r.err == nil && (n == 0 || n > MaxCert) {
+		r.err = fmt.Errorf("wire: certificate of %d bytes, want 1 to %d", n, MaxCert)
+		return nil
+	}
+	c := make([]byte, n)
+	r.read(c)
+	return c
+}
