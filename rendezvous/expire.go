@@ -41,6 +41,7 @@ func (s *Server) expire(now time.Time) {
 // remove forgets a registration. Callers hold s.mu.
 func (s *Server) remove(k key.Key, reg *registration) {
 	s.dirty.Store(true)
+	s.leave(k, reg)
 	delete(s.peers, k)
 	if src := (source{reg.link, reg.endpoint}); s.byEndpoint[src] == k {
 		delete(s.byEndpoint, src)

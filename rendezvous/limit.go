@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
@@ -40,7 +41,7 @@ const (
 // MaxControlLen is the longest control message a peer can have a reason to
 // send: a registration with the most candidates and wanted keys. Longer
 // ones are dropped before any work is spent on them.
-const MaxControlLen = wire.Overhead + 8 + 1 + 1 + wire.MaxCandidates*18 + 2 + wire.MaxWants*key.Len
+const MaxControlLen = wire.Overhead + 8 + 1 + 1 + wire.MaxCandidates*18 + 2 + wire.MaxWants*key.Len + 2 + wire.MaxCert
 
 // limiter is a table of token buckets, one per K, bounded to max entries.
 // A bucket holds up to burst tokens and gains rate per second; a bucket
@@ -225,6 +226,17 @@ func (s *Server) initLimits(cfg Config) {
 	s.bySource = newLimiter[netip.Addr](orDefault(cfg.SourceRate, DefaultSourceRate), limiterEntries)
 	s.byKey = newLimiter[key.Key](orDefault(cfg.KeyRate, DefaultKeyRate), limiterEntries)
 	s.keys = newKeyCache(s.secret, sharedKeyCacheSize, orDefault(cfg.NewKeyRate, DefaultNewKeyRate))
+	s.lookups = newLimiter[key.Key](orDefault(cfg.LookupRate, DefaultLookupRate), limiterEntries)
+	s.maxMembers = cfg.MaxMembers
+	if s.maxMembers <= 0 {
+		s.maxMembers = DefaultMaxMembers
+	}
+	if len(cfg.Networks) > 0 {
+		s.allowNetworks = make(map[cert.NetworkKey]bool, len(cfg.Networks))
+		for _, n := range cfg.Networks {
+			s.allowNetworks[n] = true
+		}
+	}
 }
 
 // maxSeen bounds the replay table: the keys registered now, and those
@@ -259,7 +271,7 @@ func (s *Server) admit(b []byte, src netip.AddrPort, now time.Time) bool {
 // cannot spend its budget. Callers hold s.mu.
 func (s *Server) screen(sender key.Key, registered bool, body wire.Body, now time.Time) bool {
 	switch body.(type) {
-	case *wire.Register, *wire.Query, *wire.Deregister, *wire.Relayed:
+	case *wire.Register, *wire.Query, *wire.Deregister, *wire.Relayed, *wire.Lookup:
 	default:
 		s.Stats.DropMalformed.Add(1) // a peer-to-peer or server-to-peer message
 		return false

@@ -6,15 +6,18 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 )
 
 // Collector exports a Server's counters as Prometheus metrics. It reads
 // Stats and Registered when scraped, so the server keeps one set of books
 // and `kill -USR1` and /metrics always agree.
 type Collector struct {
-	s     *Server
-	peers *prometheus.Desc
-	stats []statMetric
+	s                        *Server
+	peers, members, networks *prometheus.Desc
+	refused                  *prometheus.Desc
+	stats                    []statMetric
 }
 
 // statMetric is one counter of Stats and the metric it is exported as.
@@ -34,6 +37,8 @@ var statNames = map[string]struct{ name, help string }{
 	"RelayBytes":       {"relayed_bytes_total", "WireGuard bytes relayed between peers, without the relay header."},
 	"TURNOffers":       {"turn_offers_total", "TURN credentials handed out."},
 	"RelayedAddresses": {"relayed_addresses_total", "TURN relayed addresses passed from one peer of a pair to the other."},
+	"Lookups":          {"lookups_total", "Members' lookups of other members answered (introduced or missed)."},
+	"LookupMisses":     {"lookup_misses_total", "Lookups that no registered member of the asker's network held."},
 }
 
 // NewCollector returns a Collector of s. Register it with a
@@ -41,8 +46,13 @@ var statNames = map[string]struct{ name, help string }{
 func NewCollector(s *Server) *Collector {
 	const ns, sub = "punchtun", "rendezvous"
 	c := &Collector{
-		s:     s,
-		peers: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "registered_peers"), "Peers registered now.", nil, nil),
+		s:        s,
+		peers:    prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "registered_peers"), "Peers registered now.", nil, nil),
+		members:  prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "members"), "Peers registered now as members of a network.", nil, nil),
+		networks: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "networks"), "Networks with a member registered now.", nil, nil),
+		refused: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "member_refusals_total"),
+			"Members' certificates refused, by reason: bad-signature, other-network, expired, not-yet-valid, key-mismatch, overlap, malformed, network-full.",
+			[]string{"reason"}, nil),
 	}
 	dropped := prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "dropped_packets_total"),
 		"Packets dropped, by reason: malformed, auth (failed authentication), replay, unregistered (sender not registered), "+
@@ -73,6 +83,9 @@ func NewCollector(s *Server) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.peers
+	ch <- c.members
+	ch <- c.networks
+	ch <- c.refused
 	seen := make(map[*prometheus.Desc]bool)
 	for _, m := range c.stats {
 		if !seen[m.desc] {
@@ -85,6 +98,12 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.peers, prometheus.GaugeValue, float64(c.s.Registered()))
+	members, networks := c.s.Members()
+	ch <- prometheus.MustNewConstMetric(c.members, prometheus.GaugeValue, float64(members))
+	ch <- prometheus.MustNewConstMetric(c.networks, prometheus.GaugeValue, float64(networks))
+	for r := cert.Reason(1); r < cert.NumReasons; r++ {
+		ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(c.s.Stats.Refused[r].Load()), r.String())
+	}
 	v := reflect.ValueOf(&c.s.Stats).Elem()
 	for _, m := range c.stats {
 		n := v.Field(m.field).Addr().Interface().(*atomic.Uint64).Load()

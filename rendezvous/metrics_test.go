@@ -18,6 +18,7 @@ import (
 
 	"github.com/punchtun/punchtun/nat"
 	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 )
 
 // scrapeMetrics fetches url over HTTP and parses the text exposition
@@ -120,15 +121,16 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("before any traffic: %s = %v (present %v)", k, g, ok)
 		}
 	}
-	// One series per counter of Stats, and the gauge: nothing left out.
-	want := 1
+	// One series per counter of Stats, one per refusal reason, and the
+	// gauges (registered peers, members, networks): nothing left out.
+	want := 3 + int(cert.NumReasons) - 1
 	for f := range reflect.TypeFor[Stats]().Fields() {
 		if f.Type == reflect.TypeFor[atomic.Uint64]() {
 			want++
 		}
 	}
 	if n := len(got); n != want {
-		t.Errorf("%d series, want %d (one per Stats counter, and registered peers):\n%v", n, want, got)
+		t.Errorf("%d series, want %d (one per Stats counter and refusal reason, and the gauges):\n%v", n, want, got)
 	}
 
 	a, b, eve := newClient(t, srv, sk), newClient(t, srv, sk), newClient(t, srv, sk)

@@ -30,7 +30,8 @@ type savedRegistration struct {
 	NAT        byte             `json:"nat"`
 	Candidates []netip.AddrPort `json:"candidates"`
 	Wants      []key.Key        `json:"wants"`
-	LastTime   uint64           `json:"last_time"` // its newest message's Time
+	LastTime   uint64           `json:"last_time"`      // its newest message's Time
+	Cert       []byte           `json:"cert,omitempty"` // a member's certificate, checked again on load
 }
 
 // replayFloor: on load, a peer's replay guard starts no earlier than this
@@ -59,6 +60,9 @@ func (s *Server) Save(path string) error {
 		}
 		for w := range reg.wants {
 			sr.Wants = append(sr.Wants, w)
+		}
+		if reg.member != nil {
+			sr.Cert = reg.member.cert.Bytes()
 		}
 		out = append(out, sr)
 	}
@@ -116,6 +120,13 @@ func (s *Server) Load(path string, conns []*net.UDPConn) (int, error) {
 		}
 		for _, w := range sr.Wants {
 			reg.wants[w] = struct{}{}
+		}
+		if sr.Cert != nil {
+			// Verified again: the file is not trusted with membership.
+			// One that fails now registers without it until its refresh.
+			if c, err := s.checkCertLocked(sr.Key, sr.Cert, now); err == nil {
+				s.join(sr.Key, reg, c)
+			}
 		}
 		s.peers[sr.Key] = reg
 		s.byEndpoint[source{conn, sr.Endpoint}] = sr.Key

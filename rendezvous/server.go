@@ -1,6 +1,7 @@
 // Package rendezvous is the public meeting point of punchtun peers: it
 // answers STUN, keeps authenticated registrations, and introduces two peers
-// to each other when, and only when, each lists the other in its config.
+// to each other when, and only when, each lists the other in its config or
+// both are members of one network (networks.go).
 //
 // The protocol is in package wire. A peer proves it holds its WireGuard
 // private key by sealing every message to the rendezvous's public key; the
@@ -22,6 +23,7 @@ import (
 
 	"github.com/punchtun/punchtun/nat"
 	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
@@ -54,6 +56,13 @@ type Config struct {
 	// TURN, when it names servers, is handed to peers for relaying
 	// (turn.go).
 	TURN TURNConfig
+	// Networks, when not empty, are the only networks whose members are
+	// served (networks.go); others register as peers without a network.
+	Networks []cert.NetworkKey
+	// MaxMembers bounds one network's members (DefaultMaxMembers);
+	// LookupRate one member's lookups per second (DefaultLookupRate).
+	MaxMembers int
+	LookupRate float64
 }
 
 // Server is a rendezvous. Serve it on one or more UDP sockets.
@@ -75,6 +84,13 @@ type Server struct {
 	bySource *limiter[netip.Addr]
 	byKey    *limiter[key.Key]
 	keys     *keyCache // shared keys of unregistered senders
+
+	// The networks of the members registered now (networks.go).
+	networks      map[cert.NetworkKey]*network
+	allowNetworks map[cert.NetworkKey]bool // nil: any
+	maxMembers    int
+	lookups       *limiter[key.Key]
+	refusedLogged map[key.Key]cert.Reason // the last refusal logged per peer
 
 	newKeyJobs chan newKeyJob
 
@@ -101,6 +117,10 @@ type Stats struct {
 	// reading, or reads slower than its traffic comes).
 	DropRateLimited, DropTooMany, DropOversize atomic.Uint64
 	DropTCPQueueFull                           atomic.Uint64
+	// Lookups answered, and those no member held (networks.go).
+	Lookups, LookupMisses atomic.Uint64
+	// Refused counts members' certificates refused, by cert.Reason.
+	Refused [cert.NumReasons]atomic.Uint64
 }
 
 type registration struct {
@@ -113,6 +133,7 @@ type registration struct {
 	expires    time.Time
 	// offered is when the TURN credentials last sent to the peer expire.
 	offered time.Time
+	member  *membership // nil: no network
 }
 
 // A link carries packets back to peers: a UDP socket, or one peer's TCP
@@ -136,16 +157,18 @@ type lastSeen struct {
 // NewServer returns a Server; its expiry loop runs until Close.
 func NewServer(cfg Config) *Server {
 	s := &Server{
-		pub:        cfg.PrivateKey.Public(),
-		ttl:        cfg.TTL,
-		relay:      cfg.Relay,
-		turn:       cfg.TURN,
-		log:        cfg.Logger,
-		peers:      make(map[key.Key]*registration),
-		byEndpoint: make(map[source]key.Key),
-		seen:       make(map[key.Key]lastSeen),
-		newKeyJobs: make(chan newKeyJob, newKeyQueue),
-		done:       make(chan struct{}),
+		pub:           cfg.PrivateKey.Public(),
+		ttl:           cfg.TTL,
+		relay:         cfg.Relay,
+		turn:          cfg.TURN,
+		log:           cfg.Logger,
+		peers:         make(map[key.Key]*registration),
+		byEndpoint:    make(map[source]key.Key),
+		seen:          make(map[key.Key]lastSeen),
+		newKeyJobs:    make(chan newKeyJob, newKeyQueue),
+		networks:      make(map[cert.NetworkKey]*network),
+		refusedLogged: make(map[key.Key]cert.Reason),
+		done:          make(chan struct{}),
 	}
 	s.secret, _ = wire.NewSecret(cfg.PrivateKey) // any 32 bytes are an X25519 private key
 	if s.ttl == 0 {
@@ -306,6 +329,13 @@ func (s *Server) apply(l link, h wire.Header, b []byte, src netip.AddrPort, shar
 		s.Stats.DropMalformed.Add(1)
 		return
 	}
+	var (
+		member  *cert.Cert
+		certErr error
+	)
+	if reg, ok := body.(*wire.Register); ok && reg.Cert != nil {
+		member, certErr = s.checkCert(h.Sender, reg.Cert, time.Now())
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	reg := s.peers[h.Sender] // it may have come or gone meanwhile
@@ -315,9 +345,11 @@ func (s *Server) apply(l link, h wire.Header, b []byte, src netip.AddrPort, shar
 	}
 	switch m := body.(type) {
 	case *wire.Register:
-		s.register(l, h.Sender, shared, src, m, now)
+		s.register(l, h.Sender, shared, src, m, now, member, certErr)
 	case *wire.Query:
 		s.query(h.Sender, m.Peer)
+	case *wire.Lookup:
+		s.lookup(h.Sender, m, now)
 	case *wire.Relayed:
 		s.passRelayed(h.Sender, m)
 	case *wire.Deregister:
@@ -341,6 +373,8 @@ func messageTime(b wire.Body) uint64 {
 		return m.Time
 	case *wire.Relayed:
 		return m.Time
+	case *wire.Lookup:
+		return m.Time
 	}
 	return 0
 }
@@ -360,9 +394,14 @@ func (s *Server) fresh(sender key.Key, t uint64, now time.Time) bool {
 	return true
 }
 
-func (s *Server) register(l link, sender key.Key, shared wire.SharedKey, src netip.AddrPort, m *wire.Register, now time.Time) {
+// register takes a registration; member is its certificate as checkCert
+// found it, or certErr why not (both nil: none).
+func (s *Server) register(l link, sender key.Key, shared wire.SharedKey, src netip.AddrPort, m *wire.Register, now time.Time, member *cert.Cert, certErr error) {
 	reg := s.peers[sender]
 	changed := reg == nil || reg.endpoint != src || reg.link != l || reg.nat != m.NAT || !slices.Equal(reg.candidates, m.Candidates)
+	if reg != nil && (reg.member == nil) != (member == nil) {
+		changed = true // joined or left its network
+	}
 	if changed {
 		s.dirty.Store(true)
 	}
@@ -386,12 +425,21 @@ func (s *Server) register(l link, sender key.Key, shared wire.SharedKey, src net
 		reg.wants[w] = struct{}{}
 	}
 	reg.expires = now.Add(s.ttl)
+	if member != nil {
+		certErr = s.join(sender, reg, member)
+	}
+	if certErr != nil || m.Cert == nil {
+		s.leave(sender, reg)
+	}
 	s.Stats.Registrations.Add(1)
 	ack := &wire.RegisterAck{Time: s.clock.Next(uint64(now.UnixNano())), Observed: src}
 	if s.relay {
 		ack.Flags |= wire.AckRelay
 	}
 	s.send(reg, ack)
+	if certErr != nil {
+		s.refuse(sender, reg, certErr, now)
+	}
 	if s.turn.enabled() && reg.offered.Sub(now) < s.turn.ttl()/2 {
 		s.offerTURN(sender, reg, now)
 	}
@@ -407,59 +455,14 @@ func (s *Server) register(l link, sender key.Key, shared wire.SharedKey, src net
 				}
 			}
 		}
+		if reg.member != nil {
+			for k := range reg.member.introduced {
+				if other := s.peers[k]; other != nil && sameNetwork(reg, other) {
+					s.introduce(sender, reg, k, other)
+				}
+			}
+		}
 	}
-}
-
-// mutual returns the registrations of a and b if both are registered and
-// each lists the other: the pairs the server introduces and relays for.
-// Callers hold s.mu.
-func (s *Server) mutual(a, b key.Key) (ra, rb *registration, ok bool) {
-	ra, rb = s.peers[a], s.peers[b]
-	if ra == nil || rb == nil {
-		return nil, nil, false
-	}
-	_, aWants := ra.wants[b]
-	_, bWants := rb.wants[a]
-	return ra, rb, aWants && bWants
-}
-
-// query introduces asker and target if both are registered and each lists
-// the other. Otherwise it stays silent: a stranger who knows a public key
-// learns nothing, not even whether that key is registered.
-func (s *Server) query(asker, target key.Key) {
-	a, b, ok := s.mutual(asker, target)
-	if !ok {
-		s.Stats.DropNotMutual.Add(1)
-		return
-	}
-	s.introduce(asker, a, target, b)
-}
-
-// introduce tells each peer about the other at the same moment, so both
-// start punching at once and each side's probes open the way for the other's.
-func (s *Server) introduce(ka key.Key, a *registration, kb key.Key, b *registration) {
-	now := uint64(time.Now().UnixNano())
-	s.send(a, &wire.Intro{Time: s.clock.Next(now), Peer: kb, Observed: b.endpoint, NAT: b.nat, Candidates: b.candidates})
-	s.send(b, &wire.Intro{Time: s.clock.Next(now), Peer: ka, Observed: a.endpoint, NAT: a.nat, Candidates: a.candidates})
-	if s.turn.enabled() {
-		// Fresh credentials with every introduction: the pair may need a
-		// relay.
-		s.offerTURN(ka, a, time.Now())
-		s.offerTURN(kb, b, time.Now())
-	}
-	s.Stats.Introductions.Add(1)
-	s.log.Debug("introduced", "a", ka, "a_endpoint", a.endpoint, "b", kb, "b_endpoint", b.endpoint)
-}
-
-func (s *Server) send(reg *registration, m wire.Body) {
-	// What goes to an address spends its budget too: registrations need no
-	// round trip, so ones from spoofed sources could otherwise aim acks and
-	// introductions at a victim, many for one.
-	if !s.allowSource(reg.endpoint, time.Now()) {
-		return
-	}
-	b := wire.Seal(nil, m.Type(), s.pub, &reg.shared, m.Append(nil))
-	reg.link.WriteToUDPAddrPort(b, reg.endpoint)
 }
 
 // Registered reports the number of live registrations.

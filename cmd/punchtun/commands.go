@@ -78,6 +78,7 @@ func runRendezvous(args []string) error {
 	turnSecretFile := fs.String("turn-secret-file", "", "file holding the TURN servers' shared secret (coturn's static-auth-secret)")
 	turnTTL := fs.Duration("turn-ttl", rendezvous.DefaultTURNTTL, "how long the TURN credentials handed to peers stay valid")
 	alternate := fs.Bool("alternate-port", true, "with a single --listen, listen on the next port too, as STUN's alternate address:\nwithout a second address peers cannot tell easy NATs from hard ones")
+	networksFile := fs.String("networks", "", "serve only the members of the networks whose public keys this `file` lists, one per line\n(# comments); default: members of any network")
 	limits := addLimitFlags(fs)
 	metricsAddr := addMetricsFlag(fs, "127.0.0.1:9090")
 	logf := addLogFlags(fs)
@@ -108,6 +109,12 @@ func runRendezvous(args []string) error {
 		return err
 	}
 	limits(&rcfg)
+	if *networksFile != "" {
+		if rcfg.Networks, err = readNetworks(*networksFile); err != nil {
+			return err
+		}
+		log.Info("serving the members of listed networks only", "file", *networksFile, "networks", len(rcfg.Networks))
+	}
 	srv := rendezvous.NewServer(rcfg)
 	defer srv.Close()
 	onStatsSignal(func() { srv.LogStats(log) })

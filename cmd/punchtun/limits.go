@@ -15,8 +15,12 @@ func addLimitFlags(fs *flag.FlagSet) func(*rendezvous.Config) {
 	keyRate := fs.Float64("key-rate", rendezvous.DefaultKeyRate, "authenticated messages per second per peer key, burst twice that; 0 for no limit")
 	newKeyRate := fs.Float64("new-key-rate", rendezvous.DefaultNewKeyRate,
 		"messages per second from keys neither registered nor recently seen (each costs a Curve25519\nmultiplication); 0 for no limit")
+	maxMembers := fs.Int("max-members", rendezvous.DefaultMaxMembers, "most members of one network registered at once; more are refused (network-full)")
+	lookupRate := fs.Float64("lookup-rate", rendezvous.DefaultLookupRate, "lookups per second per member, burst twice that; 0 for no limit")
 	return func(c *rendezvous.Config) {
 		c.MaxPeers = *maxPeers
+		c.MaxMembers = *maxMembers
+		c.LookupRate = noLimitIfZero(*lookupRate)
 		c.SourceRate = noLimitIfZero(*sourceRate)
 		c.KeyRate = noLimitIfZero(*keyRate)
 		c.NewKeyRate = noLimitIfZero(*newKeyRate)

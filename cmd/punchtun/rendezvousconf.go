@@ -11,6 +11,7 @@ import (
 
 	"github.com/punchtun/punchtun/rendezvous"
 	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 	"github.com/punchtun/punchtun/tunnel/config"
 )
 
@@ -94,4 +95,29 @@ func turnConfig(uris []string, secretFile string, ttl time.Duration) (rendezvous
 		return cfg, fmt.Errorf("--turn-secret-file %s: empty", secretFile)
 	}
 	return cfg, nil
+}
+
+// readNetworks reads --networks: network public keys, one per line; blank
+// lines and # comments are skipped. Errors name the line.
+func readNetworks(path string) ([]cert.NetworkKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []cert.NetworkKey
+	for i, line := range strings.Split(string(b), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		if line = strings.TrimSpace(line); line == "" {
+			continue
+		}
+		k, err := cert.ParseNetworkKey(line)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, i+1, err)
+		}
+		out = append(out, k)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no network keys", path)
+	}
+	return out, nil
 }

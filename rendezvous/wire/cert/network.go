@@ -97,9 +97,12 @@ const (
 	KeyMismatch // for another WireGuard key than the one speaking
 	Overlap     // its addresses overlap a peer's already there
 	Malformed   // not a certificate (the encoding's checks failed)
+	NetworkFull // the rendezvous serves no more members of this network
+	// NumReasons is one more than the highest reason, for tables of them.
+	NumReasons = iota + 1
 )
 
-var reasons = [...]string{"", "bad-signature", "other-network", "expired", "not-yet-valid", "key-mismatch", "overlap", "malformed"}
+var reasons = [NumReasons]string{"", "bad-signature", "other-network", "expired", "not-yet-valid", "key-mismatch", "overlap", "malformed", "network-full"}
 
 // String is the reason's name in logs and metric labels.
 func (r Reason) String() string {
