@@ -30,6 +30,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
@@ -79,6 +80,12 @@ type Interface struct {
 	Name   string
 	// Hooks, run by bash -c with %i replaced by the interface name.
 	PreUp, PostUp, PreDown, PostDown []string
+	// Network: this interface is a member of the network whose public key
+	// this is, with Certificate, read from CertificateFile if that is set
+	// (network.go). Zero and nil: no network.
+	Network         cert.NetworkKey
+	Certificate     *cert.Cert
+	CertificateFile string
 }
 
 // Peer is a [Peer] section.
@@ -147,6 +154,9 @@ func Parse(filename string, r io.Reader) (*Config, error) {
 			return nil, err
 		}
 	}
+	if err := p.c.loadCertificateFile(filename, &p.pos); err != nil {
+		return nil, err
+	}
 	if err := p.c.validate(filename, &p.pos); err != nil {
 		return nil, err
 	}
@@ -209,6 +219,9 @@ func (c *Config) validate(file string, pos *positions) error {
 	in := &c.Interface
 	if in.PrivateKey.IsZero() {
 		return ifaceErr("PrivateKey", "missing in [Interface]")
+	}
+	if err := c.validateNetwork(file, pos); err != nil {
+		return err
 	}
 	for _, a := range in.Addresses {
 		if !a.IsValid() {
