@@ -78,6 +78,8 @@ type Bind struct {
 	// rendezvous's relay while the peer's route is TURN (relayedWhileTURN).
 	onRelayedWhileTURN atomic.Pointer[func(key.Key)]
 	Dropped            atomic.Uint64 // packets that were neither WireGuard nor ours
+	// hold keeps packets to members not yet known (hold.go); set by TUN.
+	hold *holdingTUN
 	// relayBytes counts the WireGuard bytes relayed, by kind of relay
 	// and direction (status's relayed_bytes).
 	relayBytes [relayKinds][2]atomic.Uint64
@@ -276,10 +278,12 @@ func (b *Bind) OnRelayedInitiation(f func(peer key.Key)) { b.onRelayedInitiation
 func (b *Bind) OnRelayedWhileTURN(f func(peer key.Key)) { b.onRelayedWhileTURN.Store(&f) }
 
 // TUN wraps the interface's TUN device for wireguard-go: reads gathered
-// into batches (tunbatch.go), and both directions bounded by the packets
-// wireguard-go may hold (inflight.go).
+// into batches (tunbatch.go), packets to members not yet known held
+// (hold.go), and both directions bounded by the packets wireguard-go may
+// hold (inflight.go).
 func (b *Bind) TUN(dev tun.Device) tun.Device {
-	return &boundedTUN{Device: newBatchingTUN(dev, b.out.room), in: b.in, out: b.out}
+	b.hold = newHoldingTUN(newBatchingTUN(dev, b.out.room))
+	return &boundedTUN{Device: b.hold, in: b.in, out: b.out}
 }
 
 // RelayedBytes is what each kind of relay carried since start, by the
