@@ -23,6 +23,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 
 	"golang.zx2c4.com/wireguard/device"
@@ -159,6 +160,7 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 		}
 	}
 	t.dev = device.NewDevice(t.bind.TUN(tdev), t.bind, deviceLogger(t.log))
+	t.bind.SetNetwork(cfg.Interface.NetworkPrefixes(), staticAllowedIPs(cfg))
 	t.closers = append(t.closers, t.dev.Close) // closes the TUN, which removes the interface
 
 	if err := t.dev.IpcSet(uapi); err != nil {
@@ -267,7 +269,8 @@ func (t *Tunnel) ListenPort() uint16 { return t.bind.Port() }
 // controlConfigOf is what the control plane takes of a config: the
 // rendezvous, and the peers it finds (those without a fixed Endpoint).
 func controlConfigOf(cfg *config.Config, iface string, mtu int) control.Config {
-	cc := control.Config{PrivateKey: cfg.Interface.PrivateKey, Interface: iface, Addresses: cfg.Interface.Addresses, MTU: mtu}
+	cc := control.Config{PrivateKey: cfg.Interface.PrivateKey, Interface: iface, Addresses: cfg.Interface.Addresses, MTU: mtu,
+		Network: cfg.Interface.Network, Cert: cfg.Interface.Certificate, Static: staticAllowedIPs(cfg)}
 	for i, hp := range cfg.Interface.Rendezvous {
 		cc.Servers = append(cc.Servers, control.ServerConfig{HostPort: hp, Key: cfg.Interface.RendezvousKey[i]})
 	}
@@ -277,6 +280,16 @@ func controlConfigOf(cfg *config.Config, iface string, mtu int) control.Config {
 		}
 	}
 	return cc
+}
+
+// staticAllowedIPs are every static peer's AllowedIPs: never held for a
+// member, and never a member's.
+func staticAllowedIPs(cfg *config.Config) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range cfg.Peers {
+		out = append(out, p.AllowedIPs...)
+	}
+	return out
 }
 
 func peerLabel(p config.Peer) string {

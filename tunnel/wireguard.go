@@ -80,9 +80,16 @@ func (t *Tunnel) linkConfig(cfg *config.Config) osnet.Config {
 // default route would swallow the tunnel's own packets.
 func (t *Tunnel) routes(cfg *config.Config) []netip.Prefix {
 	var out []netip.Prefix
+	// The network's prefixes go to the interface, whether its addresses
+	// route them or not: a member's packets are held there until it is
+	// found.
+	allowed := [][]netip.Prefix{cfg.Interface.NetworkPrefixes()}
 	for _, p := range cfg.Peers {
+		allowed = append(allowed, p.AllowedIPs)
+	}
+	for _, ips := range allowed {
 	next:
-		for _, ip := range p.AllowedIPs {
+		for _, ip := range ips {
 			if ip.Bits() == 0 && t.table == osnet.TableMain {
 				continue
 			}
@@ -205,6 +212,22 @@ func (w wireGuard) SetPeerMTU(peer key.Key, mtu int) error {
 		}
 	}
 	return nil
+}
+
+// AddMember adds a network's member, found on demand, as a peer found
+// through the rendezvous; for a member already there it replaces the
+// AllowedIPs only, so the session stays.
+func (w wireGuard) AddMember(peer key.Key, allowed []netip.Prefix) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "public_key=%s\nendpoint=%s%s\nreplace_allowed_ips=true\n", hex.EncodeToString(peer[:]), bind.EndpointPrefix, peer)
+	for _, ip := range allowed {
+		fmt.Fprintf(&b, "allowed_ip=%s\n", ip)
+	}
+	return w.t.dev.IpcSet(b.String())
+}
+
+func (w wireGuard) RemoveMember(peer key.Key) {
+	w.t.dev.IpcSet(fmt.Sprintf("public_key=%s\nremove=true\n", hex.EncodeToString(peer[:])))
 }
 
 func (w wireGuard) HandshakeIfNone(peer key.Key) {

@@ -277,6 +277,42 @@ func (b *Bind) OnRelayedInitiation(f func(peer key.Key)) { b.onRelayedInitiation
 // goroutines: it must not block.
 func (b *Bind) OnRelayedWhileTURN(f func(peer key.Key)) { b.onRelayedWhileTURN.Store(&f) }
 
+// Members on demand (hold.go): what the TUN sends to them is held until
+// they are found.
+
+// SetNetwork names the network's prefixes, whose addresses no peer holds
+// are held and looked up, and the static peers' AllowedIPs, which are
+// never held. Nil network: nothing is held.
+func (b *Bind) SetNetwork(network, static []netip.Prefix) {
+	b.hold.update(func(d *destinations) { d.network, d.static = network, static })
+}
+
+// AddDestinations says that a peer in WireGuard now holds addrs: what was
+// held for them goes to WireGuard now.
+func (b *Bind) AddDestinations(addrs []netip.Addr) {
+	b.hold.update(func(d *destinations) {
+		for _, a := range addrs {
+			d.members[a] = struct{}{}
+		}
+	})
+}
+
+// RemoveDestinations says that no peer holds addrs any more.
+func (b *Bind) RemoveDestinations(addrs []netip.Addr) {
+	b.hold.update(func(d *destinations) {
+		for _, a := range addrs {
+			delete(d.members, a)
+		}
+	})
+}
+
+// OnUnknownDestination sets what is called, on the TUN's reader, for each
+// packet held for dst; it must not block.
+func (b *Bind) OnUnknownDestination(f func(dst netip.Addr)) { b.hold.onMiss.Store(&f) }
+
+// HeldDropped counts the packets held for a member and let go.
+func (b *Bind) HeldDropped() uint64 { return b.hold.Dropped.Load() }
+
 // TUN wraps the interface's TUN device for wireguard-go: reads gathered
 // into batches (tunbatch.go), packets to members not yet known held
 // (hold.go), and both directions bounded by the packets wireguard-go may

@@ -8,6 +8,7 @@ import (
 
 	"github.com/punchtun/punchtun/nat"
 	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel/link"
 )
@@ -21,6 +22,12 @@ type Config struct {
 	MTU        int            // the interface's
 	Servers    []ServerConfig
 	Peers      []PeerConfig // the peers it finds (those without a fixed Endpoint)
+	// The network this interface is a member of, with its certificate
+	// (members.go); zero and nil for none. Static are every static peer's
+	// AllowedIPs, which no member may hold.
+	Network cert.NetworkKey
+	Cert    *cert.Cert
+	Static  []netip.Prefix
 }
 
 // ServerConfig names one rendezvous.
@@ -45,6 +52,14 @@ func (c *Control) addServer(sc ServerConfig) *server {
 // addPeer adds a peer to find through the rendezvous; it is asked for at
 // the next registration (wants).
 func (c *Control) addPeer(pc PeerConfig) *peer {
+	p := c.newPeer(pc)
+	c.wants = append(c.wants, pc.Key)
+	return p
+}
+
+// newPeer adds a peer that the rendezvous introduces: one of the config's
+// (addPeer) or a member of the network (members.go).
+func (c *Control) newPeer(pc PeerConfig) *peer {
 	p := &peer{c: c, name: pc.Name, key: pc.Key, shared: wire.NewSharedKey(c.priv, pc.Key), backoff: minBackoff,
 		birthdayBackoff: minBirthdayBackoff, path: nat.PathNone.String(), observed: map[*server]netip.AddrPort{}}
 	p.punch = nat.NewPunch(link.Leads(c.pub, pc.Key), func(dst netip.AddrPort, pm nat.Probe) {
@@ -59,7 +74,6 @@ func (c *Control) addPeer(pc PeerConfig) *peer {
 		p.ep = c.data.Peer(pc.Key)
 	}
 	c.peers[pc.Key] = p
-	c.wants = append(c.wants, pc.Key)
 	return p
 }
 
@@ -76,6 +90,7 @@ func (c *Control) Reconfigure(cfg Config) bool {
 
 func (c *Control) reconfigure(cfg Config, now time.Time) {
 	c.own, c.ifaceMTU = cfg.Addresses, cfg.MTU
+	c.members.configure(cfg, now)
 
 	keep := make(map[ServerConfig]bool, len(cfg.Servers))
 	for _, sc := range cfg.Servers {
@@ -108,6 +123,9 @@ func (c *Control) reconfigure(cfg Config, now time.Time) {
 	before := slices.Clone(c.wants)
 	c.wants = c.wants[:0]
 	for k, p := range c.peers {
+		if p.member != nil {
+			continue // the network's, not the config's
+		}
 		pc, ok := wanted[k]
 		if !ok {
 			c.log.Info("peer removed by reload", "peer", p.label())

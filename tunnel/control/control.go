@@ -68,7 +68,10 @@ type Control struct {
 	// relayedOnTURN names peers whose packets came through a rendezvous's
 	// relay while our route to them is TURN (OnRelayedWhileTURN).
 	relayedOnTURN chan key.Key
-	Dropped       atomic.Uint64 // control packets dropped: unauthenticated, replayed, or queue full
+	// unknownDsts names addresses of the network the data path holds
+	// packets to (members.go).
+	unknownDsts chan netip.Addr
+	Dropped     atomic.Uint64 // control packets dropped: unauthenticated, replayed, or queue full
 	// workers are the goroutines the control plane starts (spawn): the
 	// control goroutine, the network watch, resolvers, TCP dialers and
 	// readers, birthday sockets' and TURN allocations' readers. Stop ends
@@ -108,6 +111,7 @@ type Control struct {
 	netSettle time.Time
 	stun      map[nat.STUNTxID]stunProbe
 	turn      turnRelay // relaying through TURN servers (turn.go)
+	members   members   // the network's members (members.go)
 }
 
 // WireGuard is what the control plane asks of the WireGuard device.
@@ -123,6 +127,10 @@ type WireGuard interface {
 	// SetPeerMTU routes the peer's AllowedIPs with an MTU of mtu (0: the
 	// interface's).
 	SetPeerMTU(peer key.Key, mtu int) error
+	// AddMember adds a member to WireGuard, or replaces its AllowedIPs,
+	// keeping its session; RemoveMember takes it out.
+	AddMember(peer key.Key, allowed []netip.Prefix) error
+	RemoveMember(peer key.Key)
 }
 
 // Host is what the control plane asks of the host's network.
@@ -181,12 +189,13 @@ func New(log *slog.Logger, cfg Config, statePath string, saved State) *Control {
 		pathChecks:         make(chan netip.AddrPort, 16),
 		relayedInitiations: make(chan key.Key, 16),
 		relayedOnTURN:      make(chan key.Key, 16),
+		unknownDsts:        make(chan netip.Addr, 64),
 		done:               make(chan struct{}),
 		stopped:            make(chan struct{}),
 		peers:              make(map[key.Key]*peer),
 		stun:               make(map[nat.STUNTxID]stunProbe),
 	}
-	c.turn.c = c
+	c.turn.c, c.members.c = c, c
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.dial = (&net.Dialer{}).DialContext // Start sets the mark
 	for _, s := range cfg.Servers {
@@ -195,6 +204,7 @@ func New(log *slog.Logger, cfg Config, statePath string, saved State) *Control {
 	for _, pc := range cfg.Peers {
 		c.addPeer(pc)
 	}
+	c.members.configure(cfg, time.Now())
 	return c
 }
 
@@ -236,6 +246,12 @@ func (c *Control) Start(data link.DataPath, wg WireGuard, host Host, mark uint32
 	data.OnMsgSize(c.queuePathCheck)
 	data.OnRelayedInitiation(notify(c.relayedInitiations))
 	data.OnRelayedWhileTURN(notify(c.relayedOnTURN))
+	data.OnUnknownDestination(func(dst netip.Addr) {
+		select {
+		case c.unknownDsts <- dst:
+		default: // looked up soon anyway: the data path holds more for it
+		}
+	})
 	c.netChanged = make(chan struct{}, 1)
 	c.spawn(func() { host.WatchNetwork(c.done, c.netChanged) })
 	c.spawn(c.run)
@@ -273,6 +289,8 @@ func (c *Control) run() {
 			if p := c.peers[k]; p != nil {
 				c.turn.peerLeft(p, time.Now())
 			}
+		case dst := <-c.unknownDsts:
+			c.members.unknownDestination(dst, time.Now())
 		case k := <-c.relayedInitiations:
 			if p := c.peers[k]; p != nil {
 				p.hasNoDirectPath(time.Now())
@@ -362,6 +380,7 @@ func (c *Control) tick(now time.Time) {
 	}
 	c.checkBlocked(now)
 	c.turn.tick(now)
+	c.members.tick(now)
 	for _, p := range c.peers {
 		p.tick(now)
 	}

@@ -31,6 +31,7 @@ type fakeData struct {
 	sent   []sentPacket
 	peers  map[key.Key]*fakePeer
 	relays []netip.AddrPort
+	dsts   map[netip.Addr]bool // AddDestinations, RemoveDestinations
 }
 
 type sentPacket struct {
@@ -73,7 +74,10 @@ func (p *fakePeer) Learn(netip.AddrPort)    {}
 func (p *fakePeer) Activity() link.Activity { return p.activity }
 
 // fakeWireGuard records what the control plane asks of WireGuard.
-type fakeWireGuard struct{ handshakes int }
+type fakeWireGuard struct {
+	handshakes int
+	members    map[key.Key][]netip.Prefix // AddMember, RemoveMember
+}
 
 func (*fakeWireGuard) Repoint(key.Key)               {}
 func (w *fakeWireGuard) HandshakeIfNone(key.Key)     { w.handshakes++ }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/punchtun/punchtun/nat"
 	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel/link"
 )
@@ -55,6 +56,11 @@ type peer struct {
 	// came through the rendezvous's relay (turnRelay.peerLeft); not
 	// before turnOKUntil, when a probe was answered.
 	turnCheckUntil, turnOKUntil time.Time
+
+	// member is its certificate if it is a member of the network
+	// (members.go), memberSince when it was added.
+	member      *cert.Cert
+	memberSince time.Time
 
 	birthday        *birthday // hard side of a birthday round (birthday.go)
 	nextBirthday    time.Time

@@ -90,6 +90,7 @@ func (c *Control) tickServer(s *server, now time.Time) {
 			NAT:        byte(c.mapping),
 			Candidates: nat.LocalCandidates(c.data.Port(), c.iface, c.own),
 			Wants:      c.wants,
+			Cert:       c.members.certBytes(),
 		})
 		s.sentNAT = c.mapping
 	}
@@ -160,6 +161,10 @@ func (c *Control) handleServer(s *server, h wire.Header, m inbound) {
 		t = b.Time
 	case *wire.Relayed:
 		t = b.Time
+	case *wire.LookupMiss:
+		t = b.Time
+	case *wire.Refused:
+		t = b.Time
 	default:
 		c.Dropped.Add(1)
 		return
@@ -176,8 +181,15 @@ func (c *Control) handleServer(s *server, h wire.Header, m inbound) {
 		c.turn.onOffer(b, m.at)
 	case *wire.Relayed:
 		c.turn.onRelayed(b, m.at)
+	case *wire.LookupMiss:
+		c.members.lookupMissed(b, m.at)
+	case *wire.Refused:
+		c.members.refusedUs(s, b)
 	case *wire.Intro:
 		p := c.peers[b.Peer]
+		if b.Cert != nil {
+			p = c.members.intro(b, m.at)
+		}
 		if p == nil {
 			c.Dropped.Add(1)
 			return

@@ -111,6 +111,13 @@ type DataPath interface {
 	// OnRelayedWhileTURN sets what is called, now and then, when a peer's
 	// packets come through a rendezvous's relay while its route is TURN.
 	OnRelayedWhileTURN(f func(peer key.Key))
+	// OnUnknownDestination sets what is called, without blocking, when a
+	// packet to an address of the network that no peer holds is held.
+	OnUnknownDestination(f func(dst netip.Addr))
+	// AddDestinations says a peer now in WireGuard holds addrs: what was
+	// held for them leaves. RemoveDestinations undoes it.
+	AddDestinations(addrs []netip.Addr)
+	RemoveDestinations(addrs []netip.Addr)
 }
 
 // Leads reports whether we, with public key ours, lead the pair with

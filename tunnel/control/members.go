@@ -1,0 +1,294 @@
+package control
+
+import (
+	"net/netip"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/rendezvous/wire/cert"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
+)
+
+// A network's members, on demand. The first packet to an address of the
+// network that no peer holds is held by the data path, which tells us
+// (OnUnknownDestination); we look the address up at the rendezvous, which
+// introduces both members to each other with their certificates. Each
+// side checks the other's certificate itself — signed by our network's
+// key, valid now, for the key that will handshake, addresses clear of the
+// static peers' and of other members' — and only then adds the member to
+// WireGuard (AllowedIPs exactly its certificate's addresses) and to the
+// data path, which sends what it held. From there a member is a peer like
+// any other: punching, relays, TCP and TURN. A member idle for
+// MemberIdle leaves WireGuard again, and comes back on the next packet;
+// one whose certificate expires leaves at that moment.
+
+const (
+	// MemberIdle is how long a member may carry no data before it is let
+	// go: memory follows the members in use, not the network's size.
+	MemberIdle = 5 * time.Minute
+	// lookupRetry spaces the lookups of one address while no answer
+	// comes; lookupTries bounds them.
+	lookupRetry = time.Second
+	lookupTries = 4
+	// missHold is how long an address nobody holds is not asked again.
+	missHold = 2 * time.Second
+	// memberSweep spaces the checks for idle and expired members.
+	memberSweep = 5 * time.Second
+)
+
+// members is the control plane's side of a network.
+type members struct {
+	c       *Control
+	network cert.NetworkKey // zero: no network
+	own     *cert.Cert
+	static  []netip.Prefix // the static peers' AllowedIPs: no member may take them
+	lookups map[netip.Addr]*lookup
+	// refused is why the rendezvous last refused our certificate (0: it
+	// took it).
+	refused   cert.Reason
+	logged    map[key.Key]cert.Reason // refusals logged, per member
+	nextSweep time.Time
+	// Refusals counts the members refused here, by cert.Reason.
+	Refusals [cert.NumReasons]atomic.Uint64
+}
+
+// lookup is a lookup of one address under way.
+type lookup struct {
+	sent   time.Time
+	tries  int
+	missed time.Time // nobody holds it: not asked again until missHold after
+}
+
+// configure takes a config's network; members of another network leave.
+func (m *members) configure(cfg Config, now time.Time) {
+	renewed := m.own != nil && cfg.Cert != nil && !slices.Equal(m.own.Bytes(), cfg.Cert.Bytes())
+	if m.network != cfg.Network {
+		for _, p := range m.c.peers {
+			if p.member != nil {
+				m.evict(p, "the config's network changed")
+			}
+		}
+	}
+	m.network, m.own, m.static = cfg.Network, cfg.Cert, cfg.Static
+	if m.lookups == nil {
+		m.lookups, m.logged = map[netip.Addr]*lookup{}, map[key.Key]cert.Reason{}
+	}
+	if renewed {
+		m.c.log.Info("certificate renewed: registering with it", "valid_until", cfg.Cert.NotAfter)
+		m.c.reregister(now)
+	}
+}
+
+// certBytes is the certificate our registrations carry; nil without one.
+func (m *members) certBytes() []byte {
+	if m.own == nil {
+		return nil
+	}
+	return m.own.Bytes()
+}
+
+// unknownDestination looks dst up: the data path holds a packet to it.
+func (m *members) unknownDestination(dst netip.Addr, now time.Time) {
+	if m.network.IsZero() {
+		return
+	}
+	l := m.lookups[dst]
+	if l != nil && (now.Sub(l.sent) < lookupRetry || now.Sub(l.missed) < missHold) {
+		return
+	}
+	for _, p := range m.c.peers {
+		if p.member != nil && p.member.Holds(dst) {
+			return // held before the data path heard of it
+		}
+	}
+	if l == nil || now.Sub(l.sent) >= lookupRetry*lookupTries {
+		l = &lookup{}
+		m.lookups[dst] = l
+	}
+	m.sendLookup(dst, l, now)
+}
+
+func (m *members) sendLookup(dst netip.Addr, l *lookup, now time.Time) {
+	l.sent, l.tries = now, l.tries+1
+	for _, s := range m.c.servers {
+		if s.reg.Registered() {
+			m.c.sendServer(s, &wire.Lookup{Time: m.c.now(), Addr: dst})
+		}
+	}
+}
+
+// tick retries lookups that had no answer, and lets go of members
+// idle too long or whose certificates expired.
+func (m *members) tick(now time.Time) {
+	for dst, l := range m.lookups {
+		switch {
+		case !l.missed.IsZero():
+			if now.Sub(l.missed) >= missHold {
+				delete(m.lookups, dst)
+			}
+		case l.tries >= lookupTries:
+			delete(m.lookups, dst)
+		case now.Sub(l.sent) >= lookupRetry:
+			m.sendLookup(dst, l, now)
+		}
+	}
+	if now.Before(m.nextSweep) {
+		return
+	}
+	m.nextSweep = now.Add(memberSweep)
+	for _, p := range m.c.peers {
+		switch {
+		case p.member == nil:
+		case !now.Before(p.member.NotAfter):
+			m.evict(p, "its certificate expired")
+		case now.Sub(latest(p.ep.Activity().Data, p.memberSince)) > MemberIdle:
+			m.evict(p, "idle")
+		}
+	}
+}
+
+// lookupMissed: no member holds what we asked.
+func (m *members) lookupMissed(miss *wire.LookupMiss, now time.Time) {
+	if l := m.lookups[miss.Addr]; l != nil {
+		l.missed = now
+		m.c.log.Debug("no member holds the address", "address", miss.Addr)
+	}
+}
+
+// refusedUs: the rendezvous does not take our certificate.
+func (m *members) refusedUs(s *server, r *wire.Refused) {
+	reason := cert.Reason(r.Reason)
+	if m.refused != reason {
+		m.c.log.Warn("the rendezvous refuses this member's certificate: no other member can reach us through it",
+			"rendezvous", s.hostport, "reason", reason.String())
+	}
+	m.refused = reason
+}
+
+// intro takes an introduction that carries a certificate, for a
+// member not yet known or one whose certificate changed; it returns the
+// peer to hand the introduction on to, or nil when refused.
+func (m *members) intro(b *wire.Intro, now time.Time) *peer {
+	p := m.c.peers[b.Peer]
+	if p != nil && (p.member == nil || slices.Equal(p.member.Bytes(), b.Cert)) {
+		return p // a static peer, or a member as we know it
+	}
+	mc, err := m.verify(b.Peer, b.Cert, now)
+	if err != nil {
+		m.refuse(b.Peer, err)
+		if p != nil {
+			m.evict(p, "its new certificate is refused")
+		}
+		return nil
+	}
+	if p != nil {
+		m.setCert(p, mc)
+		return p
+	}
+	p = m.c.newPeer(PeerConfig{Name: mc.Name, Key: mc.Member})
+	p.memberSince = now
+	m.setCert(p, mc)
+	m.c.log.Info("member added", "peer", p.label(), "addresses", mc.Addresses, "valid_until", mc.NotAfter)
+	return p
+}
+
+// verify checks a certificate an introduction carries, as this
+// member sees it: the rendezvous is not trusted with any of it.
+func (m *members) verify(peerKey key.Key, raw []byte, now time.Time) (*cert.Cert, error) {
+	if m.network.IsZero() {
+		return nil, &cert.Error{Reason: cert.OtherNetwork, Detail: "this interface is in no network"}
+	}
+	mc, err := cert.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := mc.Check(m.network, now); err != nil {
+		return nil, err
+	}
+	if mc.Member != peerKey || peerKey == m.c.pub {
+		return nil, &cert.Error{Reason: cert.KeyMismatch, Detail: "for key " + mc.Member.String() + ", introduced as " + peerKey.String()}
+	}
+	for _, a := range mc.Addresses {
+		addr := a.Addr()
+		for _, s := range m.static {
+			if s.Contains(addr) {
+				return nil, &cert.Error{Reason: cert.Overlap, Detail: addr.String() + " is a static peer's (AllowedIPs " + s.String() + ")"}
+			}
+		}
+		for _, own := range m.c.own {
+			if own.Addr() == addr {
+				return nil, &cert.Error{Reason: cert.Overlap, Detail: addr.String() + " is this interface's"}
+			}
+		}
+		for k, p := range m.c.peers {
+			if k != peerKey && p.member != nil && p.member.Holds(addr) {
+				return nil, &cert.Error{Reason: cert.Overlap, Detail: addr.String() + " is member " + p.label() + "'s"}
+			}
+		}
+	}
+	return mc, nil
+}
+
+// refuse counts a refused member and logs it once per reason.
+func (m *members) refuse(k key.Key, err error) {
+	r := cert.ReasonOf(err)
+	m.Refusals[r].Add(1)
+	if m.logged[k] == r {
+		return
+	}
+	if len(m.logged) >= 4096 {
+		clear(m.logged)
+	}
+	m.logged[k] = r
+	m.c.log.Warn("member refused", "peer", k, "reason", r.String(), "err", err)
+}
+
+// setCert puts a verified member into WireGuard and the data path
+// with its certificate's addresses, replacing what it held before.
+func (m *members) setCert(p *peer, mc *cert.Cert) {
+	var old []netip.Addr
+	if p.member != nil {
+		old = memberAddrs(p.member)
+	}
+	p.member, p.name = mc, mc.Name
+	allowed := make([]netip.Prefix, len(mc.Addresses))
+	for i, a := range mc.Addresses {
+		allowed[i] = netip.PrefixFrom(a.Addr(), a.Addr().BitLen())
+	}
+	if err := m.c.wg.AddMember(p.key, allowed); err != nil {
+		m.c.log.Warn("cannot add the member to WireGuard", "peer", p.label(), "err", err)
+	}
+	m.c.data.RemoveDestinations(old)
+	m.c.data.AddDestinations(memberAddrs(mc)) // what was held for it leaves now
+	for _, a := range mc.Addresses {
+		delete(m.lookups, a.Addr())
+	}
+}
+
+// evict lets a member go: from WireGuard, the data path and here.
+func (m *members) evict(p *peer, why string) {
+	m.c.log.Info("member let go", "peer", p.label(), "why", why)
+	p.closeBirthday(true)
+	m.c.data.RemoveDestinations(memberAddrs(p.member))
+	m.c.wg.RemoveMember(p.key)
+	m.c.data.RemovePeer(p.key)
+	delete(m.c.peers, p.key)
+	m.c.turn.setPeers()
+}
+
+func memberAddrs(mc *cert.Cert) []netip.Addr {
+	out := make([]netip.Addr, len(mc.Addresses))
+	for i, a := range mc.Addresses {
+		out[i] = a.Addr()
+	}
+	return out
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,238 @@
+package control
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/punchtun/punchtun/nat"
+	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/rendezvous/wire/cert"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
+)
+
+// The members' parts of the fakes (control_test.go).
+
+func (f *fakeData) OnUnknownDestination(func(netip.Addr)) {}
+func (f *fakeData) AddDestinations(addrs []netip.Addr) {
+	if f.dsts == nil {
+		f.dsts = map[netip.Addr]bool{}
+	}
+	for _, a := range addrs {
+		f.dsts[a] = true
+	}
+}
+func (f *fakeData) RemoveDestinations(addrs []netip.Addr) {
+	for _, a := range addrs {
+		delete(f.dsts, a)
+	}
+}
+func (w *fakeWireGuard) AddMember(peer key.Key, allowed []netip.Prefix) error {
+	if w.members == nil {
+		w.members = map[key.Key][]netip.Prefix{}
+	}
+	w.members[peer] = allowed
+	return nil
+}
+func (w *fakeWireGuard) RemoveMember(peer key.Key) { delete(w.members, peer) }
+
+// memberHarness is the harness as a member of a network, registered.
+type memberHarness struct {
+	*harness
+	net cert.NetworkPrivate
+}
+
+func newMemberHarness(t *testing.T) *memberHarness {
+	t.Helper()
+	h := &memberHarness{harness: newHarness(t)}
+	h.net, _ = cert.NewNetworkPrivate()
+	own := h.sign(h.net, h.c.pub, "self", "100.64.0.1/24", h.now, time.Hour)
+	h.c.own = []netip.Prefix{netip.MustParsePrefix("100.64.0.1/24")}
+	h.c.members.configure(Config{Network: h.net.Public(), Cert: own, Static: []netip.Prefix{netip.MustParsePrefix("100.64.0.200/32")}}, h.now)
+	h.register()
+	return h
+}
+
+func (h *memberHarness) sign(nk cert.NetworkPrivate, member key.Key, name, addr string, from time.Time, d time.Duration) *cert.Cert {
+	h.t.Helper()
+	c, err := cert.Sign(nk, cert.Template{Member: member, Name: name, Addresses: []netip.Prefix{netip.MustParsePrefix(addr)}, NotBefore: from, NotAfter: from.Add(d)})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return c
+}
+
+// introduceMember has the rendezvous introduce member with certificate c.
+func (h *memberHarness) introduceMember(member key.Key, c *cert.Cert) {
+	h.fromRendezvous(&wire.Intro{Time: h.clock.Next(uint64(h.now.UnixNano())), Peer: member,
+		Observed: peerAddr, NAT: byte(nat.MappingEasy), Cert: c.Bytes()})
+}
+
+func (h *memberHarness) wg() *fakeWireGuard { return h.c.wg.(*fakeWireGuard) }
+
+// lookups returns the addresses looked up among what was sent.
+func (h *memberHarness) lookups() []netip.Addr {
+	bodies, _ := h.opened(h.take(), &h.rvShared)
+	var out []netip.Addr
+	for _, b := range bodies {
+		if l, ok := b.(*wire.Lookup); ok {
+			out = append(out, l.Addr)
+		}
+	}
+	return out
+}
+
+func TestMemberRegistersWithCertificate(t *testing.T) {
+	h := newMemberHarness(t)
+	h.c.reregister(h.now)
+	h.c.tick(h.now)
+	bodies, _ := h.opened(h.take(), &h.rvShared)
+	for _, b := range bodies {
+		if r, ok := b.(*wire.Register); ok {
+			if !slices.Equal(r.Cert, h.c.members.own.Bytes()) {
+				t.Fatal("registration without our certificate")
+			}
+			return
+		}
+	}
+	t.Fatal("no registration")
+}
+
+// TestMemberOnDemand: a packet to an unknown address is looked up, retried
+// while unanswered, and given up; an introduction with a certificate our
+// network signed adds the member to WireGuard with exactly its addresses
+// and hands over the held packets; the rendezvous gets no second lookup.
+func TestMemberOnDemand(t *testing.T) {
+	h := newMemberHarness(t)
+	dst := netip.MustParseAddr("100.64.0.7")
+	h.c.members.unknownDestination(dst, h.now)
+	h.c.members.unknownDestination(dst, h.now) // held packets of one flow: one lookup
+	if got := h.lookups(); !slices.Equal(got, []netip.Addr{dst}) {
+		t.Fatalf("lookups %v, want one of %v", got, dst)
+	}
+	h.advance(lookupRetry)
+	if got := h.lookups(); len(got) != 1 {
+		t.Fatalf("no retry after %v: %v", lookupRetry, got)
+	}
+	h.advance(lookupRetry * lookupTries)
+	h.take()
+	h.advance(2 * lookupRetry)
+	if got := h.lookups(); len(got) != 0 {
+		t.Fatalf("still looking up after %d tries: %v", lookupTries, got)
+	}
+
+	m, _ := key.NewPrivate()
+	mc := h.sign(h.net, m.Public(), "m7", "100.64.0.7/24", h.now, time.Hour)
+	h.c.members.unknownDestination(dst, h.now)
+	h.take()
+	h.introduceMember(m.Public(), mc)
+	p := h.c.peers[m.Public()]
+	if p == nil || p.member == nil || p.name != "m7" {
+		t.Fatal("member not added")
+	}
+	if got := h.wg().members[m.Public()]; !slices.Equal(got, []netip.Prefix{netip.MustParsePrefix("100.64.0.7/32")}) {
+		t.Errorf("WireGuard AllowedIPs %v, want exactly the certificate's address", got)
+	}
+	if !h.data.dsts[dst] {
+		t.Error("the data path was not told: held packets stay held")
+	}
+	if slices.Contains(h.c.wants, m.Public()) {
+		t.Error("a member is among the wants: registrations would grow with the network")
+	}
+	// It punches like any peer.
+	if !p.punch.Punching(h.now) {
+		t.Error("not punching to the member")
+	}
+	h.c.members.unknownDestination(dst, h.now.Add(time.Minute))
+	if got := h.lookups(); len(got) != 0 {
+		t.Errorf("looked up a known member: %v", got)
+	}
+}
+
+// TestMemberRefused: what a lying rendezvous may introduce, refused and
+// counted each time, nothing added to WireGuard.
+func TestMemberRefused(t *testing.T) {
+	h := newMemberHarness(t)
+	other, _ := cert.NewNetworkPrivate()
+	m, _ := key.NewPrivate()
+	m2, _ := key.NewPrivate()
+	good := h.sign(h.net, m2.Public(), "m2", "100.64.0.2/24", h.now, time.Hour)
+	h.introduceMember(m2.Public(), good)
+	for _, tc := range []struct {
+		name   string
+		key    key.Key
+		c      *cert.Cert
+		reason cert.Reason
+	}{
+		{"another network's", m.Public(), h.sign(other, m.Public(), "m7", "100.64.0.7/24", h.now, time.Hour), cert.OtherNetwork},
+		{"expired", m.Public(), h.sign(h.net, m.Public(), "m7", "100.64.0.7/24", h.now.Add(-2*time.Hour), time.Hour), cert.Expired},
+		{"not yet valid", m.Public(), h.sign(h.net, m.Public(), "m7", "100.64.0.7/24", h.now.Add(time.Hour), time.Hour), cert.NotYetValid},
+		{"someone else's certificate", m.Public(), good, cert.KeyMismatch},
+		{"our own key", h.c.pub, h.sign(h.net, h.c.pub, "m7", "100.64.0.7/24", h.now, time.Hour), cert.KeyMismatch},
+		{"a static peer's address", m.Public(), h.sign(h.net, m.Public(), "m7", "100.64.0.200/24", h.now, time.Hour), cert.Overlap},
+		{"our address", m.Public(), h.sign(h.net, m.Public(), "m7", "100.64.0.1/24", h.now, time.Hour), cert.Overlap},
+		{"another member's address", m.Public(), h.sign(h.net, m.Public(), "m7", "100.64.0.2/24", h.now, time.Hour), cert.Overlap},
+	} {
+		before := h.c.members.Refusals[tc.reason].Load()
+		h.introduceMember(tc.key, tc.c)
+		if _, in := h.wg().members[tc.key]; in || (tc.key != h.c.pub && h.c.peers[tc.key] != nil) {
+			t.Errorf("%s: added", tc.name)
+		}
+		if h.c.members.Refusals[tc.reason].Load() != before+1 {
+			t.Errorf("%s: not counted as %v", tc.name, tc.reason)
+		}
+	}
+	// Forged: a byte changed after signing.
+	b := good.Bytes()
+	forged := append([]byte(nil), b...)
+	forged[len(forged)-1] ^= 1
+	h.fromRendezvous(&wire.Intro{Time: h.clock.Next(uint64(h.now.UnixNano())), Peer: m.Public(), Observed: peerAddr, Cert: forged})
+	if h.c.peers[m.Public()] != nil || h.c.members.Refusals[cert.BadSignature].Load() != 1 {
+		t.Error("forged certificate not refused")
+	}
+	if len(h.wg().members) != 1 {
+		t.Errorf("WireGuard has %d members, want the one good one", len(h.wg().members))
+	}
+}
+
+func TestMemberIdleAndExpiry(t *testing.T) {
+	h := newMemberHarness(t)
+	a, _ := key.NewPrivate()
+	b, _ := key.NewPrivate()
+	h.introduceMember(a.Public(), h.sign(h.net, a.Public(), "a", "100.64.0.2/24", h.now, time.Hour))
+	h.introduceMember(b.Public(), h.sign(h.net, b.Public(), "b", "100.64.0.3/24", h.now, MemberIdle/2))
+	// a carries data now and then; b none, and its certificate expires first.
+	for end := h.now.Add(MemberIdle + time.Minute); h.now.Before(end); {
+		h.data.peers[a.Public()].activity.Data = h.now
+		h.advance(time.Minute)
+	}
+	if h.c.peers[a.Public()] == nil {
+		t.Error("a member in use was let go")
+	}
+	if h.c.peers[b.Public()] != nil || h.wg().members[b.Public()] != nil || h.data.dsts[netip.MustParseAddr("100.64.0.3")] {
+		t.Error("the member whose certificate expired is still there")
+	}
+	h.advance(MemberIdle + memberSweep + time.Second)
+	if h.c.peers[a.Public()] != nil || h.wg().members[a.Public()] != nil {
+		t.Error("an idle member was kept")
+	}
+	// Static peers are never let go for idling.
+	if h.peer() == nil {
+		t.Error("the static peer was let go")
+	}
+}
+
+// TestMemberRenewal: a new certificate of a known member (its renewal,
+// as an introduction carries it) replaces the old without dropping it.
+func TestMemberRenewal(t *testing.T) {
+	h := newMemberHarness(t)
+	a, _ := key.NewPrivate()
+	h.introduceMember(a.Public(), h.sign(h.net, a.Public(), "a", "100.64.0.2/24", h.now, time.Hour))
+	p := h.c.peers[a.Public()]
+	renewed := h.sign(h.net, a.Public(), "a", "100.64.0.2/24", h.now, 48*time.Hour)
+	h.introduceMember(a.Public(), renewed)
+	if h.c.peers[a.Public()] != p || !p.member.NotAfter.Equal(renewed.NotAfter) {
+		t.Error("renewal did not replace the certificate in place")
+	}
+}
