@@ -41,7 +41,7 @@ const (
 // MaxControlLen is the longest control message a peer can have a reason to
 // send: a registration with the most candidates and wanted keys. Longer
 // ones are dropped before any work is spent on them.
-const MaxControlLen = wire.Overhead + 8 + 1 + 1 + wire.MaxCandidates*18 + 2 + wire.MaxWants*key.Len + 2 + wire.MaxCert
+const MaxControlLen = wire.Overhead + 8 + 1 + 1 + wire.MaxCandidates*18 + 2 + wire.MaxWants*key.Len + 32 + 2 + wire.MaxCert
 
 // limiter is a table of token buckets, one per K, bounded to max entries.
 // A bucket holds up to burst tokens and gains rate per second; a bucket

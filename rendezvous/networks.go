@@ -59,7 +59,7 @@ type membership struct {
 // checkCert parses and verifies a registration's certificate, outside the
 // server's lock: a signature check costs about 50 µs. A certificate the
 // registration already holds is not verified again, only its validity.
-func (s *Server) checkCert(sender key.Key, raw []byte, now time.Time) (*cert.Cert, error) {
+func (s *Server) checkCert(sender key.Key, network cert.NetworkKey, raw []byte, now time.Time) (*cert.Cert, error) {
 	s.mu.RLock()
 	var held *cert.Cert
 	if reg := s.peers[sender]; reg != nil && reg.member != nil && bytes.Equal(reg.member.cert.Bytes(), raw) {
@@ -67,28 +67,31 @@ func (s *Server) checkCert(sender key.Key, raw []byte, now time.Time) (*cert.Cer
 	}
 	s.mu.RUnlock()
 	if held != nil {
-		return s.checkParsed(sender, held, now)
+		return s.checkParsed(sender, network, held, now)
 	}
-	return s.checkCertLocked(sender, raw, now)
+	return s.checkCertLocked(sender, network, raw, now)
 }
 
 // checkCertLocked is checkCert without a look at what is held, for
 // callers that hold s.mu (Load).
-func (s *Server) checkCertLocked(sender key.Key, raw []byte, now time.Time) (*cert.Cert, error) {
+func (s *Server) checkCertLocked(sender key.Key, network cert.NetworkKey, raw []byte, now time.Time) (*cert.Cert, error) {
 	c, err := cert.Parse(raw)
 	if err != nil {
 		return nil, err
 	}
-	return s.checkParsed(sender, c, now)
+	return s.checkParsed(sender, network, c, now)
 }
 
-// checkParsed checks a parsed certificate against the allow-list, the
-// clock and the sender.
-func (s *Server) checkParsed(sender key.Key, c *cert.Cert, now time.Time) (*cert.Cert, error) {
+// checkParsed checks a parsed certificate against the network the member
+// named, the allow-list, the clock and the sender.
+func (s *Server) checkParsed(sender key.Key, network cert.NetworkKey, c *cert.Cert, now time.Time) (*cert.Cert, error) {
+	if c.Network != network {
+		return nil, &cert.Error{Reason: cert.OtherNetwork, Detail: "signed by network " + c.Network.String() + ", registered for " + network.String()}
+	}
 	if s.allowNetworks != nil && !s.allowNetworks[c.Network] {
 		return nil, &cert.Error{Reason: cert.OtherNetwork, Detail: "this rendezvous does not serve network " + c.Network.String()}
 	}
-	if err := c.Check(c.Network, now); err != nil {
+	if err := c.Check(network, now); err != nil {
 		return nil, err
 	}
 	if c.Member != sender {

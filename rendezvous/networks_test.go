@@ -35,7 +35,26 @@ func certFor(t *testing.T, nk cert.NetworkPrivate, member key.Key, name, addr st
 // server sent after the ack: nil, or a Refused.
 func (c *client) registerMember(certificate []byte) *wire.Refused {
 	c.t.Helper()
-	c.send(&wire.Register{Time: c.now(), Candidates: []netip.AddrPort{netip.MustParseAddrPort("192.168.1.2:51820")}, Cert: certificate})
+	network := [32]byte{}
+	if parsed, err := cert.Parse(certificate); err == nil {
+		network = parsed.Network
+	} else if len(certificate) > 33 {
+		copy(network[:], certificate[1:33]) // as it names it, for a forged one
+	}
+	c.registerIn(network, certificate)
+	return c.refusal()
+}
+
+// registerIn registers c as a member of network with certificate.
+func (c *client) registerIn(network [32]byte, certificate []byte) {
+	c.t.Helper()
+	c.send(&wire.Register{Time: c.now(), Candidates: []netip.AddrPort{netip.MustParseAddrPort("192.168.1.2:51820")}, Network: network, Cert: certificate})
+}
+
+// refusal reads the ack of a registration and returns the Refused that
+// follows it, if any.
+func (c *client) refusal() *wire.Refused {
+	c.t.Helper()
 	if _, ok := c.recv(2 * time.Second).(*wire.RegisterAck); !ok {
 		c.t.Fatal("no register ack")
 	}
@@ -171,6 +190,12 @@ func TestMembersRefused(t *testing.T) {
 		if got := s.Stats.Refused[tc.want].Load(); got == 0 {
 			t.Errorf("%s: not counted", tc.name)
 		}
+	}
+	// A certificate of another network than the one it registers for.
+	liar := newClient(t, addr, pub)
+	liar.registerIn(nk.Public(), certFor(t, other, liar.pub(), "m9", "100.64.0.9/24", now, time.Hour))
+	if r := liar.refusal(); r == nil || cert.Reason(r.Reason) != cert.OtherNetwork {
+		t.Errorf("another network's certificate: refused %+v, want other-network", r)
 	}
 	// Another network's members do not meet the first's.
 	o := newClient(t, addr, pub)

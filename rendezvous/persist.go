@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/rendezvous/wire/statefile"
 )
@@ -124,8 +125,10 @@ func (s *Server) Load(path string, conns []*net.UDPConn) (int, error) {
 		if sr.Cert != nil {
 			// Verified again: the file is not trusted with membership.
 			// One that fails now registers without it until its refresh.
-			if c, err := s.checkCertLocked(sr.Key, sr.Cert, now); err == nil {
-				s.join(sr.Key, reg, c)
+			if c, err := cert.Parse(sr.Cert); err == nil {
+				if c, err = s.checkParsed(sr.Key, c.Network, c, now); err == nil {
+					s.join(sr.Key, reg, c)
+				}
 			}
 		}
 		s.peers[sr.Key] = reg

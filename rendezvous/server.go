@@ -334,7 +334,7 @@ func (s *Server) apply(l link, h wire.Header, b []byte, src netip.AddrPort, shar
 		certErr error
 	)
 	if reg, ok := body.(*wire.Register); ok && reg.Cert != nil {
-		member, certErr = s.checkCert(h.Sender, reg.Cert, time.Now())
+		member, certErr = s.checkCert(h.Sender, cert.NetworkKey(reg.Network), reg.Cert, time.Now())
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"reflect"
 	"slices"
@@ -64,7 +65,18 @@ func (t *Tunnel) Reload(cfg *config.Config) error {
 		return fmt.Errorf("peers reloaded, but the interface was not fully reconfigured: %w", err)
 	}
 	t.log.Info("config reloaded", "peers", len(cfg.Peers), "rendezvous", len(cfg.Interface.Rendezvous))
+	warnCertificate(t.log, cfg)
 	return nil
+}
+
+// warnCertificate says when the other members will not take this
+// interface's certificate: it still runs, for its static peers.
+func warnCertificate(log *slog.Logger, cfg *config.Config) {
+	if err := cfg.Interface.CertificateProblem(time.Now()); err != nil {
+		log.Warn("the network's members will refuse this interface's certificate: it reaches none of them", "err", err)
+	} else if c := cfg.Interface.Certificate; c != nil {
+		log.Info("member of the network", "network", cfg.Interface.Network, "name", c.Name, "valid_until", c.NotAfter)
+	}
 }
 
 // checkLive refuses what a running interface cannot change.

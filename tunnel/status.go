@@ -1,10 +1,13 @@
 package tunnel
 
 import (
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/punchtun/punchtun/nat"
 	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel/control"
 )
 
@@ -25,6 +28,19 @@ type Status struct {
 	RelayedBytes map[string]ByteCounts `json:"relayed_bytes"`
 	// TURN is our allocation on a TURN server, while there is one.
 	TURN *TURNStatus `json:"turn,omitempty"`
+	// Network is the network this interface is a member of.
+	Network *NetworkStatus `json:"network,omitempty"`
+}
+
+// NetworkStatus is this interface's membership.
+type NetworkStatus struct {
+	Key        string `json:"key"`         // the network's public key
+	Name       string `json:"name"`        // our certificate's name
+	ValidUntil string `json:"valid_until"` // our certificate's expiry, RFC 3339
+	// Refused is why the rendezvous refuses our certificate, if it does:
+	// bad-signature, other-network, expired, not-yet-valid, key-mismatch,
+	// overlap, malformed, network-full.
+	Refused string `json:"refused,omitempty"`
 }
 
 // ByteCounts are bytes sent and received.
@@ -73,6 +89,11 @@ type PeerStatus struct {
 	// KeepaliveSeconds is how often an idle direct path is probed, as
 	// learned from the NATs on it (nat.HeartbeatInterval).
 	KeepaliveSeconds float64 `json:"keepalive_s,omitempty"`
+	// For a member of the network, found on demand: its addresses and
+	// its certificate's expiry (RFC 3339).
+	Member     bool     `json:"member,omitempty"`
+	Addresses  []string `json:"addresses,omitempty"`
+	ValidUntil string   `json:"valid_until,omitempty"`
 }
 
 // Status reports the interface's state now.
@@ -108,35 +129,57 @@ func (t *Tunnel) Status() (*Status, error) {
 		}
 		st.Rendezvous = append(st.Rendezvous, rs)
 	}
-	for _, p := range cfg.Peers {
-		w := wg[p.PublicKey]
-		ps := PeerStatus{
-			Name:      p.Name,
-			PublicKey: p.PublicKey.String(),
-			Path:      nat.PathNone.String(),
-			RxBytes:   w.rx,
-			TxBytes:   w.tx,
-		}
-		if !w.handshake.IsZero() {
-			ps.LastHandshake = w.handshake.UTC().Format(time.RFC3339)
-		}
-		if pv, ok := v.Peers[p.PublicKey]; ok {
-			ps.Path, ps.NAT, ps.History = pv.Path, pv.NAT.String(), pv.History
-			ps.Probing, ps.PathMTU, ps.MTU = pv.Probing, pv.PathMTU, pv.MTU
-			if pv.Route.IsValid() {
-				ps.Endpoint = pv.Route.String()
-			}
-			ps.Reason, ps.Via = pv.Reason, pv.Via
-			if pv.Heartbeat > 0 {
-				ps.RTTMillis = float64(pv.RTT.Microseconds()) / 1000
-				ps.KeepaliveSeconds = pv.Heartbeat.Seconds()
-				st.IdlePacketsPerMinute += 2 * float64(time.Minute) / float64(pv.Heartbeat)
-			}
-		} else if w.endpoint.IsValid() && !w.handshake.IsZero() {
-			// A peer with a fixed Endpoint: plain WireGuard, no probes, so no RTT.
-			ps.Path, ps.Endpoint = nat.KindOf(w.endpoint).String(), w.endpoint.String()
-		}
-		st.Peers = append(st.Peers, ps)
+	if c := cfg.Interface.Certificate; c != nil {
+		st.Network = &NetworkStatus{Key: cfg.Interface.Network.String(), Name: c.Name,
+			ValidUntil: c.NotAfter.UTC().Format(time.RFC3339), Refused: v.Refused}
 	}
+	for _, p := range cfg.Peers {
+		st.Peers = append(st.Peers, peerStatus(p.Name, p.PublicKey, wg[p.PublicKey], v, &st.IdlePacketsPerMinute))
+	}
+	var members []PeerStatus
+	for k, pv := range v.Peers {
+		if c := pv.Member; c != nil {
+			ps := peerStatus(c.Name, k, wg[k], v, &st.IdlePacketsPerMinute)
+			ps.Member, ps.ValidUntil = true, c.NotAfter.UTC().Format(time.RFC3339)
+			for _, a := range c.Addresses {
+				ps.Addresses = append(ps.Addresses, a.Addr().String())
+			}
+			members = append(members, ps)
+		}
+	}
+	slices.SortFunc(members, func(a, b PeerStatus) int { return strings.Compare(a.Name, b.Name) })
+	st.Peers = append(st.Peers, members...)
 	return st, nil
+}
+
+// peerStatus is one peer's status, from WireGuard's counters and the
+// control plane's view; its heartbeat adds to idle.
+func peerStatus(name string, k key.Key, w wgPeer, v *control.View, idle *float64) PeerStatus {
+	ps := PeerStatus{
+		Name:      name,
+		PublicKey: k.String(),
+		Path:      nat.PathNone.String(),
+		RxBytes:   w.rx,
+		TxBytes:   w.tx,
+	}
+	if !w.handshake.IsZero() {
+		ps.LastHandshake = w.handshake.UTC().Format(time.RFC3339)
+	}
+	if pv, ok := v.Peers[k]; ok {
+		ps.Path, ps.NAT, ps.History = pv.Path, pv.NAT.String(), pv.History
+		ps.Probing, ps.PathMTU, ps.MTU = pv.Probing, pv.PathMTU, pv.MTU
+		if pv.Route.IsValid() {
+			ps.Endpoint = pv.Route.String()
+		}
+		ps.Reason, ps.Via = pv.Reason, pv.Via
+		if pv.Heartbeat > 0 {
+			ps.RTTMillis = float64(pv.RTT.Microseconds()) / 1000
+			ps.KeepaliveSeconds = pv.Heartbeat.Seconds()
+			*idle += 2 * float64(time.Minute) / float64(pv.Heartbeat)
+		}
+	} else if w.endpoint.IsValid() && !w.handshake.IsZero() {
+		// A peer with a fixed Endpoint: plain WireGuard, no probes, so no RTT.
+		ps.Path, ps.Endpoint = nat.KindOf(w.endpoint).String(), w.endpoint.String()
+	}
+	return ps
 }

@@ -230,6 +230,7 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 	t.closers = append(t.closers, func() { osnet.RunDownHooks(t.log, "PreDown", t.name, t.config().Interface.PreDown) })
 	t.log.Info("interface up", "interface", t.name, "public_key", cfg.Interface.PrivateKey.Public(),
 		"listen_port", t.ListenPort(), "addresses", cfg.Interface.Addresses, "mtu", mtu)
+	warnCertificate(t.log, cfg)
 	return t, nil
 }
 

@@ -9,14 +9,19 @@ import (
 
 // Membership on the wire (the networks of package wire/cert).
 //
-// A member's Register ends with its certificate, and an Intro of a member
-// with the introduced member's certificate, each as
+// A member's Register ends with the network it says it is a member of and
+// its certificate, and an Intro of a member with the introduced member's
+// certificate:
 //
-//	length (2) | certificate (1..MaxCert bytes, cert's binary encoding)
+//	Register: ... | network public key (32) | certificate
+//	Intro:    ... | certificate
+//	certificate = length (2) | 1..MaxCert bytes, cert's binary encoding
 //
-// Absent (the body ends before it) means no certificate: the messages of
-// peers without a network are byte for byte what they were. A length of 0
-// or over MaxCert is an error. The rendezvous and the peers parse and
+// Absent (the body ends before it) means no network: the messages of peers
+// without one are byte for byte what they were. A length of 0 or over
+// MaxCert is an error. The network is sent apart from the certificate so
+// that a member with a certificate of another network than its config's
+// is refused as such, not taken for a member of that other network. The rendezvous and the peers parse and
 // verify the certificate themselves (cert.Parse); this package only
 // bounds it.
 //
@@ -151,6 +156,11 @@ func (r *reader) optionalCert() []byte {
 	if r.err != nil || len(r.b) == 0 {
 		return nil
 	}
+	return r.certificate()
+}
+
+// certificate reads a certificate's length and bytes.
+func (r *reader) certificate() []byte {
 	n := int(r.uint16())
 	if r.err == nil && (n == 0 || n > MaxCert) {
 		r.err = fmt.Errorf("wire: certificate of %d bytes, want 1 to %d", n, MaxCert)

@@ -219,7 +219,9 @@ type Register struct {
 	NAT        byte             // the peer's NAT mapping, a nat.Mapping, passed on to its peers
 	Candidates []netip.AddrPort // the peer's local addresses with its socket's port
 	Wants      []key.Key        // the peers in its config that it needs introduced
-	Cert       []byte           // a member's certificate (member.go); nil for none
+	// A member's network and certificate (member.go); nil Cert for none.
+	Network [32]byte
+	Cert    []byte
 }
 
 // RegisterAck confirms a registration and tells the peer the endpoint the
@@ -289,7 +291,10 @@ func (m *Register) Append(b []byte) []byte {
 	for _, k := range m.Wants {
 		b = append(b, k[:]...)
 	}
-	return appendCert(b, m.Cert)
+	if m.Cert == nil {
+		return b
+	}
+	return appendCert(append(b, m.Network[:]...), m.Cert)
 }
 
 func (m *RegisterAck) Append(b []byte) []byte {
@@ -338,7 +343,10 @@ func Parse(t Type, body []byte) (Body, error) {
 		for i := 0; i < n && r.err == nil; i++ {
 			reg.Wants = append(reg.Wants, r.key())
 		}
-		reg.Cert = r.optionalCert()
+		if len(r.b) > 0 {
+			r.read(reg.Network[:])
+			reg.Cert = r.certificate()
+		}
 		m = reg
 	case TypeRegisterAck:
 		m = &RegisterAck{Time: r.uint64(), Observed: r.addrPort(), Flags: r.byte()}

@@ -34,7 +34,7 @@ var samples = []Body{
 	&TURNOffer{Time: 8},
 	&Relayed{Time: 9, Peer: key.Key{3}, Addr: netip.MustParseAddrPort("203.0.113.20:49152")},
 	&Relayed{Time: 10, Peer: key.Key{4}},
-	&Register{Time: 11, Wants: []key.Key{{1}}, Cert: bytes.Repeat([]byte{0xc}, 200)},
+	&Register{Time: 11, Wants: []key.Key{{1}}, Network: [32]byte{5}, Cert: bytes.Repeat([]byte{0xc}, 200)},
 	&Intro{Time: 12, Peer: key.Key{7}, Observed: netip.MustParseAddrPort("203.0.113.22:1"), Cert: []byte{1}},
 	&Lookup{Time: 13, Addr: netip.MustParseAddr("100.64.0.7")},
 	&Lookup{Time: 14, Addr: netip.MustParseAddr("fd00::7")},
@@ -137,7 +137,7 @@ func TestParseRejectsBadBodies(t *testing.T) {
 	}
 	reg := (&Register{Time: 1}).Append(nil)
 	for _, n := range []int{0, MaxCert + 1} {
-		tail := append(bytes.Clone(reg), byte(n>>8), byte(n))
+		tail := append(append(bytes.Clone(reg), make([]byte, 32)...), byte(n>>8), byte(n))
 		if _, err := Parse(TypeRegister, append(tail, make([]byte, n)...)); err == nil {
 			t.Errorf("certificate of %d bytes accepted", n)
 		}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 )
@@ -60,10 +61,12 @@ func (c *Config) loadCertificateFile(file string, pos *positions) error {
 	return nil
 }
 
-// validateNetwork checks the membership keys against each other and
-// against Address, and fills in Address and Name from the certificate.
-// Whether the certificate is valid now is the tunnel's to say (a warning:
-// an expired one still brings up the static peers).
+// validateNetwork checks the membership keys against Address, and fills
+// in Address and Name from the certificate. A certificate that the
+// rendezvous and the other members will refuse — another network's,
+// another key's, expired or not yet valid — is no error here: the
+// interface still comes up for its static peers, and warns
+// (CertificateProblem); the rendezvous says why it refuses.
 func (c *Config) validateNetwork(file string, pos *positions) error {
 	in := &c.Interface
 	errAt := func(k, format string, args ...any) error {
@@ -80,12 +83,6 @@ func (c *Config) validateNetwork(file string, pos *positions) error {
 		return errAt("Network", "members find each other through a rendezvous: add Rendezvous and RendezvousKey")
 	}
 	ct := in.Certificate
-	if ct.Network != in.Network {
-		return errAt(certKey(in), "signed by network %s, not the Network of this config", ct.Network)
-	}
-	if self := in.PrivateKey.Public(); ct.Member != self {
-		return errAt(certKey(in), "for the key %s, not this interface's PrivateKey (whose public key is %s)", ct.Member, self)
-	}
 	if len(in.Addresses) == 0 {
 		in.Addresses = slices.Clone(ct.Addresses)
 	}
@@ -98,6 +95,20 @@ func (c *Config) validateNetwork(file string, pos *positions) error {
 		in.Name = ct.Name
 	}
 	return nil
+}
+
+// CertificateProblem says why the other members will not take this
+// interface's certificate at now, or nil: signed by another network than
+// Network, for another key than PrivateKey's, expired or not yet valid.
+func (in *Interface) CertificateProblem(now time.Time) error {
+	ct := in.Certificate
+	if ct == nil {
+		return nil
+	}
+	if self := in.PrivateKey.Public(); ct.Member != self {
+		return &cert.Error{Reason: cert.KeyMismatch, Detail: "for the key " + ct.Member.String() + ", not this interface's " + self.String()}
+	}
+	return ct.Check(in.Network, now)
 }
 
 // certKey is the key the certificate came from, for errors.

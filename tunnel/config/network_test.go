@@ -76,8 +76,6 @@ func TestNetworkMember(t *testing.T) {
 
 func TestNetworkErrors(t *testing.T) {
 	nk, c := memberCert(t, alicePriv, "100.64.0.1/24")
-	other, _ := memberCert(t, alicePriv, "100.64.0.1/24")
-	bobs := signMember(t, nk, "oK56DE9Ue9zK76rAc8pBl6opph+1v36lm7cXXsQKrQM=", "100.64.0.2/24")
 	net := "Network = " + nk.Public().String() + "\n"
 	crt := "Certificate = " + c.Text() + "\n"
 	for _, tc := range []struct {
@@ -87,8 +85,6 @@ func TestNetworkErrors(t *testing.T) {
 	}{
 		{"certificate without network", memberHead + crt, 5, "Certificate", "needs Network"},
 		{"network without certificate", memberHead + net, 5, "Network", "needs this member's Certificate"},
-		{"another network's", memberHead + "Network = " + other.Public().String() + "\n" + crt, 6, "Certificate", "not the Network of this config"},
-		{"another member's", memberHead + net + "Certificate = " + bobs.Text() + "\n", 6, "Certificate", "not this interface's PrivateKey"},
 		{"address not in it", memberHead + "Address = 100.64.0.9/24\n" + net + crt, 5, "Address", "100.64.0.9 is not in this member's certificate"},
 		{"no rendezvous", "[Interface]\nPrivateKey = {alice}\n" + net + crt, 3, "Network", "through a rendezvous"},
 		{"not a certificate", memberHead + net + "Certificate = AAAA\n", 6, "Certificate", "certificate"},
@@ -100,6 +96,36 @@ func TestNetworkErrors(t *testing.T) {
 		e, ok := err.(*Error)
 		if !ok || e.Line != tc.line || e.Key != tc.key || !strings.Contains(e.Msg, tc.msg) {
 			t.Errorf("%s: got %v, want m.conf:%d: %s: …%s…", tc.name, err, tc.line, tc.key, tc.msg)
+		}
+	}
+}
+
+// TestCertificateProblem: what the rendezvous will refuse comes up, with
+// the reason, instead of failing the config.
+func TestCertificateProblem(t *testing.T) {
+	nk, c := memberCert(t, alicePriv, "100.64.0.1/24")
+	other, _ := memberCert(t, alicePriv, "100.64.0.1/24")
+	bobs := signMember(t, nk, "oK56DE9Ue9zK76rAc8pBl6opph+1v36lm7cXXsQKrQM=", "100.64.0.1/24")
+	for _, tc := range []struct {
+		name    string
+		network cert.NetworkKey
+		c       *cert.Cert
+		at      time.Time
+		want    cert.Reason
+	}{
+		{"valid", nk.Public(), c, time.Now(), 0},
+		{"another network's", other.Public(), c, time.Now(), cert.OtherNetwork},
+		{"another key's", nk.Public(), bobs, time.Now(), cert.KeyMismatch},
+		{"expired", nk.Public(), c, time.Now().Add(2 * time.Hour), cert.Expired},
+	} {
+		conf := expand(memberHead) + "Network = " + tc.network.String() + "\nCertificate = " + tc.c.Text() + "\n"
+		cfg, err := Parse("m.conf", strings.NewReader(conf))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		err = cfg.Interface.CertificateProblem(tc.at)
+		if tc.want == 0 && err != nil || tc.want != 0 && cert.ReasonOf(err) != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
 		}
 	}
 }

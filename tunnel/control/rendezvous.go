@@ -90,6 +90,7 @@ func (c *Control) tickServer(s *server, now time.Time) {
 			NAT:        byte(c.mapping),
 			Candidates: nat.LocalCandidates(c.data.Port(), c.iface, c.own),
 			Wants:      c.wants,
+			Network:    c.members.network,
 			Cert:       c.members.certBytes(),
 		})
 		s.sentNAT = c.mapping

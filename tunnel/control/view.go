@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/punchtun/punchtun/nat"
+	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
@@ -18,6 +19,9 @@ type View struct {
 	Servers []ServerView
 	Peers   map[key.Key]PeerView
 	TURN    *TURNView // our allocation, while there is one
+	// Refused is why the rendezvous refuses our certificate ("" when it
+	// takes it, or there is none).
+	Refused string
 }
 
 // ServerView is one rendezvous.
@@ -42,6 +46,8 @@ type PeerView struct {
 	// On a direct path: its round trip and the heartbeat that keeps it.
 	RTT       time.Duration
 	Heartbeat time.Duration
+	// Member is its certificate, for a member of the network.
+	Member *cert.Cert
 }
 
 // TURNView is our allocation on a TURN server.
@@ -76,7 +82,11 @@ func (c *Control) publish(now time.Time) {
 		} else if path := p.punch.Path(); path.Addr.IsValid() {
 			pv.RTT, pv.Heartbeat = path.RTT, p.punch.Heartbeat()
 		}
+		pv.Member = p.member
 		v.Peers[k] = pv
+	}
+	if r := c.members.refused; r != 0 {
+		v.Refused = r.String()
 	}
 	if a := c.turn.alloc; a != nil {
 		v.TURN = &TURNView{Server: a.URI(), Relayed: a.Addr().String()}
