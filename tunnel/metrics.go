@@ -14,6 +14,7 @@ type Collector struct {
 
 	natMapping, registered, relayed               *prometheus.Desc
 	path, peerNAT, handshake, rx, tx, rtt, status *prometheus.Desc
+	members, refusals, certLeft                   *prometheus.Desc
 }
 
 // NewCollector returns a Collector of t. Register it with a
@@ -37,12 +38,17 @@ func NewCollector(t *Tunnel) *Collector {
 		tx:        desc("peer_transmit_bytes_total", "Bytes sent to the peer, as WireGuard counts them.", peer...),
 		rtt:       desc("peer_rtt_seconds", "Round-trip time of the path's probes; absent while unknown (relayed or fixed-endpoint peers).", peer...),
 		status:    desc("interface_up", "1 if the interface's status could be read; 0, and no other series, if not.", "interface"),
+		members:   desc("interface_members", "Members of the network in WireGuard now (found on demand).", "interface"),
+		refusals: desc("interface_member_refusals_total", "Members refused by this interface, by reason: bad-signature, other-network, expired, not-yet-valid, key-mismatch, overlap, malformed.",
+			"interface", "reason"),
+		certLeft: desc("interface_certificate_seconds_left", "Seconds until this member's certificate expires (negative once it has).", "interface"),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.natMapping, c.registered, c.relayed, c.path, c.peerNAT, c.handshake, c.rx, c.tx, c.rtt, c.status} {
+	for _, d := range []*prometheus.Desc{c.natMapping, c.registered, c.relayed, c.path, c.peerNAT, c.handshake, c.rx, c.tx, c.rtt, c.status,
+		c.members, c.refusals, c.certLeft} {
 		ch <- d
 	}
 }
@@ -71,6 +77,15 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for relay, n := range st.RelayedBytes {
 		ch <- prometheus.MustNewConstMetric(c.relayed, prometheus.CounterValue, float64(n.Tx), st.Interface, relay, "tx")
 		ch <- prometheus.MustNewConstMetric(c.relayed, prometheus.CounterValue, float64(n.Rx), st.Interface, relay, "rx")
+	}
+	if n := st.Network; n != nil {
+		gauge(c.members, float64(n.Members), st.Interface)
+		for reason, count := range n.Refusals {
+			ch <- prometheus.MustNewConstMetric(c.refusals, prometheus.CounterValue, float64(count), st.Interface, reason)
+		}
+		if until, err := time.Parse(time.RFC3339, n.ValidUntil); err == nil {
+			gauge(c.certLeft, time.Until(until).Seconds(), st.Interface)
+		}
 	}
 	for _, p := range st.Peers {
 		labels := []string{st.Interface, p.PublicKey, p.Name}

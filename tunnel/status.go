@@ -41,6 +41,13 @@ type NetworkStatus struct {
 	// bad-signature, other-network, expired, not-yet-valid, key-mismatch,
 	// overlap, malformed, network-full.
 	Refused string `json:"refused,omitempty"`
+	// Members is how many members are in WireGuard now; Refusals counts
+	// the members refused here (introduced with a certificate that does
+	// not check out), by reason; HeldDropped the packets held for a
+	// member not yet found and let go.
+	Members     int               `json:"members"`
+	Refusals    map[string]uint64 `json:"refusals"`
+	HeldDropped uint64            `json:"held_dropped"`
 }
 
 // ByteCounts are bytes sent and received.
@@ -131,7 +138,8 @@ func (t *Tunnel) Status() (*Status, error) {
 	}
 	if c := cfg.Interface.Certificate; c != nil {
 		st.Network = &NetworkStatus{Key: cfg.Interface.Network.String(), Name: c.Name,
-			ValidUntil: c.NotAfter.UTC().Format(time.RFC3339), Refused: v.Refused}
+			ValidUntil: c.NotAfter.UTC().Format(time.RFC3339), Refused: v.Refused,
+			Refusals: t.ctl.MemberRefusals(), HeldDropped: t.bind.HeldDropped()}
 	}
 	for _, p := range cfg.Peers {
 		st.Peers = append(st.Peers, peerStatus(p.Name, p.PublicKey, wg[p.PublicKey], v, &st.IdlePacketsPerMinute))
@@ -149,6 +157,9 @@ func (t *Tunnel) Status() (*Status, error) {
 	}
 	slices.SortFunc(members, func(a, b PeerStatus) int { return strings.Compare(a.Name, b.Name) })
 	st.Peers = append(st.Peers, members...)
+	if st.Network != nil {
+		st.Network.Members = len(members)
+	}
 	return st, nil
 }
 

@@ -193,7 +193,11 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 	}
 	if cfg.Interface.Domain != "" {
 		// The host's resolvers before DNS = replaces them.
-		t.names, err = names.Start(t.log, cfg, names.UpstreamResolvers("/etc/resolv.conf", cfg.Interface.Addresses))
+		var members names.Members // the member names the config lacks
+		if cfg.Interface.Certificate != nil {
+			members = t.ctl
+		}
+		t.names, err = names.Start(t.log, cfg, names.UpstreamResolvers("/etc/resolv.conf", cfg.Interface.Addresses), members)
 		if err != nil {
 			return nil, err
 		}

@@ -36,6 +36,8 @@ const (
 	missHold = 2 * time.Second
 	// memberSweep spaces the checks for idle and expired members.
 	memberSweep = 5 * time.Second
+	// maxNameLookups bounds the names looked up at once for DNS.
+	maxNameLookups = 64
 )
 
 // members is the control plane's side of a network.
@@ -45,6 +47,8 @@ type members struct {
 	own     *cert.Cert
 	static  []netip.Prefix // the static peers' AllowedIPs: no member may take them
 	lookups map[netip.Addr]*lookup
+	// names are the lookups by name that DNS questions wait for.
+	names map[string]*nameLookup
 	// refused is why the rendezvous last refused our certificate (0: it
 	// took it).
 	refused   cert.Reason
@@ -52,6 +56,16 @@ type members struct {
 	nextSweep time.Time
 	// Refusals counts the members refused here, by cert.Reason.
 	Refusals [cert.NumReasons]atomic.Uint64
+}
+
+// MemberRefusals counts the members this interface refused, by reason
+// (cert.Reason as index). It may be called from any goroutine.
+func (c *Control) MemberRefusals() map[string]uint64 {
+	out := map[string]uint64{}
+	for r := cert.Reason(1); r < cert.NumReasons; r++ {
+		out[r.String()] = c.members.Refusals[r].Load()
+	}
+	return out
 }
 
 // lookup is a lookup of one address under way.
@@ -73,7 +87,7 @@ func (m *members) configure(cfg Config, now time.Time) {
 	}
 	m.network, m.own, m.static = cfg.Network, cfg.Cert, cfg.Static
 	if m.lookups == nil {
-		m.lookups, m.logged = map[netip.Addr]*lookup{}, map[key.Key]cert.Reason{}
+		m.lookups, m.logged, m.names = map[netip.Addr]*lookup{}, map[key.Key]cert.Reason{}, map[string]*nameLookup{}
 	}
 	if renewed {
 		m.c.log.Info("certificate renewed: registering with it", "valid_until", cfg.Cert.NotAfter)
@@ -134,6 +148,11 @@ func (m *members) tick(now time.Time) {
 			m.sendLookup(dst, l, now)
 		}
 	}
+	for name, nl := range m.names {
+		if now.Sub(nl.since) >= lookupRetry*lookupTries {
+			m.answerName(name, nil) // no answer came
+		}
+	}
 	if now.Before(m.nextSweep) {
 		return
 	}
@@ -149,8 +168,82 @@ func (m *members) tick(now time.Time) {
 	}
 }
 
+// LookupName returns the addresses of the member named name, asking the
+// rendezvous if it is not known yet, within timeout; nil if no member of
+// the network has that name. It may be called from any goroutine (the
+// DNS server's).
+func (c *Control) LookupName(name string, timeout time.Duration) []netip.Addr {
+	var (
+		addrs []netip.Addr
+		wait  chan []netip.Addr
+	)
+	if !c.call(func() { addrs, wait = c.members.lookupName(name) }) || wait == nil {
+		return addrs
+	}
+	select {
+	case addrs = <-wait:
+		return addrs
+	case <-time.After(timeout):
+		return nil
+	case <-c.done:
+		return nil
+	}
+}
+
+// lookupName answers from the members known, or asks the rendezvous and
+// returns the channel the answer will come on.
+func (m *members) lookupName(name string) ([]netip.Addr, chan []netip.Addr) {
+	if m.network.IsZero() {
+		return nil, nil
+	}
+	if m.own != nil && m.own.Name == name {
+		return memberAddrs(m.own), nil
+	}
+	for _, p := range m.c.peers {
+		if p.member != nil && p.member.Name == name {
+			return memberAddrs(p.member), nil
+		}
+	}
+	nl := m.names[name]
+	if nl == nil {
+		if len(m.names) >= maxNameLookups {
+			return nil, nil
+		}
+		nl = &nameLookup{since: time.Now()}
+		m.names[name] = nl
+		for _, s := range m.c.servers {
+			if s.reg.Registered() {
+				m.c.sendServer(s, &wire.Lookup{Time: m.c.now(), Name: name})
+			}
+		}
+	}
+	wait := make(chan []netip.Addr, 1)
+	nl.waits = append(nl.waits, wait)
+	return nil, wait
+}
+
+// nameLookup is a lookup by name under way, and the questions waiting.
+type nameLookup struct {
+	since time.Time
+	waits []chan []netip.Addr
+}
+
+// answerName hands addrs to the DNS questions waiting for name.
+func (m *members) answerName(name string, addrs []netip.Addr) {
+	if nl := m.names[name]; nl != nil {
+		for _, w := range nl.waits {
+			w <- addrs // buffered, one answer each
+		}
+	}
+	delete(m.names, name)
+}
+
 // lookupMissed: no member holds what we asked.
 func (m *members) lookupMissed(miss *wire.LookupMiss, now time.Time) {
+	if miss.Name != "" {
+		m.answerName(miss.Name, nil)
+		return
+	}
 	if l := m.lookups[miss.Addr]; l != nil {
 		l.missed = now
 		m.c.log.Debug("no member holds the address", "address", miss.Addr)
@@ -265,6 +358,7 @@ func (m *members) setCert(p *peer, mc *cert.Cert) {
 	for _, a := range mc.Addresses {
 		delete(m.lookups, a.Addr())
 	}
+	m.answerName(mc.Name, memberAddrs(mc))
 }
 
 // evict lets a member go: from WireGuard, the data path and here.

@@ -140,9 +140,12 @@ func (p *peer) introduced(s *server, b *wire.Intro, now time.Time) {
 	} else {
 		c.log.Debug("introduced again with the candidates that just failed", "peer", p.label(), "retry_at", p.punch.RetryAt())
 	}
+	// Relay while punching, so the first packet does not wait — and set
+	// before the birthday sockets open, which takes tens of milliseconds
+	// in which an answer to the peer's first packet would find no route.
+	p.updateRoute(now, "introduced by the rendezvous")
 	p.maybeBirthday(b.Observed, now)
 	p.punch.Tick(now) // probe now, not at the next tick
-	// Relay while punching, so the first packet does not wait.
 	p.updateRoute(now, "introduced by the rendezvous")
 }
 

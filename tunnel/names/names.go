@@ -9,6 +9,11 @@
 // and the peers are answered: a query from any other source gets nothing.
 // Names follow a reload (Update).
 //
+// In a network, `<member name>.punch` resolves for every member, known or
+// not: a name the table lacks is asked of Members (the control plane, which
+// looks it up at the rendezvous and adds the member), so `ssh m7.punch`
+// works before any packet went to m7.
+//
 // It knows the config's names and addresses, nothing of how peers are
 // reached.
 package names
@@ -34,10 +39,21 @@ const nameTTL = 30
 // forwardTimeout bounds one forwarded question.
 const forwardTimeout = 3 * time.Second
 
+// Members finds the addresses of a network's member by its name; nil if
+// no member has it.
+type Members interface {
+	LookupName(name string, timeout time.Duration) []netip.Addr
+}
+
+// memberTimeout bounds a member's lookup for a DNS question: resolvers
+// retry after 1 to 5 s.
+const memberTimeout = 2 * time.Second
+
 // Server answers the names of one interface.
 type Server struct {
 	log      *slog.Logger
-	domain   string // "punch."
+	members  Members // nil without a network
+	domain   string  // "punch."
 	table    atomic.Pointer[nameTable]
 	upstream []string // host:port
 	servers  []*dns.Server
@@ -61,6 +77,8 @@ func newNameTable(cfg *config.Config) *nameTable {
 			t.records[fqdn(in.Name)] = append(t.records[fqdn(in.Name)], a.Addr())
 		}
 	}
+	// Every member of the network may ask.
+	t.askers = append(t.askers, in.NetworkPrefixes()...)
 	for _, p := range cfg.Peers {
 		for _, ip := range p.AllowedIPs {
 			if ip.Bits() > 0 {
@@ -109,8 +127,8 @@ next:
 
 // Start answers on every address of cfg's interface, which must be
 // up with them.
-func Start(log *slog.Logger, cfg *config.Config, upstream []string) (*Server, error) {
-	ns := &Server{log: log, domain: cfg.Interface.Domain + ".", upstream: upstream}
+func Start(log *slog.Logger, cfg *config.Config, upstream []string, members Members) (*Server, error) {
+	ns := &Server{log: log, domain: cfg.Interface.Domain + ".", upstream: upstream, members: members}
 	ns.table.Store(newNameTable(cfg))
 	for _, a := range cfg.Interface.Addresses {
 		addr := net.JoinHostPort(a.Addr().String(), "53")
@@ -169,6 +187,10 @@ func (ns *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	m.SetReply(r)
 	m.Authoritative = true
 	addrs, ok := t.records[name]
+	if label, isLabel := strings.CutSuffix(name, "."+ns.domain); !ok && isLabel && ns.members != nil && !strings.Contains(label, ".") {
+		addrs = ns.members.LookupName(label, memberTimeout)
+		ok = len(addrs) > 0
+	}
 	if !ok && name != ns.domain {
 		m.Rcode = dns.RcodeNameError
 	}
