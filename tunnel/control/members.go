@@ -177,7 +177,7 @@ func (c *Control) LookupName(name string, timeout time.Duration) []netip.Addr {
 		addrs []netip.Addr
 		wait  chan []netip.Addr
 	)
-	if !c.call(func() { addrs, wait = c.members.lookupName(name) }) || wait == nil {
+	if !c.call(func() { addrs, wait = c.members.lookupName(name, time.Now()) }) || wait == nil {
 		return addrs
 	}
 	select {
@@ -192,7 +192,7 @@ func (c *Control) LookupName(name string, timeout time.Duration) []netip.Addr {
 
 // lookupName answers from the members known, or asks the rendezvous and
 // returns the channel the answer will come on.
-func (m *members) lookupName(name string) ([]netip.Addr, chan []netip.Addr) {
+func (m *members) lookupName(name string, now time.Time) ([]netip.Addr, chan []netip.Addr) {
 	if m.network.IsZero() {
 		return nil, nil
 	}
@@ -209,7 +209,7 @@ func (m *members) lookupName(name string) ([]netip.Addr, chan []netip.Addr) {
 		if len(m.names) >= maxNameLookups {
 			return nil, nil
 		}
-		nl = &nameLookup{since: time.Now()}
+		nl = &nameLookup{since: now}
 		m.names[name] = nl
 		for _, s := range m.c.servers {
 			if s.reg.Registered() {

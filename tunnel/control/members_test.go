@@ -236,3 +236,51 @@ func TestMemberRenewal(t *testing.T) {
 		t.Error("renewal did not replace the certificate in place")
 	}
 }
+
+// TestMemberByName: a name not known is asked of the rendezvous once, and
+// the questions waiting get the member's addresses when its introduction
+// comes, or nothing on a miss or after the tries.
+func TestMemberByName(t *testing.T) {
+	h := newMemberHarness(t)
+	if addrs, wait := h.c.members.lookupName("self", h.now); wait != nil || len(addrs) != 1 || addrs[0] != netip.MustParseAddr("100.64.0.1") {
+		t.Fatalf("own name: %v %v", addrs, wait)
+	}
+	_, w1 := h.c.members.lookupName("m7", h.now)
+	_, w2 := h.c.members.lookupName("m7", h.now)
+	bodies, _ := h.opened(h.take(), &h.rvShared)
+	asked := 0
+	for _, b := range bodies {
+		if l, ok := b.(*wire.Lookup); ok && l.Name == "m7" {
+			asked++
+		}
+	}
+	if asked != 1 || w1 == nil || w2 == nil {
+		t.Fatalf("%d lookups for two questions, want one", asked)
+	}
+	m, _ := key.NewPrivate()
+	h.introduceMember(m.Public(), h.sign(h.net, m.Public(), "m7", "100.64.0.7/24", h.now, time.Hour))
+	for _, w := range []chan []netip.Addr{w1, w2} {
+		if got := <-w; len(got) != 1 || got[0] != netip.MustParseAddr("100.64.0.7") {
+			t.Errorf("answer %v", got)
+		}
+	}
+	if addrs, wait := h.c.members.lookupName("m7", h.now); wait != nil || len(addrs) != 1 {
+		t.Errorf("known member: %v %v", addrs, wait)
+	}
+	// A miss answers nothing; so do tries that run out.
+	_, w3 := h.c.members.lookupName("nobody", h.now)
+	h.fromRendezvous(&wire.LookupMiss{Time: h.clock.Next(uint64(h.now.UnixNano())), Name: "nobody"})
+	if got := <-w3; got != nil {
+		t.Errorf("miss answered %v", got)
+	}
+	_, w4 := h.c.members.lookupName("silent", h.now)
+	h.advance(lookupRetry*lookupTries + time.Second)
+	select {
+	case got := <-w4:
+		if got != nil {
+			t.Errorf("unanswered lookup answered %v", got)
+		}
+	default:
+		t.Error("a lookup the rendezvous never answered still waits")
+	}
+}
