@@ -24,6 +24,11 @@
 // keys: the steady state, one refresh per peer every 25 s), then one query
 // per pair (two introductions each). The client runs on the same machine,
 // so the rates are those of client and server sharing its cores.
+//
+// With -networks N the peers are members of N networks instead (members.go):
+// each registers with a certificate its network's key signed (the server
+// verifies each new one: an Ed25519 signature check), lists no peers, and
+// the last phase looks the pair's other half up by address.
 package main
 
 import (
@@ -53,7 +58,8 @@ import (
 type peer struct {
 	pub    key.Key
 	shared wire.SharedKey
-	last   uint64 // the last Time sent
+	last   uint64  // the last Time sent
+	member *member // with -networks
 }
 
 // next returns a Time above the peer's last one.
@@ -79,14 +85,15 @@ func main() {
 	checkpoints := flag.String("checkpoints", "10000,100000", "registered-peer counts at which to report the server's memory")
 	timeout := flag.Duration("timeout", time.Second, "answer timeout before a message is sent again")
 	inflight := flag.Int("inflight", 256, "most exchanges under way at once: more overflow the server's socket buffer (about 300 messages of this size by default)")
+	networks := flag.Int("networks", 0, "make the peers members of this many networks, registering with certificates and looking each other up (0: peers that list each other)")
 	flag.Parse()
-	if err := run(*nPeers, *nSockets, *inflight, *bin, *serverArgs, *checkpoints, *timeout); err != nil {
+	if err := run(*nPeers, *nSockets, *inflight, *networks, *bin, *serverArgs, *checkpoints, *timeout); err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		os.Exit(1)
 	}
 }
 
-func run(nPeers, nSockets, inflight int, bin, serverArgs, checkpointList string, timeout time.Duration) error {
+func run(nPeers, nSockets, inflight, networks int, bin, serverArgs, checkpointList string, timeout time.Duration) error {
 	if nPeers < 2 || nPeers%2 != 0 {
 		return errors.New("-peers must be even and at least 2")
 	}
@@ -130,6 +137,13 @@ func run(nPeers, nSockets, inflight int, bin, serverArgs, checkpointList string,
 	d := time.Since(start)
 	fmt.Printf("keys: %d peers in %v (%.1f µs per peer for two scalar multiplications, %d goroutines)\n",
 		nPeers, d.Round(time.Millisecond), float64(d.Microseconds())/float64(nPeers), runtime.GOMAXPROCS(0))
+	if networks > 0 {
+		start := time.Now()
+		if err := makeMembers(peers, networks); err != nil {
+			return err
+		}
+		fmt.Printf("certificates: %d members of %d networks signed in %v\n", nPeers, networks, time.Since(start).Round(time.Millisecond))
+	}
 
 	// The server.
 	keyFile := filepath.Join(dir, "rendezvous.key")
@@ -251,7 +265,11 @@ func run(nPeers, nSockets, inflight int, bin, serverArgs, checkpointList string,
 		fmt.Printf("server RSS at %d registered peers: %s\n", cp, memory(srv.Process.Pid))
 	}
 	phase(fmt.Sprintf("refresh %d registrations", nPeers), 0, nPeers/2, registerPair)
-	phase(fmt.Sprintf("query (%d pairs, 2 intros each)", nPeers/2), 0, nPeers/2, func(c *net.UDPConn, pair int, st *counters) {
+	what := "query"
+	if networks > 0 {
+		what = "lookup"
+	}
+	phase(fmt.Sprintf("%s (%d pairs, 2 intros each)", what, nPeers/2), 0, nPeers/2, func(c *net.UDPConn, pair int, st *counters) {
 		query(c, addr, peers, pair, timeout, 5, st)
 	})
 	fmt.Printf("server RSS at the end: %s\n", memory(srv.Process.Pid))
@@ -305,6 +323,9 @@ func register(c *net.UDPConn, srv netip.AddrPort, peers []peer, i int, timeout t
 			st.retries.Add(1)
 		}
 		m := wire.Register{Time: p.next(), NAT: 1, Candidates: candidates(i), Wants: []key.Key{peers[i^1].pub}}
+		if p.member != nil {
+			m.Wants, m.Network, m.Cert = nil, p.member.network, p.member.cert
+		}
 		pkt := wire.Seal(buf[:0], wire.TypeRegister, p.pub, &p.shared, m.Append(nil))
 		if _, err := c.WriteToUDPAddrPort(pkt, srv); err != nil {
 			continue
@@ -323,8 +344,8 @@ func register(c *net.UDPConn, srv netip.AddrPort, peers []peer, i int, timeout t
 	st.failed.Add(1)
 }
 
-// query asks the server to introduce peer 2·pair to peer 2·pair+1 and
-// waits for both introductions.
+// query asks the server to introduce peer 2·pair to peer 2·pair+1 (for
+// members: looks up its address) and waits for both introductions.
 func query(c *net.UDPConn, srv netip.AddrPort, peers []peer, pair int, timeout time.Duration, tries int, st *counters) {
 	a, b := &peers[2*pair], &peers[2*pair+1]
 	buf := make([]byte, 0, 256)
@@ -333,8 +354,12 @@ func query(c *net.UDPConn, srv netip.AddrPort, peers []peer, pair int, timeout t
 		if try > 0 {
 			st.retries.Add(1)
 		}
-		m := wire.Query{Time: a.next(), Peer: b.pub}
-		pkt := wire.Seal(buf[:0], wire.TypeQuery, a.pub, &a.shared, m.Append(nil))
+		t := a.next()
+		var m wire.Body = &wire.Query{Time: t, Peer: b.pub}
+		if b.member != nil {
+			m = &wire.Lookup{Time: t, Addr: b.member.addr}
+		}
+		pkt := wire.Seal(buf[:0], m.Type(), a.pub, &a.shared, m.Append(nil))
 		if _, err := c.WriteToUDPAddrPort(pkt, srv); err != nil {
 			continue
 		}
