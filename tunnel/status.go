@@ -67,6 +67,10 @@ type RendezvousStatus struct {
 	Address    string `json:"address"`
 	Registered bool   `json:"registered"`
 	Public     string `json:"public_endpoint"` // our endpoint as it sees us
+	// TCP is the rendezvous's address on the TCP link, while UDP is taken
+	// for blocked, and TCPReason why the link was opened.
+	TCP       string `json:"tcp,omitempty"`
+	TCPReason string `json:"tcp_reason,omitempty"`
 }
 
 // PeerStatus is one peer. Path is "direct", "lan", "relay" or
@@ -127,7 +131,7 @@ func (t *Tunnel) Status() (*Status, error) {
 	}
 	st.NAT = v.NAT.String()
 	for _, s := range v.Servers {
-		rs := RendezvousStatus{Address: s.HostPort, Registered: s.Registered}
+		rs := RendezvousStatus{Address: s.HostPort, Registered: s.Registered, TCP: s.TCP, TCPReason: s.TCPReason}
 		if s.Registered {
 			st.IdlePacketsPerMinute += 2 * float64(time.Minute) / float64(wire.RefreshInterval)
 		}

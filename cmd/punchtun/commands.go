@@ -413,7 +413,17 @@ func printStatus(st *tunnel.Status) {
 		if r.Registered {
 			state = "registered as " + r.Public
 		}
+		if r.TCP != "" {
+			state += "  over TCP to " + r.TCP + " (" + r.TCPReason + ")"
+		}
 		fmt.Printf("rendezvous %s  %s\n", r.Address, state)
+	}
+	if n := st.Network; n != nil {
+		refused := ""
+		if n.Refused != "" {
+			refused = "  REFUSED by the rendezvous: " + n.Refused
+		}
+		fmt.Printf("network %s  member %s  certificate valid until %s  %d members found%s\n", n.Key, n.Name, n.ValidUntil, n.Members, refused)
 	}
 	if st.TURN != nil {
 		fmt.Printf("turn %s  relayed as %s\n", st.TURN.Server, st.TURN.Relayed)

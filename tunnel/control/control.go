@@ -92,12 +92,17 @@ type Control struct {
 
 	clock wire.Clock
 	// udpSince is when we started waiting for a first UDP answer: at
-	// start, and after each network change.
-	udpSince time.Time
-	servers  []*server
-	peers    map[key.Key]*peer
-	wants    []key.Key
-	mapping  nat.Mapping // our NAT, as STUN tells it
+	// start, and after each network change; stunSent when the first STUN
+	// request left since then (zero: none yet — the rendezvous's name may
+	// not resolve yet).
+	udpSince, stunSent time.Time
+	// blockedAt is when UDP was last taken for blocked; nextUDPProbe when
+	// to ask STUN over UDP again while that is recent.
+	blockedAt, nextUDPProbe time.Time
+	servers                 []*server
+	peers                   map[key.Key]*peer
+	wants                   []key.Key
+	mapping                 nat.Mapping // our NAT, as STUN tells it
 	// What the last run remembered (state.go), and where to keep it.
 	saved     State
 	statePath string
@@ -164,9 +169,16 @@ const (
 	// where a direct path is not to be expected.
 	maxPunchBackoff = time.Minute
 	hardBackoff     = 5 * time.Minute
-	// udpGiveUp is how long without any answer from any rendezvous before
-	// UDP is taken for blocked.
-	udpGiveUp = 5 * time.Second
+	// udpGiveUp is how long after the first STUN request without any
+	// answer from any rendezvous before UDP is taken for blocked and the
+	// rendezvous are reached over TCP (happy eyeballs: a STUN answer takes
+	// a round trip, a few to a hundred milliseconds; waiting seconds cost
+	// every start on a network that blocks UDP that long). Taken for
+	// blocked wrongly — the first answers lost — UDP is asked again every
+	// udpProbeEvery for udpProbeFor, and the first answer leaves TCP.
+	udpGiveUp     = 300 * time.Millisecond
+	udpProbeEvery = time.Second
+	udpProbeFor   = 30 * time.Second
 	// historyKeep is how far back the path history goes.
 	historyKeep = time.Hour
 )
@@ -379,6 +391,7 @@ func (c *Control) tick(now time.Time) {
 		c.tickServer(s, now)
 	}
 	c.checkBlocked(now)
+	c.probeUDP(now)
 	c.turn.tick(now)
 	c.members.tick(now)
 	for _, p := range c.peers {

@@ -348,17 +348,23 @@ func (h *harness) registrations(sent []sentPacket) int {
 func TestControlTakesSilenceForBlockedUDP(t *testing.T) {
 	h := newHarness(t)
 	h.c.tick(h.now)
-	h.advance(udpGiveUp - time.Second)
+	h.advance(udpGiveUp - 2*tickInterval)
 	if h.c.udpBlocked() {
 		t.Fatal("UDP taken for blocked before udpGiveUp")
 	}
-	h.advance(2 * time.Second)
+	h.advance(3 * tickInterval)
 	if !h.c.udpBlocked() {
 		t.Fatal("no answer for udpGiveUp, and UDP not taken for blocked")
 	}
-	// A STUN answer, when it comes, means UDP works again.
-	h.advance(wire.RefreshInterval)
-	h.answerSTUN(h.take())
+	// UDP is asked again every second while that is recent: a STUN
+	// answer, when it comes, means UDP works again.
+	h.take()
+	h.advance(udpProbeEvery)
+	sent := h.take()
+	if len(sent) == 0 {
+		t.Fatal("no STUN over UDP within a second of taking UDP for blocked")
+	}
+	h.answerSTUN(sent)
 	if h.c.udpBlocked() {
 		t.Fatal("UDP still taken for blocked after a STUN answer")
 	}

@@ -50,22 +50,12 @@ type members struct {
 	// names are the lookups by name that DNS questions wait for.
 	names map[string]*nameLookup
 	// refused is why the rendezvous last refused our certificate (0: it
-	// took it).
-	refused   cert.Reason
-	logged    map[key.Key]cert.Reason // refusals logged, per member
-	nextSweep time.Time
+	// took it); loggedRefusal the last reason logged.
+	refused, loggedRefusal cert.Reason
+	logged                 map[key.Key]cert.Reason // refusals logged, per member
+	nextSweep              time.Time
 	// Refusals counts the members refused here, by cert.Reason.
 	Refusals [cert.NumReasons]atomic.Uint64
-}
-
-// MemberRefusals counts the members this interface refused, by reason
-// (cert.Reason as index). It may be called from any goroutine.
-func (c *Control) MemberRefusals() map[string]uint64 {
-	out := map[string]uint64{}
-	for r := cert.Reason(1); r < cert.NumReasons; r++ {
-		out[r.String()] = c.members.Refusals[r].Load()
-	}
-	return out
 }
 
 // lookup is a lookup of one address under way.
@@ -77,7 +67,9 @@ type lookup struct {
 
 // configure takes a config's network; members of another network leave.
 func (m *members) configure(cfg Config, now time.Time) {
-	renewed := m.own != nil && cfg.Cert != nil && !slices.Equal(m.own.Bytes(), cfg.Cert.Bytes())
+	// A reload that renews, adds or drops our certificate registers at
+	// once (not at the first configure, from New: registering is due then).
+	changed := m.lookups != nil && (m.network != cfg.Network || !slices.Equal(certBytes(m.own), certBytes(cfg.Cert)))
 	if m.network != cfg.Network {
 		for _, p := range m.c.peers {
 			if p.member != nil {
@@ -89,18 +81,22 @@ func (m *members) configure(cfg Config, now time.Time) {
 	if m.lookups == nil {
 		m.lookups, m.logged, m.names = map[netip.Addr]*lookup{}, map[key.Key]cert.Reason{}, map[string]*nameLookup{}
 	}
-	if renewed {
-		m.c.log.Info("certificate renewed: registering with it", "valid_until", cfg.Cert.NotAfter)
+	if changed {
+		if cfg.Cert != nil {
+			m.c.log.Info("certificate changed: registering with it", "valid_until", cfg.Cert.NotAfter)
+		}
 		m.c.reregister(now)
 	}
 }
 
 // certBytes is the certificate our registrations carry; nil without one.
-func (m *members) certBytes() []byte {
-	if m.own == nil {
+func (m *members) certBytes() []byte { return certBytes(m.own) }
+
+func certBytes(c *cert.Cert) []byte {
+	if c == nil {
 		return nil
 	}
-	return m.own.Bytes()
+	return c.Bytes()
 }
 
 // unknownDestination looks dst up: the data path holds a packet to it.
@@ -168,28 +164,6 @@ func (m *members) tick(now time.Time) {
 	}
 }
 
-// LookupName returns the addresses of the member named name, asking the
-// rendezvous if it is not known yet, within timeout; nil if no member of
-// the network has that name. It may be called from any goroutine (the
-// DNS server's).
-func (c *Control) LookupName(name string, timeout time.Duration) []netip.Addr {
-	var (
-		addrs []netip.Addr
-		wait  chan []netip.Addr
-	)
-	if !c.call(func() { addrs, wait = c.members.lookupName(name, time.Now()) }) || wait == nil {
-		return addrs
-	}
-	select {
-	case addrs = <-wait:
-		return addrs
-	case <-time.After(timeout):
-		return nil
-	case <-c.done:
-		return nil
-	}
-}
-
 // lookupName answers from the members known, or asks the rendezvous and
 // returns the channel the answer will come on.
 func (m *members) lookupName(name string, now time.Time) ([]netip.Addr, chan []netip.Addr) {
@@ -253,7 +227,8 @@ func (m *members) lookupMissed(miss *wire.LookupMiss, now time.Time) {
 // refusedUs: the rendezvous does not take our certificate.
 func (m *members) refusedUs(s *server, r *wire.Refused) {
 	reason := cert.Reason(r.Reason)
-	if m.refused != reason {
+	if m.loggedRefusal != reason {
+		m.loggedRefusal = reason
 		m.c.log.Warn("the rendezvous refuses this member's certificate: no other member can reach us through it",
 			"rendezvous", s.hostport, "reason", reason.String())
 	}

@@ -284,3 +284,30 @@ func TestMemberByName(t *testing.T) {
 		t.Error("a lookup the rendezvous never answered still waits")
 	}
 }
+
+// TestOwnRenewalRegistersAtOnce: a reload with a renewed certificate
+// registers with it at once, not at the next refresh; the refusal the
+// rendezvous told of is cleared by its next ack.
+func TestOwnRenewalRegistersAtOnce(t *testing.T) {
+	h := newMemberHarness(t)
+	h.fromRendezvous(&wire.Refused{Time: h.clock.Next(uint64(h.now.UnixNano())), Reason: byte(cert.Expired)})
+	if h.c.members.refused != cert.Expired {
+		t.Fatalf("refusal not kept: %v", h.c.members.refused)
+	}
+	renewed := h.sign(h.net, h.c.pub, "self", "100.64.0.1/24", h.now, 48*time.Hour)
+	h.c.members.configure(Config{Network: h.net.Public(), Cert: renewed}, h.now)
+	h.advance(tickInterval)
+	bodies, _ := h.opened(h.take(), &h.rvShared)
+	sent := false
+	for _, b := range bodies {
+		if r, ok := b.(*wire.Register); ok && slices.Equal(r.Cert, renewed.Bytes()) {
+			sent = true
+		}
+	}
+	if !sent {
+		t.Fatal("no registration with the renewed certificate within a tick")
+	}
+	if h.c.members.refused != 0 {
+		t.Errorf("refusal %v kept after the rendezvous acked again", h.c.members.refused)
+	}
+}

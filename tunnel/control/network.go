@@ -40,16 +40,36 @@ func (c *Control) sendSTUN(s *server, dst netip.AddrPort, now time.Time) {
 		}
 	}
 	c.stun[tx] = stunProbe{server: s, dst: dst, sent: now}
+	if c.stunSent.IsZero() {
+		c.stunSent = now
+	}
 	c.data.SendTo(req, dst)
 }
 
 // checkBlocked takes UDP for blocked when no rendezvous has answered
 // anything for a while.
 func (c *Control) checkBlocked(now time.Time) {
-	if c.mapping != nat.MappingUnknown || c.udpHeard || len(c.servers) == 0 || now.Sub(c.udpSince) < udpGiveUp {
+	if c.mapping != nat.MappingUnknown || c.udpHeard || c.stunSent.IsZero() || now.Sub(c.stunSent) < udpGiveUp {
 		return
 	}
 	c.setMapping(nat.MappingBlocked, now)
+	c.blockedAt, c.nextUDPProbe = now, now.Add(udpProbeEvery)
+}
+
+// probeUDP asks STUN over UDP every udpProbeEvery for udpProbeFor after
+// UDP was taken for blocked: a network that lost our first requests, not
+// one that blocks UDP, is back on UDP within a second (udpBack). Later the
+// registrations over TCP ask, at every refresh.
+func (c *Control) probeUDP(now time.Time) {
+	if !c.udpBlocked() || now.Sub(c.blockedAt) >= udpProbeFor || now.Before(c.nextUDPProbe) {
+		return
+	}
+	c.nextUDPProbe = now.Add(udpProbeEvery)
+	for _, s := range c.servers {
+		if s.addr.IsValid() {
+			c.sendSTUN(s, s.addr, now)
+		}
+	}
 }
 
 func (c *Control) setMapping(m nat.Mapping, now time.Time) {
@@ -125,7 +145,7 @@ func (c *Control) networkChanged(now time.Time) {
 	if !c.udpBlocked() {
 		c.mapping = nat.MappingUnknown
 	}
-	c.udpHeard, c.udpSince = false, now
+	c.udpHeard, c.udpSince, c.stunSent = false, now, time.Time{}
 	for _, s := range c.servers {
 		if s.addr.IsValid() {
 			// Both answers anew before the NAT is classified again.

@@ -204,6 +204,7 @@ func (c *Control) registered(s *server, ack *wire.RegisterAck, now time.Time) {
 	// A NAT discovered after the registration left is told at once.
 	first := s.reg.Acked(now, s.sentNAT != c.mapping)
 	s.observed, s.relay = ack.Observed, ack.Flags&wire.AckRelay != 0
+	c.members.refused = 0 // a Refused follows the ack if the rendezvous still refuses us
 	if !first && !moved {
 		return
 	}
@@ -305,5 +306,27 @@ func (c *Control) streamClosed(s *server, st *wire.Stream) {
 	now := time.Now()
 	if s.reg.StreamClosed(now) {
 		c.serverChanged(s, now, "TCP connection to the rendezvous closed")
+	}
+}
+
+// LookupName returns the addresses of the member named name, asking the
+// rendezvous if it is not known yet, within timeout; nil if no member of
+// the network has that name. It may be called from any goroutine (the
+// DNS server's).
+func (c *Control) LookupName(name string, timeout time.Duration) []netip.Addr {
+	var (
+		addrs []netip.Addr
+		wait  chan []netip.Addr
+	)
+	if !c.call(func() { addrs, wait = c.members.lookupName(name, time.Now()) }) || wait == nil {
+		return addrs
+	}
+	select {
+	case addrs = <-wait:
+		return addrs
+	case <-time.After(timeout):
+		return nil
+	case <-c.done:
+		return nil
 	}
 }

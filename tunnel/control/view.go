@@ -2,6 +2,7 @@ package control
 
 import (
 	"cmp"
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -29,6 +30,9 @@ type ServerView struct {
 	HostPort   string
 	Registered bool
 	Observed   netip.AddrPort // our endpoint as it sees us
+	// TCP is the TCP link's remote address while there is one, and
+	// TCPReason why it was opened.
+	TCP, TCPReason string
 }
 
 // PeerView is one peer the control plane finds.
@@ -69,7 +73,12 @@ func (c *Control) View() *View {
 func (c *Control) publish(now time.Time) {
 	v := &View{NAT: c.mapping, Servers: make([]ServerView, 0, len(c.servers)), Peers: make(map[key.Key]PeerView, len(c.peers))}
 	for _, s := range c.servers {
-		v.Servers = append(v.Servers, ServerView{HostPort: s.hostport, Registered: s.reg.Registered(), Observed: s.observed})
+		sv := ServerView{HostPort: s.hostport, Registered: s.reg.Registered(), Observed: s.observed}
+		if s.stream != nil {
+			sv.TCP = s.stream.RemoteAddr().String()
+			sv.TCPReason = fmt.Sprintf("no answer over UDP within %v of the first STUN request, at %s", udpGiveUp, c.blockedAt.UTC().Format(time.RFC3339))
+		}
+		v.Servers = append(v.Servers, sv)
 	}
 	for k, p := range c.peers {
 		r := p.ep.Route()
@@ -92,4 +101,14 @@ func (c *Control) publish(now time.Time) {
 		v.TURN = &TURNView{Server: a.URI(), Relayed: a.Addr().String()}
 	}
 	c.view.Store(v)
+}
+
+// MemberRefusals counts the members this interface refused, by reason
+// (cert.Reason as index). It may be called from any goroutine.
+func (c *Control) MemberRefusals() map[string]uint64 {
+	out := map[string]uint64{}
+	for r := cert.Reason(1); r < cert.NumReasons; r++ {
+		out[r.String()] = c.members.Refusals[r].Load()
+	}
+	return out
 }
