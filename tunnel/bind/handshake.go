@@ -30,7 +30,12 @@ import (
 //     (the smaller public key, as in nat.Punch) drops the peer's
 //     initiation while its own is held or left less than crossWindow ago
 //     (answered or not), and the follower answers the leader's: one
-//     handshake, made in one round trip.
+//     handshake, made in one round trip. But a peer that restarted after
+//     our handshake was answered sends an initiation of a new process,
+//     which no answer of ours will ever meet: one that comes longer after
+//     that answer than the follower's held initiation could (a round
+//     trip, at least restartGap) is taken at once, so a restart within
+//     the window costs no 5 s retry.
 //   - New path: a message sent on a path that is then replaced (dead, as
 //     after a NAT forgot an idle mapping) is sent again on the new one at
 //     once, rather than at the next retry.
@@ -45,6 +50,11 @@ type handshakes struct {
 	lastAt [2]time.Time
 	// inFlight: when our latest initiation left, until an answer came.
 	inFlight time.Time
+	// answered is our initiation that got an answer (its copies are no
+	// new handshake), answeredAt when, and rtt the handshake's round trip.
+	answered   []byte
+	answeredAt time.Time
+	rtt        time.Duration
 	dropped  []byte    // the peer's initiation the leader dropped
 	replyVia *route    // where the peer's latest initiation came from, if not our route
 	viaAt    time.Time // when it came
@@ -88,6 +98,10 @@ func (pe *PeerEndpoint) sending(bufs [][]byte, r *route, now time.Time) {
 		hs := &pe.hs
 		if r == nil {
 			hs.held[i] = append(hs.held[i][:0], p...)
+		}
+		if p[0] == wireGuardInitiation && bytes.Equal(p, hs.answered) {
+			pe.mu.Unlock()
+			continue // the copy of an initiation answered already
 		}
 		hs.last[i], hs.lastAt[i] = append(hs.last[i][:0], p...), now
 		if p[0] == wireGuardInitiation {
@@ -133,6 +147,10 @@ func (pe *PeerEndpoint) admitHandshake(p []byte, via *route, now time.Time) (adm
 	}()
 	switch p[0] {
 	case wireGuardResponse:
+		if answers(p, hs.last[0]) {
+			hs.answered, hs.answeredAt = append(hs.answered[:0], hs.last[0]...), now
+			hs.rtt = now.Sub(hs.lastAt[0])
+		}
 		hs.inFlight = time.Time{} // answered
 		return true
 	case wireGuardInitiation:
@@ -141,7 +159,7 @@ func (pe *PeerEndpoint) admitHandshake(p []byte, via *route, now time.Time) (adm
 		}
 		// Answered or not: the follower's held initiation leaves with its
 		// answer to ours, and may come right after it.
-		if pe.leader && (hs.held[0] != nil || !hs.lastAt[0].IsZero() && now.Sub(hs.lastAt[0]) < crossWindow) {
+		if pe.leader && (hs.held[0] != nil || !hs.lastAt[0].IsZero() && now.Sub(hs.lastAt[0]) < crossWindow && !hs.restarted(now)) {
 			hs.dropped = append(hs.dropped[:0], p...)
 			return false // crossed: the peer answers ours
 		}
@@ -151,6 +169,25 @@ func (pe *PeerEndpoint) admitHandshake(p []byte, via *route, now time.Time) (adm
 		}
 	}
 	return true
+}
+
+// restartGap is the least time after the answer to our initiation that a
+// peer's initiation must come to be taken for one of a restarted peer, not
+// the follower's held initiation, which leaves with its answer.
+const restartGap = 50 * time.Millisecond
+
+// restarted reports whether a peer's initiation arriving now comes from a
+// peer that restarted since it answered ours: our latest initiation was
+// answered, longer ago than a round trip and restartGap. Callers hold
+// pe.mu.
+func (hs *handshakes) restarted(now time.Time) bool {
+	return hs.answered != nil && bytes.Equal(hs.answered, hs.last[0]) && now.Sub(hs.answeredAt) > max(hs.rtt, restartGap)
+}
+
+// answers reports whether the response resp answers the initiation init:
+// its receiver index is the initiation's sender index.
+func answers(resp, init []byte) bool {
+	return len(resp) >= 12 && len(init) >= 8 && bytes.Equal(resp[8:12], init[4:8])
 }
 
 // takeHandshakes returns what to send on a new route: the held messages,

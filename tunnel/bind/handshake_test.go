@@ -179,3 +179,34 @@ func TestHandshakeCopiesDeduped(t *testing.T) {
 		}
 	}
 }
+
+// TestRestartedPeerAnsweredAtOnce: the leader's initiation was answered;
+// the follower's held initiation that comes right after the answer is
+// still dropped (crossed), and so is the copy of it, but an initiation a
+// restarted follower sends later within crossWindow — past a round trip
+// and restartGap after the answer — is taken at once. The copy of our
+// answered initiation, sent 300 ms on, starts no new crossing window.
+func TestRestartedPeerAnsweredAtOnce(t *testing.T) {
+	now := time.Unix(1000, 0)
+	src := netip.MustParseAddrPort("203.0.113.22:4000")
+	leader := &PeerEndpoint{peer: key.Key{2}, leader: true}
+	ours := handshakeMsg(wireGuardInitiation, 1) // sender index 1
+	leader.sending([][]byte{ours}, &route{}, now)
+	resp := handshakeMsg(wireGuardResponse, 9)
+	resp[8] = 1 // receiver index: ours
+	if !admits(leader, resp, via(src, false), now.Add(5*time.Millisecond)) {
+		t.Fatal("leader refused the answer to its initiation")
+	}
+	held := handshakeMsg(wireGuardInitiation, 2)
+	if admits(leader, held, via(src, false), now.Add(7*time.Millisecond)) {
+		t.Fatal("leader took the follower's held initiation right after the answer")
+	}
+	leader.sending([][]byte{ours}, &route{}, now.Add(handshakeCopyDelay)) // the copy
+	if admits(leader, held, via(src, false), now.Add(handshakeCopyDelay+5*time.Millisecond)) {
+		t.Fatal("leader took the copy of the initiation it dropped")
+	}
+	restarted := handshakeMsg(wireGuardInitiation, 3)
+	if !admits(leader, restarted, via(src, false), now.Add(500*time.Millisecond)) {
+		t.Fatal("leader dropped a restarted peer's initiation 0.5 s after its handshake was answered")
+	}
+}
