@@ -55,9 +55,9 @@ type handshakes struct {
 	answered   []byte
 	answeredAt time.Time
 	rtt        time.Duration
-	dropped  []byte    // the peer's initiation the leader dropped
-	replyVia *route    // where the peer's latest initiation came from, if not our route
-	viaAt    time.Time // when it came
+	dropped    []byte    // the peer's initiation the leader dropped
+	replyVia   *route    // where the peer's latest initiation came from, if not our route
+	viaAt      time.Time // when it came
 	// admitted: the peer's latest initiation and response let through,
 	// and when; their copies are dropped (dedupe).
 	admitted   [2][]byte
