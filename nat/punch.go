@@ -326,6 +326,15 @@ func (p *Punch) Tick(now time.Time) Event {
 // one for SuspectTimeout would only keep traffic on a dead path.
 func (p *Punch) Drop() { p.lose() }
 
+// Forget drops the path and what the last rounds found, as for a peer
+// never met: after a freeze or sleep the NATs on the way forgot their
+// mappings, and a round that failed before says nothing of one now.
+func (p *Punch) Forget() {
+	p.lose()
+	p.tried, p.retryAt, p.retryBackoff = nil, time.Time{}, 0
+	p.deadline = time.Time{}
+}
+
 func (p *Punch) lose() Event {
 	p.path = Path{}
 	p.suspect = time.Time{}

@@ -325,3 +325,21 @@ func TestProbedBackWhileNoPath(t *testing.T) {
 		}
 	}
 }
+
+// TestPunchForget: after Forget, the candidates of a round that failed are
+// tried again at once, as for a peer never met.
+func TestPunchForget(t *testing.T) {
+	now := time.Unix(1000, 0)
+	p := NewPunch(true, func(netip.AddrPort, Probe) {})
+	cands := []netip.AddrPort{netip.MustParseAddrPort("203.0.113.22:4000")}
+	p.Start(now, cands, time.Second)
+	now = now.Add(2 * time.Second)
+	p.Tick(now) // the round ends, having found nothing
+	if p.StartIfNew(now, cands, time.Second) {
+		t.Fatal("the failed round's candidates were tried again at once")
+	}
+	p.Forget()
+	if !p.StartIfNew(now, cands, time.Second) {
+		t.Fatal("after Forget, the same candidates wait out the failed round's backoff")
+	}
+}

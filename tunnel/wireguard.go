@@ -242,7 +242,11 @@ func (w wireGuard) HandshakeIfNone(peer key.Key) {
 	if pe := t.bind.PeerEndpoint(peer); pe.Handshaking(time.Now()) {
 		t.log.Info("no WireGuard session yet after the path changed", "peer", peer, "handshake", pe.HandshakeState(time.Now()))
 	}
-	if p := t.dev.LookupPeer(device.NoisePublicKey(peer)); p != nil {
+	w.Rehandshake(peer)
+}
+
+func (w wireGuard) Rehandshake(peer key.Key) {
+	if p := w.t.dev.LookupPeer(device.NoisePublicKey(peer)); p != nil {
 		p.SendHandshakeInitiation(false)
 	}
 }

@@ -80,6 +80,12 @@ type Bind struct {
 	Dropped            atomic.Uint64 // packets that were neither WireGuard nor ours
 	// hold keeps packets to members not yet known (hold.go); set by TUN.
 	hold *holdingTUN
+	// alive and resumedAt (unix nanoseconds): when the control plane last
+	// ticked, and when it found the process had been frozen
+	// (handshake.go: stale initiations).
+	alive, resumedAt atomic.Int64
+	// StaleDropped counts the initiations dropped as sent before a freeze.
+	StaleDropped atomic.Uint64
 	// relayBytes counts the WireGuard bytes relayed, by kind of relay
 	// and direction (status's relayed_bytes).
 	relayBytes [relayKinds][2]atomic.Uint64

@@ -119,6 +119,10 @@ func (pe *PeerEndpoint) Activity() link.Activity {
 func (pe *PeerEndpoint) received(pkt []byte, src netip.AddrPort, relayed bool) bool {
 	now := time.Now()
 	if isHandshake(pkt) {
+		if pkt[0] == wireGuardInitiation && pe.b != nil && pe.b.stale(now) {
+			pe.b.StaleDropped.Add(1)
+			return false
+		}
 		if !pe.admitHandshake(pkt, via(src, relayed), now) {
 			return false
 		}

@@ -171,6 +171,46 @@ func (pe *PeerEndpoint) admitHandshake(p []byte, via *route, now time.Time) (adm
 	return true
 }
 
+// After a freeze. A process that was stopped (SIGSTOP, a paused VM) or a
+// machine that slept finds, on waking, what the peers sent meanwhile in its
+// socket buffers — among it initiations the peer made long ago, whose
+// handshakes the peer has given up. Answering one replaces the handshake
+// this side starts on waking, and neither side has a session until
+// WireGuard's 5-s retry. So an initiation is dropped while the control
+// plane has not ticked for staleAfter (the process has just woken and
+// reads its backlog before the control plane notices), and for
+// resumeWindow after the control plane said it resumed; the handshake it
+// starts then is answered, and the peer's own come later.
+const (
+	staleAfter   = time.Second
+	resumeWindow = 300 * time.Millisecond
+)
+
+// Alive notes that the control plane ticked at now (link.DataPath).
+func (b *Bind) Alive(now time.Time) { b.alive.Store(now.UnixNano()) }
+
+// Resumed forgets every peer's handshake messages from before the freeze
+// (held, sent, to copy or to send again on a new path) and drops the
+// initiations that come within resumeWindow (link.DataPath).
+func (b *Bind) Resumed(now time.Time) {
+	b.resumedAt.Store(now.UnixNano())
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, pe := range b.endpoints {
+		pe.mu.Lock()
+		pe.hs = handshakes{}
+		pe.mu.Unlock()
+	}
+}
+
+// stale reports whether an initiation arriving at now may be one sent
+// before a freeze.
+func (b *Bind) stale(now time.Time) bool {
+	n := now.UnixNano()
+	alive := b.alive.Load()
+	return alive != 0 && n-alive > int64(staleAfter) || n-b.resumedAt.Load() < int64(resumeWindow)
+}
+
 // restartGap is the least time after the answer to our initiation that a
 // peer's initiation must come to be taken for one of a restarted peer, not
 // the follower's held initiation, which leaves with its answer.

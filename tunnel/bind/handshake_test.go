@@ -210,3 +210,38 @@ func TestRestartedPeerAnsweredAtOnce(t *testing.T) {
 		t.Fatal("leader dropped a restarted peer's initiation 0.5 s after its handshake was answered")
 	}
 }
+
+// TestStaleInitiationsAfterAFreeze: while the control plane has not ticked
+// for staleAfter (the process just woke and reads its backlog), and for
+// resumeWindow after it said it resumed, the peer's initiations are
+// dropped and counted; Resumed forgets the handshake messages from before.
+func TestStaleInitiationsAfterAFreeze(t *testing.T) {
+	src := netip.MustParseAddrPort("203.0.113.22:4000")
+	b := &Bind{}
+	pe := &PeerEndpoint{b: b, peer: key.Key{1}}
+	b.endpoints = map[key.Key]*PeerEndpoint{pe.peer: pe}
+	b.Alive(time.Now())
+	if !pe.received(handshakeMsg(wireGuardInitiation, 1), src, false) {
+		t.Fatal("an initiation refused while the control plane ticks")
+	}
+	b.Alive(time.Now().Add(-200 * time.Second)) // frozen: no tick since
+	if pe.received(handshakeMsg(wireGuardInitiation, 2), src, false) {
+		t.Fatal("an initiation read from the backlog after a freeze was taken")
+	}
+	pe.sending([][]byte{handshakeMsg(wireGuardInitiation, 3)}, nil, time.Now()) // held from before
+	b.Alive(time.Now())
+	b.Resumed(time.Now())
+	if pe.received(handshakeMsg(wireGuardInitiation, 4), src, false) {
+		t.Fatal("an initiation right after the resume was taken")
+	}
+	if got := pe.takeHandshakes(time.Now()); len(got) != 0 {
+		t.Errorf("%d handshake messages from before the freeze kept", len(got))
+	}
+	b.resumedAt.Store(time.Now().Add(-resumeWindow - time.Millisecond).UnixNano())
+	if !pe.received(handshakeMsg(wireGuardInitiation, 5), src, false) {
+		t.Fatal("an initiation after the resume window refused")
+	}
+	if b.StaleDropped.Load() != 2 {
+		t.Errorf("%d stale initiations counted, want 2", b.StaleDropped.Load())
+	}
+}

@@ -97,12 +97,13 @@ type Control struct {
 	// not resolve yet).
 	udpSince, stunSent time.Time
 	// blockedAt is when UDP was last taken for blocked; nextUDPProbe when
-	// to ask STUN over UDP again while that is recent.
-	blockedAt, nextUDPProbe time.Time
-	servers                 []*server
-	peers                   map[key.Key]*peer
-	wants                   []key.Key
-	mapping                 nat.Mapping // our NAT, as STUN tells it
+	// to ask STUN over UDP again while that is recent; lastTick when tick
+	// last ran (network.go: a tick far later than due is a resume).
+	blockedAt, nextUDPProbe, lastTick time.Time
+	servers                           []*server
+	peers                             map[key.Key]*peer
+	wants                             []key.Key
+	mapping                           nat.Mapping // our NAT, as STUN tells it
 	// What the last run remembered (state.go), and where to keep it.
 	saved     State
 	statePath string
@@ -132,6 +133,9 @@ type WireGuard interface {
 	// SetPeerMTU routes the peer's AllowedIPs with an MTU of mtu (0: the
 	// interface's).
 	SetPeerMTU(peer key.Key, mtu int) error
+	// Rehandshake starts a new handshake with the peer now, whatever
+	// session WireGuard holds (after a resume, it is one the peer forgot).
+	Rehandshake(peer key.Key)
 	// AddMember adds a member to WireGuard, or replaces its AllowedIPs,
 	// keeping its session; RemoveMember takes it out.
 	AddMember(peer key.Key, allowed []netip.Prefix) error
@@ -235,12 +239,12 @@ func (c *Control) enqueue(pkt []byte, m inbound) {
 	}
 }
 
-// notify sends k on ch without blocking: a full channel means the
-// control goroutine has such news pending anyway.
-func notify(ch chan<- key.Key) func(key.Key) {
-	return func(k key.Key) {
+// notify sends on ch without blocking: a full channel means the control
+// goroutine has such news pending anyway.
+func notify[T any](ch chan<- T) func(T) {
+	return func(v T) {
 		select {
-		case ch <- k:
+		case ch <- v:
 		default:
 		}
 	}
@@ -258,12 +262,7 @@ func (c *Control) Start(data link.DataPath, wg WireGuard, host Host, mark uint32
 	data.OnMsgSize(c.queuePathCheck)
 	data.OnRelayedInitiation(notify(c.relayedInitiations))
 	data.OnRelayedWhileTURN(notify(c.relayedOnTURN))
-	data.OnUnknownDestination(func(dst netip.Addr) {
-		select {
-		case c.unknownDsts <- dst:
-		default: // looked up soon anyway: the data path holds more for it
-		}
-	})
+	data.OnUnknownDestination(notify(c.unknownDsts))
 	c.netChanged = make(chan struct{}, 1)
 	c.spawn(func() { host.WatchNetwork(c.done, c.netChanged) })
 	c.spawn(c.run)
@@ -381,6 +380,7 @@ func (c *Control) sendSealed(dst netip.AddrPort, shared *wire.SharedKey, m wire.
 }
 
 func (c *Control) tick(now time.Time) {
+	c.checkResume(now)
 	// Before the servers' turn: the registrations it calls for leave in
 	// this tick.
 	if !c.netSettle.IsZero() && !now.Before(c.netSettle) {

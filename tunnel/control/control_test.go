@@ -28,10 +28,11 @@ import (
 // fakeData is a link.DataPath that records what is sent and the routes
 // set, and passes nothing on.
 type fakeData struct {
-	sent   []sentPacket
-	peers  map[key.Key]*fakePeer
-	relays []netip.AddrPort
-	dsts   map[netip.Addr]bool // AddDestinations, RemoveDestinations
+	sent    []sentPacket
+	peers   map[key.Key]*fakePeer
+	relays  []netip.AddrPort
+	dsts    map[netip.Addr]bool // AddDestinations, RemoveDestinations
+	resumed int                 // Resumed calls
 }
 
 type sentPacket struct {
@@ -58,6 +59,8 @@ func (f *fakeData) ServeTURN(*turnrelay.Allocation, func([]byte, netip.AddrPort)
 func (f *fakeData) OnMsgSize(func(netip.AddrPort))                                {}
 func (f *fakeData) OnRelayedInitiation(func(key.Key))                             {}
 func (f *fakeData) OnRelayedWhileTURN(func(key.Key))                              {}
+func (f *fakeData) Alive(time.Time)                                               {}
+func (f *fakeData) Resumed(time.Time)                                             { f.resumed++ }
 func (f *fakeData) ServeSocket(*net.UDPConn, key.Key, int, func([]byte, netip.AddrPort)) {
 }
 
@@ -75,13 +78,15 @@ func (p *fakePeer) Activity() link.Activity { return p.activity }
 
 // fakeWireGuard records what the control plane asks of WireGuard.
 type fakeWireGuard struct {
-	handshakes int
-	members    map[key.Key][]netip.Prefix // AddMember, RemoveMember
+	handshakes   int
+	rehandshakes int
+	members      map[key.Key][]netip.Prefix // AddMember, RemoveMember
 }
 
 func (*fakeWireGuard) Repoint(key.Key)               {}
 func (w *fakeWireGuard) HandshakeIfNone(key.Key)     { w.handshakes++ }
 func (*fakeWireGuard) SetPeerMTU(key.Key, int) error { return nil }
+func (w *fakeWireGuard) Rehandshake(key.Key)         { w.rehandshakes++ }
 
 // fakeHost is a host whose paths are all as big as the links, and whose
 // network never changes.
@@ -540,5 +545,32 @@ func TestControlSTUNTableBounded(t *testing.T) {
 	n := len(h.c.stun)
 	if max := int(stunLifetime/time.Second) + 2; n > max {
 		t.Fatalf("%d STUN requests remembered after 10 minutes of silence, want at most %d", n, max)
+	}
+}
+
+// TestControlResumeIsANetworkChange: a tick 200 s late (the process was
+// frozen) leaves the direct path for the relay, registers again at once,
+// tells the data path, and starts a new handshake with every peer.
+func TestControlResumeIsANetworkChange(t *testing.T) {
+	h := newHarness(t)
+	h.goDirect()
+	h.advance(time.Second)
+	h.take()
+	h.now = h.now.Add(200 * time.Second)
+	h.c.tick(h.now)
+	p := h.peer()
+	if r := p.ep.Route(); !r.Relay {
+		t.Errorf("route %+v after the freeze, want the relay", r)
+	}
+	if h.data.resumed != 1 || h.c.wg.(*fakeWireGuard).rehandshakes != 1 {
+		t.Errorf("data path told %d times, %d new handshakes; want 1 and 1", h.data.resumed, h.c.wg.(*fakeWireGuard).rehandshakes)
+	}
+	if h.registrations(h.take()) == 0 {
+		t.Error("no registration right after the freeze")
+	}
+	// Ticks on time after that are no resume.
+	h.advance(time.Second)
+	if h.data.resumed != 1 {
+		t.Errorf("%d resumes after ticks on time", h.data.resumed)
 	}
 }

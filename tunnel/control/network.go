@@ -164,6 +164,53 @@ func (c *Control) networkChanged(now time.Time) {
 	}
 }
 
+// resumeGap: a tick this much later than its 50 ms — or a wall clock
+// that moved this much further than the monotonic one, which stops while
+// the machine sleeps — means the process was frozen (SIGSTOP, a paused VM
+// or container) or the machine slept.
+const resumeGap = 2 * time.Second
+
+// checkResume notices a freeze or sleep and treats it like a new network.
+func (c *Control) checkResume(now time.Time) {
+	last := c.lastTick
+	c.lastTick = now
+	c.data.Alive(now)
+	if last.IsZero() {
+		return
+	}
+	mono := now.Sub(last)
+	wall := now.Round(0).Sub(last.Round(0)) // Round(0) drops the monotonic reading
+	if mono < resumeGap && wall-mono < resumeGap {
+		return
+	}
+	c.resumed(now, max(mono, wall))
+}
+
+// resumed follows a freeze or sleep of about gap: every NAT mapping and
+// session the peers had with us may be gone, and what arrived meanwhile
+// was sent long ago. Stale handshake messages are forgotten and stale
+// initiations dropped (the data path's Resumed), the direct paths left for
+// the relay, registrations and STUN sent at once (networkChanged), and a
+// new handshake started with every peer — rather than answer a peer's
+// initiation from before the freeze, whose answer no longer matches
+// anything it has.
+func (c *Control) resumed(now time.Time, gap time.Duration) {
+	c.log.Info("resumed after a freeze or sleep: treating it as a network change", "gap", gap.Round(time.Millisecond))
+	c.data.Resumed(now)
+	c.networkChanged(now)
+	for _, p := range c.peers {
+		direct := p.punch.Path().Addr.IsValid()
+		p.punch.Forget()
+		p.closeBirthday(true)
+		p.nextQuery, p.backoff = now, minBackoff
+		p.nextBirthday, p.birthdayBackoff = time.Time{}, minBirthdayBackoff
+		if direct {
+			p.updateRoute(now, "resumed after a freeze or sleep: the NATs' mappings are likely gone")
+		}
+		c.wg.Rehandshake(p.key)
+	}
+}
+
 // queuePathCheck asks the control goroutine to look up the path MTU to
 // dst (pathmtu.go). It never blocks: a full queue means checks are
 // pending anyway.

@@ -118,6 +118,13 @@ type DataPath interface {
 	// held for them leaves. RemoveDestinations undoes it.
 	AddDestinations(addrs []netip.Addr)
 	RemoveDestinations(addrs []netip.Addr)
+	// Alive says the control plane ran at now (every tick): while it has
+	// not for a while, the process was frozen, and what arrives was sent
+	// long ago. Resumed says the control plane found it was: handshake
+	// messages from before are forgotten, and initiations that come in
+	// the moment after are stale (see tunnel/bind).
+	Alive(now time.Time)
+	Resumed(now time.Time)
 }
 
 // Leads reports whether we, with public key ours, lead the pair with
