@@ -208,7 +208,10 @@ func (s *Server) lookup(asker key.Key, m *wire.Lookup, now time.Time) {
 		target, ok = a.member.net.byName[m.Name]
 	}
 	if b := s.peers[target]; ok && b != nil && target != asker {
-		s.introduce(asker, a, target, b)
+		// The member looked up hears first: the asker's initiation
+		// follows its own introduction at once, and a member not yet
+		// told of the asker would drop it (and its copy, under load).
+		s.introduce(target, b, asker, a)
 		return
 	}
 	s.Stats.LookupMisses.Add(1)

@@ -186,31 +186,6 @@ const (
 	resumeWindow = 300 * time.Millisecond
 )
 
-// Alive notes that the control plane ticked at now (link.DataPath).
-func (b *Bind) Alive(now time.Time) { b.alive.Store(now.UnixNano()) }
-
-// Resumed forgets every peer's handshake messages from before the freeze
-// (held, sent, to copy or to send again on a new path) and drops the
-// initiations that come within resumeWindow (link.DataPath).
-func (b *Bind) Resumed(now time.Time) {
-	b.resumedAt.Store(now.UnixNano())
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, pe := range b.endpoints {
-		pe.mu.Lock()
-		pe.hs = handshakes{}
-		pe.mu.Unlock()
-	}
-}
-
-// stale reports whether an initiation arriving at now may be one sent
-// before a freeze.
-func (b *Bind) stale(now time.Time) bool {
-	n := now.UnixNano()
-	alive := b.alive.Load()
-	return alive != 0 && n-alive > int64(staleAfter) || n-b.resumedAt.Load() < int64(resumeWindow)
-}
-
 // restartGap is the least time after the answer to our initiation that a
 // peer's initiation must come to be taken for one of a restarted peer, not
 // the follower's held initiation, which leaves with its answer.

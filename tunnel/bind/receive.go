@@ -129,10 +129,13 @@ func (b *Bind) wrap(fn conn.ReceiveFunc) conn.ReceiveFunc {
 					sizes[i] = copy(bufs[i], pkt[wire.RelayHeaderLen:])
 					b.relayBytes[relayRendezvous][rx].Add(uint64(sizes[i]))
 					eps[i] = pe
+					// Told even of an initiation the crossing rule drops:
+					// that the peer sends it by the relay says all the
+					// same that our direct path no longer reaches it.
+					b.relayedHandshake(pe, bufs[i][:sizes[i]])
 					if !pe.received(bufs[i][:sizes[i]], src, true) {
 						sizes[i] = 0
 					} else {
-						b.relayedHandshake(pe, bufs[i][:sizes[i]])
 						b.relayedWhileTURN(pe)
 					}
 					continue
