@@ -101,7 +101,7 @@ func (pe *PeerEndpoint) sending(bufs [][]byte, r *route, now time.Time) {
 		}
 		if p[0] == wireGuardInitiation && bytes.Equal(p, hs.answered) {
 			pe.mu.Unlock()
-			continue // the copy of an initiation answered already
+			continue // an initiation answered already, sent again on a new path
 		}
 		hs.last[i], hs.lastAt[i] = append(hs.last[i][:0], p...), now
 		if p[0] == wireGuardInitiation {
@@ -197,6 +197,13 @@ const restartGap = 50 * time.Millisecond
 // pe.mu.
 func (hs *handshakes) restarted(now time.Time) bool {
 	return hs.answered != nil && bytes.Equal(hs.answered, hs.last[0]) && now.Sub(hs.answeredAt) > max(hs.rtt, restartGap)
+}
+
+// answered reports whether p is our initiation that got its answer.
+func (pe *PeerEndpoint) answered(p []byte) bool {
+	pe.mu.Lock()
+	defer pe.mu.Unlock()
+	return p[0] == wireGuardInitiation && bytes.Equal(p, pe.hs.answered)
 }
 
 // answers reports whether the response resp answers the initiation init:

@@ -245,3 +245,29 @@ func TestStaleInitiationsAfterAFreeze(t *testing.T) {
 		t.Errorf("%d stale initiations counted, want 2", b.StaleDropped.Load())
 	}
 }
+
+// TestAnsweredInitiationNotCopied: once the answer came, the initiation's
+// copy stays home — a peer that restarted in between would take it for a
+// new handshake and spoil its own.
+func TestAnsweredInitiationNotCopied(t *testing.T) {
+	b := New(key.Key{1}, func([]byte, netip.AddrPort) {})
+	defer b.Close()
+	std := &fakeStd{}
+	b.std = std
+	pe := b.PeerEndpoint(key.Key{2})
+	src := netip.MustParseAddrPort("203.0.113.22:4000")
+	pe.SetRoute(link.Route{Dst: src})
+	b.Send([][]byte{handshakeMsg(wireGuardInitiation, 1)}, pe) // sender index 1
+	resp := handshakeMsg(wireGuardResponse, 9)
+	resp[8] = 1
+	if !pe.received(resp, src, false) {
+		t.Fatal("the answer was refused")
+	}
+	time.Sleep(2 * handshakeCopyDelay) // past when the copy would have gone
+	b.mu.Lock()
+	n := len(std.sent)
+	b.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d packets sent, want the initiation alone: its copy went out after the answer", n)
+	}
+}

@@ -247,7 +247,10 @@ func (b *Bind) sendHandshakes(bufs [][]byte, pe *PeerEndpoint, r *route, now tim
 		}
 		for _, d := range copies {
 			b.later(d, func() {
-				if r := pe.route.Load(); r != nil {
+				// Not once answered: a peer that restarted meanwhile
+				// would take the copy for a new handshake, and its
+				// own would find no answer it can use.
+				if r := pe.route.Load(); r != nil && !pe.answered(dup) {
 					b.sendRoute([][]byte{dup}, pe, r)
 				}
 			})
