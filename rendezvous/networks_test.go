@@ -68,17 +68,8 @@ func (c *client) refusal() *wire.Refused {
 // carries want as the certificate.
 func (c *client) expectMemberIntro(peer key.Key, want []byte) {
 	c.t.Helper()
-	for {
-		m := c.recv(2 * time.Second)
-		if m == nil {
-			c.t.Fatalf("no intro to %v", peer)
-		}
-		if in, ok := m.(*wire.Intro); ok {
-			if in.Peer != peer || string(in.Cert) != string(want) {
-				c.t.Fatalf("intro of %v (cert %d bytes), want %v with its certificate", in.Peer, len(in.Cert), peer)
-			}
-			return
-		}
+	if in := c.nextIntro(peer); in.Peer != peer || string(in.Cert) != string(want) {
+		c.t.Fatalf("intro of %v (cert %d bytes), want %v with its certificate", in.Peer, len(in.Cert), peer)
 	}
 }
 

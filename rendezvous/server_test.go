@@ -101,16 +101,22 @@ func (c *client) register(wants ...key.Key) {
 // expectIntro reads messages until an Intro arrives.
 func (c *client) expectIntro(peer key.Key, endpoint netip.AddrPort) {
 	c.t.Helper()
+	if in := c.nextIntro(peer); in.Peer != peer || in.Observed != endpoint || len(in.Candidates) != 1 {
+		c.t.Fatalf("intro %+v, want peer %v at %v", in, peer, endpoint)
+	}
+}
+
+// nextIntro reads messages until an Intro arrives; none within 2 s of
+// the last message fails the test, naming the peer expected.
+func (c *client) nextIntro(peer key.Key) *wire.Intro {
+	c.t.Helper()
 	for {
 		m := c.recv(2 * time.Second)
 		if m == nil {
 			c.t.Fatalf("no intro to %v", peer)
 		}
 		if in, ok := m.(*wire.Intro); ok {
-			if in.Peer != peer || in.Observed != endpoint || len(in.Candidates) != 1 {
-				c.t.Fatalf("intro %+v, want peer %v at %v", in, peer, endpoint)
-			}
-			return
+			return in
 		}
 	}
 }
