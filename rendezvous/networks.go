@@ -66,20 +66,13 @@ func (s *Server) checkCert(sender key.Key, network cert.NetworkKey, raw []byte, 
 		held = reg.member.cert
 	}
 	s.mu.RUnlock()
-	if held != nil {
-		return s.checkParsed(sender, network, held, now)
+	if held == nil {
+		var err error
+		if held, err = cert.Parse(raw); err != nil {
+			return nil, err
+		}
 	}
-	return s.checkCertLocked(sender, network, raw, now)
-}
-
-// checkCertLocked is checkCert without a look at what is held, for
-// callers that hold s.mu (Load).
-func (s *Server) checkCertLocked(sender key.Key, network cert.NetworkKey, raw []byte, now time.Time) (*cert.Cert, error) {
-	c, err := cert.Parse(raw)
-	if err != nil {
-		return nil, err
-	}
-	return s.checkParsed(sender, network, c, now)
+	return s.checkParsed(sender, network, held, now)
 }
 
 // checkParsed checks a parsed certificate against the network the member

@@ -4,11 +4,14 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"time"
+
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
 // NetworkKey is a network's Ed25519 public key: what configs name in
@@ -17,11 +20,13 @@ type NetworkKey [ed25519.PublicKeySize]byte
 
 // ParseNetworkKey parses a network public key's base64 form.
 func ParseNetworkKey(s string) (NetworkKey, error) {
-	b, err := decode32(s)
+	// The same 44-character base64 form as a WireGuard key: key.Parse's
+	// checks, and its errors, which never contain the input.
+	k, err := key.Parse(s)
 	if err != nil {
-		return NetworkKey{}, fmt.Errorf("network key: %w", err)
+		return NetworkKey{}, fmt.Errorf("network %w", err)
 	}
-	return NetworkKey(b), nil
+	return NetworkKey(k), nil
 }
 
 // String returns k in standard base64.
@@ -44,11 +49,11 @@ func NewNetworkPrivate() (NetworkPrivate, error) {
 // ParseNetworkPrivate parses a network private key's base64 form. The
 // error never contains the input.
 func ParseNetworkPrivate(s string) (NetworkPrivate, error) {
-	b, err := decode32(s)
+	k, err := key.Parse(s)
 	if err != nil {
-		return NetworkPrivate{}, fmt.Errorf("network private key: %w", err)
+		return NetworkPrivate{}, fmt.Errorf("network private %w", err)
 	}
-	return NetworkPrivate(b), nil
+	return NetworkPrivate(k), nil
 }
 
 // Encode returns the key's base64 form, for the key file.
@@ -69,21 +74,6 @@ func (NetworkPrivate) GoString() string { return "(network private key)" }
 
 // LogValue hides the key from slog.
 func (NetworkPrivate) LogValue() slog.Value { return slog.StringValue("(network private key)") }
-
-// decode32 decodes exactly 32 bytes of strict standard base64. Its errors
-// never contain the input.
-func decode32(s string) ([32]byte, error) {
-	var k [32]byte
-	if len(s) != base64.StdEncoding.EncodedLen(len(k)) {
-		return k, fmt.Errorf("must be %d base64 characters, got %d", base64.StdEncoding.EncodedLen(len(k)), len(s))
-	}
-	b, err := base64.StdEncoding.Strict().DecodeString(s)
-	if err != nil {
-		return k, fmt.Errorf("invalid base64: %v", err)
-	}
-	copy(k[:], b)
-	return k, nil
-}
 
 // Reason says why a certificate or a member was refused. It travels in
 // the rendezvous's Refused message as one byte, so its values are fixed.
@@ -151,14 +141,7 @@ func (r *reader) take(n int) []byte {
 
 func (r *reader) byte() byte { return r.take(1)[0] }
 
-func (r *reader) time() time.Time {
-	b := r.take(8)
-	var u uint64
-	for _, x := range b {
-		u = u<<8 | uint64(x)
-	}
-	return time.Unix(int64(u), 0)
-}
+func (r *reader) time() time.Time { return time.Unix(int64(binary.BigEndian.Uint64(r.take(8))), 0) }
 
 func (r *reader) label() string {
 	n := int(r.byte())
