@@ -60,6 +60,20 @@ type SectionKey struct {
 // an error from Set — is an *Error naming filename, the line and the key;
 // an error reading r is returned wrapped.
 func ParseSection(filename string, r io.Reader, name string, keys []SectionKey) error {
+	return parseSections(filename, r, name, keys, nil)
+}
+
+// ParseSections is ParseSection for a file of any number of [name]
+// sections, such as a rules file's [Rule]s: section is called at each
+// header with its line, and once more at the end of the file with line 0,
+// so that the caller can finish the section before; an error it returns
+// is returned as it is (an *Error naming the section's header, say).
+// Keys may appear once per section.
+func ParseSections(filename string, r io.Reader, name string, keys []SectionKey, section func(line int) error) error {
+	return parseSections(filename, r, name, keys, section)
+}
+
+func parseSections(filename string, r io.Reader, name string, keys []SectionKey, section func(line int) error) error {
 	data, err := io.ReadAll(r)
 	if err != nil {
 		return fmt.Errorf("%s: %w", filename, err)
@@ -71,8 +85,14 @@ func ParseSection(filename string, r io.Reader, name string, keys []SectionKey) 
 	errorf := func(line int, k, format string, args ...any) error {
 		return &Error{File: filename, Line: line, Key: k, Msg: fmt.Sprintf(format, args...)}
 	}
-	var header int           // line of the [name] header; 0 before it
-	seen := map[string]int{} // keys set → first line
+	sectionDone := func(line int) error {
+		if section == nil {
+			return nil
+		}
+		return section(line)
+	}
+	var header int           // line of the current [name] header; 0 before it
+	seen := map[string]int{} // keys set in this section → first line
 	for i, line := range fileLines(data) {
 		n := i + 1
 		kind, k, v := lexLine(line)
@@ -86,10 +106,14 @@ func ParseSection(filename string, r io.Reader, name string, keys []SectionKey) 
 			if !strings.EqualFold(strings.TrimSpace(k[1:len(k)-1]), name) {
 				return errorf(n, "", "unknown section %s; want [%s]", quote(k), name)
 			}
-			if header != 0 {
+			if header != 0 && section == nil {
 				return errorf(n, "", "duplicate [%s] section; the first is on line %d", name, header)
 			}
+			if err := sectionDone(n); err != nil {
+				return err
+			}
 			header = n
+			clear(seen)
 			continue
 		}
 		sk, known := byName[strings.ToLower(k)]
@@ -120,5 +144,5 @@ func ParseSection(filename string, r io.Reader, name string, keys []SectionKey) 
 			}
 		}
 	}
-	return nil
+	return sectionDone(0)
 }

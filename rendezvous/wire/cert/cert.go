@@ -36,7 +36,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
@@ -149,13 +148,9 @@ func Parse(b []byte) (*Cert, error) {
 // ParseText parses a certificate's text form: its encoding in standard
 // base64, one line, surrounding white space ignored.
 func ParseText(s string) (*Cert, error) {
-	s = strings.TrimSpace(s)
-	if len(s) > base64.StdEncoding.EncodedLen(MaxLen) {
-		return nil, fmt.Errorf("certificate: %d characters, at most %d", len(s), base64.StdEncoding.EncodedLen(MaxLen))
-	}
-	b, err := base64.StdEncoding.Strict().DecodeString(s)
+	b, err := decodeText(s, MaxLen, "certificate")
 	if err != nil {
-		return nil, fmt.Errorf("certificate: not base64: %v", err)
+		return nil, err
 	}
 	return Parse(b)
 }
@@ -280,13 +275,7 @@ func (c *Cert) appendBody(b []byte) []byte {
 	b = appendLabel(b, c.Name)
 	b = append(b, byte(len(c.Addresses)))
 	for _, p := range c.Addresses {
-		if p.Addr().Is4() {
-			b = append(b, 4)
-		} else {
-			b = append(b, 6)
-		}
-		b = append(b, p.Addr().AsSlice()...)
-		b = append(b, byte(p.Bits()))
+		b = appendPrefix(b, p)
 	}
 	b = append(b, byte(len(c.Groups)))
 	for _, g := range c.Groups {
@@ -296,3 +285,14 @@ func (c *Cert) appendBody(b []byte) []byte {
 }
 
 func appendLabel(b []byte, s string) []byte { return append(append(b, byte(len(s))), s...) }
+
+// appendPrefix writes a prefix as reader.prefix reads it: family (4 or
+// 6), the address, the prefix length.
+func appendPrefix(b []byte, p netip.Prefix) []byte {
+	fam := byte(6)
+	if p.Addr().Is4() {
+		fam = 4
+	}
+	b = append(append(b, fam), p.Addr().AsSlice()...)
+	return append(b, byte(p.Bits()))
+}

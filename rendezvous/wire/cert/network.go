@@ -88,11 +88,12 @@ const (
 	Overlap     // its addresses overlap a peer's already there
 	Malformed   // not a certificate (the encoding's checks failed)
 	NetworkFull // the rendezvous serves no more members of this network
+	Revoked     // the network key revoked the member's key (document.go)
 	// NumReasons is one more than the highest reason, for tables of them.
 	NumReasons = iota + 1
 )
 
-var reasons = [NumReasons]string{"", "bad-signature", "other-network", "expired", "not-yet-valid", "key-mismatch", "overlap", "malformed", "network-full"}
+var reasons = [NumReasons]string{"", "bad-signature", "other-network", "expired", "not-yet-valid", "key-mismatch", "overlap", "malformed", "network-full", "revoked"}
 
 // String is the reason's name in logs and metric labels.
 func (r Reason) String() string {

@@ -1,0 +1,225 @@
+package policy
+
+import (
+	"net/netip"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/punchtun/punchtun/rendezvous/wire/cert"
+)
+
+// Member is a network member as rules see it: its certificate's name,
+// groups and addresses.
+type Member struct {
+	Name   string
+	Groups []string
+	Addrs  []netip.Addr
+}
+
+// MemberOf is c as rules see it.
+func MemberOf(c *cert.Cert) *Member {
+	m := &Member{Name: c.Name, Groups: c.Groups}
+	for _, p := range c.Addresses {
+		m.Addrs = append(m.Addrs, p.Addr())
+	}
+	return m
+}
+
+// Why a packet was dropped, for the counters.
+const (
+	DropNoRule    = iota // no rule allows it, and it is no reply
+	DropMalformed        // not an IP packet the filter can read
+	NumDrops
+)
+
+// DropNames are the reasons' names in status and metric labels.
+var DropNames = [NumDrops]string{"no-rule", "malformed"}
+
+// Filter is a member's filter of what the tunnel delivers: with a policy,
+// a packet from a member passes when it belongs to a flow this machine
+// opened or a rule let in, or when a rule allows it (and its flow is let
+// in from then on). Packets of static peers (not members) and all packets
+// while no policy is held pass. Safe for concurrent use: the data path
+// reads, the control plane replaces the table whole (Set).
+type Filter struct {
+	table  atomic.Pointer[table]
+	ct     conntrack
+	clock  atomic.Int64 // unix nanoseconds, set by Tick: packets read no clock
+	gossip atomic.Pointer[func(src netip.Addr, body []byte)]
+	// Dropped counts the packets dropped, by reason (DropNames).
+	Dropped [NumDrops]atomic.Uint64
+	// Allowed counts, per rule of the policy held, the flows it let in.
+	allowed atomic.Pointer[[]atomic.Uint64]
+	swept   time.Time
+}
+
+// table is what the data path judges by; replaced whole.
+type table struct {
+	seq     uint64
+	enforce bool // a policy is held
+	rules   []cert.Rule
+	self    *Member
+	members map[netip.Addr]*Member
+}
+
+// New returns a filter that lets everything pass until Set gives it a
+// policy.
+func New() *Filter {
+	f := &Filter{}
+	f.table.Store(&table{})
+	f.allowed.Store(&[]atomic.Uint64{})
+	f.Tick(time.Now())
+	return f
+}
+
+// Set gives the filter a policy (nil: none, everything passes), this
+// member as rules see it, and the members by address. Call it before a
+// member enters WireGuard, so that none of its packets pass unjudged.
+func (f *Filter) Set(policy *cert.Document, self *Member, members map[netip.Addr]*Member) {
+	t := &table{self: self, members: members}
+	if policy != nil && self != nil {
+		t.enforce, t.seq, t.rules = true, policy.Seq, policy.Rules
+	}
+	if old := f.table.Load(); old.seq != t.seq || len(*f.allowed.Load()) != len(t.rules) {
+		counts := make([]atomic.Uint64, len(t.rules))
+		f.allowed.Store(&counts)
+	}
+	f.table.Store(t)
+}
+
+// OnGossip sets what receives the members' documents sent in-tunnel to
+// this machine (gossip.go); they never reach the system.
+func (f *Filter) OnGossip(fn func(src netip.Addr, body []byte)) { f.gossip.Store(&fn) }
+
+// Tick advances the filter's clock and now and then forgets flows timed
+// out and flows let in by an older policy. The control loop calls it.
+func (f *Filter) Tick(now time.Time) {
+	f.clock.Store(now.UnixNano())
+	if now.Sub(f.swept) >= 10*time.Second {
+		f.swept = now
+		f.ct.sweep(now.UnixNano(), f.table.Load().seq)
+	}
+}
+
+// Flows is the number of flows tracked.
+func (f *Filter) Flows() int { return f.ct.len() }
+
+// FlowsRefused counts flows not tracked because the table was full.
+func (f *Filter) FlowsRefused() uint64 { return f.ct.Full.Load() }
+
+// Allowed returns, per rule of the policy held, the flows it let in.
+func (f *Filter) Allowed() []uint64 {
+	counts := *f.allowed.Load()
+	out := make([]uint64, len(counts))
+	for i := range counts {
+		out[i] = counts[i].Load()
+	}
+	return out
+}
+
+// admit judges a packet the tunnel delivers; false: drop it (counted).
+func (f *Filter) admit(pkt []byte) bool {
+	if isGossip(pkt) {
+		f.takeGossip(pkt)
+		return false
+	}
+	t := f.table.Load()
+	if !t.enforce {
+		return true
+	}
+	p, ok := parse(pkt)
+	if !ok {
+		f.Dropped[DropMalformed].Add(1)
+		return false
+	}
+	sender := t.members[p.src]
+	if sender == nil {
+		return true // a static peer's: the network's policy is not about it
+	}
+	now := f.clock.Load()
+	if p.icmpError && f.ct.seen(p.inner, now, t.seq, true) {
+		return true // about a flow this machine has
+	}
+	fl := p.inbound()
+	if !p.fragment && f.ct.seen(fl, now, t.seq, false) {
+		return true
+	}
+	for i := range t.rules {
+		if t.allows(&t.rules[i], sender, &p) {
+			if !p.fragment {
+				f.ct.add(fl, now, true, t.seq)
+			}
+			if counts := *f.allowed.Load(); i < len(counts) {
+				counts[i].Add(1)
+			}
+			return true
+		}
+	}
+	f.Dropped[DropNoRule].Add(1)
+	return false
+}
+
+// sent notes a packet this machine sends: replies to it will pass.
+func (f *Filter) sent(pkt []byte) {
+	t := f.table.Load()
+	if !t.enforce || isGossip(pkt) {
+		return
+	}
+	p, ok := parse(pkt)
+	if !ok || p.fragment || t.members[p.dst] == nil {
+		return
+	}
+	fl, now := p.outbound(), f.clock.Load()
+	if !f.ct.seen(fl, now, t.seq, true) {
+		f.ct.add(fl, now, false, t.seq)
+	}
+}
+
+// allows reports whether rule r lets p in from sender.
+func (t *table) allows(r *cert.Rule, sender *Member, p *packet) bool {
+	return selects(r.From, sender, p.src) && selects(r.To, t.self, p.dst) && serves(r.Allow, p)
+}
+
+func selects(sel []cert.Selector, m *Member, addr netip.Addr) bool {
+	for _, s := range sel {
+		switch s.Kind {
+		case cert.SelectAny:
+			return true
+		case cert.SelectGroup:
+			if slices.Contains(m.Groups, s.Label) {
+				return true
+			}
+		case cert.SelectName:
+			if m.Name == s.Label {
+				return true
+			}
+		case cert.SelectPrefix:
+			if s.Prefix.Contains(addr) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// serves reports whether a service allowed covers p. A later fragment has
+// no ports: only a service of every port covers it.
+func serves(allow []cert.Service, p *packet) bool {
+	for _, s := range allow {
+		switch {
+		case s.Proto == cert.ProtoAny:
+			return true
+		case s.Proto != p.proto:
+		case s.Proto == cert.ProtoICMP:
+			return true
+		case p.fragment:
+			if s.From == 0 && s.To == 65535 {
+				return true
+			}
+		case s.From <= p.dport && p.dport <= s.To:
+			return true
+		}
+	}
+	return false
+}
