@@ -271,7 +271,7 @@ func (s *Server) admit(b []byte, src netip.AddrPort, now time.Time) bool {
 // cannot spend its budget. Callers hold s.mu.
 func (s *Server) screen(sender key.Key, registered bool, body wire.Body, now time.Time) bool {
 	switch body.(type) {
-	case *wire.Register, *wire.Query, *wire.Deregister, *wire.Relayed, *wire.Lookup:
+	case *wire.Register, *wire.Query, *wire.Deregister, *wire.Relayed, *wire.Lookup, *wire.Publish:
 	default:
 		s.Stats.DropMalformed.Add(1) // a peer-to-peer or server-to-peer message
 		return false

@@ -39,6 +39,8 @@ var statNames = map[string]struct{ name, help string }{
 	"RelayedAddresses": {"relayed_addresses_total", "TURN relayed addresses passed from one peer of a pair to the other."},
 	"Lookups":          {"lookups_total", "Members' lookups of other members answered (introduced or missed)."},
 	"LookupMisses":     {"lookup_misses_total", "Lookups that no registered member of the asker's network held."},
+	"Documents":        {"documents_total", "Networks' documents (policies, revocations) taken from members and sent on."},
+	"DocumentsRefused": {"documents_refused_total", "Documents refused: not signed by the network key, not the publisher's network, or no room."},
 }
 
 // NewCollector returns a Collector of s. Register it with a
@@ -51,7 +53,7 @@ func NewCollector(s *Server) *Collector {
 		members:  prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "members"), "Peers registered now as members of a network.", nil, nil),
 		networks: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "networks"), "Networks with a member registered now.", nil, nil),
 		refused: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "member_refusals_total"),
-			"Members' certificates refused, by reason: bad-signature, other-network, expired, not-yet-valid, key-mismatch, overlap, malformed, network-full.",
+			"Members' certificates refused, by reason: bad-signature, other-network, expired, not-yet-valid, key-mismatch, overlap, malformed, network-full, revoked.",
 			[]string{"reason"}, nil),
 	}
 	dropped := prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "dropped_packets_total"),

@@ -1,6 +1,7 @@
 package rendezvous
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io/fs"
@@ -22,7 +23,16 @@ import (
 // notices the restart. Only UDP registrations are kept: a TCP peer's
 // connection ends with the process, and the peer reconnects by itself.
 //
-// The file holds no secret: shared keys are computed again on load.
+// The networks' documents (documents.go) are kept too, and verified
+// again on load. The file holds no secret: shared keys are computed again
+// on load.
+
+// savedState is the file: an object since documents came; a bare array
+// of registrations before, which Load still reads.
+type savedState struct {
+	Registrations []savedRegistration `json:"registrations"`
+	Documents     [][]byte            `json:"documents,omitempty"`
+}
 
 type savedRegistration struct {
 	Key        key.Key          `json:"key"`
@@ -67,8 +77,17 @@ func (s *Server) Save(path string) error {
 		}
 		out = append(out, sr)
 	}
+	st := savedState{Registrations: out}
+	for _, h := range s.docs {
+		if p := h.Policy(); p != nil {
+			st.Documents = append(st.Documents, p.Bytes())
+		}
+		for _, r := range h.Revocations() {
+			st.Documents = append(st.Documents, r.Bytes())
+		}
+	}
 	s.mu.RUnlock()
-	b, err := json.Marshal(out)
+	b, err := json.Marshal(st)
 	if err != nil {
 		return err
 	}
@@ -86,10 +105,16 @@ func (s *Server) Load(path string, conns []*net.UDPConn) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	var saved []savedRegistration
-	if err := json.Unmarshal(b, &saved); err != nil {
+	var st savedState
+	if trimmed := bytes.TrimSpace(b); len(trimmed) > 0 && trimmed[0] == '[' {
+		err = json.Unmarshal(b, &st.Registrations)
+	} else {
+		err = json.Unmarshal(b, &st)
+	}
+	if err != nil {
 		return 0, err
 	}
+	saved := st.Registrations
 	byLocal := make(map[netip.AddrPort]*net.UDPConn)
 	for _, c := range conns {
 		if a, ok := c.LocalAddr().(*net.UDPAddr); ok {
@@ -100,6 +125,19 @@ func (s *Server) Load(path string, conns []*net.UDPConn) (int, error) {
 	floor := uint64(now.Add(-replayFloor).UnixNano())
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for _, raw := range st.Documents {
+		// Verified again: the file is not trusted with what members enforce.
+		if d, err := cert.ParseDocument(raw); err == nil && s.docCount < maxDocuments {
+			h := s.docs[d.Network]
+			if h == nil {
+				h = cert.NewHoldings(d.Network)
+				s.docs[d.Network] = h
+			}
+			before := held(h)
+			h.Add(d)
+			s.docCount += held(h) - before
+		}
+	}
 	n := 0
 	for _, sr := range saved {
 		conn := byLocal[sr.Local]
@@ -125,7 +163,7 @@ func (s *Server) Load(path string, conns []*net.UDPConn) (int, error) {
 		if sr.Cert != nil {
 			// Verified again: the file is not trusted with membership.
 			// One that fails now registers without it until its refresh.
-			if c, err := cert.Parse(sr.Cert); err == nil {
+			if c, err := cert.Parse(sr.Cert); err == nil && !s.revoked(c.Network, sr.Key) {
 				if c, err = s.checkParsed(sr.Key, c.Network, c, now); err == nil {
 					s.join(sr.Key, reg, c)
 				}

@@ -87,6 +87,10 @@ type Server struct {
 
 	// The networks of the members registered now (networks.go).
 	networks      map[cert.NetworkKey]*network
+	// docs are the networks' documents (documents.go); docCount counts
+	// them all.
+	docs     map[cert.NetworkKey]*cert.Holdings
+	docCount int
 	allowNetworks map[cert.NetworkKey]bool // nil: any
 	maxMembers    int
 	lookups       *limiter[key.Key]
@@ -121,6 +125,9 @@ type Stats struct {
 	Lookups, LookupMisses atomic.Uint64
 	// Refused counts members' certificates refused, by cert.Reason.
 	Refused [cert.NumReasons]atomic.Uint64
+	// Documents taken, and those refused: not signed by the network key,
+	// not the publisher's network, no room (documents.go).
+	Documents, DocumentsRefused atomic.Uint64
 }
 
 type registration struct {
@@ -167,6 +174,7 @@ func NewServer(cfg Config) *Server {
 		seen:          make(map[key.Key]lastSeen),
 		newKeyJobs:    make(chan newKeyJob, newKeyQueue),
 		networks:      make(map[cert.NetworkKey]*network),
+		docs:          make(map[cert.NetworkKey]*cert.Holdings),
 		refusedLogged: make(map[key.Key]cert.Reason),
 		done:          make(chan struct{}),
 	}
@@ -332,9 +340,15 @@ func (s *Server) apply(l link, h wire.Header, b []byte, src netip.AddrPort, shar
 	var (
 		member  *cert.Cert
 		certErr error
+		doc     *cert.Document
 	)
-	if reg, ok := body.(*wire.Register); ok && reg.Cert != nil {
-		member, certErr = s.checkCert(h.Sender, cert.NetworkKey(reg.Network), reg.Cert, time.Now())
+	switch m := body.(type) {
+	case *wire.Register:
+		if m.Cert != nil {
+			member, certErr = s.checkCert(h.Sender, cert.NetworkKey(m.Network), m.Cert, time.Now())
+		}
+	case *wire.Publish:
+		doc, certErr = checkDocument(m)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -350,6 +364,8 @@ func (s *Server) apply(l link, h wire.Header, b []byte, src netip.AddrPort, shar
 		s.query(h.Sender, m.Peer)
 	case *wire.Lookup:
 		s.lookup(h.Sender, m, now)
+	case *wire.Publish:
+		s.publish(h.Sender, doc, certErr, now)
 	case *wire.Relayed:
 		s.passRelayed(h.Sender, m)
 	case *wire.Deregister:
@@ -374,6 +390,8 @@ func messageTime(b wire.Body) uint64 {
 	case *wire.Relayed:
 		return m.Time
 	case *wire.Lookup:
+		return m.Time
+	case *wire.Publish:
 		return m.Time
 	}
 	return 0
@@ -425,6 +443,9 @@ func (s *Server) register(l link, sender key.Key, shared wire.SharedKey, src net
 		reg.wants[w] = struct{}{}
 	}
 	reg.expires = now.Add(s.ttl)
+	if member != nil && s.revoked(member.Network, sender) {
+		member, certErr = nil, &cert.Error{Reason: cert.Revoked, Detail: "the network key revoked this member"}
+	}
 	if member != nil {
 		certErr = s.join(sender, reg, member)
 	}
@@ -435,6 +456,9 @@ func (s *Server) register(l link, sender key.Key, shared wire.SharedKey, src net
 	ack := &wire.RegisterAck{Time: s.clock.Next(uint64(now.UnixNano())), Observed: src}
 	if s.relay {
 		ack.Flags |= wire.AckRelay
+	}
+	if reg.member != nil && m.Docs != nil {
+		ack.Docs = s.documentsFor(reg, *m.Docs, now)
 	}
 	s.send(reg, ack)
 	if certErr != nil {

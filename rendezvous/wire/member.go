@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+
+	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 )
 
 // Membership on the wire (the networks of package wire/cert).
@@ -37,11 +39,29 @@ import (
 //
 // A Lookup is answered with an Intro of the member to both sides, a miss,
 // or nothing (rate limited, or the sender is no member).
+//
+// A network's documents (its policy and revocations, cert.Document) reach
+// the rendezvous from any member and go out to all:
+//
+//	Register:    ... | certificate | summary (24, optional)
+//	RegisterAck: ... | summary (24; only in answer to one that had it)
+//	Publish:     time (8) | document: a member hands the rendezvous one
+//	Document:    time (8) | document: the rendezvous hands a member one
+//	document = length (2) | 1..cert.MaxDocument bytes
+//	summary  = cert.Summary: the newest policy's seq, a digest of all
+//
+// Each side sends what the other's summary says it may lack: a member
+// registers (every RefreshInterval) with its summary, the rendezvous
+// sends Documents for a differing one and answers with its own, and the
+// member Publishes what the rendezvous lacks. A new document goes to
+// every registered member of its network at once.
 
 const (
 	TypeLookup     Type = 8  // member → rendezvous
 	TypeLookupMiss Type = 9  // rendezvous → member
 	TypeRefused    Type = 10 // rendezvous → member
+	TypePublish    Type = 11 // member → rendezvous
+	TypeDocument   Type = 12 // rendezvous → member
 )
 
 // MaxCert bounds a certificate on the wire; cert.MaxLen is below it.
@@ -78,9 +98,65 @@ type Refused struct {
 	Reason byte
 }
 
+// Publish hands the rendezvous a document of the sender's network.
+type Publish struct {
+	Time uint64
+	Doc  []byte
+}
+
+// Document hands a member a document of its network.
+type Document struct {
+	Time uint64
+	Doc  []byte
+}
+
 func (*Lookup) Type() Type     { return TypeLookup }
 func (*LookupMiss) Type() Type { return TypeLookupMiss }
 func (*Refused) Type() Type    { return TypeRefused }
+func (*Publish) Type() Type    { return TypePublish }
+func (*Document) Type() Type   { return TypeDocument }
+
+func (m *Publish) Append(b []byte) []byte {
+	return appendDocument(binary.BigEndian.AppendUint64(b, m.Time), m.Doc)
+}
+
+func (m *Document) Append(b []byte) []byte {
+	return appendDocument(binary.BigEndian.AppendUint64(b, m.Time), m.Doc)
+}
+
+func appendDocument(b, doc []byte) []byte {
+	return append(binary.BigEndian.AppendUint16(b, uint16(len(doc))), doc...)
+}
+
+// document reads a document's length and bytes.
+func (r *reader) document() []byte {
+	n := int(r.uint16())
+	if r.err == nil && (n == 0 || n > cert.MaxDocument) {
+		r.err = fmt.Errorf("wire: document of %d bytes, want 1 to %d", n, cert.MaxDocument)
+		return nil
+	}
+	d := make([]byte, n)
+	r.read(d)
+	return d
+}
+
+func appendSummary(b []byte, s *cert.Summary) []byte {
+	if s == nil {
+		return b
+	}
+	return cert.AppendSummary(b, *s)
+}
+
+// optionalSummary reads what appendSummary wrote, if the body goes on.
+func (r *reader) optionalSummary() *cert.Summary {
+	if r.err != nil || len(r.b) == 0 {
+		return nil
+	}
+	var b [cert.SummaryLen]byte
+	r.read(b[:])
+	s, _ := cert.ParseSummary(b[:])
+	return &s
+}
 
 func (m *Lookup) Append(b []byte) []byte {
 	return appendQuery(binary.BigEndian.AppendUint64(b, m.Time), m.Addr, m.Name)

@@ -31,6 +31,7 @@ import (
 	"golang.org/x/crypto/nacl/box"
 	"golang.org/x/crypto/salsa20/salsa"
 
+	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
@@ -59,37 +60,31 @@ const (
 	// TypeRelayed: peer → rendezvous → the other peer: where a TURN
 	// server relays to the sender.
 	TypeRelayed Type = 7
-	// Types 8 to 10 are a network's members' (member.go).
+	// Types 8 to 12 are a network's members' (member.go).
 	TypePing Type = 16
 	TypePong Type = 17
 )
 
+var typeNames = map[Type]string{
+	TypeRegister:    "register",
+	TypeRegisterAck: "register-ack",
+	TypeQuery:       "query",
+	TypeIntro:       "intro",
+	TypeDeregister:  "deregister",
+	TypeTURNOffer:   "turn-offer",
+	TypeRelayed:     "relayed",
+	TypeLookup:      "lookup",
+	TypeLookupMiss:  "lookup-miss",
+	TypeRefused:     "refused",
+	TypePublish:     "publish",
+	TypeDocument:    "document",
+	TypePing:        "ping",
+	TypePong:        "pong",
+}
+
 func (t Type) String() string {
-	switch t {
-	case TypeRegister:
-		return "register"
-	case TypeRegisterAck:
-		return "register-ack"
-	case TypeQuery:
-		return "query"
-	case TypeIntro:
-		return "intro"
-	case TypeDeregister:
-		return "deregister"
-	case TypeTURNOffer:
-		return "turn-offer"
-	case TypeRelayed:
-		return "relayed"
-	case TypeLookup:
-		return "lookup"
-	case TypeLookupMiss:
-		return "lookup-miss"
-	case TypeRefused:
-		return "refused"
-	case TypePing:
-		return "ping"
-	case TypePong:
-		return "pong"
+	if name, ok := typeNames[t]; ok {
+		return name
 	}
 	return fmt.Sprintf("type(%d)", byte(t))
 }
@@ -222,6 +217,9 @@ type Register struct {
 	// A member's network and certificate (member.go); nil Cert for none.
 	Network [32]byte
 	Cert    []byte
+	// Docs summarizes the network's documents the member holds; nil: the
+	// member does not say (an older punchtun).
+	Docs *cert.Summary
 }
 
 // RegisterAck confirms a registration and tells the peer the endpoint the
@@ -230,6 +228,9 @@ type RegisterAck struct {
 	Time     uint64
 	Observed netip.AddrPort
 	Flags    byte // AckRelay
+	// Docs summarizes the network's documents the rendezvous holds, in
+	// answer to a registration that carried a summary; nil otherwise.
+	Docs *cert.Summary
 }
 
 // AckRelay in RegisterAck.Flags: the rendezvous relays for this peer.
@@ -294,13 +295,13 @@ func (m *Register) Append(b []byte) []byte {
 	if m.Cert == nil {
 		return b
 	}
-	return appendCert(append(b, m.Network[:]...), m.Cert)
+	return appendSummary(appendCert(append(b, m.Network[:]...), m.Cert), m.Docs)
 }
 
 func (m *RegisterAck) Append(b []byte) []byte {
 	b = binary.BigEndian.AppendUint64(b, m.Time)
 	b = appendAddrPort(b, m.Observed)
-	return append(b, m.Flags)
+	return appendSummary(append(b, m.Flags), m.Docs)
 }
 
 func (m *Query) Append(b []byte) []byte {
@@ -346,10 +347,13 @@ func Parse(t Type, body []byte) (Body, error) {
 		if len(r.b) > 0 {
 			r.read(reg.Network[:])
 			reg.Cert = r.certificate()
+			reg.Docs = r.optionalSummary()
 		}
 		m = reg
 	case TypeRegisterAck:
-		m = &RegisterAck{Time: r.uint64(), Observed: r.addrPort(), Flags: r.byte()}
+		ack := &RegisterAck{Time: r.uint64(), Observed: r.addrPort(), Flags: r.byte()}
+		ack.Docs = r.optionalSummary()
+		m = ack
 	case TypeQuery:
 		m = &Query{Time: r.uint64(), Peer: r.key()}
 	case TypeIntro:
@@ -368,6 +372,10 @@ func Parse(t Type, body []byte) (Body, error) {
 		m = parseLookupMiss(&r)
 	case TypeRefused:
 		m = &Refused{Time: r.uint64(), Reason: r.byte()}
+	case TypePublish:
+		m = &Publish{Time: r.uint64(), Doc: r.document()}
+	case TypeDocument:
+		m = &Document{Time: r.uint64(), Doc: r.document()}
 	case TypePing:
 		p := &Ping{}
 		r.read(p.TxID[:])

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
@@ -42,6 +43,10 @@ var samples = []Body{
 	&LookupMiss{Time: 16, Addr: netip.MustParseAddr("100.64.0.9")},
 	&LookupMiss{Time: 17, Name: "nobody"},
 	&Refused{Time: 18, Reason: 3},
+	&Register{Time: 19, Network: [32]byte{5}, Cert: []byte{1}, Docs: &cert.Summary{PolicySeq: 9, Digest: [16]byte{3}}},
+	&RegisterAck{Time: 20, Observed: netip.MustParseAddrPort("203.0.113.21:40000"), Docs: &cert.Summary{PolicySeq: 1}},
+	&Publish{Time: 21, Doc: bytes.Repeat([]byte{'P'}, 300)},
+	&Document{Time: 22, Doc: []byte{'R'}},
 }
 
 func TestSealOpenRoundTrip(t *testing.T) {
@@ -114,12 +119,16 @@ func TestParseRejectsBadBodies(t *testing.T) {
 		if _, err := Parse(m.Type(), body[:len(body)-1]); err == nil {
 			t.Errorf("%v: truncated body accepted", m.Type())
 		}
-		// Where a certificate may follow (member.go), a byte after the
-		// body starts its length: short, not trailing.
+		// Where a certificate or a summary may follow (member.go), a
+		// byte after the body starts it: short, not trailing.
 		want := ErrTrailing
 		switch b := m.(type) {
 		case *Register:
-			if b.Cert == nil {
+			if b.Cert == nil || b.Docs == nil {
+				want = ErrShort
+			}
+		case *RegisterAck:
+			if b.Docs == nil {
 				want = ErrShort
 			}
 		case *Intro:
