@@ -86,11 +86,11 @@ type Server struct {
 	keys     *keyCache // shared keys of unregistered senders
 
 	// The networks of the members registered now (networks.go).
-	networks      map[cert.NetworkKey]*network
+	networks map[cert.NetworkKey]*network
 	// docs are the networks' documents (documents.go); docCount counts
 	// them all.
-	docs     map[cert.NetworkKey]*cert.Holdings
-	docCount int
+	docs          map[cert.NetworkKey]*cert.Holdings
+	docCount      int
 	allowNetworks map[cert.NetworkKey]bool // nil: any
 	maxMembers    int
 	lookups       *limiter[key.Key]

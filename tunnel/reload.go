@@ -170,14 +170,26 @@ func (t *Tunnel) serveSyncConf(c net.Conn, req request) {
 // SyncConf asks the punchtun running iface to apply the config in
 // contents, read from file; nil contents: to read its own file again.
 func SyncConf(runDir, iface, file string, contents []byte) error {
+	return askRunning(runDir, iface, request{Request: "syncconf", File: file, Config: contents})
+}
+
+// Publish hands the running interface iface a network's signed policy or
+// revocation (its encoding), as `punchtun network publish` does; the error
+// is the interface's when it refuses it.
+func Publish(runDir, iface string, doc []byte) error {
+	return askRunning(runDir, iface, request{Request: "publish", Config: doc})
+}
+
+// askRunning sends req to the running iface and waits for its verdict.
+func askRunning(runDir, iface string, req request) error {
 	c, err := dialStatus(runDir, iface)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(2 * time.Minute))
-	req, _ := json.Marshal(request{Request: "syncconf", File: file, Config: contents})
-	if _, err := c.Write(append(req, '\n')); err != nil {
+	line, _ := json.Marshal(req)
+	if _, err := c.Write(append(line, '\n')); err != nil {
 		return err
 	}
 	var reply struct {
@@ -191,7 +203,7 @@ func SyncConf(runDir, iface, file string, contents []byte) error {
 	case reply.Error != "":
 		return errors.New(reply.Error)
 	case !reply.OK:
-		return fmt.Errorf("the punchtun running %s does not know syncconf: it is older than this punchtun; restart it", iface)
+		return fmt.Errorf("the punchtun running %s does not know %s: it is older than this punchtun; restart it", iface, req.Request)
 	}
 	return nil
 }

@@ -20,12 +20,12 @@ import (
 
 // request is a line a client sends on the status socket.
 type request struct {
-	Request   string `json:"request"` // "ping" or "syncconf"
+	Request   string `json:"request"` // "ping", "syncconf" or "publish"
 	Peer      string `json:"peer,omitempty"`
 	TimeoutMS int    `json:"timeout_ms,omitempty"`
 	// syncconf: the config to apply, as read by the client from File
 	// (the name its errors carry); none: the file the interface came
-	// up from, read again.
+	// up from, read again. publish: the document's encoding, in Config.
 	File   string `json:"file,omitempty"`
 	Config []byte `json:"config,omitempty"`
 }
@@ -93,14 +93,23 @@ func (t *Tunnel) serveRequest(c net.Conn) bool {
 		return false // EOF or nothing: a status query
 	}
 	var req request
-	if err := json.Unmarshal(line, &req); err != nil || req.Request != "ping" && req.Request != "syncconf" {
+	if err := json.Unmarshal(line, &req); err != nil || req.Request != "ping" && req.Request != "syncconf" && req.Request != "publish" {
 		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		json.NewEncoder(c).Encode(map[string]string{"error": fmt.Sprintf("unknown request %.100q", line)})
 		return true
 	}
-	if req.Request == "syncconf" {
+	switch req.Request {
+	case "syncconf":
 		c.SetDeadline(time.Now().Add(time.Minute))
 		t.serveSyncConf(c, req) // reload.go
+		return true
+	case "publish":
+		c.SetDeadline(time.Now().Add(time.Minute))
+		reply := map[string]any{"ok": true}
+		if err := t.ctl.Publish(req.Config); err != nil {
+			reply = map[string]any{"error": err.Error()}
+		}
+		json.NewEncoder(c).Encode(reply)
 		return true
 	}
 	timeout := min(max(time.Duration(req.TimeoutMS)*time.Millisecond, 10*time.Millisecond), maxPingTimeout)

@@ -159,7 +159,7 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 			t.bind.PeerEndpoint(p.PublicKey)
 		}
 	}
-	t.dev = device.NewDevice(t.bind.TUN(tdev), t.bind, deviceLogger(t.log))
+	t.dev = device.NewDevice(t.bind.TUN(tdev, t.ctl.Filter().Wrap), t.bind, deviceLogger(t.log))
 	t.bind.SetNetwork(cfg.Interface.NetworkPrefixes(), staticAllowedIPs(cfg))
 	t.closers = append(t.closers, t.dev.Close) // closes the TUN, which removes the interface
 
@@ -275,7 +275,7 @@ func (t *Tunnel) ListenPort() uint16 { return t.bind.Port() }
 // rendezvous, and the peers it finds (those without a fixed Endpoint).
 func controlConfigOf(cfg *config.Config, iface string, mtu int) control.Config {
 	cc := control.Config{PrivateKey: cfg.Interface.PrivateKey, Interface: iface, Addresses: cfg.Interface.Addresses, MTU: mtu,
-		Network: cfg.Interface.Network, Cert: cfg.Interface.Certificate, Static: staticAllowedIPs(cfg)}
+		Network: cfg.Interface.Network, Cert: cfg.Interface.Certificate, Static: staticAllowedIPs(cfg), Documents: cfg.Interface.Documents}
 	for i, hp := range cfg.Interface.Rendezvous {
 		cc.Servers = append(cc.Servers, control.ServerConfig{HostPort: hp, Key: cfg.Interface.RendezvousKey[i]})
 	}

@@ -21,7 +21,10 @@ var networkCommands = []command{
 	{"new", "", "print a new network private key (Ed25519, base64)", runNetworkNew},
 	{"pub", "< NETWORK-KEY", "read a network private key on stdin, print the network's public key", runNetworkPub},
 	{"sign", "--key FILE --name NAME --address CIDR... [--group G]... [--valid D] MEMBERKEY", "print a certificate for a member's WireGuard public key", runNetworkSign},
-	{"show", "[--network NETPUB] CERT", "print a certificate's fields; with --network, exit 1 unless it is that network's and valid now", runNetworkShow},
+	{"policy", "--key FILE [--seq N] RULES", "print the policy of a rules file, signed", runNetworkPolicy},
+	{"revoke", "--key FILE [--seq N] MEMBERKEY...", "print a signed revocation of members' WireGuard public keys", runNetworkRevoke},
+	{"publish", "IFACE FILE", "hand a signed policy or revocation to a running interface, which applies it and sends it on", runNetworkPublish},
+	{"show", "[--network NETPUB] FILE", "print a certificate's, policy's or revocation's fields; with --network, exit 1 unless it is that network's (and a certificate valid now)", runNetworkShow},
 }
 
 func runNetwork(args []string) error {
@@ -32,7 +35,7 @@ func runNetwork(args []string) error {
 		}
 		fmt.Fprintf(w, "Usage:\n")
 		for _, c := range networkCommands {
-			fmt.Fprintf(w, "  punchtun network %-5s %s\n      %s\n", c.name, c.args, c.summary)
+			fmt.Fprintf(w, "  punchtun network %-7s %s\n      %s\n", c.name, c.args, c.summary)
 		}
 		if len(args) == 0 {
 			return errUsage
@@ -44,7 +47,7 @@ func runNetwork(args []string) error {
 			return c.run(args[1:])
 		}
 	}
-	return fmt.Errorf("unknown subcommand %q (want new, pub, sign or show)", args[0])
+	return fmt.Errorf("unknown subcommand %q (want new, pub, sign, policy, revoke, publish or show)", args[0])
 }
 
 func runNetworkNew(args []string) error {
@@ -167,13 +170,20 @@ func parseValidity(s string) (time.Duration, error) {
 }
 
 func runNetworkShow(args []string) error {
-	fs := newFlags("network show", "[--network NETPUB] CERT",
-		"Print a certificate's fields. CERT is its text or a file holding it. With --network, exit 1\n"+
-			"with the reason unless it is signed by that network and valid now.")
+	fs := newFlags("network show", "[--network NETPUB] FILE",
+		"Print a certificate's, a policy's or a revocation's fields. FILE holds its text, or is the text.\n"+
+			"With --network, exit 1 with the reason unless it is signed by that network (and a certificate\n"+
+			"valid now).")
 	network := fs.String("network", "", "the network's public `key` (from punchtun network pub)")
 	pos, err := parse(fs, args, 1, 1)
 	if err != nil {
 		return err
+	}
+	if doc, ok, err := readDocument(pos[0]); ok {
+		if err != nil {
+			return err
+		}
+		return showDocument(doc, *network)
 	}
 	c, err := readCert(pos[0])
 	if err != nil {

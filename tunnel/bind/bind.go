@@ -339,6 +339,9 @@ func (b *Bind) RemoveDestinations(addrs []netip.Addr) {
 	})
 }
 
+// Inject hands wireguard-go pkt as if the TUN had read it (link.DataPath).
+func (b *Bind) Inject(pkt []byte) { b.hold.inject(pkt) }
+
 // OnUnknownDestination sets what is called, on the TUN's reader, for each
 // packet held for dst; it must not block.
 func (b *Bind) OnUnknownDestination(f func(dst netip.Addr)) { b.hold.onMiss.Store(&f) }
@@ -348,11 +351,12 @@ func (b *Bind) HeldDropped() uint64 { return b.hold.Dropped.Load() }
 
 // TUN wraps the interface's TUN device for wireguard-go: reads gathered
 // into batches (tunbatch.go), packets to members not yet known held
-// (hold.go), and both directions bounded by the packets wireguard-go may
-// hold (inflight.go).
-func (b *Bind) TUN(dev tun.Device) tun.Device {
+// (hold.go), both directions passed through filter (the network policy's,
+// tunnel/policy) and bounded by the packets wireguard-go may hold
+// (inflight.go), which counts what wireguard-go wrote, filtered or not.
+func (b *Bind) TUN(dev tun.Device, filter func(tun.Device) tun.Device) tun.Device {
 	b.hold = newHoldingTUN(newBatchingTUN(dev, b.out.room))
-	return &boundedTUN{Device: b.hold, in: b.in, out: b.out}
+	return &boundedTUN{Device: filter(b.hold), in: b.in, out: b.out}
 }
 
 // RelayedBytes is what each kind of relay carried since start, by the

@@ -227,6 +227,16 @@ func (h *holdingTUN) setDestinations(d *destinations) {
 	}
 }
 
+// inject queues pkt for the next Read, and wakes a blocked one.
+func (h *holdingTUN) inject(pkt []byte) {
+	h.mu.Lock()
+	h.ready = append(h.ready, pkt)
+	h.mu.Unlock()
+	if h.file != nil {
+		h.file.SetReadDeadline(time.Now())
+	}
+}
+
 // update changes what the holder knows with edit, on a copy.
 func (h *holdingTUN) update(edit func(d *destinations)) {
 	h.wmu.Lock()

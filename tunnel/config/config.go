@@ -86,6 +86,12 @@ type Interface struct {
 	Network         cert.NetworkKey
 	Certificate     *cert.Cert
 	CertificateFile string
+	// Policy names a file of the network's signed documents, its policy or
+	// revocations, one's text a line (`punchtun network policy` and
+	// `revoke` print them), relative to the config; Documents are them,
+	// verified, of Network.
+	Policy    string
+	Documents []*cert.Document
 }
 
 // Peer is a [Peer] section.
@@ -155,6 +161,9 @@ func Parse(filename string, r io.Reader) (*Config, error) {
 		}
 	}
 	if err := p.c.loadCertificateFile(filename, &p.pos); err != nil {
+		return nil, err
+	}
+	if err := p.c.loadPolicy(filename, &p.pos); err != nil {
 		return nil, err
 	}
 	if err := p.c.validate(filename, &p.pos); err != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/punchtun/punchtun/rendezvous/wire/cert"
@@ -41,22 +42,58 @@ func (c *Config) loadCertificateFile(file string, pos *positions) error {
 	if in.CertificateFile == "" {
 		return nil
 	}
-	errAt := func(format string, args ...any) error {
-		return &Error{File: file, Line: pos.ifaceLine("CertificateFile"), Key: "CertificateFile", Msg: fmt.Sprintf(format, args...)}
-	}
 	if in.Certificate != nil {
-		return errAt("give Certificate or CertificateFile, not both")
+		return &Error{File: file, Line: pos.ifaceLine("CertificateFile"), Key: "CertificateFile", Msg: "give Certificate or CertificateFile, not both"}
 	}
-	path := in.CertificateFile
+	path, b, err := readBeside(file, pos, "CertificateFile", in.CertificateFile)
+	if err != nil {
+		return err
+	}
+	if in.Certificate, err = cert.ParseText(string(b)); err != nil {
+		return &Error{File: file, Line: pos.ifaceLine("CertificateFile"), Key: "CertificateFile", Msg: fmt.Sprintf("%s: %v", path, err)}
+	}
+	return nil
+}
+
+// readBeside reads the file that key k names, relative to the config's
+// directory; it returns the path read.
+func readBeside(file string, pos *positions, k, name string) (string, []byte, error) {
+	path := name
 	if !filepath.IsAbs(path) && file != "" {
 		path = filepath.Join(filepath.Dir(file), path)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return errAt("%v", err)
+		return path, nil, &Error{File: file, Line: pos.ifaceLine(k), Key: k, Msg: err.Error()}
 	}
-	if in.Certificate, err = cert.ParseText(string(b)); err != nil {
-		return errAt("%s: %v", path, err)
+	return path, b, nil
+}
+
+// loadPolicy reads the documents of the Policy file: each line one's
+// text, blank lines and '#' comments skipped. Errors name the file's
+// line; that they are the config's Network's is validateNetwork's.
+func (c *Config) loadPolicy(file string, pos *positions) error {
+	in := &c.Interface
+	if in.Policy == "" {
+		return nil
+	}
+	path, b, err := readBeside(file, pos, "Policy", in.Policy)
+	if err != nil {
+		return err
+	}
+	for i, line := range fileLines(b) {
+		line, _, _ = strings.Cut(line, "#")
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		d, err := cert.ParseDocumentText(line)
+		if err != nil {
+			return &Error{File: file, Line: pos.ifaceLine("Policy"), Key: "Policy", Msg: fmt.Sprintf("%s:%d: %v", path, i+1, err)}
+		}
+		in.Documents = append(in.Documents, d)
+	}
+	if len(in.Documents) == 0 {
+		return &Error{File: file, Line: pos.ifaceLine("Policy"), Key: "Policy", Msg: path + ": no policy or revocation in it"}
 	}
 	return nil
 }
@@ -73,6 +110,8 @@ func (c *Config) validateNetwork(file string, pos *positions) error {
 		return &Error{File: file, Line: pos.ifaceLine(k), Key: k, Msg: fmt.Sprintf(format, args...)}
 	}
 	switch {
+	case in.Network.IsZero() && in.Certificate == nil && in.Policy != "":
+		return errAt("Policy", "a policy is a network's: add Network and Certificate")
 	case in.Network.IsZero() && in.Certificate == nil:
 		return nil
 	case in.Network.IsZero():
@@ -81,6 +120,11 @@ func (c *Config) validateNetwork(file string, pos *positions) error {
 		return errAt("Network", "a network needs this member's Certificate or CertificateFile")
 	case len(in.Rendezvous) == 0:
 		return errAt("Network", "members find each other through a rendezvous: add Rendezvous and RendezvousKey")
+	}
+	for _, d := range in.Documents {
+		if d.Network != in.Network {
+			return errAt("Policy", "%s %s is signed by network %s, not this config's Network", in.Policy, d.KindName(), d.Network)
+		}
 	}
 	ct := in.Certificate
 	if len(in.Addresses) == 0 {

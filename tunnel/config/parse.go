@@ -34,6 +34,7 @@ var interfaceFields = map[string]field[Interface]{
 	"network":         {"Network", false, setNetwork},
 	"certificate":     {"Certificate", false, setCertificate},
 	"certificatefile": {"CertificateFile", false, setCertificateFile},
+	"policy":          {"Policy", false, func(in *Interface, v string) error { in.Policy = v; return nil }},
 	// Hooks repeat: each line runs in order (hooks.go).
 	"preup":    {"PreUp", true, func(in *Interface, v string) error { in.PreUp = append(in.PreUp, v); return nil }},
 	"postup":   {"PostUp", true, func(in *Interface, v string) error { in.PostUp = append(in.PostUp, v); return nil }},

@@ -2,6 +2,7 @@ package control
 
 import (
 	"bytes"
+	"errors"
 	"net/netip"
 	"slices"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel/link"
+	"github.com/punchtun/punchtun/tunnel/policy"
 )
 
 // Config is what the control plane takes of a tunnel's config; a reload
@@ -28,6 +30,9 @@ type Config struct {
 	Network cert.NetworkKey
 	Cert    *cert.Cert
 	Static  []netip.Prefix
+	// Documents are the network's policy or revocations the config names
+	// (Policy =), verified (documents.go).
+	Documents []*cert.Document
 }
 
 // ServerConfig names one rendezvous.
@@ -40,6 +45,21 @@ type ServerConfig struct {
 type PeerConfig struct {
 	Name string
 	Key  key.Key
+}
+
+// Filter is the network policy's filter, for the data path to wrap the
+// TUN with; the control plane keeps it up to date.
+func (c *Control) Filter() *policy.Filter { return c.docs.filter }
+
+// Publish hands the interface a signed policy or revocation, as `punchtun
+// network publish` does: verified, applied, kept and sent on; the error
+// says why not.
+func (c *Control) Publish(doc []byte) error {
+	var err error
+	if !c.call(func() { err = c.docs.publish(doc, time.Now()) }) {
+		return errors.New("the interface is stopping")
+	}
+	return err
 }
 
 // addServer adds a rendezvous to ask and register with.
@@ -91,6 +111,7 @@ func (c *Control) Reconfigure(cfg Config) bool {
 func (c *Control) reconfigure(cfg Config, now time.Time) {
 	c.own, c.ifaceMTU = cfg.Addresses, cfg.MTU
 	c.members.configure(cfg, now)
+	c.docs.configure(cfg, now)
 
 	keep := make(map[ServerConfig]bool, len(cfg.Servers))
 	for _, sc := range cfg.Servers {

@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,7 @@ import (
 	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel/link"
+	"github.com/punchtun/punchtun/tunnel/policy"
 	"github.com/punchtun/punchtun/tunnel/turnrelay"
 )
 
@@ -118,6 +120,7 @@ type Control struct {
 	stun      map[nat.STUNTxID]stunProbe
 	turn      turnRelay // relaying through TURN servers (turn.go)
 	members   members   // the network's members (members.go)
+	docs      documents // the network's policy and revocations (documents.go)
 }
 
 // WireGuard is what the control plane asks of the WireGuard device.
@@ -162,6 +165,9 @@ type inbound struct {
 	// turn: came through our TURN allocation, from a peer's relayed
 	// address (a hello, or a relay-framed probe: turn.go)
 	turn *turnrelay.Allocation
+	// gossip: a member's gossip from inside the tunnel, from this address
+	// (documents.go)
+	gossip netip.Addr
 }
 
 const (
@@ -211,7 +217,12 @@ func New(log *slog.Logger, cfg Config, statePath string, saved State) *Control {
 		peers:              make(map[key.Key]*peer),
 		stun:               make(map[nat.STUNTxID]stunProbe),
 	}
-	c.turn.c, c.members.c = c, c
+	c.turn.c, c.members.c, c.docs.c = c, c, c
+	c.docs.filter = policy.New()
+	c.docs.filter.OnGossip(func(src netip.Addr, body []byte) { c.enqueue(body, inbound{gossip: src}) })
+	if statePath != "" {
+		c.docs.path = strings.TrimSuffix(statePath, ".json") + ".documents"
+	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.dial = (&net.Dialer{}).DialContext // Start sets the mark
 	for _, s := range cfg.Servers {
@@ -221,6 +232,7 @@ func New(log *slog.Logger, cfg Config, statePath string, saved State) *Control {
 		c.addPeer(pc)
 	}
 	c.members.configure(cfg, time.Now())
+	c.docs.configure(cfg, time.Now())
 	return c
 }
 
@@ -394,12 +406,17 @@ func (c *Control) tick(now time.Time) {
 	c.probeUDP(now)
 	c.turn.tick(now)
 	c.members.tick(now)
+	c.docs.tick(now)
 	for _, p := range c.peers {
 		p.tick(now)
 	}
 }
 
 func (c *Control) handle(m inbound) {
+	if m.gossip.IsValid() {
+		c.docs.gossip(m.gossip, m.pkt, m.at)
+		return
+	}
 	if nat.IsSTUN(m.pkt) {
 		c.handleSTUN(m)
 		return

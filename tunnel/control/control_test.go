@@ -28,11 +28,12 @@ import (
 // fakeData is a link.DataPath that records what is sent and the routes
 // set, and passes nothing on.
 type fakeData struct {
-	sent    []sentPacket
-	peers   map[key.Key]*fakePeer
-	relays  []netip.AddrPort
-	dsts    map[netip.Addr]bool // AddDestinations, RemoveDestinations
-	resumed int                 // Resumed calls
+	sent     []sentPacket
+	peers    map[key.Key]*fakePeer
+	relays   []netip.AddrPort
+	dsts     map[netip.Addr]bool // AddDestinations, RemoveDestinations
+	resumed  int                 // Resumed calls
+	injected [][]byte            // Inject: gossip packets to members
 }
 
 type sentPacket struct {

@@ -149,16 +149,18 @@ func (m *members) tick(now time.Time) {
 			m.answerName(name, nil) // no answer came
 		}
 	}
-	if now.Before(m.nextSweep) {
-		return
+	// Expiry is checked every tick: a member leaves at the second its
+	// certificate ends, not at the next sweep.
+	sweep := !now.Before(m.nextSweep)
+	if sweep {
+		m.nextSweep = now.Add(memberSweep)
 	}
-	m.nextSweep = now.Add(memberSweep)
 	for _, p := range m.c.peers {
 		switch {
 		case p.member == nil:
 		case !now.Before(p.member.NotAfter):
-			m.evict(p, "its certificate expired")
-		case now.Sub(latest(p.ep.Activity().Data, p.memberSince)) > MemberIdle:
+			m.evict(p, "its certificate expired at "+p.member.NotAfter.UTC().Format(time.RFC3339))
+		case sweep && now.Sub(latest(p.ep.Activity().Data, p.memberSince)) > MemberIdle:
 			m.evict(p, "idle")
 		}
 	}
@@ -278,6 +280,9 @@ func (m *members) verify(peerKey key.Key, raw []byte, now time.Time) (*cert.Cert
 	if mc.Member != peerKey || peerKey == m.c.pub {
 		return nil, &cert.Error{Reason: cert.KeyMismatch, Detail: "for key " + mc.Member.String() + ", introduced as " + peerKey.String()}
 	}
+	if h := m.c.docs.held; h != nil && h.Revoked(peerKey) {
+		return nil, &cert.Error{Reason: cert.Revoked, Detail: "the network key revoked " + peerKey.String()}
+	}
 	for _, a := range mc.Addresses {
 		addr := a.Addr()
 		for _, s := range m.static {
@@ -320,7 +325,9 @@ func (m *members) setCert(p *peer, mc *cert.Cert) {
 	if p.member != nil {
 		old = memberAddrs(p.member)
 	}
+	isNew := p.member == nil
 	p.member, p.name = mc, mc.Name
+	m.c.docs.refilter() // before WireGuard takes its packets
 	allowed := make([]netip.Prefix, len(mc.Addresses))
 	for i, a := range mc.Addresses {
 		allowed[i] = netip.PrefixFrom(a.Addr(), a.Addr().BitLen())
@@ -334,6 +341,19 @@ func (m *members) setCert(p *peer, mc *cert.Cert) {
 		delete(m.lookups, a.Addr())
 	}
 	m.answerName(mc.Name, memberAddrs(mc))
+	if isNew {
+		m.c.docs.sendSummary(p, false)
+	}
+}
+
+// holder is the member that holds addr; nil for none.
+func (m *members) holder(addr netip.Addr) *peer {
+	for _, p := range m.c.peers {
+		if p.member != nil && p.member.Holds(addr) {
+			return p
+		}
+	}
+	return nil
 }
 
 // evict lets a member go: from WireGuard, the data path and here.
@@ -345,6 +365,7 @@ func (m *members) evict(p *peer, why string) {
 	m.c.data.RemovePeer(p.key)
 	delete(m.c.peers, p.key)
 	m.c.turn.setPeers()
+	m.c.docs.refilter()
 }
 
 func memberAddrs(mc *cert.Cert) []netip.Addr {

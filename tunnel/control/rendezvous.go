@@ -92,6 +92,7 @@ func (c *Control) tickServer(s *server, now time.Time) {
 			Wants:      c.wants,
 			Network:    c.members.network,
 			Cert:       c.members.certBytes(),
+			Docs:       c.docs.summary(),
 		})
 		s.sentNAT = c.mapping
 	}
@@ -166,6 +167,8 @@ func (c *Control) handleServer(s *server, h wire.Header, m inbound) {
 		t = b.Time
 	case *wire.Refused:
 		t = b.Time
+	case *wire.Document:
+		t = b.Time
 	default:
 		c.Dropped.Add(1)
 		return
@@ -186,6 +189,8 @@ func (c *Control) handleServer(s *server, h wire.Header, m inbound) {
 		c.members.lookupMissed(b, m.at)
 	case *wire.Refused:
 		c.members.refusedUs(s, b)
+	case *wire.Document:
+		c.docs.fromServer(s, b, m.at)
 	case *wire.Intro:
 		p := c.peers[b.Peer]
 		if b.Cert != nil {
@@ -205,6 +210,7 @@ func (c *Control) registered(s *server, ack *wire.RegisterAck, now time.Time) {
 	first := s.reg.Acked(now, s.sentNAT != c.mapping)
 	s.observed, s.relay = ack.Observed, ack.Flags&wire.AckRelay != 0
 	c.members.refused = 0 // a Refused follows the ack if the rendezvous still refuses us
+	c.docs.serverHolds(s, ack.Docs)
 	if !first && !moved {
 		return
 	}

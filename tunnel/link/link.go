@@ -118,6 +118,9 @@ type DataPath interface {
 	// held for them leaves. RemoveDestinations undoes it.
 	AddDestinations(addrs []netip.Addr)
 	RemoveDestinations(addrs []netip.Addr)
+	// Inject hands wireguard-go pkt as if the TUN had read it: an IP
+	// packet of the control plane's own to a peer (a member's gossip).
+	Inject(pkt []byte)
 	// Alive says the control plane ran at now (every tick): while it has
 	// not for a while, the process was frozen, and what arrives was sent
 	// long ago. Resumed says the control plane found it was: handshake

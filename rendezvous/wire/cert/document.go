@@ -149,7 +149,7 @@ func ParseDocument(b []byte) (*Document, error) {
 		return nil, fmt.Errorf("%s: %d bytes after the signature", d.kindName(), len(b)-r.off)
 	}
 	if !ed25519.Verify(d.Network[:], b[:bodyLen], sig) {
-		return nil, &Error{Reason: BadSignature, Detail: d.kindName() + ": signature does not verify with the network key it names"}
+		return nil, &Error{Reason: BadSignature, What: d.kindName(), Detail: "signature does not verify with the network key it names"}
 	}
 	d.raw = slices.Clone(b)
 	return d, nil

@@ -1,6 +1,7 @@
 package cert
 
 import (
+	"cmp"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -103,13 +104,16 @@ func (r Reason) String() string {
 	return fmt.Sprintf("reason-%d", uint8(r))
 }
 
-// Error is a certificate refused for a Reason.
+// Error is a certificate, or a document (What), refused for a Reason.
 type Error struct {
 	Reason Reason
 	Detail string
+	What   string // "policy" or "revocation"; "" for a certificate
 }
 
-func (e *Error) Error() string { return "certificate: " + e.Reason.String() + ": " + e.Detail }
+func (e *Error) Error() string {
+	return cmp.Or(e.What, "certificate") + ": " + e.Reason.String() + ": " + e.Detail
+}
 
 // ReasonOf returns the reason err carries; Malformed for any other error.
 func ReasonOf(err error) Reason {

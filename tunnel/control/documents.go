@@ -1,0 +1,297 @@
+package control
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/rendezvous/wire/cert"
+	"github.com/punchtun/punchtun/rendezvous/wire/statefile"
+	"github.com/punchtun/punchtun/tunnel/policy"
+)
+
+// A network's documents, as this member holds them: the newest policy,
+// which the data path's filter enforces on what members send us, and
+// every revocation, whose keys are no members any more. They come from
+// the config (Policy =), from `punchtun network publish` (Publish), from
+// the rendezvous (Document), and from other members inside the tunnel
+// (gossip, tunnel/policy); each is verified here against the network key,
+// whoever brought it. What is new is kept in the state directory, applied
+// at once, and handed on: to the rendezvous, and to every member in
+// WireGuard, as a summary that lets each side send what the other lacks.
+
+// certWarnBefore is how long before our certificate expires we warn, once
+// a day.
+const (
+	certWarnBefore = 14 * 24 * time.Hour
+	certWarnEvery  = 24 * time.Hour
+)
+
+// documents is the control plane's side of the network's documents.
+type documents struct {
+	c      *Control
+	held   *cert.Holdings // nil: no network
+	filter *policy.Filter
+	path   string // where they are kept, beside the state file: IFACE.documents, a document's text a line ("" for nowhere)
+	// loggedOlder is the seq of the last older policy logged as ignored.
+	loggedOlder  uint64
+	loggedRevoke bool // that our own key is revoked
+	certWarned   time.Time
+	// Refused counts documents refused: not our network's, or not signed
+	// by its key.
+	Refused atomic.Uint64
+}
+
+// configure takes a config's network and the documents it names; those
+// kept from before are loaded again for a new network.
+func (d *documents) configure(cfg Config, now time.Time) {
+	if d.held == nil || d.held.Network() != cfg.Network {
+		d.held = nil
+		if !cfg.Network.IsZero() {
+			d.held = cert.NewHoldings(cfg.Network)
+			d.load()
+		}
+	}
+	for _, doc := range cfg.Documents {
+		d.add(doc, "the config", now)
+	}
+	d.apply(now)
+}
+
+// load reads the documents kept, verifying each again.
+func (d *documents) load() {
+	if d.path == "" {
+		return
+	}
+	b, err := os.ReadFile(d.path)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			d.c.log.Warn("cannot read the network's documents kept", "path", d.path, "err", err)
+		}
+		return
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		doc, err := cert.ParseDocumentText(line)
+		if err == nil {
+			_, err = d.held.Add(doc)
+		}
+		if err != nil && !errors.Is(err, cert.ErrOlderPolicy) {
+			d.c.log.Warn("a network document kept is refused", "path", d.path, "err", err)
+		}
+	}
+}
+
+// save keeps what is held, atomically.
+func (d *documents) save() {
+	if d.path == "" {
+		return
+	}
+	var b strings.Builder
+	if p := d.held.Policy(); p != nil {
+		b.WriteString(p.Text() + "\n")
+	}
+	for _, r := range d.held.Revocations() {
+		b.WriteString(r.Text() + "\n")
+	}
+	if err := statefile.Write(d.path, []byte(b.String())); err != nil {
+		d.c.log.Warn("cannot keep the network's documents", "path", d.path, "err", err)
+	}
+}
+
+// publish takes a document handed to this interface and says why not.
+func (d *documents) publish(raw []byte, now time.Time) error {
+	doc, err := cert.ParseDocument(raw)
+	if err != nil {
+		return err
+	}
+	if d.held == nil {
+		return errors.New("this interface is in no network")
+	}
+	_, err = d.add(doc, "publish", now)
+	if errors.Is(err, cert.ErrOlderPolicy) {
+		return errors.New("policy: seq " + strconv.FormatUint(doc.Seq, 10) + " is older than the policy held, seq " + strconv.FormatUint(d.held.Policy().Seq, 10) + ": nothing changed")
+	}
+	return err
+}
+
+// add takes a verified document from where: new ones are kept, applied
+// and handed on.
+func (d *documents) add(doc *cert.Document, where string, now time.Time) (bool, error) {
+	if d.held == nil {
+		d.Refused.Add(1)
+		return false, errors.New("this interface is in no network")
+	}
+	added, err := d.held.Add(doc)
+	switch {
+	case errors.Is(err, cert.ErrOlderPolicy):
+		if d.loggedOlder != doc.Seq {
+			d.loggedOlder = doc.Seq
+			d.c.log.Info("an older policy is ignored", "seq", doc.Seq, "held", d.held.Policy().Seq, "from", where)
+		}
+		return false, err
+	case err != nil:
+		d.Refused.Add(1)
+		d.c.log.Warn("a network document is refused", "from", where, "err", err)
+		return false, err
+	case !added:
+		return false, nil
+	}
+	d.c.log.Info("network document taken", "kind", doc.KindName(), "seq", doc.Seq, "from", where,
+		"rules", len(doc.Rules), "revoked", len(doc.Revoked))
+	d.save()
+	d.apply(now)
+	for _, s := range d.c.servers {
+		if s.reg.Registered() {
+			d.c.sendServer(s, &wire.Publish{Time: d.c.now(), Doc: doc.Bytes()})
+		}
+	}
+	for _, p := range d.c.peers {
+		if p.member != nil {
+			d.sendSummary(p, false)
+		}
+	}
+	return true, nil
+}
+
+// apply lets revoked members go and gives the filter the policy and the
+// members as they are now.
+func (d *documents) apply(now time.Time) {
+	if d.held != nil {
+		for _, p := range d.c.peers {
+			if p.member != nil && d.held.Revoked(p.key) {
+				d.c.members.evict(p, "the network key revoked it")
+			}
+		}
+		if d.held.Revoked(d.c.pub) && !d.loggedRevoke {
+			d.loggedRevoke = true
+			d.c.log.Error("the network key revoked this member's key: no member will take it")
+		}
+	}
+	d.refilter()
+}
+
+// refilter hands the filter the policy, this member and the members in
+// WireGuard. members.setCert calls it before a member enters WireGuard.
+func (d *documents) refilter() {
+	var pol *cert.Document
+	if d.held != nil {
+		pol = d.held.Policy()
+	}
+	var self *policy.Member
+	if own := d.c.members.own; own != nil {
+		self = policy.MemberOf(own)
+	}
+	byAddr := map[netip.Addr]*policy.Member{}
+	for _, p := range d.c.peers {
+		if p.member != nil {
+			m := policy.MemberOf(p.member)
+			for _, a := range m.Addrs {
+				byAddr[a] = m
+			}
+		}
+	}
+	d.filter.Set(pol, self, byAddr)
+}
+
+// revoked reports whether the network's revocations name k.
+func (d *documents) revoked(p *peer) bool { return d.held != nil && d.held.Revoked(p.key) }
+
+// summary is what registrations carry: nil without a network.
+func (d *documents) summary() *cert.Summary {
+	if d.held == nil {
+		return nil
+	}
+	s := d.held.Summary()
+	return &s
+}
+
+// fromServer takes a document a rendezvous sent.
+func (d *documents) fromServer(s *server, m *wire.Document, now time.Time) {
+	doc, err := cert.ParseDocument(m.Doc)
+	if err != nil {
+		d.Refused.Add(1)
+		d.c.log.Warn("a rendezvous sent a network document that is refused", "rendezvous", s.hostport, "err", err)
+		return
+	}
+	d.add(doc, "rendezvous "+s.hostport, now)
+}
+
+// serverHolds hands a rendezvous what its summary says it lacks.
+func (d *documents) serverHolds(s *server, theirs *cert.Summary) {
+	if d.held == nil || theirs == nil {
+		return
+	}
+	for _, doc := range d.held.For(*theirs) {
+		d.c.sendServer(s, &wire.Publish{Time: d.c.now(), Doc: doc.Bytes()})
+	}
+}
+
+// gossip takes a gossip body from the member at src, in-tunnel.
+func (d *documents) gossip(src netip.Addr, body []byte, now time.Time) {
+	p := d.c.members.holder(src)
+	g, err := policy.ParseGossip(body)
+	if p == nil || d.held == nil || err != nil {
+		d.c.Dropped.Add(1)
+		return
+	}
+	switch g.Kind {
+	case policy.GossipSummary:
+		for _, doc := range d.held.For(g.Summary) {
+			d.send(p, policy.Gossip{Kind: policy.GossipDocument, Doc: doc.Bytes()})
+		}
+		if !g.Answer && g.Summary != d.held.Summary() {
+			d.sendSummary(p, true)
+		}
+	case policy.GossipDocument:
+		doc, err := cert.ParseDocument(g.Doc)
+		if err != nil {
+			d.Refused.Add(1)
+			d.c.log.Warn("a member sent a network document that is refused", "peer", p.label(), "err", err)
+			return
+		}
+		d.add(doc, "member "+p.label(), now)
+	}
+}
+
+// sendSummary tells member p what we hold.
+func (d *documents) sendSummary(p *peer, answer bool) {
+	if d.held != nil {
+		d.send(p, policy.Gossip{Kind: policy.GossipSummary, Summary: d.held.Summary(), Answer: answer})
+	}
+}
+
+// send hands member p a gossip body inside the tunnel, from our address
+// of the family of its first.
+func (d *documents) send(p *peer, g policy.Gossip) {
+	own := d.c.members.own
+	if own == nil || p.member == nil {
+		return
+	}
+	dst := p.member.Addresses[0].Addr()
+	for _, a := range own.Addresses {
+		if a.Addr().Is4() == dst.Is4() {
+			d.c.data.Inject(policy.GossipPacket(a.Addr(), dst, g.Append(nil)))
+			return
+		}
+	}
+}
+
+// tick runs the filter's clock and warns of our certificate's expiry.
+func (d *documents) tick(now time.Time) {
+	d.filter.Tick(now)
+	own := d.c.members.own
+	if own == nil || own.NotAfter.Sub(now) > certWarnBefore || now.Sub(d.certWarned) < certWarnEvery {
+		return
+	}
+	d.certWarned = now
+	d.c.log.Warn("this member's certificate expires soon: sign a new one and apply it with punchtun syncconf",
+		"valid_until", own.NotAfter.UTC().Format(time.RFC3339), "left", own.NotAfter.Sub(now).Round(time.Minute).String())
+}
