@@ -15,6 +15,7 @@ type Collector struct {
 	natMapping, registered, relayed               *prometheus.Desc
 	path, peerNAT, handshake, rx, tx, rtt, status *prometheus.Desc
 	members, refusals, certLeft                   *prometheus.Desc
+	policySeq, policyDropped, revokedKeys         *prometheus.Desc
 }
 
 // NewCollector returns a Collector of t. Register it with a
@@ -41,14 +42,18 @@ func NewCollector(t *Tunnel) *Collector {
 		members:   desc("interface_members", "Members of the network in WireGuard now (found on demand).", "interface"),
 		refusals: desc("interface_member_refusals_total", "Members refused by this interface, by reason: bad-signature, other-network, expired, not-yet-valid, key-mismatch, overlap, malformed.",
 			"interface", "reason"),
-		certLeft: desc("interface_certificate_seconds_left", "Seconds until this member's certificate expires (negative once it has).", "interface"),
+		certLeft:  desc("interface_certificate_seconds_left", "Seconds until this member's certificate expires (negative once it has).", "interface"),
+		policySeq: desc("interface_policy_seq", "The seq of the network policy this member enforces (absent: none).", "interface"),
+		policyDropped: desc("interface_policy_dropped_total", "Packets from members the network policy dropped, by reason: no-rule, malformed.",
+			"interface", "reason"),
+		revokedKeys: desc("interface_revoked_keys", "Member keys the network's revocations held here revoke.", "interface"),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.natMapping, c.registered, c.relayed, c.path, c.peerNAT, c.handshake, c.rx, c.tx, c.rtt, c.status,
-		c.members, c.refusals, c.certLeft} {
+		c.members, c.refusals, c.certLeft, c.policySeq, c.policyDropped, c.revokedKeys} {
 		ch <- d
 	}
 }
@@ -85,6 +90,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if until, err := time.Parse(time.RFC3339, n.ValidUntil); err == nil {
 			gauge(c.certLeft, time.Until(until).Seconds(), st.Interface)
+		}
+		gauge(c.revokedKeys, float64(n.RevokedKeys), st.Interface)
+		if p := n.Policy; p != nil {
+			gauge(c.policySeq, float64(p.Seq), st.Interface)
+			for reason, count := range p.Dropped {
+				ch <- prometheus.MustNewConstMetric(c.policyDropped, prometheus.CounterValue, float64(count), st.Interface, reason)
+			}
 		}
 	}
 	for _, p := range st.Peers {

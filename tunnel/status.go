@@ -1,14 +1,17 @@
 package tunnel
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/punchtun/punchtun/nat"
 	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel/control"
+	"github.com/punchtun/punchtun/tunnel/policy"
 )
 
 // Status is what `punchtun status` shows of a running interface.
@@ -48,6 +51,29 @@ type NetworkStatus struct {
 	Members     int               `json:"members"`
 	Refusals    map[string]uint64 `json:"refusals"`
 	HeldDropped uint64            `json:"held_dropped"`
+	// CertificateWarning is set from 14 days before our certificate
+	// expires (the log says it once a day too).
+	CertificateWarning string `json:"certificate_warning,omitempty"`
+	// Policy is the network's policy this member enforces on what members
+	// send it; none: members reach it fully.
+	Policy *PolicyStatus `json:"policy,omitempty"`
+	// Revocations held, the member keys they revoke, and the documents
+	// refused (not signed by the network key, another network's).
+	Revocations      int    `json:"revocations"`
+	RevokedKeys      int    `json:"revoked_keys"`
+	DocumentsRefused uint64 `json:"documents_refused"`
+}
+
+// PolicyStatus is the policy enforced.
+type PolicyStatus struct {
+	Seq   uint64   `json:"seq"`
+	Rules []string `json:"rules"`
+	// Allowed counts, per rule, the flows it let in; Dropped the packets
+	// dropped, by reason (no-rule, malformed); Flows the connections
+	// whose replies pass.
+	Allowed []uint64          `json:"allowed"`
+	Dropped map[string]uint64 `json:"dropped"`
+	Flows   int               `json:"flows"`
 }
 
 // ByteCounts are bytes sent and received.
@@ -143,7 +169,14 @@ func (t *Tunnel) Status() (*Status, error) {
 	if c := cfg.Interface.Certificate; c != nil {
 		st.Network = &NetworkStatus{Key: cfg.Interface.Network.String(), Name: c.Name,
 			ValidUntil: c.NotAfter.UTC().Format(time.RFC3339), Refused: v.Refused,
-			Refusals: t.ctl.MemberRefusals(), HeldDropped: t.bind.HeldDropped()}
+			Refusals: t.ctl.MemberRefusals(), HeldDropped: t.bind.HeldDropped(),
+			Revocations: v.Revocations, RevokedKeys: v.RevokedKeys, DocumentsRefused: v.DocumentsRefused}
+		if left := time.Until(c.NotAfter); left < 14*24*time.Hour {
+			st.Network.CertificateWarning = fmt.Sprintf("the certificate expires in %s: sign a new one and apply it with punchtun syncconf", left.Round(time.Minute))
+		}
+		if v.Policy != nil {
+			st.Network.Policy = policyStatus(v.Policy, t.ctl.Filter())
+		}
 	}
 	for _, p := range cfg.Peers {
 		st.Peers = append(st.Peers, peerStatus(p.Name, p.PublicKey, wg[p.PublicKey], v, &st.IdlePacketsPerMinute))
@@ -195,6 +228,18 @@ func peerStatus(name string, k key.Key, w wgPeer, v *control.View, idle *float64
 	} else if w.endpoint.IsValid() && !w.handshake.IsZero() {
 		// A peer with a fixed Endpoint: plain WireGuard, no probes, so no RTT.
 		ps.Path, ps.Endpoint = nat.KindOf(w.endpoint).String(), w.endpoint.String()
+	}
+	return ps
+}
+
+// policyStatus is the policy d as the filter f enforces it.
+func policyStatus(d *cert.Document, f *policy.Filter) *PolicyStatus {
+	ps := &PolicyStatus{Seq: d.Seq, Allowed: f.Allowed(), Dropped: map[string]uint64{}, Flows: f.Flows()}
+	for _, r := range d.Rules {
+		ps.Rules = append(ps.Rules, r.String())
+	}
+	for i, name := range policy.DropNames {
+		ps.Dropped[name] = f.Dropped[i].Load()
 	}
 	return ps
 }

@@ -424,6 +424,14 @@ func printStatus(st *tunnel.Status) {
 			refused = "  REFUSED by the rendezvous: " + n.Refused
 		}
 		fmt.Printf("network %s  member %s  certificate valid until %s  %d members found%s\n", n.Key, n.Name, n.ValidUntil, n.Members, refused)
+		if n.CertificateWarning != "" {
+			fmt.Printf("WARNING: %s\n", n.CertificateWarning)
+		}
+		if p := n.Policy; p != nil {
+			fmt.Printf("policy seq %d  %d rules  %d flows  dropped %d (no rule)  %d keys revoked\n", p.Seq, len(p.Rules), p.Flows, p.Dropped["no-rule"], n.RevokedKeys)
+		} else if n.RevokedKeys > 0 {
+			fmt.Printf("no policy: members reach this one fully  %d keys revoked\n", n.RevokedKeys)
+		}
 	}
 	if st.TURN != nil {
 		fmt.Printf("turn %s  relayed as %s\n", st.TURN.Server, st.TURN.Relayed)

@@ -24,12 +24,13 @@ type netLab struct {
 	*lab
 	keyFile, netPub string
 	rvKey           key.Private
+	rv              *proc
 	certs           []string // signed so far
 }
 
 func newNetLab(t *testing.T, prefix, natA, natB string) *netLab {
 	l := &netLab{lab: newLab(t, prefix, natA, natB)}
-	l.rvKey = l.startRendezvous()
+	l.rv, l.rvKey = l.launchRendezvous()
 	priv, _, code := punchtun(t, "", "network", "new")
 	if code != 0 {
 		t.Fatal("network new failed")

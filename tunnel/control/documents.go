@@ -284,9 +284,18 @@ func (d *documents) send(p *peer, g policy.Gossip) {
 	}
 }
 
-// tick runs the filter's clock and warns of our certificate's expiry.
+// tick runs the filter's clock, tells members that sent us data what we
+// hold, and warns of our certificate's expiry. A member is told once its
+// data shows a WireGuard session, not when it is added: a summary sent
+// then would start a handshake from both sides at once, which crosses.
 func (d *documents) tick(now time.Time) {
 	d.filter.Tick(now)
+	for _, p := range d.c.peers {
+		if p.member != nil && !p.toldDocs && p.ep.Activity().Data.After(p.memberSince) {
+			p.toldDocs = true
+			d.sendSummary(p, false)
+		}
+	}
 	own := d.c.members.own
 	if own == nil || own.NotAfter.Sub(now) > certWarnBefore || now.Sub(d.certWarned) < certWarnEvery {
 		return

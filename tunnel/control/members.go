@@ -325,7 +325,6 @@ func (m *members) setCert(p *peer, mc *cert.Cert) {
 	if p.member != nil {
 		old = memberAddrs(p.member)
 	}
-	isNew := p.member == nil
 	p.member, p.name = mc, mc.Name
 	m.c.docs.refilter() // before WireGuard takes its packets
 	allowed := make([]netip.Prefix, len(mc.Addresses))
@@ -341,9 +340,6 @@ func (m *members) setCert(p *peer, mc *cert.Cert) {
 		delete(m.lookups, a.Addr())
 	}
 	m.answerName(mc.Name, memberAddrs(mc))
-	if isNew {
-		m.c.docs.sendSummary(p, false)
-	}
 }
 
 // holder is the member that holds addr; nil for none.

@@ -61,6 +61,8 @@ type peer struct {
 	// (members.go), memberSince when it was added.
 	member      *cert.Cert
 	memberSince time.Time
+	// toldDocs: it was sent our documents' summary (documents.go).
+	toldDocs bool
 
 	birthday        *birthday // hard side of a birthday round (birthday.go)
 	nextBirthday    time.Time

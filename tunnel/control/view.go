@@ -23,6 +23,11 @@ type View struct {
 	// Refused is why the rendezvous refuses our certificate ("" when it
 	// takes it, or there is none).
 	Refused string
+	// The network's documents held: the policy enforced (nil: none), the
+	// revocations and the keys they revoke, the documents refused.
+	Policy                   *cert.Document
+	Revocations, RevokedKeys int
+	DocumentsRefused         uint64
 }
 
 // ServerView is one rendezvous.
@@ -97,6 +102,10 @@ func (c *Control) publish(now time.Time) {
 	if r := c.members.refused; r != 0 {
 		v.Refused = r.String()
 	}
+	if h := c.docs.held; h != nil {
+		v.Policy, v.Revocations, v.RevokedKeys = h.Policy(), len(h.Revocations()), h.RevokedKeys()
+	}
+	v.DocumentsRefused = c.docs.Refused.Load()
 	if a := c.turn.alloc; a != nil {
 		v.TURN = &TURNView{Server: a.URI(), Relayed: a.Addr().String()}
 	}
