@@ -22,6 +22,12 @@
 #             in lab ptbh, a2 <-> b1 with NAT A dropping a2's UDP to NAT B;
 #             that lab's rendezvous relays nothing itself (--relay=false) and
 #             hands out the TURN server
+#   member    punchtun's direct path between two members of a network (no
+#             [Peer] sections: found on demand), a1 <-> b1, no policy
+#   policy    the same with a 20-rule policy (Policy =), 19 rules that do not
+#             match and a last that allows: every packet from a member is
+#             judged (a flow's first by the rules, the rest by the flow
+#             table); ratio policy/member is the filter's cost
 #   base, basehard
 #             only when BENCH_BASELINE names another punchtun binary (the
 #             code before a change, say): its direct path (a1 <-> b1, lab
@@ -108,7 +114,7 @@ for ns in "$PREFIX"-{a1,a2,b1} "$HPREFIX"-{a1,a2,b1}; do
 	table inet ptbbench {
 		chain output {
 			type filter hook output priority filter; policy accept;
-			oifname { "ptbwga", "ptbwgb", "ptbpa", "ptbpb", "ptbra", "ptbrb", "ptbha", "ptbhb", "ptbta", "ptbtb", "ptbnba", "ptbnbb", "ptbqa", "ptbqb", "ptbga", "ptbgb" } udp dport 51820-51839 drop
+			oifname { "ptbwga", "ptbwgb", "ptbpa", "ptbpb", "ptbma", "ptbmb", "ptbna", "ptbnb", "ptbra", "ptbrb", "ptbha", "ptbhb", "ptbta", "ptbtb", "ptbnba", "ptbnbb", "ptbqa", "ptbqb", "ptbga", "ptbgb" } udp dport 51820-51839 drop
 		}
 	}
 	EOF
@@ -123,7 +129,7 @@ start_rendezvous "$BIN" --relay=false --turn turn:203.0.113.20:3478 --turn-secre
 HRVPUB=$RVPUB PREFIX=$MAINPREFIX WORK=${WORK%/h}
 start_rendezvous "$BIN"
 
-for k in pa pb ra rb wa wb ha hb ta tb qa qb ga gb; do "$BIN" genkey >"$WORK/$k.key"; done
+for k in pa pb ra rb wa wb ha hb ta tb qa qb ga gb ma mb na nb; do "$BIN" genkey >"$WORK/$k.key"; done
 pub() { "$BIN" pubkey <"$WORK/$1.key"; }
 
 # pt_conf NAME KEY ADDR PEERKEY PEERADDR PORT
@@ -142,6 +148,33 @@ pt_conf ptbtb tb 100.67.0.2 ta 100.67.0.1 51828
 pt_conf ptbga ga 100.69.0.1 gb 100.69.0.2 51832
 pt_conf ptbgb gb 100.69.0.2 ga 100.69.0.1 51833
 RVPUB=$RVPUB_MAIN
+
+# Members of a network (member, policy): certificates of the group bench;
+# the policy's 19 first rules name other groups, its last allows bench.
+"$BIN" network new >"$WORK/net.key"
+chmod 600 "$WORK/net.key"
+NETPUB=$("$BIN" network pub <"$WORK/net.key")
+for ((i = 1; i <= 19; i++)); do printf '[Rule]\nFrom = group:g%d\nTo = group:h%d\nAllow = tcp/%d, udp/%d\n\n' $i $i $((1000 + i)) $((2000 + i)); done >"$WORK/rules.ini"
+printf '[Rule]\nFrom = group:bench\nTo = group:bench\nAllow = any\n' >>"$WORK/rules.ini"
+"$BIN" network policy --key "$WORK/net.key" "$WORK/rules.ini" >"$WORK/policy.doc"
+# member_conf NAME KEY ADDR PORT [POLICY]
+member_conf() {
+	{
+		echo "[Interface]"
+		echo "PrivateKey = $(cat "$WORK/$2.key")"
+		echo "ListenPort = $4"
+		echo "Rendezvous = 203.0.113.10:3478"
+		echo "RendezvousKey = $RVPUB"
+		echo "Network = $NETPUB"
+		echo "Certificate = $("$BIN" network sign --key "$WORK/net.key" --name "$1" --address "$3/24" --group bench "$(pub "$2")" 2>/dev/null)"
+		[ -n "${5-}" ] && echo "Policy = $5"
+	} >"$WORK/$1.conf"
+	chmod 600 "$WORK/$1.conf"
+}
+member_conf ptbma ma 100.70.0.1 51834
+member_conf ptbmb mb 100.70.0.2 51835
+member_conf ptbna na 100.71.0.1 51836 "$WORK/policy.doc"
+member_conf ptbnb nb 100.71.0.2 51837 "$WORK/policy.doc"
 
 declare -A PID
 MEMPROCS=() # the tunnel processes whose memory is reported
@@ -174,6 +207,20 @@ wait_for "punchtun b1 direct" 20 path_is b1 ptbpb direct
 wait_for "punchtun a2 relay" 20 path_is a2 ptbra relay
 wait_for "ping over punchtun" 10 ping1 a1 100.64.0.2
 wait_for "ping over relay" 10 ping1 a2 100.65.0.2
+
+echo "== punchtun members: a1 <-> b1 without a policy (member), and with a 20-rule one (policy)"
+pt_up a1 ptbma
+pt_up b1 ptbmb
+pt_up a1 ptbna
+pt_up b1 ptbnb
+wait_for "member ping" 10 ping1 a1 100.70.0.2
+wait_for "member ping back" 10 ping1 b1 100.70.0.1
+wait_for "policy member ping" 10 ping1 a1 100.71.0.2
+wait_for "policy member ping back" 10 ping1 b1 100.71.0.1
+wait_for "member direct" 20 path_is a1 ptbma direct
+wait_for "policy member direct" 20 path_is a1 ptbna direct
+policy_seq() { ip netns exec "$PREFIX-$1" "$BIN" status "$2" --json --run-dir "$WORK/run" | jq -r '.network.policy.seq // 0'; }
+[ "$(policy_seq b1 ptbnb)" != 0 ] || die "the policy members enforce no policy"
 
 echo "== punchtun, lab $HPREFIX: a1 (easy NAT) <-> b1 (hard NAT), birthday-punched"
 pt_up a1 ptbha "$HPREFIX"
@@ -285,7 +332,7 @@ for p in "${MEMPROCS[@]}"; do RSS_IDLE[$p]=$(rss $p); done
 # carried during the TCP a->b run (ms/Gbit): the cost of the data path,
 # which throughput alone hides on a machine whose cores iperf3 and the
 # kernel's forwarding share. The raw path has none.
-declare -A PROCS=([punchtun]="ptbpa ptbpb" [wg]="ptbwga ptbwgb" [relay]="ptbra ptbrb" [easyhard]="ptbha ptbhb" [turn]="ptbta ptbtb" [nebula]="ptbnba ptbnbb" [base]="ptbqa ptbqb" [basehard]="ptbga ptbgb")
+declare -A PROCS=([punchtun]="ptbpa ptbpb" [wg]="ptbwga ptbwgb" [relay]="ptbra ptbrb" [easyhard]="ptbha ptbhb" [turn]="ptbta ptbtb" [nebula]="ptbnba ptbnbb" [member]="ptbma ptbmb" [policy]="ptbna ptbnb" [base]="ptbqa ptbqb" [basehard]="ptbga ptbgb")
 HZ=$(getconf CLK_TCK) # /proc/PID/stat's unit
 cpu_ms() {
 	local total=0 p
@@ -311,9 +358,9 @@ rtt() {
 	ip netns exec "$1" ping -c "$PINGS" -i 0.05 -q "$2" 2>/dev/null | awk -F/ '/^rtt/{print $5}' | grep . || echo NA
 }
 
-read -r -a KINDS <<<"${BENCH_KINDS:-punchtun wg raw relay easyhard turn${NEBULA:+ nebula}${BENCH_BASELINE:+ base basehard}}"
-declare -A SRC=([punchtun]=$PREFIX-a1 [wg]=$PREFIX-a1 [raw]=$PREFIX-a1 [relay]=$PREFIX-a2 [easyhard]=$HPREFIX-a1 [turn]=$HPREFIX-a2 [nebula]=$PREFIX-a1 [base]=$PREFIX-a1 [basehard]=$HPREFIX-a1)
-declare -A DST=([punchtun]=100.64.0.2 [wg]=10.99.0.2 [raw]=203.0.113.22 [relay]=100.65.0.2 [easyhard]=100.66.0.2 [turn]=100.67.0.2 [nebula]=10.98.0.2 [base]=100.68.0.2 [basehard]=100.69.0.2)
+read -r -a KINDS <<<"${BENCH_KINDS:-punchtun wg raw relay easyhard turn member policy${NEBULA:+ nebula}${BENCH_BASELINE:+ base basehard}}"
+declare -A SRC=([punchtun]=$PREFIX-a1 [wg]=$PREFIX-a1 [raw]=$PREFIX-a1 [relay]=$PREFIX-a2 [easyhard]=$HPREFIX-a1 [turn]=$HPREFIX-a2 [nebula]=$PREFIX-a1 [member]=$PREFIX-a1 [policy]=$PREFIX-a1 [base]=$PREFIX-a1 [basehard]=$HPREFIX-a1)
+declare -A DST=([punchtun]=100.64.0.2 [wg]=10.99.0.2 [raw]=203.0.113.22 [relay]=100.65.0.2 [easyhard]=100.66.0.2 [turn]=100.67.0.2 [nebula]=10.98.0.2 [member]=100.70.0.2 [policy]=100.71.0.2 [base]=100.68.0.2 [basehard]=100.69.0.2)
 declare -A RES # RES[kind,metric] = space-separated values, one per round
 
 echo
@@ -360,7 +407,7 @@ for k in "${KINDS[@]}"; do
 done
 echo
 echo "== ratios                  tcp a>b  tcp b>a   udp rx    rtt"
-for pair in "punchtun/wg punchtun wg" "punchtun/raw punchtun raw" "wg/raw wg raw" "relay/punchtun relay punchtun" "easyhard/punchtun easyhard punchtun" "turn/punchtun turn punchtun" "turn/relay turn relay" "nebula/wg nebula wg" "punchtun/nebula punchtun nebula" "punchtun/base punchtun base" "easyhard/basehard easyhard basehard"; do
+for pair in "punchtun/wg punchtun wg" "punchtun/raw punchtun raw" "wg/raw wg raw" "relay/punchtun relay punchtun" "easyhard/punchtun easyhard punchtun" "turn/punchtun turn punchtun" "turn/relay turn relay" "nebula/wg nebula wg" "punchtun/nebula punchtun nebula" "policy/member policy member" "member/punchtun member punchtun" "punchtun/base punchtun base" "easyhard/basehard easyhard basehard"; do
 	read -r name a b <<<"$pair"
 	printf '%-25s %8s %8s %8s %6s\n' "$name" "$(ratio "${MED[$a,fwd]:-NA}" "${MED[$b,fwd]:-NA}")" "$(ratio "${MED[$a,rev]:-NA}" "${MED[$b,rev]:-NA}")" \
 		"$(ratio "${MED[$a,udp]:-NA}" "${MED[$b,udp]:-NA}")" "$(ratio "${MED[$a,rtt]:-NA}" "${MED[$b,rtt]:-NA}")"

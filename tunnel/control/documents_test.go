@@ -1,0 +1,97 @@
+package control
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/rendezvous/wire/cert"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
+	"github.com/punchtun/punchtun/tunnel/policy"
+)
+
+func (h *memberHarness) document(d *cert.Document) {
+	h.fromRendezvous(&wire.Document{Time: h.clock.Next(uint64(h.now.UnixNano())), Doc: d.Bytes()})
+}
+
+// TestDocumentsFromALyingRendezvous: what the rendezvous sends is verified
+// here: another network's policy and a forged one are refused and counted;
+// an older policy after a newer changes nothing; a revocation lets the
+// member go and refuses it after, whatever the rendezvous introduces.
+func TestDocumentsFromALyingRendezvous(t *testing.T) {
+	h := newMemberHarness(t)
+	h.c.docs.configure(Config{Network: h.net.Public()}, h.now)
+	other, _ := cert.NewNetworkPrivate()
+	foreign, _ := cert.SignPolicy(other, 50, nil)
+	h.document(foreign)
+	newer, _ := cert.SignPolicy(h.net, 20, nil)
+	older, _ := cert.SignPolicy(h.net, 10, nil)
+	h.document(newer)
+	h.document(older)
+	if p := h.c.docs.held.Policy(); p == nil || p.Seq != 20 {
+		t.Fatalf("policy held %+v, want seq 20", p)
+	}
+	if got := h.c.docs.Refused.Load(); got != 1 {
+		t.Errorf("%d documents refused, want 1 (the other network's)", got)
+	}
+
+	memberKey := key.Key{7, 7}
+	h.introduceMember(memberKey, h.sign(h.net, memberKey, "m7", "100.64.0.7/24", h.now, 3600e9))
+	if h.c.peers[memberKey] == nil {
+		t.Fatal("member not added")
+	}
+	rev, _ := cert.SignRevocation(h.net, 1, []key.Key{memberKey})
+	h.document(rev)
+	if h.c.peers[memberKey] != nil || h.wg().members[memberKey] != nil {
+		t.Fatal("the revoked member is still a peer or in WireGuard")
+	}
+	h.introduceMember(memberKey, h.sign(h.net, memberKey, "m7", "100.64.0.7/24", h.now, 7200e9))
+	if h.c.peers[memberKey] != nil {
+		t.Fatal("the rendezvous brought the revoked member back")
+	}
+	if h.c.members.Refusals[cert.Revoked].Load() == 0 {
+		t.Error("the refusal of the revoked member is not counted")
+	}
+}
+
+// TestDocumentsGossip: a member that sends us a summary of less than we
+// hold gets what it lacks in-tunnel, and our summary back; a document it
+// sends us is taken like any other.
+func TestDocumentsGossip(t *testing.T) {
+	h := newMemberHarness(t)
+	h.c.docs.configure(Config{Network: h.net.Public()}, h.now)
+	memberKey := key.Key{8, 8}
+	h.introduceMember(memberKey, h.sign(h.net, memberKey, "m8", "100.64.0.8/24", h.now, 3600e9))
+	pol, _ := cert.SignPolicy(h.net, 5, nil)
+	h.document(pol)
+	data := h.c.data.(*fakeData)
+	data.injected = nil
+
+	src := netip.MustParseAddr("100.64.0.8")
+	h.c.docs.gossip(src, policy.Gossip{Kind: policy.GossipSummary}.Append(nil), h.now)
+	var kinds []byte
+	for _, pkt := range data.injected {
+		if pkt[9] != 253 || netip.AddrFrom4([4]byte(pkt[16:20])) != src {
+			t.Fatalf("gossip packet %x not of protocol 253 to the member", pkt[:20])
+		}
+		g, err := policy.ParseGossip(pkt[20:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		kinds = append(kinds, g.Kind)
+	}
+	if string(kinds) != string([]byte{policy.GossipDocument, policy.GossipSummary}) {
+		t.Fatalf("answered a bare summary with %v, want the policy and our summary", kinds)
+	}
+	rev, _ := cert.SignRevocation(h.net, 1, []key.Key{{9}})
+	h.c.docs.gossip(src, policy.Gossip{Kind: policy.GossipDocument, Doc: rev.Bytes()}.Append(nil), h.now)
+	if !h.c.docs.held.Revoked(key.Key{9}) {
+		t.Fatal("a member's revocation in-tunnel was not taken")
+	}
+	// From an address no member holds: dropped.
+	before := h.c.Dropped.Load()
+	h.c.docs.gossip(netip.MustParseAddr("100.64.0.99"), policy.Gossip{Kind: policy.GossipSummary}.Append(nil), h.now)
+	if h.c.Dropped.Load() != before+1 {
+		t.Error("gossip from no member was not dropped")
+	}
+}
