@@ -69,7 +69,7 @@ func (s *Server) publish(sender key.Key, d *cert.Document, err error, now time.T
 	n := reg.member.net
 	for _, k := range n.byName {
 		if other := s.peers[k]; other != nil {
-			s.send(other, &wire.Document{Time: s.clock.Next(uint64(now.UnixNano())), Doc: d.Bytes()})
+			s.sendDocuments(other, []*cert.Document{d}, now)
 		}
 	}
 	for _, k := range d.Revoked {
@@ -95,17 +95,22 @@ func (s *Server) revoked(network cert.NetworkKey, k key.Key) bool {
 	return h != nil && h.Revoked(k)
 }
 
-// documentsFor sends a member what its summary says it may lack, and
-// returns the summary of what the rendezvous holds, for the ack.
-// Callers hold s.mu.
-func (s *Server) documentsFor(reg *registration, theirs cert.Summary, now time.Time) *cert.Summary {
+// documentsFor returns the summary of what the rendezvous holds of a
+// member's network, for the ack, and what the member's summary says it
+// may lack, to send after the ack: its Time must be below theirs, or the
+// member takes the ack for a replay. Callers hold s.mu.
+func (s *Server) documentsFor(reg *registration, theirs cert.Summary) (*cert.Summary, []*cert.Document) {
 	h := s.docs[reg.member.cert.Network]
 	if h == nil {
-		return &cert.Summary{}
-	}
-	for _, d := range h.For(theirs) {
-		s.send(reg, &wire.Document{Time: s.clock.Next(uint64(now.UnixNano())), Doc: d.Bytes()})
+		return &cert.Summary{}, nil
 	}
 	sum := h.Summary()
-	return &sum
+	return &sum, h.For(theirs)
+}
+
+// sendDocuments sends docs to reg. Callers hold s.mu.
+func (s *Server) sendDocuments(reg *registration, docs []*cert.Document, now time.Time) {
+	for _, d := range docs {
+		s.send(reg, &wire.Document{Time: s.clock.Next(uint64(now.UnixNano())), Doc: d.Bytes()})
+	}
 }

@@ -14,20 +14,27 @@ import (
 )
 
 // registerWith registers c as a member with its summary of documents and
-// returns the ack and the Documents that came with it.
+// returns the ack and the Documents that came after it, each of a later
+// Time (or the member would drop the ack as a replay).
 func (c *client) registerWith(certificate []byte, network cert.NetworkKey, held cert.Summary) (*wire.RegisterAck, []*wire.Document) {
 	c.t.Helper()
 	c.send(&wire.Register{Time: c.now(), Network: network, Cert: certificate, Docs: &held})
+	ack, ok := c.recv(2 * time.Second).(*wire.RegisterAck)
+	if !ok {
+		c.t.Fatal("no register ack first")
+	}
 	var docs []*wire.Document
+	last := ack.Time
 	for {
-		switch m := c.recv(2 * time.Second).(type) {
-		case *wire.Document:
-			docs = append(docs, m)
-		case *wire.RegisterAck:
-			return m, docs
-		case nil:
-			c.t.Fatal("no register ack")
+		d, ok := c.recv(200 * time.Millisecond).(*wire.Document)
+		if !ok {
+			return ack, docs
 		}
+		if d.Time <= last {
+			c.t.Fatalf("a document of Time %d after one of %d", d.Time, last)
+		}
+		last = d.Time
+		docs = append(docs, d)
 	}
 }
 

@@ -457,10 +457,12 @@ func (s *Server) register(l link, sender key.Key, shared wire.SharedKey, src net
 	if s.relay {
 		ack.Flags |= wire.AckRelay
 	}
+	var docs []*cert.Document
 	if reg.member != nil && m.Docs != nil {
-		ack.Docs = s.documentsFor(reg, *m.Docs, now)
+		ack.Docs, docs = s.documentsFor(reg, *m.Docs)
 	}
 	s.send(reg, ack)
+	s.sendDocuments(reg, docs, now)
 	if certErr != nil {
 		s.refuse(sender, reg, certErr, now)
 	}

@@ -26,6 +26,14 @@ func seqFlag(fs *flag.FlagSet) *uint64 {
 	return fs.Uint64("seq", uint64(time.Now().Unix()), "the document's sequence `number`: a policy of a higher one replaces one of a lower (default: now, in Unix seconds)")
 }
 
+// signingKey reads --key, which policy and revoke require.
+func signingKey(file string) (cert.NetworkPrivate, error) {
+	if file == "" {
+		return cert.NetworkPrivate{}, errors.New("--key is required")
+	}
+	return readNetworkKey(file)
+}
+
 func runNetworkPolicy(args []string) error {
 	fs := newFlags("network policy", "--key FILE [--seq N] RULES",
 		"Print the policy of the rules file RULES, signed by the network key, as one line of text.\n"+
@@ -37,14 +45,11 @@ func runNetworkPolicy(args []string) error {
 	if err != nil {
 		return err
 	}
-	if *keyFile == "" {
-		return errors.New("--key is required")
-	}
 	rules, err := policy.LoadRules(pos[0])
 	if err != nil {
 		return err
 	}
-	nk, err := readNetworkKey(*keyFile)
+	nk, err := signingKey(*keyFile)
 	if err != nil {
 		return err
 	}
@@ -66,16 +71,13 @@ func runNetworkRevoke(args []string) error {
 	if err != nil {
 		return err
 	}
-	if *keyFile == "" {
-		return errors.New("--key is required")
-	}
 	keys := make([]key.Key, len(pos))
 	for i, s := range pos {
 		if keys[i], err = key.Parse(s); err != nil {
 			return fmt.Errorf("MEMBERKEY %d: %w", i+1, err)
 		}
 	}
-	nk, err := readNetworkKey(*keyFile)
+	nk, err := signingKey(*keyFile)
 	if err != nil {
 		return err
 	}

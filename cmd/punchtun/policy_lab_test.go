@@ -115,8 +115,14 @@ func TestNetworkPolicy(t *testing.T) {
 
 	// laptop → server: ping and ssh; server → laptop: neither; server →
 	// server: nothing.
+	// A member that enforces the policy has registered (the documents
+	// follow the ack): the first ping to each is answered at once.
 	for _, s := range []*peerSpec{s1, s2} {
-		t.Logf("first ping laptop → %s: answered after %v", s.iface, l.firstPing(laptop, s).Round(time.Millisecond))
+		took := l.firstPing(laptop, s)
+		t.Logf("first ping laptop → %s: answered after %v", s.iface, took.Round(time.Millisecond))
+		if took > time.Second {
+			t.Errorf("first ping laptop → %s answered after %v, want within 1 s", s.iface, took)
+		}
 	}
 	l.ssh(laptop, s1)
 	listener := l.start(laptop.host, "nc-laptop", "nc", "-l", "-k", "-s", laptop.addr, "-p", "2222")
