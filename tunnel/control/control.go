@@ -20,8 +20,6 @@ package control
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -469,45 +467,4 @@ func (c *Control) open(pkt []byte, h wire.Header, shared *wire.SharedKey) (wire.
 		return nil, false
 	}
 	return body, true
-}
-
-// PingResult is the outcome of one Ping: the way the pong came (direct,
-// lan, relay or relay-tcp) and from where, and the round trip.
-type PingResult struct {
-	Path     string
-	Endpoint netip.AddrPort
-	RTT      time.Duration
-}
-
-// Ping probes peer once on its current route and waits up to timeout for
-// the pong (ping.go).
-func (c *Control) Ping(peer key.Key, timeout time.Duration) (PingResult, error) {
-	var (
-		w    *probeWait
-		sent link.Route
-		err  error
-	)
-	if !c.call(func() {
-		p := c.peers[peer]
-		if p == nil {
-			err = errors.New("the peer has a fixed Endpoint: no probes")
-			return
-		}
-		w, sent, err = p.probe()
-	}) {
-		err = errors.New("the tunnel is going down")
-	}
-	if err != nil {
-		return PingResult{}, err
-	}
-	select {
-	case res := <-w.done:
-		return PingResult{Path: res.path, Endpoint: res.from, RTT: res.at.Sub(w.sent)}, nil
-	case <-c.done:
-		probes.Delete(w.tx)
-		return PingResult{}, errors.New("the tunnel is going down")
-	case <-time.After(timeout):
-		probes.Delete(w.tx)
-		return PingResult{}, fmt.Errorf("no pong within %v (sent on the %s path to %s)", timeout, sent.Kind(), sent.Dst)
-	}
 }

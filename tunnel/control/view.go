@@ -2,6 +2,7 @@ package control
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"net/netip"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/punchtun/punchtun/nat"
 	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
+	"github.com/punchtun/punchtun/tunnel/link"
 )
 
 // View is what the control plane shows of itself. The control goroutine
@@ -120,4 +122,45 @@ func (c *Control) MemberRefusals() map[string]uint64 {
 		out[r.String()] = c.members.Refusals[r].Load()
 	}
 	return out
+}
+
+// PingResult is the outcome of one Ping: the way the pong came (direct,
+// lan, relay or relay-tcp) and from where, and the round trip.
+type PingResult struct {
+	Path     string
+	Endpoint netip.AddrPort
+	RTT      time.Duration
+}
+
+// Ping probes peer once on its current route and waits up to timeout for
+// the pong (ping.go).
+func (c *Control) Ping(peer key.Key, timeout time.Duration) (PingResult, error) {
+	var (
+		w    *probeWait
+		sent link.Route
+		err  error
+	)
+	if !c.call(func() {
+		p := c.peers[peer]
+		if p == nil {
+			err = errors.New("the peer has a fixed Endpoint: no probes")
+			return
+		}
+		w, sent, err = p.probe()
+	}) {
+		err = errors.New("the tunnel is going down")
+	}
+	if err != nil {
+		return PingResult{}, err
+	}
+	select {
+	case res := <-w.done:
+		return PingResult{Path: res.path, Endpoint: res.from, RTT: res.at.Sub(w.sent)}, nil
+	case <-c.done:
+		probes.Delete(w.tx)
+		return PingResult{}, errors.New("the tunnel is going down")
+	case <-time.After(timeout):
+		probes.Delete(w.tx)
+		return PingResult{}, fmt.Errorf("no pong within %v (sent on the %s path to %s)", timeout, sent.Kind(), sent.Dst)
+	}
 }
