@@ -112,6 +112,9 @@ type Punch struct {
 	lastHeard time.Time // last authenticated probe or answer on the path
 	lastPing  time.Time // last probe sent on the path
 	suspect   time.Time // when traffic on the path was last seen going unanswered
+	// suspectFor is how long a suspect path may stay unanswered:
+	// SuspectTimeout, or less for SuspectNow.
+	suspectFor time.Duration
 
 	// A birthday spray in progress: random ports of sprayIP.
 	sprayIP    netip.Addr
@@ -346,11 +349,31 @@ func (p *Punch) lose() Event {
 // path is probed at once and every half second, and dropped when nothing
 // answers within SuspectTimeout, so traffic falls back to the relay in
 // seconds rather than after a missed heartbeat.
-func (p *Punch) Suspect(now time.Time) {
-	if !p.path.Addr.IsValid() || !p.suspect.IsZero() {
+func (p *Punch) Suspect(now time.Time) { p.suspectWithin(now, SuspectTimeout) }
+
+// SuspectNow is Suspect when the peer itself says it has no path to us
+// (it asked the rendezvous for an introduction): it probably restarted,
+// and a hard NAT's peer then lost the birthday socket our path leads to,
+// while the rendezvous still sees its main socket where it was. The path
+// is dropped when its probes stay unanswered for eight round trips (at
+// least QuickSuspectTimeout), not SuspectTimeout: a live path answers
+// within one, and three probes go out meanwhile.
+func (p *Punch) SuspectNow(now time.Time) {
+	p.suspectWithin(now, min(max(8*p.path.RTT, QuickSuspectTimeout), SuspectTimeout))
+}
+
+// QuickSuspectTimeout is SuspectNow's least wait for an answer.
+const QuickSuspectTimeout = 250 * time.Millisecond
+
+func (p *Punch) suspectWithin(now time.Time, d time.Duration) {
+	if !p.path.Addr.IsValid() {
 		return
 	}
-	p.suspect = now
+	if !p.suspect.IsZero() {
+		p.suspectFor = min(p.suspectFor, d) // already suspect: the sooner end
+		return
+	}
+	p.suspect, p.suspectFor = now, d
 	p.ping(p.path.Addr, now)
 }
 
@@ -362,9 +385,9 @@ func (p *Punch) checkSuspect(now time.Time) (Event, bool) {
 	case p.suspect.IsZero():
 	case p.lastHeard.After(p.suspect):
 		p.suspect = time.Time{}
-	case now.Sub(p.suspect) > SuspectTimeout:
+	case now.Sub(p.suspect) > p.suspectFor:
 		return p.lose(), true
-	case now.Sub(p.lastPing) >= retryInterval/2:
+	case now.Sub(p.lastPing) >= min(retryInterval/2, p.suspectFor/3):
 		p.ping(p.path.Addr, now)
 	}
 	return EventNone, false

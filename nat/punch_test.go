@@ -222,6 +222,40 @@ func TestSuspectPath(t *testing.T) {
 	}
 }
 
+// TestSuspectNow: a path suspected because the peer asked for an
+// introduction is dropped after eight round trips unanswered (at least
+// QuickSuspectTimeout), probed three times meanwhile; answered, it stays.
+func TestSuspectNow(t *testing.T) {
+	h := newHarness(true)
+	h.p.Start(h.now, []netip.AddrPort{public}, PunchDuration)
+	h.p.Tick(h.now)
+	h.answer(public, time.Millisecond)
+	h.now = h.now.Add(PunchDuration)
+	h.p.Tick(h.now)
+
+	h.p.SuspectNow(h.now)
+	h.answer(public, 2*time.Millisecond)
+	for range 20 {
+		h.now = h.now.Add(50 * time.Millisecond)
+		if ev := h.p.Tick(h.now); ev != EventNone {
+			t.Fatalf("an answered path was lost: %v", ev)
+		}
+	}
+	h.sent = nil
+	h.p.SuspectNow(h.now)
+	start, ev := h.now, EventNone
+	for ev == EventNone && h.now.Sub(start) < SuspectTimeout {
+		h.now = h.now.Add(10 * time.Millisecond)
+		ev = h.p.Tick(h.now)
+	}
+	if took := h.now.Sub(start); ev != EventLost || took > QuickSuspectTimeout+20*time.Millisecond {
+		t.Fatalf("silent path after SuspectNow: %v after %v, want lost after %v", ev, took, QuickSuspectTimeout)
+	}
+	if n := len(h.pingsTo(public)); n < 3 {
+		t.Errorf("%d probes before the path was dropped, want 3", n)
+	}
+}
+
 // TestFailedRoundBacksOff: the candidates of a round that found nothing
 // are not punched again at every intro, but after FailedRoundBackoff,
 // doubling; an intro during a round does not restart it; other candidates

@@ -135,8 +135,10 @@ func (p *peer) introduced(s *server, b *wire.Intro, now time.Time) {
 	p.observed[s] = b.Observed
 	p.turnSent = netip.AddrPort{} // it may have restarted: tell it our relayed address again
 	// The peer asks for an intro when it has no path: if ours still
-	// looks fine, it may be dead one way (it hears nothing from us).
-	p.punch.Suspect(now)
+	// looks fine, it may be dead one way (it hears nothing from us), or
+	// lead to a birthday socket of a process that has since restarted.
+	// A live path answers within a round trip, so it is not given 2 s.
+	p.punch.SuspectNow(now)
 	if p.punch.StartIfNew(now, append([]netip.AddrPort{b.Observed}, b.Candidates...), p.punchDuration()) {
 		c.log.Info("punching", "peer", p.label(), "peer_nat", p.nat, "candidates", p.punch.Candidates())
 	} else {
