@@ -244,6 +244,11 @@ func (d *documents) gossip(src netip.Addr, body []byte, now time.Time) {
 	}
 	switch g.Kind {
 	case policy.GossipSummary:
+		ours := d.held.Summary()
+		if a := p.answered; a.theirs == g.Summary && a.ours == ours && now.Sub(a.at) < answerAgain {
+			return // the same question again: one answer a second
+		}
+		p.answered = gossipAnswer{theirs: g.Summary, ours: ours, at: now}
 		for _, doc := range d.held.For(g.Summary) {
 			d.send(p, policy.Gossip{Kind: policy.GossipDocument, Doc: doc.Bytes()})
 		}
@@ -260,6 +265,17 @@ func (d *documents) gossip(src netip.Addr, body []byte, now time.Time) {
 		d.add(doc, "member "+p.label(), now)
 	}
 }
+
+// gossipAnswer is what a member was last sent in answer to its summary:
+// a member that repeats a summary is answered at most once per
+// answerAgain while neither side's holdings changed, so that a small
+// packet cannot have us send a network's every document again and again.
+type gossipAnswer struct {
+	theirs, ours cert.Summary
+	at           time.Time
+}
+
+const answerAgain = time.Second
 
 // sendSummary tells member p what we hold.
 func (d *documents) sendSummary(p *peer, answer bool) {

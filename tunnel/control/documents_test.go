@@ -95,3 +95,28 @@ func TestDocumentsGossip(t *testing.T) {
 		t.Error("gossip from no member was not dropped")
 	}
 }
+
+// TestGossipAnswersOncePerQuestion: a member repeating one summary is
+// answered once a second, not once a packet.
+func TestGossipAnswersOncePerQuestion(t *testing.T) {
+	h := newMemberHarness(t)
+	h.c.docs.configure(Config{Network: h.net.Public()}, h.now)
+	memberKey := key.Key{8, 8}
+	h.introduceMember(memberKey, h.sign(h.net, memberKey, "m8", "100.64.0.8/24", h.now, 3600e9))
+	pol, _ := cert.SignPolicy(h.net, 5, nil)
+	h.document(pol)
+	data := h.c.data.(*fakeData)
+	data.injected = nil
+	src, ask := netip.MustParseAddr("100.64.0.8"), policy.Gossip{Kind: policy.GossipSummary}.Append(nil)
+	for range 100 {
+		h.c.docs.gossip(src, ask, h.now)
+	}
+	if n := len(data.injected); n != 2 {
+		t.Fatalf("100 equal summaries answered with %d packets, want 2 (the policy, our summary)", n)
+	}
+	h.now = h.now.Add(answerAgain)
+	h.c.docs.gossip(src, ask, h.now)
+	if n := len(data.injected); n != 4 {
+		t.Fatalf("a second later: %d packets, want 4", n)
+	}
+}
