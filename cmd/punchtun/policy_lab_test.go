@@ -237,6 +237,21 @@ func TestNetworkPolicy(t *testing.T) {
 			t.Errorf("%s and the revoked s2 still reach each other", p.host)
 		}
 	}
+	// Restarted, the revoked machine is refused again and reaches no one.
+	procs[s2].stop()
+	procs[s2] = l.startPeer(s2, conf[s2], s2.iface+"-revoked-restarted")
+	eventually(t, 5*time.Second, "the restarted revoked s2 refused", func() error {
+		st, err := l.status(s2)
+		if err != nil || st.Network.Refused != "revoked" {
+			return fmt.Errorf("s2's network status %+v (%v)", st.Network, err)
+		}
+		return nil
+	})
+	for _, p := range []*peerSpec{laptop, s1} {
+		if l.reaches(s2, p) || l.reaches(p, s2) {
+			t.Errorf("%s and the restarted revoked s2 reach each other", p.host)
+		}
+	}
 
 	// A restrictive policy again, then the rendezvous goes down and s1
 	// restarts: it enforces what it kept.
