@@ -129,3 +129,44 @@ func TestCertificateProblem(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyFile: Policy = names a file of the network's documents, read
+// relative to the config; a line that is no document, one of another
+// network, an empty file or a policy without a network are errors naming
+// the line.
+func TestPolicyFile(t *testing.T) {
+	nk, c := memberCert(t, alicePriv, "100.64.0.1/24")
+	other, _ := cert.NewNetworkPrivate()
+	dir := t.TempDir()
+	write := func(name string, docs ...*cert.Document) string {
+		var b strings.Builder
+		b.WriteString("# the network's policy\n\n")
+		for _, d := range docs {
+			b.WriteString(d.Text() + "\n")
+		}
+		os.WriteFile(filepath.Join(dir, name), []byte(b.String()), 0o644)
+		return name
+	}
+	pol, _ := cert.SignPolicy(nk, 1, nil)
+	rev, _ := cert.SignRevocation(nk, 2, []key.Key{{1}})
+	foreign, _ := cert.SignPolicy(other, 1, nil)
+	head := memberHead + "Network = " + nk.Public().String() + "\nCertificate = " + c.Text() + "\n"
+	cfg, err := Parse(filepath.Join(dir, "m.conf"), strings.NewReader(expand(head+"Policy = "+write("ok.txt", pol, rev)+"\n")))
+	if err != nil || len(cfg.Interface.Documents) != 2 {
+		t.Fatalf("Policy = a file of two documents: %v, %d", err, len(cfg.Interface.Documents))
+	}
+	os.WriteFile(filepath.Join(dir, "junk.txt"), []byte("\nnot a document\n"), 0o644)
+	for _, tc := range []struct{ name, conf, key, msg string }{
+		{"another network's", head + "Policy = " + write("foreign.txt", foreign) + "\n", "Policy", "signed by network"},
+		{"junk", head + "Policy = junk.txt\n", "Policy", "junk.txt:2: document"},
+		{"empty", head + "Policy = " + write("empty.txt") + "\n", "Policy", "no policy or revocation"},
+		{"missing", head + "Policy = nope.txt\n", "Policy", "no such file"},
+		{"no network", memberHead + "Address = 10.0.0.1/24\nPolicy = " + write("p.txt", pol) + "\n", "Policy", "a policy is a network's"},
+	} {
+		_, err := Parse(filepath.Join(dir, "m.conf"), strings.NewReader(expand(tc.conf)))
+		e, ok := err.(*Error)
+		if !ok || e.Key != tc.key || e.Line == 0 || !strings.Contains(e.Msg, tc.msg) {
+			t.Errorf("%s: got %v, want Policy: …%s…", tc.name, err, tc.msg)
+		}
+	}
+}
