@@ -54,10 +54,9 @@ func TestDocumentsFromALyingRendezvous(t *testing.T) {
 	}
 }
 
-// TestDocumentsGossip: a member that sends us a summary of less than we
-// hold gets what it lacks in-tunnel, and our summary back; a document it
-// sends us is taken like any other.
-func TestDocumentsGossip(t *testing.T) {
+// gossipHarness is a member holding a policy, with member m8
+// (100.64.0.8) added; what it injects is in data.injected.
+func gossipHarness(t *testing.T) (*memberHarness, *fakeData) {
 	h := newMemberHarness(t)
 	h.c.docs.configure(Config{Network: h.net.Public()}, h.now)
 	memberKey := key.Key{8, 8}
@@ -66,6 +65,14 @@ func TestDocumentsGossip(t *testing.T) {
 	h.document(pol)
 	data := h.c.data.(*fakeData)
 	data.injected = nil
+	return h, data
+}
+
+// TestDocumentsGossip: a member that sends us a summary of less than we
+// hold gets what it lacks in-tunnel, and our summary back; a document it
+// sends us is taken like any other.
+func TestDocumentsGossip(t *testing.T) {
+	h, data := gossipHarness(t)
 
 	src := netip.MustParseAddr("100.64.0.8")
 	h.c.docs.gossip(src, policy.Gossip{Kind: policy.GossipSummary}.Append(nil), h.now)
@@ -99,14 +106,7 @@ func TestDocumentsGossip(t *testing.T) {
 // TestGossipAnswersOncePerQuestion: a member repeating one summary is
 // answered once a second, not once a packet.
 func TestGossipAnswersOncePerQuestion(t *testing.T) {
-	h := newMemberHarness(t)
-	h.c.docs.configure(Config{Network: h.net.Public()}, h.now)
-	memberKey := key.Key{8, 8}
-	h.introduceMember(memberKey, h.sign(h.net, memberKey, "m8", "100.64.0.8/24", h.now, 3600e9))
-	pol, _ := cert.SignPolicy(h.net, 5, nil)
-	h.document(pol)
-	data := h.c.data.(*fakeData)
-	data.injected = nil
+	h, data := gossipHarness(t)
 	src, ask := netip.MustParseAddr("100.64.0.8"), policy.Gossip{Kind: policy.GossipSummary}.Append(nil)
 	for range 100 {
 		h.c.docs.gossip(src, ask, h.now)
