@@ -8,7 +8,7 @@
 //	punchtun status [flags] [IFACE]      show the peers of running tunnels
 //	punchtun netcheck --rendezvous ADDR  probe this network's NAT
 //	punchtun ping [flags] PEER           probe a peer: path taken and RTT
-//	punchtun network new|pub|sign|show   make a network key, sign members' certificates
+//	punchtun network new|pub|sign|policy|revoke|publish|show   a network's keys, certificates, policy and revocations
 //
 // The work is done in package tunnel (the peer), rendezvous (the server) and
 // nat (STUN, candidates, hole punching); this file only parses the command line.
@@ -42,7 +42,7 @@ func init() {
 		{"syncconf", "IFACE [FILE]", "apply a changed config to a running tunnel without dropping it (as wg syncconf)", runSyncConf},
 		{"status", "[flags] [IFACE]", "show each peer's path, endpoint, RTT, handshake and transfer", runStatus},
 		{"netcheck", "[flags]", "probe this network's UDP, public address and NAT mapping", runNetcheck},
-		{"network", "SUBCOMMAND", "the network owner's tools: new, pub, sign and show (run without one for help)", runNetwork},
+		{"network", "SUBCOMMAND", "the network owner's tools: new, pub, sign, policy, revoke, publish and show (run without one for help)", runNetwork},
 		{"ping", "[flags] PEER", "probe a peer over the tunnel's control path: path taken and RTT per pong", runPing},
 	}
 }
