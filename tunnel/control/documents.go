@@ -201,9 +201,6 @@ func (d *documents) refilter() {
 	d.filter.Set(pol, self, byAddr)
 }
 
-// revoked reports whether the network's revocations name k.
-func (d *documents) revoked(p *peer) bool { return d.held != nil && d.held.Revoked(p.key) }
-
 // summary is what registrations carry: nil without a network.
 func (d *documents) summary() *cert.Summary {
 	if d.held == nil {
