@@ -70,10 +70,12 @@ type PolicyStatus struct {
 	Rules []string `json:"rules"`
 	// Allowed counts, per rule, the flows it let in; Dropped the packets
 	// dropped, by reason (no-rule, malformed); Flows the connections
-	// whose replies pass.
-	Allowed []uint64          `json:"allowed"`
-	Dropped map[string]uint64 `json:"dropped"`
-	Flows   int               `json:"flows"`
+	// whose replies pass, FlowsRefused those not tracked because the
+	// table was full.
+	Allowed      []uint64          `json:"allowed"`
+	Dropped      map[string]uint64 `json:"dropped"`
+	Flows        int               `json:"flows"`
+	FlowsRefused uint64            `json:"flows_refused"`
 }
 
 // ByteCounts are bytes sent and received.
@@ -234,7 +236,7 @@ func peerStatus(name string, k key.Key, w wgPeer, v *control.View, idle *float64
 
 // policyStatus is the policy d as the filter f enforces it.
 func policyStatus(d *cert.Document, f *policy.Filter) *PolicyStatus {
-	ps := &PolicyStatus{Seq: d.Seq, Allowed: f.Allowed(), Dropped: map[string]uint64{}, Flows: f.Flows()}
+	ps := &PolicyStatus{Seq: d.Seq, Allowed: f.Allowed(), Dropped: map[string]uint64{}, Flows: f.Flows(), FlowsRefused: f.FlowsRefused()}
 	for _, r := range d.Rules {
 		ps.Rules = append(ps.Rules, r.String())
 	}
