@@ -279,3 +279,22 @@ func FuzzParsePacket(f *testing.F) {
 	f.Add(append(icmpEcho(server, laptop, 3, 0), ipv4(protoUDP, laptop, server, 5000, 9, 0)[:28]...))
 	f.Fuzz(func(t *testing.T, b []byte) { parse(b) })
 }
+
+// TestFlowTableBounded: past maxFlows the table takes no new flow, and
+// counts it; a sweep of timed-out flows makes room again.
+func TestFlowTableBounded(t *testing.T) {
+	nk, _ := cert.NewNetworkPrivate()
+	f := filterAt(t, signPolicy(t, nk, 1, laptopsToServers), laptop, server)
+	now := time.Now()
+	f.Tick(now)
+	for i := range maxFlows + 1 {
+		f.sent(ipv4(protoUDP, laptop, server, uint16(i), uint16(i>>16)+1, 0))
+	}
+	if f.Flows() != maxFlows || f.FlowsRefused() != 1 {
+		t.Fatalf("%d flows, %d refused; want %d and 1", f.Flows(), f.FlowsRefused(), maxFlows)
+	}
+	f.Tick(now.Add(udpIdle + time.Minute))
+	if f.Flows() != 0 {
+		t.Fatalf("%d flows after they all timed out", f.Flows())
+	}
+}
