@@ -108,10 +108,8 @@ func (m *members) unknownDestination(dst netip.Addr, now time.Time) {
 	if l != nil && (now.Sub(l.sent) < lookupRetry || now.Sub(l.missed) < missHold) {
 		return
 	}
-	for _, p := range m.c.peers {
-		if p.member != nil && p.member.Holds(dst) {
-			return // held before the data path heard of it
-		}
+	if m.holder(dst) != nil {
+		return // held before the data path heard of it
 	}
 	if l == nil || now.Sub(l.sent) >= lookupRetry*lookupTries {
 		l = &lookup{}
