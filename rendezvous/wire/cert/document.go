@@ -81,7 +81,7 @@ func sign(priv NetworkPrivate, d *Document) (*Document, error) {
 		return nil, err
 	}
 	if len(b)+ed25519.SignatureSize > MaxDocument {
-		return nil, fmt.Errorf("%s: %d bytes signed, at most %d: use fewer rules, selectors or keys", d.kindName(), len(b)+ed25519.SignatureSize, MaxDocument)
+		return nil, fmt.Errorf("%s: %d bytes signed, at most %d: use fewer rules, selectors or keys", d.KindName(), len(b)+ed25519.SignatureSize, MaxDocument)
 	}
 	d.raw = append(b, ed25519.Sign(priv.key(), b)...)
 	return d, nil
@@ -125,7 +125,7 @@ func ParseDocument(b []byte) (*Document, error) {
 		return nil, fmt.Errorf("document: kind %#x is neither a policy ('P') nor a revocation ('R')", d.Kind)
 	}
 	if v := r.byte(); r.err == nil && v != Version {
-		return nil, fmt.Errorf("%s: version %d, this punchtun reads version %d", d.kindName(), v, Version)
+		return nil, fmt.Errorf("%s: version %d, this punchtun reads version %d", d.KindName(), v, Version)
 	}
 	copy(d.Network[:], r.take(32))
 	d.Seq = binary.BigEndian.Uint64(r.take(8))
@@ -143,13 +143,13 @@ func ParseDocument(b []byte) (*Document, error) {
 	bodyLen := r.off
 	sig := r.take(ed25519.SignatureSize)
 	if r.err != nil {
-		return nil, fmt.Errorf("%s: %w", d.kindName(), r.err)
+		return nil, fmt.Errorf("%s: %w", d.KindName(), r.err)
 	}
 	if r.off != len(b) {
-		return nil, fmt.Errorf("%s: %d bytes after the signature", d.kindName(), len(b)-r.off)
+		return nil, fmt.Errorf("%s: %d bytes after the signature", d.KindName(), len(b)-r.off)
 	}
 	if !ed25519.Verify(d.Network[:], b[:bodyLen], sig) {
-		return nil, &Error{Reason: BadSignature, What: d.kindName(), Detail: "signature does not verify with the network key it names"}
+		return nil, &Error{Reason: BadSignature, What: d.KindName(), Detail: "signature does not verify with the network key it names"}
 	}
 	d.raw = slices.Clone(b)
 	return d, nil
@@ -188,14 +188,12 @@ func (d *Document) Text() string { return base64.StdEncoding.EncodeToString(d.ra
 // Summary.
 func (d *Document) Hash() [32]byte { return sha256.Sum256(d.raw) }
 
-func (d *Document) kindName() string {
+// KindName is "policy" or "revocation".
+func (d *Document) KindName() string {
 	if d.Kind == KindRevocation {
 		return "revocation"
 	}
 	return "policy"
 }
-
-// KindName is "policy" or "revocation".
-func (d *Document) KindName() string { return d.kindName() }
 
 func compareKey(a, b key.Key) int { return bytes.Compare(a[:], b[:]) }

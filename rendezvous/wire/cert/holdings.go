@@ -46,7 +46,7 @@ func (h *Holdings) Network() NetworkKey { return h.network }
 // too many revocations). A document held already is no error.
 func (h *Holdings) Add(d *Document) (bool, error) {
 	if d.Network != h.network {
-		return false, &Error{Reason: OtherNetwork, What: d.kindName(), Detail: "signed by network " + d.Network.String()}
+		return false, &Error{Reason: OtherNetwork, What: d.KindName(), Detail: "signed by network " + d.Network.String()}
 	}
 	hash := d.Hash()
 	if d.Kind == KindPolicy {
