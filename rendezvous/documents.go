@@ -25,10 +25,6 @@ import (
 // (each at most cert.MaxDocument bytes): about 80 MB.
 const maxDocuments = 1 << 16
 
-// checkDocument parses and verifies a published document, outside the
-// server's lock.
-func checkDocument(m *wire.Publish) (*cert.Document, error) { return cert.ParseDocument(m.Doc) }
-
 // publish takes a document a member handed in. Callers hold s.mu.
 func (s *Server) publish(sender key.Key, d *cert.Document, err error, now time.Time) {
 	reg := s.peers[sender]
@@ -42,16 +38,7 @@ func (s *Server) publish(sender key.Key, d *cert.Document, err error, now time.T
 		s.Stats.DocumentsRefused.Add(1)
 		return
 	}
-	h := s.docs[d.Network]
-	if h == nil {
-		h = cert.NewHoldings(d.Network)
-	}
-	if s.docCount >= maxDocuments {
-		s.Stats.DocumentsRefused.Add(1)
-		return
-	}
-	before := held(h)
-	added, err := h.Add(d)
+	added, err := s.keep(d)
 	if err != nil {
 		if !errors.Is(err, cert.ErrOlderPolicy) {
 			s.Stats.DocumentsRefused.Add(1)
@@ -61,8 +48,6 @@ func (s *Server) publish(sender key.Key, d *cert.Document, err error, now time.T
 	if !added {
 		return
 	}
-	s.docs[d.Network] = h
-	s.docCount += held(h) - before
 	s.dirty.Store(true)
 	s.Stats.Documents.Add(1)
 	s.log.Info("network document taken", "network", d.Network, "kind", d.KindName(), "seq", d.Seq, "from", sender)
@@ -78,6 +63,29 @@ func (s *Server) publish(sender key.Key, d *cert.Document, err error, now time.T
 			s.refuse(k, r, &cert.Error{Reason: cert.Revoked, Detail: "the network key revoked this member"}, now)
 		}
 	}
+}
+
+// errNoRoom: the rendezvous holds maxDocuments.
+var errNoRoom = errors.New("documents: the rendezvous holds its most")
+
+// keep adds a verified document to its network's holdings, within
+// maxDocuments for all networks, and reports whether it was new.
+// Callers hold s.mu.
+func (s *Server) keep(d *cert.Document) (bool, error) {
+	if s.docCount >= maxDocuments {
+		return false, errNoRoom
+	}
+	h := s.docs[d.Network]
+	if h == nil {
+		h = cert.NewHoldings(d.Network)
+	}
+	before := held(h)
+	added, err := h.Add(d)
+	if added {
+		s.docs[d.Network] = h
+		s.docCount += held(h) - before
+	}
+	return added, err
 }
 
 // held counts h's documents.

@@ -127,15 +127,8 @@ func (s *Server) Load(path string, conns []*net.UDPConn) (int, error) {
 	defer s.mu.Unlock()
 	for _, raw := range st.Documents {
 		// Verified again: the file is not trusted with what members enforce.
-		if d, err := cert.ParseDocument(raw); err == nil && s.docCount < maxDocuments {
-			h := s.docs[d.Network]
-			if h == nil {
-				h = cert.NewHoldings(d.Network)
-				s.docs[d.Network] = h
-			}
-			before := held(h)
-			h.Add(d)
-			s.docCount += held(h) - before
+		if d, err := cert.ParseDocument(raw); err == nil {
+			s.keep(d)
 		}
 	}
 	n := 0
