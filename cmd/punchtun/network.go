@@ -205,18 +205,23 @@ func runNetworkShow(args []string) error {
 
 // readCert reads CERT: a file holding a certificate, or its text.
 func readCert(arg string) (*cert.Cert, error) {
+	text, ferr := argText(arg)
+	c, err := cert.ParseText(text)
+	if err != nil && ferr != nil && len(arg) < 100 {
+		return nil, ferr // too short for a certificate: the file was meant
+	}
+	return c, err
+}
+
+// argText is what an argument that names a file or holds its text
+// holds: the file's contents, or the argument itself when it names no
+// file it can read (ferr says why).
+func argText(arg string) (text string, ferr error) {
 	b, ferr := os.ReadFile(arg)
-	if ferr == nil {
-		return cert.ParseText(string(b))
+	if ferr != nil {
+		return arg, ferr
 	}
-	c, err := cert.ParseText(arg)
-	if err != nil {
-		if len(arg) < 100 { // too short for a certificate: the file was meant
-			return nil, ferr
-		}
-		return nil, err
-	}
-	return c, nil
+	return string(b), nil
 }
 
 // describe prints a certificate's fields, one per line.

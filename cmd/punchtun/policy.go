@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -116,16 +115,12 @@ func runNetworkPublish(args []string) error {
 // readDocument reads a policy or revocation: a file of its text, or the
 // text. ok is false when arg holds something else (a certificate).
 func readDocument(arg string) (doc *cert.Document, ok bool, err error) {
-	text := arg
-	if b, err := os.ReadFile(arg); err == nil {
-		text = string(b)
-	}
-	text = strings.TrimSpace(text)
-	raw, derr := base64.StdEncoding.DecodeString(text)
+	text, _ := argText(arg)
+	raw, derr := base64.StdEncoding.Strict().DecodeString(strings.TrimSpace(text))
 	if derr != nil || len(raw) == 0 || raw[0] != cert.KindPolicy && raw[0] != cert.KindRevocation {
 		return nil, false, nil
 	}
-	doc, err = cert.ParseDocumentText(text)
+	doc, err = cert.ParseDocument(raw) // decoded once, here
 	return doc, true, err
 }
 
