@@ -173,7 +173,7 @@ func (t *Tunnel) Status() (*Status, error) {
 			ValidUntil: c.NotAfter.UTC().Format(time.RFC3339), Refused: v.Refused,
 			Refusals: t.ctl.MemberRefusals(), HeldDropped: t.bind.HeldDropped(),
 			Revocations: v.Revocations, RevokedKeys: v.RevokedKeys, DocumentsRefused: v.DocumentsRefused}
-		if left := time.Until(c.NotAfter); left < 14*24*time.Hour {
+		if left := time.Until(c.NotAfter); left < control.CertWarnBefore {
 			st.Network.CertificateWarning = fmt.Sprintf("the certificate expires in %s: sign a new one and apply it with punchtun syncconf", left.Round(time.Minute))
 		}
 		if v.Policy != nil {

@@ -25,10 +25,10 @@ import (
 // at once, and handed on: to the rendezvous, and to every member in
 // WireGuard, as a summary that lets each side send what the other lacks.
 
-// certWarnBefore is how long before our certificate expires we warn, once
-// a day.
+// CertWarnBefore is how long before our certificate expires we warn: in
+// the log once a day (certWarnEvery), and in status.
 const (
-	certWarnBefore = 14 * 24 * time.Hour
+	CertWarnBefore = 14 * 24 * time.Hour
 	certWarnEvery  = 24 * time.Hour
 )
 
@@ -310,7 +310,7 @@ func (d *documents) tick(now time.Time) {
 		}
 	}
 	own := d.c.members.own
-	if own == nil || own.NotAfter.Sub(now) > certWarnBefore || now.Sub(d.certWarned) < certWarnEvery {
+	if own == nil || own.NotAfter.Sub(now) > CertWarnBefore || now.Sub(d.certWarned) < certWarnEvery {
 		return
 	}
 	d.certWarned = now
