@@ -117,7 +117,9 @@ func (s *Server) join(sender key.Key, reg *registration, c *cert.Cert) error {
 	}
 	if reg.member == nil {
 		reg.member = &membership{net: n, introduced: map[key.Key]struct{}{}}
-		n.count++
+		if n.count++; n.count == 1 {
+			s.docs.adopt(c.Network) // its documents are no orphans
+		}
 		s.networks[c.Network] = n
 	}
 	reg.member.cert = c
@@ -150,8 +152,10 @@ func (s *Server) leave(k key.Key, reg *registration) {
 	}
 	s.unindex(m, k)
 	reg.member = nil
+	s.out.settle(m.net.key, k)
 	if m.net.count--; m.net.count == 0 {
 		delete(s.networks, m.net.key)
+		s.docs.orphan(m.net.key, time.Now()) // kept for orphanTTL
 	}
 }
 

@@ -78,7 +78,7 @@ type Server struct {
 	peers      map[key.Key]*registration
 	byEndpoint map[source]key.Key // for relaying: who sends from where
 	seen       map[key.Key]lastSeen
-	clock      wire.Clock
+	clock      lockedClock
 
 	maxPeers int
 	bySource *limiter[netip.Addr]
@@ -87,10 +87,11 @@ type Server struct {
 
 	// The networks of the members registered now (networks.go).
 	networks map[cert.NetworkKey]*network
-	// docs are the networks' documents (documents.go); docCount counts
-	// them all.
-	docs          map[cert.NetworkKey]*cert.Holdings
-	docCount      int
+	// docs are the networks' documents (docstore.go, its own lock); out
+	// sends them to members (outbox.go, its own lock and goroutine).
+	docs          *docStore
+	out           *outbox
+	docLogged     time.Time                // when a document past its budget was last logged
 	allowNetworks map[cert.NetworkKey]bool // nil: any
 	maxMembers    int
 	lookups       *limiter[key.Key]
@@ -102,6 +103,21 @@ type Server struct {
 	dirty atomic.Bool // registrations changed since the last Save (persist.go)
 	done  chan struct{}
 	once  sync.Once
+	wg    sync.WaitGroup // the goroutines Close waits for
+}
+
+// lockedClock is a wire.Clock for everyone: the outbox takes Times
+// without s.mu.
+type lockedClock struct {
+	mu sync.Mutex
+	c  wire.Clock
+}
+
+// Next is wire.Clock.Next.
+func (c *lockedClock) Next(now uint64) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.c.Next(now)
 }
 
 // Stats counts what the server did and what it dropped, and why.
@@ -126,8 +142,19 @@ type Stats struct {
 	// Refused counts members' certificates refused, by cert.Reason.
 	Refused [cert.NumReasons]atomic.Uint64
 	// Documents taken, and those refused: not signed by the network key,
-	// not the publisher's network, no room (documents.go).
-	Documents, DocumentsRefused atomic.Uint64
+	// not the publisher's network (documents.go). DocumentsRateLimited:
+	// new documents over their network's rate (pubRate); members hand
+	// them in again. DocumentsOverBudget: past their network's budget
+	// (docstore.go), a revocation among them acted on and sent all the
+	// same. DocumentNetworksPruned: networks whose documents were
+	// forgotten, no member having registered for orphanTTL.
+	Documents, DocumentsRefused               atomic.Uint64
+	DocumentsRateLimited, DocumentsOverBudget atomic.Uint64
+	DocumentNetworksPruned                    atomic.Uint64
+	// DocumentsSent and DocumentBytes: Document messages sent to members
+	// (outbox.go), and their bytes; DocumentsPostponed: ones held back
+	// by a full queue or a spent budget, sent again later.
+	DocumentsSent, DocumentBytes, DocumentsPostponed atomic.Uint64
 }
 
 type registration struct {
@@ -174,7 +201,8 @@ func NewServer(cfg Config) *Server {
 		seen:          make(map[key.Key]lastSeen),
 		newKeyJobs:    make(chan newKeyJob, newKeyQueue),
 		networks:      make(map[cert.NetworkKey]*network),
-		docs:          make(map[cert.NetworkKey]*cert.Holdings),
+		docs:          newDocStore(),
+		out:           newOutbox(),
 		refusedLogged: make(map[key.Key]cert.Reason),
 		done:          make(chan struct{}),
 	}
@@ -187,6 +215,8 @@ func NewServer(cfg Config) *Server {
 	}
 	s.initLimits(cfg)
 	go s.expireLoop()
+	s.wg.Add(1)
+	go s.runOutbox()
 	for range runtime.GOMAXPROCS(0) {
 		go s.newKeyWorker()
 	}
@@ -196,8 +226,12 @@ func NewServer(cfg Config) *Server {
 // PublicKey is the key peers pin as RendezvousKey.
 func (s *Server) PublicKey() key.Key { return s.pub }
 
-// Close stops the expiry loop. It does not close the sockets given to Serve.
-func (s *Server) Close() { s.once.Do(func() { close(s.done) }) }
+// Close stops the expiry loop and the outbox, and waits for the outbox.
+// It does not close the sockets given to Serve.
+func (s *Server) Close() {
+	s.once.Do(func() { close(s.done) })
+	s.wg.Wait()
+}
 
 // Serve reads and answers packets on conn until conn is closed. other is
 // the server's alternate address (another IP, or another port), if it has
@@ -457,12 +491,12 @@ func (s *Server) register(l link, sender key.Key, shared wire.SharedKey, src net
 	if s.relay {
 		ack.Flags |= wire.AckRelay
 	}
-	var docs []*cert.Document
 	if reg.member != nil && m.Docs != nil {
-		ack.Docs, docs = s.documentsFor(reg, *m.Docs)
+		// What it lacks goes after the ack: the outbox reads the
+		// registrations only once s.mu is let go.
+		ack.Docs = s.documentsFor(sender, reg, *m.Docs, now)
 	}
 	s.send(reg, ack)
-	s.sendDocuments(reg, docs, now)
 	if certErr != nil {
 		s.refuse(sender, reg, certErr, now)
 	}
