@@ -37,16 +37,16 @@ func NewNewest(network NetworkKey) *Newest {
 // See takes a verified certificate of the network: nil when it is the
 // newest of its key seen (it is remembered) or as new as that one; an
 // *Error of reason Superseded when a certificate of its key with a later
-// not-before has been seen. An expired certificate is not remembered.
+// not-before has been seen. Only a certificate valid now counts (Check
+// says why not): one signed ahead, for a renewal, supersedes nothing
+// until its start.
 func (n *Newest) See(c *Cert, now time.Time) error {
-	if c.Network != n.network {
-		return &Error{Reason: OtherNetwork, Detail: "signed by network " + c.Network.String()}
+	if err := c.Check(n.network, now); err != nil {
+		return err
 	}
 	e := n.seen[c.Member]
 	if e == nil {
-		if now.Before(c.NotAfter) {
-			n.seen[c.Member] = &newestEntry{cert: c, until: c.NotAfter}
-		}
+		n.seen[c.Member] = &newestEntry{cert: c, until: c.NotAfter}
 		return nil
 	}
 	if c.NotBefore.Before(e.cert.NotBefore) {
@@ -124,15 +124,18 @@ func (n *Newest) loadLine(line string, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("newest certificates: %v", err)
 	}
-	if err := n.See(c, now); err != nil {
-		return err
+	if c.Network != n.network {
+		return &Error{Reason: OtherNetwork, Detail: "signed by network " + c.Network.String()}
 	}
-	e, t := n.seen[c.Member], time.Unix(u, 0)
-	switch {
-	case e == nil && now.Before(t):
-		n.seen[c.Member] = &newestEntry{cert: c, until: t} // the newest expired, an older one not yet
-	case e != nil && t.After(e.until):
-		e.until = t
+	t := time.Unix(u, 0)
+	if !now.Before(t) {
+		return nil // every certificate seen of the key has expired
+	}
+	// It was seen valid when it was kept; its own expiry may have passed
+	// while an older one of its key is still valid, so See's check is not
+	// asked again.
+	if e := n.seen[c.Member]; e == nil || c.NotBefore.After(e.cert.NotBefore) {
+		n.seen[c.Member] = &newestEntry{cert: c, until: t}
 	}
 	return nil
 }
