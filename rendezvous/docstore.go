@@ -11,10 +11,13 @@ import (
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
-// The document store: every network's documents, each network within a
-// budget of its own, so that no network — a stranger's thousand included —
-// can take another's room. It has its own lock, a leaf: nothing is called
-// out to while it is held, so the server may call in holding s.mu.
+// The document store: what the rendezvous holds of each network besides
+// its registrations — the documents the network key signed, and the
+// newest certificate seen of each member key (cert.Newest) — each network
+// within a budget of its own, so that no network, a stranger's thousand
+// included, can take another's room. It has its own lock, a leaf: nothing
+// is called out to while it is held, so the server may call in holding
+// s.mu.
 //
 // Bounds (figures for SECURITY.md):
 //   - a network holds at most docBase + docPerMember × its registered
@@ -28,13 +31,23 @@ import (
 //     of documents, whoever registers; a revocation past its network's
 //     budget is still acted on (its keys, up to maxOverflow per network,
 //     are refused) and sent to the members, only not kept.
-//   - new documents per network: pubRate a second, burst pubBurst.
+//   - new documents per network: pubRate a second, burst pubBurst;
+//   - newest certificates per network: newestBase + newestPerMember × its
+//     registered members keys (a key seen registered since, or whose
+//     certificates have not all expired), forgotten with its documents.
 const (
 	docBase        = 8 << 10
 	docPerMember   = 256
 	orphanTTL      = 24 * time.Hour
 	maxOrphanBytes = 64 << 20
 	maxOverflow    = 32
+	// newestBase and newestPerMember bound a network's cert.Newest: a
+	// member re-signed is seen again at its next registration, so two
+	// per member leave room for keys that left.
+	newestBase      = 16
+	newestPerMember = 2
+	// pruneEvery is how often the holdings and Newest drop what expired.
+	pruneEvery = time.Minute
 	// pubRate and pubBurst bound the new documents a network publishes:
 	// an owner revoking a few members in a row is not slowed, one signing
 	// policies in a loop gets one a second, each fanned out within the
@@ -53,7 +66,8 @@ var (
 type docStore struct {
 	mu          sync.Mutex
 	nets        map[cert.NetworkKey]*netDocs
-	orphanBytes int // of networks with no member registered
+	orphanBytes int       // of networks with no member registered
+	pruned      time.Time // when expired entries were last dropped
 }
 
 // netDocs is one network's documents and what bounds them.
@@ -63,9 +77,12 @@ type netDocs struct {
 	// orphaned is when the network's last member left; zero while it has
 	// members.
 	orphaned time.Time
-	// overflow are keys revoked by revocations past the budget: refused,
-	// though their documents are not kept.
-	overflow map[key.Key]struct{}
+	// overflow are keys revoked and certificates retired (by fingerprint,
+	// until their NotAfter) by revocations past the budget: refused,
+	// though their documents are not kept; at most maxOverflow entries.
+	overflow      map[key.Key]struct{}
+	overflowCerts map[[32]byte]time.Time
+	newest        *cert.Newest
 	// tokens and at are the bucket of new documents (pubRate).
 	tokens float64
 	at     time.Time
@@ -78,28 +95,52 @@ func newDocStore() *docStore {
 // budget is the bytes a network of members registered members may hold.
 func budget(members int) int { return docBase + docPerMember*members }
 
-// sizeOf is the bytes of h's documents.
-func sizeOf(h *cert.Holdings) int {
-	n := 0
-	if p := h.Policy(); p != nil {
-		n += len(p.Bytes())
+func newNetDocs(nk cert.NetworkKey, now time.Time) *netDocs {
+	return &netDocs{h: cert.NewHoldings(nk), newest: cert.NewNewest(nk), tokens: pubBurst, at: now}
+}
+
+// held reports whether n holds anything worth its entry.
+func (n *netDocs) held() bool {
+	return n.size > 0 || len(n.overflow)+len(n.overflowCerts) > 0 || n.newest.Len() > 0
+}
+
+// resize takes n's new size into the store's count of orphans' bytes.
+func (st *docStore) resize(n *netDocs) {
+	before := n.size
+	n.size = n.h.Size()
+	if !n.orphaned.IsZero() {
+		st.orphanBytes += n.size - before
 	}
-	for _, r := range h.Revocations() {
-		n += len(r.Bytes())
+}
+
+// withRoom tries d on a copy of n's holdings, for a document that may
+// fit only by covering others (a cumulative revocation): the copy if it
+// fits within limit, else nil.
+func withRoom(n *netDocs, d *cert.Document, limit int, now time.Time) *cert.Holdings {
+	h := cert.NewHoldings(n.h.Network())
+	h.Prune(now)
+	if p := n.h.Policy(); p != nil {
+		h.Add(p)
 	}
-	return n
+	for _, r := range n.h.Revocations() {
+		h.Add(r)
+	}
+	if added, _ := h.Add(d); !added || h.Size() > limit {
+		return nil
+	}
+	return h
 }
 
 // take adds a verified document of a network with members registered
 // members. It reports whether the document is new to the store; errNoRoom
-// (a revocation over budget: its keys are refused all the same, so the
+// (a revocation over budget: its entries are refused all the same, so the
 // caller acts on it and sends it on), errPubRate, or the holdings' error.
 func (st *docStore) take(d *cert.Document, members int, now time.Time) (bool, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	n := st.nets[d.Network]
 	if n == nil {
-		n = &netDocs{h: cert.NewHoldings(d.Network), tokens: pubBurst, at: now}
+		n = newNetDocs(d.Network, now)
 		if members == 0 {
 			n.orphaned = now
 		}
@@ -119,27 +160,20 @@ func (st *docStore) take(d *cert.Document, members int, now time.Time) (bool, er
 	if p := n.h.Policy(); p != nil && d.Kind == cert.KindPolicy {
 		grow -= len(p.Bytes())
 	}
-	if n.size+grow > budget(members) && grow > 0 {
+	if limit := budget(members); n.size+grow > limit && grow > 0 {
+		if h := withRoom(n, d, limit, now); h != nil {
+			n.tokens--
+			n.h = h
+			st.resize(n)
+			st.nets[d.Network] = n
+			return true, nil
+		}
 		st.remember(d.Network, n)
 		if d.Kind != cert.KindRevocation {
 			return false, errNoRoom
 		}
 		n.tokens--
-		added := false
-		for _, k := range d.Revoked {
-			if _, ok := n.overflow[k]; ok || n.h.Revoked(k) || len(n.overflow) >= maxOverflow {
-				continue
-			}
-			if n.overflow == nil {
-				n.overflow = make(map[key.Key]struct{})
-			}
-			n.overflow[k] = struct{}{}
-			added = true
-		}
-		if added {
-			return true, errNoRoom
-		}
-		return false, errNoRoom
+		return st.overflowed(n, d), errNoRoom
 	}
 	added, err := n.h.Add(d)
 	if !added {
@@ -147,18 +181,42 @@ func (st *docStore) take(d *cert.Document, members int, now time.Time) (bool, er
 		return false, err
 	}
 	n.tokens--
-	before := n.size
-	n.size = sizeOf(n.h)
-	if !n.orphaned.IsZero() {
-		st.orphanBytes += n.size - before
-	}
+	st.resize(n)
 	st.nets[d.Network] = n
 	return true, nil
 }
 
+// overflowed remembers what revocation d names beyond n's holdings, up to
+// maxOverflow entries, and reports whether it named anything new.
+func (st *docStore) overflowed(n *netDocs, d *cert.Document) bool {
+	added := false
+	room := func() bool { return len(n.overflow)+len(n.overflowCerts) < maxOverflow }
+	for _, k := range d.Revoked {
+		if _, ok := n.overflow[k]; ok || n.h.Revoked(k) || !room() {
+			continue
+		}
+		if n.overflow == nil {
+			n.overflow = make(map[key.Key]struct{})
+		}
+		n.overflow[k] = struct{}{}
+		added = true
+	}
+	for _, c := range d.Retired {
+		if _, ok := n.overflowCerts[c.Fingerprint]; ok || !room() {
+			continue
+		}
+		if n.overflowCerts == nil {
+			n.overflowCerts = make(map[[32]byte]time.Time)
+		}
+		n.overflowCerts[c.Fingerprint] = c.NotAfter
+		added = true
+	}
+	return added
+}
+
 // remember keeps n (and its rate bucket) if it holds anything.
 func (st *docStore) remember(nk cert.NetworkKey, n *netDocs) {
-	if n.size > 0 || len(n.overflow) > 0 {
+	if n.held() {
 		st.nets[nk] = n
 	}
 }
@@ -169,8 +227,7 @@ func (st *docStore) holds(n *netDocs, d *cert.Document) bool {
 		p := n.h.Policy()
 		return p != nil && p.Hash() == d.Hash()
 	}
-	hash := d.Hash()
-	_, found := slices.BinarySearchFunc(n.h.Revocations(), hash, func(r *cert.Document, h [32]byte) int {
+	_, found := slices.BinarySearchFunc(n.h.Revocations(), d.Hash(), func(r *cert.Document, h [32]byte) int {
 		rh := r.Hash()
 		return bytes.Compare(rh[:], h[:])
 	}) // Revocations are in hash order
@@ -187,6 +244,56 @@ func (st *docStore) revoked(network cert.NetworkKey, k key.Key) bool {
 	}
 	_, over := n.overflow[k]
 	return over || n.h.Revoked(k)
+}
+
+// refuses says why c may not be a member of its network: its key revoked,
+// c retired (cert.Revoked, cert.Retired), or a newer certificate of its
+// key seen (cert.Superseded); nil when none, c then remembered as the
+// newest of its key if it is, within the network's bound of members
+// registered members.
+func (st *docStore) refuses(c *cert.Cert, members int, now time.Time) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	n := st.nets[c.Network]
+	if n == nil {
+		n = newNetDocs(c.Network, now)
+	}
+	if err := n.refuses(c, now); err != nil {
+		return err
+	}
+	if n.newest.Of(c.Member) == nil && n.newest.Len() >= newestBase+newestPerMember*(members+1) {
+		return nil // no room to remember it: it is taken, not remembered
+	}
+	if err := n.newest.See(c, now); err != nil {
+		return err
+	}
+	st.nets[c.Network] = n
+	return nil
+}
+
+// refuses is docStore.refuses without Newest. Callers hold st.mu.
+func (n *netDocs) refuses(c *cert.Cert, now time.Time) error {
+	if err := n.h.Refuses(c); err != nil {
+		return err
+	}
+	if _, ok := n.overflow[c.Member]; ok {
+		return &cert.Error{Reason: cert.Revoked, Detail: "the network key revoked " + c.Member.String()}
+	}
+	if until, ok := n.overflowCerts[c.FingerprintBytes()]; ok && now.Before(until) {
+		return &cert.Error{Reason: cert.Retired, Detail: "the network key retired certificate " + c.Fingerprint()}
+	}
+	return nil
+}
+
+// revokes says why c may no longer be a member, by the documents alone:
+// for a revocation just taken.
+func (st *docStore) revokes(c *cert.Cert, now time.Time) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if n := st.nets[c.Network]; n != nil {
+		return n.refuses(c, now)
+	}
+	return nil
 }
 
 // summaryFor returns the summary of network's documents and those a
@@ -227,9 +334,22 @@ func (st *docStore) orphan(network cert.NetworkKey, now time.Time) {
 func (st *docStore) prune(now time.Time) int {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if now.Sub(st.pruned) >= pruneEvery {
+		st.pruned = now
+		for _, n := range st.nets {
+			n.h.Prune(now)
+			n.newest.Prune(now)
+			for f, until := range n.overflowCerts {
+				if !now.Before(until) {
+					delete(n.overflowCerts, f)
+				}
+			}
+			st.resize(n)
+		}
+	}
 	gone := 0
 	for nk, n := range st.nets {
-		if !n.orphaned.IsZero() && now.Sub(n.orphaned) >= orphanTTL {
+		if !n.orphaned.IsZero() && now.Sub(n.orphaned) >= orphanTTL || !n.held() {
 			st.drop(nk, n)
 			gone++
 		}
@@ -264,6 +384,7 @@ func (st *docStore) drop(nk cert.NetworkKey, n *netDocs) {
 type stored struct {
 	docs     []*cert.Document
 	orphaned time.Time
+	newest   []byte // cert.Newest.AppendText
 }
 
 // each calls f with every network's documents (f must not call in).
@@ -271,7 +392,7 @@ func (st *docStore) each(f func(nk cert.NetworkKey, s stored)) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for nk, n := range st.nets {
-		s := stored{orphaned: n.orphaned}
+		s := stored{orphaned: n.orphaned, newest: n.newest.AppendText(nil)}
 		if p := n.h.Policy(); p != nil {
 			s.docs = append(s.docs, p)
 		}
@@ -286,18 +407,29 @@ func (st *docStore) each(f func(nk cert.NetworkKey, s stored)) {
 func (st *docStore) restore(d *cert.Document, orphaned time.Time) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	n := st.nets[d.Network]
-	if n == nil {
-		n = &netDocs{h: cert.NewHoldings(d.Network), tokens: pubBurst, at: orphaned, orphaned: orphaned}
-		st.nets[d.Network] = n
-	}
-	before := n.size
+	n := st.restored(d.Network, orphaned)
 	if added, _ := n.h.Add(d); added {
-		n.size = sizeOf(n.h)
-		if !n.orphaned.IsZero() {
-			st.orphanBytes += n.size - before
-		}
+		st.resize(n)
 	}
+}
+
+// restoreNewest takes a network's newest certificates from the state
+// file; cert.Newest.LoadText verifies each again.
+func (st *docStore) restoreNewest(nk cert.NetworkKey, text string, orphaned, now time.Time) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.restored(nk, orphaned).newest.LoadText(text, now)
+}
+
+// restored is nk's entry, made if need be. Callers hold st.mu.
+func (st *docStore) restored(nk cert.NetworkKey, orphaned time.Time) *netDocs {
+	n := st.nets[nk]
+	if n == nil {
+		n = newNetDocs(nk, orphaned)
+		n.orphaned = orphaned
+		st.nets[nk] = n
+	}
+	return n
 }
 
 // stats reports the networks held and their bytes.

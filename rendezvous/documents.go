@@ -68,11 +68,27 @@ func (s *Server) publish(sender key.Key, d *cert.Document, err error, now time.T
 		s.Stats.DocumentsPostponed.Add(uint64(full))
 	}
 	s.out.confirm(d.Network, sender, d)
-	for _, k := range d.Revoked {
+	if d.Kind == cert.KindRevocation {
+		s.evictRevoked(n, now)
+	}
+}
+
+// evictRevoked ends the membership of n's members whose keys or
+// certificates the network's documents now refuse, and tells them why.
+// Callers hold s.mu.
+func (s *Server) evictRevoked(n *network, now time.Time) {
+	var gone []key.Key
+	for _, k := range n.byName {
 		if r := s.peers[k]; r != nil && r.member != nil && r.member.net == n {
-			s.leave(k, r)
-			s.refuse(k, r, &cert.Error{Reason: cert.Revoked, Detail: "the network key revoked this member"}, now)
+			if err := s.docs.revokes(r.member.cert, now); err != nil {
+				gone = append(gone, k)
+				s.leave(k, r)
+				s.refuse(k, r, err, now)
+			}
 		}
+	}
+	if len(gone) > 0 {
+		s.log.Info("members revoked lose their membership", "network", n.key, "members", len(gone))
 	}
 }
 

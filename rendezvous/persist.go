@@ -37,6 +37,14 @@ type savedState struct {
 	// make its orphanTTL start again. Networks not named are orphaned
 	// since the load, if no member registers with them.
 	Orphaned []savedOrphan `json:"orphaned,omitempty"`
+	// Newest: each network's newest certificate per member key
+	// (cert.Newest.AppendText), verified again on load.
+	Newest []savedNewest `json:"newest,omitempty"`
+}
+
+type savedNewest struct {
+	Network string `json:"network"`
+	Text    string `json:"text"`
 }
 
 type savedOrphan struct {
@@ -95,6 +103,9 @@ func (s *Server) Save(path string) error {
 		if !held.orphaned.IsZero() {
 			st.Orphaned = append(st.Orphaned, savedOrphan{Network: nk.String(), Since: held.orphaned})
 		}
+		if len(held.newest) > 0 {
+			st.Newest = append(st.Newest, savedNewest{Network: nk.String(), Text: string(held.newest)})
+		}
 	})
 	s.mu.RUnlock()
 	b, err := json.Marshal(st)
@@ -152,6 +163,15 @@ func (s *Server) Load(path string, conns []*net.UDPConn) (int, error) {
 			s.docs.restore(d, since)
 		}
 	}
+	for _, sn := range st.Newest {
+		if nk, err := cert.ParseNetworkKey(sn.Network); err == nil {
+			since, ok := orphaned[nk]
+			if !ok {
+				since = now
+			}
+			s.docs.restoreNewest(nk, sn.Text, since, now) // bad lines are dropped
+		}
+	}
 	n := 0
 	for _, sr := range saved {
 		conn := byLocal[sr.Local]
@@ -177,9 +197,9 @@ func (s *Server) Load(path string, conns []*net.UDPConn) (int, error) {
 		if sr.Cert != nil {
 			// Verified again: the file is not trusted with membership.
 			// One that fails now registers without it until its refresh.
-			if c, err := cert.Parse(sr.Cert); err == nil && !s.revoked(c.Network, sr.Key) {
-				if c, err = s.checkParsed(sr.Key, c.Network, c, now); err == nil {
-					s.join(sr.Key, reg, c)
+			if c, err := cert.Parse(sr.Cert); err == nil {
+				if c, err = s.checkParsed(sr.Key, c.Network, c, now); err == nil && s.admitCert(c, now) == nil {
+					s.join(sr.Key, reg, c, now)
 				}
 			}
 		}

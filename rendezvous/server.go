@@ -477,11 +477,13 @@ func (s *Server) register(l link, sender key.Key, shared wire.SharedKey, src net
 		reg.wants[w] = struct{}{}
 	}
 	reg.expires = now.Add(s.ttl)
-	if member != nil && s.revoked(member.Network, sender) {
-		member, certErr = nil, &cert.Error{Reason: cert.Revoked, Detail: "the network key revoked this member"}
+	if member != nil {
+		if certErr = s.admitCert(member, now); certErr != nil {
+			member = nil
+		}
 	}
 	if member != nil {
-		certErr = s.join(sender, reg, member)
+		certErr = s.join(sender, reg, member, now)
 	}
 	if certErr != nil || m.Cert == nil {
 		s.leave(sender, reg)
