@@ -10,10 +10,10 @@ import (
 // wireguard-go takes packets in as fast as its socket and its TUN device
 // hand them over, and queues what it cannot yet encrypt, send, decrypt or
 // write: up to a thousand batches per queue, each packet in a 64 KiB
-// buffer. Under iperf3 that grew to hundreds of MiB (docs/benchmarks.md,
-// "Held packets and the collector"), while the packets waiting added
-// nothing but delay: the side that cannot keep up is the bottleneck either
-// way. An inflight bounds the packets between taking in and handing
+// buffer. Under iperf3 a peer grew to some 200 MiB resident
+// (docs/benchmarks.md, "Held packets and the collector"), while the
+// packets waiting added nothing but delay: the side that cannot keep up is
+// the bottleneck either way. An inflight bounds the packets between taking in and handing
 // out, per direction: past its limit, the taking in waits, and the backlog
 // stays in the kernel's socket buffer or TUN queue, which drop when full —
 // the signal TCP inside the tunnel slows down on.
@@ -26,8 +26,9 @@ import (
 // count costs one such wait, never a stall.
 
 // inflightLimit is the packets each direction may hold, and what the
-// next read adds: the smallest bound that kept wireguard-go's throughput
-// under scripts/bench.sh (the measurements are in docs/benchmarks.md).
+// next read adds: low enough to keep the peak near the live heap, high
+// enough to keep wireguard-go's throughput (measurements:
+// docs/benchmarks.md).
 const inflightLimit = 96
 
 // inflightStall is how long a wait may see nothing leave.
