@@ -13,10 +13,10 @@ import (
 // buffer. Under iperf3 a peer grew to some 200 MiB resident
 // (docs/benchmarks.md, "Held packets and the collector"), while the
 // packets waiting added nothing but delay: the side that cannot keep up is
-// the bottleneck either way. An inflight bounds the packets between taking in and handing
-// out, per direction: past its limit, the taking in waits, and the backlog
-// stays in the kernel's socket buffer or TUN queue, which drop when full —
-// the signal TCP inside the tunnel slows down on.
+// the bottleneck either way. An inflight bounds the packets between taking
+// in and handing out, per direction: past its limit, the taking in waits,
+// and the backlog stays in the kernel's socket buffer or TUN queue, which
+// drop when full — the signal TCP inside the tunnel slows down on.
 //
 // The count is kept at the edges (packets read from TUN and sent on the
 // socket; WireGuard data received and written to TUN), and a few packets
