@@ -2,6 +2,7 @@ package rendezvous
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"slices"
 	"sync"
@@ -232,6 +233,34 @@ func (st *docStore) holds(n *netDocs, d *cert.Document) bool {
 		return bytes.Compare(rh[:], h[:])
 	}) // Revocations are in hash order
 	return found
+}
+
+// known returns the held document whose encoding raw is, nil if none: a
+// member handing back what it took costs a hash, not a signature check.
+func (st *docStore) known(raw []byte) *cert.Document {
+	var nk cert.NetworkKey
+	if len(raw) < 2+len(nk) {
+		return nil
+	}
+	copy(nk[:], raw[2:]) // after kind and version
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	n := st.nets[nk]
+	if n == nil {
+		return nil
+	}
+	if p := n.h.Policy(); p != nil && bytes.Equal(p.Bytes(), raw) {
+		return p
+	}
+	revs := n.h.Revocations()
+	i, found := slices.BinarySearchFunc(revs, sha256.Sum256(raw), func(r *cert.Document, h [32]byte) int {
+		rh := r.Hash()
+		return bytes.Compare(rh[:], h[:])
+	})
+	if found {
+		return revs[i]
+	}
+	return nil
 }
 
 // revoked reports whether network's documents revoke k.

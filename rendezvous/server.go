@@ -120,43 +120,6 @@ func (c *lockedClock) Next(now uint64) uint64 {
 	return c.c.Next(now)
 }
 
-// Stats counts what the server did and what it dropped, and why.
-type Stats struct {
-	STUN, Registrations, Introductions  atomic.Uint64
-	RelayPackets, RelayBytes            atomic.Uint64
-	DropMalformed, DropAuth, DropReplay atomic.Uint64
-	DropUnregistered, DropNotMutual     atomic.Uint64
-	DropRelayOff                        atomic.Uint64
-	// TURNOffers: credentials sent; RelayedAddresses: TURN relayed
-	// addresses passed from one peer of a pair to the other.
-	TURNOffers, RelayedAddresses atomic.Uint64
-	// DropRateLimited: over a source's, a key's or the new-key budget;
-	// DropTooMany: the peer table (MaxPeers) or the replay table is full;
-	// DropOversize: a control message longer than MaxControlLen;
-	// DropTCPQueueFull: a TCP peer's send queue is full (it stopped
-	// reading, or reads slower than its traffic comes).
-	DropRateLimited, DropTooMany, DropOversize atomic.Uint64
-	DropTCPQueueFull                           atomic.Uint64
-	// Lookups answered, and those no member held (networks.go).
-	Lookups, LookupMisses atomic.Uint64
-	// Refused counts members' certificates refused, by cert.Reason.
-	Refused [cert.NumReasons]atomic.Uint64
-	// Documents taken, and those refused: not signed by the network key,
-	// not the publisher's network (documents.go). DocumentsRateLimited:
-	// new documents over their network's rate (pubRate); members hand
-	// them in again. DocumentsOverBudget: past their network's budget
-	// (docstore.go), a revocation among them acted on and sent all the
-	// same. DocumentNetworksPruned: networks whose documents were
-	// forgotten, no member having registered for orphanTTL.
-	Documents, DocumentsRefused               atomic.Uint64
-	DocumentsRateLimited, DocumentsOverBudget atomic.Uint64
-	DocumentNetworksPruned                    atomic.Uint64
-	// DocumentsSent and DocumentBytes: Document messages sent to members
-	// (outbox.go), and their bytes; DocumentsPostponed: ones held back
-	// by a full queue or a spent budget, sent again later.
-	DocumentsSent, DocumentBytes, DocumentsPostponed atomic.Uint64
-}
-
 type registration struct {
 	shared     wire.SharedKey
 	link       link // where replies leave: the UDP socket the peer talks to, or its TCP stream
@@ -382,7 +345,11 @@ func (s *Server) apply(l link, h wire.Header, b []byte, src netip.AddrPort, shar
 			member, certErr = s.checkCert(h.Sender, cert.NetworkKey(m.Network), m.Cert, time.Now())
 		}
 	case *wire.Publish:
-		doc, certErr = cert.ParseDocument(m.Doc) // outside the lock: an Ed25519 verify
+		// Outside the lock: an Ed25519 verify, unless it is a document
+		// held already (members hand back what they take).
+		if doc = s.docs.known(m.Doc); doc == nil {
+			doc, certErr = cert.ParseDocument(m.Doc)
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
