@@ -279,8 +279,9 @@ func (st *docStore) revoked(network cert.NetworkKey, k key.Key) bool {
 // c retired (cert.Revoked, cert.Retired), or a newer certificate of its
 // key seen (cert.Superseded); nil when none, c then remembered as the
 // newest of its key if it is, within the network's bound of members
-// registered members.
-func (st *docStore) refuses(c *cert.Cert, members int, now time.Time) error {
+// registered members; newer reports whether it was (the state file is to
+// be written).
+func (st *docStore) refuses(c *cert.Cert, members int, now time.Time) (newer bool, err error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	n := st.nets[c.Network]
@@ -288,16 +289,17 @@ func (st *docStore) refuses(c *cert.Cert, members int, now time.Time) error {
 		n = newNetDocs(c.Network, now)
 	}
 	if err := n.refuses(c, now); err != nil {
-		return err
+		return false, err
 	}
-	if n.newest.Of(c.Member) == nil && n.newest.Len() >= newestBase+newestPerMember*(members+1) {
-		return nil // no room to remember it: it is taken, not remembered
+	before := n.newest.Of(c.Member)
+	if before == nil && n.newest.Len() >= newestBase+newestPerMember*(members+1) {
+		return false, nil // no room to remember it: it is taken, not remembered
 	}
 	if err := n.newest.See(c, now); err != nil {
-		return err
+		return false, err
 	}
 	st.nets[c.Network] = n
-	return nil
+	return n.newest.Of(c.Member) != before, nil
 }
 
 // refuses is docStore.refuses without Newest. Callers hold st.mu.

@@ -105,7 +105,7 @@ func (s *Server) documentsFor(sender key.Key, reg *registration, theirs cert.Sum
 	sum, docs := s.docs.summaryFor(network, theirs)
 	if len(docs) == 0 {
 		s.out.settle(network, sender)
-	} else if full := s.out.send(network, sender, docs, now); full > 0 {
+	} else if full := s.out.sendOnce(network, sender, docs, now); full > 0 {
 		s.Stats.DocumentsPostponed.Add(uint64(full))
 	}
 	return &sum

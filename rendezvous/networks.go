@@ -101,7 +101,11 @@ func (s *Server) admitCert(c *cert.Cert, now time.Time) error {
 	if n := s.networks[c.Network]; n != nil {
 		members = n.count
 	}
-	return s.docs.refuses(c, members, now)
+	newer, err := s.docs.refuses(c, members, now)
+	if newer {
+		s.dirty.Store(true)
+	}
+	return err
 }
 
 // join makes reg a member with c, or says why not. A member registered

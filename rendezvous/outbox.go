@@ -18,11 +18,16 @@ import (
 // the read lock, a batch at a time), paced per network, so that no
 // network's fan-out delays anyone's registration or STUN.
 //
-// A document is sent again, 1, 2, 4 and 8 s later, until the member shows
-// it holds it: it hands the document back (members publish what they take
-// to their rendezvous), or its registration's summary matches ours. So a
-// Document lost, reordered or delayed on the way is not lost; nor is one
-// the member's address's send budget held back (counted, sent later).
+// A new document is sent again, 1, 2, 4 and 8 s later, until the member
+// shows it holds it: it hands the document back (members publish what
+// they take to their rendezvous), or its registration's summary matches
+// ours. What a registration's summary says a member may lack is sent once
+// each registration (every RefreshInterval) until the summaries match:
+// the member cannot say which of them it lacks, and a summary that never
+// matches (the member holds a document this rendezvous does not) must not
+// keep the network's fan-out budget busy. So a Document lost, reordered
+// or delayed on the way is not lost; nor is one the member's address's
+// send budget held back (counted, sent later).
 const (
 	// fanoutRate and fanoutBurst bound, in bytes a second, what the
 	// rendezvous sends one network's members in documents: 1 MiB/s is a
@@ -78,7 +83,7 @@ func newOutbox() *outbox {
 // queue adds docs to member's pending, up to maxPending; it returns how
 // many found no room (sent at the member's next registration). Callers
 // hold o.mu.
-func (o *outbox) queue(network cert.NetworkKey, member key.Key, docs []*cert.Document, now time.Time) (full int) {
+func (o *outbox) queue(network cert.NetworkKey, member key.Key, docs []*cert.Document, tries int, now time.Time) (full int) {
 	n := o.nets[network]
 	if n == nil {
 		n = &netOutbox{tokens: fanoutBurst, at: now, members: make(map[key.Key][]pending)}
@@ -103,16 +108,16 @@ next:
 			full++
 			continue
 		}
-		ps = append(ps, pending{d: d, due: now})
+		ps = append(ps, pending{d: d, due: now, tries: tries})
 	}
 	n.members[member] = ps
 	return full
 }
 
-// send queues docs for member, and wakes the sender.
-func (o *outbox) send(network cert.NetworkKey, member key.Key, docs []*cert.Document, now time.Time) int {
+// sendOnce queues docs for member, to be sent once, and wakes the sender.
+func (o *outbox) sendOnce(network cert.NetworkKey, member key.Key, docs []*cert.Document, now time.Time) int {
 	o.mu.Lock()
-	full := o.queue(network, member, docs, now)
+	full := o.queue(network, member, docs, maxTries-1, now)
 	o.mu.Unlock()
 	o.poke()
 	return full
@@ -122,7 +127,7 @@ func (o *outbox) send(network cert.NetworkKey, member key.Key, docs []*cert.Docu
 func (o *outbox) fanOut(n *network, d *cert.Document, now time.Time) (full int) {
 	o.mu.Lock()
 	for _, k := range n.byName {
-		full += o.queue(n.key, k, []*cert.Document{d}, now)
+		full += o.queue(n.key, k, []*cert.Document{d}, 0, now)
 	}
 	o.mu.Unlock()
 	o.poke()
