@@ -11,10 +11,14 @@ import (
 // A network's documents: its policy and revocations, signed by the
 // network key (cert.Document). Any member may hand one in (Publish); the
 // rendezvous verifies it against the network key, keeps the newest policy
-// and every revocation per network (cert.Holdings), and sends them to the
-// network's registered members at once and to any whose registration's
-// summary says it lacks them. A revoked member's registration loses its
-// membership at once, and its later ones are refused (cert.Revoked).
+// and the revocations in force per network, within the network's own
+// budget and publication rate (docstore.go), and sends them to the
+// network's registered members, paced and again until they show they
+// hold them, and to any whose registration's summary says it lacks them
+// (outbox.go). A revoked member's registration, or one with a retired
+// certificate, loses its membership at once, and its later ones are
+// refused (cert.Revoked, cert.Retired) — also when the revocation is past
+// the network's budget and not kept.
 //
 // The rendezvous cannot sign: what it keeps and sends, members verify
 // again. What it can do is withhold; members gossip documents to each
