@@ -33,20 +33,22 @@ import (
 //     budget is still acted on (its keys, up to maxOverflow per network,
 //     are refused) and sent to the members, only not kept.
 //   - new documents per network: pubRate a second, burst pubBurst;
-//   - newest certificates per network: newestBase + newestPerMember × its
-//     registered members keys (a key seen registered since, or whose
-//     certificates have not all expired), forgotten with its documents.
+//   - newest certificates per network: newestPerMember × (its registered
+//     members + 1) keys, each remembered until every certificate seen of
+//     it has expired, or forgotten with the network's documents (an
+//     orphan's count among maxOrphanBytes, at newestEntry bytes each): at
+//     most 400,000 at DefaultMaxPeers, about 200 MB.
 const (
 	docBase        = 8 << 10
 	docPerMember   = 256
 	orphanTTL      = 24 * time.Hour
 	maxOrphanBytes = 64 << 20
 	maxOverflow    = 32
-	// newestBase and newestPerMember bound a network's cert.Newest: a
-	// member re-signed is seen again at its next registration, so two
-	// per member leave room for keys that left.
-	newestBase      = 16
+	// newestPerMember bounds a network's cert.Newest: a member re-signed
+	// is seen again at its next registration, so two per member leave
+	// room for keys that left.
 	newestPerMember = 2
+	newestEntry     = 512 // about what one costs in memory
 	// pruneEvery is how often the holdings and Newest drop what expired.
 	pruneEvery = time.Minute
 	// pubRate and pubBurst bound the new documents a network publishes:
@@ -74,7 +76,8 @@ type docStore struct {
 // netDocs is one network's documents and what bounds them.
 type netDocs struct {
 	h    *cert.Holdings
-	size int // bytes of the documents in h
+	size   int // bytes of the documents in h
+	weight int // size and the newest certificates' (resize)
 	// orphaned is when the network's last member left; zero while it has
 	// members.
 	orphaned time.Time
@@ -105,12 +108,14 @@ func (n *netDocs) held() bool {
 	return n.size > 0 || len(n.overflow)+len(n.overflowCerts) > 0 || n.newest.Len() > 0
 }
 
-// resize takes n's new size into the store's count of orphans' bytes.
+// resize takes n's new size into the store's count of orphans' bytes:
+// its documents' and about newestEntry bytes per newest certificate.
 func (st *docStore) resize(n *netDocs) {
-	before := n.size
+	before := n.weight
 	n.size = n.h.Size()
+	n.weight = n.size + newestEntry*n.newest.Len()
 	if !n.orphaned.IsZero() {
-		st.orphanBytes += n.size - before
+		st.orphanBytes += n.weight - before
 	}
 }
 
@@ -292,12 +297,13 @@ func (st *docStore) refuses(c *cert.Cert, members int, now time.Time) (newer boo
 		return false, err
 	}
 	before := n.newest.Of(c.Member)
-	if before == nil && n.newest.Len() >= newestBase+newestPerMember*(members+1) {
+	if before == nil && n.newest.Len() >= newestPerMember*(members+1) {
 		return false, nil // no room to remember it: it is taken, not remembered
 	}
 	if err := n.newest.See(c, now); err != nil {
 		return false, err
 	}
+	st.resize(n)
 	st.nets[c.Network] = n
 	return n.newest.Of(c.Member) != before, nil
 }
@@ -345,7 +351,7 @@ func (st *docStore) adopt(network cert.NetworkKey) {
 	defer st.mu.Unlock()
 	if n := st.nets[network]; n != nil && !n.orphaned.IsZero() {
 		n.orphaned = time.Time{}
-		st.orphanBytes -= n.size
+		st.orphanBytes -= n.weight
 	}
 }
 
@@ -355,7 +361,7 @@ func (st *docStore) orphan(network cert.NetworkKey, now time.Time) {
 	defer st.mu.Unlock()
 	if n := st.nets[network]; n != nil && n.orphaned.IsZero() {
 		n.orphaned = now
-		st.orphanBytes += n.size
+		st.orphanBytes += n.weight
 	}
 }
 
@@ -406,7 +412,7 @@ func (st *docStore) prune(now time.Time) int {
 
 func (st *docStore) drop(nk cert.NetworkKey, n *netDocs) {
 	if !n.orphaned.IsZero() {
-		st.orphanBytes -= n.size
+		st.orphanBytes -= n.weight
 	}
 	delete(st.nets, nk)
 }
@@ -449,7 +455,10 @@ func (st *docStore) restore(d *cert.Document, orphaned time.Time) {
 func (st *docStore) restoreNewest(nk cert.NetworkKey, text string, orphaned, now time.Time) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return st.restored(nk, orphaned).newest.LoadText(text, now)
+	n := st.restored(nk, orphaned)
+	err := n.newest.LoadText(text, now)
+	st.resize(n)
+	return err
 }
 
 // restored is nk's entry, made if need be. Callers hold st.mu.
