@@ -75,7 +75,7 @@ type docStore struct {
 
 // netDocs is one network's documents and what bounds them.
 type netDocs struct {
-	h    *cert.Holdings
+	h      *cert.Holdings
 	size   int // bytes of the documents in h
 	weight int // size and the newest certificates' (resize)
 	// orphaned is when the network's last member left; zero while it has
