@@ -303,3 +303,10 @@ func (s *Server) deliver(batch []delivery, now time.Time) {
 		s.Stats.DocumentBytes.Add(uint64(len(msg)))
 	}
 }
+
+// lockedClock is a wire.Clock for everyone: the outbox takes Times
+// without s.mu.
+type lockedClock struct {
+	mu sync.Mutex
+	c  wire.Clock
+}

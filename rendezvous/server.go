@@ -106,13 +106,6 @@ type Server struct {
 	wg    sync.WaitGroup // the goroutines Close waits for
 }
 
-// lockedClock is a wire.Clock for everyone: the outbox takes Times
-// without s.mu.
-type lockedClock struct {
-	mu sync.Mutex
-	c  wire.Clock
-}
-
 // Next is wire.Clock.Next.
 func (c *lockedClock) Next(now uint64) uint64 {
 	c.mu.Lock()
