@@ -1,6 +1,7 @@
 package control
 
 import (
+	"crypto/sha256"
 	"errors"
 	"net/netip"
 	"os"
@@ -42,6 +43,9 @@ type documents struct {
 	loggedOlder  uint64
 	loggedRevoke bool // that our own key is revoked
 	certWarned   time.Time
+	// verified are the hashes of documents from the rendezvous that
+	// verified (fromServer).
+	verified map[[32]byte]struct{}
 	// Refused counts documents refused: not our network's, or not signed
 	// by its key.
 	Refused atomic.Uint64
@@ -51,7 +55,7 @@ type documents struct {
 // kept from before are loaded again for a new network.
 func (d *documents) configure(cfg Config, now time.Time) {
 	if d.held == nil || d.held.Network() != cfg.Network {
-		d.held = nil
+		d.held, d.verified = nil, map[[32]byte]struct{}{}
 		if !cfg.Network.IsZero() {
 			d.held = cert.NewHoldings(cfg.Network)
 			d.load()
@@ -210,16 +214,31 @@ func (d *documents) summary() *cert.Summary {
 	return &s
 }
 
-// fromServer takes a document a rendezvous sent.
+// fromServer takes a document a rendezvous sent, whatever its message's
+// time (rendezvous.go): one verified before is not verified again, so
+// that replaying the rendezvous's packets costs a hash, not a signature
+// check.
 func (d *documents) fromServer(s *server, m *wire.Document, now time.Time) {
+	h := sha256.Sum256(m.Doc)
+	if _, ok := d.verified[h]; ok {
+		return
+	}
 	doc, err := cert.ParseDocument(m.Doc)
 	if err != nil {
 		d.Refused.Add(1)
 		d.c.log.Warn("a rendezvous sent a network document that is refused", "rendezvous", s.hostport, "err", err)
 		return
 	}
+	if len(d.verified) >= maxVerified {
+		clear(d.verified)
+	}
+	d.verified[h] = struct{}{}
 	d.add(doc, "rendezvous "+s.hostport, now)
 }
+
+// maxVerified bounds the documents from the rendezvous remembered as
+// verified.
+const maxVerified = 4096
 
 // serverHolds hands a rendezvous what its summary says it lacks.
 func (d *documents) serverHolds(s *server, theirs *cert.Summary) {
