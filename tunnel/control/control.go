@@ -107,6 +107,11 @@ type Control struct {
 	// What the last run remembered (state.go), and where to keep it.
 	saved     State
 	statePath string
+	// stateErrs are the network state files (state.go) that could not be
+	// written, by path ("": no state directory), and stateWarning what
+	// status says of them.
+	stateErrs    map[string]error
+	stateWarning string
 	// udpHeard: some rendezvous answered over UDP since udpSince.
 	udpHeard bool
 	// reregistered is when a lost path or a silent relay last made us

@@ -12,7 +12,6 @@ import (
 
 	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/rendezvous/wire/cert"
-	"github.com/punchtun/punchtun/rendezvous/wire/statefile"
 	"github.com/punchtun/punchtun/tunnel/policy"
 )
 
@@ -56,9 +55,11 @@ type documents struct {
 func (d *documents) configure(cfg Config, now time.Time) {
 	if d.held == nil || d.held.Network() != cfg.Network {
 		d.held, d.verified = nil, map[[32]byte]struct{}{}
+		d.c.forgetNetworkState()
 		if !cfg.Network.IsZero() {
 			d.held = cert.NewHoldings(cfg.Network)
 			d.load()
+			d.save() // whether it can be kept shows now, not at the first document
 		}
 	}
 	for _, doc := range cfg.Documents {
@@ -93,11 +94,8 @@ func (d *documents) load() {
 	}
 }
 
-// save keeps what is held, atomically.
+// save keeps what is held, atomically (state.go).
 func (d *documents) save() {
-	if d.path == "" {
-		return
-	}
 	var b strings.Builder
 	if p := d.held.Policy(); p != nil {
 		b.WriteString(p.Text() + "\n")
@@ -105,9 +103,7 @@ func (d *documents) save() {
 	for _, r := range d.held.Revocations() {
 		b.WriteString(r.Text() + "\n")
 	}
-	if err := statefile.Write(d.path, []byte(b.String())); err != nil {
-		d.c.log.Warn("cannot keep the network's documents", "path", d.path, "err", err)
-	}
+	d.c.keepNetworkState(d.path, []byte(b.String()))
 }
 
 // publish takes a document handed to this interface and says why not.

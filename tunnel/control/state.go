@@ -73,3 +73,59 @@ func (st State) endpoint(peer key.Key, now time.Time) (netip.AddrPort, bool) {
 	}
 	return sp.Endpoint, true
 }
+
+// A member's network state — the documents it holds (documents.go) and the
+// newest certificate seen of each member key (members.go) — is kept beside
+// the state file, so that a restart neither takes an older policy nor
+// forgets a revocation or a newer certificate. A member that cannot keep
+// it (no state directory, or a file that cannot be written) says so in
+// status and once in its log, naming what it will forget.
+
+// forgets is what a member that cannot keep its network state loses on
+// restart.
+const forgets = "on restart this member forgets the network's policy and revocations it holds and the newest certificate it has seen of each member, and takes older ones again until it hears of newer"
+
+// keepNetworkState writes one of the network's state files atomically
+// (path "": there is no state directory) and keeps the warning status
+// shows up to date.
+func (c *Control) keepNetworkState(path string, b []byte) {
+	var err error
+	if path == "" {
+		err = errors.New("no state directory (--state-dir -)")
+	} else {
+		err = statefile.Write(path, b)
+	}
+	if c.stateErrs == nil {
+		c.stateErrs = map[string]error{}
+	}
+	if err == nil {
+		delete(c.stateErrs, path)
+	} else {
+		c.stateErrs[path] = err
+	}
+	c.setStateWarning()
+}
+
+// forgetNetworkState clears the warning: the interface left its network.
+func (c *Control) forgetNetworkState() {
+	clear(c.stateErrs)
+	c.setStateWarning()
+}
+
+func (c *Control) setStateWarning() {
+	was := c.stateWarning
+	c.stateWarning = ""
+	for path, err := range c.stateErrs {
+		if path == "" {
+			c.stateWarning = err.Error() + ": " + forgets
+			break
+		}
+		c.stateWarning = "cannot keep " + path + ": " + err.Error() + ": " + forgets
+	}
+	switch {
+	case c.stateWarning != "" && was == "":
+		c.log.Warn("the network's state cannot be kept: " + c.stateWarning)
+	case c.stateWarning == "" && was != "":
+		c.log.Info("the network's state is kept again")
+	}
+}

@@ -30,6 +30,9 @@ type View struct {
 	Policy                   *cert.Document
 	Revocations, RevokedKeys int
 	DocumentsRefused         uint64
+	// StateWarning says what this member forgets on restart, when its
+	// network state cannot be kept (state.go); "" when it is kept.
+	StateWarning string
 }
 
 // ServerView is one rendezvous.
@@ -107,7 +110,7 @@ func (c *Control) publish(now time.Time) {
 	if h := c.docs.held; h != nil {
 		v.Policy, v.Revocations, v.RevokedKeys = h.Policy(), len(h.Revocations()), h.RevokedKeys()
 	}
-	v.DocumentsRefused = c.docs.Refused.Load()
+	v.DocumentsRefused, v.StateWarning = c.docs.Refused.Load(), c.stateWarning
 	if a := c.turn.alloc; a != nil {
 		v.TURN = &TURNView{Server: a.URI(), Relayed: a.Addr().String()}
 	}
