@@ -225,6 +225,7 @@ func New(log *slog.Logger, cfg Config, statePath string, saved State) *Control {
 	c.docs.filter.OnGossip(func(src netip.Addr, body []byte) { c.enqueue(body, inbound{gossip: src}) })
 	if statePath != "" {
 		c.docs.path = strings.TrimSuffix(statePath, ".json") + ".documents"
+		c.members.newestPath = strings.TrimSuffix(statePath, ".json") + ".certs"
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.dial = (&net.Dialer{}).DialContext // Start sets the mark
@@ -380,6 +381,7 @@ func (c *Control) shutdown() {
 		p.closeBirthday(true)
 	}
 	c.turn.close(time.Now(), "shutting down")
+	c.members.flushNewest(c.lastTick)
 }
 
 func (c *Control) now() uint64 { return c.clock.Next(uint64(time.Now().UnixNano())) }

@@ -55,7 +55,6 @@ type documents struct {
 func (d *documents) configure(cfg Config, now time.Time) {
 	if d.held == nil || d.held.Network() != cfg.Network {
 		d.held, d.verified = nil, map[[32]byte]struct{}{}
-		d.c.forgetNetworkState()
 		if !cfg.Network.IsZero() {
 			d.held = cert.NewHoldings(cfg.Network)
 			d.load()
@@ -145,7 +144,7 @@ func (d *documents) add(doc *cert.Document, where string, now time.Time) (bool, 
 		return false, nil
 	}
 	d.c.log.Info("network document taken", "kind", doc.KindName(), "seq", doc.Seq, "from", where,
-		"rules", len(doc.Rules), "revoked", len(doc.Revoked))
+		"rules", len(doc.Rules), "revoked", len(doc.Revoked), "retired", len(doc.Retired))
 	d.save()
 	d.apply(now)
 	for _, s := range d.c.servers {
@@ -161,18 +160,24 @@ func (d *documents) add(doc *cert.Document, where string, now time.Time) (bool, 
 	return true, nil
 }
 
-// apply lets revoked members go and gives the filter the policy and the
-// members as they are now.
+// apply lets members go whose key is revoked or whose certificate is
+// retired (introductions of them are refused after: members.verify), and
+// gives the filter the policy and the members as they are now.
 func (d *documents) apply(now time.Time) {
 	if d.held != nil {
 		for _, p := range d.c.peers {
-			if p.member != nil && d.held.Revoked(p.key) {
-				d.c.members.evict(p, "the network key revoked it")
+			if p.member == nil {
+				continue
+			}
+			if err := d.held.Refuses(p.member); err != nil {
+				d.c.members.evict(p, err.Error())
 			}
 		}
-		if d.held.Revoked(d.c.pub) && !d.loggedRevoke {
-			d.loggedRevoke = true
-			d.c.log.Error("the network key revoked this member's key: no member will take it")
+		if own := d.c.members.own; own != nil && !d.loggedRevoke {
+			if err := d.held.Refuses(own); err != nil {
+				d.loggedRevoke = true
+				d.c.log.Error("the network key revoked this member's key or retired its certificate: no member will take it", "err", err)
+			}
 		}
 	}
 	d.refilter()

@@ -40,6 +40,9 @@ const (
 	memberSweep = 5 * time.Second
 	// maxNameLookups bounds the names looked up at once for DNS.
 	maxNameLookups = 64
+	// pruneEvery spaces the checks for expired certificates, which the
+	// newest seen and the revocations held then forget.
+	pruneEvery = time.Minute
 )
 
 // members is the control plane's side of a network.
@@ -56,6 +59,17 @@ type members struct {
 	refused, loggedRefusal cert.Reason
 	logged                 map[key.Key]cert.Reason // refusals logged, per member
 	nextSweep              time.Time
+	// newest is the newest certificate seen of each member key (nil: no
+	// network): an older one is refused, so that a member re-signed with
+	// less cannot get back what it lost with the certificate it had.
+	// Kept in newestPath (IFACE.certs, beside the state file) by
+	// saveNewest, at most once per newestSaveEvery, and at shutdown.
+	newest              *cert.Newest
+	newestPath          string
+	newestDirty         bool
+	newestSaved         time.Time
+	nextPrune           time.Time // when expired certificates are next forgotten
+	loggedOwnSuperseded bool
 	// Refusals counts the members refused here, by cert.Reason.
 	Refusals [cert.NumReasons]atomic.Uint64
 }
@@ -79,10 +93,28 @@ func (m *members) configure(cfg Config, now time.Time) {
 			}
 		}
 	}
+	if m.newest == nil || m.network != cfg.Network {
+		m.newest = nil
+		if cfg.Network.IsZero() {
+			m.c.forgetNetworkState()
+		} else {
+			m.newest = cert.NewNewest(cfg.Network)
+			m.loadNewest(now)
+			m.newestDirty = true // whether it can be kept shows now, not at the first member
+		}
+	}
 	m.network, m.own, m.static = cfg.Network, cfg.Cert, cfg.Static
 	if m.lookups == nil {
 		m.lookups, m.logged, m.names = map[netip.Addr]*lookup{}, map[key.Key]cert.Reason{}, map[string]*nameLookup{}
 	}
+	if m.own != nil && m.newest != nil {
+		if err := m.see(m.own, now); cert.ReasonOf(err) == cert.Superseded && !m.loggedOwnSuperseded {
+			m.loggedOwnSuperseded = true
+			m.c.log.Warn("this member's certificate is older than one seen of its key: members that saw the newer refuse it; apply the newest with punchtun syncconf",
+				"err", err)
+		}
+	}
+	m.saveNewest(now)
 	if changed {
 		if cfg.Cert != nil {
 			m.c.log.Info("certificate changed: registering with it", "valid_until", cfg.Cert.NotAfter)
@@ -155,6 +187,11 @@ func (m *members) tick(now time.Time) {
 	if sweep {
 		m.nextSweep = now.Add(memberSweep)
 	}
+	if !now.Before(m.nextPrune) {
+		m.nextPrune = now.Add(pruneEvery)
+		m.prune(now)
+	}
+	m.saveNewest(now)
 	for _, p := range m.c.peers {
 		switch {
 		case p.member == nil:
@@ -248,6 +285,9 @@ func (m *members) intro(b *wire.Intro, now time.Time) *peer {
 	mc, displaced, err := m.verify(b.Peer, b.Cert, now)
 	if err != nil {
 		m.refuse(b.Peer, err)
+		if p != nil && cert.ReasonOf(err) == cert.Superseded && m.isNewest(p.member) {
+			return p // it presents an older certificate than the one it holds here, which stays
+		}
 		if p != nil {
 			m.evict(p, "its new certificate is refused")
 		}
@@ -285,8 +325,13 @@ func (m *members) verify(peerKey key.Key, raw []byte, now time.Time) (mc *cert.C
 	if mc.Member != peerKey || peerKey == m.c.pub {
 		return nil, nil, &cert.Error{Reason: cert.KeyMismatch, Detail: "for key " + mc.Member.String() + ", introduced as " + peerKey.String()}
 	}
-	if h := m.c.docs.held; h != nil && h.Revoked(peerKey) {
-		return nil, nil, &cert.Error{Reason: cert.Revoked, Detail: "the network key revoked " + peerKey.String()}
+	if h := m.c.docs.held; h != nil {
+		if err := h.Refuses(mc); err != nil {
+			return nil, nil, err // its key revoked, or this certificate retired
+		}
+	}
+	if err := m.see(mc, now); err != nil {
+		return nil, nil, err // a newer certificate of its key was seen
 	}
 	for _, a := range mc.Addresses {
 		addr := a.Addr()

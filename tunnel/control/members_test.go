@@ -46,8 +46,16 @@ type memberHarness struct {
 
 func newMemberHarness(t *testing.T) *memberHarness {
 	t.Helper()
-	h := &memberHarness{harness: newHarness(t)}
-	h.net, _ = cert.NewNetworkPrivate()
+	nk, _ := cert.NewNetworkPrivate()
+	return newMemberHarnessAt(t, "", nk)
+}
+
+// newMemberHarnessAt is newMemberHarness in network nk, keeping its state
+// at statePath ("": none): a second one on the same path is the first
+// restarted.
+func newMemberHarnessAt(t *testing.T, statePath string, nk cert.NetworkPrivate) *memberHarness {
+	t.Helper()
+	h := &memberHarness{harness: newHarnessAt(t, statePath), net: nk}
 	own := h.sign(h.net, h.c.pub, "self", "100.64.0.1/24", h.now, time.Hour)
 	h.c.own = []netip.Prefix{netip.MustParsePrefix("100.64.0.1/24")}
 	h.c.members.configure(Config{Network: h.net.Public(), Cert: own, Static: []netip.Prefix{netip.MustParsePrefix("100.64.0.200/32")}}, h.now)

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io/fs"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/rendezvous/wire/statefile"
 )
@@ -127,5 +129,76 @@ func (c *Control) setStateWarning() {
 		c.log.Warn("the network's state cannot be kept: " + c.stateWarning)
 	case c.stateWarning == "" && was != "":
 		c.log.Info("the network's state is kept again")
+	}
+}
+
+// newestSaveEvery spaces the writes of the newest certificates seen: the
+// first change is kept at once, a burst of them (a server meeting many
+// members) once more at the end; shutdown keeps what is left.
+const newestSaveEvery = 5 * time.Second
+
+// see records c, a verified certificate of our network, as the newest of
+// its key if it is; an *cert.Error of reason Superseded when a newer one
+// of its key has been seen.
+func (m *members) see(c *cert.Cert, now time.Time) error {
+	prev := m.newest.Of(c.Member)
+	if err := m.newest.See(c, now); err != nil {
+		return err
+	}
+	if cur := m.newest.Of(c.Member); cur != nil && (prev == nil || !bytes.Equal(prev.Bytes(), cur.Bytes())) {
+		m.newestDirty = true
+		m.saveNewest(now)
+	}
+	return nil
+}
+
+// isNewest reports whether c is the newest certificate seen of its key.
+func (m *members) isNewest(c *cert.Cert) bool {
+	cur := m.newest.Of(c.Member)
+	return cur != nil && bytes.Equal(cur.Bytes(), c.Bytes())
+}
+
+// loadNewest reads the newest certificates kept, verifying each again.
+func (m *members) loadNewest(now time.Time) {
+	if m.newestPath == "" {
+		return
+	}
+	b, err := os.ReadFile(m.newestPath)
+	if err == nil {
+		err = m.newest.LoadText(string(b), now)
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		m.c.log.Warn("a newest certificate kept is refused", "path", m.newestPath, "err", err)
+	}
+}
+
+// saveNewest keeps the newest certificates seen if they changed and the
+// last write is newestSaveEvery old (tick retries).
+func (m *members) saveNewest(now time.Time) {
+	if m.newest == nil || !m.newestDirty || now.Sub(m.newestSaved) < newestSaveEvery {
+		return
+	}
+	m.flushNewest(now)
+}
+
+// flushNewest keeps the newest certificates seen now, if they changed.
+func (m *members) flushNewest(now time.Time) {
+	if m.newest == nil || !m.newestDirty {
+		return
+	}
+	m.newestDirty, m.newestSaved = false, now
+	m.c.keepNetworkState(m.newestPath, m.newest.AppendText(nil))
+}
+
+// prune forgets the certificates expired by now: the newest seen of keys
+// whose every certificate expired, and the revocations that name nothing
+// live any more (kept again, and the filter told).
+func (m *members) prune(now time.Time) {
+	if m.newest != nil && m.newest.Prune(now) {
+		m.newestDirty = true
+	}
+	if d := &m.c.docs; d.held != nil && d.held.Prune(now) {
+		d.save()
+		d.apply(now)
 	}
 }

@@ -24,8 +24,8 @@ func stateMember(t *testing.T, statePath string, log *bytes.Buffer) (*Control, c
 }
 
 // TestStateWarning: a member whose network state cannot be kept — no
-// state directory, a directory that cannot be made, a documents file that
-// cannot be replaced — says so in its view (status's state_warning), naming
+// state directory, a directory that cannot be made, a documents or
+// certificates file that cannot be replaced — says so in its view (status's state_warning), naming
 // what a restart forgets, and once in its log however many documents
 // come; a state that can be kept again clears it.
 func TestStateWarning(t *testing.T) {
@@ -33,14 +33,18 @@ func TestStateWarning(t *testing.T) {
 	notADir := filepath.Join(dir, "file")
 	os.WriteFile(notADir, []byte("x"), 0o600)
 	blocked := filepath.Join(dir, "blocked")
-	// IFACE.documents is a directory that is not empty: no rename replaces it.
+	// IFACE.documents (IFACE.certs) is a directory that is not empty: no
+	// rename replaces it.
 	os.MkdirAll(filepath.Join(blocked, "pt-state.documents", "x"), 0o700)
+	certsBlocked := filepath.Join(dir, "certs-blocked")
+	os.MkdirAll(filepath.Join(certsBlocked, "pt-state.certs", "x"), 0o700)
 	for _, tc := range []struct {
 		name, statePath, want string
 	}{
 		{"no state directory", "", "no state directory"},
 		{"a state directory that cannot be made", filepath.Join(notADir, "state", "pt-state.json"), "cannot keep " + filepath.Join(notADir, "state", "pt-state.documents")},
 		{"a documents file that cannot be replaced", filepath.Join(blocked, "pt-state.json"), "cannot keep " + filepath.Join(blocked, "pt-state.documents")},
+		{"a certificates file that cannot be replaced", filepath.Join(certsBlocked, "pt-state.json"), "cannot keep " + filepath.Join(certsBlocked, "pt-state.certs")},
 	} {
 		var log bytes.Buffer
 		c, nk := stateMember(t, tc.statePath, &log)

@@ -29,6 +29,7 @@ type View struct {
 	// revocations and the keys they revoke, the documents refused.
 	Policy                   *cert.Document
 	Revocations, RevokedKeys int
+	RetiredCerts             int // certificates retired, not yet expired
 	DocumentsRefused         uint64
 	// StateWarning says what this member forgets on restart, when its
 	// network state cannot be kept (state.go); "" when it is kept.
@@ -108,7 +109,7 @@ func (c *Control) publish(now time.Time) {
 		v.Refused = r.String()
 	}
 	if h := c.docs.held; h != nil {
-		v.Policy, v.Revocations, v.RevokedKeys = h.Policy(), len(h.Revocations()), h.RevokedKeys()
+		v.Policy, v.Revocations, v.RevokedKeys, v.RetiredCerts = h.Policy(), len(h.Revocations()), h.RevokedKeys(), h.RetiredCerts()
 	}
 	v.DocumentsRefused, v.StateWarning = c.docs.Refused.Load(), c.stateWarning
 	if a := c.turn.alloc; a != nil {
