@@ -107,11 +107,8 @@ type Control struct {
 	// What the last run remembered (state.go), and where to keep it.
 	saved     State
 	statePath string
-	// stateErrs are the network state files (state.go) that could not be
-	// written, by path ("": no state directory), and stateWarning what
-	// status says of them.
-	stateErrs    map[string]error
-	stateWarning string
+	// kept is whether the network's state files could be written (state.go).
+	kept kept
 	// udpHeard: some rendezvous answered over UDP since udpSince.
 	udpHeard bool
 	// reregistered is when a lost path or a silent relay last made us
@@ -220,7 +217,7 @@ func New(log *slog.Logger, cfg Config, statePath string, saved State) *Control {
 		peers:              make(map[key.Key]*peer),
 		stun:               make(map[nat.STUNTxID]stunProbe),
 	}
-	c.turn.c, c.members.c, c.docs.c = c, c, c
+	c.turn.c, c.members.c, c.docs.c, c.kept.log = c, c, c, log
 	c.docs.filter = policy.New()
 	c.docs.filter.OnGossip(func(src netip.Addr, body []byte) { c.enqueue(body, inbound{gossip: src}) })
 	if statePath != "" {

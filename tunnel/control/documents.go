@@ -102,7 +102,7 @@ func (d *documents) save() {
 	for _, r := range d.held.Revocations() {
 		b.WriteString(r.Text() + "\n")
 	}
-	d.c.keepNetworkState(d.path, []byte(b.String()))
+	d.c.kept.write(d.path, []byte(b.String()))
 }
 
 // publish takes a document handed to this interface and says why not.

@@ -96,7 +96,7 @@ func (m *members) configure(cfg Config, now time.Time) {
 	if m.newest == nil || m.network != cfg.Network {
 		m.newest = nil
 		if cfg.Network.IsZero() {
-			m.c.forgetNetworkState()
+			m.c.kept.forget()
 		} else {
 			m.newest = cert.NewNewest(cfg.Network)
 			m.loadNewest(now)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -87,48 +88,58 @@ func (st State) endpoint(peer key.Key, now time.Time) (netip.AddrPort, bool) {
 // restart.
 const forgets = "on restart this member forgets the network's policy and revocations it holds and the newest certificate it has seen of each member, and takes older ones again until it hears of newer"
 
-// keepNetworkState writes one of the network's state files atomically
-// (path "": there is no state directory) and keeps the warning status
-// shows up to date.
-func (c *Control) keepNetworkState(path string, b []byte) {
+// kept is whether the network's state files could be written, and what
+// status says when one could not.
+type kept struct {
+	log *slog.Logger
+	// errs are the files that could not be written, by path ("": no
+	// state directory); warning is what status shows of them.
+	errs    map[string]error
+	warning string
+}
+
+// write writes one of the network's state files atomically (path "":
+// there is no state directory) and keeps the warning up to date.
+func (k *kept) write(path string, b []byte) {
 	var err error
 	if path == "" {
 		err = errors.New("no state directory (--state-dir -)")
 	} else {
 		err = statefile.Write(path, b)
 	}
-	if c.stateErrs == nil {
-		c.stateErrs = map[string]error{}
+	if k.errs == nil {
+		k.errs = map[string]error{}
 	}
 	if err == nil {
-		delete(c.stateErrs, path)
+		delete(k.errs, path)
 	} else {
-		c.stateErrs[path] = err
+		k.errs[path] = err
 	}
-	c.setStateWarning()
+	k.warn()
 }
 
-// forgetNetworkState clears the warning: the interface left its network.
-func (c *Control) forgetNetworkState() {
-	clear(c.stateErrs)
-	c.setStateWarning()
+// forget clears the warning: the interface left its network.
+func (k *kept) forget() {
+	clear(k.errs)
+	k.warn()
 }
 
-func (c *Control) setStateWarning() {
-	was := c.stateWarning
-	c.stateWarning = ""
-	for path, err := range c.stateErrs {
+// warn sets the warning from errs, logging when it appears or goes.
+func (k *kept) warn() {
+	was := k.warning
+	k.warning = ""
+	for path, err := range k.errs {
 		if path == "" {
-			c.stateWarning = err.Error() + ": " + forgets
+			k.warning = err.Error() + ": " + forgets
 			break
 		}
-		c.stateWarning = "cannot keep " + path + ": " + err.Error() + ": " + forgets
+		k.warning = "cannot keep " + path + ": " + err.Error() + ": " + forgets
 	}
 	switch {
-	case c.stateWarning != "" && was == "":
-		c.log.Warn("the network's state cannot be kept: " + c.stateWarning)
-	case c.stateWarning == "" && was != "":
-		c.log.Info("the network's state is kept again")
+	case k.warning != "" && was == "":
+		k.log.Warn("the network's state cannot be kept: " + k.warning)
+	case k.warning == "" && was != "":
+		k.log.Info("the network's state is kept again")
 	}
 }
 
@@ -187,7 +198,7 @@ func (m *members) flushNewest(now time.Time) {
 		return
 	}
 	m.newestDirty, m.newestSaved = false, now
-	m.c.keepNetworkState(m.newestPath, m.newest.AppendText(nil))
+	m.c.kept.write(m.newestPath, m.newest.AppendText(nil))
 }
 
 // prune forgets the certificates expired by now: the newest seen of keys

@@ -83,14 +83,14 @@ func TestStateWarning(t *testing.T) {
 	os.MkdirAll(filepath.Join(blocked, "pt-state.documents", "x"), 0o700)
 	pol, _ := cert.SignPolicy(nk, 1, nil)
 	c.docs.add(pol, "the test", time.Now())
-	if c.stateWarning == "" {
+	if c.kept.warning == "" {
 		t.Fatal("a documents file that cannot be replaced is not warned of")
 	}
 	os.RemoveAll(filepath.Join(blocked, "pt-state.documents"))
 	pol, _ = cert.SignPolicy(nk, 2, nil)
 	c.docs.add(pol, "the test", time.Now())
-	if c.stateWarning != "" {
-		t.Errorf("kept again, yet warned: %q", c.stateWarning)
+	if c.kept.warning != "" {
+		t.Errorf("kept again, yet warned: %q", c.kept.warning)
 	}
 	if b, err := os.ReadFile(filepath.Join(blocked, "pt-state.documents")); err != nil || !strings.Contains(string(b), pol.Text()) {
 		t.Errorf("the policy is not kept: %v", err)

@@ -111,7 +111,7 @@ func (c *Control) publish(now time.Time) {
 	if h := c.docs.held; h != nil {
 		v.Policy, v.Revocations, v.RevokedKeys, v.RetiredCerts = h.Policy(), len(h.Revocations()), h.RevokedKeys(), h.RetiredCerts()
 	}
-	v.DocumentsRefused, v.StateWarning = c.docs.Refused.Load(), c.stateWarning
+	v.DocumentsRefused, v.StateWarning = c.docs.Refused.Load(), c.kept.warning
 	if a := c.turn.alloc; a != nil {
 		v.TURN = &TURNView{Server: a.URI(), Relayed: a.Addr().String()}
 	}
