@@ -104,6 +104,7 @@ func TestNetworkCertificatesSuperseded(t *testing.T) {
 		}
 		return nil
 	})
+	t.Logf("after both restarted: the old certificate got no tcp/22; the server refused it as superseded %d times", l.refusals(server, "superseded"))
 
 	// The owner retires the old certificate: the witness, which only
 	// ever saw it, lets the admin go at once and refuses it after.
