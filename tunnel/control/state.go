@@ -6,9 +6,11 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/punchtun/punchtun/rendezvous/wire/cert"
@@ -128,12 +130,12 @@ func (k *kept) forget() {
 func (k *kept) warn() {
 	was := k.warning
 	k.warning = ""
-	for path, err := range k.errs {
-		if path == "" {
+	if paths := slices.Sorted(maps.Keys(k.errs)); len(paths) > 0 { // the first, so that it does not change at random
+		if err := k.errs[paths[0]]; paths[0] == "" {
 			k.warning = err.Error() + ": " + forgets
-			break
+		} else {
+			k.warning = "cannot keep " + paths[0] + ": " + err.Error() + ": " + forgets
 		}
-		k.warning = "cannot keep " + path + ": " + err.Error() + ": " + forgets
 	}
 	switch {
 	case k.warning != "" && was == "":

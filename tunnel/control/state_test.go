@@ -42,7 +42,7 @@ func TestStateWarning(t *testing.T) {
 		name, statePath, want string
 	}{
 		{"no state directory", "", "no state directory"},
-		{"a state directory that cannot be made", filepath.Join(notADir, "state", "pt-state.json"), "cannot keep " + filepath.Join(notADir, "state", "pt-state.documents")},
+		{"a state directory that cannot be made", filepath.Join(notADir, "state", "pt-state.json"), "cannot keep " + filepath.Join(notADir, "state", "pt-state.certs")},
 		{"a documents file that cannot be replaced", filepath.Join(blocked, "pt-state.json"), "cannot keep " + filepath.Join(blocked, "pt-state.documents")},
 		{"a certificates file that cannot be replaced", filepath.Join(certsBlocked, "pt-state.json"), "cannot keep " + filepath.Join(certsBlocked, "pt-state.certs")},
 	} {
