@@ -126,13 +126,19 @@ func isGossip(pkt []byte) bool {
 	return false
 }
 
-// takeGossip hands a gossip packet from a member to this machine's
-// address to the control plane; anything else of the protocol is dropped.
-func (f *Filter) takeGossip(pkt []byte) {
-	p, ok := parse(pkt)
+// takeGossip hands a plain gossip packet (ok, unfragmented, no IPv6
+// extension headers: as GossipPacket builds them) from a member to this
+// machine's address to the control plane; anything else of the protocol
+// is dropped, counted as malformed: gossip in a fragment (IPv4's carries
+// its protocol in every fragment; IPv6's first fragment names it in its
+// header chain), behind extension headers, or a packet whose chain parse
+// cannot read to its end (hidden: it could be gossip). A later IPv6
+// fragment does not name it, but its datagram never reassembles without
+// the first fragment, dropped here: gossip never reaches the system.
+func (f *Filter) takeGossip(p *packet, ok bool) {
 	fn := f.gossip.Load()
 	t := f.table.Load()
-	if !ok || p.fragment || fn == nil || t.members[p.src] == nil || t.self == nil || !t.self.holds(p.dst) {
+	if !ok || p.hidden || p.fragmented || p.wrapped || fn == nil || t.members[p.src] == nil || t.self == nil || !t.self.holds(p.dst) {
 		f.Dropped[DropMalformed].Add(1)
 		return
 	}
