@@ -327,3 +327,35 @@ func FuzzAdmit(f *testing.F) {
 		}
 	})
 }
+
+// TestAdmitAllocatesNothing: the data path's per-packet work allocates
+// nothing: a flow's packets, a later fragment, a member's packet with no
+// policy held.
+func TestAdmitAllocatesNothing(t *testing.T) {
+	nk, _ := cert.NewNetworkPrivate()
+	f := filterAt(t, signPolicy(t, nk, 1, laptopsToServers), server, laptop)
+	syn, ack := ipv4(protoTCP, laptop, server, 40000, 22, tcpSYN), ipv4(protoTCP, laptop, server, 40000, 22, tcpACK)
+	first, later := frag4(ipv4(protoTCP, laptop, server, 40001, 22, tcpSYN), 7, 0, true), frag4(ipv4(protoTCP, laptop, server, 0, 0, 0), 7, 3, false)
+	f.admit(syn)
+	f.admit(first)
+	noPolicy := filterAt(t, nil, server, laptop)
+	reply := ipv4(protoTCP, server, laptop, 22, 40000, tcpACK)
+	if n := testing.AllocsPerRun(100, func() {
+		f.admit(ack)
+		f.admit(later)
+		f.sent(reply)
+		noPolicy.admit(ack)
+	}); n != 0 {
+		t.Errorf("%v allocations per round of packets, want 0", n)
+	}
+}
+
+func BenchmarkAdmitFlow(b *testing.B) {
+	nk, _ := cert.NewNetworkPrivate()
+	f := filterAt(b, signPolicy(b, nk, 1, laptopsToServers), server, laptop)
+	pkt := ipv4(protoTCP, laptop, server, 40000, 22, tcpACK)
+	f.admit(ipv4(protoTCP, laptop, server, 40000, 22, tcpSYN))
+	for b.Loop() {
+		f.admit(pkt)
+	}
+}
