@@ -166,7 +166,10 @@ func synFlood(spec string) error {
 	start, sent := time.Now(), 0
 	deadline := start.Add(60 * time.Second)
 	pkt := make([]byte, 40)
-	for sport := 1; sport <= 65535; sport++ {
+	// Every source port to each port, twice: what the tunnel loses of the
+	// first pass (it drops what it cannot carry) the second brings.
+	for i := range 2 * 65535 {
+		sport := i%65535 + 1
 		for _, p := range strings.Split(ports, ",") {
 			var dport uint16
 			fmt.Sscan(p, &dport)
@@ -178,7 +181,7 @@ func synFlood(spec string) error {
 				time.Sleep(time.Millisecond)
 			}
 			sent++
-			if sent%128 == 0 {
+			if sent%64 == 0 {
 				time.Sleep(time.Millisecond) // leave the tunnel time to carry them
 			}
 		}

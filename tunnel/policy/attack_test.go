@@ -359,3 +359,20 @@ func BenchmarkAdmitFlow(b *testing.B) {
 		f.admit(pkt)
 	}
 }
+
+// TestRepliesOpenNothing: this machine's answers to a member's packets
+// whose flow the table dropped (a reset, a SYN-ACK, an ICMP error) do not
+// become flows of its own: a member past its share cannot take the
+// reserve through them.
+func TestRepliesOpenNothing(t *testing.T) {
+	nk, _ := cert.NewNetworkPrivate()
+	f := filterAt(t, signPolicy(t, nk, 1, laptopsToServers), server, laptop)
+	for sport := range uint16(100) {
+		f.sent(ipv4(protoTCP, server, laptop, 22, 1000+sport, tcpRST|tcpACK))
+		f.sent(ipv4(protoTCP, server, laptop, 22, 2000+sport, tcpSYN|tcpACK))
+		f.sent(append(icmpEcho(server, laptop, 3, 0), ipv4(protoUDP, laptop, server, 3000+sport, 9, 0)[:28]...))
+	}
+	if f.Flows() != 0 {
+		t.Errorf("%d flows from this machine's replies, want 0", f.Flows())
+	}
+}

@@ -208,9 +208,16 @@ func (f *Filter) sent(pkt []byte) {
 		return
 	}
 	fl, now := p.outbound(), f.clock.Load()
-	if !f.ct.seen(fl, now, t.seq, true, p.tcpFlags, true) {
-		f.ct.add(fl, now, false, t.seq, p.tcpFlags)
+	if f.ct.seen(fl, now, t.seq, true, p.tcpFlags, true) {
+		return
 	}
+	// What answers a packet opens nothing: an ICMP error, a TCP reset or
+	// SYN-ACK (to a flow the table no longer has: a member past its share
+	// would otherwise take this machine's part through its replies).
+	if p.icmpError || p.proto == protoTCP && (p.tcpFlags&tcpRST != 0 || p.tcpFlags&(tcpSYN|tcpACK) == tcpSYN|tcpACK) {
+		return
+	}
+	f.ct.add(fl, now, false, t.seq, p.tcpFlags)
 }
 
 // allows reports whether rule r lets p in from sender.
