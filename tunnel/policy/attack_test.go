@@ -308,6 +308,25 @@ func TestGossipNeverReachesSystem(t *testing.T) {
 	}
 }
 
+// TestNoNetworkGossipDropped: without a network (static peers only), a
+// packet that is or may be gossip is dropped; any other passes.
+func TestNoNetworkGossipDropped(t *testing.T) {
+	f := New()
+	body := []byte{1, 2}
+	for name, pkt := range map[string][]byte{
+		"plain":               GossipPacket(laptop6.Addrs[0], server6.Addrs[0], body),
+		"in a fragment":       ipv6(laptop6, server6, protoGossip, body, extFrag(1, 0, true)),
+		"behind a long chain": ipv6(laptop6, server6, protoGossip, body, extOpts(60), extOpts(60), extOpts(60), extOpts(60), extOpts(60), extOpts(60), extOpts(60), extOpts(60), extOpts(60)),
+	} {
+		if f.admit(pkt) {
+			t.Errorf("no network: gossip %s reaches the system", name)
+		}
+	}
+	if !f.admit(ipv6(laptop6, server6, protoTCP, tcpHeader(1, 22, tcpSYN), extOpts(extDestOpts))) || !f.admit(ipv4(protoUDP, laptop, server, 1, 2, 0)) {
+		t.Error("no network: a packet that is no gossip is dropped")
+	}
+}
+
 func FuzzAdmit(f *testing.F) {
 	f.Add(ipv4(protoTCP, laptop, server, 1, 22, tcpSYN))
 	f.Add(ipv6(laptop6, server6, protoTCP, tcpHeader(1, 22, tcpSYN), extOpts(extHopByHop), extFrag(1, 0, true)))

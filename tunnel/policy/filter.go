@@ -135,14 +135,17 @@ func (f *Filter) Allowed() []uint64 {
 
 // admit judges a packet the tunnel delivers; false: drop it (counted).
 func (f *Filter) admit(pkt []byte) bool {
+	t := f.table.Load()
+	if t.self == nil && !mayBeGossip(pkt) {
+		return true // no network: no member to judge, and no gossip to take
+	}
 	p, ok := parse(pkt)
 	if p.proto == protoGossip || p.hidden {
 		f.takeGossip(&p, ok)
 		return false
 	}
-	t := f.table.Load()
 	if t.self == nil {
-		return true // no network: no member to judge
+		return true
 	}
 	if !ok && t.enforce {
 		f.Dropped[DropMalformed].Add(1)

@@ -115,6 +115,22 @@ func ipv4Checksum(h []byte) uint16 {
 	return ^uint16(sum)
 }
 
+// mayBeGossip reports whether pkt may carry gossip: of its protocol, or
+// an IPv6 packet whose extension headers parse must read to know.
+func mayBeGossip(pkt []byte) bool {
+	switch {
+	case len(pkt) >= 20 && pkt[0]>>4 == 4:
+		return pkt[9] == protoGossip
+	case len(pkt) >= 40 && pkt[0]>>4 == 6:
+		switch pkt[6] {
+		case protoGossip, extHopByHop, extRouting, extFragment, extAH, extDestOpts:
+			return true
+		}
+		return false
+	}
+	return true // too short to tell: parse drops what it cannot read
+}
+
 // isGossip reports whether pkt is of the gossip protocol.
 func isGossip(pkt []byte) bool {
 	switch {
