@@ -42,7 +42,7 @@ type NetworkStatus struct {
 	ValidUntil string `json:"valid_until"` // our certificate's expiry, RFC 3339
 	// Refused is why the rendezvous refuses our certificate, if it does:
 	// bad-signature, other-network, expired, not-yet-valid, key-mismatch,
-	// overlap, malformed, network-full, revoked.
+	// overlap, malformed, network-full, revoked, retired, superseded.
 	Refused string `json:"refused,omitempty"`
 	// Members is how many members are in WireGuard now; Refusals counts
 	// the members refused here (introduced with a certificate that does
