@@ -125,6 +125,11 @@ func TestOwnFlowsReserved(t *testing.T) {
 		}
 	}
 	t.Logf("64 members flooding: %d flows tracked, %d refused, %d evicted", f.Flows(), f.FlowsRefused(), f.FlowsEvicted())
+	// Members that came late still got their flows tracked: the heaviest
+	// made room.
+	if f.FlowsRefused() != 0 {
+		t.Errorf("%d flows of members refused while others held the table", f.FlowsRefused())
+	}
 	for port := range uint16(1000) {
 		f.sent(ipv4(protoTCP, server, server2, 30000+port, 22, tcpSYN))
 		if !f.admit(ipv4(protoTCP, server2, server, 22, 30000+port, tcpSYN|tcpACK)) {
@@ -393,5 +398,29 @@ func TestRepliesOpenNothing(t *testing.T) {
 	}
 	if f.Flows() != 0 {
 		t.Errorf("%d flows from this machine's replies, want 0", f.Flows())
+	}
+}
+
+// TestRepliesChargedToSender: a member allowed udp/53 sends from 10,000
+// source ports; this machine answers each after the member's flows past
+// its share were evicted. The answers are charged to that member: it
+// holds no more than its share, whatever this machine sends back.
+func TestRepliesChargedToSender(t *testing.T) {
+	nk, _ := cert.NewNetworkPrivate()
+	f := filterAt(t, signPolicy(t, nk, 1, "[Rule]\nFrom = *\nTo = *\nAllow = udp/53\n"), server, laptop, server2)
+	for sport := range uint16(10000) {
+		f.admit(ipv4(protoUDP, laptop, server, 1000+sport, 53, 0))
+	}
+	for sport := range uint16(10000) {
+		f.sent(ipv4(protoUDP, server, laptop, 53, 1000+sport, 0))
+	}
+	t.Logf("%d flows after 10,000 queries and their answers", f.Flows())
+	if f.Flows() > 4096 {
+		t.Errorf("%d flows for one member's queries and their answers, want at most its share", f.Flows())
+	}
+	// This machine's own UDP to another member is not crowded out.
+	f.sent(ipv4(protoUDP, server, server2, 5000, 53, 0))
+	if !f.admit(ipv4(protoUDP, server2, server, 53, 5000, 0)) {
+		t.Error("the answer to this machine's own query to another member refused")
 	}
 }

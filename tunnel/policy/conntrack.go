@@ -14,13 +14,21 @@ import (
 //
 // The table is shared fairly: a member that opens flows by the thousand
 // (SYNs from every source port, say) cannot take the room this machine's
-// own connections need, nor more than its share of what members open:
-//   - flows a rule let in take at most maxInbound of the maxFlows, so
-//     reserve flows are always there for the connections this machine
-//     opens, whatever members send;
-//   - each member address holds at most perSender flows let in; past it,
-//     a new flow of its own replaces its oldest (the sender evicts itself,
-//     no one else), and so does it once the inbound part is full;
+// own connections need, nor more than its share of what members open.
+// A flow is charged to its member address when that member could have
+// made this machine track it: a rule let it in, or this machine sent a
+// packet to it that opens no TCP connection (a UDP or ICMP packet, a TCP
+// segment of a connection the table had forgotten: these may be replies
+// to the member's own packets, whose flows it had evicted). Only TCP
+// connections this machine opens (its SYN) are never charged.
+//   - charged flows take at most maxInbound of the maxFlows, so reserve
+//     flows are always there for the TCP connections this machine opens,
+//     whatever members send;
+//   - each member address holds at most perSender charged flows; past it,
+//     a new one replaces its oldest (the sender evicts itself, no one
+//     else); once the charged part is full, a new one replaces the oldest
+//     of the heaviest of a few members sampled (the sender's own when it
+//     is the heaviest);
 //   - a TCP flow not yet established (no ACK seen both ways: a SYN flood)
 //     or reset is forgotten after a minute or ten seconds, not 30 minutes.
 const (
@@ -40,14 +48,14 @@ const (
 	// connections then get no replies through the filter, counted. Only
 	// this machine's own connections can fill it (maxInbound).
 	maxFlows = 1 << 16
-	// reserve is the part of the table only this machine's own
-	// connections take; maxInbound what the rules may let in, of all
-	// members together.
+	// reserve is the part of the table only this machine's own TCP
+	// connections take; maxInbound what flows charged to members may take,
+	// all members together.
 	reserve    = maxFlows / 4
 	maxInbound = maxFlows - reserve
-	// perSender bounds the flows one member address holds: 2,048
+	// perSender bounds the flows charged to one member address: 2,048
 	// concurrent connections in is plenty for a member, and 24 members
-	// must collude to fill the inbound part.
+	// must collude to fill the charged part.
 	perSender = 2048
 )
 
@@ -67,11 +75,12 @@ type tracked struct {
 	// policy forgets such flows, so that the rules judge them again; flows
 	// this machine opened stay.
 	inbound bool
+	charged bool // counted in its remote address's share
 	seq     uint64
 	key     flow
 }
 
-// share is one member address's flows let in, oldest first: the order
+// share is one member address's charged flows, oldest first: the order
 // it evicts its own in. order may still name flows a sweep removed.
 type share struct {
 	n     int
@@ -83,7 +92,7 @@ type share struct {
 type conntrack struct {
 	mu      sync.RWMutex
 	flows   map[flow]*tracked
-	inbound int                   // flows let in by rules
+	charged int                   // flows charged to members
 	senders map[netip.Addr]*share // by the flow's remote address
 	// Full counts flows not taken because the table was full; Evicted
 	// the flows a sender's new ones replaced.
@@ -172,16 +181,20 @@ func (ct *conntrack) add(f flow, now int64, inbound bool, seq uint64, flags uint
 		return
 	}
 	var sh *share
-	if inbound {
+	charged := inbound || f.proto != protoTCP || flags&(tcpSYN|tcpACK) != tcpSYN
+	if charged {
 		sh = ct.senders[f.remote]
 		if sh == nil {
 			sh = &share{}
 			ct.senders[f.remote] = sh
 		}
-		if sh.n >= perSender || ct.inbound >= maxInbound && sh.n > 0 {
+		switch {
+		case sh.n >= perSender:
 			ct.evictOldest(sh)
+		case ct.charged >= maxInbound:
+			ct.evictOldest(ct.heavier(sh))
 		}
-		if ct.inbound >= maxInbound {
+		if ct.charged >= maxInbound {
 			ct.Full.Add(1)
 			return
 		}
@@ -190,16 +203,33 @@ func (ct *conntrack) add(f flow, now int64, inbound bool, seq uint64, flags uint
 		ct.Full.Add(1)
 		return
 	}
-	t = &tracked{inbound: inbound, seq: seq, key: f}
+	t = &tracked{inbound: inbound, charged: charged, seq: seq, key: f}
 	t.last.Store(now)
 	t.note(flags, !inbound)
 	ct.flows[f] = t
-	if inbound {
-		ct.inbound++
+	if charged {
+		ct.charged++
 		sh.n++
 		sh.order = append(sh.order, t)
 		ct.senders[f.remote] = sh // again: an eviction may have emptied it
 	}
+}
+
+// heavier is, of sh and a few other shares (a map range starts at
+// random), the one holding the most flows: a full charged part makes
+// room by taking from those who hold the most, not by refusing a member
+// that holds little. Sampling keeps it O(1) however many members.
+func (ct *conntrack) heavier(sh *share) *share {
+	heavy, n := sh, 0
+	for _, o := range ct.senders {
+		if o.n > heavy.n {
+			heavy = o
+		}
+		if n++; n == 8 {
+			break
+		}
+	}
+	return heavy
 }
 
 // evictOldest removes sh's oldest flow still held.
@@ -218,10 +248,10 @@ func (ct *conntrack) evictOldest(sh *share) {
 // remove forgets t, and counts it out of its sender's share.
 func (ct *conntrack) remove(t *tracked) {
 	delete(ct.flows, t.key)
-	if !t.inbound {
+	if !t.charged {
 		return
 	}
-	ct.inbound--
+	ct.charged--
 	if sh := ct.senders[t.key.remote]; sh != nil {
 		sh.n--
 		if sh.n == 0 {
