@@ -229,6 +229,12 @@ func TestLaterFragmentsOfAdmittedFlow(t *testing.T) {
 	if !f6.admit(ipv6(laptop6, server6, protoTCP, make([]byte, 32), extFrag(9, 2, false))) {
 		t.Error("IPv6: a later fragment of an admitted datagram refused")
 	}
+	// Destination options after the Fragment header: the later fragments
+	// name those, not TCP.
+	if !f6.admit(ipv6(laptop6, server6, protoTCP, tcpHeader(40001, 22, tcpSYN), extFrag(11, 0, true), extOpts(extDestOpts))) ||
+		!f6.admit(ipv6(laptop6, server6, extDestOpts, make([]byte, 32), extFrag(11, 2, false))) {
+		t.Error("IPv6: a later fragment of an admitted datagram with options after its Fragment header refused")
+	}
 	if f6.admit(ipv6(laptop6, server6, protoTCP, make([]byte, 32), extFrag(10, 2, false))) {
 		t.Error("IPv6: a later fragment of a datagram never admitted passes")
 	}

@@ -8,8 +8,8 @@ import (
 
 // Later fragments of a datagram carry no transport header, so no rule
 // can judge them by port. The filter remembers the datagrams whose first
-// fragment it let in (by flow or by rule), by sender, destination,
-// protocol and fragment id, and lets their later fragments in for
+// fragment it let in (by flow or by rule), by sender, destination and
+// fragment id (and protocol, for IPv4), and lets their later fragments in for
 // fragTimeout. A first fragment that arrives after the later ones is
 // judged as any packet; the later ones were dropped (no reassembly here).
 //
@@ -45,7 +45,12 @@ func (fr *fragments) of(p *packet) (*[fragWays]fragSlot, *atomic.Uint32, uint64)
 	bucket := maphash.Bytes(fr.seed, b[0:16]) % fragBuckets
 	copy(b[16:32], dst[:])
 	b[32], b[33], b[34], b[35] = byte(p.fragID>>24), byte(p.fragID>>16), byte(p.fragID>>8), byte(p.fragID)
-	b[36] = p.proto
+	if p.src.Is4() {
+		// IPv4 names a datagram by its protocol too; IPv6 does not, and
+		// its later fragments name only the header after the Fragment
+		// header, which may be an option header, not the protocol.
+		b[36] = p.proto
+	}
 	k := maphash.Bytes(fr.seed, b[:])
 	if k == 0 {
 		k = 1
