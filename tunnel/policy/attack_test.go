@@ -430,3 +430,34 @@ func TestRepliesChargedToSender(t *testing.T) {
 		t.Error("the answer to this machine's own query to another member refused")
 	}
 }
+
+// TestFilterConcurrent: the data path's goroutines (one per peer in
+// wireguard-go) admit and send while the control loop ticks and sets
+// policies; run with -race.
+func TestFilterConcurrent(t *testing.T) {
+	nk, _ := cert.NewNetworkPrivate()
+	pols := []*cert.Document{signPolicy(t, nk, 1, laptopsToServers), signPolicy(t, nk, 2, "[Rule]\nFrom = *\nTo = *\nAllow = any\n")}
+	f := filterAt(t, pols[0], server, laptop, server2)
+	done := make(chan struct{})
+	for g := range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range 20000 {
+				sport := uint16(g*20000 + i)
+				f.admit(ipv4(protoTCP, laptop, server, sport, 22, tcpSYN))
+				f.sent(ipv4(protoTCP, server, laptop, 22, sport, tcpSYN|tcpACK))
+				f.admit(frag4(ipv4(protoUDP, server2, server, sport, 53, 0), sport, 0, true))
+				f.admit(frag4(ipv4(protoUDP, server2, server, 0, 0, 0), sport, 2, false))
+			}
+		}()
+	}
+	now := time.Now()
+	for i := range 200 {
+		f.Tick(now.Add(time.Duration(i) * 11 * time.Second))
+		f.Set(pols[i%2], server, map[netip.Addr]*Member{laptop.Addrs[0]: laptop, server2.Addrs[0]: server2})
+		_ = f.Flows()
+	}
+	for range 4 {
+		<-done
+	}
+}
