@@ -44,7 +44,7 @@ func NewCollector(t *Tunnel) *Collector {
 			"interface", "reason"),
 		certLeft:  desc("interface_certificate_seconds_left", "Seconds until this member's certificate expires (negative once it has).", "interface"),
 		policySeq: desc("interface_policy_seq", "The seq of the network policy this member enforces (absent: none).", "interface"),
-		policyDropped: desc("interface_policy_dropped_total", "Packets from members the network policy dropped, by reason: no-rule, malformed.",
+		policyDropped: desc("interface_policy_dropped_total", "Packets from members the network policy dropped, by reason: no-rule, malformed, destination.",
 			"interface", "reason"),
 		revokedKeys: desc("interface_revoked_keys", "Member keys the network's revocations held here revoke.", "interface"),
 	}

@@ -76,7 +76,7 @@ type PolicyStatus struct {
 	Seq   uint64   `json:"seq"`
 	Rules []string `json:"rules"`
 	// Allowed counts, per rule, the flows it let in; Dropped the packets
-	// dropped, by reason (no-rule, malformed); Flows the connections
+	// dropped, by reason (no-rule, malformed, destination); Flows the connections
 	// whose replies pass, FlowsRefused those not tracked because the
 	// table was full.
 	Allowed      []uint64          `json:"allowed"`

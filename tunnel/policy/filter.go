@@ -28,23 +28,33 @@ func MemberOf(c *cert.Cert) *Member {
 
 // Why a packet was dropped, for the counters.
 const (
-	DropNoRule    = iota // no rule allows it, and it is no reply
-	DropMalformed        // not an IP packet the filter can read
+	DropNoRule      = iota // no rule allows it, and it is no reply
+	DropMalformed          // not an IP packet the filter can read
+	DropDestination        // from a member, to no address of this member's
 	NumDrops
 )
 
 // DropNames are the reasons' names in status and metric labels.
-var DropNames = [NumDrops]string{"no-rule", "malformed"}
+var DropNames = [NumDrops]string{"no-rule", "malformed", "destination"}
 
 // Filter is a member's filter of what the tunnel delivers: with a policy,
 // a packet from a member passes when it belongs to a flow this machine
-// opened or a rule let in, or when a rule allows it (and its flow is let
-// in from then on). Packets of static peers (not members) and all packets
-// while no policy is held pass. Safe for concurrent use: the data path
-// reads, the control plane replaces the table whole (Set).
+// opened or a rule let in, or when it is addressed to this member (an
+// address of its certificate) and a rule allows it (its flow is then let
+// in from then on). Rules judge where a packet goes: a member cannot
+// route through this machine (to its LAN, a container bridge, another
+// address it holds) by adding addresses to its side's AllowedIPs.
+//
+// While no policy is held, a member's packets pass, but only to this
+// member's addresses: a certificate names the addresses its member may
+// be reached at, and nothing else of this machine is the network's.
+// Packets of static peers (not members) are never judged. Safe for
+// concurrent use: the data path reads, the control plane replaces the
+// table whole (Set).
 type Filter struct {
 	table  atomic.Pointer[table]
 	ct     conntrack
+	frags  *fragments
 	clock  atomic.Int64 // unix nanoseconds, set by Tick: packets read no clock
 	gossip atomic.Pointer[func(src netip.Addr, body []byte)]
 	// Dropped counts the packets dropped, by reason (DropNames).
@@ -66,7 +76,7 @@ type table struct {
 // New returns a filter that lets everything pass until Set gives it a
 // policy.
 func New() *Filter {
-	f := &Filter{}
+	f := &Filter{frags: newFragments()}
 	f.table.Store(&table{})
 	f.allowed.Store(&[]atomic.Uint64{})
 	f.Tick(time.Now())
@@ -105,8 +115,13 @@ func (f *Filter) Tick(now time.Time) {
 // Flows is the number of flows tracked.
 func (f *Filter) Flows() int { return f.ct.len() }
 
-// FlowsRefused counts flows not tracked because the table was full.
+// FlowsRefused counts flows not tracked because the table (or the part
+// of it members may take) was full.
 func (f *Filter) FlowsRefused() uint64 { return f.ct.Full.Load() }
+
+// FlowsEvicted counts flows a member's newer flows replaced, past its
+// share of the table.
+func (f *Filter) FlowsEvicted() uint64 { return f.ct.Evicted.Load() }
 
 // Allowed returns, per rule of the policy held, the flows it let in.
 func (f *Filter) Allowed() []uint64 {
@@ -120,16 +135,19 @@ func (f *Filter) Allowed() []uint64 {
 
 // admit judges a packet the tunnel delivers; false: drop it (counted).
 func (f *Filter) admit(pkt []byte) bool {
-	if isGossip(pkt) {
-		f.takeGossip(pkt)
-		return false
-	}
 	t := f.table.Load()
-	if !t.enforce {
-		return true
+	if t.self == nil && !mayBeGossip(pkt) {
+		return true // no network: no member to judge, and no gossip to take
 	}
 	p, ok := parse(pkt)
-	if !ok {
+	if p.proto == protoGossip || p.hidden {
+		f.takeGossip(&p, ok)
+		return false
+	}
+	if t.self == nil {
+		return true
+	}
+	if !ok && t.enforce {
 		f.Dropped[DropMalformed].Add(1)
 		return false
 	}
@@ -137,18 +155,40 @@ func (f *Filter) admit(pkt []byte) bool {
 	if sender == nil {
 		return true // a static peer's: the network's policy is not about it
 	}
+	if !t.enforce {
+		if !t.self.holds(p.dst) {
+			f.Dropped[DropDestination].Add(1)
+			return false
+		}
+		return true
+	}
 	now := f.clock.Load()
-	if p.icmpError && f.ct.seen(p.inner, now, t.seq, true) {
-		return true // about a flow this machine has
+	if p.icmpError && t.members[p.inner.remote] == sender && f.ct.seen(p.inner, now, t.seq, true, 0, false) {
+		return true // about a flow this machine has with the sender
 	}
 	fl := p.inbound()
-	if !p.fragment && f.ct.seen(fl, now, t.seq, false) {
+	switch {
+	case p.fragment:
+		if f.frags.admitted(&p, now) {
+			return true // of a datagram whose first fragment was let in
+		}
+	case f.ct.seen(fl, now, t.seq, false, p.tcpFlags, false):
+		if p.fragmented {
+			f.frags.remember(&p, now)
+		}
 		return true
+	}
+	if !t.self.holds(p.dst) {
+		f.Dropped[DropDestination].Add(1)
+		return false
 	}
 	for i := range t.rules {
 		if t.allows(&t.rules[i], sender, &p) {
 			if !p.fragment {
-				f.ct.add(fl, now, true, t.seq)
+				f.ct.add(fl, now, true, t.seq, p.tcpFlags)
+			}
+			if p.fragmented && !p.fragment {
+				f.frags.remember(&p, now)
 			}
 			if counts := *f.allowed.Load(); i < len(counts) {
 				counts[i].Add(1)
@@ -171,9 +211,16 @@ func (f *Filter) sent(pkt []byte) {
 		return
 	}
 	fl, now := p.outbound(), f.clock.Load()
-	if !f.ct.seen(fl, now, t.seq, true) {
-		f.ct.add(fl, now, false, t.seq)
+	if f.ct.seen(fl, now, t.seq, true, p.tcpFlags, true) {
+		return
 	}
+	// What answers a packet opens nothing: an ICMP error, a TCP reset or
+	// SYN-ACK (to a flow the table no longer has: a member past its share
+	// would otherwise take this machine's part through its replies).
+	if p.icmpError || p.proto == protoTCP && (p.tcpFlags&tcpRST != 0 || p.tcpFlags&(tcpSYN|tcpACK) == tcpSYN|tcpACK) {
+		return
+	}
+	f.ct.add(fl, now, false, t.seq, p.tcpFlags)
 }
 
 // allows reports whether rule r lets p in from sender.

@@ -115,6 +115,22 @@ func ipv4Checksum(h []byte) uint16 {
 	return ^uint16(sum)
 }
 
+// mayBeGossip reports whether pkt may carry gossip: of its protocol, or
+// an IPv6 packet whose extension headers parse must read to know.
+func mayBeGossip(pkt []byte) bool {
+	switch {
+	case len(pkt) >= 20 && pkt[0]>>4 == 4:
+		return pkt[9] == protoGossip
+	case len(pkt) >= 40 && pkt[0]>>4 == 6:
+		switch pkt[6] {
+		case protoGossip, extHopByHop, extRouting, extFragment, extAH, extDestOpts:
+			return true
+		}
+		return false
+	}
+	return true // too short to tell: parse drops what it cannot read
+}
+
 // isGossip reports whether pkt is of the gossip protocol.
 func isGossip(pkt []byte) bool {
 	switch {
@@ -126,13 +142,19 @@ func isGossip(pkt []byte) bool {
 	return false
 }
 
-// takeGossip hands a gossip packet from a member to this machine's
-// address to the control plane; anything else of the protocol is dropped.
-func (f *Filter) takeGossip(pkt []byte) {
-	p, ok := parse(pkt)
+// takeGossip hands a plain gossip packet (ok, unfragmented, no IPv6
+// extension headers: as GossipPacket builds them) from a member to this
+// machine's address to the control plane; anything else of the protocol
+// is dropped, counted as malformed: gossip in a fragment (IPv4's carries
+// its protocol in every fragment; IPv6's first fragment names it in its
+// header chain), behind extension headers, or a packet whose chain parse
+// cannot read to its end (hidden: it could be gossip). A later IPv6
+// fragment does not name it, but its datagram never reassembles without
+// the first fragment, dropped here: gossip never reaches the system.
+func (f *Filter) takeGossip(p *packet, ok bool) {
 	fn := f.gossip.Load()
 	t := f.table.Load()
-	if !ok || p.fragment || fn == nil || t.members[p.src] == nil || t.self == nil || !t.self.holds(p.dst) {
+	if !ok || p.hidden || p.fragmented || p.wrapped || fn == nil || t.members[p.src] == nil || t.self == nil || !t.self.holds(p.dst) {
 		f.Dropped[DropMalformed].Add(1)
 		return
 	}

@@ -281,14 +281,16 @@ func FuzzParsePacket(f *testing.F) {
 }
 
 // TestFlowTableBounded: past maxFlows the table takes no new flow, and
-// counts it; a sweep of timed-out flows makes room again.
+// counts it; a sweep of timed-out flows makes room again. (TCP
+// connections this machine opens: its UDP flows are charged to the
+// member they go to, bounded by its share, TestRepliesChargedToSender.)
 func TestFlowTableBounded(t *testing.T) {
 	nk, _ := cert.NewNetworkPrivate()
 	f := filterAt(t, signPolicy(t, nk, 1, laptopsToServers), laptop, server)
 	now := time.Now()
 	f.Tick(now)
 	for i := range maxFlows + 1 {
-		f.sent(ipv4(protoUDP, laptop, server, uint16(i), uint16(i>>16)+1, 0))
+		f.sent(ipv4(protoTCP, laptop, server, uint16(i), uint16(i>>16)+1, tcpSYN))
 	}
 	if f.Flows() != maxFlows || f.FlowsRefused() != 1 {
 		t.Fatalf("%d flows, %d refused; want %d and 1", f.Flows(), f.FlowsRefused(), maxFlows)

@@ -1,8 +1,10 @@
 // Package policy is what a member of a network does with its network's
 // policy: it reads a rules file (ParseRules, for `punchtun network
 // policy`), compiles a signed policy's rules, and filters what the tunnel
-// delivers to this machine by the sender's certificate, statefully: replies
-// to connections this machine opened pass (filter.go, conntrack.go). It
+// delivers to this machine by the sender's certificate and the packet's
+// destination (an address of this member's certificate), statefully:
+// replies to connections this machine opened pass (filter.go, a flow
+// table shared fairly in conntrack.go, fragments.go). It
 // also carries the documents members hand each other inside the tunnel
 // (gossip.go). It knows nothing of the rendezvous or of WireGuard's
 // devices beyond tun.Device.
