@@ -132,3 +132,37 @@ func TestOrphanedNetworkDocumentsPruned(t *testing.T) {
 		t.Fatal("the documents of a network without members for a day are still held, after a restart")
 	}
 }
+
+// A revocation that comes past the network's publication rate is not
+// kept or sent on now, but what it names loses its membership at once.
+func TestRevocationPastRateActedOn(t *testing.T) {
+	s, addr, pub := startServer(t)
+	nk := newNetwork(t)
+	a, c := newClient(t, addr, pub), newClient(t, addr, pub)
+	now := time.Now()
+	a.registerWith(certFor(t, nk, a.pub(), "a", "10.9.0.1/24", now, time.Hour), nk.Public(), cert.Summary{})
+	c.registerWith(certFor(t, nk, c.pub(), "c", "10.9.0.3/24", now, time.Hour), nk.Public(), cert.Summary{})
+	for seq := range uint64(pubBurst + 2) { // the burst spent, and then some
+		pol, _ := cert.SignPolicy(nk, seq+1, nil)
+		a.send(&wire.Publish{Time: a.now(), Doc: pol.Bytes()})
+	}
+	for end := time.Now().Add(2 * time.Second); s.Stats.DocumentsRateLimited.Load() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the publication rate not spent")
+		}
+	}
+	rev, _ := cert.SignRevocation(nk, 100, []key.Key{c.pub()})
+	limited := s.Stats.DocumentsRateLimited.Load()
+	a.send(&wire.Publish{Time: a.now(), Doc: rev.Bytes()})
+	deadline := time.Now().Add(2 * time.Second)
+	var refused *wire.Refused
+	for refused == nil && time.Now().Before(deadline) {
+		refused, _ = c.recv(time.Until(deadline)).(*wire.Refused)
+	}
+	if s.Stats.DocumentsRateLimited.Load() == limited {
+		t.Fatal("the revocation was not past the rate: the test tests nothing")
+	}
+	if refused == nil || cert.Reason(refused.Reason) != cert.Revoked {
+		t.Fatalf("a revocation past the rate: the member named was told %+v", refused)
+	}
+}

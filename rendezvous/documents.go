@@ -41,11 +41,17 @@ func (s *Server) publish(sender key.Key, d *cert.Document, err error, now time.T
 	added, err := s.docs.take(d, n.count, now)
 	switch {
 	case errors.Is(err, errPubRate):
-		s.Stats.DocumentsRateLimited.Add(1) // its holders hand it in again at their next registration
+		// Not kept or sent on now (its holders hand it in again at their
+		// next registration), but a revocation is acted on at once all the
+		// same: what it names loses its membership here.
+		s.Stats.DocumentsRateLimited.Add(1)
+		if d.Kind == cert.KindRevocation {
+			s.evictNamed(n, d, now)
+		}
 		return
 	case errors.Is(err, errNoRoom):
 		s.Stats.DocumentsOverBudget.Add(1)
-		if time.Since(s.docLogged) >= time.Minute {
+		if now.Sub(s.docLogged) >= time.Minute {
 			s.docLogged = now
 			s.log.Warn("a network's document is past its budget here: not kept (a revocation is acted on and sent on all the same)",
 				"network", d.Network, "kind", d.KindName(), "seq", d.Seq, "budget", budget(n.count))
@@ -93,6 +99,37 @@ func (s *Server) evictRevoked(n *network, now time.Time) {
 	}
 	if len(gone) > 0 {
 		s.log.Info("members revoked lose their membership", "network", n.key, "members", len(gone))
+	}
+}
+
+// evictNamed ends the membership of n's members whose keys or
+// certificates revocation d names, whether or not it is kept here.
+// Callers hold s.mu.
+func (s *Server) evictNamed(n *network, d *cert.Document, now time.Time) {
+	retired := make(map[[32]byte]bool, len(d.Retired))
+	for _, c := range d.Retired {
+		retired[c.Fingerprint] = true
+	}
+	revoked := make(map[key.Key]bool, len(d.Revoked))
+	for _, k := range d.Revoked {
+		revoked[k] = true
+	}
+	for _, k := range n.byName {
+		r := s.peers[k]
+		if r == nil || r.member == nil || r.member.net != n {
+			continue
+		}
+		var err error
+		switch {
+		case revoked[k]:
+			err = &cert.Error{Reason: cert.Revoked, Detail: "the network key revoked " + k.String()}
+		case len(retired) > 0 && retired[r.member.cert.FingerprintBytes()]:
+			err = &cert.Error{Reason: cert.Retired, Detail: "the network key retired certificate " + r.member.cert.Fingerprint()}
+		default:
+			continue
+		}
+		s.leave(k, r)
+		s.refuse(k, r, err, now)
 	}
 }
 
