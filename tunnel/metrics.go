@@ -44,7 +44,7 @@ func NewCollector(t *Tunnel) *Collector {
 			"interface", "reason"),
 		certLeft:  desc("interface_certificate_seconds_left", "Seconds until this member's certificate expires (negative once it has).", "interface"),
 		policySeq: desc("interface_policy_seq", "The seq of the network policy this member enforces (absent: none).", "interface"),
-		policyDropped: desc("interface_policy_dropped_total", "Packets from members the network policy dropped, by reason: no-rule, malformed, destination.",
+		policyDropped: desc("interface_policy_dropped_total", "Packets from members the filter dropped, by reason: no-rule, malformed, destination (policy or not).",
 			"interface", "reason"),
 		revokedKeys: desc("interface_revoked_keys", "Member keys the network's revocations held here revoke.", "interface"),
 	}
@@ -94,9 +94,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.revokedKeys, float64(n.RevokedKeys), st.Interface)
 		if p := n.Policy; p != nil {
 			gauge(c.policySeq, float64(p.Seq), st.Interface)
-			for reason, count := range p.Dropped {
-				ch <- prometheus.MustNewConstMetric(c.policyDropped, prometheus.CounterValue, float64(count), st.Interface, reason)
-			}
+		}
+		for reason, count := range n.Filtered {
+			ch <- prometheus.MustNewConstMetric(c.policyDropped, prometheus.CounterValue, float64(count), st.Interface, reason)
 		}
 	}
 	for _, p := range st.Peers {

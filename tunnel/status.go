@@ -60,8 +60,12 @@ type NetworkStatus struct {
 	// restart would forget.
 	StateWarning string `json:"state_warning,omitempty"`
 	// Policy is the network's policy this member enforces on what members
-	// send it; none: members reach it fully.
+	// send it; none: members reach its own addresses fully.
 	Policy *PolicyStatus `json:"policy,omitempty"`
+	// Filtered counts the packets from members the filter dropped, by
+	// reason (no-rule, malformed, destination), policy or not: a member's
+	// packet to an address that is not ours is dropped either way.
+	Filtered map[string]uint64 `json:"filtered"`
 	// Revocations held, the member keys they revoke, the certificates
 	// they retire (until those expire), and the documents refused (not
 	// signed by the network key, another network's).
@@ -78,11 +82,13 @@ type PolicyStatus struct {
 	// Allowed counts, per rule, the flows it let in; Dropped the packets
 	// dropped, by reason (no-rule, malformed, destination); Flows the connections
 	// whose replies pass, FlowsRefused those not tracked because the
-	// table was full.
+	// table was full, FlowsEvicted those let go early to keep each
+	// member within its share.
 	Allowed      []uint64          `json:"allowed"`
 	Dropped      map[string]uint64 `json:"dropped"`
 	Flows        int               `json:"flows"`
 	FlowsRefused uint64            `json:"flows_refused"`
+	FlowsEvicted uint64            `json:"flows_evicted"`
 }
 
 // ByteCounts are bytes sent and received.
@@ -186,6 +192,7 @@ func (t *Tunnel) Status() (*Status, error) {
 		if v.Policy != nil {
 			st.Network.Policy = policyStatus(v.Policy, t.ctl.Filter())
 		}
+		st.Network.Filtered = filterDrops(t.ctl.Filter())
 	}
 	for _, p := range cfg.Peers {
 		st.Peers = append(st.Peers, peerStatus(p.Name, p.PublicKey, wg[p.PublicKey], v, &st.IdlePacketsPerMinute))
@@ -243,12 +250,19 @@ func peerStatus(name string, k key.Key, w wgPeer, v *control.View, idle *float64
 
 // policyStatus is the policy d as the filter f enforces it.
 func policyStatus(d *cert.Document, f *policy.Filter) *PolicyStatus {
-	ps := &PolicyStatus{Seq: d.Seq, Allowed: f.Allowed(), Dropped: map[string]uint64{}, Flows: f.Flows(), FlowsRefused: f.FlowsRefused()}
+	ps := &PolicyStatus{Seq: d.Seq, Allowed: f.Allowed(), Dropped: filterDrops(f), Flows: f.Flows(),
+		FlowsRefused: f.FlowsRefused(), FlowsEvicted: f.FlowsEvicted()}
 	for _, r := range d.Rules {
 		ps.Rules = append(ps.Rules, r.String())
 	}
-	for i, name := range policy.DropNames {
-		ps.Dropped[name] = f.Dropped[i].Load()
-	}
 	return ps
+}
+
+// filterDrops are the filter's drops by reason.
+func filterDrops(f *policy.Filter) map[string]uint64 {
+	drops := map[string]uint64{}
+	for i, name := range policy.DropNames {
+		drops[name] = f.Dropped[i].Load()
+	}
+	return drops
 }
