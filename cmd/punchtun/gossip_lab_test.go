@@ -285,4 +285,12 @@ func TestGossipFlood(t *testing.T) {
 	if perSecond := float64(bytes) / dur.Seconds(); perSecond > 64<<10 {
 		t.Errorf("the victim answered %.0f bytes a second, want at most 64 KiB", perSecond)
 	}
+	st, err := l.status(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the victim's status: gossip_dropped %v", st.Network.GossipDropped)
+	if st.Network.GossipDropped["limited"] < uint64(n)/2 {
+		t.Errorf("the victim counted %d of the attacker's %d summaries over its budget, want most", st.Network.GossipDropped["limited"], n)
+	}
 }

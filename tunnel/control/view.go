@@ -30,6 +30,9 @@ type View struct {
 	Policy                   *cert.Document
 	Revocations, RevokedKeys int
 	DocumentsRefused         uint64
+	// Members' gossip dropped: over a member's budget or for a full
+	// queue (limited), or of no use (junk: malformed, not our network's).
+	GossipLimited, GossipJunk uint64
 }
 
 // ServerView is one rendezvous.
@@ -108,6 +111,7 @@ func (c *Control) publish(now time.Time) {
 		v.Policy, v.Revocations, v.RevokedKeys = h.Policy(), len(h.Revocations()), h.RevokedKeys()
 	}
 	v.DocumentsRefused = c.docs.Refused.Load()
+	v.GossipLimited, v.GossipJunk = c.gossip.gate.Limited.Load(), c.gossip.Junk.Load()
 	if a := c.turn.alloc; a != nil {
 		v.TURN = &TURNView{Server: a.URI(), Relayed: a.Addr().String()}
 	}
