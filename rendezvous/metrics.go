@@ -53,7 +53,7 @@ func NewCollector(s *Server) *Collector {
 		members:  prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "members"), "Peers registered now as members of a network.", nil, nil),
 		networks: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "networks"), "Networks with a member registered now.", nil, nil),
 		refused: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "member_refusals_total"),
-			"Members' certificates refused, by reason: bad-signature, other-network, expired, not-yet-valid, key-mismatch, overlap, malformed, network-full, revoked.",
+			"Members' certificates refused, by reason: bad-signature, other-network, expired, not-yet-valid, key-mismatch, overlap, malformed, network-full, revoked, retired, superseded.",
 			[]string{"reason"}, nil),
 	}
 	dropped := prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "dropped_packets_total"),

@@ -42,7 +42,7 @@ type NetworkStatus struct {
 	ValidUntil string `json:"valid_until"` // our certificate's expiry, RFC 3339
 	// Refused is why the rendezvous refuses our certificate, if it does:
 	// bad-signature, other-network, expired, not-yet-valid, key-mismatch,
-	// overlap, malformed, network-full, revoked.
+	// overlap, malformed, network-full, revoked, retired, superseded.
 	Refused string `json:"refused,omitempty"`
 	// Members is how many members are in WireGuard now; Refusals counts
 	// the members refused here (introduced with a certificate that does
@@ -54,13 +54,20 @@ type NetworkStatus struct {
 	// CertificateWarning is set from 14 days before our certificate
 	// expires (the log says it once a day too).
 	CertificateWarning string `json:"certificate_warning,omitempty"`
+	// StateWarning is set while the network's state (the documents held,
+	// the newest certificates seen) cannot be kept across restarts — no
+	// state directory, or its files cannot be written — and says what a
+	// restart would forget.
+	StateWarning string `json:"state_warning,omitempty"`
 	// Policy is the network's policy this member enforces on what members
 	// send it; none: members reach it fully.
 	Policy *PolicyStatus `json:"policy,omitempty"`
-	// Revocations held, the member keys they revoke, and the documents
-	// refused (not signed by the network key, another network's).
+	// Revocations held, the member keys they revoke, the certificates
+	// they retire (until those expire), and the documents refused (not
+	// signed by the network key, another network's).
 	Revocations      int    `json:"revocations"`
 	RevokedKeys      int    `json:"revoked_keys"`
+	RetiredCerts     int    `json:"retired_certs"`
 	DocumentsRefused uint64 `json:"documents_refused"`
 	// GossipDropped counts the members' in-tunnel gossip dropped, by
 	// reason: limited (over a member's budget), junk (malformed, or a
@@ -176,7 +183,7 @@ func (t *Tunnel) Status() (*Status, error) {
 		st.Network = &NetworkStatus{Key: cfg.Interface.Network.String(), Name: c.Name,
 			ValidUntil: c.NotAfter.UTC().Format(time.RFC3339), Refused: v.Refused,
 			Refusals: t.ctl.MemberRefusals(), HeldDropped: t.bind.HeldDropped(),
-			Revocations: v.Revocations, RevokedKeys: v.RevokedKeys, DocumentsRefused: v.DocumentsRefused,
+			Revocations: v.Revocations, RevokedKeys: v.RevokedKeys, RetiredCerts: v.RetiredCerts, DocumentsRefused: v.DocumentsRefused, StateWarning: v.StateWarning,
 			GossipDropped: map[string]uint64{"limited": v.GossipLimited, "junk": v.GossipJunk}}
 		if left := time.Until(c.NotAfter); left < control.CertWarnBefore {
 			st.Network.CertificateWarning = fmt.Sprintf("the certificate expires in %s: sign a new one and apply it with punchtun syncconf", left.Round(time.Minute))

@@ -427,6 +427,9 @@ func printStatus(st *tunnel.Status) {
 		if n.CertificateWarning != "" {
 			fmt.Printf("WARNING: %s\n", n.CertificateWarning)
 		}
+		if n.StateWarning != "" {
+			fmt.Printf("WARNING: %s\n", n.StateWarning)
+		}
 		if p := n.Policy; p != nil {
 			fmt.Printf("policy seq %d  %d rules  %d flows  dropped %d (no rule)  %d keys revoked\n", p.Seq, len(p.Rules), p.Flows, p.Dropped["no-rule"], n.RevokedKeys)
 		} else if n.RevokedKeys > 0 {

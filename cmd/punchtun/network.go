@@ -22,7 +22,7 @@ var networkCommands = []command{
 	{"pub", "< NETWORK-KEY", "read a network private key on stdin, print the network's public key", runNetworkPub},
 	{"sign", "--key FILE --name NAME --address CIDR... [--group G]... [--valid D] MEMBERKEY", "print a certificate for a member's WireGuard public key", runNetworkSign},
 	{"policy", "--key FILE [--seq N] RULES", "print the policy of a rules file, signed", runNetworkPolicy},
-	{"revoke", "--key FILE [--seq N] MEMBERKEY...", "print a signed revocation of members' WireGuard public keys", runNetworkRevoke},
+	{"revoke", "--key FILE [--seq N] [--cert CERT]... [--from FILE] [MEMBERKEY...]", "print a signed revocation of members' keys or certificates", runNetworkRevoke},
 	{"publish", "IFACE FILE", "hand a signed policy or revocation to a running interface, which applies it and sends it on", runNetworkPublish},
 	{"show", "[--network NETPUB] FILE", "print a certificate's, policy's or revocation's fields; with --network, exit 1 unless it is that network's (and a certificate valid now)", runNetworkShow},
 }
@@ -179,11 +179,20 @@ func runNetworkShow(args []string) error {
 	if err != nil {
 		return err
 	}
-	if doc, ok, err := readDocument(pos[0]); ok {
+	if _, ok, _ := readDocument(firstLine(pos[0])); ok {
+		docs, err := readDocuments(pos[0])
 		if err != nil {
 			return err
 		}
-		return showDocument(doc, *network)
+		for i, doc := range docs {
+			if i > 0 {
+				fmt.Println()
+			}
+			if err := showDocument(doc, *network); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	c, err := readCert(pos[0])
 	if err != nil {
@@ -201,6 +210,17 @@ func runNetworkShow(args []string) error {
 		fmt.Println("verified:    signed by that network, valid now")
 	}
 	return nil
+}
+
+// firstLine is the first line of what arg holds that is not blank.
+func firstLine(arg string) string {
+	text, _ := argText(arg)
+	for line := range strings.SplitSeq(text, "\n") {
+		if strings.TrimSpace(line) != "" {
+			return line
+		}
+	}
+	return ""
 }
 
 // readCert reads CERT: a file holding a certificate, or its text.

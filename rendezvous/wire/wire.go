@@ -17,6 +17,8 @@
 // Time, unix nanoseconds, that must grow strictly from one message to the
 // next of the same sender: the receiver drops anything older, which defeats
 // replays.
+//
+// docs/protocol.md has every format in one place.
 package wire
 
 import (

@@ -10,13 +10,13 @@ import (
 // wireguard-go takes packets in as fast as its socket and its TUN device
 // hand them over, and queues what it cannot yet encrypt, send, decrypt or
 // write: up to a thousand batches per queue, each packet in a 64 KiB
-// buffer. Under iperf3 a peer held 170 MB of such buffers (gctrace: live
-// heap) and peaked at 190–230 MiB resident, while the packets waiting
-// added nothing but delay: the side that cannot keep up is the bottleneck
-// either way. An inflight bounds the packets between taking in and handing
-// out, per direction: past its limit, the taking in waits, and the backlog
-// stays in the kernel's socket buffer or TUN queue, which drop when full —
-// the signal TCP inside the tunnel slows down on.
+// buffer. Under iperf3 a peer grew to some 200 MiB resident
+// (docs/benchmarks.md, "Held packets and the collector"), while the
+// packets waiting added nothing but delay: the side that cannot keep up is
+// the bottleneck either way. An inflight bounds the packets between taking
+// in and handing out, per direction: past its limit, the taking in waits,
+// and the backlog stays in the kernel's socket buffer or TUN queue, which
+// drop when full — the signal TCP inside the tunnel slows down on.
 //
 // The count is kept at the edges (packets read from TUN and sent on the
 // socket; WireGuard data received and written to TUN), and a few packets
@@ -26,13 +26,9 @@ import (
 // count costs one such wait, never a stall.
 
 // inflightLimit is the packets each direction may hold, and what the
-// next read adds. Measured with scripts/bench.sh (TCP only, 2 rounds,
-// against plain wireguard-go in the same run; before GOGC 25): unbounded,
-// peaks of 188–193 MiB; 1024: 130–145 MiB; 256: 91–96 MiB, 1.27 / 1.16 of
-// wireguard-go; 128: 74 MiB, 1.19 / 1.07; 64: 70–77 MiB, 0.93 / 0.94.
-// Once TUN reads were gathered into batches (tunbatch.go), 128 peaked at
-// 58–66 MiB with GOGC 25 (3 rounds, 4 peers), 96 at 58–62 MiB, at 1.05 /
-// 1.02 of wireguard-go.
+// next read adds: low enough to keep the peak near the live heap, high
+// enough to keep wireguard-go's throughput (measurements:
+// docs/benchmarks.md).
 const inflightLimit = 96
 
 // inflightStall is how long a wait may see nothing leave.

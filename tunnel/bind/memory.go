@@ -29,12 +29,8 @@ const (
 // tunnel keeps live under load is bounded (inflight.go) and small, some
 // 40 MB of packet buffers, so collecting at 25% growth rather than Go's
 // 100% costs little — the buffers are pooled, little is allocated — and
-// keeps the peak near the live heap. Measured with scripts/bench.sh (TCP
-// only, 3 rounds): peak RSS 81–85 MiB at 100, 68–71 at 50, 55–59 at 25,
-// throughput against plain wireguard-go 1.13 / 1.15, 1.26 / 1.08 and
-// 1.03 / 1.08 (runs vary by ±20%). A memory limit instead (GOMEMLIMIT)
-// has a cliff: at 48 MiB the collector ran all the time and throughput
-// fell to 0.4.
+// keeps the peak near the live heap; a memory limit (GOMEMLIMIT) instead
+// has a cliff (the measurements are in docs/benchmarks.md).
 const gcPercent = 25
 
 // TuneGC sets the collector for a running tunnel, unless GOGC says

@@ -111,6 +111,8 @@ type Control struct {
 	// What the last run remembered (state.go), and where to keep it.
 	saved     State
 	statePath string
+	// kept is whether the network's state files could be written (state.go).
+	kept kept
 	// udpHeard: some rendezvous answered over UDP since udpSince.
 	udpHeard bool
 	// reregistered is when a lost path or a silent relay last made us
@@ -221,11 +223,12 @@ func New(log *slog.Logger, cfg Config, statePath string, saved State) *Control {
 		peers:              make(map[key.Key]*peer),
 		stun:               make(map[nat.STUNTxID]stunProbe),
 	}
-	c.turn.c, c.members.c, c.docs.c = c, c, c
+	c.turn.c, c.members.c, c.docs.c, c.kept.log = c, c, c, log
 	c.docs.filter = policy.New()
 	c.docs.filter.OnGossip(func(src netip.Addr, body []byte) { c.enqueue(body, inbound{gossip: src}) })
 	if statePath != "" {
 		c.docs.path = strings.TrimSuffix(statePath, ".json") + ".documents"
+		c.members.newestPath = strings.TrimSuffix(statePath, ".json") + ".certs"
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.dial = (&net.Dialer{}).DialContext // Start sets the mark
@@ -396,6 +399,7 @@ func (c *Control) shutdown() {
 		p.closeBirthday(true)
 	}
 	c.turn.close(time.Now(), "shutting down")
+	c.members.flushNewest(c.lastTick)
 }
 
 func (c *Control) now() uint64 { return c.clock.Next(uint64(time.Now().UnixNano())) }

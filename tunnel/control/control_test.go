@@ -120,7 +120,10 @@ type harness struct {
 	served       int
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T) *harness { return newHarnessAt(t, "") }
+
+// newHarnessAt is newHarness keeping its state at statePath ("": none).
+func newHarnessAt(t *testing.T, statePath string) *harness {
 	t.Helper()
 	ours, _ := key.NewPrivate()
 	rv, _ := key.NewPrivate()
@@ -131,7 +134,7 @@ func newHarness(t *testing.T) *harness {
 	h := &harness{t: t, data: &fakeData{peers: map[key.Key]*fakePeer{}}, now: time.Now(), rvPriv: rv, peerPriv: peer,
 		rvShared: wire.NewSharedKey(rv, ours.Public()), peerShared: wire.NewSharedKey(peer, ours.Public())}
 	h.c = New(slog.New(slog.DiscardHandler), Config{PrivateKey: ours, Interface: "pt-harness",
-		Servers: []ServerConfig{{HostPort: rvAddr.String(), Key: rv.Public()}}, Peers: []PeerConfig{{Name: "bob", Key: peer.Public()}}}, "", State{})
+		Servers: []ServerConfig{{HostPort: rvAddr.String(), Key: rv.Public()}}, Peers: []PeerConfig{{Name: "bob", Key: peer.Public()}}}, statePath, State{})
 	h.c.data, h.c.wg, h.c.host = h.data, &fakeWireGuard{}, fakeHost{}
 	for _, p := range h.c.peers {
 		p.ep = h.data.Peer(p.key)

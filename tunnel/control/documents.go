@@ -1,6 +1,7 @@
 package control
 
 import (
+	"crypto/sha256"
 	"errors"
 	"net/netip"
 	"os"
@@ -11,7 +12,6 @@ import (
 
 	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/rendezvous/wire/cert"
-	"github.com/punchtun/punchtun/rendezvous/wire/statefile"
 	"github.com/punchtun/punchtun/tunnel/policy"
 )
 
@@ -42,6 +42,9 @@ type documents struct {
 	loggedOlder  uint64
 	loggedRevoke bool // that our own key is revoked
 	certWarned   time.Time
+	// verified are the hashes of documents from the rendezvous that
+	// verified (fromServer).
+	verified map[[32]byte]struct{}
 	// Refused counts documents refused: not our network's, or not signed
 	// by its key.
 	Refused atomic.Uint64
@@ -51,10 +54,11 @@ type documents struct {
 // kept from before are loaded again for a new network.
 func (d *documents) configure(cfg Config, now time.Time) {
 	if d.held == nil || d.held.Network() != cfg.Network {
-		d.held = nil
+		d.held, d.verified = nil, map[[32]byte]struct{}{}
 		if !cfg.Network.IsZero() {
 			d.held = cert.NewHoldings(cfg.Network)
 			d.load()
+			d.save() // whether it can be kept shows now, not at the first document
 		}
 	}
 	for _, doc := range cfg.Documents {
@@ -89,11 +93,8 @@ func (d *documents) load() {
 	}
 }
 
-// save keeps what is held, atomically.
+// save keeps what is held, atomically (state.go).
 func (d *documents) save() {
-	if d.path == "" {
-		return
-	}
 	var b strings.Builder
 	if p := d.held.Policy(); p != nil {
 		b.WriteString(p.Text() + "\n")
@@ -101,9 +102,7 @@ func (d *documents) save() {
 	for _, r := range d.held.Revocations() {
 		b.WriteString(r.Text() + "\n")
 	}
-	if err := statefile.Write(d.path, []byte(b.String())); err != nil {
-		d.c.log.Warn("cannot keep the network's documents", "path", d.path, "err", err)
-	}
+	d.c.kept.write(d.path, []byte(b.String()))
 }
 
 // publish takes a document handed to this interface and says why not.
@@ -145,7 +144,7 @@ func (d *documents) add(doc *cert.Document, where string, now time.Time) (bool, 
 		return false, nil
 	}
 	d.c.log.Info("network document taken", "kind", doc.KindName(), "seq", doc.Seq, "from", where,
-		"rules", len(doc.Rules), "revoked", len(doc.Revoked))
+		"rules", len(doc.Rules), "revoked", len(doc.Revoked), "retired", len(doc.Retired))
 	d.save()
 	d.apply(now)
 	for _, s := range d.c.servers {
@@ -161,18 +160,24 @@ func (d *documents) add(doc *cert.Document, where string, now time.Time) (bool, 
 	return true, nil
 }
 
-// apply lets revoked members go and gives the filter the policy and the
-// members as they are now.
+// apply lets members go whose key is revoked or whose certificate is
+// retired (introductions of them are refused after: members.verify), and
+// gives the filter the policy and the members as they are now.
 func (d *documents) apply(now time.Time) {
 	if d.held != nil {
 		for _, p := range d.c.peers {
-			if p.member != nil && d.held.Revoked(p.key) {
-				d.c.members.evict(p, "the network key revoked it")
+			if p.member == nil {
+				continue
+			}
+			if err := d.held.Refuses(p.member); err != nil {
+				d.c.members.evict(p, err.Error())
 			}
 		}
-		if d.held.Revoked(d.c.pub) && !d.loggedRevoke {
-			d.loggedRevoke = true
-			d.c.log.Error("the network key revoked this member's key: no member will take it")
+		if own := d.c.members.own; own != nil && !d.loggedRevoke {
+			if err := d.held.Refuses(own); err != nil {
+				d.loggedRevoke = true
+				d.c.log.Error("the network key revoked this member's key or retired its certificate: no member will take it", "err", err)
+			}
 		}
 	}
 	d.refilter()
@@ -210,16 +215,31 @@ func (d *documents) summary() *cert.Summary {
 	return &s
 }
 
-// fromServer takes a document a rendezvous sent.
+// fromServer takes a document a rendezvous sent, whatever its message's
+// time (rendezvous.go): one verified before is not verified again, so
+// that replaying the rendezvous's packets costs a hash, not a signature
+// check.
 func (d *documents) fromServer(s *server, m *wire.Document, now time.Time) {
+	h := sha256.Sum256(m.Doc)
+	if _, ok := d.verified[h]; ok {
+		return
+	}
 	doc, err := cert.ParseDocument(m.Doc)
 	if err != nil {
 		d.Refused.Add(1)
 		d.c.log.Warn("a rendezvous sent a network document that is refused", "rendezvous", s.hostport, "err", err)
 		return
 	}
+	if len(d.verified) >= maxVerified {
+		clear(d.verified)
+	}
+	d.verified[h] = struct{}{}
 	d.add(doc, "rendezvous "+s.hostport, now)
 }
+
+// maxVerified bounds the documents from the rendezvous remembered as
+// verified.
+const maxVerified = 4096
 
 // serverHolds hands a rendezvous what its summary says it lacks.
 func (d *documents) serverHolds(s *server, theirs *cert.Summary) {

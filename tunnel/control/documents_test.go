@@ -121,3 +121,29 @@ func TestGossipAnswersOncePerQuestion(t *testing.T) {
 		t.Fatalf("a second later: %d documents and %d summaries, want 1 and 1", out.docs, out.summaries)
 	}
 }
+
+// TestDocumentReorderedByTheRendezvous: a document whose message time is
+// older than the rendezvous's last message (reordered on the way, or sent
+// again) is taken, not dropped as a replay: it proves itself.
+func TestDocumentReorderedByTheRendezvous(t *testing.T) {
+	h := newMemberHarness(t)
+	h.c.docs.configure(Config{Network: h.net.Public()}, h.now)
+	pol, _ := cert.SignPolicy(h.net, 7, nil)
+	early := h.clock.Next(uint64(h.now.UnixNano()))
+	h.fromRendezvous(&wire.LookupMiss{Time: h.clock.Next(uint64(h.now.UnixNano())), Addr: netip.MustParseAddr("100.64.0.9")})
+	dropped := h.c.Dropped.Load()
+	h.fromRendezvous(&wire.Document{Time: early, Doc: pol.Bytes()})
+	if p := h.c.docs.held.Policy(); p == nil || p.Seq != 7 {
+		t.Fatalf("a reordered document was dropped (%d control packets dropped since): policy held %+v", h.c.Dropped.Load()-dropped, p)
+	}
+	// Sent again, it changes nothing and is not verified again; the
+	// replay window still guards the rendezvous's other messages.
+	h.fromRendezvous(&wire.Document{Time: early, Doc: pol.Bytes()})
+	if n := len(h.c.docs.verified); n != 1 {
+		t.Errorf("%d documents remembered as verified, want 1", n)
+	}
+	h.fromRendezvous(&wire.LookupMiss{Time: early, Addr: netip.MustParseAddr("100.64.0.9")})
+	if h.c.Dropped.Load() != dropped+1 {
+		t.Error("a replayed lookup miss was not dropped")
+	}
+}

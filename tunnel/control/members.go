@@ -17,7 +17,9 @@ import (
 // introduces both members to each other with their certificates. Each
 // side checks the other's certificate itself — signed by our network's
 // key, valid now, for the key that will handshake, addresses clear of the
-// static peers' and of other members' — and only then adds the member to
+// static peers' and ours, and of other members' unless its certificate is
+// the newer (an address or name moved goes to the newer) — and only then
+// adds the member to
 // WireGuard (AllowedIPs exactly its certificate's addresses) and to the
 // data path, which sends what it held. From there a member is a peer like
 // any other: punching, relays, TCP and TURN. A member idle for
@@ -38,6 +40,9 @@ const (
 	memberSweep = 5 * time.Second
 	// maxNameLookups bounds the names looked up at once for DNS.
 	maxNameLookups = 64
+	// pruneEvery spaces the checks for expired certificates, which the
+	// newest seen and the revocations held then forget.
+	pruneEvery = time.Minute
 )
 
 // members is the control plane's side of a network.
@@ -54,6 +59,17 @@ type members struct {
 	refused, loggedRefusal cert.Reason
 	logged                 map[key.Key]cert.Reason // refusals logged, per member
 	nextSweep              time.Time
+	// newest is the newest certificate seen of each member key (nil: no
+	// network): an older one is refused, so that a member re-signed with
+	// less cannot get back what it lost with the certificate it had.
+	// Kept in newestPath (IFACE.certs, beside the state file) by
+	// saveNewest, at most once per newestSaveEvery, and at shutdown.
+	newest              *cert.Newest
+	newestPath          string
+	newestDirty         bool
+	newestSaved         time.Time
+	nextPrune           time.Time // when expired certificates are next forgotten
+	loggedOwnSuperseded bool
 	// Refusals counts the members refused here, by cert.Reason.
 	Refusals [cert.NumReasons]atomic.Uint64
 }
@@ -77,10 +93,28 @@ func (m *members) configure(cfg Config, now time.Time) {
 			}
 		}
 	}
+	if m.newest == nil || m.network != cfg.Network {
+		m.newest = nil
+		if cfg.Network.IsZero() {
+			m.c.kept.forget()
+		} else {
+			m.newest = cert.NewNewest(cfg.Network)
+			m.loadNewest(now)
+			m.newestDirty = true // whether it can be kept shows now, not at the first member
+		}
+	}
 	m.network, m.own, m.static = cfg.Network, cfg.Cert, cfg.Static
 	if m.lookups == nil {
 		m.lookups, m.logged, m.names = map[netip.Addr]*lookup{}, map[key.Key]cert.Reason{}, map[string]*nameLookup{}
 	}
+	if m.own != nil && m.newest != nil {
+		if err := m.see(m.own, now); cert.ReasonOf(err) == cert.Superseded && !m.loggedOwnSuperseded {
+			m.loggedOwnSuperseded = true
+			m.c.log.Warn("this member's certificate is older than one seen of its key: members that saw the newer refuse it; apply the newest with punchtun syncconf",
+				"err", err)
+		}
+	}
+	m.saveNewest(now)
 	if changed {
 		if cfg.Cert != nil {
 			m.c.log.Info("certificate changed: registering with it", "valid_until", cfg.Cert.NotAfter)
@@ -153,6 +187,11 @@ func (m *members) tick(now time.Time) {
 	if sweep {
 		m.nextSweep = now.Add(memberSweep)
 	}
+	if !now.Before(m.nextPrune) {
+		m.nextPrune = now.Add(pruneEvery)
+		m.prune(now)
+	}
+	m.saveNewest(now)
 	for _, p := range m.c.peers {
 		switch {
 		case p.member == nil:
@@ -243,13 +282,19 @@ func (m *members) intro(b *wire.Intro, now time.Time) *peer {
 	if p != nil && (p.member == nil || slices.Equal(p.member.Bytes(), b.Cert)) {
 		return p // a static peer, or a member as we know it
 	}
-	mc, err := m.verify(b.Peer, b.Cert, now)
+	mc, displaced, err := m.verify(b.Peer, b.Cert, now)
 	if err != nil {
 		m.refuse(b.Peer, err)
+		if p != nil && cert.ReasonOf(err) == cert.Superseded && m.isNewest(p.member) {
+			return p // it presents an older certificate than the one it holds here, which stays
+		}
 		if p != nil {
 			m.evict(p, "its new certificate is refused")
 		}
 		return nil
+	}
+	for _, old := range displaced {
+		m.evict(old, "member "+mc.Name+" ("+b.Peer.String()+") holds its address or name by a newer certificate")
 	}
 	if p != nil {
 		m.setCert(p, mc)
@@ -263,43 +308,72 @@ func (m *members) intro(b *wire.Intro, now time.Time) *peer {
 }
 
 // verify checks a certificate an introduction carries, as this
-// member sees it: the rendezvous is not trusted with any of it.
-func (m *members) verify(peerKey key.Key, raw []byte, now time.Time) (*cert.Cert, error) {
+// member sees it: the rendezvous is not trusted with any of it. An
+// address or name another member holds goes to the newer certificate (the
+// later not before): the owner moved it, and the old holder's certificate,
+// still valid, must not keep it. displaced are the members that lose it.
+func (m *members) verify(peerKey key.Key, raw []byte, now time.Time) (mc *cert.Cert, displaced []*peer, err error) {
 	if m.network.IsZero() {
-		return nil, &cert.Error{Reason: cert.OtherNetwork, Detail: "this interface is in no network"}
+		return nil, nil, &cert.Error{Reason: cert.OtherNetwork, Detail: "this interface is in no network"}
 	}
-	mc, err := cert.Parse(raw)
-	if err != nil {
-		return nil, err
+	if mc, err = cert.Parse(raw); err != nil {
+		return nil, nil, err
 	}
 	if err := mc.Check(m.network, now); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if mc.Member != peerKey || peerKey == m.c.pub {
-		return nil, &cert.Error{Reason: cert.KeyMismatch, Detail: "for key " + mc.Member.String() + ", introduced as " + peerKey.String()}
+		return nil, nil, &cert.Error{Reason: cert.KeyMismatch, Detail: "for key " + mc.Member.String() + ", introduced as " + peerKey.String()}
 	}
-	if h := m.c.docs.held; h != nil && h.Revoked(peerKey) {
-		return nil, &cert.Error{Reason: cert.Revoked, Detail: "the network key revoked " + peerKey.String()}
+	if h := m.c.docs.held; h != nil {
+		if err := h.Refuses(mc); err != nil {
+			return nil, nil, err // its key revoked, or this certificate retired
+		}
+	}
+	if err := m.see(mc, now); err != nil {
+		return nil, nil, err // a newer certificate of its key was seen
 	}
 	for _, a := range mc.Addresses {
 		addr := a.Addr()
 		for _, s := range m.static {
 			if s.Contains(addr) {
-				return nil, &cert.Error{Reason: cert.Overlap, Detail: addr.String() + " is a static peer's (AllowedIPs " + s.String() + ")"}
+				return nil, nil, &cert.Error{Reason: cert.Overlap, Detail: addr.String() + " is a static peer's (AllowedIPs " + s.String() + ")"}
 			}
 		}
 		for _, own := range m.c.own {
 			if own.Addr() == addr {
-				return nil, &cert.Error{Reason: cert.Overlap, Detail: addr.String() + " is this interface's"}
-			}
-		}
-		for k, p := range m.c.peers {
-			if k != peerKey && p.member != nil && p.member.Holds(addr) {
-				return nil, &cert.Error{Reason: cert.Overlap, Detail: addr.String() + " is member " + p.label() + "'s"}
+				return nil, nil, &cert.Error{Reason: cert.Overlap, Detail: addr.String() + " is this interface's"}
 			}
 		}
 	}
-	return mc, nil
+	for k, p := range m.c.peers {
+		if k == peerKey || p.member == nil {
+			continue
+		}
+		what := clash(p.member, mc)
+		if what == "" {
+			continue
+		}
+		if !mc.NotBefore.After(p.member.NotBefore) {
+			return nil, nil, &cert.Error{Reason: cert.Overlap, Detail: what + " is member " + p.label() + "'s, by a certificate as new or newer"}
+		}
+		displaced = append(displaced, p)
+	}
+	return mc, displaced, nil
+}
+
+// clash names an address or the name both certificates claim; "" for
+// none.
+func clash(a, b *cert.Cert) string {
+	if a.Name == b.Name {
+		return "name " + a.Name
+	}
+	for _, p := range b.Addresses {
+		if a.Holds(p.Addr()) {
+			return p.Addr().String()
+		}
+	}
+	return ""
 }
 
 // refuse counts a refused member and logs it once per reason.

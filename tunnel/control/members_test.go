@@ -46,8 +46,16 @@ type memberHarness struct {
 
 func newMemberHarness(t *testing.T) *memberHarness {
 	t.Helper()
-	h := &memberHarness{harness: newHarness(t)}
-	h.net, _ = cert.NewNetworkPrivate()
+	nk, _ := cert.NewNetworkPrivate()
+	return newMemberHarnessAt(t, "", nk)
+}
+
+// newMemberHarnessAt is newMemberHarness in network nk, keeping its state
+// at statePath ("": none): a second one on the same path is the first
+// restarted.
+func newMemberHarnessAt(t *testing.T, statePath string, nk cert.NetworkPrivate) *memberHarness {
+	t.Helper()
+	h := &memberHarness{harness: newHarnessAt(t, statePath), net: nk}
 	own := h.sign(h.net, h.c.pub, "self", "100.64.0.1/24", h.now, time.Hour)
 	h.c.own = []netip.Prefix{netip.MustParsePrefix("100.64.0.1/24")}
 	h.c.members.configure(Config{Network: h.net.Public(), Cert: own, Static: []netip.Prefix{netip.MustParsePrefix("100.64.0.200/32")}}, h.now)
@@ -310,5 +318,50 @@ func TestOwnRenewalRegistersAtOnce(t *testing.T) {
 	}
 	if h.c.members.refused != 0 {
 		t.Errorf("refusal %v kept after the rendezvous acked again", h.c.members.refused)
+	}
+}
+
+// TestMemberAddressMoved: the owner moved an address, then a name, to a
+// new member's certificate; the old holder still presents its old one,
+// valid for a year. The newer certificate holds them: the old holder is
+// let go when the new one comes, and refused when it comes back.
+func TestMemberAddressMoved(t *testing.T) {
+	h := newMemberHarness(t)
+	old, _ := key.NewPrivate()
+	moved, _ := key.NewPrivate()
+	addr := netip.MustParseAddr("100.64.0.7")
+	h.introduceMember(old.Public(), h.sign(h.net, old.Public(), "old", "100.64.0.7/24", h.now.Add(-time.Hour), 365*24*time.Hour))
+	if h.c.peers[old.Public()] == nil {
+		t.Fatal("the old holder not added")
+	}
+	h.introduceMember(moved.Public(), h.sign(h.net, moved.Public(), "moved", "100.64.0.7/24", h.now, 365*24*time.Hour))
+	if p := h.c.members.holder(addr); p == nil || p.key != moved.Public() {
+		t.Fatalf("%v is not held by the member whose certificate is newer (held: %v)", addr, p != nil)
+	}
+	if h.c.peers[old.Public()] != nil || h.wg().members[old.Public()] != nil {
+		t.Error("the old holder is still a peer or in WireGuard")
+	}
+	if got := h.wg().members[moved.Public()]; len(got) != 1 || got[0].Addr() != addr || !h.data.dsts[addr] {
+		t.Errorf("the new holder is not in WireGuard (%v) or the data path (%v)", got, h.data.dsts[addr])
+	}
+	before := h.c.members.Refusals[cert.Overlap].Load()
+	h.introduceMember(old.Public(), h.sign(h.net, old.Public(), "old", "100.64.0.7/24", h.now.Add(-time.Hour), 365*24*time.Hour))
+	if h.c.peers[old.Public()] != nil || h.c.members.Refusals[cert.Overlap].Load() != before+1 {
+		t.Error("the old holder's certificate took the address back")
+	}
+	if p := h.c.members.holder(addr); p == nil || p.key != moved.Public() {
+		t.Error("the new holder lost the address")
+	}
+
+	// A name moves the same way, whatever the addresses.
+	web1, _ := key.NewPrivate()
+	web2, _ := key.NewPrivate()
+	h.introduceMember(web1.Public(), h.sign(h.net, web1.Public(), "web", "100.64.0.8/24", h.now.Add(-time.Hour), time.Hour*2))
+	h.introduceMember(web2.Public(), h.sign(h.net, web2.Public(), "web", "100.64.0.9/24", h.now, time.Hour))
+	if h.c.peers[web1.Public()] != nil || h.c.peers[web2.Public()] == nil {
+		t.Fatal("the name did not move to the newer certificate")
+	}
+	if addrs, _ := h.c.members.lookupName("web", h.now); len(addrs) != 1 || addrs[0] != netip.MustParseAddr("100.64.0.9") {
+		t.Errorf("web resolves to %v, want the new holder's address", addrs)
 	}
 }

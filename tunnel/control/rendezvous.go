@@ -168,7 +168,12 @@ func (c *Control) handleServer(s *server, h wire.Header, m inbound) {
 	case *wire.Refused:
 		t = b.Time
 	case *wire.Document:
-		t = b.Time
+		// A document carries its own proof, the network key's signature,
+		// and holdings take each at most once: a replayed or reordered one
+		// is harmless, and the replay window would lose it (documents.go).
+		// Sealed by this rendezvous, it neither checks nor moves the window.
+		c.docs.fromServer(s, b, m.at)
+		return
 	default:
 		c.Dropped.Add(1)
 		return
@@ -189,8 +194,6 @@ func (c *Control) handleServer(s *server, h wire.Header, m inbound) {
 		c.members.lookupMissed(b, m.at)
 	case *wire.Refused:
 		c.members.refusedUs(s, b)
-	case *wire.Document:
-		c.docs.fromServer(s, b, m.at)
 	case *wire.Intro:
 		p := c.peers[b.Peer]
 		if b.Cert != nil {

@@ -1,14 +1,19 @@
 package control
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io/fs"
+	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
+	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/rendezvous/wire/statefile"
 )
@@ -72,4 +77,141 @@ func (st State) endpoint(peer key.Key, now time.Time) (netip.AddrPort, bool) {
 		return netip.AddrPort{}, false
 	}
 	return sp.Endpoint, true
+}
+
+// A member's network state — the documents it holds (documents.go) and the
+// newest certificate seen of each member key (members.go) — is kept beside
+// the state file, so that a restart neither takes an older policy nor
+// forgets a revocation or a newer certificate. A member that cannot keep
+// it (no state directory, or a file that cannot be written) says so in
+// status and once in its log, naming what it will forget.
+
+// forgets is what a member that cannot keep its network state loses on
+// restart.
+const forgets = "on restart this member forgets the network's policy and revocations it holds and the newest certificate it has seen of each member, and takes older ones again until it hears of newer"
+
+// kept is whether the network's state files could be written, and what
+// status says when one could not.
+type kept struct {
+	log *slog.Logger
+	// errs are the files that could not be written, by path ("": no
+	// state directory); warning is what status shows of them.
+	errs    map[string]error
+	warning string
+}
+
+// write writes one of the network's state files atomically (path "":
+// there is no state directory) and keeps the warning up to date.
+func (k *kept) write(path string, b []byte) {
+	var err error
+	if path == "" {
+		err = errors.New("no state directory (--state-dir -)")
+	} else {
+		err = statefile.Write(path, b)
+	}
+	if k.errs == nil {
+		k.errs = map[string]error{}
+	}
+	if err == nil {
+		delete(k.errs, path)
+	} else {
+		k.errs[path] = err
+	}
+	k.warn()
+}
+
+// forget clears the warning: the interface left its network.
+func (k *kept) forget() {
+	clear(k.errs)
+	k.warn()
+}
+
+// warn sets the warning from errs, logging when it appears or goes.
+func (k *kept) warn() {
+	was := k.warning
+	k.warning = ""
+	if paths := slices.Sorted(maps.Keys(k.errs)); len(paths) > 0 { // the first, so that it does not change at random
+		if err := k.errs[paths[0]]; paths[0] == "" {
+			k.warning = err.Error() + ": " + forgets
+		} else {
+			k.warning = "cannot keep " + paths[0] + ": " + err.Error() + ": " + forgets
+		}
+	}
+	switch {
+	case k.warning != "" && was == "":
+		k.log.Warn("the network's state cannot be kept: " + k.warning)
+	case k.warning == "" && was != "":
+		k.log.Info("the network's state is kept again")
+	}
+}
+
+// newestSaveEvery spaces the writes of the newest certificates seen: the
+// first change is kept at once, a burst of them (a server meeting many
+// members) once more at the end; shutdown keeps what is left.
+const newestSaveEvery = 5 * time.Second
+
+// see records c, a verified certificate of our network, as the newest of
+// its key if it is; an *cert.Error of reason Superseded when a newer one
+// of its key has been seen.
+func (m *members) see(c *cert.Cert, now time.Time) error {
+	prev := m.newest.Of(c.Member)
+	if err := m.newest.See(c, now); err != nil {
+		return err
+	}
+	if cur := m.newest.Of(c.Member); cur != nil && (prev == nil || !bytes.Equal(prev.Bytes(), cur.Bytes())) {
+		m.newestDirty = true
+		m.saveNewest(now)
+	}
+	return nil
+}
+
+// isNewest reports whether c is the newest certificate seen of its key.
+func (m *members) isNewest(c *cert.Cert) bool {
+	cur := m.newest.Of(c.Member)
+	return cur != nil && bytes.Equal(cur.Bytes(), c.Bytes())
+}
+
+// loadNewest reads the newest certificates kept, verifying each again.
+func (m *members) loadNewest(now time.Time) {
+	if m.newestPath == "" {
+		return
+	}
+	b, err := os.ReadFile(m.newestPath)
+	if err == nil {
+		err = m.newest.LoadText(string(b), now)
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		m.c.log.Warn("a newest certificate kept is refused", "path", m.newestPath, "err", err)
+	}
+}
+
+// saveNewest keeps the newest certificates seen if they changed and the
+// last write is newestSaveEvery old (tick retries).
+func (m *members) saveNewest(now time.Time) {
+	if m.newest == nil || !m.newestDirty || now.Sub(m.newestSaved) < newestSaveEvery {
+		return
+	}
+	m.flushNewest(now)
+}
+
+// flushNewest keeps the newest certificates seen now, if they changed.
+func (m *members) flushNewest(now time.Time) {
+	if m.newest == nil || !m.newestDirty {
+		return
+	}
+	m.newestDirty, m.newestSaved = false, now
+	m.c.kept.write(m.newestPath, m.newest.AppendText(nil))
+}
+
+// prune forgets the certificates expired by now: the newest seen of keys
+// whose every certificate expired, and the revocations that name nothing
+// live any more (kept again, and the filter told).
+func (m *members) prune(now time.Time) {
+	if m.newest != nil && m.newest.Prune(now) {
+		m.newestDirty = true
+	}
+	if d := &m.c.docs; d.held != nil && d.held.Prune(now) {
+		d.save()
+		d.apply(now)
+	}
 }

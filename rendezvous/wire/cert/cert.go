@@ -24,6 +24,9 @@
 // Since every field has one form and lists one order, two encodings that
 // verify are two certificates, and the fingerprint (SHA-256 of the
 // encoding) names one.
+//
+// docs/protocol.md has this format, the documents' and the protocol's in
+// one place.
 package cert
 
 import (

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -20,14 +19,13 @@ import (
 // version 1, integers big endian:
 //
 //	kind        1 byte   'P' (policy) or 'R' (revocation)
-//	version     1 byte   1
+//	version     1 byte   1 (a policy), 2 (a revocation; 1 still read)
 //	network    32 bytes  the network's Ed25519 public key
 //	seq         8 bytes  the signer's sequence number (default: Unix time
 //	                     of signing); a policy with a higher seq replaces one
 //	                     with a lower
-//	body                 a policy's rules (rules.go) or a revocation's keys:
-//	                     1 byte count (1..MaxRevoked), 32-byte Curve25519
-//	                     keys, sorted, none twice, none all zeros
+//	body                 a policy's rules (rules.go) or a revocation's
+//	                     entries (revocation.go)
 //	signature  64 bytes  Ed25519 by the network key over every byte before it
 //
 // The first byte keeps the three kinds of signed bytes apart: a
@@ -45,7 +43,6 @@ const (
 // Bounds of a document.
 const (
 	MaxDocument = 1200
-	MaxRevoked  = 32
 	docHeader   = 1 + 1 + 32 + 8
 )
 
@@ -55,10 +52,13 @@ type Document struct {
 	Kind    byte
 	Network NetworkKey
 	Seq     uint64
-	Rules   []Rule    // a policy's; none allow nothing
-	Revoked []key.Key // a revocation's, sorted
+	Rules   []Rule        // a policy's; none allow nothing
+	Revoked []key.Key     // a revocation's keys, sorted: every certificate of each is void
+	Retired []RetiredCert // a revocation's certificates, by fingerprint, sorted
 
-	raw []byte
+	version byte // of the encoding: revocations of version 1 are still read
+	raw     []byte
+	hash    [32]byte // of raw
 }
 
 // SignPolicy returns the policy of rules signed by priv.
@@ -66,16 +66,12 @@ func SignPolicy(priv NetworkPrivate, seq uint64, rules []Rule) (*Document, error
 	return sign(priv, &Document{Kind: KindPolicy, Seq: seq, Rules: rules})
 }
 
-// SignRevocation returns the revocation of keys signed by priv.
-func SignRevocation(priv NetworkPrivate, seq uint64, keys []key.Key) (*Document, error) {
-	keys = slices.Clone(keys)
-	slices.SortFunc(keys, compareKey)
-	keys = slices.Compact(keys)
-	return sign(priv, &Document{Kind: KindRevocation, Seq: seq, Revoked: keys})
-}
-
 func sign(priv NetworkPrivate, d *Document) (*Document, error) {
 	d.Network = priv.Public()
+	d.version = Version
+	if d.Kind == KindRevocation {
+		d.version = revocationVersion
+	}
 	b, err := d.appendBody(nil)
 	if err != nil {
 		return nil, err
@@ -84,32 +80,19 @@ func sign(priv NetworkPrivate, d *Document) (*Document, error) {
 		return nil, fmt.Errorf("%s: %d bytes signed, at most %d: use fewer rules, selectors or keys", d.KindName(), len(b)+ed25519.SignatureSize, MaxDocument)
 	}
 	d.raw = append(b, ed25519.Sign(priv.key(), b)...)
+	d.hash = sha256.Sum256(d.raw)
 	return d, nil
 }
 
 // appendBody writes everything the signature covers.
 func (d *Document) appendBody(b []byte) ([]byte, error) {
-	b = append(b, d.Kind, Version)
+	b = append(b, d.Kind, d.version)
 	b = append(b, d.Network[:]...)
 	b = binary.BigEndian.AppendUint64(b, d.Seq)
 	if d.Kind == KindPolicy {
 		return appendRules(b, d.Rules)
 	}
-	return appendRevoked(b, d.Revoked)
-}
-
-func appendRevoked(b []byte, keys []key.Key) ([]byte, error) {
-	if len(keys) < 1 || len(keys) > MaxRevoked {
-		return nil, fmt.Errorf("revocation: %d keys, must be 1 to %d", len(keys), MaxRevoked)
-	}
-	b = append(b, byte(len(keys)))
-	for _, k := range keys {
-		if k.IsZero() {
-			return nil, errors.New("revocation: a key is all zeros")
-		}
-		b = append(b, k[:]...)
-	}
-	return b, nil
+	return d.appendRevocation(b)
 }
 
 // ParseDocument decodes a document's encoding and checks every field and
@@ -124,21 +107,16 @@ func ParseDocument(b []byte) (*Document, error) {
 	if r.err == nil && d.Kind != KindPolicy && d.Kind != KindRevocation {
 		return nil, fmt.Errorf("document: kind %#x is neither a policy ('P') nor a revocation ('R')", d.Kind)
 	}
-	if v := r.byte(); r.err == nil && v != Version {
-		return nil, fmt.Errorf("%s: version %d, this punchtun reads version %d", d.KindName(), v, Version)
+	d.version = r.byte()
+	if r.err == nil && d.version != Version && (d.Kind != KindRevocation || d.version != revocationVersion) {
+		return nil, fmt.Errorf("%s: version %d, this punchtun reads versions 1 and %d", d.KindName(), d.version, revocationVersion)
 	}
 	copy(d.Network[:], r.take(32))
 	d.Seq = binary.BigEndian.Uint64(r.take(8))
 	if d.Kind == KindPolicy {
 		d.Rules = r.rules()
 	} else {
-		for range r.count(1, MaxRevoked, "keys") {
-			k := key.Key(r.take(32))
-			if r.err == nil && (k.IsZero() || len(d.Revoked) > 0 && compareKey(d.Revoked[len(d.Revoked)-1], k) >= 0) {
-				r.err = errors.New("keys all zeros, out of order or twice (not the one encoding)")
-			}
-			d.Revoked = append(d.Revoked, k)
-		}
+		r.revocation(d)
 	}
 	bodyLen := r.off
 	sig := r.take(ed25519.SignatureSize)
@@ -152,6 +130,7 @@ func ParseDocument(b []byte) (*Document, error) {
 		return nil, &Error{Reason: BadSignature, What: d.KindName(), Detail: "signature does not verify with the network key it names"}
 	}
 	d.raw = slices.Clone(b)
+	d.hash = sha256.Sum256(d.raw)
 	return d, nil
 }
 
@@ -186,7 +165,7 @@ func (d *Document) Text() string { return base64.StdEncoding.EncodeToString(d.ra
 
 // Hash is the SHA-256 of the encoding: what names a revocation in a
 // Summary.
-func (d *Document) Hash() [32]byte { return sha256.Sum256(d.raw) }
+func (d *Document) Hash() [32]byte { return d.hash }
 
 // KindName is "policy" or "revocation".
 func (d *Document) KindName() string {

@@ -89,12 +89,14 @@ const (
 	Overlap     // its addresses overlap a peer's already there
 	Malformed   // not a certificate (the encoding's checks failed)
 	NetworkFull // the rendezvous serves no more members of this network
-	Revoked     // the network key revoked the member's key (document.go)
+	Revoked     // the network key revoked the member's key (revocation.go)
+	Retired     // the network key retired this certificate (revocation.go)
+	Superseded  // a certificate of the same key with a later not-before was seen (newest.go)
 	// NumReasons is one more than the highest reason, for tables of them.
 	NumReasons = iota + 1
 )
 
-var reasons = [NumReasons]string{"", "bad-signature", "other-network", "expired", "not-yet-valid", "key-mismatch", "overlap", "malformed", "network-full", "revoked"}
+var reasons = [NumReasons]string{"", "bad-signature", "other-network", "expired", "not-yet-valid", "key-mismatch", "overlap", "malformed", "network-full", "revoked", "retired", "superseded"}
 
 // String is the reason's name in logs and metric labels.
 func (r Reason) String() string {
