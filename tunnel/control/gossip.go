@@ -286,7 +286,10 @@ func (d *documents) tickGossip(now time.Time) {
 		if active && !gp.active {
 			gp.due = true // a session starts, or data again after a pause
 		}
-		if gp.active = active; !active || !gp.due && now.Before(gp.next) {
+		// After a change of our holdings every member hears at once, as
+		// the change's own news; only those exchanging data are asked
+		// again until they match.
+		if gp.active = active; !gp.due && (!active || now.Before(gp.next)) {
 			continue
 		}
 		if pair := [2]cert.Summary{gp.theirs, ours}; pair != gp.pair {

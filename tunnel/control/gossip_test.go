@@ -77,8 +77,8 @@ func summaryBody(s cert.Summary, answer bool) []byte {
 func TestGossipRetransmitsUntilMatch(t *testing.T) {
 	h, _ := gossipHarness(t)
 	h.advance(2 * time.Second)
-	if out := h.takeGossip(); out.summaries+out.docs != 0 {
-		t.Fatalf("gossip to a member that sent no data: %+v", out)
+	if out := h.takeGossip(); out.summaries != 1 || out.docs != 0 {
+		t.Fatalf("to a member that sent no data: %+v, want our summary once (the policy taken after it was added)", out)
 	}
 	h.m8Data()
 	h.advance(tickInterval)
@@ -150,6 +150,23 @@ func TestGossipNoKeepaliveLoop(t *testing.T) {
 	}
 	if last, limit := lastSent.Sub(start), gossipActive+gossipEvery+time.Second; last > limit {
 		t.Fatalf("gossiping %v after the last data that was not gossip, want nothing after %v", last, limit)
+	}
+}
+
+// TestGossipChangeTellsIdleMembersOnce: a member in WireGuard that
+// exchanges no data hears of a change of our holdings at once, as it did
+// before periodic gossip, but is not asked again.
+func TestGossipChangeTellsIdleMembersOnce(t *testing.T) {
+	h, _ := gossipHarness(t)
+	rev, _ := cert.SignRevocation(h.net, 1, []key.Key{{9}})
+	h.document(rev)
+	h.advance(tickInterval)
+	if out := h.takeGossip(); out.summaries != 1 {
+		t.Fatalf("after a change, an idle member was sent %d summaries, want 1", out.summaries)
+	}
+	h.advance(gossipEvery + time.Second)
+	if out := h.takeGossip(); out.summaries+out.docs != 0 {
+		t.Fatalf("an idle member was asked again: %+v", out)
 	}
 }
 
