@@ -12,7 +12,9 @@ import (
 // The gossip gate: what a member's gossip may cost us, judged on the data
 // path before the packet is copied or queued (Control.enqueue), so that a
 // member that floods gossip fills neither the control plane's queues nor
-// its time. Each member address has its budgets:
+// its time. Each member address has its budgets (a certificate holds at
+// most cert.MaxAddresses, 4: a member's are at most 4 times these; what
+// we send it is bounded per member, answerBytesPerSecond):
 //
 //   - summaries (and bodies that are neither summary nor document):
 //     gossipSummaryRate a second, gossipSummaryBurst at once. A member
