@@ -265,9 +265,10 @@ func (d *documents) sendBody(p *peer, body []byte) {
 }
 
 // tickGossip compares summaries with the members that exchange data with
-// us, as due. A member is first told once its data shows a WireGuard
-// session, not when it is added: a summary sent then would start a
-// handshake from both sides at once, which crosses.
+// us, as due, and tells every member of a change of our holdings. A
+// member is first told once its data shows a WireGuard session (or our
+// holdings change), not when it is added: a summary sent then would
+// start a handshake from both sides at once, which crosses.
 func (d *documents) tickGossip(now time.Time) {
 	d.c.gossip.gate.tick(now)
 	if d.held == nil {

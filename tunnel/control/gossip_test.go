@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -76,9 +77,11 @@ func summaryBody(s cert.Summary, answer bool) []byte {
 // lost answer was never sent again.
 func TestGossipRetransmitsUntilMatch(t *testing.T) {
 	h, _ := gossipHarness(t)
-	h.advance(2 * time.Second)
-	if out := h.takeGossip(); out.summaries != 1 || out.docs != 0 {
-		t.Fatalf("to a member that sent no data: %+v, want our summary once (the policy taken after it was added)", out)
+	h.advance(time.Second)
+	h.takeGossip() // the news of the policy taken after it was added
+	h.advance(2 * gossipEvery)
+	if out := h.takeGossip(); out.summaries+out.docs != 0 {
+		t.Fatalf("to a member that sent no data: %+v, want nothing", out)
 	}
 	h.m8Data()
 	h.advance(tickInterval)
@@ -268,6 +271,30 @@ func TestGossipJunkLoggedOncePerMinute(t *testing.T) {
 	}
 	if n := h.c.gossip.Junk.Load(); n != 400 {
 		t.Errorf("%d junk counted, want 400", n)
+	}
+}
+
+// TestGossipDocumentFloodBounded: a member sending 5,000 documents in a
+// second that do not verify has at most the gate's document budget
+// checked (each an ed25519 verification) and counted refused; before,
+// every one was verified, counted and logged.
+func TestGossipDocumentFloodBounded(t *testing.T) {
+	h, _ := gossipHarness(t)
+	other, _ := cert.NewNetworkPrivate()
+	forged, _ := cert.SignRevocation(other, 1, []key.Key{{5}})
+	raw := slices.Clone(forged.Bytes())
+	netKey := h.net.Public()
+	copy(raw[2:34], netKey[:]) // our network's key, another's signature
+	body := policy.Gossip{Kind: policy.GossipDocument, Doc: raw}.Append(nil)
+	before := h.c.docs.Refused.Load()
+	for range 5000 {
+		h.c.enqueue(body, inbound{gossip: m8})
+		h.drainGossip()
+	}
+	checked := h.c.docs.Refused.Load() - before
+	t.Logf("5,000 forged documents: %d verified and refused", checked)
+	if checked > gossipDocBurst+gossipDocRate {
+		t.Errorf("%d forged documents verified, want at most %d", checked, gossipDocBurst+gossipDocRate)
 	}
 }
 
