@@ -4,7 +4,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
@@ -12,18 +11,18 @@ import (
 // A network's documents: its policy and revocations, signed by the
 // network key (cert.Document). Any member may hand one in (Publish); the
 // rendezvous verifies it against the network key, keeps the newest policy
-// and every revocation per network (cert.Holdings), and sends them to the
-// network's registered members at once and to any whose registration's
-// summary says it lacks them. A revoked member's registration loses its
-// membership at once, and its later ones are refused (cert.Revoked).
+// and the revocations in force per network, within the network's own
+// budget and publication rate (docstore.go), and sends them to the
+// network's registered members, paced and again until they show they
+// hold them, and to any whose registration's summary says it lacks them
+// (outbox.go). A revoked member's registration, or one with a retired
+// certificate, loses its membership at once, and its later ones are
+// refused (cert.Revoked, cert.Retired) — also when the revocation is past
+// the network's budget and not kept.
 //
 // The rendezvous cannot sign: what it keeps and sends, members verify
 // again. What it can do is withhold; members gossip documents to each
 // other in-tunnel for that (tunnel/policy).
-
-// maxDocuments bounds the documents kept for all networks together
-// (each at most cert.MaxDocument bytes): about 80 MB.
-const maxDocuments = 1 << 16
 
 // publish takes a document a member handed in. Callers hold s.mu.
 func (s *Server) publish(sender key.Key, d *cert.Document, err error, now time.Time) {
@@ -38,87 +37,80 @@ func (s *Server) publish(sender key.Key, d *cert.Document, err error, now time.T
 		s.Stats.DocumentsRefused.Add(1)
 		return
 	}
-	added, err := s.keep(d)
-	if err != nil {
+	n := reg.member.net
+	added, err := s.docs.take(d, n.count, now)
+	switch {
+	case errors.Is(err, errPubRate):
+		s.Stats.DocumentsRateLimited.Add(1) // its holders hand it in again at their next registration
+		return
+	case errors.Is(err, errNoRoom):
+		s.Stats.DocumentsOverBudget.Add(1)
+		if time.Since(s.docLogged) >= time.Minute {
+			s.docLogged = now
+			s.log.Warn("a network's document is past its budget here: not kept (a revocation is acted on and sent on all the same)",
+				"network", d.Network, "kind", d.KindName(), "seq", d.Seq, "budget", budget(n.count))
+		}
+		if d.Kind != cert.KindRevocation || !added {
+			return // a revocation is acted on and sent once, when new here
+		}
+	case err != nil:
 		if !errors.Is(err, cert.ErrOlderPolicy) {
 			s.Stats.DocumentsRefused.Add(1)
 		}
 		return
-	}
-	if !added {
+	case !added:
+		// Held already: the sender holds it too (members hand in what
+		// they take), so it need not be sent to it again.
+		s.out.confirm(d.Network, sender, d)
 		return
+	default:
+		s.dirty.Store(true)
+		s.Stats.Documents.Add(1)
+		s.log.Info("network document taken", "network", d.Network, "kind", d.KindName(), "seq", d.Seq, "from", sender)
 	}
-	s.dirty.Store(true)
-	s.Stats.Documents.Add(1)
-	s.log.Info("network document taken", "network", d.Network, "kind", d.KindName(), "seq", d.Seq, "from", sender)
-	n := reg.member.net
-	for _, k := range n.byName {
-		if other := s.peers[k]; other != nil {
-			s.sendDocuments(other, []*cert.Document{d}, now)
-		}
+	if full := s.out.fanOut(n, d, now); full > 0 {
+		s.Stats.DocumentsPostponed.Add(uint64(full))
 	}
-	for _, k := range d.Revoked {
-		if r := s.peers[k]; r != nil && r.member != nil && r.member.net == n {
-			s.leave(k, r)
-			s.refuse(k, r, &cert.Error{Reason: cert.Revoked, Detail: "the network key revoked this member"}, now)
-		}
+	s.out.confirm(d.Network, sender, d)
+	if d.Kind == cert.KindRevocation {
+		s.evictRevoked(n, now)
 	}
 }
 
-// errNoRoom: the rendezvous holds maxDocuments.
-var errNoRoom = errors.New("documents: the rendezvous holds its most")
-
-// keep adds a verified document to its network's holdings, within
-// maxDocuments for all networks, and reports whether it was new.
+// evictRevoked ends the membership of n's members whose keys or
+// certificates the network's documents now refuse, and tells them why.
 // Callers hold s.mu.
-func (s *Server) keep(d *cert.Document) (bool, error) {
-	if s.docCount >= maxDocuments {
-		return false, errNoRoom
+func (s *Server) evictRevoked(n *network, now time.Time) {
+	var gone []key.Key
+	for _, k := range n.byName {
+		if r := s.peers[k]; r != nil && r.member != nil && r.member.net == n {
+			if err := s.docs.revokes(r.member.cert, now); err != nil {
+				gone = append(gone, k)
+				s.leave(k, r)
+				s.refuse(k, r, err, now)
+			}
+		}
 	}
-	h := s.docs[d.Network]
-	if h == nil {
-		h = cert.NewHoldings(d.Network)
+	if len(gone) > 0 {
+		s.log.Info("members revoked lose their membership", "network", n.key, "members", len(gone))
 	}
-	before := held(h)
-	added, err := h.Add(d)
-	if added {
-		s.docs[d.Network] = h
-		s.docCount += held(h) - before
-	}
-	return added, err
 }
 
-// held counts h's documents.
-func held(h *cert.Holdings) int {
-	n := len(h.Revocations())
-	if h.Policy() != nil {
-		n++
-	}
-	return n
-}
-
-// revoked reports whether network's documents revoke k. Callers hold s.mu.
+// revoked reports whether network's documents revoke k.
 func (s *Server) revoked(network cert.NetworkKey, k key.Key) bool {
-	h := s.docs[network]
-	return h != nil && h.Revoked(k)
+	return s.docs.revoked(network, k)
 }
 
 // documentsFor returns the summary of what the rendezvous holds of a
-// member's network, for the ack, and what the member's summary says it
-// may lack, to send after the ack: its Time must be below theirs, or the
-// member takes the ack for a replay. Callers hold s.mu.
-func (s *Server) documentsFor(reg *registration, theirs cert.Summary) (*cert.Summary, []*cert.Document) {
-	h := s.docs[reg.member.cert.Network]
-	if h == nil {
-		return &cert.Summary{}, nil
+// member's network, for the ack, and queues what the member's summary says
+// it may lack, to send after the ack (outbox.go). Callers hold s.mu.
+func (s *Server) documentsFor(sender key.Key, reg *registration, theirs cert.Summary, now time.Time) *cert.Summary {
+	network := reg.member.cert.Network
+	sum, docs := s.docs.summaryFor(network, theirs)
+	if len(docs) == 0 {
+		s.out.settle(network, sender)
+	} else if full := s.out.sendOnce(network, sender, docs, now); full > 0 {
+		s.Stats.DocumentsPostponed.Add(uint64(full))
 	}
-	sum := h.Summary()
-	return &sum, h.For(theirs)
-}
-
-// sendDocuments sends docs to reg. Callers hold s.mu.
-func (s *Server) sendDocuments(reg *registration, docs []*cert.Document, now time.Time) {
-	for _, d := range docs {
-		s.send(reg, &wire.Document{Time: s.clock.Next(uint64(now.UnixNano())), Doc: d.Bytes()})
-	}
+	return &sum
 }

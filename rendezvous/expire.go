@@ -36,6 +36,11 @@ func (s *Server) expire(now time.Time) {
 			delete(s.seen, k)
 		}
 	}
+	if n := s.docs.prune(now); n > 0 {
+		s.dirty.Store(true)
+		s.Stats.DocumentNetworksPruned.Add(uint64(n))
+		s.log.Info("documents of networks without members forgotten", "networks", n)
+	}
 }
 
 // remove forgets a registration. Callers hold s.mu.

@@ -40,7 +40,16 @@ var statNames = map[string]struct{ name, help string }{
 	"Lookups":          {"lookups_total", "Members' lookups of other members answered (introduced or missed)."},
 	"LookupMisses":     {"lookup_misses_total", "Lookups that no registered member of the asker's network held."},
 	"Documents":        {"documents_total", "Networks' documents (policies, revocations) taken from members and sent on."},
-	"DocumentsRefused": {"documents_refused_total", "Documents refused: not signed by the network key, not the publisher's network, or no room."},
+	"DocumentsRefused": {"documents_refused_total", "Documents refused: not signed by the network key, or not the publisher's network."},
+	"DocumentsRateLimited": {"documents_rate_limited_total",
+		"New documents over their network's publication rate (1/s, burst 10), not taken; members hand them in again."},
+	"DocumentsOverBudget": {"documents_over_budget_total",
+		"Documents past their network's byte budget, not kept; a revocation among them is acted on and sent to the members all the same."},
+	"DocumentNetworksPruned": {"document_networks_pruned_total", "Networks whose documents were forgotten after 24 h without a registered member."},
+	"DocumentsSent":          {"documents_sent_total", "Document messages sent to members, first sends and sends again until the member shows it holds them."},
+	"DocumentBytes":          {"document_bytes_total", "Bytes of the Document messages sent to members (paced per network)."},
+	"DocumentsPostponed": {"documents_postponed_total",
+		"Documents held back by a member's full queue or its address's send budget, sent again later."},
 }
 
 // NewCollector returns a Collector of s. Register it with a

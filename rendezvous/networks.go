@@ -93,8 +93,26 @@ func (s *Server) checkParsed(sender key.Key, network cert.NetworkKey, c *cert.Ce
 	return c, nil
 }
 
-// join makes reg a member with c, or says why not. Callers hold s.mu.
-func (s *Server) join(sender key.Key, reg *registration, c *cert.Cert) error {
+// admitCert says why c may not be a member of its network by what the
+// network key signed and the certificates seen (docStore.refuses); nil
+// when it may. Callers hold s.mu.
+func (s *Server) admitCert(c *cert.Cert, now time.Time) error {
+	members := 0
+	if n := s.networks[c.Network]; n != nil {
+		members = n.count
+	}
+	newer, err := s.docs.refuses(c, members, now)
+	if newer {
+		s.dirty.Store(true)
+	}
+	return err
+}
+
+// join makes reg a member with c, or says why not. A member registered
+// with an older certificate (an earlier NotBefore) that holds one of c's
+// addresses or its name gives way: the owner moved them to c. Callers
+// hold s.mu.
+func (s *Server) join(sender key.Key, reg *registration, c *cert.Cert, now time.Time) error {
 	if reg.member != nil && reg.member.cert.Network == c.Network {
 		s.unindex(reg.member, sender)
 	} else {
@@ -107,17 +125,37 @@ func (s *Server) join(sender key.Key, reg *registration, c *cert.Cert) error {
 	if reg.member == nil && n.count >= s.maxMembers {
 		return &cert.Error{Reason: cert.NetworkFull, Detail: "the network has its most members here"}
 	}
-	if k, ok := n.byName[c.Name]; ok && k != sender {
-		return &cert.Error{Reason: cert.Overlap, Detail: "name " + c.Name + " is another member's: " + k.String()}
+	older := map[key.Key]string{}
+	overlap := func(k key.Key, held bool, what string) error {
+		if !held || k == sender {
+			return nil
+		}
+		if o := s.peers[k]; o != nil && o.member != nil && o.member.cert.NotBefore.Before(c.NotBefore) {
+			older[k] = what
+			return nil
+		}
+		return &cert.Error{Reason: cert.Overlap, Detail: what + " is another member's: " + k.String()}
+	}
+	k, held := n.byName[c.Name]
+	if err := overlap(k, held, "name "+c.Name); err != nil {
+		return err
 	}
 	for _, p := range c.Addresses {
-		if k, ok := n.byAddr[p.Addr()]; ok && k != sender {
-			return &cert.Error{Reason: cert.Overlap, Detail: "address " + p.Addr().String() + " is another member's: " + k.String()}
+		k, held := n.byAddr[p.Addr()]
+		if err := overlap(k, held, "address "+p.Addr().String()); err != nil {
+			return err
 		}
+	}
+	for k, what := range older {
+		o := s.peers[k]
+		s.leave(k, o)
+		s.refuse(k, o, &cert.Error{Reason: cert.Overlap, Detail: what + " moved to a newer certificate, of " + sender.String()}, now)
 	}
 	if reg.member == nil {
 		reg.member = &membership{net: n, introduced: map[key.Key]struct{}{}}
-		n.count++
+		if n.count++; n.count == 1 {
+			s.docs.adopt(c.Network) // its documents are no orphans
+		}
 		s.networks[c.Network] = n
 	}
 	reg.member.cert = c
@@ -150,8 +188,10 @@ func (s *Server) leave(k key.Key, reg *registration) {
 	}
 	s.unindex(m, k)
 	reg.member = nil
+	s.out.settle(m.net.key, k)
 	if m.net.count--; m.net.count == 0 {
 		delete(s.networks, m.net.key)
+		s.docs.orphan(m.net.key, time.Now()) // kept for orphanTTL
 	}
 }
 

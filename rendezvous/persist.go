@@ -32,6 +32,24 @@ import (
 type savedState struct {
 	Registrations []savedRegistration `json:"registrations"`
 	Documents     [][]byte            `json:"documents,omitempty"`
+	// Orphaned: since when each network of Documents without a member
+	// registered has had none (docstore.go), so that a restart does not
+	// make its orphanTTL start again. Networks not named are orphaned
+	// since the load, if no member registers with them.
+	Orphaned []savedOrphan `json:"orphaned,omitempty"`
+	// Newest: each network's newest certificate per member key
+	// (cert.Newest.AppendText), verified again on load.
+	Newest []savedNewest `json:"newest,omitempty"`
+}
+
+type savedNewest struct {
+	Network string `json:"network"`
+	Text    string `json:"text"`
+}
+
+type savedOrphan struct {
+	Network string    `json:"network"`
+	Since   time.Time `json:"since"`
 }
 
 type savedRegistration struct {
@@ -78,14 +96,17 @@ func (s *Server) Save(path string) error {
 		out = append(out, sr)
 	}
 	st := savedState{Registrations: out}
-	for _, h := range s.docs {
-		if p := h.Policy(); p != nil {
-			st.Documents = append(st.Documents, p.Bytes())
+	s.docs.each(func(nk cert.NetworkKey, held stored) {
+		for _, d := range held.docs {
+			st.Documents = append(st.Documents, d.Bytes())
 		}
-		for _, r := range h.Revocations() {
-			st.Documents = append(st.Documents, r.Bytes())
+		if !held.orphaned.IsZero() {
+			st.Orphaned = append(st.Orphaned, savedOrphan{Network: nk.String(), Since: held.orphaned})
 		}
-	}
+		if len(held.newest) > 0 {
+			st.Newest = append(st.Newest, savedNewest{Network: nk.String(), Text: string(held.newest)})
+		}
+	})
 	s.mu.RUnlock()
 	b, err := json.Marshal(st)
 	if err != nil {
@@ -125,10 +146,30 @@ func (s *Server) Load(path string, conns []*net.UDPConn) (int, error) {
 	floor := uint64(now.Add(-replayFloor).UnixNano())
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	orphaned := make(map[cert.NetworkKey]time.Time, len(st.Orphaned))
+	for _, o := range st.Orphaned {
+		if nk, err := cert.ParseNetworkKey(o.Network); err == nil && o.Since.Before(now) {
+			orphaned[nk] = o.Since
+		}
+	}
 	for _, raw := range st.Documents {
-		// Verified again: the file is not trusted with what members enforce.
+		// Verified again: the file is not trusted with what members
+		// enforce. Orphaned until a member registers (join adopts it).
 		if d, err := cert.ParseDocument(raw); err == nil {
-			s.keep(d)
+			since, ok := orphaned[d.Network]
+			if !ok {
+				since = now
+			}
+			s.docs.restore(d, since)
+		}
+	}
+	for _, sn := range st.Newest {
+		if nk, err := cert.ParseNetworkKey(sn.Network); err == nil {
+			since, ok := orphaned[nk]
+			if !ok {
+				since = now
+			}
+			s.docs.restoreNewest(nk, sn.Text, since, now) // bad lines are dropped
 		}
 	}
 	n := 0
@@ -156,9 +197,9 @@ func (s *Server) Load(path string, conns []*net.UDPConn) (int, error) {
 		if sr.Cert != nil {
 			// Verified again: the file is not trusted with membership.
 			// One that fails now registers without it until its refresh.
-			if c, err := cert.Parse(sr.Cert); err == nil && !s.revoked(c.Network, sr.Key) {
-				if c, err = s.checkParsed(sr.Key, c.Network, c, now); err == nil {
-					s.join(sr.Key, reg, c)
+			if c, err := cert.Parse(sr.Cert); err == nil {
+				if c, err = s.checkParsed(sr.Key, c.Network, c, now); err == nil && s.admitCert(c, now) == nil {
+					s.join(sr.Key, reg, c, now)
 				}
 			}
 		}

@@ -78,7 +78,7 @@ type Server struct {
 	peers      map[key.Key]*registration
 	byEndpoint map[source]key.Key // for relaying: who sends from where
 	seen       map[key.Key]lastSeen
-	clock      wire.Clock
+	clock      lockedClock
 
 	maxPeers int
 	bySource *limiter[netip.Addr]
@@ -87,10 +87,11 @@ type Server struct {
 
 	// The networks of the members registered now (networks.go).
 	networks map[cert.NetworkKey]*network
-	// docs are the networks' documents (documents.go); docCount counts
-	// them all.
-	docs          map[cert.NetworkKey]*cert.Holdings
-	docCount      int
+	// docs are the networks' documents (docstore.go, its own lock); out
+	// sends them to members (outbox.go, its own lock and goroutine).
+	docs          *docStore
+	out           *outbox
+	docLogged     time.Time                // when a document past its budget was last logged
 	allowNetworks map[cert.NetworkKey]bool // nil: any
 	maxMembers    int
 	lookups       *limiter[key.Key]
@@ -102,32 +103,14 @@ type Server struct {
 	dirty atomic.Bool // registrations changed since the last Save (persist.go)
 	done  chan struct{}
 	once  sync.Once
+	wg    sync.WaitGroup // the goroutines Close waits for
 }
 
-// Stats counts what the server did and what it dropped, and why.
-type Stats struct {
-	STUN, Registrations, Introductions  atomic.Uint64
-	RelayPackets, RelayBytes            atomic.Uint64
-	DropMalformed, DropAuth, DropReplay atomic.Uint64
-	DropUnregistered, DropNotMutual     atomic.Uint64
-	DropRelayOff                        atomic.Uint64
-	// TURNOffers: credentials sent; RelayedAddresses: TURN relayed
-	// addresses passed from one peer of a pair to the other.
-	TURNOffers, RelayedAddresses atomic.Uint64
-	// DropRateLimited: over a source's, a key's or the new-key budget;
-	// DropTooMany: the peer table (MaxPeers) or the replay table is full;
-	// DropOversize: a control message longer than MaxControlLen;
-	// DropTCPQueueFull: a TCP peer's send queue is full (it stopped
-	// reading, or reads slower than its traffic comes).
-	DropRateLimited, DropTooMany, DropOversize atomic.Uint64
-	DropTCPQueueFull                           atomic.Uint64
-	// Lookups answered, and those no member held (networks.go).
-	Lookups, LookupMisses atomic.Uint64
-	// Refused counts members' certificates refused, by cert.Reason.
-	Refused [cert.NumReasons]atomic.Uint64
-	// Documents taken, and those refused: not signed by the network key,
-	// not the publisher's network, no room (documents.go).
-	Documents, DocumentsRefused atomic.Uint64
+// Next is wire.Clock.Next.
+func (c *lockedClock) Next(now uint64) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.c.Next(now)
 }
 
 type registration struct {
@@ -174,7 +157,8 @@ func NewServer(cfg Config) *Server {
 		seen:          make(map[key.Key]lastSeen),
 		newKeyJobs:    make(chan newKeyJob, newKeyQueue),
 		networks:      make(map[cert.NetworkKey]*network),
-		docs:          make(map[cert.NetworkKey]*cert.Holdings),
+		docs:          newDocStore(),
+		out:           newOutbox(),
 		refusedLogged: make(map[key.Key]cert.Reason),
 		done:          make(chan struct{}),
 	}
@@ -187,6 +171,8 @@ func NewServer(cfg Config) *Server {
 	}
 	s.initLimits(cfg)
 	go s.expireLoop()
+	s.wg.Add(1)
+	go s.runOutbox()
 	for range runtime.GOMAXPROCS(0) {
 		go s.newKeyWorker()
 	}
@@ -196,8 +182,12 @@ func NewServer(cfg Config) *Server {
 // PublicKey is the key peers pin as RendezvousKey.
 func (s *Server) PublicKey() key.Key { return s.pub }
 
-// Close stops the expiry loop. It does not close the sockets given to Serve.
-func (s *Server) Close() { s.once.Do(func() { close(s.done) }) }
+// Close stops the expiry loop and the outbox, and waits for the outbox.
+// It does not close the sockets given to Serve.
+func (s *Server) Close() {
+	s.once.Do(func() { close(s.done) })
+	s.wg.Wait()
+}
 
 // Serve reads and answers packets on conn until conn is closed. other is
 // the server's alternate address (another IP, or another port), if it has
@@ -348,7 +338,11 @@ func (s *Server) apply(l link, h wire.Header, b []byte, src netip.AddrPort, shar
 			member, certErr = s.checkCert(h.Sender, cert.NetworkKey(m.Network), m.Cert, time.Now())
 		}
 	case *wire.Publish:
-		doc, certErr = cert.ParseDocument(m.Doc) // outside the lock: an Ed25519 verify
+		// Outside the lock: an Ed25519 verify, unless it is a document
+		// held already (members hand back what they take).
+		if doc = s.docs.known(m.Doc); doc == nil {
+			doc, certErr = cert.ParseDocument(m.Doc)
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -443,11 +437,13 @@ func (s *Server) register(l link, sender key.Key, shared wire.SharedKey, src net
 		reg.wants[w] = struct{}{}
 	}
 	reg.expires = now.Add(s.ttl)
-	if member != nil && s.revoked(member.Network, sender) {
-		member, certErr = nil, &cert.Error{Reason: cert.Revoked, Detail: "the network key revoked this member"}
+	if member != nil {
+		if certErr = s.admitCert(member, now); certErr != nil {
+			member = nil
+		}
 	}
 	if member != nil {
-		certErr = s.join(sender, reg, member)
+		certErr = s.join(sender, reg, member, now)
 	}
 	if certErr != nil || m.Cert == nil {
 		s.leave(sender, reg)
@@ -457,12 +453,12 @@ func (s *Server) register(l link, sender key.Key, shared wire.SharedKey, src net
 	if s.relay {
 		ack.Flags |= wire.AckRelay
 	}
-	var docs []*cert.Document
 	if reg.member != nil && m.Docs != nil {
-		ack.Docs, docs = s.documentsFor(reg, *m.Docs)
+		// What it lacks goes after the ack: the outbox reads the
+		// registrations only once s.mu is let go.
+		ack.Docs = s.documentsFor(sender, reg, *m.Docs, now)
 	}
 	s.send(reg, ack)
-	s.sendDocuments(reg, docs, now)
 	if certErr != nil {
 		s.refuse(sender, reg, certErr, now)
 	}

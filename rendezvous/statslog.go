@@ -7,7 +7,46 @@ import (
 	"strings"
 	"sync/atomic"
 	"unicode"
+
+	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 )
+
+// Stats counts what the server did and what it dropped, and why.
+type Stats struct {
+	STUN, Registrations, Introductions  atomic.Uint64
+	RelayPackets, RelayBytes            atomic.Uint64
+	DropMalformed, DropAuth, DropReplay atomic.Uint64
+	DropUnregistered, DropNotMutual     atomic.Uint64
+	DropRelayOff                        atomic.Uint64
+	// TURNOffers: credentials sent; RelayedAddresses: TURN relayed
+	// addresses passed from one peer of a pair to the other.
+	TURNOffers, RelayedAddresses atomic.Uint64
+	// DropRateLimited: over a source's, a key's or the new-key budget;
+	// DropTooMany: the peer table (MaxPeers) or the replay table is full;
+	// DropOversize: a control message longer than MaxControlLen;
+	// DropTCPQueueFull: a TCP peer's send queue is full (it stopped
+	// reading, or reads slower than its traffic comes).
+	DropRateLimited, DropTooMany, DropOversize atomic.Uint64
+	DropTCPQueueFull                           atomic.Uint64
+	// Lookups answered, and those no member held (networks.go).
+	Lookups, LookupMisses atomic.Uint64
+	// Refused counts members' certificates refused, by cert.Reason.
+	Refused [cert.NumReasons]atomic.Uint64
+	// Documents taken, and those refused: not signed by the network key,
+	// not the publisher's network (documents.go). DocumentsRateLimited:
+	// new documents over their network's rate (pubRate); members hand
+	// them in again. DocumentsOverBudget: past their network's budget
+	// (docstore.go), a revocation among them acted on and sent all the
+	// same. DocumentNetworksPruned: networks whose documents were
+	// forgotten, no member having registered for orphanTTL.
+	Documents, DocumentsRefused               atomic.Uint64
+	DocumentsRateLimited, DocumentsOverBudget atomic.Uint64
+	DocumentNetworksPruned                    atomic.Uint64
+	// DocumentsSent and DocumentBytes: Document messages sent to members
+	// (outbox.go), and their bytes; DocumentsPostponed: ones held back
+	// by a full queue or a spent budget, sent again later.
+	DocumentsSent, DocumentBytes, DocumentsPostponed atomic.Uint64
+}
 
 // StatsAttrs returns every counter of s.Stats, named in snake case
 // (DropRateLimited is drop_rate_limited), and the live registrations, as

@@ -1,0 +1,483 @@
+package rendezvous
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/punchtun/punchtun/rendezvous/wire/cert"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
+)
+
+// The document store: what the rendezvous holds of each network besides
+// its registrations — the documents the network key signed, and the
+// newest certificate seen of each member key (cert.Newest) — each network
+// within a budget of its own, so that no network, a stranger's thousand
+// included, can take another's room. It has its own lock, a leaf: nothing
+// is called out to while it is held, so the server may call in holding
+// s.mu.
+//
+// Bounds (figures for SECURITY.md):
+//   - a network holds at most docBase + docPerMember × its registered
+//     members bytes of documents: 8 KiB for a network of one, about 2.5 MiB
+//     for one of 10,000 (some 18,000 single-key revocations);
+//   - a network with no member registered keeps its documents for
+//     orphanTTL (24 h, across restarts), and all such networks together at
+//     most maxOrphanBytes (64 MiB; the longest orphaned go first);
+//   - so at DefaultMaxPeers (100,000 registrations, each its own network)
+//     the store holds at most 100,000 × (8 KiB + 256 B) + 64 MiB ≈ 0.9 GB
+//     of documents, whoever registers; a revocation past its network's
+//     budget is still acted on (its keys, up to maxOverflow per network,
+//     are refused) and sent to the members, only not kept.
+//   - new documents per network: pubRate a second, burst pubBurst;
+//   - newest certificates per network: newestPerMember × (its registered
+//     members + 1) keys, each remembered until every certificate seen of
+//     it has expired, or forgotten with the network's documents (an
+//     orphan's count among maxOrphanBytes, at newestEntry bytes each): at
+//     most 400,000 at DefaultMaxPeers, about 200 MB.
+const (
+	docBase        = 8 << 10
+	docPerMember   = 256
+	orphanTTL      = 24 * time.Hour
+	maxOrphanBytes = 64 << 20
+	maxOverflow    = 32
+	// newestPerMember bounds a network's cert.Newest: a member re-signed
+	// is seen again at its next registration, so two per member leave
+	// room for keys that left.
+	newestPerMember = 2
+	newestEntry     = 512 // about what one costs in memory
+	// pruneEvery is how often the holdings and Newest drop what expired.
+	pruneEvery = time.Minute
+	// pubRate and pubBurst bound the new documents a network publishes:
+	// an owner revoking a few members in a row is not slowed, one signing
+	// policies in a loop gets one a second, each fanned out within the
+	// network's output bound (outbox.go).
+	pubRate  = 1.0
+	pubBurst = 10.0
+)
+
+// Outcomes of docStore.take besides errors.
+var (
+	errNoRoom   = errors.New("documents: the network holds its most bytes here")
+	errPubRate  = errors.New("documents: the network publishes faster than its rate")
+	errNotFound = errors.New("documents: no such network")
+)
+
+type docStore struct {
+	mu          sync.Mutex
+	nets        map[cert.NetworkKey]*netDocs
+	orphanBytes int       // of networks with no member registered
+	pruned      time.Time // when expired entries were last dropped
+}
+
+// netDocs is one network's documents and what bounds them.
+type netDocs struct {
+	h      *cert.Holdings
+	size   int // bytes of the documents in h
+	weight int // size and the newest certificates' (resize)
+	// orphaned is when the network's last member left; zero while it has
+	// members.
+	orphaned time.Time
+	// overflow are keys revoked and certificates retired (by fingerprint,
+	// until their NotAfter) by revocations past the budget: refused,
+	// though their documents are not kept; at most maxOverflow entries.
+	overflow      map[key.Key]struct{}
+	overflowCerts map[[32]byte]time.Time
+	newest        *cert.Newest
+	// tokens and at are the bucket of new documents (pubRate).
+	tokens float64
+	at     time.Time
+}
+
+func newDocStore() *docStore {
+	return &docStore{nets: make(map[cert.NetworkKey]*netDocs)}
+}
+
+// budget is the bytes a network of members registered members may hold.
+func budget(members int) int { return docBase + docPerMember*members }
+
+func newNetDocs(nk cert.NetworkKey, now time.Time) *netDocs {
+	return &netDocs{h: cert.NewHoldings(nk), newest: cert.NewNewest(nk), tokens: pubBurst, at: now}
+}
+
+// held reports whether n holds anything worth its entry.
+func (n *netDocs) held() bool {
+	return n.size > 0 || len(n.overflow)+len(n.overflowCerts) > 0 || n.newest.Len() > 0
+}
+
+// resize takes n's new size into the store's count of orphans' bytes:
+// its documents' and about newestEntry bytes per newest certificate.
+func (st *docStore) resize(n *netDocs) {
+	before := n.weight
+	n.size = n.h.Size()
+	n.weight = n.size + newestEntry*n.newest.Len()
+	if !n.orphaned.IsZero() {
+		st.orphanBytes += n.weight - before
+	}
+}
+
+// withRoom tries d on a copy of n's holdings, for a document that may
+// fit only by covering others (a cumulative revocation): the copy if it
+// fits within limit, else nil.
+func withRoom(n *netDocs, d *cert.Document, limit int, now time.Time) *cert.Holdings {
+	h := cert.NewHoldings(n.h.Network())
+	h.Prune(now)
+	if p := n.h.Policy(); p != nil {
+		h.Add(p)
+	}
+	for _, r := range n.h.Revocations() {
+		h.Add(r)
+	}
+	if added, _ := h.Add(d); !added || h.Size() > limit {
+		return nil
+	}
+	return h
+}
+
+// take adds a verified document of a network with members registered
+// members. It reports whether the document is new to the store; errNoRoom
+// (a revocation over budget: its entries are refused all the same, so the
+// caller acts on it and sends it on), errPubRate, or the holdings' error.
+func (st *docStore) take(d *cert.Document, members int, now time.Time) (bool, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	n := st.nets[d.Network]
+	if n == nil {
+		n = newNetDocs(d.Network, now)
+		if members == 0 {
+			n.orphaned = now
+		}
+	}
+	if st.holds(n, d) {
+		return false, nil
+	}
+	// Charged for a new document only: a member replaying the network's
+	// old documents spends nothing of its owner's rate.
+	n.tokens = min(pubBurst, n.tokens+now.Sub(n.at).Seconds()*pubRate)
+	n.at = now
+	if n.tokens < 1 {
+		st.remember(d.Network, n)
+		return false, errPubRate
+	}
+	grow := len(d.Bytes())
+	if p := n.h.Policy(); p != nil && d.Kind == cert.KindPolicy {
+		grow -= len(p.Bytes())
+	}
+	if limit := budget(members); n.size+grow > limit && grow > 0 {
+		if h := withRoom(n, d, limit, now); h != nil {
+			n.tokens--
+			n.h = h
+			st.resize(n)
+			st.nets[d.Network] = n
+			return true, nil
+		}
+		st.remember(d.Network, n)
+		if d.Kind != cert.KindRevocation {
+			return false, errNoRoom
+		}
+		n.tokens--
+		return st.overflowed(n, d), errNoRoom
+	}
+	added, err := n.h.Add(d)
+	if !added {
+		st.remember(d.Network, n)
+		return false, err
+	}
+	n.tokens--
+	st.resize(n)
+	st.nets[d.Network] = n
+	return true, nil
+}
+
+// overflowed remembers what revocation d names beyond n's holdings, up to
+// maxOverflow entries, and reports whether it named anything new.
+func (st *docStore) overflowed(n *netDocs, d *cert.Document) bool {
+	added := false
+	room := func() bool { return len(n.overflow)+len(n.overflowCerts) < maxOverflow }
+	for _, k := range d.Revoked {
+		if _, ok := n.overflow[k]; ok || n.h.Revoked(k) || !room() {
+			continue
+		}
+		if n.overflow == nil {
+			n.overflow = make(map[key.Key]struct{})
+		}
+		n.overflow[k] = struct{}{}
+		added = true
+	}
+	for _, c := range d.Retired {
+		if _, ok := n.overflowCerts[c.Fingerprint]; ok || !room() {
+			continue
+		}
+		if n.overflowCerts == nil {
+			n.overflowCerts = make(map[[32]byte]time.Time)
+		}
+		n.overflowCerts[c.Fingerprint] = c.NotAfter
+		added = true
+	}
+	return added
+}
+
+// remember keeps n (and its rate bucket) if it holds anything.
+func (st *docStore) remember(nk cert.NetworkKey, n *netDocs) {
+	if n.held() {
+		st.nets[nk] = n
+	}
+}
+
+// holds reports whether n holds d already.
+func (st *docStore) holds(n *netDocs, d *cert.Document) bool {
+	if d.Kind == cert.KindPolicy {
+		p := n.h.Policy()
+		return p != nil && p.Hash() == d.Hash()
+	}
+	_, found := slices.BinarySearchFunc(n.h.Revocations(), d.Hash(), func(r *cert.Document, h [32]byte) int {
+		rh := r.Hash()
+		return bytes.Compare(rh[:], h[:])
+	}) // Revocations are in hash order
+	return found
+}
+
+// known returns the held document whose encoding raw is, nil if none: a
+// member handing back what it took costs a hash, not a signature check.
+func (st *docStore) known(raw []byte) *cert.Document {
+	var nk cert.NetworkKey
+	if len(raw) < 2+len(nk) {
+		return nil
+	}
+	copy(nk[:], raw[2:]) // after kind and version
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	n := st.nets[nk]
+	if n == nil {
+		return nil
+	}
+	if p := n.h.Policy(); p != nil && bytes.Equal(p.Bytes(), raw) {
+		return p
+	}
+	revs := n.h.Revocations()
+	i, found := slices.BinarySearchFunc(revs, sha256.Sum256(raw), func(r *cert.Document, h [32]byte) int {
+		rh := r.Hash()
+		return bytes.Compare(rh[:], h[:])
+	})
+	if found {
+		return revs[i]
+	}
+	return nil
+}
+
+// revoked reports whether network's documents revoke k.
+func (st *docStore) revoked(network cert.NetworkKey, k key.Key) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	n := st.nets[network]
+	if n == nil {
+		return false
+	}
+	_, over := n.overflow[k]
+	return over || n.h.Revoked(k)
+}
+
+// refuses says why c may not be a member of its network: its key revoked,
+// c retired (cert.Revoked, cert.Retired), or a newer certificate of its
+// key seen (cert.Superseded); nil when none, c then remembered as the
+// newest of its key if it is, within the network's bound of members
+// registered members; newer reports whether it was (the state file is to
+// be written).
+func (st *docStore) refuses(c *cert.Cert, members int, now time.Time) (newer bool, err error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	n := st.nets[c.Network]
+	if n == nil {
+		n = newNetDocs(c.Network, now)
+	}
+	if err := n.refuses(c, now); err != nil {
+		return false, err
+	}
+	before := n.newest.Of(c.Member)
+	if before == nil && n.newest.Len() >= newestPerMember*(members+1) {
+		return false, nil // no room to remember it: it is taken, not remembered
+	}
+	if err := n.newest.See(c, now); err != nil {
+		return false, err
+	}
+	st.resize(n)
+	st.nets[c.Network] = n
+	return n.newest.Of(c.Member) != before, nil
+}
+
+// refuses is docStore.refuses without Newest. Callers hold st.mu.
+func (n *netDocs) refuses(c *cert.Cert, now time.Time) error {
+	if err := n.h.Refuses(c); err != nil {
+		return err
+	}
+	if _, ok := n.overflow[c.Member]; ok {
+		return &cert.Error{Reason: cert.Revoked, Detail: "the network key revoked " + c.Member.String()}
+	}
+	if until, ok := n.overflowCerts[c.FingerprintBytes()]; ok && now.Before(until) {
+		return &cert.Error{Reason: cert.Retired, Detail: "the network key retired certificate " + c.Fingerprint()}
+	}
+	return nil
+}
+
+// revokes says why c may no longer be a member, by the documents alone:
+// for a revocation just taken.
+func (st *docStore) revokes(c *cert.Cert, now time.Time) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if n := st.nets[c.Network]; n != nil {
+		return n.refuses(c, now)
+	}
+	return nil
+}
+
+// summaryFor returns the summary of network's documents and those a
+// holder of theirs may lack.
+func (st *docStore) summaryFor(network cert.NetworkKey, theirs cert.Summary) (cert.Summary, []*cert.Document) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	n := st.nets[network]
+	if n == nil {
+		return cert.Summary{}, nil
+	}
+	return n.h.Summary(), n.h.For(theirs)
+}
+
+// adopt notes that network has a member registered again.
+func (st *docStore) adopt(network cert.NetworkKey) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if n := st.nets[network]; n != nil && !n.orphaned.IsZero() {
+		n.orphaned = time.Time{}
+		st.orphanBytes -= n.weight
+	}
+}
+
+// orphan notes that network's last registered member left at now.
+func (st *docStore) orphan(network cert.NetworkKey, now time.Time) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if n := st.nets[network]; n != nil && n.orphaned.IsZero() {
+		n.orphaned = now
+		st.orphanBytes += n.weight
+	}
+}
+
+// prune forgets the networks orphaned for orphanTTL, and the longest
+// orphaned while all orphans hold more than maxOrphanBytes. It returns how
+// many networks it forgot.
+func (st *docStore) prune(now time.Time) int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if now.Sub(st.pruned) >= pruneEvery {
+		st.pruned = now
+		for _, n := range st.nets {
+			n.h.Prune(now)
+			n.newest.Prune(now)
+			for f, until := range n.overflowCerts {
+				if !now.Before(until) {
+					delete(n.overflowCerts, f)
+				}
+			}
+			st.resize(n)
+		}
+	}
+	gone := 0
+	for nk, n := range st.nets {
+		if !n.orphaned.IsZero() && now.Sub(n.orphaned) >= orphanTTL || !n.held() {
+			st.drop(nk, n)
+			gone++
+		}
+	}
+	for st.orphanBytes > maxOrphanBytes {
+		var (
+			oldest   *netDocs
+			oldestNK cert.NetworkKey
+		)
+		for nk, n := range st.nets {
+			if !n.orphaned.IsZero() && (oldest == nil || n.orphaned.Before(oldest.orphaned)) {
+				oldest, oldestNK = n, nk
+			}
+		}
+		if oldest == nil {
+			break
+		}
+		st.drop(oldestNK, oldest)
+		gone++
+	}
+	return gone
+}
+
+func (st *docStore) drop(nk cert.NetworkKey, n *netDocs) {
+	if !n.orphaned.IsZero() {
+		st.orphanBytes -= n.weight
+	}
+	delete(st.nets, nk)
+}
+
+// stored is one network's documents as the state file keeps them.
+type stored struct {
+	docs     []*cert.Document
+	orphaned time.Time
+	newest   []byte // cert.Newest.AppendText
+}
+
+// each calls f with every network's documents (f must not call in).
+func (st *docStore) each(f func(nk cert.NetworkKey, s stored)) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for nk, n := range st.nets {
+		s := stored{orphaned: n.orphaned, newest: n.newest.AppendText(nil)}
+		if p := n.h.Policy(); p != nil {
+			s.docs = append(s.docs, p)
+		}
+		s.docs = append(s.docs, n.h.Revocations()...)
+		f(nk, s)
+	}
+}
+
+// restore takes documents from the state file, verified again, beyond any
+// rate; a network restored without members is orphaned since orphaned
+// (now if the file did not say).
+func (st *docStore) restore(d *cert.Document, orphaned time.Time) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	n := st.restored(d.Network, orphaned)
+	if added, _ := n.h.Add(d); added {
+		st.resize(n)
+	}
+}
+
+// restoreNewest takes a network's newest certificates from the state
+// file; cert.Newest.LoadText verifies each again.
+func (st *docStore) restoreNewest(nk cert.NetworkKey, text string, orphaned, now time.Time) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	n := st.restored(nk, orphaned)
+	err := n.newest.LoadText(text, now)
+	st.resize(n)
+	return err
+}
+
+// restored is nk's entry, made if need be. Callers hold st.mu.
+func (st *docStore) restored(nk cert.NetworkKey, orphaned time.Time) *netDocs {
+	n := st.nets[nk]
+	if n == nil {
+		n = newNetDocs(nk, orphaned)
+		n.orphaned = orphaned
+		st.nets[nk] = n
+	}
+	return n
+}
+
+// stats reports the networks held and their bytes.
+func (st *docStore) stats() (networks, bytes int) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, n := range st.nets {
+		bytes += n.size
+	}
+	return len(st.nets), bytes
+}
