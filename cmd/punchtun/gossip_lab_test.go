@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,7 +17,6 @@ import (
 	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel/policy"
-	"golang.org/x/sys/unix"
 )
 
 // Members' gossip in the lab (issue #32): a document spreads between
@@ -110,39 +108,32 @@ func TestGossipThroughLoss(t *testing.T) {
 	}
 }
 
-// floodGossip sends rate gossip summaries a second, each with another
-// digest, as raw IP packets of protocol 253 from host's namespace to dst,
-// until stop closes; it reports how many it sent on sent. The goroutine's
-// thread enters the namespace and is never handed back (the runtime ends
-// it when the goroutine returns).
-func (l *lab) floodGossip(host string, dst netip.Addr, rate int, stop <-chan struct{}, sent chan<- int) {
-	runtime.LockOSThread()
-	n := 0
-	defer func() { sent <- n }()
-	ns, err := os.Open(filepath.Join("/var/run/netns", l.prefix+"-"+host))
-	if err != nil {
-		l.t.Error(err)
-		return
+// TestGossipFloodHelper is not a test: TestGossipFlood runs the test
+// binary under `ip netns exec` with PUNCHTUN_GOSSIP_FLOOD set to
+// "DST RATE SECONDS", and this sends RATE gossip summaries a second, each
+// with another digest, as raw IP packets of protocol 253 to DST for
+// SECONDS, then prints how many it sent. A process of its own, in the
+// attacker's namespace: a thread of the test process moved there could
+// be the main thread, which outlives its goroutine, and the lab's
+// teardown would then kill the test.
+func TestGossipFloodHelper(t *testing.T) {
+	spec := os.Getenv("PUNCHTUN_GOSSIP_FLOOD")
+	if spec == "" {
+		t.Skip("run by TestGossipFlood")
 	}
-	defer ns.Close()
-	if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-		l.t.Errorf("setns: %v", err)
-		return
+	var dst string
+	var rate, secs int
+	if _, err := fmt.Sscan(spec, &dst, &rate, &secs); err != nil {
+		t.Fatal(err)
 	}
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, 253)
 	if err != nil {
-		l.t.Errorf("raw socket: %v", err)
-		return
+		t.Fatal(err)
 	}
 	defer syscall.Close(fd)
-	to := &syscall.SockaddrInet4{Addr: dst.As4()}
-	start := time.Now()
-	for {
-		select {
-		case <-stop:
-			return
-		default:
-		}
+	to := &syscall.SockaddrInet4{Addr: netip.MustParseAddr(dst).As4()}
+	n, start := 0, time.Now()
+	for time.Since(start) < time.Duration(secs)*time.Second {
 		for due := int(time.Since(start).Seconds() * float64(rate)); n < due; n++ {
 			s := cert.Summary{PolicySeq: uint64(n)}
 			s.Digest[0], s.Digest[1], s.Digest[2] = byte(n), byte(n>>8), byte(n>>16)
@@ -150,7 +141,10 @@ func (l *lab) floodGossip(host string, dst netip.Addr, rate int, stop <-chan str
 		}
 		time.Sleep(time.Millisecond)
 	}
+	fmt.Printf("gossip flood: sent %d in %v\n", n, time.Since(start))
 }
+
+var floodSent = regexp.MustCompile(`gossip flood: sent (\d+) in `)
 
 // logged is the time of the first line of p's log that holds s.
 func logged(p *proc, s string) (time.Time, bool) {
@@ -215,17 +209,10 @@ func TestGossipFlood(t *testing.T) {
 	l.run(attacker.host, "nft", "add table inet ptcount")
 	l.run(attacker.host, "nft", "add chain inet ptcount in { type filter hook input priority -10 ; }")
 	l.run(attacker.host, "nft", "add rule inet ptcount in ip saddr 203.0.113.22 meta l4proto udp counter")
-	stop, sent := make(chan struct{}), make(chan int, 1)
+	const floodFor = 5 * time.Second
 	floodStart := time.Now()
-	go l.floodGossip(attacker.host, netip.MustParseAddr(victim.addr), 5000, stop, sent)
-	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-			<-sent
-		}
-	}()
+	flood := l.start(attacker.host, "gossip-flood", "env", fmt.Sprintf("PUNCHTUN_GOSSIP_FLOOD=%s 5000 %d", victim.addr, int(floodFor.Seconds())),
+		os.Args[0], "-test.run=^TestGossipFloodHelper$")
 	time.Sleep(time.Second) // the flood under way
 
 	// A member the victim has never talked to: the victim takes the
@@ -267,10 +254,19 @@ func TestGossipFlood(t *testing.T) {
 	})
 	t.Logf("under the flood, the revocation took effect on the victim %v after publish", time.Since(start).Round(time.Millisecond))
 
-	time.Sleep(5*time.Second - time.Since(floodStart)) // the window the figures are over
-	close(stop)
-	n := <-sent
+	select {
+	case <-flood.done:
+		t.Error("the flood ended before the revocation took effect: not measured under it")
+	default:
+	}
+	<-flood.done // after floodFor: the window the figures are over
 	dur := time.Since(floodStart)
+	out, _ := os.ReadFile(flood.log)
+	sent := floodSent.FindStringSubmatch(string(out))
+	if sent == nil {
+		t.Fatalf("the flood said nothing of what it sent:\n%s", out)
+	}
+	n, _ := strconv.Atoi(sent[1])
 	m := nftCounter.FindStringSubmatch(l.run(attacker.host, "nft", "list table inet ptcount"))
 	if m == nil {
 		t.Fatal("no counter")
