@@ -16,6 +16,7 @@ type Collector struct {
 	path, peerNAT, handshake, rx, tx, rtt, status *prometheus.Desc
 	members, refusals, certLeft                   *prometheus.Desc
 	policySeq, policyDropped, revokedKeys         *prometheus.Desc
+	gossipDropped                                 *prometheus.Desc
 }
 
 // NewCollector returns a Collector of t. Register it with a
@@ -47,13 +48,15 @@ func NewCollector(t *Tunnel) *Collector {
 		policyDropped: desc("interface_policy_dropped_total", "Packets from members the filter dropped, by reason: no-rule, malformed, destination (policy or not).",
 			"interface", "reason"),
 		revokedKeys: desc("interface_revoked_keys", "Member keys the network's revocations held here revoke.", "interface"),
+		gossipDropped: desc("interface_gossip_dropped_total", "Members' in-tunnel gossip dropped, by reason: limited (over a member's budget), junk (malformed, or not of this network).",
+			"interface", "reason"),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.natMapping, c.registered, c.relayed, c.path, c.peerNAT, c.handshake, c.rx, c.tx, c.rtt, c.status,
-		c.members, c.refusals, c.certLeft, c.policySeq, c.policyDropped, c.revokedKeys} {
+		c.members, c.refusals, c.certLeft, c.policySeq, c.policyDropped, c.revokedKeys, c.gossipDropped} {
 		ch <- d
 	}
 }
@@ -92,6 +95,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(c.certLeft, time.Until(until).Seconds(), st.Interface)
 		}
 		gauge(c.revokedKeys, float64(n.RevokedKeys), st.Interface)
+		for reason, count := range n.GossipDropped {
+			ch <- prometheus.MustNewConstMetric(c.gossipDropped, prometheus.CounterValue, float64(count), st.Interface, reason)
+		}
 		if p := n.Policy; p != nil {
 			gauge(c.policySeq, float64(p.Seq), st.Interface)
 		}

@@ -73,6 +73,10 @@ type NetworkStatus struct {
 	RevokedKeys      int    `json:"revoked_keys"`
 	RetiredCerts     int    `json:"retired_certs"`
 	DocumentsRefused uint64 `json:"documents_refused"`
+	// GossipDropped counts the members' in-tunnel gossip dropped, by
+	// reason: limited (over a member's budget), junk (malformed, or a
+	// document not of this network).
+	GossipDropped map[string]uint64 `json:"gossip_dropped"`
 }
 
 // PolicyStatus is the policy enforced.
@@ -185,7 +189,8 @@ func (t *Tunnel) Status() (*Status, error) {
 		st.Network = &NetworkStatus{Key: cfg.Interface.Network.String(), Name: c.Name,
 			ValidUntil: c.NotAfter.UTC().Format(time.RFC3339), Refused: v.Refused,
 			Refusals: t.ctl.MemberRefusals(), HeldDropped: t.bind.HeldDropped(),
-			Revocations: v.Revocations, RevokedKeys: v.RevokedKeys, RetiredCerts: v.RetiredCerts, DocumentsRefused: v.DocumentsRefused, StateWarning: v.StateWarning}
+			Revocations: v.Revocations, RevokedKeys: v.RevokedKeys, RetiredCerts: v.RetiredCerts, DocumentsRefused: v.DocumentsRefused, StateWarning: v.StateWarning,
+			GossipDropped: map[string]uint64{"limited": v.GossipLimited, "junk": v.GossipJunk}}
 		if left := time.Until(c.NotAfter); left < control.CertWarnBefore {
 			st.Network.CertificateWarning = fmt.Sprintf("the certificate expires in %s: sign a new one and apply it with punchtun syncconf", left.Round(time.Minute))
 		}

@@ -48,9 +48,13 @@ type Control struct {
 	iface string
 	own   []netip.Prefix // the tunnel's addresses: never candidates
 
-	in      chan inbound
-	done    chan struct{}
-	stopped chan struct{}
+	in chan inbound
+	// gossipIn is the members' gossip, admitted by its gate (gossip.go):
+	// a queue of its own, so that nothing a member sends in-tunnel takes
+	// a place the rendezvous's messages need.
+	gossipIn chan inbound
+	done     chan struct{}
+	stopped  chan struct{}
 	// netChanged signals a change of the host's addresses or routes
 	// (Host.WatchNetwork).
 	netChanged chan struct{}
@@ -118,9 +122,10 @@ type Control struct {
 	// for netSettleTime (zero: nothing pending).
 	netSettle time.Time
 	stun      map[nat.STUNTxID]stunProbe
-	turn      turnRelay // relaying through TURN servers (turn.go)
-	members   members   // the network's members (members.go)
-	docs      documents // the network's policy and revocations (documents.go)
+	turn      turnRelay   // relaying through TURN servers (turn.go)
+	members   members     // the network's members (members.go)
+	docs      documents   // the network's policy and revocations (documents.go)
+	gossip    gossipState // the documents' gossip with members (gossip.go)
 }
 
 // WireGuard is what the control plane asks of the WireGuard device.
@@ -166,7 +171,7 @@ type inbound struct {
 	// address (a hello, or a relay-framed probe: turn.go)
 	turn *turnrelay.Allocation
 	// gossip: a member's gossip from inside the tunnel, from this address
-	// (documents.go)
+	// (gossip.go), on gossipIn
 	gossip netip.Addr
 }
 
@@ -207,6 +212,7 @@ func New(log *slog.Logger, cfg Config, statePath string, saved State) *Control {
 		statePath:          statePath,
 		saved:              saved,
 		in:                 make(chan inbound, inboundQueue),
+		gossipIn:           make(chan inbound, gossipQueue),
 		actions:            make(chan func(), 64),
 		pathChecks:         make(chan netip.AddrPort, 16),
 		relayedInitiations: make(chan key.Key, 16),
@@ -242,12 +248,25 @@ func New(log *slog.Logger, cfg Config, statePath string, saved State) *Control {
 func (c *Control) Deliver(pkt []byte, src netip.AddrPort) { c.enqueue(pkt, inbound{src: src}) }
 
 // enqueue hands a received packet to the control goroutine, copied (the
-// caller's buffer is reused); a full queue drops it.
+// caller's buffer is reused); a full queue drops it. Gossip goes through
+// its gate, to a queue of its own.
 func (c *Control) enqueue(pkt []byte, m inbound) {
-	m.pkt, m.at = append([]byte(nil), pkt...), time.Now()
+	m.at = time.Now()
+	q := c.in
+	if m.gossip.IsValid() {
+		if !c.gossip.gate.admit(m.gossip, pkt, m.at) {
+			return
+		}
+		q = c.gossipIn
+	}
+	m.pkt = append([]byte(nil), pkt...)
 	select {
-	case c.in <- m:
+	case q <- m:
 	default:
+		if q == c.gossipIn {
+			c.gossip.gate.Limited.Add(1)
+			return
+		}
 		c.Dropped.Add(1)
 	}
 }
@@ -305,6 +324,8 @@ func (c *Control) run() {
 			return
 		case m := <-c.in:
 			c.handle(m)
+		case m := <-c.gossipIn:
+			c.docs.gossip(m.gossip, m.pkt, m.at)
 		case f := <-c.actions:
 			f()
 		case dst := <-c.pathChecks:
@@ -415,10 +436,6 @@ func (c *Control) tick(now time.Time) {
 }
 
 func (c *Control) handle(m inbound) {
-	if m.gossip.IsValid() {
-		c.docs.gossip(m.gossip, m.pkt, m.at)
-		return
-	}
 	if nat.IsSTUN(m.pkt) {
 		c.handleSTUN(m)
 		return

@@ -251,84 +251,11 @@ func (d *documents) serverHolds(s *server, theirs *cert.Summary) {
 	}
 }
 
-// gossip takes a gossip body from the member at src, in-tunnel.
-func (d *documents) gossip(src netip.Addr, body []byte, now time.Time) {
-	p := d.c.members.holder(src)
-	g, err := policy.ParseGossip(body)
-	if p == nil || d.held == nil || err != nil {
-		d.c.Dropped.Add(1)
-		return
-	}
-	switch g.Kind {
-	case policy.GossipSummary:
-		ours := d.held.Summary()
-		if a := p.answered; a.theirs == g.Summary && a.ours == ours && now.Sub(a.at) < answerAgain {
-			return // the same question again: one answer a second
-		}
-		p.answered = gossipAnswer{theirs: g.Summary, ours: ours, at: now}
-		for _, doc := range d.held.For(g.Summary) {
-			d.send(p, policy.Gossip{Kind: policy.GossipDocument, Doc: doc.Bytes()})
-		}
-		if !g.Answer && g.Summary != d.held.Summary() {
-			d.sendSummary(p, true)
-		}
-	case policy.GossipDocument:
-		doc, err := cert.ParseDocument(g.Doc)
-		if err != nil {
-			d.Refused.Add(1)
-			d.c.log.Warn("a member sent a network document that is refused", "peer", p.label(), "err", err)
-			return
-		}
-		d.add(doc, "member "+p.label(), now)
-	}
-}
-
-// gossipAnswer is what a member was last sent in answer to its summary:
-// a member that repeats a summary is answered at most once per
-// answerAgain while neither side's holdings changed, so that a small
-// packet cannot have us send a network's every document again and again.
-type gossipAnswer struct {
-	theirs, ours cert.Summary
-	at           time.Time
-}
-
-const answerAgain = time.Second
-
-// sendSummary tells member p what we hold.
-func (d *documents) sendSummary(p *peer, answer bool) {
-	if d.held != nil {
-		d.send(p, policy.Gossip{Kind: policy.GossipSummary, Summary: d.held.Summary(), Answer: answer})
-	}
-}
-
-// send hands member p a gossip body inside the tunnel, from our address
-// of the family of its first.
-func (d *documents) send(p *peer, g policy.Gossip) {
-	own := d.c.members.own
-	if own == nil || p.member == nil {
-		return
-	}
-	dst := p.member.Addresses[0].Addr()
-	for _, a := range own.Addresses {
-		if a.Addr().Is4() == dst.Is4() {
-			d.c.data.Inject(policy.GossipPacket(a.Addr(), dst, g.Append(nil)))
-			return
-		}
-	}
-}
-
-// tick runs the filter's clock, tells members that sent us data what we
-// hold, and warns of our certificate's expiry. A member is told once its
-// data shows a WireGuard session, not when it is added: a summary sent
-// then would start a handshake from both sides at once, which crosses.
+// tick runs the filter's clock, gossips (gossip.go), and warns of our
+// certificate's expiry.
 func (d *documents) tick(now time.Time) {
 	d.filter.Tick(now)
-	for _, p := range d.c.peers {
-		if p.member != nil && !p.toldDocs && p.ep.Activity().Data.After(p.memberSince) {
-			p.toldDocs = true
-			d.sendSummary(p, false)
-		}
-	}
+	d.tickGossip(now)
 	own := d.c.members.own
 	if own == nil || own.NotAfter.Sub(now) > CertWarnBefore || now.Sub(d.certWarned) < certWarnEvery {
 		return

@@ -104,20 +104,21 @@ func TestDocumentsGossip(t *testing.T) {
 }
 
 // TestGossipAnswersOncePerQuestion: a member repeating one summary is
-// answered once a second, not once a packet.
+// sent documents once a second, not once a packet, and its summaries are
+// answered within the gate's budget (gossipgate.go).
 func TestGossipAnswersOncePerQuestion(t *testing.T) {
-	h, data := gossipHarness(t)
-	src, ask := netip.MustParseAddr("100.64.0.8"), policy.Gossip{Kind: policy.GossipSummary}.Append(nil)
+	h, _ := gossipHarness(t)
+	ask := policy.Gossip{Kind: policy.GossipSummary}.Append(nil)
 	for range 100 {
-		h.c.docs.gossip(src, ask, h.now)
+		h.gossipAt(m8, ask)
 	}
-	if n := len(data.injected); n != 2 {
-		t.Fatalf("100 equal summaries answered with %d packets, want 2 (the policy, our summary)", n)
+	if out := h.takeGossip(); out.docs != 1 || out.summaries != gossipSummaryBurst {
+		t.Fatalf("100 equal summaries answered with %d documents and %d summaries, want the policy once and %d summaries", out.docs, out.summaries, gossipSummaryBurst)
 	}
 	h.now = h.now.Add(answerAgain)
-	h.c.docs.gossip(src, ask, h.now)
-	if n := len(data.injected); n != 4 {
-		t.Fatalf("a second later: %d packets, want 4", n)
+	h.gossipAt(m8, ask)
+	if out := h.takeGossip(); out.docs != 1 || out.summaries != 1 {
+		t.Fatalf("a second later: %d documents and %d summaries, want 1 and 1", out.docs, out.summaries)
 	}
 }
 

@@ -61,10 +61,8 @@ type peer struct {
 	// (members.go), memberSince when it was added.
 	member      *cert.Cert
 	memberSince time.Time
-	// toldDocs: it was sent our documents' summary; answered: what we
-	// last sent in answer to one of its summaries (documents.go).
-	toldDocs bool
-	answered gossipAnswer
+	// gossip is where our documents' gossip with it stands (gossip.go).
+	gossip gossipPeer
 
 	birthday        *birthday // hard side of a birthday round (birthday.go)
 	nextBirthday    time.Time

@@ -31,6 +31,9 @@ type View struct {
 	Revocations, RevokedKeys int
 	RetiredCerts             int // certificates retired, not yet expired
 	DocumentsRefused         uint64
+	// Members' gossip dropped: over a member's budget or for a full
+	// queue (limited), or of no use (junk: malformed, not our network's).
+	GossipLimited, GossipJunk uint64
 	// StateWarning says what this member forgets on restart, when its
 	// network state cannot be kept (state.go); "" when it is kept.
 	StateWarning string
@@ -112,6 +115,7 @@ func (c *Control) publish(now time.Time) {
 		v.Policy, v.Revocations, v.RevokedKeys, v.RetiredCerts = h.Policy(), len(h.Revocations()), h.RevokedKeys(), h.RetiredCerts()
 	}
 	v.DocumentsRefused, v.StateWarning = c.docs.Refused.Load(), c.kept.warning
+	v.GossipLimited, v.GossipJunk = c.gossip.gate.Limited.Load(), c.gossip.Junk.Load()
 	if a := c.turn.alloc; a != nil {
 		v.TURN = &TURNView{Server: a.URI(), Relayed: a.Addr().String()}
 	}

@@ -21,11 +21,13 @@ import (
 //	                  then a flag byte: 1 if it answers a summary
 //	                2 document: one policy or revocation (cert encoding)
 //
-// A member sends its summary to each member it adds and to all it holds
-// when its documents change. A member that gets a summary other than its
-// own sends what the other may lack (cert.Holdings.For) and, unless the
-// summary was an answer, its own summary back, so that the other sends
-// what it lacks in turn.
+// Members that exchange data compare summaries: every second while they
+// differ, every 30 s once they match, and at once after a change. A
+// member that gets a summary other than its own sends what the other may
+// lack; unless the summary was an answer, it sends its own summary back,
+// so that the other learns whether they match and sends what it lacks in
+// turn (tunnel/control's gossip.go, which also bounds what each member's
+// gossip may cost).
 
 // Gossip kinds.
 const (
