@@ -45,6 +45,9 @@ type documents struct {
 	// verified are the hashes of documents from the rendezvous that
 	// verified (fromServer).
 	verified map[[32]byte]struct{}
+	// dirty: what is held changed since it was last kept, at savedAt.
+	dirty   bool
+	savedAt time.Time
 	// Refused counts documents refused: not our network's, or not signed
 	// by its key.
 	Refused atomic.Uint64
@@ -93,8 +96,39 @@ func (d *documents) load() {
 	}
 }
 
+// docsSaveEvery spaces the writes of what is held: each rewrites and
+// syncs the whole file, so a member catching up on thousands of documents
+// writes it once a second (the tick), not once a document. The first
+// change after a quiet second is kept at once; shutdown keeps what is
+// left.
+const docsSaveEvery = time.Second
+
+// changed notes that what is held changed, and keeps it if the last write
+// is docsSaveEvery old.
+func (d *documents) changed(now time.Time) {
+	d.dirty = true
+	d.saveDue(now)
+}
+
+// saveDue keeps what is held if it changed and the last write is
+// docsSaveEvery old (the tick calls it).
+func (d *documents) saveDue(now time.Time) {
+	if d.dirty && d.held != nil && (d.savedAt.IsZero() || now.Sub(d.savedAt) >= docsSaveEvery) {
+		d.savedAt = now
+		d.save()
+	}
+}
+
+// flush keeps what is held now if it changed (shutdown).
+func (d *documents) flush() {
+	if d.dirty && d.held != nil {
+		d.save()
+	}
+}
+
 // save keeps what is held, atomically (state.go).
 func (d *documents) save() {
+	d.dirty = false
 	var b strings.Builder
 	if p := d.held.Policy(); p != nil {
 		b.WriteString(p.Text() + "\n")
@@ -145,7 +179,7 @@ func (d *documents) add(doc *cert.Document, where string, now time.Time) (bool, 
 	}
 	d.c.log.Info("network document taken", "kind", doc.KindName(), "seq", doc.Seq, "from", where,
 		"rules", len(doc.Rules), "revoked", len(doc.Revoked), "retired", len(doc.Retired))
-	d.save()
+	d.changed(now)
 	d.apply(now)
 	for _, s := range d.c.servers {
 		if s.reg.Registered() {
@@ -255,6 +289,7 @@ func (d *documents) serverHolds(s *server, theirs *cert.Summary) {
 // certificate's expiry.
 func (d *documents) tick(now time.Time) {
 	d.filter.Tick(now)
+	d.saveDue(now)
 	d.tickGossip(now)
 	own := d.c.members.own
 	if own == nil || own.NotAfter.Sub(now) > CertWarnBefore || now.Sub(d.certWarned) < certWarnEvery {
