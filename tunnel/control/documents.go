@@ -158,6 +158,12 @@ func (d *documents) publish(raw []byte, now time.Time) error {
 // add takes a verified document from where: new ones are kept, applied
 // and handed on.
 func (d *documents) add(doc *cert.Document, where string, now time.Time) (bool, error) {
+	return d.addFrom(doc, where, nil, now)
+}
+
+// addFrom is add of a document from rendezvous src (nil: from elsewhere),
+// which is not handed it back.
+func (d *documents) addFrom(doc *cert.Document, where string, src *server, now time.Time) (bool, error) {
 	if d.held == nil {
 		d.Refused.Add(1)
 		return false, errors.New("this interface is in no network")
@@ -181,11 +187,7 @@ func (d *documents) add(doc *cert.Document, where string, now time.Time) (bool, 
 		"rules", len(doc.Rules), "revoked", len(doc.Revoked), "retired", len(doc.Retired))
 	d.changed(now)
 	d.apply(now)
-	for _, s := range d.c.servers {
-		if s.reg.Registered() {
-			d.c.sendServer(s, &wire.Publish{Time: d.c.now(), Doc: doc.Bytes()})
-		}
-	}
+	d.publishNew(doc, src, now) // publish.go: paced
 	for _, p := range d.c.peers {
 		if p.member != nil {
 			d.sendSummary(p, false)
@@ -268,28 +270,21 @@ func (d *documents) fromServer(s *server, m *wire.Document, now time.Time) {
 		clear(d.verified)
 	}
 	d.verified[h] = struct{}{}
-	d.add(doc, "rendezvous "+s.hostport, now)
+	d.addFrom(doc, "rendezvous "+s.hostport, s, now)
 }
 
 // maxVerified bounds the documents from the rendezvous remembered as
 // verified.
 const maxVerified = 4096
 
-// serverHolds hands a rendezvous what its summary says it lacks.
-func (d *documents) serverHolds(s *server, theirs *cert.Summary) {
-	if d.held == nil || theirs == nil {
-		return
-	}
-	for _, doc := range d.held.For(*theirs) {
-		d.c.sendServer(s, &wire.Publish{Time: d.c.now(), Doc: doc.Bytes()})
-	}
-}
-
 // tick runs the filter's clock, gossips (gossip.go), and warns of our
 // certificate's expiry.
 func (d *documents) tick(now time.Time) {
 	d.filter.Tick(now)
 	d.saveDue(now)
+	for _, s := range d.c.servers {
+		d.drainPublish(s, now)
+	}
 	d.tickGossip(now)
 	own := d.c.members.own
 	if own == nil || own.NotAfter.Sub(now) > CertWarnBefore || now.Sub(d.certWarned) < certWarnEvery {
