@@ -163,8 +163,14 @@ func (f *Filter) admit(pkt []byte) bool {
 		return true
 	}
 	now := f.clock.Load()
-	if p.icmpError && t.members[p.inner.remote] == sender && f.ct.seen(p.inner, now, t.seq, true, 0, false) {
-		return true // about a flow this machine has with the sender
+	// An ICMP error about a flow this machine has with the sender passes
+	// when it goes where an error goes: to the flow's local end, one of
+	// this member's addresses. Addressed anywhere else it is judged as any
+	// packet (and dropped as to no address of ours): the flow must not
+	// carry a member's packets, with whatever payload, to the LAN.
+	if p.icmpError && p.dst == p.inner.local && t.self.holds(p.dst) &&
+		t.members[p.inner.remote] == sender && f.ct.seen(p.inner, now, t.seq, true, 0, false) {
+		return true
 	}
 	fl := p.inbound()
 	switch {
