@@ -3,7 +3,6 @@ package tunnel
 import (
 	"bytes"
 	"cmp"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -119,7 +118,7 @@ func reloadUAPI(old, cfg *config.Config) (string, error) {
 		delete(was, p.PublicKey)
 	}
 	for k := range was {
-		fmt.Fprintf(&b, "public_key=%s\nremove=true\n", hex.EncodeToString(k[:]))
+		uapiRemove(&b, k)
 	}
 	return b.String(), nil
 }

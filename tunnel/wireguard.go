@@ -48,7 +48,7 @@ func (t *Tunnel) uapiConfig() (string, error) {
 // uapiPeer renders one peer, all of it: added, or replacing what
 // WireGuard has of it (its session stays).
 func uapiPeer(b *strings.Builder, p config.Peer) error {
-	fmt.Fprintf(b, "public_key=%s\n", hex.EncodeToString(p.PublicKey[:]))
+	uapiKey(b, p.PublicKey)
 	// An all-zero key is WireGuard's "none": a reload that removes the
 	// PresharedKey line takes it away.
 	fmt.Fprintf(b, "preshared_key=%s\n", hex.EncodeToString(p.PresharedKey[:]))
@@ -67,6 +67,18 @@ func uapiPeer(b *strings.Builder, p config.Peer) error {
 		fmt.Fprintf(b, "allowed_ip=%s\n", ip)
 	}
 	return nil
+}
+
+// uapiKey opens a peer's section in WireGuard's configuration protocol:
+// the lines after it, up to the next public_key, are that peer's.
+func uapiKey(b *strings.Builder, k key.Key) {
+	fmt.Fprintf(b, "public_key=%s\n", hex.EncodeToString(k[:]))
+}
+
+// uapiRemove takes a peer out of WireGuard, its session with it.
+func uapiRemove(b *strings.Builder, k key.Key) {
+	uapiKey(b, k)
+	b.WriteString("remove=true\n")
 }
 
 // linkConfig is what the host's side of the interface gets of cfg.
@@ -202,7 +214,10 @@ type wireGuard struct{ t *Tunnel }
 // may have followed a packet from an address the control plane did not
 // know yet, and a route change must take effect.
 func (w wireGuard) Repoint(peer key.Key) {
-	w.t.dev.IpcSet(fmt.Sprintf("public_key=%s\nupdate_only=true\nendpoint=%s%s\n", hex.EncodeToString(peer[:]), bind.EndpointPrefix, peer))
+	var b strings.Builder
+	uapiKey(&b, peer)
+	fmt.Fprintf(&b, "update_only=true\nendpoint=%s%s\n", bind.EndpointPrefix, peer)
+	w.t.dev.IpcSet(b.String())
 }
 
 func (w wireGuard) SetPeerMTU(peer key.Key, mtu int) error {
@@ -219,7 +234,8 @@ func (w wireGuard) SetPeerMTU(peer key.Key, mtu int) error {
 // AllowedIPs only, so the session stays.
 func (w wireGuard) AddMember(peer key.Key, allowed []netip.Prefix) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "public_key=%s\nendpoint=%s%s\nreplace_allowed_ips=true\n", hex.EncodeToString(peer[:]), bind.EndpointPrefix, peer)
+	uapiKey(&b, peer)
+	fmt.Fprintf(&b, "endpoint=%s%s\nreplace_allowed_ips=true\n", bind.EndpointPrefix, peer)
 	for _, ip := range allowed {
 		fmt.Fprintf(&b, "allowed_ip=%s\n", ip)
 	}
@@ -227,7 +243,9 @@ func (w wireGuard) AddMember(peer key.Key, allowed []netip.Prefix) error {
 }
 
 func (w wireGuard) RemoveMember(peer key.Key) {
-	w.t.dev.IpcSet(fmt.Sprintf("public_key=%s\nremove=true\n", hex.EncodeToString(peer[:])))
+	var b strings.Builder
+	uapiRemove(&b, peer)
+	w.t.dev.IpcSet(b.String())
 }
 
 func (w wireGuard) HandshakeIfNone(peer key.Key) {
