@@ -213,11 +213,11 @@ type wireGuard struct{ t *Tunnel }
 // Repoint makes WireGuard send to peer's PeerEndpoint again: its roaming
 // may have followed a packet from an address the control plane did not
 // know yet, and a route change must take effect.
-func (w wireGuard) Repoint(peer key.Key) {
+func (w wireGuard) Repoint(peer key.Key) error {
 	var b strings.Builder
 	uapiKey(&b, peer)
 	fmt.Fprintf(&b, "update_only=true\nendpoint=%s%s\n", bind.EndpointPrefix, peer)
-	w.t.dev.IpcSet(b.String())
+	return w.t.dev.IpcSet(b.String())
 }
 
 func (w wireGuard) SetPeerMTU(peer key.Key, mtu int) error {
@@ -242,10 +242,10 @@ func (w wireGuard) AddMember(peer key.Key, allowed []netip.Prefix) error {
 	return w.t.dev.IpcSet(b.String())
 }
 
-func (w wireGuard) RemoveMember(peer key.Key) {
+func (w wireGuard) RemoveMember(peer key.Key) error {
 	var b strings.Builder
 	uapiRemove(&b, peer)
-	w.t.dev.IpcSet(b.String())
+	return w.t.dev.IpcSet(b.String())
 }
 
 func (w wireGuard) HandshakeIfNone(peer key.Key) {

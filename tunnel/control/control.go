@@ -132,7 +132,7 @@ type Control struct {
 type WireGuard interface {
 	// Repoint makes WireGuard send to the peer's endpoint again, in case
 	// its roaming followed a packet elsewhere.
-	Repoint(peer key.Key)
+	Repoint(peer key.Key) error
 	// HandshakeIfNone starts a handshake with the peer unless WireGuard
 	// has had one: a process that restarted has no session while the
 	// peer holds the old one, whose packets it cannot read, and nobody
@@ -147,7 +147,7 @@ type WireGuard interface {
 	// AddMember adds a member to WireGuard, or replaces its AllowedIPs,
 	// keeping its session; RemoveMember takes it out.
 	AddMember(peer key.Key, allowed []netip.Prefix) error
-	RemoveMember(peer key.Key)
+	RemoveMember(peer key.Key) error
 }
 
 // Host is what the control plane asks of the host's network.

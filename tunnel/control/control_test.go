@@ -82,9 +82,11 @@ type fakeWireGuard struct {
 	handshakes   int
 	rehandshakes int
 	members      map[key.Key][]netip.Prefix // AddMember, RemoveMember
+	// What Repoint and RemoveMember fail with (nil: they succeed).
+	repointErr, removeErr error
 }
 
-func (*fakeWireGuard) Repoint(key.Key)               {}
+func (w *fakeWireGuard) Repoint(key.Key) error       { return w.repointErr }
 func (w *fakeWireGuard) HandshakeIfNone(key.Key)     { w.handshakes++ }
 func (*fakeWireGuard) SetPeerMTU(key.Key, int) error { return nil }
 func (w *fakeWireGuard) Rehandshake(key.Key)         { w.rehandshakes++ }

@@ -429,7 +429,11 @@ func (m *members) evict(p *peer, why string) {
 	m.c.log.Info("member let go", "peer", p.label(), "why", why)
 	p.closeBirthday(true)
 	m.c.data.RemoveDestinations(memberAddrs(p.member))
-	m.c.wg.RemoveMember(p.key)
+	if err := m.c.wg.RemoveMember(p.key); err != nil {
+		// evict's callers cannot undo a departure: say what failed, and
+		// let it go from the control plane and the data path all the same.
+		m.c.log.Warn("cannot remove the member from WireGuard", "peer", p.label(), "err", err)
+	}
 	m.c.data.RemovePeer(p.key)
 	delete(m.c.peers, p.key)
 	m.c.turn.setPeers()

@@ -36,7 +36,13 @@ func (w *fakeWireGuard) AddMember(peer key.Key, allowed []netip.Prefix) error {
 	w.members[peer] = allowed
 	return nil
 }
-func (w *fakeWireGuard) RemoveMember(peer key.Key) { delete(w.members, peer) }
+func (w *fakeWireGuard) RemoveMember(peer key.Key) error {
+	if w.removeErr != nil {
+		return w.removeErr
+	}
+	delete(w.members, peer)
+	return nil
+}
 
 // memberHarness is the harness as a member of a network, registered.
 type memberHarness struct {

@@ -254,7 +254,9 @@ func (p *peer) updateRoute(now time.Time, why string) {
 		c.queuePathCheck(r.Dst)
 	}
 	if r.Dst.IsValid() && c.wg != nil {
-		c.wg.Repoint(p.key)
+		if err := c.wg.Repoint(p.key); err != nil {
+			c.log.Warn("cannot point WireGuard at the peer's new route", "peer", p.label(), "route", r.Kind(), "err", err)
+		}
 		// Leave a moment for the handshake traffic brings anyway: two
 		// handshakes started at once by both sides can cross and stall.
 		p.handshakeCheck = now.Add(handshakeCheckDelay)
