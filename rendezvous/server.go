@@ -372,24 +372,9 @@ func (s *Server) apply(l link, h wire.Header, b []byte, src netip.AddrPort, shar
 	}
 }
 
-// messageTime is the replay-protection Time of the messages a server takes.
-func messageTime(b wire.Body) uint64 {
-	switch m := b.(type) {
-	case *wire.Register:
-		return m.Time
-	case *wire.Query:
-		return m.Time
-	case *wire.Deregister:
-		return m.Time
-	case *wire.Relayed:
-		return m.Time
-	case *wire.Lookup:
-		return m.Time
-	case *wire.Publish:
-		return m.Time
-	}
-	return 0
-}
+// messageTime is the replay-protection Time of the messages a server
+// takes (screen lets only those through).
+func messageTime(b wire.Body) uint64 { return wire.TimeOf(b) }
 
 // fresh reports whether t is a Time the sender has not used before and that
 // lies within the replay window, and records it. Callers hold s.mu.

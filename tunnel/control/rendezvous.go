@@ -155,20 +155,9 @@ func (c *Control) handleServer(s *server, h wire.Header, m inbound) {
 	if !m.tcp {
 		c.udpHeard = true
 	}
-	var t uint64
 	switch b := body.(type) {
-	case *wire.RegisterAck:
-		t = b.Time
-	case *wire.Intro:
-		t = b.Time
-	case *wire.TURNOffer:
-		t = b.Time
-	case *wire.Relayed:
-		t = b.Time
-	case *wire.LookupMiss:
-		t = b.Time
-	case *wire.Refused:
-		t = b.Time
+	case *wire.RegisterAck, *wire.Intro, *wire.TURNOffer, *wire.Relayed, *wire.LookupMiss, *wire.Refused:
+		// What a rendezvous sends a peer: checked against replays below.
 	case *wire.Document:
 		// A document carries its own proof, the network key's signature,
 		// and holdings take each at most once: a replayed or reordered one
@@ -180,6 +169,7 @@ func (c *Control) handleServer(s *server, h wire.Header, m inbound) {
 		c.Dropped.Add(1)
 		return
 	}
+	t := wire.TimeOf(body)
 	if t <= s.lastTime {
 		c.Dropped.Add(1) // replayed
 		return
