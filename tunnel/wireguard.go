@@ -250,6 +250,8 @@ func (w wireGuard) RemoveMember(peer key.Key) error {
 
 func (w wireGuard) HandshakeIfNone(peer key.Key) {
 	t := w.t
+	// The whole UAPI dump, not LookupPeer: wireguard-go's Peer keeps its
+	// last handshake time unexported, and only IpcGet tells it.
 	if wg, err := t.wireGuardPeers(); err != nil || !wg[peer].handshake.IsZero() {
 		return
 	}
