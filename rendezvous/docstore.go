@@ -43,7 +43,6 @@ const (
 	docPerMember   = 256
 	orphanTTL      = 24 * time.Hour
 	maxOrphanBytes = 64 << 20
-	maxOverflow    = 32
 	// newestPerMember bounds a network's cert.Newest: a member re-signed
 	// is seen again at its next registration, so two per member leave
 	// room for keys that left.
@@ -62,7 +61,6 @@ const (
 // Outcomes of docStore.take besides errors.
 var (
 	errNoRoom   = errors.New("documents: the network holds its most bytes here")
-	errPubRate  = errors.New("documents: the network publishes faster than its rate")
 	errNotFound = errors.New("documents: no such network")
 )
 
@@ -71,6 +69,7 @@ type docStore struct {
 	nets        map[cert.NetworkKey]*netDocs
 	orphanBytes int       // of networks with no member registered
 	pruned      time.Time // when expired entries were last dropped
+	rebuilds    int       // withRoom runs, for tests
 }
 
 // netDocs is one network's documents and what bounds them.
@@ -83,10 +82,22 @@ type netDocs struct {
 	orphaned time.Time
 	// overflow are keys revoked and certificates retired (by fingerprint,
 	// until their NotAfter) by revocations past the budget: refused,
-	// though their documents are not kept; at most maxOverflow entries.
+	// though their documents are not kept; at most maxOverflow(budget)
+	// entries. Keys stay; certificates go when they expire.
 	overflow      map[key.Key]struct{}
 	overflowCerts map[[32]byte]time.Time
-	newest        *cert.Newest
+	// named indexes the held revocations' entries, nofit the documents
+	// found not to fit within nofitLimit (docbudget.go); both forgotten
+	// when the holdings change.
+	named      *entryIndex
+	nofit      [][32]byte
+	nofitLimit int
+	// created is when the network was first seen here, peak the most
+	// members it had registered since: what orphans are evicted by
+	// (prune).
+	created time.Time
+	peak    int
+	newest  *cert.Newest
 	// tokens and at are the bucket of new documents (pubRate).
 	tokens float64
 	at     time.Time
@@ -100,7 +111,7 @@ func newDocStore() *docStore {
 func budget(members int) int { return docBase + docPerMember*members }
 
 func newNetDocs(nk cert.NetworkKey, now time.Time) *netDocs {
-	return &netDocs{h: cert.NewHoldings(nk), newest: cert.NewNewest(nk), tokens: pubBurst, at: now}
+	return &netDocs{h: cert.NewHoldings(nk), newest: cert.NewNewest(nk), tokens: pubBurst, at: now, created: now}
 }
 
 // held reports whether n holds anything worth its entry.
@@ -113,35 +124,25 @@ func (n *netDocs) held() bool {
 func (st *docStore) resize(n *netDocs) {
 	before := n.weight
 	n.size = n.h.Size()
-	n.weight = n.size + newestEntry*n.newest.Len()
+	n.weight = n.size + newestEntry*n.newest.Len() + overflowEntry*(len(n.overflow)+len(n.overflowCerts))
 	if !n.orphaned.IsZero() {
 		st.orphanBytes += n.weight - before
 	}
 }
 
-// withRoom tries d on a copy of n's holdings, for a document that may
-// fit only by covering others (a cumulative revocation): the copy if it
-// fits within limit, else nil.
-func withRoom(n *netDocs, d *cert.Document, limit int, now time.Time) *cert.Holdings {
-	h := cert.NewHoldings(n.h.Network())
-	h.Prune(now)
-	if p := n.h.Policy(); p != nil {
-		h.Add(p)
-	}
-	for _, r := range n.h.Revocations() {
-		h.Add(r)
-	}
-	if added, _ := h.Add(d); !added || h.Size() > limit {
-		return nil
-	}
-	return h
-}
-
 // take adds a verified document of a network with members registered
-// members. It reports whether the document is new to the store; errNoRoom
-// (a revocation over budget: its entries are refused all the same, so the
-// caller acts on it and sends it on), errPubRate, or the holdings' error.
-func (st *docStore) take(d *cert.Document, members int, now time.Time) (bool, error) {
+// members. A document new here and within the network's budget is always
+// kept (and a revocation acted on): the publication rate (pubRate) bounds
+// only the fan-out, and fan reports whether d may be fanned out now. A
+// document kept past the rate is not lost: it reaches the members through
+// their registrations' summaries (documentsFor) and the resends of its
+// holders. What the store holds or covers already costs nothing (no
+// token, no room, no rebuild). Past the budget, a revocation's entries
+// not refused already are refused all the same (overflowed, errNoRoom,
+// added when it named anything new, then fanned out whatever the rate:
+// that happens at most maxOverflow times in a network's life); a policy
+// is errNoRoom. Else the holdings' error (cert.ErrOlderPolicy).
+func (st *docStore) take(d *cert.Document, members int, now time.Time) (added, fan bool, err error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	n := st.nets[d.Network]
@@ -151,52 +152,84 @@ func (st *docStore) take(d *cert.Document, members int, now time.Time) (bool, er
 			n.orphaned = now
 		}
 	}
+	n.peak = max(n.peak, members)
 	if st.holds(n, d) {
-		return false, nil
+		return false, false, nil
 	}
-	// Charged for a new document only: a member replaying the network's
-	// old documents spends nothing of its owner's rate.
+	p := n.h.Policy()
+	if p != nil && d.Kind == cert.KindPolicy && ranks(p.Seq, p.Hash(), d) > 0 {
+		return false, false, cert.ErrOlderPolicy
+	}
+	grow := len(d.Bytes())
+	if p != nil && d.Kind == cert.KindPolicy {
+		grow -= len(p.Bytes())
+	}
+	limit := budget(members)
+	if n.size+grow <= limit || grow <= 0 {
+		added, err := n.h.Add(d)
+		if !added {
+			st.remember(d.Network, n)
+			return false, false, err
+		}
+		st.changed(n)
+		return true, n.spend(now), nil
+	}
+	// Past the budget: the cheap answers first, a rebuild at most once
+	// per document (nofit) and change of the holdings.
+	if d.Kind == cert.KindRevocation && n.covers(d, now) {
+		st.remember(d.Network, n)
+		return false, false, nil
+	}
+	if !n.noFit(d, limit) {
+		st.rebuilds++
+		if h := withRoom(n, d, limit, now); h != nil {
+			n.h = h
+			st.changed(n)
+			return true, n.spend(now), nil
+		}
+		n.markNoFit(d, limit)
+	}
+	st.remember(d.Network, n)
+	if d.Kind != cert.KindRevocation {
+		return false, false, errNoRoom
+	}
+	if st.overflowed(n, d, limit, now) {
+		st.resize(n)
+		st.nets[d.Network] = n
+		n.spend(now)
+		return true, true, errNoRoom
+	}
+	return false, false, errNoRoom
+}
+
+// changed takes a change of n's holdings: its size, and what was
+// remembered of them, stale now. Callers hold st.mu.
+func (st *docStore) changed(n *netDocs) {
+	n.named = nil
+	n.nofit = nil
+	st.resize(n)
+	st.nets[n.h.Network()] = n
+}
+
+// spend takes a token of n's publication rate if there is one: whether
+// a new document may be fanned out now.
+func (n *netDocs) spend(now time.Time) bool {
 	n.tokens = min(pubBurst, n.tokens+now.Sub(n.at).Seconds()*pubRate)
 	n.at = now
 	if n.tokens < 1 {
-		st.remember(d.Network, n)
-		return false, errPubRate
-	}
-	grow := len(d.Bytes())
-	if p := n.h.Policy(); p != nil && d.Kind == cert.KindPolicy {
-		grow -= len(p.Bytes())
-	}
-	if limit := budget(members); n.size+grow > limit && grow > 0 {
-		if h := withRoom(n, d, limit, now); h != nil {
-			n.tokens--
-			n.h = h
-			st.resize(n)
-			st.nets[d.Network] = n
-			return true, nil
-		}
-		st.remember(d.Network, n)
-		if d.Kind != cert.KindRevocation {
-			return false, errNoRoom
-		}
-		n.tokens--
-		return st.overflowed(n, d), errNoRoom
-	}
-	added, err := n.h.Add(d)
-	if !added {
-		st.remember(d.Network, n)
-		return false, err
+		return false
 	}
 	n.tokens--
-	st.resize(n)
-	st.nets[d.Network] = n
-	return true, nil
+	return true
 }
 
-// overflowed remembers what revocation d names beyond n's holdings, up to
-// maxOverflow entries, and reports whether it named anything new.
-func (st *docStore) overflowed(n *netDocs, d *cert.Document) bool {
+// overflowed remembers what revocation d names that nothing here refuses
+// yet, up to maxOverflow(limit) entries, and reports whether it named
+// anything new. Callers hold st.mu.
+func (st *docStore) overflowed(n *netDocs, d *cert.Document, limit int, now time.Time) bool {
 	added := false
-	room := func() bool { return len(n.overflow)+len(n.overflowCerts) < maxOverflow }
+	room := func() bool { return len(n.overflow)+len(n.overflowCerts) < maxOverflow(limit) }
+	idx := n.index(now)
 	for _, k := range d.Revoked {
 		if _, ok := n.overflow[k]; ok || n.h.Revoked(k) || !room() {
 			continue
@@ -208,7 +241,9 @@ func (st *docStore) overflowed(n *netDocs, d *cert.Document) bool {
 		added = true
 	}
 	for _, c := range d.Retired {
-		if _, ok := n.overflowCerts[c.Fingerprint]; ok || !room() {
+		_, over := n.overflowCerts[c.Fingerprint]
+		_, held := idx.certs[c.Fingerprint]
+		if over || held || !now.Before(c.NotAfter) || !room() {
 			continue
 		}
 		if n.overflowCerts == nil {
@@ -322,17 +357,6 @@ func (n *netDocs) refuses(c *cert.Cert, now time.Time) error {
 	return nil
 }
 
-// revokes says why c may no longer be a member, by the documents alone:
-// for a revocation just taken.
-func (st *docStore) revokes(c *cert.Cert, now time.Time) error {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if n := st.nets[c.Network]; n != nil {
-		return n.refuses(c, now)
-	}
-	return nil
-}
-
 // summaryFor returns the summary of network's documents and those a
 // holder of theirs may lack.
 func (st *docStore) summaryFor(network cert.NetworkKey, theirs cert.Summary) (cert.Summary, []*cert.Document) {
@@ -374,7 +398,9 @@ func (st *docStore) prune(now time.Time) int {
 	if now.Sub(st.pruned) >= pruneEvery {
 		st.pruned = now
 		for _, n := range st.nets {
-			n.h.Prune(now)
+			if n.h.Prune(now) {
+				n.named, n.nofit = nil, nil
+			}
 			n.newest.Prune(now)
 			for f, until := range n.overflowCerts {
 				if !now.Before(until) {
@@ -446,6 +472,7 @@ func (st *docStore) restore(d *cert.Document, orphaned time.Time) {
 	defer st.mu.Unlock()
 	n := st.restored(d.Network, orphaned)
 	if added, _ := n.h.Add(d); added {
+		n.named, n.nofit = nil, nil
 		st.resize(n)
 	}
 }

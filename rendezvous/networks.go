@@ -50,6 +50,9 @@ type network struct {
 type membership struct {
 	cert *cert.Cert
 	net  *network
+	// fingerprint is cert's, computed once: what a revocation retiring
+	// certificates is compared with (evictNamed).
+	fingerprint [32]byte
 	// introduced are the members this one was introduced to: when it
 	// moves they are introduced again at once, as peers that list each
 	// other are.
@@ -158,7 +161,9 @@ func (s *Server) join(sender key.Key, reg *registration, c *cert.Cert, now time.
 		}
 		s.networks[c.Network] = n
 	}
-	reg.member.cert = c
+	if reg.member.cert != c {
+		reg.member.cert, reg.member.fingerprint = c, c.FingerprintBytes()
+	}
 	n.byName[c.Name] = sender
 	for _, p := range c.Addresses {
 		n.byAddr[p.Addr()] = sender
