@@ -8,7 +8,11 @@ import (
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
-// A network at its budget (docstore.go): what may be asked of it on every
+// Taking a network's documents (docstore.go) within its budget, and its
+// publication rate, which bounds the fan-out only: a list of revocations
+// handed in as hundreds of documents is all kept.
+//
+// A network at its budget: what may be asked of it on every
 // message a member sends must cost a lookup, not a rebuild of its
 // holdings (about 15 ms at 18,000 revocations) under the server's lock.
 // So a revocation covered by what is held, or by the overflow, is
@@ -21,6 +25,131 @@ const (
 	// network's overflow is bounded by its budget (maxOverflow).
 	overflowEntry = 40
 )
+
+// take adds a verified document of a network with members registered
+// members. A document new here and within the network's budget is always
+// kept (and a revocation acted on): the publication rate (pubRate) bounds
+// only the fan-out, and fan reports whether d may be fanned out now. A
+// document kept past the rate is not lost: it reaches the members through
+// their registrations' summaries (documentsFor) and the resends of its
+// holders. What the store holds or covers already costs nothing (no
+// token, no room, no rebuild). Past the budget, a revocation's entries
+// not refused already are refused all the same (overflowed, errNoRoom,
+// added when it named anything new, then fanned out whatever the rate:
+// that happens at most maxOverflow times in a network's life); a policy
+// is errNoRoom. Else the holdings' error (cert.ErrOlderPolicy).
+func (st *docStore) take(d *cert.Document, members int, now time.Time) (added, fan bool, err error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	n := st.nets[d.Network]
+	if n == nil {
+		n = newNetDocs(d.Network, now)
+		n.count, n.countAt = members, now
+		if members == 0 {
+			n.orphaned = now
+		}
+	}
+	if st.holds(n, d) {
+		return false, false, nil
+	}
+	p := n.h.Policy()
+	if p != nil && d.Kind == cert.KindPolicy && ranks(p.Seq, p.Hash(), d) > 0 {
+		return false, false, cert.ErrOlderPolicy
+	}
+	grow := len(d.Bytes())
+	if p != nil && d.Kind == cert.KindPolicy {
+		grow -= len(p.Bytes())
+	}
+	limit := budget(members)
+	if n.size+grow <= limit || grow <= 0 {
+		added, err := n.h.Add(d)
+		if !added {
+			st.remember(d.Network, n)
+			return false, false, err
+		}
+		st.changed(n)
+		return true, n.spend(now), nil
+	}
+	// Past the budget: the cheap answers first, a rebuild at most once
+	// per document (nofit) and change of the holdings.
+	if d.Kind == cert.KindRevocation && n.covers(d, now) {
+		st.remember(d.Network, n)
+		return false, false, nil
+	}
+	if !n.noFit(d, limit) {
+		st.rebuilds++
+		if h := withRoom(n, d, limit, now); h != nil {
+			n.h = h
+			st.changed(n)
+			return true, n.spend(now), nil
+		}
+		n.markNoFit(d, limit)
+	}
+	st.remember(d.Network, n)
+	if d.Kind != cert.KindRevocation {
+		return false, false, errNoRoom
+	}
+	if st.overflowed(n, d, limit, now) {
+		st.resize(n)
+		st.nets[d.Network] = n
+		n.spend(now)
+		return true, true, errNoRoom
+	}
+	return false, false, errNoRoom
+}
+
+// changed takes a change of n's holdings: its size, and what was
+// remembered of them, stale now. Callers hold st.mu.
+func (st *docStore) changed(n *netDocs) {
+	n.named = nil
+	n.nofit = nil
+	st.resize(n)
+	st.nets[n.h.Network()] = n
+}
+
+// spend takes a token of n's publication rate if there is one: whether
+// a new document may be fanned out now.
+func (n *netDocs) spend(now time.Time) bool {
+	n.tokens = min(pubBurst, n.tokens+now.Sub(n.at).Seconds()*pubRate)
+	n.at = now
+	if n.tokens < 1 {
+		return false
+	}
+	n.tokens--
+	return true
+}
+
+// overflowed remembers what revocation d names that nothing here refuses
+// yet, up to maxOverflow(limit) entries, and reports whether it named
+// anything new. Callers hold st.mu.
+func (st *docStore) overflowed(n *netDocs, d *cert.Document, limit int, now time.Time) bool {
+	added := false
+	room := func() bool { return len(n.overflow)+len(n.overflowCerts) < maxOverflow(limit) }
+	idx := n.index(now)
+	for _, k := range d.Revoked {
+		if _, ok := n.overflow[k]; ok || n.h.Revoked(k) || !room() {
+			continue
+		}
+		if n.overflow == nil {
+			n.overflow = make(map[key.Key]struct{})
+		}
+		n.overflow[k] = struct{}{}
+		added = true
+	}
+	for _, c := range d.Retired {
+		_, over := n.overflowCerts[c.Fingerprint]
+		_, held := idx.certs[c.Fingerprint]
+		if over || held || !now.Before(c.NotAfter) || !room() {
+			continue
+		}
+		if n.overflowCerts == nil {
+			n.overflowCerts = make(map[[32]byte]time.Time)
+		}
+		n.overflowCerts[c.Fingerprint] = c.NotAfter
+		added = true
+	}
+	return added
+}
 
 // maxOverflow bounds the entries a network's revocations past its budget
 // may refuse (those of a network of one: 204).

@@ -2,6 +2,8 @@ package rendezvous
 
 import (
 	"crypto/rand"
+	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -149,5 +151,78 @@ func TestRevocationWorkNotPerMember(t *testing.T) {
 	s.mu.Unlock()
 	if !gone {
 		t.Fatal("a revocation retiring a member's certificate left it a member")
+	}
+}
+
+// TestOrphanEvictionSparesRealNetwork: past the orphans' bound, a
+// stranger's one-member networks, made and left within a minute, go
+// before a real network of 50 members registered for 8 hours and all
+// offline since, though it was orphaned first. Before: the one orphaned
+// longest went first, the real network.
+func TestOrphanEvictionSparesRealNetwork(t *testing.T) {
+	st := newDocStore()
+	st.maxOrphans = 64 << 10
+	t0 := time.Now()
+	real := newNetwork(t)
+	fillStore(t, st, real, 50, 1) // 21 KiB
+	st.members(real.Public(), 50, t0)
+	st.members(real.Public(), 0, t0.Add(8*time.Hour))
+	st.orphan(real.Public(), t0.Add(8*time.Hour))
+	at := t0.Add(8*time.Hour + time.Minute)
+	var strangers []cert.NetworkKey
+	for range 10 {
+		nk := newNetwork(t)
+		for i := range 40 {
+			var k key.Key
+			rand.Read(k[:])
+			rev, _ := cert.SignRevocation(nk, uint64(i+1), []key.Key{k})
+			st.restore(rev, time.Time{})
+		}
+		st.members(nk.Public(), 1, at)
+		st.members(nk.Public(), 0, at.Add(time.Minute))
+		st.orphan(nk.Public(), at.Add(time.Minute))
+		strangers = append(strangers, nk.Public())
+	}
+	st.prune(at.Add(2 * time.Minute))
+	held := 0
+	for _, nk := range strangers {
+		if st.nets[nk] != nil {
+			held++
+		}
+	}
+	if st.nets[real.Public()] == nil {
+		t.Fatalf("the real network's documents went; %d of the stranger's %d networks held", held, len(strangers))
+	}
+	if st.orphanBytes > st.maxOrphans {
+		t.Fatalf("orphans hold %d bytes, over %d", st.orphanBytes, st.maxOrphans)
+	}
+	t.Logf("%d of the stranger's %d networks held, and the real one", held, len(strangers))
+}
+
+// TestMemberHoursSurviveRestart: what a network's members earned it here
+// is in the state file, so a restart does not make a real network's
+// documents the cheapest to evict.
+func TestMemberHoursSurviveRestart(t *testing.T) {
+	priv, _ := key.NewPrivate()
+	first := NewServer(Config{PrivateKey: priv, Logger: slog.New(slog.DiscardHandler)})
+	defer first.Close()
+	nk := newNetwork(t)
+	rev, _ := cert.SignRevocation(nk, 1, []key.Key{{7}})
+	first.docs.restore(rev, time.Time{})
+	t0 := time.Now().Add(-2 * time.Hour)
+	first.docs.members(nk.Public(), 5, t0)
+	first.docs.members(nk.Public(), 0, t0.Add(time.Hour))
+	first.docs.orphan(nk.Public(), t0.Add(time.Hour))
+	state := filepath.Join(t.TempDir(), "state")
+	if err := first.Save(state); err != nil {
+		t.Fatal(err)
+	}
+	second := NewServer(Config{PrivateKey: priv, Logger: slog.New(slog.DiscardHandler)})
+	defer second.Close()
+	if _, err := second.Load(state, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := second.docs.nets[nk.Public()].memberSecs; got != 5*3600 {
+		t.Fatalf("after a restart the network earned %v member-seconds, want %v", got, 5*3600)
 	}
 }

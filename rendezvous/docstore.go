@@ -26,13 +26,16 @@ import (
 //     for one of 10,000 (some 18,000 single-key revocations);
 //   - a network with no member registered keeps its documents for
 //     orphanTTL (24 h, across restarts), and all such networks together at
-//     most maxOrphanBytes (64 MiB; the longest orphaned go first);
+//     most maxOrphanBytes (64 MiB; those whose bytes cost most per
+//     member-hour they earned here go first);
 //   - so at DefaultMaxPeers (100,000 registrations, each its own network)
 //     the store holds at most 100,000 × (8 KiB + 256 B) + 64 MiB ≈ 0.9 GB
 //     of documents, whoever registers; a revocation past its network's
-//     budget is still acted on (its keys, up to maxOverflow per network,
-//     are refused) and sent to the members, only not kept.
-//   - new documents per network: pubRate a second, burst pubBurst;
+//     budget is still acted on (its entries, up to maxOverflow — budget/40
+//     — per network, are refused) and sent to the members, only not kept;
+//   - a new document within the budget is always kept; fan-outs of new
+//     documents per network: pubRate a second, burst pubBurst (one past
+//     the rate reaches the members by their registrations' summaries);
 //   - newest certificates per network: newestPerMember × (its registered
 //     members + 1) keys, each remembered until every certificate seen of
 //     it has expired, or forgotten with the network's documents (an
@@ -50,10 +53,11 @@ const (
 	newestEntry     = 512 // about what one costs in memory
 	// pruneEvery is how often the holdings and Newest drop what expired.
 	pruneEvery = time.Minute
-	// pubRate and pubBurst bound the new documents a network publishes:
-	// an owner revoking a few members in a row is not slowed, one signing
-	// policies in a loop gets one a second, each fanned out within the
-	// network's output bound (outbox.go).
+	// pubRate and pubBurst bound the fan-outs of a network's new
+	// documents: an owner revoking a few members in a row is not slowed,
+	// one signing policies in a loop gets one fanned out a second (within
+	// the network's output bound, outbox.go); the others are kept and
+	// reach the members by their registrations' summaries.
 	pubRate  = 1.0
 	pubBurst = 10.0
 )
@@ -70,6 +74,7 @@ type docStore struct {
 	orphanBytes int       // of networks with no member registered
 	pruned      time.Time // when expired entries were last dropped
 	rebuilds    int       // withRoom runs, for tests
+	maxOrphans  int       // maxOrphanBytes; less in tests
 }
 
 // netDocs is one network's documents and what bounds them.
@@ -92,26 +97,27 @@ type netDocs struct {
 	named      *entryIndex
 	nofit      [][32]byte
 	nofitLimit int
-	// created is when the network was first seen here, peak the most
-	// members it had registered since: what orphans are evicted by
-	// (prune).
-	created time.Time
-	peak    int
-	newest  *cert.Newest
+	// memberSecs are the member-seconds the network earned here (its
+	// registered members, count since countAt, times the time): what
+	// orphans are evicted by (prune).
+	memberSecs float64
+	count      int
+	countAt    time.Time
+	newest     *cert.Newest
 	// tokens and at are the bucket of new documents (pubRate).
 	tokens float64
 	at     time.Time
 }
 
 func newDocStore() *docStore {
-	return &docStore{nets: make(map[cert.NetworkKey]*netDocs)}
+	return &docStore{nets: make(map[cert.NetworkKey]*netDocs), maxOrphans: maxOrphanBytes}
 }
 
 // budget is the bytes a network of members registered members may hold.
 func budget(members int) int { return docBase + docPerMember*members }
 
 func newNetDocs(nk cert.NetworkKey, now time.Time) *netDocs {
-	return &netDocs{h: cert.NewHoldings(nk), newest: cert.NewNewest(nk), tokens: pubBurst, at: now, created: now}
+	return &netDocs{h: cert.NewHoldings(nk), newest: cert.NewNewest(nk), tokens: pubBurst, at: now}
 }
 
 // held reports whether n holds anything worth its entry.
@@ -128,131 +134,6 @@ func (st *docStore) resize(n *netDocs) {
 	if !n.orphaned.IsZero() {
 		st.orphanBytes += n.weight - before
 	}
-}
-
-// take adds a verified document of a network with members registered
-// members. A document new here and within the network's budget is always
-// kept (and a revocation acted on): the publication rate (pubRate) bounds
-// only the fan-out, and fan reports whether d may be fanned out now. A
-// document kept past the rate is not lost: it reaches the members through
-// their registrations' summaries (documentsFor) and the resends of its
-// holders. What the store holds or covers already costs nothing (no
-// token, no room, no rebuild). Past the budget, a revocation's entries
-// not refused already are refused all the same (overflowed, errNoRoom,
-// added when it named anything new, then fanned out whatever the rate:
-// that happens at most maxOverflow times in a network's life); a policy
-// is errNoRoom. Else the holdings' error (cert.ErrOlderPolicy).
-func (st *docStore) take(d *cert.Document, members int, now time.Time) (added, fan bool, err error) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	n := st.nets[d.Network]
-	if n == nil {
-		n = newNetDocs(d.Network, now)
-		if members == 0 {
-			n.orphaned = now
-		}
-	}
-	n.peak = max(n.peak, members)
-	if st.holds(n, d) {
-		return false, false, nil
-	}
-	p := n.h.Policy()
-	if p != nil && d.Kind == cert.KindPolicy && ranks(p.Seq, p.Hash(), d) > 0 {
-		return false, false, cert.ErrOlderPolicy
-	}
-	grow := len(d.Bytes())
-	if p != nil && d.Kind == cert.KindPolicy {
-		grow -= len(p.Bytes())
-	}
-	limit := budget(members)
-	if n.size+grow <= limit || grow <= 0 {
-		added, err := n.h.Add(d)
-		if !added {
-			st.remember(d.Network, n)
-			return false, false, err
-		}
-		st.changed(n)
-		return true, n.spend(now), nil
-	}
-	// Past the budget: the cheap answers first, a rebuild at most once
-	// per document (nofit) and change of the holdings.
-	if d.Kind == cert.KindRevocation && n.covers(d, now) {
-		st.remember(d.Network, n)
-		return false, false, nil
-	}
-	if !n.noFit(d, limit) {
-		st.rebuilds++
-		if h := withRoom(n, d, limit, now); h != nil {
-			n.h = h
-			st.changed(n)
-			return true, n.spend(now), nil
-		}
-		n.markNoFit(d, limit)
-	}
-	st.remember(d.Network, n)
-	if d.Kind != cert.KindRevocation {
-		return false, false, errNoRoom
-	}
-	if st.overflowed(n, d, limit, now) {
-		st.resize(n)
-		st.nets[d.Network] = n
-		n.spend(now)
-		return true, true, errNoRoom
-	}
-	return false, false, errNoRoom
-}
-
-// changed takes a change of n's holdings: its size, and what was
-// remembered of them, stale now. Callers hold st.mu.
-func (st *docStore) changed(n *netDocs) {
-	n.named = nil
-	n.nofit = nil
-	st.resize(n)
-	st.nets[n.h.Network()] = n
-}
-
-// spend takes a token of n's publication rate if there is one: whether
-// a new document may be fanned out now.
-func (n *netDocs) spend(now time.Time) bool {
-	n.tokens = min(pubBurst, n.tokens+now.Sub(n.at).Seconds()*pubRate)
-	n.at = now
-	if n.tokens < 1 {
-		return false
-	}
-	n.tokens--
-	return true
-}
-
-// overflowed remembers what revocation d names that nothing here refuses
-// yet, up to maxOverflow(limit) entries, and reports whether it named
-// anything new. Callers hold st.mu.
-func (st *docStore) overflowed(n *netDocs, d *cert.Document, limit int, now time.Time) bool {
-	added := false
-	room := func() bool { return len(n.overflow)+len(n.overflowCerts) < maxOverflow(limit) }
-	idx := n.index(now)
-	for _, k := range d.Revoked {
-		if _, ok := n.overflow[k]; ok || n.h.Revoked(k) || !room() {
-			continue
-		}
-		if n.overflow == nil {
-			n.overflow = make(map[key.Key]struct{})
-		}
-		n.overflow[k] = struct{}{}
-		added = true
-	}
-	for _, c := range d.Retired {
-		_, over := n.overflowCerts[c.Fingerprint]
-		_, held := idx.certs[c.Fingerprint]
-		if over || held || !now.Before(c.NotAfter) || !room() {
-			continue
-		}
-		if n.overflowCerts == nil {
-			n.overflowCerts = make(map[[32]byte]time.Time)
-		}
-		n.overflowCerts[c.Fingerprint] = c.NotAfter
-		added = true
-	}
-	return added
 }
 
 // remember keeps n (and its rate bucket) if it holds anything.
@@ -327,6 +208,7 @@ func (st *docStore) refuses(c *cert.Cert, members int, now time.Time) (newer boo
 	n := st.nets[c.Network]
 	if n == nil {
 		n = newNetDocs(c.Network, now)
+		n.count, n.countAt = members, now
 	}
 	if err := n.refuses(c, now); err != nil {
 		return false, err
@@ -369,6 +251,31 @@ func (st *docStore) summaryFor(network cert.NetworkKey, theirs cert.Summary) (ce
 	return n.h.Summary(), n.h.For(theirs)
 }
 
+// members notes that network has members registered since now, for
+// the member-seconds its documents earn (prune).
+func (st *docStore) members(network cert.NetworkKey, members int, now time.Time) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if n := st.nets[network]; n != nil {
+		n.earn(now)
+		n.count = members
+	}
+}
+
+// earn adds the member-seconds since countAt. Callers hold st.mu.
+func (n *netDocs) earn(now time.Time) {
+	if n.count > 0 && now.After(n.countAt) {
+		n.memberSecs += float64(n.count) * now.Sub(n.countAt).Seconds()
+	}
+	n.countAt = now
+}
+
+// cost is what an orphan's bytes cost per member-hour its network
+// earned here (one member-minute at least): the dearest goes first.
+func (n *netDocs) cost() float64 {
+	return float64(n.weight) / max(n.memberSecs/3600, 1.0/60)
+}
+
 // adopt notes that network has a member registered again.
 func (st *docStore) adopt(network cert.NetworkKey) {
 	st.mu.Lock()
@@ -389,8 +296,14 @@ func (st *docStore) orphan(network cert.NetworkKey, now time.Time) {
 	}
 }
 
-// prune forgets the networks orphaned for orphanTTL, and the longest
-// orphaned while all orphans hold more than maxOrphanBytes. It returns how
+// prune forgets the networks orphaned for orphanTTL, and while all
+// orphans hold more than maxOrphanBytes, the one whose bytes cost most
+// per member-hour it earned here (cost): not the one orphaned longest,
+// which a stranger's thousands of one-member networks, made and left,
+// would push out — a real network whose members are all offline
+// overnight. To outlast it an orphan must have earned as many
+// member-hours per byte: registrations held for hours, out of the
+// rendezvous's MaxPeers. It returns how
 // many networks it forgot.
 func (st *docStore) prune(now time.Time) int {
 	st.mu.Lock()
@@ -417,20 +330,23 @@ func (st *docStore) prune(now time.Time) int {
 			gone++
 		}
 	}
-	for st.orphanBytes > maxOrphanBytes {
+	for st.orphanBytes > st.maxOrphans {
 		var (
-			oldest   *netDocs
-			oldestNK cert.NetworkKey
+			worst   *netDocs
+			worstNK cert.NetworkKey
 		)
 		for nk, n := range st.nets {
-			if !n.orphaned.IsZero() && (oldest == nil || n.orphaned.Before(oldest.orphaned)) {
-				oldest, oldestNK = n, nk
+			if n.orphaned.IsZero() {
+				continue
+			}
+			if worst == nil || n.cost() > worst.cost() || n.cost() == worst.cost() && n.orphaned.Before(worst.orphaned) {
+				worst, worstNK = n, nk
 			}
 		}
-		if oldest == nil {
+		if worst == nil {
 			break
 		}
-		st.drop(oldestNK, oldest)
+		st.drop(worstNK, worst)
 		gone++
 	}
 	return gone
@@ -445,9 +361,10 @@ func (st *docStore) drop(nk cert.NetworkKey, n *netDocs) {
 
 // stored is one network's documents as the state file keeps them.
 type stored struct {
-	docs     []*cert.Document
-	orphaned time.Time
-	newest   []byte // cert.Newest.AppendText
+	docs       []*cert.Document
+	orphaned   time.Time
+	newest     []byte // cert.Newest.AppendText
+	memberSecs float64
 }
 
 // each calls f with every network's documents (f must not call in).
@@ -455,7 +372,7 @@ func (st *docStore) each(f func(nk cert.NetworkKey, s stored)) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for nk, n := range st.nets {
-		s := stored{orphaned: n.orphaned, newest: n.newest.AppendText(nil)}
+		s := stored{orphaned: n.orphaned, newest: n.newest.AppendText(nil), memberSecs: n.memberSecs}
 		if p := n.h.Policy(); p != nil {
 			s.docs = append(s.docs, p)
 		}
@@ -486,6 +403,16 @@ func (st *docStore) restoreNewest(nk cert.NetworkKey, text string, orphaned, now
 	err := n.newest.LoadText(text, now)
 	st.resize(n)
 	return err
+}
+
+// restoreEarned takes a network's member-seconds from the state file
+// (any number: they order evictions only).
+func (st *docStore) restoreEarned(nk cert.NetworkKey, secs float64) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if n := st.nets[nk]; n != nil && secs > 0 && secs < 1e15 {
+		n.memberSecs = max(n.memberSecs, secs)
+	}
 }
 
 // restored is nk's entry, made if need be. Callers hold st.mu.

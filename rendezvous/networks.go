@@ -159,6 +159,7 @@ func (s *Server) join(sender key.Key, reg *registration, c *cert.Cert, now time.
 		if n.count++; n.count == 1 {
 			s.docs.adopt(c.Network) // its documents are no orphans
 		}
+		s.docs.members(c.Network, n.count, now)
 		s.networks[c.Network] = n
 	}
 	if reg.member.cert != c {
@@ -194,9 +195,12 @@ func (s *Server) leave(k key.Key, reg *registration) {
 	s.unindex(m, k)
 	reg.member = nil
 	s.out.settle(m.net.key, k)
-	if m.net.count--; m.net.count == 0 {
+	now := time.Now()
+	m.net.count--
+	s.docs.members(m.net.key, m.net.count, now)
+	if m.net.count == 0 {
 		delete(s.networks, m.net.key)
-		s.docs.orphan(m.net.key, time.Now()) // kept for orphanTTL
+		s.docs.orphan(m.net.key, now) // kept for orphanTTL
 	}
 }
 
