@@ -17,8 +17,8 @@ import (
 // holdings (about 15 ms at 18,000 revocations) under the server's lock.
 // So a revocation covered by what is held, or by the overflow, is
 // answered from an index of who names each entry; a document found not
-// to fit is remembered (nofitMemory per network) until the holdings or
-// the budget change.
+// to fit is remembered (nofitCap per network) until the holdings or the
+// budget change.
 const (
 	nofitMemory = 64
 	// overflowEntry is about what one entry of the overflow costs: a
@@ -53,7 +53,7 @@ func (st *docStore) take(d *cert.Document, members int, now time.Time) (added, f
 		return false, false, nil
 	}
 	p := n.h.Policy()
-	if p != nil && d.Kind == cert.KindPolicy && ranks(p.Seq, p.Hash(), d) > 0 {
+	if p != nil && d.Kind == cert.KindPolicy && above(p, d) {
 		return false, false, cert.ErrOlderPolicy
 	}
 	grow := len(d.Bytes())
@@ -101,8 +101,7 @@ func (st *docStore) take(d *cert.Document, members int, now time.Time) (added, f
 // changed takes a change of n's holdings: its size, and what was
 // remembered of them, stale now. Callers hold st.mu.
 func (st *docStore) changed(n *netDocs) {
-	n.named = nil
-	n.nofit = nil
+	n.named, n.nofit, n.nofitSet = nil, nil, nil
 	st.resize(n)
 	st.nets[n.h.Network()] = n
 }
@@ -155,30 +154,21 @@ func (st *docStore) overflowed(n *netDocs, d *cert.Document, limit int, now time
 // may refuse (those of a network of one: 204).
 func maxOverflow(limit int) int { return limit / overflowEntry }
 
-// rank is a held revocation's place among those naming an entry.
-type rank struct {
-	seq  uint64
-	hash [32]byte
-}
-
-// ranks compares a document of seq and hash with d: as cert ranks them,
-// by seq, a tie by hash.
-func ranks(seq uint64, hash [32]byte, d *cert.Document) int {
-	switch {
-	case seq > d.Seq:
-		return 1
-	case seq < d.Seq:
-		return -1
+// above reports whether a ranks above b as cert ranks documents of a
+// kind: by seq, a tie by hash.
+func above(a, b *cert.Document) bool {
+	if a.Seq != b.Seq {
+		return a.Seq > b.Seq
 	}
-	h := d.Hash()
-	return bytes.Compare(hash[:], h[:])
+	ha, hb := a.Hash(), b.Hash()
+	return bytes.Compare(ha[:], hb[:]) > 0
 }
 
-// entryIndex is, for each entry the held revocations name, the highest
-// rank naming it.
+// entryIndex is, for each entry the held revocations name, the
+// highest-ranked naming it.
 type entryIndex struct {
-	keys  map[key.Key]rank
-	certs map[[32]byte]rank
+	keys  map[key.Key]*cert.Document
+	certs map[[32]byte]*cert.Document
 }
 
 // index is n's entryIndex, built again after a change of the holdings.
@@ -186,23 +176,20 @@ func (n *netDocs) index(now time.Time) *entryIndex {
 	if n.named != nil {
 		return n.named
 	}
-	idx := &entryIndex{keys: map[key.Key]rank{}, certs: map[[32]byte]rank{}}
-	higher := func(r rank, was rank, held bool) bool {
-		return !held || r.seq > was.seq || r.seq == was.seq && bytes.Compare(r.hash[:], was.hash[:]) > 0
-	}
+	idx := &entryIndex{keys: map[key.Key]*cert.Document{}, certs: map[[32]byte]*cert.Document{}}
+	higher := func(d, was *cert.Document) bool { return was == nil || above(d, was) }
 	for _, d := range n.h.Revocations() {
-		r := rank{d.Seq, d.Hash()}
 		for _, k := range d.Revoked {
-			if was, held := idx.keys[k]; higher(r, was, held) {
-				idx.keys[k] = r
+			if was := idx.keys[k]; higher(d, was) {
+				idx.keys[k] = d
 			}
 		}
 		for _, c := range d.Retired {
 			if !now.Before(c.NotAfter) {
 				continue
 			}
-			if was, held := idx.certs[c.Fingerprint]; higher(r, was, held) {
-				idx.certs[c.Fingerprint] = r
+			if was := idx.certs[c.Fingerprint]; higher(d, was) {
+				idx.certs[c.Fingerprint] = d
 			}
 		}
 	}
@@ -219,7 +206,7 @@ func (n *netDocs) covers(d *cert.Document, now time.Time) bool {
 		if _, over := n.overflow[k]; over {
 			continue
 		}
-		if r, held := idx.keys[k]; !held || ranks(r.seq, r.hash, d) <= 0 {
+		if by := idx.keys[k]; by == nil || !above(by, d) {
 			return false
 		}
 	}
@@ -227,12 +214,17 @@ func (n *netDocs) covers(d *cert.Document, now time.Time) bool {
 		if _, over := n.overflowCerts[c.Fingerprint]; over || !now.Before(c.NotAfter) {
 			continue
 		}
-		if r, held := idx.certs[c.Fingerprint]; !held || ranks(r.seq, r.hash, d) <= 0 {
+		if by := idx.certs[c.Fingerprint]; by == nil || !above(by, d) {
 			return false
 		}
 	}
 	return true
 }
+
+// nofitCap bounds the documents remembered as not fitting within limit:
+// nofitMemory, or one per KiB of the budget (2,500 for a network of
+// 10,000, which may be handed in hundreds of pieces of a list).
+func nofitCap(limit int) int { return max(nofitMemory, limit>>10) }
 
 // noFit reports whether d was found not to fit n's holdings within limit
 // since they last changed.
@@ -240,25 +232,22 @@ func (n *netDocs) noFit(d *cert.Document, limit int) bool {
 	if n.nofitLimit != limit {
 		return false
 	}
-	h := d.Hash()
-	for _, x := range n.nofit {
-		if x == h {
-			return true
-		}
-	}
-	return false
+	_, ok := n.nofitSet[d.Hash()]
+	return ok
 }
 
 // markNoFit remembers that d does not fit within limit, the oldest of
-// nofitMemory forgotten.
+// nofitCap(limit) forgotten.
 func (n *netDocs) markNoFit(d *cert.Document, limit int) {
-	if n.nofitLimit != limit {
-		n.nofit, n.nofitLimit = nil, limit
+	if n.nofitLimit != limit || n.nofitSet == nil {
+		n.nofit, n.nofitSet, n.nofitLimit = nil, map[[32]byte]struct{}{}, limit
 	}
-	if len(n.nofit) >= nofitMemory {
+	if len(n.nofit) >= nofitCap(limit) {
+		delete(n.nofitSet, n.nofit[0])
 		n.nofit = n.nofit[1:]
 	}
 	n.nofit = append(n.nofit, d.Hash())
+	n.nofitSet[d.Hash()] = struct{}{}
 }
 
 // withRoom tries d on a copy of n's holdings, for a document that may

@@ -226,3 +226,35 @@ func TestMemberHoursSurviveRestart(t *testing.T) {
 		t.Fatalf("after a restart the network earned %v member-seconds, want %v", got, 5*3600)
 	}
 }
+
+// TestOverflowSizedByBudget: past its budget, a network's revocations are
+// acted on for as many entries as its budget allows (budget/40: 211 for
+// a network of one), not 32.
+func TestOverflowSizedByBudget(t *testing.T) {
+	st := newDocStore()
+	nk := newNetwork(t)
+	now := time.Now()
+	fillStore(t, st, nk, 1, 1)
+	keys := make([]key.Key, 150)
+	for i := range keys {
+		rand.Read(keys[i][:])
+	}
+	revs, err := cert.SignRevocations(nk, 1000, keys, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range revs {
+		if _, err := takeDoc(st, d, 1, now); err != errNoRoom {
+			t.Fatalf("a revocation past the budget: %v", err)
+		}
+	}
+	refused := 0
+	for _, k := range keys {
+		if st.revoked(nk.Public(), k) {
+			refused++
+		}
+	}
+	if refused != len(keys) {
+		t.Fatalf("%d of %d keys revoked past the budget are refused", refused, len(keys))
+	}
+}

@@ -104,6 +104,12 @@ func TestManyRevocationsAllHeld(t *testing.T) {
 	if got := heldDocs(s, nk.Public()); got != docs {
 		t.Fatalf("the rendezvous holds %d of %d revocations handed in", got, docs)
 	}
+	// Those kept past the publication rate were not fanned out: a member
+	// lacking them gets them at its registration.
+	b := newClientAt(t, "127.0.0.9", addr, pub)
+	if _, got := b.registerWith(certFor(t, nk, b.pub(), "b", "10.7.0.2/24", now, time.Hour), nk.Public(), cert.Summary{}); len(got) < maxPending {
+		t.Fatalf("a member registering without documents was sent %d, want %d", len(got), maxPending)
+	}
 }
 
 // registeredIn counts nk's registered members.

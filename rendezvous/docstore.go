@@ -95,7 +95,8 @@ type netDocs struct {
 	// found not to fit within nofitLimit (docbudget.go); both forgotten
 	// when the holdings change.
 	named      *entryIndex
-	nofit      [][32]byte
+	nofit      [][32]byte // oldest first
+	nofitSet   map[[32]byte]struct{}
 	nofitLimit int
 	// memberSecs are the member-seconds the network earned here (its
 	// registered members, count since countAt, times the time): what
@@ -312,7 +313,7 @@ func (st *docStore) prune(now time.Time) int {
 		st.pruned = now
 		for _, n := range st.nets {
 			if n.h.Prune(now) {
-				n.named, n.nofit = nil, nil
+				n.named, n.nofit, n.nofitSet = nil, nil, nil
 			}
 			n.newest.Prune(now)
 			for f, until := range n.overflowCerts {
@@ -389,7 +390,7 @@ func (st *docStore) restore(d *cert.Document, orphaned time.Time) {
 	defer st.mu.Unlock()
 	n := st.restored(d.Network, orphaned)
 	if added, _ := n.h.Add(d); added {
-		n.named, n.nofit = nil, nil
+		n.named, n.nofit, n.nofitSet = nil, nil, nil
 		st.resize(n)
 	}
 }
