@@ -46,6 +46,9 @@ func (s *Server) introduce(ka key.Key, a *registration, kb key.Key, b *registrat
 		ia.Cert, ib.Cert = b.member.cert.Bytes(), a.member.cert.Bytes()
 		introducedMembers(ka, a, kb, b)
 	}
+	// Counted before it is sent, so that whoever sees an introduction
+	// arrive sees it counted.
+	s.Stats.Introductions.Add(1)
 	s.send(a, ia)
 	s.send(b, ib)
 	if s.turn.enabled() {
@@ -54,7 +57,6 @@ func (s *Server) introduce(ka key.Key, a *registration, kb key.Key, b *registrat
 		s.offerTURN(ka, a, time.Now())
 		s.offerTURN(kb, b, time.Now())
 	}
-	s.Stats.Introductions.Add(1)
 	s.log.Debug("introduced", "a", ka, "a_endpoint", a.endpoint, "b", kb, "b_endpoint", b.endpoint)
 }
 

@@ -66,13 +66,15 @@ func TestOlderCertificateSuperseded(t *testing.T) {
 // TestNewerCertificateTakesAddress: an address (and name) the owner moved
 // to a new member's certificate is the new member's: the member
 // registered with the older certificate gives way, and a lookup finds
-// the new one. A newcomer with the older certificate still gets overlap.
+// the new one. A newcomer with an older certificate, or the old member
+// again while the new one is away, is refused as superseded.
 func TestNewerCertificateTakesAddress(t *testing.T) {
 	_, addr, pub := startServer(t)
 	nk := newNetwork(t)
 	now := time.Now()
 	x, y, z := newClient(t, addr, pub), newClient(t, addr, pub), newClient(t, addr, pub)
-	if r := x.registerMember(certFor(t, nk, x.pub(), "srv", "10.7.0.5/24", now.Add(-2*time.Hour), 24*time.Hour)); r != nil {
+	oldCert := certFor(t, nk, x.pub(), "srv", "10.7.0.5/24", now.Add(-2*time.Hour), 24*time.Hour)
+	if r := x.registerMember(oldCert); r != nil {
 		t.Fatalf("x refused: %+v", r)
 	}
 	if r := z.registerMember(certFor(t, nk, z.pub(), "z", "10.7.0.9/24", now, time.Hour)); r != nil {
@@ -92,10 +94,16 @@ func TestNewerCertificateTakesAddress(t *testing.T) {
 	if in := z.nextIntro(y.pub()); in.Peer != y.pub() {
 		t.Fatalf("the moved address is reached at %v, want the new member %v", in.Peer, y.pub())
 	}
-	// Older than the holder's: overlap, as before.
+	// Older than the holder's: superseded, for the address a newer
+	// certificate claims (whether or not its holder is registered).
 	w := newClient(t, addr, pub)
-	if r := w.registerMember(certFor(t, nk, w.pub(), "w", "10.7.0.5/24", now.Add(-3*time.Hour), 24*time.Hour)); r == nil || cert.Reason(r.Reason) != cert.Overlap {
-		t.Fatalf("an older certificate's newcomer is answered %+v, want overlap", r)
+	if r := w.registerMember(certFor(t, nk, w.pub(), "w", "10.7.0.5/24", now.Add(-3*time.Hour), 24*time.Hour)); r == nil || cert.Reason(r.Reason) != cert.Superseded {
+		t.Fatalf("an older certificate's newcomer is answered %+v, want superseded", r)
+	}
+	// The new holder away, the old holder still cannot take it back.
+	y.send(&wire.Deregister{Time: y.now()})
+	if r := x.registerMember(oldCert); r == nil || cert.Reason(r.Reason) != cert.Superseded {
+		t.Fatalf("with the new holder away, the old holder is answered %+v, want superseded", r)
 	}
 }
 

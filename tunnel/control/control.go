@@ -400,6 +400,7 @@ func (c *Control) shutdown() {
 	}
 	c.turn.close(time.Now(), "shutting down")
 	c.members.flushNewest(c.lastTick)
+	c.docs.flush()
 }
 
 func (c *Control) now() uint64 { return c.clock.Next(uint64(time.Now().UnixNano())) }

@@ -45,6 +45,9 @@ type documents struct {
 	// verified are the hashes of documents from the rendezvous that
 	// verified (fromServer).
 	verified map[[32]byte]struct{}
+	// dirty: what is held changed since it was last kept, at savedAt.
+	dirty   bool
+	savedAt time.Time
 	// Refused counts documents refused: not our network's, or not signed
 	// by its key.
 	Refused atomic.Uint64
@@ -93,8 +96,39 @@ func (d *documents) load() {
 	}
 }
 
+// docsSaveEvery spaces the writes of what is held: each rewrites and
+// syncs the whole file, so a member catching up on thousands of documents
+// writes it once a second (the tick), not once a document. The first
+// change after a quiet second is kept at once; shutdown keeps what is
+// left.
+const docsSaveEvery = time.Second
+
+// changed notes that what is held changed, and keeps it if the last write
+// is docsSaveEvery old.
+func (d *documents) changed(now time.Time) {
+	d.dirty = true
+	d.saveDue(now)
+}
+
+// saveDue keeps what is held if it changed and the last write is
+// docsSaveEvery old (the tick calls it).
+func (d *documents) saveDue(now time.Time) {
+	if d.dirty && d.held != nil && (d.savedAt.IsZero() || now.Sub(d.savedAt) >= docsSaveEvery) {
+		d.savedAt = now
+		d.save()
+	}
+}
+
+// flush keeps what is held now if it changed (shutdown).
+func (d *documents) flush() {
+	if d.dirty && d.held != nil {
+		d.save()
+	}
+}
+
 // save keeps what is held, atomically (state.go).
 func (d *documents) save() {
+	d.dirty = false
 	var b strings.Builder
 	if p := d.held.Policy(); p != nil {
 		b.WriteString(p.Text() + "\n")
@@ -124,6 +158,12 @@ func (d *documents) publish(raw []byte, now time.Time) error {
 // add takes a verified document from where: new ones are kept, applied
 // and handed on.
 func (d *documents) add(doc *cert.Document, where string, now time.Time) (bool, error) {
+	return d.addFrom(doc, where, nil, now)
+}
+
+// addFrom is add of a document from rendezvous src (nil: from elsewhere),
+// which is not handed it back.
+func (d *documents) addFrom(doc *cert.Document, where string, src *server, now time.Time) (bool, error) {
 	if d.held == nil {
 		d.Refused.Add(1)
 		return false, errors.New("this interface is in no network")
@@ -145,13 +185,9 @@ func (d *documents) add(doc *cert.Document, where string, now time.Time) (bool, 
 	}
 	d.c.log.Info("network document taken", "kind", doc.KindName(), "seq", doc.Seq, "from", where,
 		"rules", len(doc.Rules), "revoked", len(doc.Revoked), "retired", len(doc.Retired))
-	d.save()
+	d.changed(now)
 	d.apply(now)
-	for _, s := range d.c.servers {
-		if s.reg.Registered() {
-			d.c.sendServer(s, &wire.Publish{Time: d.c.now(), Doc: doc.Bytes()})
-		}
-	}
+	d.publishNew(doc, src, now) // publish.go: paced
 	for _, p := range d.c.peers {
 		if p.member != nil {
 			d.sendSummary(p, false)
@@ -234,27 +270,21 @@ func (d *documents) fromServer(s *server, m *wire.Document, now time.Time) {
 		clear(d.verified)
 	}
 	d.verified[h] = struct{}{}
-	d.add(doc, "rendezvous "+s.hostport, now)
+	d.addFrom(doc, "rendezvous "+s.hostport, s, now)
 }
 
 // maxVerified bounds the documents from the rendezvous remembered as
 // verified.
 const maxVerified = 4096
 
-// serverHolds hands a rendezvous what its summary says it lacks.
-func (d *documents) serverHolds(s *server, theirs *cert.Summary) {
-	if d.held == nil || theirs == nil {
-		return
-	}
-	for _, doc := range d.held.For(*theirs) {
-		d.c.sendServer(s, &wire.Publish{Time: d.c.now(), Doc: doc.Bytes()})
-	}
-}
-
 // tick runs the filter's clock, gossips (gossip.go), and warns of our
 // certificate's expiry.
 func (d *documents) tick(now time.Time) {
 	d.filter.Tick(now)
+	d.saveDue(now)
+	for _, s := range d.c.servers {
+		d.drainPublish(s, now)
+	}
 	d.tickGossip(now)
 	own := d.c.members.own
 	if own == nil || own.NotAfter.Sub(now) > CertWarnBefore || now.Sub(d.certWarned) < certWarnEvery {

@@ -248,18 +248,22 @@ func (d *documents) sendSummary(p *peer, answer bool) {
 // send hands member p a gossip body inside the tunnel.
 func (d *documents) send(p *peer, g policy.Gossip) { d.sendBody(p, g.Append(nil)) }
 
-// sendBody hands member p a gossip body inside the tunnel, from our
-// address of the family of its first.
+// sendBody hands member p a gossip body inside the tunnel, to its first
+// address of a family we hold an address of too, from ours of that
+// family: a dual-stack member whose first address is IPv4 is reached over
+// IPv6 by a member that has only IPv6.
 func (d *documents) sendBody(p *peer, body []byte) {
 	own := d.c.members.own
 	if own == nil || p.member == nil {
 		return
 	}
-	dst := p.member.Addresses[0].Addr()
-	for _, a := range own.Addresses {
-		if a.Addr().Is4() == dst.Is4() {
-			d.c.data.Inject(policy.GossipPacket(a.Addr(), dst, body))
-			return
+	for _, theirs := range p.member.Addresses {
+		dst := theirs.Addr()
+		for _, a := range own.Addresses {
+			if a.Addr().Is4() == dst.Is4() {
+				d.c.data.Inject(policy.GossipPacket(a.Addr(), dst, body))
+				return
+			}
 		}
 	}
 }

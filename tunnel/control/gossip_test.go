@@ -343,3 +343,38 @@ func TestGossipAnswerBudget(t *testing.T) {
 		t.Errorf("%d distinct documents sent in 5 s, want all %d", len(got), want)
 	}
 }
+
+// TestGossipAcrossFamilies: a member whose first address is IPv4 but who
+// also holds an IPv6 one is gossiped with over IPv6 by a member that has
+// only IPv6. Before, only our address of the family of its first was
+// tried, and an IPv6-only member never gossiped to it.
+func TestGossipAcrossFamilies(t *testing.T) {
+	h, data := gossipHarness(t)
+	dual := key.Key{9, 9}
+	c, err := cert.Sign(h.net, cert.Template{Member: dual, Name: "dual", NotBefore: h.now, NotAfter: h.now.Add(time.Hour),
+		Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.9/24"), netip.MustParsePrefix("fd00::9/64")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.introduceMember(dual, c)
+	p := h.c.peers[dual]
+	if p == nil || p.member == nil {
+		t.Fatal("the dual-stack member was not added")
+	}
+	own, err := cert.Sign(h.net, cert.Template{Member: h.c.pub, Name: "self", NotBefore: h.now, NotAfter: h.now.Add(time.Hour),
+		Addresses: []netip.Prefix{netip.MustParsePrefix("fd00::1/64")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.c.members.own = own // IPv6 only from now on
+	data.injected = nil
+	h.c.docs.send(p, policy.Gossip{Kind: policy.GossipSummary, Summary: h.c.docs.held.Summary()})
+	if len(data.injected) != 1 {
+		t.Fatalf("%d gossip packets to a dual-stack member from an IPv6-only one, want 1", len(data.injected))
+	}
+	pkt := data.injected[0]
+	if pkt[0]>>4 != 6 || netip.AddrFrom16([16]byte(pkt[8:24])) != netip.MustParseAddr("fd00::1") ||
+		netip.AddrFrom16([16]byte(pkt[24:40])) != netip.MustParseAddr("fd00::9") {
+		t.Fatalf("gossip packet %x, want IPv6 from fd00::1 to fd00::9", pkt[:min(40, len(pkt))])
+	}
+}

@@ -344,9 +344,9 @@ func TestMemberAddressMoved(t *testing.T) {
 	if got := h.wg().members[moved.Public()]; len(got) != 1 || got[0].Addr() != addr || !h.data.dsts[addr] {
 		t.Errorf("the new holder is not in WireGuard (%v) or the data path (%v)", got, h.data.dsts[addr])
 	}
-	before := h.c.members.Refusals[cert.Overlap].Load()
+	before := h.c.members.Refusals[cert.Superseded].Load()
 	h.introduceMember(old.Public(), h.sign(h.net, old.Public(), "old", "100.64.0.7/24", h.now.Add(-time.Hour), 365*24*time.Hour))
-	if h.c.peers[old.Public()] != nil || h.c.members.Refusals[cert.Overlap].Load() != before+1 {
+	if h.c.peers[old.Public()] != nil || h.c.members.Refusals[cert.Superseded].Load() != before+1 {
 		t.Error("the old holder's certificate took the address back")
 	}
 	if p := h.c.members.holder(addr); p == nil || p.key != moved.Public() {

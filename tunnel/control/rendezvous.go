@@ -45,6 +45,8 @@ type server struct {
 	sentNAT   nat.Mapping    // what the registration in flight said of our NAT
 
 	stream *wire.Stream // TCP, while UDP is blocked
+
+	publish publishQueue // documents on their way to it (publish.go)
 }
 
 const (
@@ -213,7 +215,7 @@ func (c *Control) registered(s *server, ack *wire.RegisterAck, now time.Time) {
 	first := s.reg.Acked(now, s.sentNAT != c.mapping)
 	s.observed, s.relay = ack.Observed, ack.Flags&wire.AckRelay != 0
 	c.members.refused = 0 // a Refused follows the ack if the rendezvous still refuses us
-	c.docs.serverHolds(s, ack.Docs)
+	c.docs.serverHolds(s, ack.Docs, now)
 	if !first && !moved {
 		return
 	}

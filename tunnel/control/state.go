@@ -98,6 +98,8 @@ type kept struct {
 	// state directory); warning is what status shows of them.
 	errs    map[string]error
 	warning string
+	// writes counts the writes tried, by path (tests count them).
+	writes map[string]int
 }
 
 // write writes one of the network's state files atomically (path "":
@@ -110,8 +112,9 @@ func (k *kept) write(path string, b []byte) {
 		err = statefile.Write(path, b)
 	}
 	if k.errs == nil {
-		k.errs = map[string]error{}
+		k.errs, k.writes = map[string]error{}, map[string]int{}
 	}
+	k.writes[path]++
 	if err == nil {
 		delete(k.errs, path)
 	} else {
@@ -211,7 +214,7 @@ func (m *members) prune(now time.Time) {
 		m.newestDirty = true
 	}
 	if d := &m.c.docs; d.held != nil && d.held.Prune(now) {
-		d.save()
+		d.changed(now)
 		d.apply(now)
 	}
 }

@@ -88,11 +88,54 @@ func TestStateWarning(t *testing.T) {
 	}
 	os.RemoveAll(filepath.Join(blocked, "pt-state.documents"))
 	pol, _ = cert.SignPolicy(nk, 2, nil)
-	c.docs.add(pol, "the test", time.Now())
+	c.docs.add(pol, "the test", time.Now().Add(docsSaveEvery)) // kept at most once a second
 	if c.kept.warning != "" {
 		t.Errorf("kept again, yet warned: %q", c.kept.warning)
 	}
 	if b, err := os.ReadFile(filepath.Join(blocked, "pt-state.documents")); err != nil || !strings.Contains(string(b), pol.Text()) {
 		t.Errorf("the policy is not kept: %v", err)
+	}
+}
+
+// TestDocumentsSavedOncePerBurst: a member taking 2,000 documents in a
+// burst (catching up from the rendezvous) writes IFACE.documents a few
+// times, not once per document, and keeps them all by a second later; a
+// shutdown keeps what is left. Before, every document rewrote and synced
+// the whole file on the control goroutine: O(N²) bytes and N syncs.
+func TestDocumentsSavedOncePerBurst(t *testing.T) {
+	dir := t.TempDir()
+	nk, _ := cert.NewNetworkPrivate()
+	h := newMemberHarnessAt(t, filepath.Join(dir, "pt-harness.json"), nk)
+	h.c.docs.configure(Config{Network: nk.Public()}, h.now)
+	path := h.c.docs.path
+	before := h.c.kept.writes[path]
+	const n = 2000
+	for i := range n {
+		rev, err := cert.SignRevocation(nk, uint64(i+1), []key.Key{{byte(i), byte(i >> 8), 3}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.document(rev)
+	}
+	burst := h.c.kept.writes[path] - before
+	h.advance(2 * time.Second)
+	writes := h.c.kept.writes[path] - before
+	t.Logf("%d documents taken: %d writes in the burst, %d two seconds later", n, burst, writes)
+	if writes > 3 {
+		t.Errorf("%d writes of %s for %d documents, want at most 3", writes, path, n)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Count(string(b), "\n"); lines != n {
+		t.Errorf("%d documents kept two seconds after the burst, want %d", lines, n)
+	}
+	// One more, then shut down at once: it is kept.
+	rev, _ := cert.SignRevocation(nk, n+1, []key.Key{{9, 9, 9}})
+	h.document(rev)
+	h.c.shutdown()
+	if b, _ = os.ReadFile(path); strings.Count(string(b), "\n") != n+1 {
+		t.Errorf("%d documents kept after shutdown, want %d", strings.Count(string(b), "\n"), n+1)
 	}
 }

@@ -15,8 +15,8 @@ import (
 // The table is shared fairly: a member that opens flows by the thousand
 // (SYNs from every source port, say) cannot take the room this machine's
 // own connections need, nor more than its share of what members open.
-// A flow is charged to its member address when that member could have
-// made this machine track it: a rule let it in, or this machine sent a
+// A flow is charged to its member (all the addresses of its certificate
+// together) when that member could have made this machine track it: a rule let it in, or this machine sent a
 // packet to it that opens no TCP connection (a UDP or ICMP packet, a TCP
 // segment of a connection the table had forgotten: these may be replies
 // to the member's own packets, whose flows it had evicted). Only TCP
@@ -24,11 +24,12 @@ import (
 //   - charged flows take at most maxInbound of the maxFlows, so reserve
 //     flows are always there for the TCP connections this machine opens,
 //     whatever members send;
-//   - each member address holds at most perSender charged flows; past it,
-//     a new one replaces its oldest (the sender evicts itself, no one
-//     else); once the charged part is full, a new one replaces the oldest
-//     of the heaviest of a few members sampled (the sender's own when it
-//     is the heaviest);
+//   - each member holds at most perSender charged flows; past it, a new
+//     one replaces its oldest (the sender evicts itself, no one else);
+//     once the charged part is full, a new one replaces the oldest of the
+//     member holding the most (the sender's own when none holds more), so
+//     a member that floods loses its flows before any member that holds
+//     fewer loses one;
 //   - a TCP flow not yet established (no ACK seen both ways: a SYN flood)
 //     or reset is forgotten after a minute or ten seconds, not 30 minutes.
 const (
@@ -53,9 +54,10 @@ const (
 	// all members together.
 	reserve    = maxFlows / 4
 	maxInbound = maxFlows - reserve
-	// perSender bounds the flows charged to one member address: 2,048
-	// concurrent connections in is plenty for a member, and 24 members
-	// must collude to fill the charged part.
+	// perSender bounds the flows charged to one member, however many
+	// addresses its certificate holds: 2,048 concurrent connections in is
+	// plenty for a member, and 24 members must collude to fill the charged
+	// part.
 	perSender = 2048
 )
 
@@ -75,16 +77,19 @@ type tracked struct {
 	// policy forgets such flows, so that the rules judge them again; flows
 	// this machine opened stay.
 	inbound bool
-	charged bool // counted in its remote address's share
+	sh      *share // the share it is counted in; nil: not charged
 	seq     uint64
 	key     flow
 }
 
-// share is one member address's charged flows, oldest first: the order
-// it evicts its own in. order may still name flows a sweep removed.
+// share is one member's charged flows, oldest first: the order it evicts
+// its own in. order may still name flows a sweep removed.
 type share struct {
 	n     int
+	key   netip.Addr // the member's first address: its key in senders
 	order []*tracked
+	// prev and next link the shares of n flows (conntrack.byCount).
+	prev, next *share
 }
 
 // conntrack is the flow table. Lookups of known flows take only the read
@@ -93,7 +98,12 @@ type conntrack struct {
 	mu      sync.RWMutex
 	flows   map[flow]*tracked
 	charged int                   // flows charged to members
-	senders map[netip.Addr]*share // by the flow's remote address
+	senders map[netip.Addr]*share // by the member's first address
+	// byCount lists the shares by how many flows they hold (shares of 0
+	// are not listed), and heaviest is the most any holds: a full charged
+	// part finds the member to take from in O(1), however many members.
+	byCount  [perSender + 1]*share
+	heaviest int
 	// Full counts flows not taken because the table was full; Evicted
 	// the flows a sender's new ones replaced.
 	Full, Evicted atomic.Uint64
@@ -161,9 +171,11 @@ func (ct *conntrack) seen(f flow, now int64, seq uint64, anyOrigin bool, flags u
 }
 
 // add records f, opened by this machine (inbound false) or let in by the
-// policy of seq. A live flow keeps how it came when this machine sends on
-// it: what a rule let in stays subject to the next policy.
-func (ct *conntrack) add(f flow, now int64, inbound bool, seq uint64, flags uint8) {
+// policy of seq; owner keys the share of the member it is charged to, if
+// it is (the member's first address). A live flow keeps how it came when
+// this machine sends on it: what a rule let in stays subject to the next
+// policy.
+func (ct *conntrack) add(f flow, owner netip.Addr, now int64, inbound bool, seq uint64, flags uint8) {
 	ct.mu.Lock()
 	defer ct.mu.Unlock()
 	if ct.flows == nil {
@@ -181,12 +193,10 @@ func (ct *conntrack) add(f flow, now int64, inbound bool, seq uint64, flags uint
 		return
 	}
 	var sh *share
-	charged := inbound || f.proto != protoTCP || flags&(tcpSYN|tcpACK) != tcpSYN
-	if charged {
-		sh = ct.senders[f.remote]
+	if inbound || f.proto != protoTCP || flags&(tcpSYN|tcpACK) != tcpSYN {
+		sh = ct.senders[owner]
 		if sh == nil {
-			sh = &share{}
-			ct.senders[f.remote] = sh
+			sh = &share{key: owner}
 		}
 		switch {
 		case sh.n >= perSender:
@@ -194,7 +204,7 @@ func (ct *conntrack) add(f flow, now int64, inbound bool, seq uint64, flags uint
 		case ct.charged >= maxInbound:
 			ct.evictOldest(ct.heavier(sh))
 		}
-		if ct.charged >= maxInbound {
+		if ct.charged >= maxInbound || sh.n >= perSender {
 			ct.Full.Add(1)
 			return
 		}
@@ -203,33 +213,55 @@ func (ct *conntrack) add(f flow, now int64, inbound bool, seq uint64, flags uint
 		ct.Full.Add(1)
 		return
 	}
-	t = &tracked{inbound: inbound, charged: charged, seq: seq, key: f}
+	t = &tracked{inbound: inbound, sh: sh, seq: seq, key: f}
 	t.last.Store(now)
 	t.note(flags, !inbound)
 	ct.flows[f] = t
-	if charged {
+	if sh != nil {
 		ct.charged++
-		sh.n++
+		ct.count(sh, +1)
 		sh.order = append(sh.order, t)
-		ct.senders[f.remote] = sh // again: an eviction may have emptied it
+		ct.senders[owner] = sh // again: new, or an eviction emptied it
 	}
 }
 
-// heavier is, of sh and a few other shares (a map range starts at
-// random), the one holding the most flows: a full charged part makes
-// room by taking from those who hold the most, not by refusing a member
-// that holds little. Sampling keeps it O(1) however many members.
-func (ct *conntrack) heavier(sh *share) *share {
-	heavy, n := sh, 0
-	for _, o := range ct.senders {
-		if o.n > heavy.n {
-			heavy = o
+// count changes sh's flows by d (±1), keeping byCount and heaviest.
+func (ct *conntrack) count(sh *share, d int) {
+	if sh.n > 0 { // unlink from byCount[sh.n]
+		if sh.prev != nil {
+			sh.prev.next = sh.next
+		} else {
+			ct.byCount[sh.n] = sh.next
 		}
-		if n++; n == 8 {
-			break
+		if sh.next != nil {
+			sh.next.prev = sh.prev
 		}
+		sh.prev, sh.next = nil, nil
 	}
-	return heavy
+	sh.n += d
+	if sh.n > 0 {
+		if head := ct.byCount[sh.n]; head != nil {
+			head.prev = sh
+			sh.next = head
+		}
+		ct.byCount[sh.n] = sh
+	}
+	if sh.n > ct.heaviest {
+		ct.heaviest = sh.n
+	}
+	for ct.heaviest > 0 && ct.byCount[ct.heaviest] == nil {
+		ct.heaviest-- // a step at most: counts change by one
+	}
+}
+
+// heavier is sh, or a share holding more flows than sh, the most any
+// holds: a full charged part makes room by taking from those who hold
+// the most, not from a member that holds little.
+func (ct *conntrack) heavier(sh *share) *share {
+	if heavy := ct.byCount[ct.heaviest]; heavy != nil && heavy.n > sh.n {
+		return heavy
+	}
+	return sh
 }
 
 // evictOldest removes sh's oldest flow still held.
@@ -245,18 +277,17 @@ func (ct *conntrack) evictOldest(sh *share) {
 	sh.order = sh.order[:0]
 }
 
-// remove forgets t, and counts it out of its sender's share.
+// remove forgets t, and counts it out of its member's share.
 func (ct *conntrack) remove(t *tracked) {
 	delete(ct.flows, t.key)
-	if !t.charged {
+	sh := t.sh
+	if sh == nil {
 		return
 	}
 	ct.charged--
-	if sh := ct.senders[t.key.remote]; sh != nil {
-		sh.n--
-		if sh.n == 0 {
-			delete(ct.senders, t.key.remote)
-		}
+	ct.count(sh, -1)
+	if sh.n == 0 && ct.senders[sh.key] == sh {
+		delete(ct.senders, sh.key)
 	}
 }
 

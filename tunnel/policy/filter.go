@@ -17,6 +17,16 @@ type Member struct {
 	Addrs  []netip.Addr
 }
 
+// shareKey is what the flow table charges m's flows to, whichever of its
+// addresses (a) they are with: its first address, so that a certificate
+// of many addresses gets one share.
+func (m *Member) shareKey(a netip.Addr) netip.Addr {
+	if len(m.Addrs) > 0 {
+		return m.Addrs[0]
+	}
+	return a
+}
+
 // MemberOf is c as rules see it.
 func MemberOf(c *cert.Cert) *Member {
 	m := &Member{Name: c.Name, Groups: c.Groups}
@@ -163,8 +173,14 @@ func (f *Filter) admit(pkt []byte) bool {
 		return true
 	}
 	now := f.clock.Load()
-	if p.icmpError && t.members[p.inner.remote] == sender && f.ct.seen(p.inner, now, t.seq, true, 0, false) {
-		return true // about a flow this machine has with the sender
+	// An ICMP error about a flow this machine has with the sender passes
+	// when it goes where an error goes: to the flow's local end, one of
+	// this member's addresses. Addressed anywhere else it is judged as any
+	// packet (and dropped as to no address of ours): the flow must not
+	// carry a member's packets, with whatever payload, to the LAN.
+	if p.icmpError && p.dst == p.inner.local && t.self.holds(p.dst) &&
+		t.members[p.inner.remote] == sender && f.ct.seen(p.inner, now, t.seq, true, 0, false) {
+		return true
 	}
 	fl := p.inbound()
 	switch {
@@ -185,7 +201,7 @@ func (f *Filter) admit(pkt []byte) bool {
 	for i := range t.rules {
 		if t.allows(&t.rules[i], sender, &p) {
 			if !p.fragment {
-				f.ct.add(fl, now, true, t.seq, p.tcpFlags)
+				f.ct.add(fl, sender.shareKey(p.src), now, true, t.seq, p.tcpFlags)
 			}
 			if p.fragmented && !p.fragment {
 				f.frags.remember(&p, now)
@@ -207,7 +223,11 @@ func (f *Filter) sent(pkt []byte) {
 		return
 	}
 	p, ok := parse(pkt)
-	if !ok || p.fragment || t.members[p.dst] == nil {
+	if !ok || p.fragment {
+		return
+	}
+	m := t.members[p.dst]
+	if m == nil {
 		return
 	}
 	fl, now := p.outbound(), f.clock.Load()
@@ -220,7 +240,7 @@ func (f *Filter) sent(pkt []byte) {
 	if p.icmpError || p.proto == protoTCP && (p.tcpFlags&tcpRST != 0 || p.tcpFlags&(tcpSYN|tcpACK) == tcpSYN|tcpACK) {
 		return
 	}
-	f.ct.add(fl, now, false, t.seq, p.tcpFlags)
+	f.ct.add(fl, m.shareKey(p.dst), now, false, t.seq, p.tcpFlags)
 }
 
 // allows reports whether rule r lets p in from sender.

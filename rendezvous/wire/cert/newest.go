@@ -11,17 +11,28 @@ import (
 )
 
 // Newest remembers, for one network, the newest certificate seen of each
-// member key: the one with the latest not-before. The owner re-signs a
-// member to change what it is (groups taken away, an address moved to
-// another member); the old certificate stays valid until it expires, so
-// a holder that has seen the new one refuses the old (Superseded) rather
-// than let it restore what the owner took away. A key's entry lives until
-// every certificate seen of it has expired. What has never been seen
-// here cannot be refused here: the owner retires a certificate for
-// certain with a revocation (revocation.go). Not safe for concurrent use.
+// member key (the one with the latest not-before), and which certificate
+// claimed each address and name last. The owner re-signs a member to
+// change what it is (groups taken away), or signs another member with an
+// address or name (moved to a new machine); the old certificate stays
+// valid until it expires, so a holder that has seen the new one refuses
+// the old (Superseded) rather than let it restore what the owner took
+// away — also while the new holder is away. A key's entry lives until
+// every certificate seen of it has expired, a claim until the certificate
+// that made it expires. What has never been seen here cannot be refused
+// here: the owner retires a certificate for certain with a revocation
+// (revocation.go). Not safe for concurrent use.
 type Newest struct {
 	network NetworkKey
 	seen    map[key.Key]*newestEntry
+	claims  map[string]*claim // "a:" address or "n:" name → the newest certificate to claim it
+}
+
+// claim is a certificate's claim to an address or a name.
+type claim struct {
+	member    key.Key
+	notBefore time.Time
+	until     time.Time
 }
 
 type newestEntry struct {
@@ -31,7 +42,7 @@ type newestEntry struct {
 
 // NewNewest returns an empty Newest of network.
 func NewNewest(network NetworkKey) *Newest {
-	return &Newest{network: network, seen: map[key.Key]*newestEntry{}}
+	return &Newest{network: network, seen: map[key.Key]*newestEntry{}, claims: map[string]*claim{}}
 }
 
 // See takes a verified certificate of the network: nil when it is the
@@ -45,21 +56,45 @@ func (n *Newest) See(c *Cert, now time.Time) error {
 		return err
 	}
 	e := n.seen[c.Member]
-	if e == nil {
-		n.seen[c.Member] = &newestEntry{cert: c, until: c.NotAfter}
-		return nil
-	}
-	if c.NotBefore.Before(e.cert.NotBefore) {
+	if e != nil && c.NotBefore.Before(e.cert.NotBefore) {
 		return &Error{Reason: Superseded, Detail: "a newer certificate of " + c.Member.String() +
 			", valid from " + e.cert.NotBefore.UTC().Format(time.RFC3339) + ", replaces it"}
 	}
-	if c.NotBefore.After(e.cert.NotBefore) {
+	for _, id := range claimsOf(c) {
+		if cl := n.claims[id]; cl != nil && cl.member != c.Member && cl.notBefore.After(c.NotBefore) && now.Before(cl.until) {
+			return &Error{Reason: Superseded, Detail: "the " + id[2:] + " it claims was given to " + cl.member.String() +
+				" by a newer certificate, valid from " + cl.notBefore.UTC().Format(time.RFC3339)}
+		}
+	}
+	switch {
+	case e == nil:
+		n.seen[c.Member] = &newestEntry{cert: c, until: c.NotAfter}
+	case c.NotBefore.After(e.cert.NotBefore):
 		e.cert = c
 	}
-	if c.NotAfter.After(e.until) {
+	if e != nil && c.NotAfter.After(e.until) {
 		e.until = c.NotAfter
 	}
+	n.claim(c, now)
 	return nil
+}
+
+// claimsOf names what c claims: its addresses and its name.
+func claimsOf(c *Cert) []string {
+	ids := make([]string, 0, len(c.Addresses)+1)
+	for _, p := range c.Addresses {
+		ids = append(ids, "a:"+p.Addr().String())
+	}
+	return append(ids, "n:"+c.Name)
+}
+
+// claim records c's claims where no newer certificate's stand.
+func (n *Newest) claim(c *Cert, now time.Time) {
+	for _, id := range claimsOf(c) {
+		if cl := n.claims[id]; cl == nil || !now.Before(cl.until) || !cl.notBefore.After(c.NotBefore) {
+			n.claims[id] = &claim{member: c.Member, notBefore: c.NotBefore, until: c.NotAfter}
+		}
+	}
 }
 
 // Of returns the newest certificate seen of k, nil if none.
@@ -78,6 +113,11 @@ func (n *Newest) Prune(now time.Time) bool {
 		if !now.Before(e.until) {
 			delete(n.seen, k)
 			pruned = true
+		}
+	}
+	for id, cl := range n.claims {
+		if !now.Before(cl.until) {
+			delete(n.claims, id)
 		}
 	}
 	return pruned
@@ -136,6 +176,9 @@ func (n *Newest) loadLine(line string, now time.Time) error {
 	// asked again.
 	if e := n.seen[c.Member]; e == nil || c.NotBefore.After(e.cert.NotBefore) {
 		n.seen[c.Member] = &newestEntry{cert: c, until: t}
+	}
+	if now.Before(c.NotAfter) {
+		n.claim(c, now)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package cert
 import (
 	"bytes"
 	"math/rand/v2"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -211,5 +212,42 @@ func TestRevocationsConverge(t *testing.T) {
 				t.Fatalf("round %d: %d kept, %d when ranked at once", round, h.Len(), all.Len())
 			}
 		}
+	}
+}
+
+// An address and a name moved to another member's newer certificate stay
+// with it: the old holder's certificate, still valid, is superseded for
+// them, also while the new holder is away and after a restart.
+func TestNewestAddressMoved(t *testing.T) {
+	nk := testNetwork(t)
+	oldBox, newBox, other := testMember(t), testMember(t), testMember(t)
+	tpl := testTemplate(oldBox)
+	tpl.Name, tpl.NotBefore, tpl.NotAfter = "srv", t0, t0.Add(365*24*time.Hour)
+	tpl.Addresses = []netip.Prefix{netip.MustParsePrefix("100.64.0.5/24")}
+	old, _ := Sign(nk, tpl)
+	tpl.Member, tpl.NotBefore, tpl.NotAfter = newBox, t0.Add(time.Hour), t0.Add(30*24*time.Hour)
+	moved, _ := Sign(nk, tpl)
+	tpl.Member, tpl.Name = other, "other"
+	tpl.Addresses = []netip.Prefix{netip.MustParsePrefix("100.64.0.9/24")}
+	unrelated, _ := Sign(nk, tpl)
+	now := t0.Add(2 * time.Hour)
+	n := NewNewest(nk.Public())
+	if n.See(old, now) != nil || n.See(moved, now) != nil || n.See(unrelated, now) != nil {
+		t.Fatal("in order: refused")
+	}
+	if err := n.See(old, now); ReasonOf(err) != Superseded {
+		t.Fatalf("the old holder of a moved address: %v", err)
+	}
+	again := NewNewest(nk.Public())
+	again.LoadText(string(n.AppendText(nil)), now)
+	if ReasonOf(again.See(old, now)) != Superseded || again.See(unrelated, now) != nil {
+		t.Fatal("after a restart the old holder takes the address back, or another member is refused")
+	}
+	// Once the newer claim has expired, the old certificate is no longer
+	// kept from what it names.
+	later := t0.Add(31 * 24 * time.Hour)
+	n.Prune(later)
+	if err := n.See(old, later); err != nil {
+		t.Fatalf("after the newer certificate expired: %v", err)
 	}
 }
