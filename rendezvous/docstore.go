@@ -26,13 +26,16 @@ import (
 //     for one of 10,000 (some 18,000 single-key revocations);
 //   - a network with no member registered keeps its documents for
 //     orphanTTL (24 h, across restarts), and all such networks together at
-//     most maxOrphanBytes (64 MiB; the longest orphaned go first);
+//     most maxOrphanBytes (64 MiB; those whose bytes cost most per
+//     member-hour they earned here go first);
 //   - so at DefaultMaxPeers (100,000 registrations, each its own network)
 //     the store holds at most 100,000 × (8 KiB + 256 B) + 64 MiB ≈ 0.9 GB
 //     of documents, whoever registers; a revocation past its network's
-//     budget is still acted on (its keys, up to maxOverflow per network,
-//     are refused) and sent to the members, only not kept.
-//   - new documents per network: pubRate a second, burst pubBurst;
+//     budget is still acted on (its entries, up to maxOverflow — budget/40
+//     — per network, are refused) and sent to the members, only not kept;
+//   - a new document within the budget is always kept; fan-outs of new
+//     documents per network: pubRate a second, burst pubBurst (one past
+//     the rate reaches the members by their registrations' summaries);
 //   - newest certificates per network: newestPerMember × (its registered
 //     members + 1) keys, each remembered until every certificate seen of
 //     it has expired, or forgotten with the network's documents (an
@@ -43,7 +46,6 @@ const (
 	docPerMember   = 256
 	orphanTTL      = 24 * time.Hour
 	maxOrphanBytes = 64 << 20
-	maxOverflow    = 32
 	// newestPerMember bounds a network's cert.Newest: a member re-signed
 	// is seen again at its next registration, so two per member leave
 	// room for keys that left.
@@ -51,10 +53,11 @@ const (
 	newestEntry     = 512 // about what one costs in memory
 	// pruneEvery is how often the holdings and Newest drop what expired.
 	pruneEvery = time.Minute
-	// pubRate and pubBurst bound the new documents a network publishes:
-	// an owner revoking a few members in a row is not slowed, one signing
-	// policies in a loop gets one a second, each fanned out within the
-	// network's output bound (outbox.go).
+	// pubRate and pubBurst bound the fan-outs of a network's new
+	// documents: an owner revoking a few members in a row is not slowed,
+	// one signing policies in a loop gets one fanned out a second (within
+	// the network's output bound, outbox.go); the others are kept and
+	// reach the members by their registrations' summaries.
 	pubRate  = 1.0
 	pubBurst = 10.0
 )
@@ -62,7 +65,6 @@ const (
 // Outcomes of docStore.take besides errors.
 var (
 	errNoRoom   = errors.New("documents: the network holds its most bytes here")
-	errPubRate  = errors.New("documents: the network publishes faster than its rate")
 	errNotFound = errors.New("documents: no such network")
 )
 
@@ -71,6 +73,8 @@ type docStore struct {
 	nets        map[cert.NetworkKey]*netDocs
 	orphanBytes int       // of networks with no member registered
 	pruned      time.Time // when expired entries were last dropped
+	rebuilds    int       // withRoom runs, for tests
+	maxOrphans  int       // maxOrphanBytes; less in tests
 }
 
 // netDocs is one network's documents and what bounds them.
@@ -83,17 +87,31 @@ type netDocs struct {
 	orphaned time.Time
 	// overflow are keys revoked and certificates retired (by fingerprint,
 	// until their NotAfter) by revocations past the budget: refused,
-	// though their documents are not kept; at most maxOverflow entries.
+	// though their documents are not kept; at most maxOverflow(budget)
+	// entries. Keys stay; certificates go when they expire.
 	overflow      map[key.Key]struct{}
 	overflowCerts map[[32]byte]time.Time
-	newest        *cert.Newest
+	// named indexes the held revocations' entries, nofit the documents
+	// found not to fit within nofitLimit (docbudget.go); both forgotten
+	// when the holdings change.
+	named      *entryIndex
+	nofit      [][32]byte // oldest first
+	nofitSet   map[[32]byte]struct{}
+	nofitLimit int
+	// memberSecs are the member-seconds the network earned here (its
+	// registered members, count since countAt, times the time): what
+	// orphans are evicted by (prune).
+	memberSecs float64
+	count      int
+	countAt    time.Time
+	newest     *cert.Newest
 	// tokens and at are the bucket of new documents (pubRate).
 	tokens float64
 	at     time.Time
 }
 
 func newDocStore() *docStore {
-	return &docStore{nets: make(map[cert.NetworkKey]*netDocs)}
+	return &docStore{nets: make(map[cert.NetworkKey]*netDocs), maxOrphans: maxOrphanBytes}
 }
 
 // budget is the bytes a network of members registered members may hold.
@@ -113,111 +131,10 @@ func (n *netDocs) held() bool {
 func (st *docStore) resize(n *netDocs) {
 	before := n.weight
 	n.size = n.h.Size()
-	n.weight = n.size + newestEntry*n.newest.Len()
+	n.weight = n.size + newestEntry*n.newest.Len() + overflowEntry*(len(n.overflow)+len(n.overflowCerts))
 	if !n.orphaned.IsZero() {
 		st.orphanBytes += n.weight - before
 	}
-}
-
-// withRoom tries d on a copy of n's holdings, for a document that may
-// fit only by covering others (a cumulative revocation): the copy if it
-// fits within limit, else nil.
-func withRoom(n *netDocs, d *cert.Document, limit int, now time.Time) *cert.Holdings {
-	h := cert.NewHoldings(n.h.Network())
-	h.Prune(now)
-	if p := n.h.Policy(); p != nil {
-		h.Add(p)
-	}
-	for _, r := range n.h.Revocations() {
-		h.Add(r)
-	}
-	if added, _ := h.Add(d); !added || h.Size() > limit {
-		return nil
-	}
-	return h
-}
-
-// take adds a verified document of a network with members registered
-// members. It reports whether the document is new to the store; errNoRoom
-// (a revocation over budget: its entries are refused all the same, so the
-// caller acts on it and sends it on), errPubRate, or the holdings' error.
-func (st *docStore) take(d *cert.Document, members int, now time.Time) (bool, error) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	n := st.nets[d.Network]
-	if n == nil {
-		n = newNetDocs(d.Network, now)
-		if members == 0 {
-			n.orphaned = now
-		}
-	}
-	if st.holds(n, d) {
-		return false, nil
-	}
-	// Charged for a new document only: a member replaying the network's
-	// old documents spends nothing of its owner's rate.
-	n.tokens = min(pubBurst, n.tokens+now.Sub(n.at).Seconds()*pubRate)
-	n.at = now
-	if n.tokens < 1 {
-		st.remember(d.Network, n)
-		return false, errPubRate
-	}
-	grow := len(d.Bytes())
-	if p := n.h.Policy(); p != nil && d.Kind == cert.KindPolicy {
-		grow -= len(p.Bytes())
-	}
-	if limit := budget(members); n.size+grow > limit && grow > 0 {
-		if h := withRoom(n, d, limit, now); h != nil {
-			n.tokens--
-			n.h = h
-			st.resize(n)
-			st.nets[d.Network] = n
-			return true, nil
-		}
-		st.remember(d.Network, n)
-		if d.Kind != cert.KindRevocation {
-			return false, errNoRoom
-		}
-		n.tokens--
-		return st.overflowed(n, d), errNoRoom
-	}
-	added, err := n.h.Add(d)
-	if !added {
-		st.remember(d.Network, n)
-		return false, err
-	}
-	n.tokens--
-	st.resize(n)
-	st.nets[d.Network] = n
-	return true, nil
-}
-
-// overflowed remembers what revocation d names beyond n's holdings, up to
-// maxOverflow entries, and reports whether it named anything new.
-func (st *docStore) overflowed(n *netDocs, d *cert.Document) bool {
-	added := false
-	room := func() bool { return len(n.overflow)+len(n.overflowCerts) < maxOverflow }
-	for _, k := range d.Revoked {
-		if _, ok := n.overflow[k]; ok || n.h.Revoked(k) || !room() {
-			continue
-		}
-		if n.overflow == nil {
-			n.overflow = make(map[key.Key]struct{})
-		}
-		n.overflow[k] = struct{}{}
-		added = true
-	}
-	for _, c := range d.Retired {
-		if _, ok := n.overflowCerts[c.Fingerprint]; ok || !room() {
-			continue
-		}
-		if n.overflowCerts == nil {
-			n.overflowCerts = make(map[[32]byte]time.Time)
-		}
-		n.overflowCerts[c.Fingerprint] = c.NotAfter
-		added = true
-	}
-	return added
 }
 
 // remember keeps n (and its rate bucket) if it holds anything.
@@ -292,6 +209,7 @@ func (st *docStore) refuses(c *cert.Cert, members int, now time.Time) (newer boo
 	n := st.nets[c.Network]
 	if n == nil {
 		n = newNetDocs(c.Network, now)
+		n.count, n.countAt = members, now
 	}
 	if err := n.refuses(c, now); err != nil {
 		return false, err
@@ -322,17 +240,6 @@ func (n *netDocs) refuses(c *cert.Cert, now time.Time) error {
 	return nil
 }
 
-// revokes says why c may no longer be a member, by the documents alone:
-// for a revocation just taken.
-func (st *docStore) revokes(c *cert.Cert, now time.Time) error {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if n := st.nets[c.Network]; n != nil {
-		return n.refuses(c, now)
-	}
-	return nil
-}
-
 // summaryFor returns the summary of network's documents and those a
 // holder of theirs may lack.
 func (st *docStore) summaryFor(network cert.NetworkKey, theirs cert.Summary) (cert.Summary, []*cert.Document) {
@@ -343,6 +250,31 @@ func (st *docStore) summaryFor(network cert.NetworkKey, theirs cert.Summary) (ce
 		return cert.Summary{}, nil
 	}
 	return n.h.Summary(), n.h.For(theirs)
+}
+
+// members notes that network has members registered since now, for
+// the member-seconds its documents earn (prune).
+func (st *docStore) members(network cert.NetworkKey, members int, now time.Time) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if n := st.nets[network]; n != nil {
+		n.earn(now)
+		n.count = members
+	}
+}
+
+// earn adds the member-seconds since countAt. Callers hold st.mu.
+func (n *netDocs) earn(now time.Time) {
+	if n.count > 0 && now.After(n.countAt) {
+		n.memberSecs += float64(n.count) * now.Sub(n.countAt).Seconds()
+	}
+	n.countAt = now
+}
+
+// cost is what an orphan's bytes cost per member-hour its network
+// earned here (one member-minute at least): the dearest goes first.
+func (n *netDocs) cost() float64 {
+	return float64(n.weight) / max(n.memberSecs/3600, 1.0/60)
 }
 
 // adopt notes that network has a member registered again.
@@ -365,8 +297,14 @@ func (st *docStore) orphan(network cert.NetworkKey, now time.Time) {
 	}
 }
 
-// prune forgets the networks orphaned for orphanTTL, and the longest
-// orphaned while all orphans hold more than maxOrphanBytes. It returns how
+// prune forgets the networks orphaned for orphanTTL, and while all
+// orphans hold more than maxOrphanBytes, the one whose bytes cost most
+// per member-hour it earned here (cost): not the one orphaned longest,
+// which a stranger's thousands of one-member networks, made and left,
+// would push out — a real network whose members are all offline
+// overnight. To outlast it an orphan must have earned as many
+// member-hours per byte: registrations held for hours, out of the
+// rendezvous's MaxPeers. It returns how
 // many networks it forgot.
 func (st *docStore) prune(now time.Time) int {
 	st.mu.Lock()
@@ -374,7 +312,9 @@ func (st *docStore) prune(now time.Time) int {
 	if now.Sub(st.pruned) >= pruneEvery {
 		st.pruned = now
 		for _, n := range st.nets {
-			n.h.Prune(now)
+			if n.h.Prune(now) {
+				n.named, n.nofit, n.nofitSet = nil, nil, nil
+			}
 			n.newest.Prune(now)
 			for f, until := range n.overflowCerts {
 				if !now.Before(until) {
@@ -391,20 +331,23 @@ func (st *docStore) prune(now time.Time) int {
 			gone++
 		}
 	}
-	for st.orphanBytes > maxOrphanBytes {
+	for st.orphanBytes > st.maxOrphans {
 		var (
-			oldest   *netDocs
-			oldestNK cert.NetworkKey
+			worst   *netDocs
+			worstNK cert.NetworkKey
 		)
 		for nk, n := range st.nets {
-			if !n.orphaned.IsZero() && (oldest == nil || n.orphaned.Before(oldest.orphaned)) {
-				oldest, oldestNK = n, nk
+			if n.orphaned.IsZero() {
+				continue
+			}
+			if worst == nil || n.cost() > worst.cost() || n.cost() == worst.cost() && n.orphaned.Before(worst.orphaned) {
+				worst, worstNK = n, nk
 			}
 		}
-		if oldest == nil {
+		if worst == nil {
 			break
 		}
-		st.drop(oldestNK, oldest)
+		st.drop(worstNK, worst)
 		gone++
 	}
 	return gone
@@ -419,9 +362,10 @@ func (st *docStore) drop(nk cert.NetworkKey, n *netDocs) {
 
 // stored is one network's documents as the state file keeps them.
 type stored struct {
-	docs     []*cert.Document
-	orphaned time.Time
-	newest   []byte // cert.Newest.AppendText
+	docs       []*cert.Document
+	orphaned   time.Time
+	newest     []byte // cert.Newest.AppendText
+	memberSecs float64
 }
 
 // each calls f with every network's documents (f must not call in).
@@ -429,7 +373,7 @@ func (st *docStore) each(f func(nk cert.NetworkKey, s stored)) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for nk, n := range st.nets {
-		s := stored{orphaned: n.orphaned, newest: n.newest.AppendText(nil)}
+		s := stored{orphaned: n.orphaned, newest: n.newest.AppendText(nil), memberSecs: n.memberSecs}
 		if p := n.h.Policy(); p != nil {
 			s.docs = append(s.docs, p)
 		}
@@ -446,6 +390,7 @@ func (st *docStore) restore(d *cert.Document, orphaned time.Time) {
 	defer st.mu.Unlock()
 	n := st.restored(d.Network, orphaned)
 	if added, _ := n.h.Add(d); added {
+		n.named, n.nofit, n.nofitSet = nil, nil, nil
 		st.resize(n)
 	}
 }
@@ -459,6 +404,16 @@ func (st *docStore) restoreNewest(nk cert.NetworkKey, text string, orphaned, now
 	err := n.newest.LoadText(text, now)
 	st.resize(n)
 	return err
+}
+
+// restoreEarned takes a network's member-seconds from the state file
+// (any number: they order evictions only).
+func (st *docStore) restoreEarned(nk cert.NetworkKey, secs float64) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if n := st.nets[nk]; n != nil && secs > 0 && secs < 1e15 {
+		n.memberSecs = max(n.memberSecs, secs)
+	}
 }
 
 // restored is nk's entry, made if need be. Callers hold st.mu.

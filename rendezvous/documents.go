@@ -38,17 +38,8 @@ func (s *Server) publish(sender key.Key, d *cert.Document, err error, now time.T
 		return
 	}
 	n := reg.member.net
-	added, err := s.docs.take(d, n.count, now)
+	added, fan, err := s.docs.take(d, n.count, now)
 	switch {
-	case errors.Is(err, errPubRate):
-		// Not kept or sent on now (its holders hand it in again at their
-		// next registration), but a revocation is acted on at once all the
-		// same: what it names loses its membership here.
-		s.Stats.DocumentsRateLimited.Add(1)
-		if d.Kind == cert.KindRevocation {
-			s.evictNamed(n, d, now)
-		}
-		return
 	case errors.Is(err, errNoRoom):
 		s.Stats.DocumentsOverBudget.Add(1)
 		if now.Sub(s.docLogged) >= time.Minute {
@@ -56,8 +47,14 @@ func (s *Server) publish(sender key.Key, d *cert.Document, err error, now time.T
 			s.log.Warn("a network's document is past its budget here: not kept (a revocation is acted on and sent on all the same)",
 				"network", d.Network, "kind", d.KindName(), "seq", d.Seq, "budget", budget(n.count))
 		}
-		if d.Kind != cert.KindRevocation || !added {
-			return // a revocation is acted on and sent once, when new here
+		if d.Kind != cert.KindRevocation {
+			return
+		}
+		// Acted on whatever it costs here: what it names may have
+		// registered again since a first copy was handed in.
+		s.evictNamed(n, d, now)
+		if !added {
+			return // sent on once, when it named something new here
 		}
 	case err != nil:
 		if !errors.Is(err, cert.ErrOlderPolicy) {
@@ -73,63 +70,50 @@ func (s *Server) publish(sender key.Key, d *cert.Document, err error, now time.T
 		s.dirty.Store(true)
 		s.Stats.Documents.Add(1)
 		s.log.Info("network document taken", "network", d.Network, "kind", d.KindName(), "seq", d.Seq, "from", sender)
+		if d.Kind == cert.KindRevocation {
+			s.evictNamed(n, d, now)
+		}
 	}
-	if full := s.out.fanOut(n, d, now); full > 0 {
+	if !fan {
+		// Kept, and acted on, but past the network's publication rate:
+		// not fanned out now. The members' registrations' summaries show
+		// they lack it (documentsFor sends it then), and its holders hand
+		// it in again.
+		s.Stats.DocumentsRateLimited.Add(1)
+	} else if full := s.out.fanOut(n, d, now); full > 0 {
 		s.Stats.DocumentsPostponed.Add(uint64(full))
 	}
 	s.out.confirm(d.Network, sender, d)
-	if d.Kind == cert.KindRevocation {
-		s.evictRevoked(n, now)
-	}
-}
-
-// evictRevoked ends the membership of n's members whose keys or
-// certificates the network's documents now refuse, and tells them why.
-// Callers hold s.mu.
-func (s *Server) evictRevoked(n *network, now time.Time) {
-	var gone []key.Key
-	for _, k := range n.byName {
-		if r := s.peers[k]; r != nil && r.member != nil && r.member.net == n {
-			if err := s.docs.revokes(r.member.cert, now); err != nil {
-				gone = append(gone, k)
-				s.leave(k, r)
-				s.refuse(k, r, err, now)
-			}
-		}
-	}
-	if len(gone) > 0 {
-		s.log.Info("members revoked lose their membership", "network", n.key, "members", len(gone))
-	}
 }
 
 // evictNamed ends the membership of n's members whose keys or
-// certificates revocation d names, whether or not it is kept here.
-// Callers hold s.mu.
+// certificates revocation d names, whether or not it is kept here: the
+// keys named are looked up, and only a revocation that retires
+// certificates looks at every member, comparing fingerprints computed at
+// their registration. Callers hold s.mu.
 func (s *Server) evictNamed(n *network, d *cert.Document, now time.Time) {
+	out := func(k key.Key, r *registration, err error) {
+		s.leave(k, r)
+		s.refuse(k, r, err, now)
+	}
+	for _, k := range d.Revoked {
+		s.evictChecks++
+		if r := s.peers[k]; r != nil && r.member != nil && r.member.net == n {
+			out(k, r, &cert.Error{Reason: cert.Revoked, Detail: "the network key revoked " + k.String()})
+		}
+	}
+	if len(d.Retired) == 0 {
+		return
+	}
 	retired := make(map[[32]byte]bool, len(d.Retired))
 	for _, c := range d.Retired {
 		retired[c.Fingerprint] = true
 	}
-	revoked := make(map[key.Key]bool, len(d.Revoked))
-	for _, k := range d.Revoked {
-		revoked[k] = true
-	}
 	for _, k := range n.byName {
-		r := s.peers[k]
-		if r == nil || r.member == nil || r.member.net != n {
-			continue
+		s.evictChecks++
+		if r := s.peers[k]; r != nil && r.member != nil && r.member.net == n && retired[r.member.fingerprint] {
+			out(k, r, &cert.Error{Reason: cert.Retired, Detail: "the network key retired certificate " + r.member.cert.Fingerprint()})
 		}
-		var err error
-		switch {
-		case revoked[k]:
-			err = &cert.Error{Reason: cert.Revoked, Detail: "the network key revoked " + k.String()}
-		case len(retired) > 0 && retired[r.member.cert.FingerprintBytes()]:
-			err = &cert.Error{Reason: cert.Retired, Detail: "the network key retired certificate " + r.member.cert.Fingerprint()}
-		default:
-			continue
-		}
-		s.leave(k, r)
-		s.refuse(k, r, err, now)
 	}
 }
 

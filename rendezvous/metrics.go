@@ -42,7 +42,7 @@ var statNames = map[string]struct{ name, help string }{
 	"Documents":        {"documents_total", "Networks' documents (policies, revocations) taken from members and sent on."},
 	"DocumentsRefused": {"documents_refused_total", "Documents refused: not signed by the network key, or not the publisher's network."},
 	"DocumentsRateLimited": {"documents_rate_limited_total",
-		"New documents over their network's publication rate (1/s, burst 10), not taken; members hand them in again."},
+		"New documents kept but past their network's publication rate (1/s, burst 10): not fanned out now; members get them by their registrations' summaries."},
 	"DocumentsOverBudget": {"documents_over_budget_total",
 		"Documents past their network's byte budget, not kept; a revocation among them is acted on and sent to the members all the same."},
 	"DocumentNetworksPruned": {"document_networks_pruned_total", "Networks whose documents were forgotten after 24 h without a registered member."},

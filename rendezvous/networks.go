@@ -50,6 +50,9 @@ type network struct {
 type membership struct {
 	cert *cert.Cert
 	net  *network
+	// fingerprint is cert's, computed once: what a revocation retiring
+	// certificates is compared with (evictNamed).
+	fingerprint [32]byte
 	// introduced are the members this one was introduced to: when it
 	// moves they are introduced again at once, as peers that list each
 	// other are.
@@ -156,9 +159,12 @@ func (s *Server) join(sender key.Key, reg *registration, c *cert.Cert, now time.
 		if n.count++; n.count == 1 {
 			s.docs.adopt(c.Network) // its documents are no orphans
 		}
+		s.docs.members(c.Network, n.count, now)
 		s.networks[c.Network] = n
 	}
-	reg.member.cert = c
+	if reg.member.cert != c {
+		reg.member.cert, reg.member.fingerprint = c, c.FingerprintBytes()
+	}
 	n.byName[c.Name] = sender
 	for _, p := range c.Addresses {
 		n.byAddr[p.Addr()] = sender
@@ -189,9 +195,12 @@ func (s *Server) leave(k key.Key, reg *registration) {
 	s.unindex(m, k)
 	reg.member = nil
 	s.out.settle(m.net.key, k)
-	if m.net.count--; m.net.count == 0 {
+	now := time.Now()
+	m.net.count--
+	s.docs.members(m.net.key, m.net.count, now)
+	if m.net.count == 0 {
 		delete(s.networks, m.net.key)
-		s.docs.orphan(m.net.key, time.Now()) // kept for orphanTTL
+		s.docs.orphan(m.net.key, now) // kept for orphanTTL
 	}
 }
 

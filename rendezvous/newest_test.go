@@ -150,7 +150,7 @@ func TestRevocationPastBudgetActedOn(t *testing.T) {
 	for i := 0; ; i++ {
 		now = now.Add(time.Second) // within the publication rate
 		rev, _ := cert.SignRevocation(nk, uint64(i), []key.Key{{byte(i), byte(i >> 8), 1}})
-		added, err := st.take(rev, 1, now)
+		added, _, err := st.take(rev, 1, now)
 		if err == errNoRoom {
 			break
 		}
@@ -165,7 +165,7 @@ func TestRevocationPastBudgetActedOn(t *testing.T) {
 	}
 	victim := key.Key{0xee, 1}
 	rev, _ := cert.SignRevocation(nk, 1000, []key.Key{victim})
-	added, err := st.take(rev, 1, now.Add(time.Second))
+	added, _, err := st.take(rev, 1, now.Add(time.Second))
 	if !added || err != errNoRoom || !st.revoked(nk.Public(), victim) {
 		t.Fatalf("a revocation past the budget: new %v, %v, revoked %v", added, err, st.revoked(nk.Public(), victim))
 	}
@@ -180,7 +180,7 @@ func TestRevocationPastBudgetActedOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, d := range cum {
-		if added, err := st.take(d, 1, now.Add(time.Hour)); !added || err != nil {
+		if added, _, err := st.take(d, 1, now.Add(time.Hour)); !added || err != nil {
 			t.Fatalf("a cumulative revocation: %v %v", added, err)
 		}
 	}

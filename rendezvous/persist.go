@@ -40,6 +40,10 @@ type savedState struct {
 	// Newest: each network's newest certificate per member key
 	// (cert.Newest.AppendText), verified again on load.
 	Newest []savedNewest `json:"newest,omitempty"`
+	// MemberHours: what each network's members earned its documents
+	// here (docstore.go: orphans are evicted by bytes per member-hour),
+	// so that a restart does not make a real network's cheap to evict.
+	MemberHours map[string]float64 `json:"member_hours,omitempty"`
 }
 
 type savedNewest struct {
@@ -95,8 +99,11 @@ func (s *Server) Save(path string) error {
 		}
 		out = append(out, sr)
 	}
-	st := savedState{Registrations: out}
+	st := savedState{Registrations: out, MemberHours: map[string]float64{}}
 	s.docs.each(func(nk cert.NetworkKey, held stored) {
+		if held.memberSecs > 0 {
+			st.MemberHours[nk.String()] = held.memberSecs / 3600
+		}
 		for _, d := range held.docs {
 			st.Documents = append(st.Documents, d.Bytes())
 		}
@@ -170,6 +177,11 @@ func (s *Server) Load(path string, conns []*net.UDPConn) (int, error) {
 				since = now
 			}
 			s.docs.restoreNewest(nk, sn.Text, since, now) // bad lines are dropped
+		}
+	}
+	for network, hours := range st.MemberHours {
+		if nk, err := cert.ParseNetworkKey(network); err == nil {
+			s.docs.restoreEarned(nk, hours*3600)
 		}
 	}
 	n := 0

@@ -96,6 +96,9 @@ type Server struct {
 	maxMembers    int
 	lookups       *limiter[key.Key]
 	refusedLogged map[key.Key]cert.Reason // the last refusal logged per peer
+	// evictChecks counts the members looked at to act on revocations,
+	// for tests: it must not grow with the members of the network.
+	evictChecks int
 
 	newKeyJobs chan newKeyJob
 

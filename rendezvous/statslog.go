@@ -34,8 +34,9 @@ type Stats struct {
 	Refused [cert.NumReasons]atomic.Uint64
 	// Documents taken, and those refused: not signed by the network key,
 	// not the publisher's network (documents.go). DocumentsRateLimited:
-	// new documents over their network's rate (pubRate); members hand
-	// them in again. DocumentsOverBudget: past their network's budget
+	// new documents kept past their network's rate (pubRate), not fanned
+	// out now: members get them by their registrations' summaries.
+	// DocumentsOverBudget: past their network's budget
 	// (docstore.go), a revocation among them acted on and sent all the
 	// same. DocumentNetworksPruned: networks whose documents were
 	// forgotten, no member having registered for orphanTTL.
