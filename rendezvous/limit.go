@@ -289,7 +289,7 @@ func (s *Server) screen(sender key.Key, registered bool, body wire.Body, now tim
 			return false
 		}
 	}
-	if !s.fresh(sender, messageTime(body), now) {
+	if !s.fresh(sender, wire.TimeOf(body), now) {
 		s.Stats.DropReplay.Add(1)
 		return false
 	}

@@ -375,10 +375,6 @@ func (s *Server) apply(l link, h wire.Header, b []byte, src netip.AddrPort, shar
 	}
 }
 
-// messageTime is the replay-protection Time of the messages a server
-// takes (screen lets only those through).
-func messageTime(b wire.Body) uint64 { return wire.TimeOf(b) }
-
 // fresh reports whether t is a Time the sender has not used before and that
 // lies within the replay window, and records it. Callers hold s.mu.
 func (s *Server) fresh(sender key.Key, t uint64, now time.Time) bool {
