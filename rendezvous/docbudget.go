@@ -43,8 +43,7 @@ func (st *docStore) take(d *cert.Document, members int, now time.Time) (added, f
 	defer st.mu.Unlock()
 	n := st.nets[d.Network]
 	if n == nil {
-		n = newNetDocs(d.Network, now)
-		n.count, n.countAt = members, now
+		n = newNetDocs(d.Network, members, now)
 		if members == 0 {
 			n.orphaned = now
 		}

@@ -117,8 +117,9 @@ func newDocStore() *docStore {
 // budget is the bytes a network of members registered members may hold.
 func budget(members int) int { return docBase + docPerMember*members }
 
-func newNetDocs(nk cert.NetworkKey, now time.Time) *netDocs {
-	return &netDocs{h: cert.NewHoldings(nk), newest: cert.NewNewest(nk), tokens: pubBurst, at: now}
+// newNetDocs makes the entry of network nk, which has members registered.
+func newNetDocs(nk cert.NetworkKey, members int, now time.Time) *netDocs {
+	return &netDocs{h: cert.NewHoldings(nk), newest: cert.NewNewest(nk), tokens: pubBurst, at: now, count: members, countAt: now}
 }
 
 // held reports whether n holds anything worth its entry.
@@ -208,8 +209,7 @@ func (st *docStore) refuses(c *cert.Cert, members int, now time.Time) (newer boo
 	defer st.mu.Unlock()
 	n := st.nets[c.Network]
 	if n == nil {
-		n = newNetDocs(c.Network, now)
-		n.count, n.countAt = members, now
+		n = newNetDocs(c.Network, members, now)
 	}
 	if err := n.refuses(c, now); err != nil {
 		return false, err
@@ -420,7 +420,7 @@ func (st *docStore) restoreEarned(nk cert.NetworkKey, secs float64) {
 func (st *docStore) restored(nk cert.NetworkKey, orphaned time.Time) *netDocs {
 	n := st.nets[nk]
 	if n == nil {
-		n = newNetDocs(nk, orphaned)
+		n = newNetDocs(nk, 0, orphaned)
 		n.orphaned = orphaned
 		st.nets[nk] = n
 	}

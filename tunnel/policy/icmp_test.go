@@ -7,8 +7,7 @@ import (
 	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 )
 
-// Tests of what the adversarial review of the filter found (issue 32's
-// fix round): ICMP errors sent past the destination check.
+// ICMP errors may not carry a member's packets past the destination check.
 
 // TestICMPErrorOnlyToUs: an ICMP error about a flow this member has with
 // the sender passes only when addressed to this member's end of that

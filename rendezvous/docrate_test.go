@@ -12,8 +12,8 @@ import (
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
-// Tests of the review of the document store (issue #32): what a network
-// publishes in many pieces, and what replays at its budget cost.
+// What a network publishes in many pieces at once is kept whatever its
+// publication rate, and a revocation past both rate and budget is acted on.
 
 // nopLink drops what the server sends: members made in-process.
 type nopLink struct{}
