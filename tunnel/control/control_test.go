@@ -379,6 +379,13 @@ func TestControlTakesSilenceForBlockedUDP(t *testing.T) {
 	if h.c.udpBlocked() {
 		t.Fatal("UDP still taken for blocked after a STUN answer")
 	}
+	// And we register over UDP at once: the registration's next try was
+	// put off while UDP was blocked (a 20%-lossy start waited 25 s).
+	h.take()
+	h.advance(tickInterval)
+	if h.registrations(h.take()) == 0 {
+		t.Fatal("no registration within a tick of UDP working again")
+	}
 }
 
 func TestControlIntroducedPeerGoesDirect(t *testing.T) {

@@ -124,6 +124,9 @@ func (c *Control) udpBack(now time.Time) {
 	c.log.Info("UDP works again: leaving TCP")
 	c.setMapping(nat.MappingUnknown, now)
 	for _, s := range c.servers {
+		// While UDP was blocked, registering over it waited a refresh
+		// interval; now it is the way in again, so register at once.
+		s.reg.RegisterNow(now)
 		if s.stream != nil {
 			s.stream.Close() // readStream unregisters s
 		}
