@@ -135,7 +135,7 @@ func TestRevocationPastRateAndBudgetRecorded(t *testing.T) {
 	c.registerWith(cc, nk.Public(), cert.Summary{})
 	fillBudget(t, s, nk, 2)
 	s.docs.mu.Lock()
-	s.docs.nets[nk.Public()].tokens = 0 // the rate spent
+	s.docs.nets[nk.Public()].pub.tokens = 0 // the rate spent
 	s.docs.mu.Unlock()
 	rev, _ := cert.SignRevocation(nk, 1000, []key.Key{c.pub()})
 	a.send(&wire.Publish{Time: a.now(), Doc: rev.Bytes()})

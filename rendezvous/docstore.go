@@ -105,9 +105,8 @@ type netDocs struct {
 	count      int
 	countAt    time.Time
 	newest     *cert.Newest
-	// tokens and at are the bucket of new documents (pubRate).
-	tokens float64
-	at     time.Time
+	// pub is the bucket of new documents' fan-outs (pubRate).
+	pub bucket
 }
 
 func newDocStore() *docStore {
@@ -119,7 +118,7 @@ func budget(members int) int { return docBase + docPerMember*members }
 
 // newNetDocs makes the entry of network nk, which has members registered.
 func newNetDocs(nk cert.NetworkKey, members int, now time.Time) *netDocs {
-	return &netDocs{h: cert.NewHoldings(nk), newest: cert.NewNewest(nk), tokens: pubBurst, at: now, count: members, countAt: now}
+	return &netDocs{h: cert.NewHoldings(nk), newest: cert.NewNewest(nk), pub: bucket{tokens: pubBurst, at: now}, count: members, countAt: now}
 }
 
 // held reports whether n holds anything worth its entry.

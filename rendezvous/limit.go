@@ -63,6 +63,24 @@ type bucket struct {
 	at     time.Time
 }
 
+// fill adds what rate brought since the last fill, up to burst.
+func (b *bucket) fill(now time.Time, rate, burst float64) {
+	if d := now.Sub(b.at); d > 0 {
+		b.tokens = min(burst, b.tokens+d.Seconds()*rate)
+		b.at = now
+	}
+}
+
+// take fills b and takes cost from it if it holds that much.
+func (b *bucket) take(now time.Time, rate, burst, cost float64) bool {
+	b.fill(now, rate, burst)
+	if b.tokens < cost {
+		return false
+	}
+	b.tokens -= cost
+	return true
+}
+
 // newLimiter returns a limiter of rate per second (burst 2×rate, at least
 // 1); a rate of 0 or less allows everything.
 func newLimiter[K comparable](rate float64, max int) *limiter[K] {
@@ -90,15 +108,8 @@ func (l *limiter[K]) allow(k K, now time.Time) bool {
 		}
 		b = &bucket{tokens: l.burst, at: now}
 		l.buckets[k] = b
-	} else if d := now.Sub(b.at); d > 0 {
-		b.tokens = min(l.burst, b.tokens+d.Seconds()*l.rate)
-		b.at = now
 	}
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
+	return b.take(now, l.rate, l.burst, 1)
 }
 
 // makeRoom sweeps the buckets that have refilled (at most once a second),

@@ -58,8 +58,7 @@ type outbox struct {
 // netOutbox is what waits for one network's members, and the network's
 // bucket of bytes (fanoutRate).
 type netOutbox struct {
-	tokens  float64
-	at      time.Time
+	bytes   bucket
 	members map[key.Key][]pending
 }
 
@@ -86,7 +85,7 @@ func newOutbox() *outbox {
 func (o *outbox) queue(network cert.NetworkKey, member key.Key, docs []*cert.Document, tries int, now time.Time) (full int) {
 	n := o.nets[network]
 	if n == nil {
-		n = &netOutbox{tokens: fanoutBurst, at: now, members: make(map[key.Key][]pending)}
+		n = &netOutbox{bytes: bucket{tokens: fanoutBurst, at: now}, members: make(map[key.Key][]pending)}
 		o.nets[network] = n
 	}
 	ps := n.members[member]
@@ -175,7 +174,7 @@ func (o *outbox) tidy(network cert.NetworkKey, n *netOutbox, member key.Key) {
 	if len(n.members[member]) == 0 {
 		delete(n.members, member)
 	}
-	if len(n.members) == 0 && n.tokens >= fanoutBurst {
+	if len(n.members) == 0 && n.bytes.tokens >= fanoutBurst {
 		delete(o.nets, network)
 	}
 }
@@ -192,8 +191,7 @@ func (o *outbox) due(now time.Time) (batch []delivery, next time.Time) {
 		}
 	}
 	for nk, n := range o.nets {
-		n.tokens = min(fanoutBurst, n.tokens+now.Sub(n.at).Seconds()*fanoutRate)
-		n.at = now
+		n.bytes.fill(now, fanoutRate, fanoutBurst)
 	members:
 		for k, ps := range n.members {
 			kept := ps[:0]
@@ -204,16 +202,16 @@ func (o *outbox) due(now time.Time) (batch []delivery, next time.Time) {
 					continue
 				}
 				cost := float64(len(p.d.Bytes()) + docOverhead)
-				if n.tokens < cost || len(batch) >= outboxBatch {
+				if n.bytes.tokens < cost || len(batch) >= outboxBatch {
 					if len(batch) >= outboxBatch {
 						soonest(now)
 					} else {
-						soonest(now.Add(time.Duration((cost - n.tokens) / fanoutRate * float64(time.Second))))
+						soonest(now.Add(time.Duration((cost - n.bytes.tokens) / fanoutRate * float64(time.Second))))
 					}
 					n.members[k] = append(kept, ps[i:]...)
 					break members
 				}
-				n.tokens -= cost
+				n.bytes.tokens -= cost
 				batch = append(batch, delivery{network: nk, member: k, d: p.d})
 				p.tries++
 				p.due = now.Add(time.Second << (p.tries - 1))
@@ -226,8 +224,8 @@ func (o *outbox) due(now time.Time) (batch []delivery, next time.Time) {
 			o.tidy(nk, n, k)
 		}
 		if len(n.members) == 0 {
-			if n.tokens < fanoutBurst {
-				soonest(now.Add(time.Duration((fanoutBurst - n.tokens) / fanoutRate * float64(time.Second))))
+			if n.bytes.tokens < fanoutBurst {
+				soonest(now.Add(time.Duration((fanoutBurst - n.bytes.tokens) / fanoutRate * float64(time.Second))))
 			} else {
 				delete(o.nets, nk)
 			}
