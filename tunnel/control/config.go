@@ -56,7 +56,7 @@ func (c *Control) Filter() *policy.Filter { return c.docs.filter }
 // says why not.
 func (c *Control) Publish(doc []byte) error {
 	var err error
-	if !c.call(func() { err = c.docs.publish(doc, time.Now()) }) {
+	if !c.call(func() { err = c.docs.publish(doc, c.clock.Now()) }) {
 		return errors.New("the interface is stopping")
 	}
 	return err
@@ -105,7 +105,7 @@ func (c *Control) newPeer(pc PeerConfig) *peer {
 // rendezvous hears it at once, and introduces new pairs then. New peers
 // have their data path endpoint when it returns.
 func (c *Control) Reconfigure(cfg Config) bool {
-	return c.call(func() { c.reconfigure(cfg, time.Now()) })
+	return c.call(func() { c.reconfigure(cfg, c.clock.Now()) })
 }
 
 func (c *Control) reconfigure(cfg Config, now time.Time) {
@@ -179,7 +179,7 @@ func compareKeys(a, b key.Key) int { return bytes.Compare(a[:], b[:]) }
 // and the peers relayed through it routed anew.
 func (c *Control) dropServer(s *server, now time.Time) {
 	if s.reg.Registered() {
-		c.sendServer(s, &wire.Deregister{Time: c.now()})
+		c.sendServer(s, &wire.Deregister{Time: c.stamp()})
 	}
 	if s.stream != nil {
 		s.stream.Close()

@@ -94,7 +94,10 @@ type Control struct {
 	// view is what status reads, published by the control goroutine.
 	view atomic.Pointer[View]
 
-	clock wire.Clock
+	// clock is where every time the control plane acts on comes from;
+	// stamps makes the times its messages carry (stamp).
+	clock  clock
+	stamps wire.Clock
 	// udpSince is when we started waiting for a first UDP answer: at
 	// start, and after each network change; stunSent when the first STUN
 	// request left since then (zero: none yet — the rendezvous's name may
@@ -126,38 +129,6 @@ type Control struct {
 	members   members     // the network's members (members.go)
 	docs      documents   // the network's policy and revocations (documents.go)
 	gossip    gossipState // the documents' gossip with members (gossip.go)
-}
-
-// WireGuard is what the control plane asks of the WireGuard device.
-type WireGuard interface {
-	// Repoint makes WireGuard send to the peer's endpoint again, in case
-	// its roaming followed a packet elsewhere.
-	Repoint(peer key.Key) error
-	// HandshakeIfNone starts a handshake with the peer unless WireGuard
-	// has had one: a process that restarted has no session while the
-	// peer holds the old one, whose packets it cannot read, and nobody
-	// would start a new one until the peer's 15 s timeout.
-	HandshakeIfNone(peer key.Key)
-	// SetPeerMTU routes the peer's AllowedIPs with an MTU of mtu (0: the
-	// interface's).
-	SetPeerMTU(peer key.Key, mtu int) error
-	// Rehandshake starts a new handshake with the peer now, whatever
-	// session WireGuard holds (after a resume, it is one the peer forgot).
-	Rehandshake(peer key.Key)
-	// AddMember adds a member to WireGuard, or replaces its AllowedIPs,
-	// keeping its session; RemoveMember takes it out.
-	AddMember(peer key.Key, allowed []netip.Prefix) error
-	RemoveMember(peer key.Key) error
-}
-
-// Host is what the control plane asks of the host's network.
-type Host interface {
-	// PathMTU is the path MTU the kernel knows for dst on the route our
-	// sockets (marked with mark) take; 0 if none below the links'.
-	PathMTU(dst netip.Addr, mark uint32) int
-	// WatchNetwork signals changed (without blocking) whenever the host
-	// gains or loses an address or a default route, until done closes.
-	WatchNetwork(done <-chan struct{}, changed chan<- struct{})
 }
 
 // inbound is a packet for the control goroutine.
@@ -202,8 +173,14 @@ const (
 // where confirmed endpoints are kept for the next run ("" for nowhere),
 // and saved what the last run kept.
 func New(log *slog.Logger, cfg Config, statePath string, saved State) *Control {
+	return newControl(log, cfg, statePath, saved, clockFunc(time.Now))
+}
+
+// newControl is New on clock.
+func newControl(log *slog.Logger, cfg Config, statePath string, saved State, clock clock) *Control {
 	c := &Control{
 		log:                log,
+		clock:              clock,
 		priv:               cfg.PrivateKey,
 		pub:                cfg.PrivateKey.Public(),
 		iface:              cfg.Interface,
@@ -238,8 +215,9 @@ func New(log *slog.Logger, cfg Config, statePath string, saved State) *Control {
 	for _, pc := range cfg.Peers {
 		c.addPeer(pc)
 	}
-	c.members.configure(cfg, time.Now())
-	c.docs.configure(cfg, time.Now())
+	now := clock.Now()
+	c.members.configure(cfg, now)
+	c.docs.configure(cfg, now)
 	return c
 }
 
@@ -251,7 +229,7 @@ func (c *Control) Deliver(pkt []byte, src netip.AddrPort) { c.enqueue(pkt, inbou
 // caller's buffer is reused); a full queue drops it. Gossip goes through
 // its gate, to a queue of its own.
 func (c *Control) enqueue(pkt []byte, m inbound) {
-	m.at = time.Now()
+	m.at = c.clock.Now()
 	q := c.in
 	if m.gossip.IsValid() {
 		if !c.gossip.gate.admit(m.gossip, pkt, m.at) {
@@ -287,7 +265,7 @@ func notify[T any](ch chan<- T) func(T) {
 func (c *Control) Start(data link.DataPath, wg WireGuard, host Host, mark uint32) {
 	c.data, c.wg, c.host, c.mark = data, wg, host, mark
 	c.dial = (&net.Dialer{Control: markSocket(mark)}).DialContext
-	c.udpSince = time.Now()
+	c.udpSince = c.clock.Now()
 	for _, p := range c.peers {
 		p.ep = data.Peer(p.key)
 	}
@@ -315,8 +293,8 @@ func (c *Control) run() {
 	defer close(c.stopped)
 	t := time.NewTicker(tickInterval)
 	defer t.Stop()
-	c.tick(time.Now())
-	c.publish(time.Now())
+	c.tick(c.clock.Now())
+	c.publish(c.clock.Now())
 	for {
 		select {
 		case <-c.done:
@@ -332,20 +310,20 @@ func (c *Control) run() {
 			c.checkPathMTU(dst)
 		case k := <-c.relayedOnTURN:
 			if p := c.peers[k]; p != nil {
-				c.turn.peerLeft(p, time.Now())
+				c.turn.peerLeft(p, c.clock.Now())
 			}
 		case dst := <-c.unknownDsts:
-			c.members.unknownDestination(dst, time.Now())
+			c.members.unknownDestination(dst, c.clock.Now())
 		case k := <-c.relayedInitiations:
 			if p := c.peers[k]; p != nil {
-				p.hasNoDirectPath(time.Now())
+				p.hasNoDirectPath(c.clock.Now())
 			}
 		case <-c.netChanged:
-			c.netSettle = time.Now().Add(netSettleTime)
-		case now := <-t.C:
-			c.tick(now)
+			c.netSettle = c.clock.Now().Add(netSettleTime)
+		case <-t.C:
+			c.tick(c.clock.Now())
 		}
-		c.publish(time.Now())
+		c.publish(c.clock.Now())
 	}
 }
 
@@ -389,7 +367,7 @@ func (c *Control) Stop() {
 func (c *Control) shutdown() {
 	for _, s := range c.servers {
 		if s.reg.Registered() {
-			c.sendServer(s, &wire.Deregister{Time: c.now()})
+			c.sendServer(s, &wire.Deregister{Time: c.stamp()})
 		}
 		if s.stream != nil {
 			s.stream.Close()
@@ -398,12 +376,15 @@ func (c *Control) shutdown() {
 	for _, p := range c.peers {
 		p.closeBirthday(true)
 	}
-	c.turn.close(time.Now(), "shutting down")
+	c.turn.close(c.clock.Now(), "shutting down")
 	c.members.flushNewest(c.lastTick)
 	c.docs.flush()
 }
 
-func (c *Control) now() uint64 { return c.clock.Next(uint64(time.Now().UnixNano())) }
+// stamp is the time a message to a rendezvous or a peer carries: the
+// clock's in nanoseconds, and always later than the last one, which the
+// receiver's replay guard needs.
+func (c *Control) stamp() uint64 { return c.stamps.Next(uint64(c.clock.Now().UnixNano())) }
 
 func (c *Control) sendSealed(dst netip.AddrPort, shared *wire.SharedKey, m wire.Body) {
 	if !dst.IsValid() {

@@ -115,7 +115,7 @@ func TestGossipAnswersOncePerQuestion(t *testing.T) {
 	if out := h.takeGossip(); out.docs != 1 || out.summaries != gossipSummaryBurst {
 		t.Fatalf("100 equal summaries answered with %d documents and %d summaries, want the policy once and %d summaries", out.docs, out.summaries, gossipSummaryBurst)
 	}
-	h.now = h.now.Add(answerAgain)
+	h.setNow(h.now.Add(answerAgain))
 	h.gossipAt(m8, ask)
 	if out := h.takeGossip(); out.docs != 1 || out.summaries != 1 {
 		t.Fatalf("a second later: %d documents and %d summaries, want 1 and 1", out.docs, out.summaries)

@@ -263,7 +263,7 @@ func TestGossipJunkLoggedOncePerMinute(t *testing.T) {
 	for range 2 {
 		for i := range 200 {
 			h.c.docs.gossip(m8, junk[i%2], h.now)
-			h.now = h.now.Add(100 * time.Millisecond)
+			h.setNow(h.now.Add(100 * time.Millisecond))
 		}
 	}
 	if n := logs.warns.Load(); n > 1+int64(40*time.Second/junkLogEvery) {

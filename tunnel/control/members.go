@@ -156,7 +156,7 @@ func (m *members) sendLookup(dst netip.Addr, l *lookup, now time.Time) {
 	l.sent, l.tries = now, l.tries+1
 	for _, s := range m.c.servers {
 		if s.reg.Registered() {
-			m.c.sendServer(s, &wire.Lookup{Time: m.c.now(), Addr: dst})
+			m.c.sendServer(s, &wire.Lookup{Time: m.c.stamp(), Addr: dst})
 		}
 	}
 }
@@ -226,7 +226,7 @@ func (m *members) lookupName(name string, now time.Time) ([]netip.Addr, chan []n
 		m.names[name] = nl
 		for _, s := range m.c.servers {
 			if s.reg.Registered() {
-				m.c.sendServer(s, &wire.Lookup{Time: m.c.now(), Name: name})
+				m.c.sendServer(s, &wire.Lookup{Time: m.c.stamp(), Name: name})
 			}
 		}
 	}

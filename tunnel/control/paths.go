@@ -160,7 +160,7 @@ func (p *peer) query(now time.Time) {
 	asked := false
 	for _, s := range c.servers {
 		if s.reg.Registered() {
-			c.sendServer(s, &wire.Query{Time: c.now(), Peer: p.key})
+			c.sendServer(s, &wire.Query{Time: c.stamp(), Peer: p.key})
 			asked = true
 		}
 	}

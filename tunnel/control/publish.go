@@ -175,6 +175,6 @@ func (d *documents) drainPublish(s *server, now time.Time) {
 			return
 		}
 		q.out.tokens--
-		d.c.sendServer(s, &wire.Publish{Time: d.c.now(), Doc: doc.Bytes()})
+		d.c.sendServer(s, &wire.Publish{Time: d.c.stamp(), Doc: doc.Bytes()})
 	}
 }

@@ -88,7 +88,7 @@ func (c *Control) tickServer(s *server, now time.Time) {
 	}
 	if due.Register {
 		c.sendServer(s, &wire.Register{
-			Time:       c.now(),
+			Time:       c.stamp(),
 			NAT:        byte(c.mapping),
 			Candidates: nat.LocalCandidates(c.data.Port(), c.iface, c.own),
 			Wants:      c.wants,
@@ -261,7 +261,7 @@ func (c *Control) dialTCP(s *server, addr netip.AddrPort) {
 // dialed takes the outcome of dialTCP: st, if connected, becomes s's
 // stream unless UDP came back meanwhile.
 func (c *Control) dialed(s *server, st *wire.Stream) {
-	now := time.Now()
+	now := c.clock.Now()
 	if !slices.Contains(c.servers, s) { // a reload removed it meanwhile
 		if st != nil {
 			st.Close()
@@ -304,7 +304,7 @@ func (c *Control) streamClosed(s *server, st *wire.Stream) {
 	}
 	s.stream = nil
 	c.log.Warn("TCP connection to rendezvous closed", "rendezvous", s.hostport)
-	now := time.Now()
+	now := c.clock.Now()
 	if s.reg.StreamClosed(now) {
 		c.serverChanged(s, now, "TCP connection to the rendezvous closed")
 	}
@@ -319,7 +319,7 @@ func (c *Control) LookupName(name string, timeout time.Duration) []netip.Addr {
 		addrs []netip.Addr
 		wait  chan []netip.Addr
 	)
-	if !c.call(func() { addrs, wait = c.members.lookupName(name, time.Now()) }) || wait == nil {
+	if !c.call(func() { addrs, wait = c.members.lookupName(name, c.clock.Now()) }) || wait == nil {
 		return addrs
 	}
 	select {

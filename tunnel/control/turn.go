@@ -216,7 +216,7 @@ func allocateFirst(ctx context.Context, log *slog.Logger, offer *wire.TURNOffer,
 // allocated follows an allocation's end: it replaces the last one and
 // carries every peer that can use it.
 func (t *turnRelay) allocated(a *turnrelay.Allocation, err error, offer *wire.TURNOffer) {
-	c, now := t.c, time.Now()
+	c, now := t.c, t.c.clock.Now()
 	t.pending = false
 	if err != nil {
 		t.backOff(now)
@@ -286,7 +286,7 @@ func (t *turnRelay) check(p *peer, r link.Route, now time.Time) {
 
 // answered takes a pong that came through the allocation: an answer to
 // check's probe ends the check.
-func (t *turnRelay) answered(pong *wire.Pong) bool {
+func (t *turnRelay) answered(pong *wire.Pong, now time.Time) bool {
 	if t.checkSince.IsZero() || pong.TxID != t.probe {
 		return false
 	}
@@ -294,7 +294,7 @@ func (t *turnRelay) answered(pong *wire.Pong) bool {
 	if p := t.probePeer; p != nil {
 		// The path works: the peer's relayed packets alone do not make
 		// us probe it again for a while.
-		p.turnOKUntil, p.turnCheckUntil = time.Now().Add(turnOKFor), time.Time{}
+		p.turnOKUntil, p.turnCheckUntil = now.Add(turnOKFor), time.Time{}
 	}
 	return true
 }
@@ -308,7 +308,7 @@ func (t *turnRelay) announce(p *peer, now time.Time) {
 	}
 	for _, s := range c.servers {
 		if s.reg.Registered() {
-			c.sendServer(s, &wire.Relayed{Time: c.now(), Peer: p.key, Addr: a.Addr()})
+			c.sendServer(s, &wire.Relayed{Time: c.stamp(), Peer: p.key, Addr: a.Addr()})
 		}
 	}
 	p.turnSent, p.turnNextSend = a.Addr(), now.Add(turnResend)
