@@ -97,6 +97,16 @@ func (c *Control) newPeer(pc PeerConfig) *peer {
 	return p
 }
 
+// dropPeer lets p go: its birthday sockets closed, and out of the data
+// path, the control plane and TURN's list (what it sends through a TURN
+// relay is dropped too).
+func (c *Control) dropPeer(p *peer) {
+	p.closeBirthday(true)
+	c.data.RemovePeer(p.key)
+	delete(c.peers, p.key)
+	c.turn.setPeers()
+}
+
 // Reconfigure applies a reloaded config on the control goroutine and
 // waits for it; false if the control plane stopped first. Peers and
 // rendezvous that stay keep everything — paths, registrations, punching
@@ -150,10 +160,7 @@ func (c *Control) reconfigure(cfg Config, now time.Time) {
 		pc, ok := wanted[k]
 		if !ok {
 			c.log.Info("peer removed by reload", "peer", p.label())
-			p.closeBirthday(true)
-			c.data.RemovePeer(k)
-			delete(c.peers, k)
-			c.turn.setPeers() // what it sends through a TURN relay is dropped too
+			c.dropPeer(p)
 			continue
 		}
 		p.name = pc.Name

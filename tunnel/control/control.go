@@ -125,10 +125,9 @@ type Control struct {
 	// for netSettleTime (zero: nothing pending).
 	netSettle time.Time
 	stun      map[nat.STUNTxID]stunProbe
-	turn      turnRelay   // relaying through TURN servers (turn.go)
-	members   members     // the network's members (members.go)
-	docs      documents   // the network's policy and revocations (documents.go)
-	gossip    gossipState // the documents' gossip with members (gossip.go)
+	turn      turnRelay // relaying through TURN servers (turn.go)
+	members   members   // the network's members (members.go)
+	docs      documents // the network's policy and revocations (documents.go)
 }
 
 // inbound is a packet for the control goroutine.
@@ -200,8 +199,9 @@ func newControl(log *slog.Logger, cfg Config, statePath string, saved State, clo
 		peers:              make(map[key.Key]*peer),
 		stun:               make(map[nat.STUNTxID]stunProbe),
 	}
-	c.turn.c, c.members.c, c.docs.c, c.kept.log = c, c, c, log
-	c.docs.filter = policy.New()
+	c.turn.c, c.kept.log = c, log
+	c.members = members{log: log, self: c.pub, peers: c.peers, roster: c, rv: c, docs: &c.docs, kept: &c.kept}
+	c.docs = documents{log: log, members: &c.members, rv: c, dropped: &c.Dropped, kept: &c.kept, filter: policy.New()}
 	c.docs.filter.OnGossip(func(src netip.Addr, body []byte) { c.enqueue(body, inbound{gossip: src}) })
 	if statePath != "" {
 		c.docs.path = strings.TrimSuffix(statePath, ".json") + ".documents"
@@ -232,7 +232,7 @@ func (c *Control) enqueue(pkt []byte, m inbound) {
 	m.at = c.clock.Now()
 	q := c.in
 	if m.gossip.IsValid() {
-		if !c.gossip.gate.admit(m.gossip, pkt, m.at) {
+		if !c.docs.gossip.gate.admit(m.gossip, pkt, m.at) {
 			return
 		}
 		q = c.gossipIn
@@ -242,7 +242,7 @@ func (c *Control) enqueue(pkt []byte, m inbound) {
 	case q <- m:
 	default:
 		if q == c.gossipIn {
-			c.gossip.gate.Limited.Add(1)
+			c.docs.gossip.gate.Limited.Add(1)
 			return
 		}
 		c.Dropped.Add(1)
@@ -263,12 +263,10 @@ func notify[T any](ch chan<- T) func(T) {
 // Start runs the control plane over data, the WireGuard device wg and the
 // host; every socket it opens carries mark.
 func (c *Control) Start(data link.DataPath, wg WireGuard, host Host, mark uint32) {
-	c.data, c.wg, c.host, c.mark = data, wg, host, mark
+	c.attach(data, wg, host)
+	c.mark = mark
 	c.dial = (&net.Dialer{Control: markSocket(mark)}).DialContext
 	c.udpSince = c.clock.Now()
-	for _, p := range c.peers {
-		p.ep = data.Peer(p.key)
-	}
 	data.OnMsgSize(c.queuePathCheck)
 	data.OnRelayedInitiation(notify(c.relayedInitiations))
 	data.OnRelayedWhileTURN(notify(c.relayedOnTURN))
@@ -276,6 +274,17 @@ func (c *Control) Start(data link.DataPath, wg WireGuard, host Host, mark uint32
 	c.netChanged = make(chan struct{}, 1)
 	c.spawn(func() { host.WatchNetwork(c.done, c.netChanged) })
 	c.spawn(c.run)
+}
+
+// attach gives the control plane, and the components that use them, the
+// data path, WireGuard and the host; every peer gets its side in the data
+// path.
+func (c *Control) attach(data link.DataPath, wg WireGuard, host Host) {
+	c.data, c.wg, c.host = data, wg, host
+	c.members.wg, c.members.dsts, c.docs.inject = wg, data, data
+	for _, p := range c.peers {
+		p.ep = data.Peer(p.key)
+	}
 }
 
 // spawn runs f on a goroutine that Stop waits for.
@@ -303,7 +312,7 @@ func (c *Control) run() {
 		case m := <-c.in:
 			c.handle(m)
 		case m := <-c.gossipIn:
-			c.docs.gossip(m.gossip, m.pkt, m.at)
+			c.docs.fromMember(m.gossip, m.pkt, m.at)
 		case f := <-c.actions:
 			f()
 		case dst := <-c.pathChecks:

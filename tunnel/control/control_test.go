@@ -156,10 +156,7 @@ func newHarnessAt(t *testing.T, statePath string) *harness {
 		rvShared: wire.NewSharedKey(rv, ours.Public()), peerShared: wire.NewSharedKey(peer, ours.Public())}
 	h.c = newControl(slog.New(slog.DiscardHandler), Config{PrivateKey: ours, Interface: "pt-harness",
 		Servers: []ServerConfig{{HostPort: rvAddr.String(), Key: rv.Public()}}, Peers: []PeerConfig{{Name: "bob", Key: peer.Public()}}}, statePath, State{}, h)
-	h.c.data, h.c.wg, h.c.host = h.data, &fakeWireGuard{}, fakeHost{}
-	for _, p := range h.c.peers {
-		p.ep = h.data.Peer(p.key)
-	}
+	h.c.attach(h.data, &fakeWireGuard{}, fakeHost{})
 	h.c.resolved(h.c.servers[0], rvAddr)
 	h.c.dial = func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("no TCP in this test") }
 	if !slices.Equal(h.data.relays, []netip.AddrPort{rvAddr}) {
@@ -167,6 +164,11 @@ func newHarnessAt(t *testing.T, statePath string) *harness {
 	}
 	h.c.udpSince = h.now
 	return h
+}
+
+// setLog sends the log of the control plane and its components to l.
+func (h *harness) setLog(l *slog.Logger) {
+	h.c.log, h.c.members.log, h.c.docs.log = l, l, l
 }
 
 func (h *harness) peer() *peer {

@@ -75,7 +75,7 @@ func TestDocumentsGossip(t *testing.T) {
 	h, data := gossipHarness(t)
 
 	src := netip.MustParseAddr("100.64.0.8")
-	h.c.docs.gossip(src, policy.Gossip{Kind: policy.GossipSummary}.Append(nil), h.now)
+	h.c.docs.fromMember(src, policy.Gossip{Kind: policy.GossipSummary}.Append(nil), h.now)
 	var kinds []byte
 	for _, pkt := range data.injected {
 		if pkt[9] != 253 || netip.AddrFrom4([4]byte(pkt[16:20])) != src {
@@ -91,13 +91,13 @@ func TestDocumentsGossip(t *testing.T) {
 		t.Fatalf("answered a bare summary with %v, want the policy and our summary", kinds)
 	}
 	rev, _ := cert.SignRevocation(h.net, 1, []key.Key{{9}})
-	h.c.docs.gossip(src, policy.Gossip{Kind: policy.GossipDocument, Doc: rev.Bytes()}.Append(nil), h.now)
+	h.c.docs.fromMember(src, policy.Gossip{Kind: policy.GossipDocument, Doc: rev.Bytes()}.Append(nil), h.now)
 	if !h.c.docs.held.Revoked(key.Key{9}) {
 		t.Fatal("a member's revocation in-tunnel was not taken")
 	}
 	// From an address no member holds: dropped.
 	before := h.c.Dropped.Load()
-	h.c.docs.gossip(netip.MustParseAddr("100.64.0.99"), policy.Gossip{Kind: policy.GossipSummary}.Append(nil), h.now)
+	h.c.docs.fromMember(netip.MustParseAddr("100.64.0.99"), policy.Gossip{Kind: policy.GossipSummary}.Append(nil), h.now)
 	if h.c.Dropped.Load() != before+1 {
 		t.Error("gossip from no member was not dropped")
 	}

@@ -64,7 +64,7 @@ func newMemberHarnessAt(t *testing.T, statePath string, nk cert.NetworkPrivate) 
 	h := &memberHarness{harness: newHarnessAt(t, statePath), net: nk}
 	own := h.sign(h.net, h.c.pub, "self", "100.64.0.1/24", h.now, time.Hour)
 	h.c.own = []netip.Prefix{netip.MustParsePrefix("100.64.0.1/24")}
-	h.c.members.configure(Config{Network: h.net.Public(), Cert: own, Static: []netip.Prefix{netip.MustParsePrefix("100.64.0.200/32")}}, h.now)
+	h.c.members.configure(Config{Network: h.net.Public(), Cert: own, Addresses: h.c.own, Static: []netip.Prefix{netip.MustParsePrefix("100.64.0.200/32")}}, h.now)
 	h.register()
 	return h
 }

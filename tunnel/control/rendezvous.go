@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"iter"
 	"net/netip"
 	"slices"
 	"time"
@@ -135,6 +136,27 @@ func (c *Control) setRelays() {
 		}
 	}
 	c.data.SetRelays(relays)
+}
+
+// rendezvousClient is what members and the documents ask of the
+// rendezvous client (rendezvous.go): messages to the registered
+// rendezvous, stamped, and registering anew.
+type rendezvousClient interface {
+	registeredServers() iter.Seq[*server]
+	sendServer(s *server, m wire.Body)
+	stamp() uint64
+	reregister(now time.Time)
+}
+
+// registeredServers are the rendezvous we are registered with now.
+func (c *Control) registeredServers() iter.Seq[*server] {
+	return func(yield func(*server) bool) {
+		for _, s := range c.servers {
+			if s.reg.Registered() && !yield(s) {
+				return
+			}
+		}
+	}
 }
 
 // isServer reports whether addr is one of our rendezvous.

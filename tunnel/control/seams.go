@@ -43,6 +43,19 @@ type Host interface {
 	WatchNetwork(done <-chan struct{}, changed chan<- struct{})
 }
 
+// memberWireGuard is WireGuard's list of members.
+type memberWireGuard interface {
+	AddMember(peer key.Key, allowed []netip.Prefix) error
+	RemoveMember(peer key.Key) error
+}
+
+// destinations is the data path's list of addresses a peer holds, which
+// it holds packets to until one does.
+type destinations interface {
+	AddDestinations(addrs []netip.Addr)
+	RemoveDestinations(addrs []netip.Addr)
+}
+
 // clock tells the control plane the time: the system's (New), or a
 // test's fake one. Every time the control plane acts on comes from it,
 // read where an event enters (the control goroutine, a packet queued, a

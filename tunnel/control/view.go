@@ -115,7 +115,7 @@ func (c *Control) publish(now time.Time) {
 		v.Policy, v.Revocations, v.RevokedKeys, v.RetiredCerts = h.Policy(), len(h.Revocations()), h.RevokedKeys(), h.RetiredCerts()
 	}
 	v.DocumentsRefused, v.StateWarning = c.docs.Refused.Load(), c.kept.warning
-	v.GossipLimited, v.GossipJunk = c.gossip.gate.Limited.Load(), c.gossip.Junk.Load()
+	v.GossipLimited, v.GossipJunk = c.docs.gossip.gate.Limited.Load(), c.docs.gossip.Junk.Load()
 	if a := c.turn.alloc; a != nil {
 		v.TURN = &TURNView{Server: a.URI(), Relayed: a.Addr().String()}
 	}
