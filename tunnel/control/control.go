@@ -20,6 +20,7 @@ package control
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -105,7 +106,7 @@ type Control struct {
 	udpSince, stunSent time.Time
 	// blockedAt is when UDP was last taken for blocked; nextUDPProbe when
 	// to ask STUN over UDP again while that is recent; lastTick when tick
-	// last ran (network.go: a tick far later than due is a resume).
+	// last ran (resume.go: a tick far later than due is a resume).
 	blockedAt, nextUDPProbe, lastTick time.Time
 	servers                           []*server
 	peers                             map[key.Key]*peer
@@ -154,16 +155,6 @@ const (
 	// where a direct path is not to be expected.
 	maxPunchBackoff = time.Minute
 	hardBackoff     = 5 * time.Minute
-	// udpGiveUp is how long after the first STUN request without any
-	// answer from any rendezvous before UDP is taken for blocked and the
-	// rendezvous are reached over TCP (happy eyeballs: a STUN answer takes
-	// a round trip, a few to a hundred milliseconds; waiting seconds cost
-	// every start on a network that blocks UDP that long). Taken for
-	// blocked wrongly — the first answers lost — UDP is asked again every
-	// udpProbeEvery for udpProbeFor, and the first answer leaves TCP.
-	udpGiveUp     = 300 * time.Millisecond
-	udpProbeEvery = time.Second
-	udpProbeFor   = 30 * time.Second
 	// historyKeep is how far back the path history goes.
 	historyKeep = time.Hour
 )
@@ -221,6 +212,21 @@ func newControl(log *slog.Logger, cfg Config, statePath string, saved State, clo
 	return c
 }
 
+// Filter is the network policy's filter, for the data path to wrap the
+// TUN with; the control plane keeps it up to date.
+func (c *Control) Filter() *policy.Filter { return c.docs.filter }
+
+// Publish hands the interface a signed policy or revocation, as `punchtun
+// network publish` does: verified, applied, kept and sent on; the error
+// says why not.
+func (c *Control) Publish(doc []byte) error {
+	var err error
+	if !c.call(func() { err = c.docs.publish(doc, c.clock.Now()) }) {
+		return errors.New("the interface is stopping")
+	}
+	return err
+}
+
 // Deliver is the data path's control callback: it runs on WireGuard's
 // receive goroutines, so it only copies and queues.
 func (c *Control) Deliver(pkt []byte, src netip.AddrPort) { c.enqueue(pkt, inbound{src: src}) }
@@ -246,6 +252,16 @@ func (c *Control) enqueue(pkt []byte, m inbound) {
 			return
 		}
 		c.Dropped.Add(1)
+	}
+}
+
+// queuePathCheck asks the control goroutine to look up the path MTU to
+// dst (pathmtu.go). It never blocks: a full queue means checks are
+// pending anyway.
+func (c *Control) queuePathCheck(dst netip.AddrPort) {
+	select {
+	case c.pathChecks <- dst:
+	default:
 	}
 }
 
@@ -316,7 +332,7 @@ func (c *Control) run() {
 		case f := <-c.actions:
 			f()
 		case dst := <-c.pathChecks:
-			c.checkPathMTU(dst)
+			fitPathMTUs(c.peers, dst, c.host.PathMTU(dst.Addr(), c.mark))
 		case k := <-c.relayedOnTURN:
 			if p := c.peers[k]; p != nil {
 				c.turn.peerLeft(p, c.clock.Now())

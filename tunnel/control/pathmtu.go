@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel/link"
 )
 
@@ -85,4 +86,15 @@ func (p *peer) tickPathMTU(now time.Time) {
 	}
 	p.nextMTUCheck = now.Add(mtuCheckInterval)
 	p.c.queuePathCheck(r.Dst)
+}
+
+// fitPathMTUs fits the routes of the peers whose route goes to dst to
+// mtu, the path MTU the kernel knows for it (Control.run asks the host, on
+// the control goroutine: netlink answers at once, and no lock is held).
+func fitPathMTUs(peers map[key.Key]*peer, dst netip.AddrPort, mtu int) {
+	for _, p := range peers {
+		if r := p.ep.Route(); r.Dst == dst {
+			p.fitPathMTU(mtu, r)
+		}
+	}
 }

@@ -15,7 +15,7 @@ import (
 
 // The rendezvous client: each rendezvous is resolved, registered with and
 // refreshed (backing off while it is silent), asked for STUN on the shared
-// socket (network.go), and reached over TCP while UDP is blocked; what it
+// socket (stun.go), and reached over TCP while UDP is blocked; what it
 // sends — acknowledgements, introductions, TURN offers and relayed
 // addresses — is handled here.
 //
