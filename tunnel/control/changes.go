@@ -43,7 +43,7 @@ func (c *Control) addPeer(pc PeerConfig) *peer {
 // (addPeer) or a member of the network (members.go).
 func (c *Control) newPeer(pc PeerConfig) *peer {
 	p := &peer{c: c, name: pc.Name, key: pc.Key, shared: wire.NewSharedKey(c.priv, pc.Key), backoff: minBackoff,
-		birthdayBackoff: minBirthdayBackoff, path: nat.PathNone.String(), observed: map[*server]netip.AddrPort{}}
+		birthday: peerBirthday{backoff: minBirthdayBackoff}, path: nat.PathNone.String(), observed: map[*server]netip.AddrPort{}}
 	p.punch = nat.NewPunch(link.Leads(c.pub, pc.Key), func(dst netip.AddrPort, pm nat.Probe) {
 		m := probeMessage(pm)
 		if conn := p.socketTo(dst); conn != nil {
@@ -230,7 +230,7 @@ func (c *Control) resumed(now time.Time, gap time.Duration) {
 		p.punch.Forget()
 		p.closeBirthday(true)
 		p.nextQuery, p.backoff = now, minBackoff
-		p.nextBirthday, p.birthdayBackoff = time.Time{}, minBirthdayBackoff
+		p.birthday.next, p.birthday.backoff = time.Time{}, minBirthdayBackoff
 		if direct {
 			p.updateRoute(now, "resumed after a freeze or sleep: the NATs' mappings are likely gone")
 		}

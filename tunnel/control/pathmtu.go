@@ -66,12 +66,12 @@ func (p *peer) fitPathMTU(mtu int, r link.Route) {
 			routeMTU = max(inner, minIPv4MTU)
 		}
 	}
-	if p.pathMTU != mtu {
+	if p.mtu.path != mtu {
 		c.log.Info("path MTU", "peer", p.label(), "endpoint", r.Dst, "path_mtu", mtu, "tunnel_mtu", cmp.Or(routeMTU, c.ifaceMTU))
-		p.pathMTU = mtu
+		p.mtu.path = mtu
 	}
-	if p.routeMTU != routeMTU {
-		p.routeMTU = routeMTU
+	if p.mtu.route != routeMTU {
+		p.mtu.route = routeMTU
 		if err := c.wg.SetPeerMTU(p.key, routeMTU); err != nil {
 			c.log.Warn("cannot set the MTU of the routes to a peer", "peer", p.label(), "mtu", routeMTU, "err", err)
 		}
@@ -81,10 +81,10 @@ func (p *peer) fitPathMTU(mtu int, r link.Route) {
 // tickPathMTU queues a path MTU check for p while its tunnel is in use.
 func (p *peer) tickPathMTU(now time.Time) {
 	r := p.ep.Route()
-	if !r.Dst.IsValid() || now.Before(p.nextMTUCheck) || now.Sub(p.ep.Activity().Data) > activeWindow {
+	if !r.Dst.IsValid() || now.Before(p.mtu.nextCheck) || now.Sub(p.ep.Activity().Data) > activeWindow {
 		return
 	}
-	p.nextMTUCheck = now.Add(mtuCheckInterval)
+	p.mtu.nextCheck = now.Add(mtuCheckInterval)
 	p.c.queuePathCheck(r.Dst)
 }
 

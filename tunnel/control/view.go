@@ -97,8 +97,8 @@ func (c *Control) publish(now time.Time) {
 	for k, p := range c.peers {
 		r := p.ep.Route()
 		pv := PeerView{Path: p.path, NAT: p.nat, History: p.history, Probing: p.punch.Punching(now), Route: r.Dst, Relay: r.Relay}
-		if p.pathMTU > 0 {
-			pv.PathMTU, pv.MTU = p.pathMTU, cmp.Or(p.routeMTU, c.ifaceMTU)
+		if p.mtu.path > 0 {
+			pv.PathMTU, pv.MTU = p.mtu.path, cmp.Or(p.mtu.route, c.ifaceMTU)
 		}
 		if r.Relay {
 			pv.Reason, pv.Via = p.relayReason(now), p.relayName(r)
