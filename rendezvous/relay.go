@@ -2,6 +2,7 @@ package rendezvous
 
 import (
 	"net/netip"
+	"sync"
 	"sync/atomic"
 
 	"github.com/punchtun/punchtun/rendezvous/wire"
@@ -36,6 +37,9 @@ type relays struct {
 	on     bool
 	stats  *Stats
 	routes relayRouter
+	// one holds single frames' entries: one handed to an interface
+	// would be allocated per packet.
+	one sync.Pool
 }
 
 // decide routes frames, or counts them all dropped when the server does
@@ -53,11 +57,19 @@ func (rl *relays) decide(from egress, frames []relayFrame) bool {
 // at the packet's source endpoint; the frame's key names the receiver, and
 // is rewritten in place to name the sender.
 func (rl *relays) forward(from egress, b []byte, src netip.AddrPort) {
-	frames := [1]relayFrame{{b: b, src: src}}
+	frames, _ := rl.one.Get().(*[1]relayFrame)
+	if frames == nil {
+		frames = new([1]relayFrame)
+	}
+	f := &frames[0]
+	*f = relayFrame{b: b, src: src}
+	defer func() {
+		*f = relayFrame{} // holds no packet or egress while pooled
+		rl.one.Put(frames)
+	}()
 	if !rl.decide(from, frames[:]) {
 		return
 	}
-	f := &frames[0]
 	if f.drop != nil {
 		f.drop.Add(1)
 		return
