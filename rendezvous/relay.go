@@ -2,7 +2,6 @@ package rendezvous
 
 import (
 	"net/netip"
-	"sync"
 	"sync/atomic"
 
 	"github.com/punchtun/punchtun/rendezvous/wire"
@@ -27,9 +26,12 @@ type relayFrame struct {
 }
 
 // relayRouter decides where relay frames that came in on from go, and
-// rewrites each one sent on to name its sender.
+// rewrites each one sent on to name its sender: a batch of them under
+// one lock, or one (whose entry, handed to an interface, would be
+// allocated per packet).
 type relayRouter interface {
 	route(from egress, frames []relayFrame)
+	routeOne(from egress, src netip.AddrPort, b []byte) (to egress, dst netip.AddrPort, drop *atomic.Uint64)
 }
 
 // relays forwards relay frames, if the server relays.
@@ -37,9 +39,6 @@ type relays struct {
 	on     bool
 	stats  *Stats
 	routes relayRouter
-	// one holds single frames' entries: one handed to an interface
-	// would be allocated per packet.
-	one sync.Pool
 }
 
 // decide routes frames, or counts them all dropped when the server does
@@ -57,24 +56,16 @@ func (rl *relays) decide(from egress, frames []relayFrame) bool {
 // at the packet's source endpoint; the frame's key names the receiver, and
 // is rewritten in place to name the sender.
 func (rl *relays) forward(from egress, b []byte, src netip.AddrPort) {
-	frames, _ := rl.one.Get().(*[1]relayFrame)
-	if frames == nil {
-		frames = new([1]relayFrame)
-	}
-	f := &frames[0]
-	*f = relayFrame{b: b, src: src}
-	defer func() {
-		*f = relayFrame{} // holds no packet or egress while pooled
-		rl.one.Put(frames)
-	}()
-	if !rl.decide(from, frames[:]) {
+	if !rl.on {
+		rl.stats.DropRelayOff.Add(1)
 		return
 	}
-	if f.drop != nil {
-		f.drop.Add(1)
+	to, dst, drop := rl.routes.routeOne(from, src, b)
+	if drop != nil {
+		drop.Add(1)
 		return
 	}
-	f.to.WriteToUDPAddrPort(b, f.dst)
+	to.WriteToUDPAddrPort(b, dst)
 	rl.counted(1, uint64(len(b)-wire.RelayHeaderLen))
 }
 

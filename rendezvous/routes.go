@@ -88,6 +88,17 @@ func (r *registry) route(from egress, frames []relayFrame) {
 	}
 }
 
+// routeOne is route for one frame.
+func (r *registry) routeOne(from egress, src netip.AddrPort, b []byte) (to egress, dst netip.AddrPort, drop *atomic.Uint64) {
+	r.mu.RLock()
+	sender, to, dst, drop := r.relayTarget(from, src, b)
+	r.mu.RUnlock()
+	if drop == nil {
+		copy(b[len(wire.RelayMagic):], sender[:])
+	}
+	return to, dst, drop
+}
+
 // relayTarget decides where a relay frame from src on from goes: the
 // sender must be registered at src and it and the receiver the frame
 // names must list each other. It returns the sender and the receiver's
