@@ -18,7 +18,6 @@ import (
 
 	"github.com/punchtun/punchtun/nat"
 	"github.com/punchtun/punchtun/rendezvous/wire"
-	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
 // Batched UDP I/O for the relay. A peer's WireGuard sends its packets in
@@ -110,13 +109,13 @@ func newUDPBatch(conn *net.UDPConn) (*udpBatch, error) {
 	return u, nil
 }
 
-// serveBatched is Serve with recvmmsg and sendmmsg, and UDP GRO and GSO
+// serveBatched is serve with recvmmsg and sendmmsg, and UDP GRO and GSO
 // where the kernel has them.
-func (s *Server) serveBatched(conn *net.UDPConn, other netip.AddrPort) error {
+func (us *udpServer) serveBatched(conn *net.UDPConn, other netip.AddrPort) error {
 	u, err := newUDPBatch(conn)
 	if err != nil {
-		s.log.Warn("batched UDP unavailable, serving one datagram at a time", "err", err)
-		return s.serveEach(conn, other)
+		us.log.Warn("batched UDP unavailable, serving one datagram at a time", "err", err)
+		return us.serveEach(conn, other)
 	}
 	errs := make([]error, serveReaders)
 	var wg sync.WaitGroup
@@ -124,7 +123,7 @@ func (s *Server) serveBatched(conn *net.UDPConn, other netip.AddrPort) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = newBatchReader(s, u, other).run()
+			errs[i] = newBatchReader(us, u, other).run()
 		}()
 	}
 	wg.Wait()
@@ -134,10 +133,10 @@ func (s *Server) serveBatched(conn *net.UDPConn, other netip.AddrPort) error {
 // batchReader is one goroutine's receive and send state; nothing in it is
 // allocated per packet.
 type batchReader struct {
-	s     *Server
-	u     *udpBatch
-	link  link // u.conn, as registrations name it
-	other netip.AddrPort
+	us     *udpServer
+	u      *udpBatch
+	egress egress // u.conn, as registrations name it
+	other  netip.AddrPort
 
 	in     []ipv6.Message
 	inBufs [][]byte
@@ -154,17 +153,6 @@ type batchReader struct {
 	arena   []byte
 }
 
-// relayFrame is a relay frame in a receive buffer: datagram msg, at off.
-type relayFrame struct {
-	b        []byte
-	src      netip.AddrPort
-	msg, off int
-	// Set by forwardBatch: where it goes, or drop, why not.
-	to   link
-	dst  netip.AddrPort
-	drop *atomic.Uint64
-}
-
 // outMeta describes out[i]: its destination, and its frames: count of them,
 // size of each but the last, which may be shorter and then ends it. A
 // message that lies in a receive buffer (datagram msg, up to end) can grow
@@ -178,9 +166,9 @@ type outMeta struct {
 	msg, end int
 }
 
-func newBatchReader(s *Server, u *udpBatch, other netip.AddrPort) *batchReader {
+func newBatchReader(us *udpServer, u *udpBatch, other netip.AddrPort) *batchReader {
 	r := &batchReader{
-		s: s, u: u, link: u.conn, other: other,
+		us: us, u: u, egress: u.conn, other: other,
 		in:      make([]ipv6.Message, readBatch),
 		inBufs:  make([][]byte, readBatch),
 		inOOB:   make([][]byte, readBatch),
@@ -243,7 +231,7 @@ func (r *batchReader) handleBatch(n int) {
 			other = netip.AddrPortFrom(dst, other.Port()) // invalid without PKTINFO
 		}
 		if len(b) == 0 {
-			r.s.handle(r.link, other, b, src)
+			r.us.handle(r.egress, other, b, src)
 			continue
 		}
 		for off := 0; off < len(b); off += size {
@@ -251,7 +239,7 @@ func (r *batchReader) handleBatch(n int) {
 			if wire.IsRelay(p) {
 				r.relays = append(r.relays, relayFrame{b: p, src: src, msg: i, off: off})
 			} else {
-				r.s.handle(r.link, other, p, src)
+				r.us.handle(r.egress, other, p, src)
 			}
 		}
 	}
@@ -260,40 +248,12 @@ func (r *batchReader) handleBatch(n int) {
 	}
 }
 
-// forwardBatch relays r.relays: the decisions for the whole batch under one
-// read lock, then the sending without it. A registration, which takes the
-// write lock, waits for one batch's lookups at most, and a waiting writer
-// holds off further readers: relayed traffic cannot starve control.
+// forwardBatch relays r.relays: the decisions for the whole batch at once
+// (the registry's one read lock, routes.go), then the sending without it.
 func (r *batchReader) forwardBatch() {
-	s := r.s
-	if !s.relay {
-		s.Stats.DropRelayOff.Add(uint64(len(r.relays)))
+	if !r.us.relays.decide(r.egress, r.relays) {
 		return
 	}
-	s.mu.RLock()
-	// Frames of one batch mostly come from one peer to one peer: decide
-	// once for a run of them.
-	var (
-		have          bool
-		src           netip.AddrPort
-		receiver, snd key.Key
-		to            link
-		dst           netip.AddrPort
-		drop          *atomic.Uint64
-	)
-	for i := range r.relays {
-		f := &r.relays[i]
-		k, _, _ := wire.ParseRelay(f.b) // relayTarget drops a short frame
-		if !have || f.src != src || k != receiver {
-			snd, to, dst, drop = s.relayTarget(r.link, f.src, f.b)
-			have, src, receiver = true, f.src, k
-		}
-		f.to, f.dst, f.drop = to, dst, drop
-		if drop == nil {
-			copy(f.b[len(wire.RelayMagic):], snd[:])
-		}
-	}
-	s.mu.RUnlock()
 	var pkts, bytes uint64
 	for i := range r.relays {
 		f := &r.relays[i]
@@ -303,7 +263,7 @@ func (r *batchReader) forwardBatch() {
 		}
 		pkts++
 		bytes += uint64(len(f.b) - wire.RelayHeaderLen)
-		if f.to != r.link {
+		if f.to != r.egress {
 			// Another socket, or a TCP peer's stream.
 			f.to.WriteToUDPAddrPort(f.b, f.dst)
 			continue
@@ -312,8 +272,7 @@ func (r *batchReader) forwardBatch() {
 	}
 	r.flush()
 	if pkts > 0 {
-		s.Stats.RelayPackets.Add(pkts)
-		s.Stats.RelayBytes.Add(bytes)
+		r.us.relays.counted(pkts, bytes)
 	}
 }
 
@@ -401,7 +360,7 @@ func (r *batchReader) flush() {
 			// which GSO cannot fragment. Either way this message's
 			// frames go one by one.
 			if errors.Is(err, syscall.EIO) && r.u.gso.Swap(false) {
-				r.s.log.Warn("UDP GSO refused, relaying without it", "err", err)
+				r.us.log.Warn("UDP GSO refused, relaying without it", "err", err)
 			}
 			r.writeSegments(i)
 		}

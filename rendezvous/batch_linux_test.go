@@ -98,7 +98,7 @@ func testBatchForward(t *testing.T, ip net.IP) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newBatchReader(s, u, netip.AddrPort{})
+	r := newBatchReader(s.udp, u, netip.AddrPort{})
 	if want := ip.To4() == nil; u.v6 != want {
 		t.Fatalf("socket taken for IPv6 %v, want %v", u.v6, want)
 	}
@@ -184,7 +184,7 @@ func TestBatchForwardAllocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newBatchReader(s, u, netip.AddrPort{})
+	r := newBatchReader(s.udp, u, netip.AddrPort{})
 	f := wire.AppendRelay(nil, b.pub(), make([]byte, 1200))
 	batch := []testDatagram{{a.addr(), [][]byte{f, f, f, f}}, {a.addr(), [][]byte{f}}, {a.addr(), [][]byte{f, f}}}
 	n := r.fill(batch)

@@ -9,6 +9,6 @@ import (
 
 // serveBatched serves one datagram at a time: recvmmsg, sendmmsg and UDP
 // segmentation offload are Linux's (batch_linux.go).
-func (s *Server) serveBatched(conn *net.UDPConn, other netip.AddrPort) error {
-	return s.serveEach(conn, other)
+func (us *udpServer) serveBatched(conn *net.UDPConn, other netip.AddrPort) error {
+	return us.serveEach(conn, other)
 }

@@ -11,10 +11,10 @@ import (
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
-// discardLink is a link that sends nothing.
-type discardLink struct{}
+// discardEgress is an egress that sends nothing.
+type discardEgress struct{}
 
-func (discardLink) WriteToUDPAddrPort(b []byte, _ netip.AddrPort) (int, error) { return len(b), nil }
+func (discardEgress) WriteToUDPAddrPort(b []byte, _ netip.AddrPort) (int, error) { return len(b), nil }
 
 // BenchmarkRegisterNewKey is the server's work for the first registration
 // of a key it has not seen: a Curve25519 multiplication, opening the
@@ -34,7 +34,7 @@ func BenchmarkRegisterNewKey(b *testing.B) {
 	src := netip.MustParseAddrPort("192.0.2.1:51820")
 	b.ResetTimer()
 	for _, m := range msgs {
-		s.handle(discardLink{}, netip.AddrPort{}, m, src)
+		s.handle(discardEgress{}, netip.AddrPort{}, m, src)
 	}
 	if got := s.Registered(); got != b.N {
 		b.Fatalf("registered %d of %d", got, b.N)

@@ -14,7 +14,7 @@ import (
 //
 // A network at its budget: what may be asked of it on every
 // message a member sends must cost a lookup, not a rebuild of its
-// holdings (about 15 ms at 18,000 revocations) under the server's lock.
+// holdings (about 15 ms at 18,000 revocations) under the registry's lock.
 // So a revocation covered by what is held, or by the overflow, is
 // answered from an index of who names each entry; a document found not
 // to fit is remembered (nofitCap per network) until the holdings or the

@@ -85,7 +85,7 @@ func TestStrangerCannotCrowdOutRevocation(t *testing.T) {
 	if r := c.registerMember(cc); r == nil || cert.Reason(r.Reason) != cert.Revoked {
 		t.Fatalf("the revoked member registers again: %+v", r)
 	}
-	if !s.revoked(nk.Public(), c.pub()) {
+	if !s.docs.revoked(nk.Public(), c.pub()) {
 		t.Fatal("the real network's revocation is not kept")
 	}
 }
@@ -124,11 +124,11 @@ func TestOrphanedNetworkDocumentsPruned(t *testing.T) {
 		t.Fatal(err)
 	}
 	second.expire(left.Add(23 * time.Hour))
-	if !second.revoked(nk.Public(), key.Key{7}) {
+	if !second.docs.revoked(nk.Public(), key.Key{7}) {
 		t.Fatal("the documents of a network without members went within a day")
 	}
 	second.expire(left.Add(24*time.Hour + time.Minute))
-	if second.revoked(nk.Public(), key.Key{7}) {
+	if second.docs.revoked(nk.Public(), key.Key{7}) {
 		t.Fatal("the documents of a network without members for a day are still held, after a restart")
 	}
 }

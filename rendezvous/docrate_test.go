@@ -15,11 +15,6 @@ import (
 // What a network publishes in many pieces at once is kept whatever its
 // publication rate, and a revocation past both rate and budget is acted on.
 
-// nopLink drops what the server sends: members made in-process.
-type nopLink struct{}
-
-func (nopLink) WriteToUDPAddrPort(b []byte, _ netip.AddrPort) (int, error) { return len(b), nil }
-
 // addMember makes a member of nk in-process, without a round trip: for
 // networks of thousands.
 func addMember(t *testing.T, s *Server, nk cert.NetworkPrivate, i int, now time.Time) key.Key {
@@ -31,11 +26,11 @@ func addMember(t *testing.T, s *Server, nk cert.NetworkPrivate, i int, now time.
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	reg := &registration{link: nopLink{}, endpoint: netip.MustParseAddrPort("192.0.2.1:1"), expires: now.Add(time.Hour)}
-	s.peers[k] = reg
-	if err := s.join(k, reg, c, now); err != nil {
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
+	rec := &peerRecord{destination: destination{egress: discardEgress{}, endpoint: netip.MustParseAddrPort("192.0.2.1:1")}, expires: now.Add(time.Hour)}
+	s.reg.peers[k] = rec
+	if err := s.reg.join(k, rec, c, now, &outgoing{}); err != nil {
 		t.Fatal(err)
 	}
 	return k
@@ -43,9 +38,9 @@ func addMember(t *testing.T, s *Server, nk cert.NetworkPrivate, i int, now time.
 
 // heldDocs counts what the store holds of nk.
 func heldDocs(s *Server, nk cert.NetworkKey) int {
-	s.docs.mu.Lock()
-	defer s.docs.mu.Unlock()
-	if n := s.docs.nets[nk]; n != nil {
+	s.docs.store.mu.Lock()
+	defer s.docs.store.mu.Unlock()
+	if n := s.docs.store.nets[nk]; n != nil {
 		return n.h.Len()
 	}
 	return 0
@@ -64,11 +59,11 @@ func fillBudget(t *testing.T, s *Server, nk cert.NetworkPrivate, members int) []
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, size := s.docs.stats()
+		_, size := s.docs.store.stats()
 		if size+len(rev.Bytes()) > budget(members) {
 			return docs
 		}
-		s.docs.restore(rev, time.Time{})
+		s.docs.store.restore(rev, time.Time{})
 		docs = append(docs, rev)
 	}
 }
@@ -114,9 +109,9 @@ func TestManyRevocationsAllHeld(t *testing.T) {
 
 // registeredIn counts nk's registered members.
 func (s *Server) registeredIn(nk cert.NetworkKey) int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if n := s.networks[nk]; n != nil {
+	s.reg.mu.RLock()
+	defer s.reg.mu.RUnlock()
+	if n := s.reg.networks[nk]; n != nil {
 		return n.count
 	}
 	return 0
@@ -134,9 +129,9 @@ func TestRevocationPastRateAndBudgetRecorded(t *testing.T) {
 	cc := certFor(t, nk, c.pub(), "c", "10.7.0.3/24", now, time.Hour)
 	c.registerWith(cc, nk.Public(), cert.Summary{})
 	fillBudget(t, s, nk, 2)
-	s.docs.mu.Lock()
-	s.docs.nets[nk.Public()].pub.tokens = 0 // the rate spent
-	s.docs.mu.Unlock()
+	s.docs.store.mu.Lock()
+	s.docs.store.nets[nk.Public()].pub.tokens = 0 // the rate spent
+	s.docs.store.mu.Unlock()
 	rev, _ := cert.SignRevocation(nk, 1000, []key.Key{c.pub()})
 	a.send(&wire.Publish{Time: a.now(), Doc: rev.Bytes()})
 	var r *wire.Refused

@@ -17,8 +17,8 @@ import (
 // newest certificate seen of each member key (cert.Newest) — each network
 // within a budget of its own, so that no network, a stranger's thousand
 // included, can take another's room. It has its own lock, a leaf: nothing
-// is called out to while it is held, so the server may call in holding
-// s.mu.
+// is called out to while it is held, so the registry may call in
+// holding its own.
 //
 // Bounds (figures for SECURITY.md):
 //   - a network holds at most docBase + docPerMember × its registered

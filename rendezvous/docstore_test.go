@@ -134,21 +134,21 @@ func TestRevocationWorkNotPerMember(t *testing.T) {
 		keys[i] = addMember(t, s, nk, i, now)
 	}
 	rev, _ := cert.SignRevocation(nk, 1, []key.Key{keys[1]})
-	s.mu.Lock()
-	checks := s.evictChecks
-	s.publish(keys[0], rev, nil, now)
-	checks = s.evictChecks - checks
-	gone := s.peers[keys[1]].member == nil
-	retire := s.peers[keys[2]].member.cert
-	s.mu.Unlock()
+	s.reg.mu.Lock()
+	checks := s.reg.evictChecks
+	s.reg.publish(keys[0], rev, nil, now, &outgoing{})
+	checks = s.reg.evictChecks - checks
+	gone := s.reg.peers[keys[1]].member == nil
+	retire := s.reg.peers[keys[2]].member.cert
+	s.reg.mu.Unlock()
 	if !gone || checks > 1 {
 		t.Fatalf("a revocation of one key in a network of %d: evicted %v, %d members looked at", members, gone, checks)
 	}
 	revs, _ := cert.SignRevocations(nk, 2, nil, []cert.RetiredCert{cert.RetiredOf(retire)})
-	s.mu.Lock()
-	s.publish(keys[0], revs[0], nil, now)
-	gone = s.peers[keys[2]].member == nil
-	s.mu.Unlock()
+	s.reg.mu.Lock()
+	s.reg.publish(keys[0], revs[0], nil, now, &outgoing{})
+	gone = s.reg.peers[keys[2]].member == nil
+	s.reg.mu.Unlock()
 	if !gone {
 		t.Fatal("a revocation retiring a member's certificate left it a member")
 	}
@@ -208,11 +208,11 @@ func TestMemberHoursSurviveRestart(t *testing.T) {
 	defer first.Close()
 	nk := newNetwork(t)
 	rev, _ := cert.SignRevocation(nk, 1, []key.Key{{7}})
-	first.docs.restore(rev, time.Time{})
+	first.docs.store.restore(rev, time.Time{})
 	t0 := time.Now().Add(-2 * time.Hour)
-	first.docs.members(nk.Public(), 5, t0)
-	first.docs.members(nk.Public(), 0, t0.Add(time.Hour))
-	first.docs.orphan(nk.Public(), t0.Add(time.Hour))
+	first.docs.store.members(nk.Public(), 5, t0)
+	first.docs.store.members(nk.Public(), 0, t0.Add(time.Hour))
+	first.docs.store.orphan(nk.Public(), t0.Add(time.Hour))
 	state := filepath.Join(t.TempDir(), "state")
 	if err := first.Save(state); err != nil {
 		t.Fatal(err)
@@ -222,7 +222,7 @@ func TestMemberHoursSurviveRestart(t *testing.T) {
 	if _, err := second.Load(state, nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := second.docs.nets[nk.Public()].memberSecs; got != 5*3600 {
+	if got := second.docs.store.nets[nk.Public()].memberSecs; got != 5*3600 {
 		t.Fatalf("after a restart the network earned %v member-seconds, want %v", got, 5*3600)
 	}
 }

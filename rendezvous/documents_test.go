@@ -168,7 +168,7 @@ func TestDocumentsPersist(t *testing.T) {
 	if _, err := second.Load(state, nil); err != nil {
 		t.Fatal(err)
 	}
-	if !second.revoked(nk.Public(), key.Key{7}) {
+	if !second.docs.revoked(nk.Public(), key.Key{7}) {
 		t.Fatal("the revocation did not survive the restart")
 	}
 }

@@ -12,13 +12,13 @@ import (
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
-// recordLink is a link that keeps what the server sends.
-type recordLink struct {
+// recordEgress is an egress that keeps what the server sends.
+type recordEgress struct {
 	mu   sync.Mutex
 	sent [][]byte
 }
 
-func (l *recordLink) WriteToUDPAddrPort(b []byte, _ netip.AddrPort) (int, error) {
+func (l *recordEgress) WriteToUDPAddrPort(b []byte, _ netip.AddrPort) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.sent = append(l.sent, append([]byte(nil), b...))
@@ -52,7 +52,7 @@ func FuzzServerHandle(f *testing.F) {
 	src := netip.MustParseAddrPort("198.51.100.7:40000")
 	other := netip.MustParseAddrPort("203.0.113.11:3478")
 	f.Fuzz(func(t *testing.T, b []byte) {
-		l := &recordLink{}
+		l := &recordEgress{}
 		s.handle(l, other, append([]byte(nil), b...), src)
 		for _, out := range l.sent {
 			if nat.IsSTUN(out) {

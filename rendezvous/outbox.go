@@ -2,7 +2,7 @@ package rendezvous
 
 import (
 	"bytes"
-	"net/netip"
+	"iter"
 	"sync"
 	"time"
 
@@ -13,10 +13,10 @@ import (
 
 // The outbox: documents on their way to members. A new document is queued
 // for every member of its network, and what a registration's summary says
-// a member lacks for that member; one goroutine, the server's, sends
-// them outside the server's lock (it only reads the registrations, under
-// the read lock, a batch at a time), paced per network, so that no
-// network's fan-out delays anyone's registration or STUN.
+// a member lacks for that member; one goroutine sends them (documents.run)
+// outside the registry's lock (it only reads where members are, under the
+// read lock, a batch at a time), paced per network, so that no network's
+// fan-out delays anyone's registration or STUN.
 //
 // A new document is sent again, 1, 2, 4 and 8 s later, until the member
 // shows it holds it: it hands the document back (members publish what
@@ -122,11 +122,11 @@ func (o *outbox) sendOnce(network cert.NetworkKey, member key.Key, docs []*cert.
 	return full
 }
 
-// fanOut queues d for every member of n. Callers hold s.mu.
-func (o *outbox) fanOut(n *network, d *cert.Document, now time.Time) (full int) {
+// fanOut queues d for every member of network, and wakes the sender.
+func (o *outbox) fanOut(network cert.NetworkKey, members iter.Seq[key.Key], d *cert.Document, now time.Time) (full int) {
 	o.mu.Lock()
-	for _, k := range n.byName {
-		full += o.queue(n.key, k, []*cert.Document{d}, 0, now)
+	for k := range members {
+		full += o.queue(network, k, []*cert.Document{d}, 0, now)
 	}
 	o.mu.Unlock()
 	o.poke()
@@ -232,79 +232,4 @@ func (o *outbox) due(now time.Time) (batch []delivery, next time.Time) {
 		}
 	}
 	return batch, next
-}
-
-// runOutbox sends what the outbox holds as it falls due, until Close.
-func (s *Server) runOutbox() {
-	defer s.wg.Done()
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	for {
-		now := time.Now()
-		batch, next := s.out.due(now)
-		if len(batch) > 0 {
-			s.deliver(batch, now)
-			continue
-		}
-		wait := time.Hour
-		if !next.IsZero() {
-			wait = max(next.Sub(now), time.Millisecond)
-		}
-		timer.Reset(wait)
-		select {
-		case <-s.done:
-			return
-		case <-s.out.wake:
-		case <-timer.C:
-		}
-	}
-}
-
-// deliver sends a batch: the registrations are read under the read lock,
-// the messages sealed and written outside it.
-func (s *Server) deliver(batch []delivery, now time.Time) {
-	type to struct {
-		link     link
-		endpoint netip.AddrPort
-		shared   wire.SharedKey
-	}
-	dst := make([]to, len(batch))
-	var gone []delivery
-	s.mu.RLock()
-	for i, b := range batch {
-		reg := s.peers[b.member]
-		if reg == nil || reg.member == nil || reg.member.cert.Network != b.network {
-			gone = append(gone, b)
-			continue
-		}
-		dst[i] = to{reg.link, reg.endpoint, reg.shared}
-	}
-	s.mu.RUnlock()
-	for _, b := range gone {
-		s.out.settle(b.network, b.member)
-	}
-	for i, b := range batch {
-		t := dst[i]
-		if t.link == nil {
-			continue
-		}
-		// The member's address's budget (limit.go) holds here too; a
-		// document it holds back is sent again at its next try.
-		if !s.bySource.allow(sourceKey(t.endpoint), now) {
-			s.Stats.DocumentsPostponed.Add(1)
-			continue
-		}
-		m := &wire.Document{Time: s.clock.Next(uint64(time.Now().UnixNano())), Doc: b.d.Bytes()}
-		msg := wire.Seal(nil, m.Type(), s.pub, &t.shared, m.Append(nil))
-		t.link.WriteToUDPAddrPort(msg, t.endpoint)
-		s.Stats.DocumentsSent.Add(1)
-		s.Stats.DocumentBytes.Add(uint64(len(msg)))
-	}
-}
-
-// lockedClock is a wire.Clock for everyone: the outbox takes Times
-// without s.mu.
-type lockedClock struct {
-	mu sync.Mutex
-	c  wire.Clock
 }

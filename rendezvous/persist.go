@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/punchtun/punchtun/rendezvous/wire/cert"
@@ -23,7 +24,7 @@ import (
 // notices the restart. Only UDP registrations are kept: a TCP peer's
 // connection ends with the process, and the peer reconnects by itself.
 //
-// The networks' documents (documents.go) are kept too, and verified
+// The networks' documents (docstore.go) are kept too, and verified
 // again on load. The file holds no secret: shared keys are computed again
 // on load.
 
@@ -73,34 +74,44 @@ type savedRegistration struct {
 // the server's waits that much longer to be heard again.
 const replayFloor = 30 * time.Second
 
+// persistence reads and writes the state file: the registrations
+// through the registry (registrationStore), the documents through the
+// store. dirty, set by both, says the file is behind.
+type persistence struct {
+	registrations registrationStore
+	docs          *docStore
+	dirty         atomic.Bool
+}
+
+// registrationStore is what persistence asks of the registry.
+type registrationStore interface {
+	// saved returns the UDP registrations as the file keeps them.
+	saved() []savedRegistration
+	// restore takes registrations from the file, for the sockets in
+	// byLocal, and returns how many it took and what they send.
+	restore(saved []savedRegistration, byLocal map[netip.AddrPort]*net.UDPConn, now time.Time) (int, outgoing)
+}
+
 // Dirty reports whether registrations came, went or moved since the last
 // Save.
-func (s *Server) Dirty() bool { return s.dirty.Load() }
+func (s *Server) Dirty() bool { return s.state.dirty.Load() }
 
 // Save writes the UDP registrations to path, atomically, mode 0600.
-func (s *Server) Save(path string) error {
-	s.dirty.Store(false)
-	s.mu.RLock()
-	out := make([]savedRegistration, 0, len(s.peers))
-	for k, reg := range s.peers {
-		conn, ok := reg.link.(*net.UDPConn)
-		if !ok {
-			continue
-		}
-		sr := savedRegistration{Key: k, Endpoint: reg.endpoint, NAT: reg.nat, Candidates: reg.candidates, LastTime: s.seen[k].time}
-		if a, ok := conn.LocalAddr().(*net.UDPAddr); ok {
-			sr.Local = a.AddrPort()
-		}
-		for w := range reg.wants {
-			sr.Wants = append(sr.Wants, w)
-		}
-		if reg.member != nil {
-			sr.Cert = reg.member.cert.Bytes()
-		}
-		out = append(out, sr)
-	}
-	st := savedState{Registrations: out, MemberHours: map[string]float64{}}
-	s.docs.each(func(nk cert.NetworkKey, held stored) {
+func (s *Server) Save(path string) error { return s.state.save(path) }
+
+// Load reads registrations Save wrote, for the sockets in conns (matched by
+// local address), before Serve. A missing file is no error. It returns how
+// many registrations it restored.
+func (s *Server) Load(path string, conns []*net.UDPConn) (int, error) {
+	n, out, err := s.state.load(path, conns)
+	s.send(out)
+	return n, err
+}
+
+func (p *persistence) save(path string) error {
+	p.dirty.Store(false)
+	st := savedState{Registrations: p.registrations.saved(), MemberHours: map[string]float64{}}
+	p.docs.each(func(nk cert.NetworkKey, held stored) {
 		if held.memberSecs > 0 {
 			st.MemberHours[nk.String()] = held.memberSecs / 3600
 		}
@@ -114,7 +125,6 @@ func (s *Server) Save(path string) error {
 			st.Newest = append(st.Newest, savedNewest{Network: nk.String(), Text: string(held.newest)})
 		}
 	})
-	s.mu.RUnlock()
 	b, err := json.Marshal(st)
 	if err != nil {
 		return err
@@ -122,16 +132,13 @@ func (s *Server) Save(path string) error {
 	return statefile.Write(path, b)
 }
 
-// Load reads registrations Save wrote, for the sockets in conns (matched by
-// local address), before Serve. A missing file is no error. It returns how
-// many registrations it restored.
-func (s *Server) Load(path string, conns []*net.UDPConn) (int, error) {
+func (p *persistence) load(path string, conns []*net.UDPConn) (int, outgoing, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return 0, nil
+		return 0, outgoing{}, nil
 	}
 	if err != nil {
-		return 0, err
+		return 0, outgoing{}, err
 	}
 	var st savedState
 	if trimmed := bytes.TrimSpace(b); len(trimmed) > 0 && trimmed[0] == '[' {
@@ -140,9 +147,8 @@ func (s *Server) Load(path string, conns []*net.UDPConn) (int, error) {
 		err = json.Unmarshal(b, &st)
 	}
 	if err != nil {
-		return 0, err
+		return 0, outgoing{}, err
 	}
-	saved := st.Registrations
 	byLocal := make(map[netip.AddrPort]*net.UDPConn)
 	for _, c := range conns {
 		if a, ok := c.LocalAddr().(*net.UDPAddr); ok {
@@ -150,9 +156,6 @@ func (s *Server) Load(path string, conns []*net.UDPConn) (int, error) {
 		}
 	}
 	now := time.Now()
-	floor := uint64(now.Add(-replayFloor).UnixNano())
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	orphaned := make(map[cert.NetworkKey]time.Time, len(st.Orphaned))
 	for _, o := range st.Orphaned {
 		if nk, err := cert.ParseNetworkKey(o.Network); err == nil && o.Since.Before(now) {
@@ -167,7 +170,7 @@ func (s *Server) Load(path string, conns []*net.UDPConn) (int, error) {
 			if !ok {
 				since = now
 			}
-			s.docs.restore(d, since)
+			p.docs.restore(d, since)
 		}
 	}
 	for _, sn := range st.Newest {
@@ -176,49 +179,80 @@ func (s *Server) Load(path string, conns []*net.UDPConn) (int, error) {
 			if !ok {
 				since = now
 			}
-			s.docs.restoreNewest(nk, sn.Text, since, now) // bad lines are dropped
+			p.docs.restoreNewest(nk, sn.Text, since, now) // bad lines are dropped
 		}
 	}
 	for network, hours := range st.MemberHours {
 		if nk, err := cert.ParseNetworkKey(network); err == nil {
-			s.docs.restoreEarned(nk, hours*3600)
+			p.docs.restoreEarned(nk, hours*3600)
 		}
 	}
-	n := 0
-	for _, sr := range saved {
-		conn := byLocal[sr.Local]
-		if conn == nil || !sr.Endpoint.IsValid() || len(s.peers) >= s.maxPeers {
+	n, out := p.registrations.restore(st.Registrations, byLocal, now)
+	return n, out, nil
+}
+
+// saved is registrationStore.saved.
+func (r *registry) saved() []savedRegistration {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]savedRegistration, 0, len(r.peers))
+	for k, rec := range r.peers {
+		conn, ok := rec.egress.(*net.UDPConn)
+		if !ok {
 			continue
 		}
-		shared, err := s.secret.SharedKey(sr.Key)
+		sr := savedRegistration{Key: k, Endpoint: rec.endpoint, NAT: rec.nat, Candidates: rec.candidates, LastTime: r.seen[k].time}
+		if a, ok := conn.LocalAddr().(*net.UDPAddr); ok {
+			sr.Local = a.AddrPort()
+		}
+		for w := range rec.wants {
+			sr.Wants = append(sr.Wants, w)
+		}
+		if rec.member != nil {
+			sr.Cert = rec.member.cert.Bytes()
+		}
+		out = append(out, sr)
+	}
+	return out
+}
+
+// restore is registrationStore.restore.
+func (r *registry) restore(saved []savedRegistration, byLocal map[netip.AddrPort]*net.UDPConn, now time.Time) (n int, out outgoing) {
+	floor := uint64(now.Add(-replayFloor).UnixNano())
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, sr := range saved {
+		conn := byLocal[sr.Local]
+		if conn == nil || !sr.Endpoint.IsValid() || !r.limits.roomFor(len(r.peers), 0, true) {
+			continue
+		}
+		shared, err := r.secret.SharedKey(sr.Key)
 		if err != nil {
 			continue
 		}
-		reg := &registration{
-			shared:     shared,
-			link:       conn,
-			endpoint:   sr.Endpoint,
-			nat:        sr.NAT,
-			candidates: sr.Candidates,
-			wants:      make(map[key.Key]struct{}, len(sr.Wants)),
-			expires:    now.Add(s.ttl),
+		rec := &peerRecord{
+			destination: destination{egress: conn, endpoint: sr.Endpoint, shared: shared},
+			nat:         sr.NAT,
+			candidates:  sr.Candidates,
+			wants:       make(map[key.Key]struct{}, len(sr.Wants)),
+			expires:     now.Add(r.ttl),
 		}
 		for _, w := range sr.Wants {
-			reg.wants[w] = struct{}{}
+			rec.wants[w] = struct{}{}
 		}
 		if sr.Cert != nil {
 			// Verified again: the file is not trusted with membership.
 			// One that fails now registers without it until its refresh.
 			if c, err := cert.Parse(sr.Cert); err == nil {
-				if c, err = s.checkParsed(sr.Key, c.Network, c, now); err == nil && s.admitCert(c, now) == nil {
-					s.join(sr.Key, reg, c, now)
+				if c, err = r.checkParsed(sr.Key, c.Network, c, now); err == nil && r.admitCert(c, now) == nil {
+					r.join(sr.Key, rec, c, now, &out)
 				}
 			}
 		}
-		s.peers[sr.Key] = reg
-		s.byEndpoint[source{conn, sr.Endpoint}] = sr.Key
-		s.seen[sr.Key] = lastSeen{time: max(sr.LastTime, floor), at: now}
+		r.peers[sr.Key] = rec
+		r.byEndpoint[source{conn, sr.Endpoint}] = sr.Key
+		r.seen[sr.Key] = lastSeen{time: max(sr.LastTime, floor), at: now}
 		n++
 	}
-	return n, nil
+	return n, out
 }

@@ -47,10 +47,10 @@ func newClientAt(t *testing.T, ip string, server netip.AddrPort, serverKey key.K
 
 // endpointOf is where the server has k registered, invalid if nowhere.
 func (s *Server) endpointOf(k key.Key) netip.AddrPort {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if reg := s.peers[k]; reg != nil {
-		return reg.endpoint
+	s.reg.mu.RLock()
+	defer s.reg.mu.RUnlock()
+	if rec := s.reg.peers[k]; rec != nil {
+		return rec.endpoint
 	}
 	return netip.AddrPort{}
 }
@@ -420,7 +420,7 @@ func TestFloodKeepsServingRealPeers(t *testing.T) {
 	if worked, limit := s.Stats.DropAuth.Load()+s.Stats.DropReplay.Load()+s.Stats.STUN.Load(), 200+uint64(100*elapsed.Seconds())+1; worked > limit {
 		t.Errorf("%d flood packets opened or answered in %v, limit %d", worked, elapsed, limit)
 	}
-	if n := s.keys.len(); n > sharedKeyCacheSize {
+	if n := s.limits.keys.len(); n > sharedKeyCacheSize {
 		t.Errorf("key cache %d, bound %d", n, sharedKeyCacheSize)
 	}
 }
@@ -476,7 +476,7 @@ func TestMaxPeers(t *testing.T) {
 func TestAnswersToAnAddressBounded(t *testing.T) {
 	s, _, sk := startServerWith(t, Config{SourceRate: 100, KeyRate: -1}) // burst 200
 	victim := netip.MustParseAddrPort("198.51.100.9:4000")
-	l := &recordLink{}
+	l := &recordEgress{}
 	start := time.Now()
 	x, _ := key.NewPrivate()
 	var keys []key.Key

@@ -28,7 +28,7 @@ type Stats struct {
 	// reading, or reads slower than its traffic comes).
 	DropRateLimited, DropTooMany, DropOversize atomic.Uint64
 	DropTCPQueueFull                           atomic.Uint64
-	// Lookups answered, and those no member held (networks.go).
+	// Lookups answered, and those no member held (members.go).
 	Lookups, LookupMisses atomic.Uint64
 	// Refused counts members' certificates refused, by cert.Reason.
 	Refused [cert.NumReasons]atomic.Uint64

@@ -56,31 +56,33 @@ func TURNCredentials(secret []byte, peer key.Key, expires time.Time) (username, 
 	return username, base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }
 
-// offerTURN sends peer, registered as reg, fresh TURN credentials. Callers hold s.mu.
-func (s *Server) offerTURN(peer key.Key, reg *registration, now time.Time) {
-	expires := now.Add(s.turn.ttl())
-	user, pass := TURNCredentials(s.turn.Secret, peer, expires)
-	reg.offered = expires
-	s.send(reg, &wire.TURNOffer{Time: s.clock.Next(uint64(now.UnixNano())), Expires: uint64(expires.Unix()),
-		Username: user, Password: pass, URIs: s.turn.URIs})
-	s.Stats.TURNOffers.Add(1)
+// turnCredentials hands registered peers TURN credentials: computed
+// from the config alone, it holds no state of its own but what it writes
+// into the peer's record, under the registry's lock.
+type turnCredentials struct {
+	cfg   TURNConfig
+	clock *lockedClock
+	stats *Stats
 }
 
-// passRelayed tells m.Peer where a TURN server relays to sender, if the two
-// are mutually configured and this rendezvous hands out TURN servers.
-// Callers hold s.mu.
-func (s *Server) passRelayed(sender key.Key, m *wire.Relayed) {
-	if !s.turn.enabled() {
-		s.Stats.DropRelayOff.Add(1)
-		return
+func (t *turnCredentials) enabled() bool { return t.cfg.enabled() }
+
+// offerDue offers peer fresh credentials if those it was offered last
+// pass half their life by now.
+func (t *turnCredentials) offerDue(peer key.Key, rec *peerRecord, now time.Time, out *outgoing) {
+	if t.cfg.enabled() && rec.offered.Sub(now) < t.cfg.ttl()/2 {
+		t.offer(peer, rec, now, out)
 	}
-	_, to, ok := s.mutual(sender, m.Peer)
-	if !ok {
-		s.Stats.DropNotMutual.Add(1)
-		return
-	}
-	s.send(to, &wire.Relayed{Time: s.clock.Next(uint64(time.Now().UnixNano())), Peer: sender, Addr: m.Addr})
-	s.Stats.RelayedAddresses.Add(1)
+}
+
+// offer sends peer, registered as rec, fresh TURN credentials.
+func (t *turnCredentials) offer(peer key.Key, rec *peerRecord, now time.Time, out *outgoing) {
+	expires := now.Add(t.cfg.ttl())
+	user, pass := TURNCredentials(t.cfg.Secret, peer, expires)
+	rec.offered = expires
+	out.add(rec.destination, &wire.TURNOffer{Time: t.clock.stamp(now), Expires: uint64(expires.Unix()),
+		Username: user, Password: pass, URIs: t.cfg.URIs})
+	t.stats.TURNOffers.Add(1)
 }
 
 // CheckTURNURI reports whether u is a TURN URI peers can use (RFC 7065):

@@ -33,12 +33,9 @@ const (
 	// destination once, and a scan of the network's prefix is slowed,
 	// not served.
 	DefaultLookupRate = 20
-	// maxIntroduced bounds the members remembered as introduced to one
-	// member, which hear of it again when it moves.
-	maxIntroduced = 256
 )
 
-// network is one network's registered members. Callers hold s.mu.
+// network is one network's registered members. Callers hold r.mu.
 type network struct {
 	key    cert.NetworkKey
 	byAddr map[netip.Addr]key.Key
@@ -53,38 +50,34 @@ type membership struct {
 	// fingerprint is cert's, computed once: what a revocation retiring
 	// certificates is compared with (evictNamed).
 	fingerprint [32]byte
-	// introduced are the members this one was introduced to: when it
-	// moves they are introduced again at once, as peers that list each
-	// other are.
-	introduced map[key.Key]struct{}
 }
 
 // checkCert parses and verifies a registration's certificate, outside the
-// server's lock: a signature check costs about 50 µs. A certificate the
+// registry's lock: a signature check costs about 50 µs. A certificate the
 // registration already holds is not verified again, only its validity.
-func (s *Server) checkCert(sender key.Key, network cert.NetworkKey, raw []byte, now time.Time) (*cert.Cert, error) {
-	s.mu.RLock()
+func (r *registry) checkCert(sender key.Key, network cert.NetworkKey, raw []byte, now time.Time) (*cert.Cert, error) {
+	r.mu.RLock()
 	var held *cert.Cert
-	if reg := s.peers[sender]; reg != nil && reg.member != nil && bytes.Equal(reg.member.cert.Bytes(), raw) {
-		held = reg.member.cert
+	if rec := r.peers[sender]; rec != nil && rec.member != nil && bytes.Equal(rec.member.cert.Bytes(), raw) {
+		held = rec.member.cert
 	}
-	s.mu.RUnlock()
+	r.mu.RUnlock()
 	if held == nil {
 		var err error
 		if held, err = cert.Parse(raw); err != nil {
 			return nil, err
 		}
 	}
-	return s.checkParsed(sender, network, held, now)
+	return r.checkParsed(sender, network, held, now)
 }
 
 // checkParsed checks a parsed certificate against the network the member
 // named, the allow-list, the clock and the sender.
-func (s *Server) checkParsed(sender key.Key, network cert.NetworkKey, c *cert.Cert, now time.Time) (*cert.Cert, error) {
+func (r *registry) checkParsed(sender key.Key, network cert.NetworkKey, c *cert.Cert, now time.Time) (*cert.Cert, error) {
 	if c.Network != network {
 		return nil, &cert.Error{Reason: cert.OtherNetwork, Detail: "signed by network " + c.Network.String() + ", registered for " + network.String()}
 	}
-	if s.allowNetworks != nil && !s.allowNetworks[c.Network] {
+	if r.allowNetworks != nil && !r.allowNetworks[c.Network] {
 		return nil, &cert.Error{Reason: cert.OtherNetwork, Detail: "this rendezvous does not serve network " + c.Network.String()}
 	}
 	if err := c.Check(network, now); err != nil {
@@ -97,35 +90,31 @@ func (s *Server) checkParsed(sender key.Key, network cert.NetworkKey, c *cert.Ce
 }
 
 // admitCert says why c may not be a member of its network by what the
-// network key signed and the certificates seen (docStore.refuses); nil
-// when it may. Callers hold s.mu.
-func (s *Server) admitCert(c *cert.Cert, now time.Time) error {
+// network key signed and the certificates seen (documents.refuses); nil
+// when it may. Callers hold r.mu.
+func (r *registry) admitCert(c *cert.Cert, now time.Time) error {
 	members := 0
-	if n := s.networks[c.Network]; n != nil {
+	if n := r.networks[c.Network]; n != nil {
 		members = n.count
 	}
-	newer, err := s.docs.refuses(c, members, now)
-	if newer {
-		s.dirty.Store(true)
-	}
-	return err
+	return r.docs.refuses(c, members, now)
 }
 
-// join makes reg a member with c, or says why not. A member registered
+// join makes rec a member with c, or says why not. A member registered
 // with an older certificate (an earlier NotBefore) that holds one of c's
 // addresses or its name gives way: the owner moved them to c. Callers
-// hold s.mu.
-func (s *Server) join(sender key.Key, reg *registration, c *cert.Cert, now time.Time) error {
-	if reg.member != nil && reg.member.cert.Network == c.Network {
-		s.unindex(reg.member, sender)
+// hold r.mu.
+func (r *registry) join(sender key.Key, rec *peerRecord, c *cert.Cert, now time.Time, out *outgoing) error {
+	if rec.member != nil && rec.member.cert.Network == c.Network {
+		r.unindex(rec.member, sender)
 	} else {
-		s.leave(sender, reg)
+		r.leave(sender, rec)
 	}
-	n := s.networks[c.Network]
+	n := r.networks[c.Network]
 	if n == nil {
 		n = &network{key: c.Network, byAddr: map[netip.Addr]key.Key{}, byName: map[string]key.Key{}}
 	}
-	if reg.member == nil && n.count >= s.maxMembers {
+	if rec.member == nil && !r.limits.memberRoom(n.count) {
 		return &cert.Error{Reason: cert.NetworkFull, Detail: "the network has its most members here"}
 	}
 	older := map[key.Key]string{}
@@ -133,7 +122,7 @@ func (s *Server) join(sender key.Key, reg *registration, c *cert.Cert, now time.
 		if !held || k == sender {
 			return nil
 		}
-		if o := s.peers[k]; o != nil && o.member != nil && o.member.cert.NotBefore.Before(c.NotBefore) {
+		if o := r.peers[k]; o != nil && o.member != nil && o.member.cert.NotBefore.Before(c.NotBefore) {
 			older[k] = what
 			return nil
 		}
@@ -150,20 +139,18 @@ func (s *Server) join(sender key.Key, reg *registration, c *cert.Cert, now time.
 		}
 	}
 	for k, what := range older {
-		o := s.peers[k]
-		s.leave(k, o)
-		s.refuse(k, o, &cert.Error{Reason: cert.Overlap, Detail: what + " moved to a newer certificate, of " + sender.String()}, now)
+		o := r.peers[k]
+		r.leave(k, o)
+		r.refuse(k, o, &cert.Error{Reason: cert.Overlap, Detail: what + " moved to a newer certificate, of " + sender.String()}, now, out)
 	}
-	if reg.member == nil {
-		reg.member = &membership{net: n, introduced: map[key.Key]struct{}{}}
-		if n.count++; n.count == 1 {
-			s.docs.adopt(c.Network) // its documents are no orphans
-		}
-		s.docs.members(c.Network, n.count, now)
-		s.networks[c.Network] = n
+	if rec.member == nil {
+		rec.member = &membership{net: n}
+		n.count++
+		r.docs.joined(c.Network, n.count, now)
+		r.networks[c.Network] = n
 	}
-	if reg.member.cert != c {
-		reg.member.cert, reg.member.fingerprint = c, c.FingerprintBytes()
+	if rec.member.cert != c {
+		rec.member.cert, rec.member.fingerprint = c, c.FingerprintBytes()
 	}
 	n.byName[c.Name] = sender
 	for _, p := range c.Addresses {
@@ -173,8 +160,8 @@ func (s *Server) join(sender key.Key, reg *registration, c *cert.Cert, now time.
 }
 
 // unindex takes a member's name and addresses out of its network's
-// indexes. Callers hold s.mu.
-func (s *Server) unindex(m *membership, k key.Key) {
+// indexes. Callers hold r.mu.
+func (r *registry) unindex(m *membership, k key.Key) {
 	if m.net.byName[m.cert.Name] == k {
 		delete(m.net.byName, m.cert.Name)
 	}
@@ -185,61 +172,58 @@ func (s *Server) unindex(m *membership, k key.Key) {
 	}
 }
 
-// leave ends reg's membership, if any; a network without members is
-// forgotten. Callers hold s.mu.
-func (s *Server) leave(k key.Key, reg *registration) {
-	m := reg.member
+// leave ends rec's membership, if any; a network without members is
+// forgotten. Callers hold r.mu.
+func (r *registry) leave(k key.Key, rec *peerRecord) {
+	m := rec.member
 	if m == nil {
 		return
 	}
-	s.unindex(m, k)
-	reg.member = nil
-	s.out.settle(m.net.key, k)
-	now := time.Now()
+	r.unindex(m, k)
+	rec.member = nil
+	r.intros.forget(k)
 	m.net.count--
-	s.docs.members(m.net.key, m.net.count, now)
+	r.docs.left(m.net.key, k, m.net.count, time.Now())
 	if m.net.count == 0 {
-		delete(s.networks, m.net.key)
-		s.docs.orphan(m.net.key, now) // kept for orphanTTL
+		delete(r.networks, m.net.key)
 	}
 }
 
 // refuse tells a peer why its certificate is not taken, counts it, and
-// logs it once per peer and reason. Callers hold s.mu.
-func (s *Server) refuse(sender key.Key, reg *registration, err error, now time.Time) {
-	r := cert.ReasonOf(err)
-	if int(r) < len(s.Stats.Refused) {
-		s.Stats.Refused[r].Add(1)
+// logs it once per peer and reason. Callers hold r.mu.
+func (r *registry) refuse(sender key.Key, rec *peerRecord, err error, now time.Time, out *outgoing) {
+	reason := cert.ReasonOf(err)
+	if int(reason) < len(r.stats.Refused) {
+		r.stats.Refused[reason].Add(1)
 	}
-	if s.refusedLogged[sender] != r {
-		if len(s.refusedLogged) >= limiterEntries {
-			clear(s.refusedLogged)
+	if r.refusedLogged[sender] != reason {
+		if len(r.refusedLogged) >= limiterEntries {
+			clear(r.refusedLogged)
 		}
-		s.refusedLogged[sender] = r
-		s.log.Warn("member refused", "peer", sender, "reason", r.String(), "err", err)
+		r.refusedLogged[sender] = reason
+		r.log.Warn("member refused", "peer", sender, "reason", reason.String(), "err", err)
 	}
-	s.send(reg, &wire.Refused{Time: s.clock.Next(uint64(now.UnixNano())), Reason: byte(r)})
+	out.add(rec.destination, &wire.Refused{Time: r.clock.stamp(now), Reason: byte(reason)})
 }
 
 // sameNetwork reports whether a and b are members of one network.
-func sameNetwork(a, b *registration) bool {
+func sameNetwork(a, b *peerRecord) bool {
 	return a.member != nil && b.member != nil && a.member.net == b.member.net
 }
 
 // lookup answers a member's Lookup: an introduction to the member that
 // holds the address or name, a miss, or nothing for a non-member or one
-// over its rate. Callers hold s.mu.
-func (s *Server) lookup(asker key.Key, m *wire.Lookup, now time.Time) {
-	a := s.peers[asker]
+// over its rate. Callers hold r.mu.
+func (r *registry) lookup(asker key.Key, m *wire.Lookup, now time.Time, out *outgoing) {
+	a := r.peers[asker]
 	if a == nil || a.member == nil {
-		s.Stats.DropNotMutual.Add(1)
+		r.stats.DropNotMutual.Add(1)
 		return
 	}
-	if !s.lookups.allow(asker, now) {
-		s.Stats.DropRateLimited.Add(1)
+	if !r.limits.allowLookup(asker, now) {
 		return
 	}
-	s.Stats.Lookups.Add(1)
+	r.stats.Lookups.Add(1)
 	var (
 		target key.Key
 		ok     bool
@@ -249,40 +233,23 @@ func (s *Server) lookup(asker key.Key, m *wire.Lookup, now time.Time) {
 	} else {
 		target, ok = a.member.net.byName[m.Name]
 	}
-	if b := s.peers[target]; ok && b != nil && target != asker {
+	if b := r.peers[target]; ok && b != nil && target != asker {
 		// The member looked up hears first: the asker's initiation
 		// follows its own introduction at once, and a member not yet
 		// told of the asker would drop it (and its copy, under load).
-		s.introduce(target, b, asker, a)
+		r.intros.introduce(target, b, asker, a, out)
 		return
 	}
-	s.Stats.LookupMisses.Add(1)
-	s.send(a, &wire.LookupMiss{Time: s.clock.Next(uint64(now.UnixNano())), Addr: m.Addr, Name: m.Name})
+	r.stats.LookupMisses.Add(1)
+	out.add(a.destination, &wire.LookupMiss{Time: r.clock.stamp(now), Addr: m.Addr, Name: m.Name})
 }
 
-// introducedMembers remembers that a and b met, so that each hears of the
-// other again when it moves. Callers hold s.mu.
-func introducedMembers(ka key.Key, a *registration, kb key.Key, b *registration) {
-	if !sameNetwork(a, b) {
-		return
-	}
-	for _, pair := range [...]struct {
-		m *membership
-		k key.Key
-	}{{a.member, kb}, {b.member, ka}} {
-		if len(pair.m.introduced) >= maxIntroduced {
-			clear(pair.m.introduced) // the oldest pairs hear of a move by asking
-		}
-		pair.m.introduced[pair.k] = struct{}{}
-	}
-}
-
-// Members reports the members registered now and the networks they form.
-func (s *Server) Members() (members, networks int) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	for _, n := range s.networks {
+// members reports the members registered now and the networks they form.
+func (r *registry) members() (members, networks int) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, n := range r.networks {
 		members += n.count
 	}
-	return members, len(s.networks)
+	return members, len(r.networks)
 }
