@@ -153,7 +153,7 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 	}
 
 	t.ctl = control.New(t.log, controlConfigOf(cfg, t.name, mtu), statePath, saved)
-	t.bind = bind.New(cfg.Interface.PrivateKey.Public(), t.ctl.Deliver)
+	t.bind = bind.New(cfg.Interface.PrivateKey.Public(), t.ctl.Events())
 	for _, p := range cfg.Peers {
 		if p.Endpoint == "" {
 			t.bind.PeerEndpoint(p.PublicKey)

@@ -54,7 +54,8 @@ func TestHoldUntilMember(t *testing.T) {
 	h := newHoldingTUN(dev)
 	b := &Bind{hold: h}
 	misses := make(chan netip.Addr, 16)
-	b.OnUnknownDestination(func(dst netip.Addr) { misses <- dst })
+	miss := func(dst netip.Addr) { misses <- dst }
+	h.onMiss.Store(&miss)
 	b.SetNetwork([]netip.Prefix{netip.MustParsePrefix("100.64.0.0/24")}, []netip.Prefix{netip.MustParsePrefix("100.64.0.200/32")})
 
 	got := make(chan []byte, 16)

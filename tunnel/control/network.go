@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/punchtun/punchtun/nat"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
 // The network as seen from here: our public endpoint and our NAT's
@@ -43,7 +44,7 @@ func (c *Control) sendSTUN(s *server, dst netip.AddrPort, now time.Time) {
 	if c.stunSent.IsZero() {
 		c.stunSent = now
 	}
-	c.data.SendTo(req, dst)
+	c.data.Shared().Send([][]byte{req}, key.Key{}, dst)
 }
 
 // checkBlocked takes UDP for blocked when no rendezvous has answered
@@ -128,7 +129,7 @@ func (c *Control) udpBack(now time.Time) {
 		// interval; now it is the way in again, so register at once.
 		s.reg.RegisterNow(now)
 		if s.stream != nil {
-			s.stream.Close() // readStream unregisters s
+			s.stream.Close() // its reader unregisters s
 		}
 	}
 }
@@ -160,7 +161,7 @@ func (c *Control) networkChanged(now time.Time) {
 		}
 	}
 	for _, p := range c.peers {
-		if r := p.ep.Route(); r.Dst.IsValid() && !r.Relay {
+		if r := p.ep.Route(); r.Dst.IsValid() && !r.Relayed() {
 			p.punch.Suspect(now)
 		}
 		p.punch.ResetHeartbeat() // other NATs now

@@ -13,6 +13,7 @@ import (
 	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel/link"
+	"github.com/punchtun/punchtun/tunnel/transport"
 	"github.com/punchtun/punchtun/tunnel/turnrelay"
 )
 
@@ -47,7 +48,7 @@ import (
 type turnRelay struct {
 	c       *Control
 	offer   *wire.TURNOffer // the newest credentials, from any rendezvous
-	alloc   *turnrelay.Allocation
+	alloc   *transport.TURN
 	expires time.Time // of the credentials alloc was made with
 	since   time.Time // when alloc was made
 	pending bool      // an allocation is under way
@@ -135,7 +136,7 @@ func (t *turnRelay) tick(now time.Time) {
 	}
 	need := false
 	for _, p := range t.c.peers {
-		if r := p.ep.Route(); r.TURN != nil && now.Before(p.turnCheckUntil) {
+		if r := p.ep.Route(); r.Is(link.TURN) && now.Before(p.turnCheckUntil) {
 			t.check(p, r, now)
 		}
 		if p.needsRelay() {
@@ -223,16 +224,14 @@ func (t *turnRelay) allocated(a *turnrelay.Allocation, err error, offer *wire.TU
 		c.log.Warn("cannot allocate a TURN relay: relaying through the rendezvous where it relays", "err", err, "retry_in", t.backoff)
 		return
 	}
-	old := t.alloc
-	t.alloc, t.expires, t.since, t.backoff = a, time.Unix(int64(offer.Expires), 0), now, 0
+	old, ta := t.alloc, transport.NewTURN(a)
+	t.alloc, t.expires, t.since, t.backoff = ta, time.Unix(int64(offer.Expires), 0), now, 0
 	c.log.Info("TURN relay allocated", "server", a.URI(), "relayed", a.Addr(), "credentials_expire", t.expires.UTC().Format(time.RFC3339))
-	c.spawn(func() {
-		c.data.ServeTURN(a, func(pkt []byte, src netip.AddrPort) { c.enqueue(pkt, inbound{src: src, turn: a}) })
-	})
+	c.spawn(func() { c.data.Serve(ta, key.Key{}) })
 	for _, p := range c.peers {
 		p.turnSent, p.turnNextSend, p.turnSeen = netip.AddrPort{}, time.Time{}, netip.AddrPort{}
 		t.permit(p)
-		if p.ep.Route().TURN != nil || p.needsRelay() {
+		if p.ep.Route().Is(link.TURN) || p.needsRelay() {
 			p.updateRoute(now, "TURN relay allocated")
 		}
 	}
@@ -252,7 +251,7 @@ func (t *turnRelay) close(now time.Time, why string) {
 	t.alloc = nil
 	for _, p := range t.c.peers {
 		p.turnSent, p.turnSeen = netip.AddrPort{}, netip.AddrPort{}
-		if p.ep.Route().TURN == a {
+		if p.ep.Route().Via == link.Transport(a) {
 			p.updateRoute(now, why)
 		}
 	}
@@ -271,7 +270,7 @@ func (t *turnRelay) check(p *peer, r link.Route, now time.Time) {
 	if now.Sub(t.checkSince) > turnProbeTimeout {
 		t.checkSince = time.Time{}
 		t.backOff(now)
-		t.c.log.Warn("no answer through the TURN relay: leaving it", "peer", p.label(), "server", r.TURN.URI(), "retry_in", t.backoff)
+		t.c.log.Warn("no answer through the TURN relay: leaving it", "peer", p.label(), "server", p.relayName(r), "retry_in", t.backoff)
 		t.close(now, "no answer through the TURN relay")
 		return
 	}
@@ -330,7 +329,7 @@ func (t *turnRelay) hello(p *peer, now time.Time) {
 // onHello takes a peer's message that came through our allocation: a
 // hello, from where our relay reaches the peer.
 func (t *turnRelay) onHello(p *peer, h wire.Header, m inbound) {
-	if _, ok := t.c.open(m.pkt, h, &p.shared); !ok || t.alloc != m.turn {
+	if _, ok := t.c.open(m.pkt, h, &p.shared); !ok || t.alloc == nil || m.via != link.Transport(t.alloc) {
 		return
 	}
 	if p.turnSeen != m.src {
@@ -382,9 +381,9 @@ func (t *turnRelay) route(p *peer) (link.Route, bool) {
 	case t.alloc == nil:
 		return link.Route{}, false
 	case p.turnSeen.IsValid():
-		return link.Route{Dst: p.turnSeen, Relay: true, TURN: t.alloc}, true
+		return link.Route{Dst: p.turnSeen, Via: t.alloc}, true
 	case p.turnAddr.IsValid():
-		return link.Route{Dst: p.turnAddr, Relay: true, TURN: t.alloc}, true
+		return link.Route{Dst: p.turnAddr, Via: t.alloc}, true
 	}
 	return link.Route{}, false
 }
@@ -394,7 +393,7 @@ func (t *turnRelay) route(p *peer) (link.Route, bool) {
 // checked with probes (check) for a while, unless one was answered
 // lately.
 func (t *turnRelay) peerLeft(p *peer, now time.Time) {
-	if p.ep.Route().TURN == nil || now.Before(p.turnOKUntil) {
+	if !p.ep.Route().Is(link.TURN) || now.Before(p.turnOKUntil) {
 		return
 	}
 	p.turnCheckUntil = now.Add(turnProbeTimeout + time.Second)
