@@ -4,8 +4,7 @@
 // (PeerEndpoint) through its link.Transport, the help WireGuard's
 // handshakes get on punched paths, reading the other transports
 // (tunnel/transport: a birthday round's winner, TCP relay streams, TURN
-// allocations), TUN reads gathered into batches, and the bound on the
-// packets wireguard-go holds.
+// allocations). With tunnel/tundev's TUN side it is link.DataPath.
 //
 // It knows nothing of the rendezvous, of punching or of why a route was
 // chosen: the control plane (tunnel/control) sets routes through the
@@ -23,7 +22,6 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
-	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel/link"
@@ -75,8 +73,6 @@ type Bind struct {
 	lastFixed atomic.Int64
 	timers    map[*time.Timer]struct{} // pending handshake copies (later); nil once closed; mu
 	Dropped   atomic.Uint64            // packets that were neither WireGuard nor ours
-	// hold keeps packets to members not yet known (hold.go); set by TUN.
-	hold *holdingTUN
 	// alive and resumedAt (unix nanoseconds): when the control plane last
 	// ticked, and when it found the process had been frozen
 	// (handshake.go: stale initiations).
@@ -86,8 +82,6 @@ type Bind struct {
 	// relayBytes counts the WireGuard bytes relayed, by kind of relay
 	// and direction (status's relayed_bytes).
 	relayBytes [link.NumPathKinds][2]atomic.Uint64
-	// in and out bound the packets wireguard-go holds (inflight.go).
-	in, out *inflight
 }
 
 // The directions relayBytes counts.
@@ -106,10 +100,7 @@ const sideQueue = 1024
 // EndpointPrefix names a PeerEndpoint in UAPI's endpoint= line.
 const EndpointPrefix = "punchtun-peer/"
 
-var (
-	_ conn.Bind     = (*Bind)(nil)
-	_ link.DataPath = (*Bind)(nil)
-)
+var _ conn.Bind = (*Bind)(nil)
 
 // New returns the Bind of the peer whose public key is local. It tells
 // events what it sees, on WireGuard's goroutines and its own.
@@ -119,8 +110,6 @@ func New(local key.Key, events link.Events) *Bind {
 		local:     local,
 		events:    events,
 		endpoints: make(map[key.Key]*PeerEndpoint),
-		in:        newInflight(),
-		out:       newInflight(),
 	}
 	b.byAddr.Store(&map[netip.AddrPort]*PeerEndpoint{})
 	b.relays.Store(&map[netip.AddrPort]bool{})
@@ -290,53 +279,6 @@ func (b *Bind) stale(now time.Time) bool {
 	n := now.UnixNano()
 	alive := b.alive.Load()
 	return alive != 0 && n-alive > int64(staleAfter) || n-b.resumedAt.Load() < int64(resumeWindow)
-}
-
-// Members on demand (hold.go): what the TUN sends to them is held until
-// they are found.
-
-// SetNetwork names the network's prefixes, whose addresses no peer holds
-// are held and looked up, and the static peers' AllowedIPs, which are
-// never held. Nil network: nothing is held.
-func (b *Bind) SetNetwork(network, static []netip.Prefix) {
-	b.hold.update(func(d *destinations) { d.network, d.static = network, static })
-}
-
-// AddDestinations says that a peer in WireGuard now holds addrs: what was
-// held for them goes to WireGuard now.
-func (b *Bind) AddDestinations(addrs []netip.Addr) {
-	b.hold.update(func(d *destinations) {
-		for _, a := range addrs {
-			d.members[a] = struct{}{}
-		}
-	})
-}
-
-// RemoveDestinations says that no peer holds addrs any more.
-func (b *Bind) RemoveDestinations(addrs []netip.Addr) {
-	b.hold.update(func(d *destinations) {
-		for _, a := range addrs {
-			delete(d.members, a)
-		}
-	})
-}
-
-// Inject hands wireguard-go pkt as if the TUN had read it (link.DataPath).
-func (b *Bind) Inject(pkt []byte) { b.hold.inject(pkt) }
-
-// HeldDropped counts the packets held for a member and let go.
-func (b *Bind) HeldDropped() uint64 { return b.hold.Dropped.Load() }
-
-// TUN wraps the interface's TUN device for wireguard-go: reads gathered
-// into batches (tunbatch.go), packets to members not yet known held
-// (hold.go), both directions passed through filter (the network policy's,
-// tunnel/policy) and bounded by the packets wireguard-go may hold
-// (inflight.go), which counts what wireguard-go wrote, filtered or not.
-func (b *Bind) TUN(dev tun.Device, filter func(tun.Device) tun.Device) tun.Device {
-	b.hold = newHoldingTUN(newBatchingTUN(dev, b.out.room))
-	onMiss := b.events.UnknownDestination
-	b.hold.onMiss.Store(&onMiss)
-	return &boundedTUN{Device: filter(b.hold), in: b.in, out: b.out}
 }
 
 // RelayedBytes is what each kind of relay carried since start, by the

@@ -21,8 +21,6 @@ import (
 // a batch at a time, until the Bind is closed.
 func (b *Bind) receiveSide(closed chan struct{}) conn.ReceiveFunc {
 	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (n int, err error) {
-		b.in.wait()
-		defer func() { b.in.add(heldData(bufs, sizes, n)) }()
 		var p sidePacket
 		select {
 		case p = <-b.side:
@@ -89,9 +87,7 @@ func (b *Bind) fromStream(frame []byte) bool {
 // plane; what WireGuard is not to see has its size zeroed.
 func (b *Bind) demux(fn conn.ReceiveFunc) conn.ReceiveFunc {
 	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
-		b.in.wait()
 		n, err := fn(bufs, sizes, eps)
-		defer func() { b.in.add(heldData(bufs, sizes, n)) }()
 		byAddr := *b.byAddr.Load()
 		for i := 0; i < n; i++ {
 			if sizes[i] == 0 {

@@ -19,12 +19,6 @@ import (
 
 // Send writes WireGuard packets to ep.
 func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
-	err := b.send(bufs, ep)
-	b.out.done(dataPackets(bufs))
-	return err
-}
-
-func (b *Bind) send(bufs [][]byte, ep conn.Endpoint) error {
 	pe, ok := ep.(*PeerEndpoint)
 	if !ok {
 		b.lastFixed.Store(time.Now().UnixNano()) // a peer with a fixed Endpoint
