@@ -221,7 +221,7 @@ func New(log *slog.Logger, cfg Config, statePath string, saved State) *Control {
 		peers:              make(map[key.Key]*peer),
 		stun:               make(map[nat.STUNTxID]stunProbe),
 	}
-	c.turn.c, c.members.c, c.docs.c, c.kept.log = c, c, c, log
+	c.members.c, c.docs.c, c.kept.log = c, c, log
 	c.docs.filter = policy.New()
 	c.docs.filter.OnGossip(func(src netip.Addr, body []byte) { c.enqueue(body, inbound{gossip: src}) })
 	if statePath != "" {
@@ -229,6 +229,7 @@ func New(log *slog.Logger, cfg Config, statePath string, saved State) *Control {
 		c.members.newestPath = strings.TrimSuffix(statePath, ".json") + ".certs"
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.turn = turnRelay{host: c, log: log, peers: c.peers, ctx: c.ctx, dropped: &c.Dropped}
 	c.dial = (&net.Dialer{}).DialContext // Start sets the mark
 	for _, s := range cfg.Servers {
 		c.addServer(s)
@@ -289,6 +290,7 @@ func notify[T any](ch chan<- T) func(T) {
 // host; every socket it opens carries mark.
 func (c *Control) Start(data link.DataPath, wg WireGuard, host Host, mark uint32) {
 	c.data, c.wg, c.host, c.mark = data, wg, host, mark
+	c.turn.data, c.turn.mark = data, mark
 	c.dial = (&net.Dialer{Control: markSocket(mark)}).DialContext
 	c.udpSince = time.Now()
 	for _, p := range c.peers {

@@ -155,6 +155,7 @@ func newHarnessAt(t *testing.T, statePath string) *harness {
 	h.c = New(slog.New(slog.DiscardHandler), Config{PrivateKey: ours, Interface: "pt-harness",
 		Servers: []ServerConfig{{HostPort: rvAddr.String(), Key: rv.Public()}}, Peers: []PeerConfig{{Name: "bob", Key: peer.Public()}}}, statePath, State{})
 	h.c.data, h.c.wg, h.c.host = h.data, &fakeWireGuard{}, fakeHost{}
+	h.c.turn.data = h.data
 	h.data.events = h.c.Events()
 	for _, p := range h.c.peers {
 		p.ep = h.data.Peer(p.key)

@@ -70,6 +70,16 @@ func (c *Control) sendServer(s *server, m wire.Body) {
 	}
 }
 
+// sendRegistered sends every registered rendezvous what build makes with
+// a fresh stamp.
+func (c *Control) sendRegistered(build func(stamp uint64) wire.Body) {
+	for _, s := range c.servers {
+		if s.reg.Registered() {
+			c.sendServer(s, build(c.now()))
+		}
+	}
+}
+
 func (c *Control) tickServer(s *server, now time.Time) {
 	due := s.reg.Tick(now, c.udpBlocked())
 	if due.Resolve {

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/punchtun/punchtun/rendezvous/wire"
@@ -44,9 +45,15 @@ import (
 // credentials' time has passed.
 
 // turnRelay is the control plane's side of TURN, owned by the control
-// goroutine like the rest of c.
+// goroutine like the rest of the control plane's state.
 type turnRelay struct {
-	c       *Control
+	host    turnHost
+	log     *slog.Logger
+	peers   map[key.Key]*peer // the control plane's
+	data    link.DataPath     // reads the allocation, and learns the peers' relayed addresses
+	ctx     context.Context   // bounds an allocation under way
+	mark    uint32            // of the allocation's socket
+	dropped *atomic.Uint64    // the control plane's count of packets dropped
 	offer   *wire.TURNOffer // the newest credentials, from any rendezvous
 	alloc   *transport.TURN
 	expires time.Time // of the credentials alloc was made with
@@ -62,6 +69,20 @@ type turnRelay struct {
 	probe                              [12]byte
 	probePeer                          *peer
 	checkSince, lastCheck, nextProbeAt time.Time
+}
+
+// turnHost is what the TURN relay asks of the control plane: work on a
+// helper goroutine and back on the control goroutine, whether UDP is
+// blocked, and the control messages it seals, opens and sends.
+type turnHost interface {
+	spawn(f func())
+	post(f func()) bool
+	udpBlocked() bool
+	sendSealed(dst netip.AddrPort, shared *wire.SharedKey, m wire.Body)
+	open(pkt []byte, h wire.Header, shared *wire.SharedKey) (wire.Body, bool)
+	// sendRegistered sends every registered rendezvous what build makes
+	// with a fresh stamp.
+	sendRegistered(build func(stamp uint64) wire.Body)
 }
 
 const (
@@ -104,16 +125,15 @@ func (t *turnRelay) onOffer(o *wire.TURNOffer, now time.Time) {
 
 // onRelayed learns where a TURN server relays to a peer.
 func (t *turnRelay) onRelayed(m *wire.Relayed, now time.Time) {
-	c := t.c
-	p := c.peers[m.Peer]
+	p := t.peers[m.Peer]
 	if p == nil {
-		c.Dropped.Add(1)
+		t.dropped.Add(1)
 		return
 	}
 	if m.Addr == p.turnAddr {
 		return
 	}
-	c.log.Info("the peer's TURN relayed address", "peer", p.label(), "relayed", m.Addr)
+	t.log.Info("the peer's TURN relayed address", "peer", p.label(), "relayed", m.Addr)
 	p.turnAddr, p.turnHelloAt = m.Addr, time.Time{}
 	if m.Addr.IsValid() {
 		// What the peer's relay sends to our shared socket comes from
@@ -135,7 +155,7 @@ func (t *turnRelay) tick(now time.Time) {
 		return
 	}
 	need := false
-	for _, p := range t.c.peers {
+	for _, p := range t.peers {
 		if r := p.ep.Route(); r.Is(link.TURN) && now.Before(p.turnCheckUntil) {
 			t.check(p, r, now)
 		}
@@ -151,7 +171,7 @@ func (t *turnRelay) tick(now time.Time) {
 	switch {
 	case t.pending || now.Before(t.retryAt):
 	case t.alloc != nil && !need && now.Sub(t.needed) > turnIdle:
-		t.c.log.Info("releasing the TURN allocation: no peer needs a relay", "server", t.alloc.URI())
+		t.log.Info("releasing the TURN allocation: no peer needs a relay", "server", t.alloc.URI())
 		t.close(now, "no peer needs a relay")
 	case t.alloc != nil:
 		// Renew once a quarter of the credentials' life is left, with
@@ -167,12 +187,11 @@ func (t *turnRelay) tick(now time.Time) {
 
 // allocate allocates on a helper goroutine; allocated follows.
 func (t *turnRelay) allocate() {
-	c := t.c
 	t.pending = true
-	offer, blocked, mark := t.offer, c.udpBlocked(), c.mark
-	c.spawn(func() {
-		a, err := allocateFirst(c.ctx, c.log, offer, blocked, mark)
-		if !c.post(func() { t.allocated(a, err, offer) }) && a != nil {
+	offer, blocked, mark := t.offer, t.host.udpBlocked(), t.mark
+	t.host.spawn(func() {
+		a, err := allocateFirst(t.ctx, t.log, offer, blocked, mark)
+		if !t.host.post(func() { t.allocated(a, err, offer) }) && a != nil {
 			a.Close()
 		}
 	})
@@ -217,18 +236,18 @@ func allocateFirst(ctx context.Context, log *slog.Logger, offer *wire.TURNOffer,
 // allocated follows an allocation's end: it replaces the last one and
 // carries every peer that can use it.
 func (t *turnRelay) allocated(a *turnrelay.Allocation, err error, offer *wire.TURNOffer) {
-	c, now := t.c, time.Now()
+	now := time.Now()
 	t.pending = false
 	if err != nil {
 		t.backOff(now)
-		c.log.Warn("cannot allocate a TURN relay: relaying through the rendezvous where it relays", "err", err, "retry_in", t.backoff)
+		t.log.Warn("cannot allocate a TURN relay: relaying through the rendezvous where it relays", "err", err, "retry_in", t.backoff)
 		return
 	}
 	old, ta := t.alloc, transport.NewTURN(a)
 	t.alloc, t.expires, t.since, t.backoff = ta, time.Unix(int64(offer.Expires), 0), now, 0
-	c.log.Info("TURN relay allocated", "server", a.URI(), "relayed", a.Addr(), "credentials_expire", t.expires.UTC().Format(time.RFC3339))
-	c.spawn(func() { c.data.Serve(ta, key.Key{}) })
-	for _, p := range c.peers {
+	t.log.Info("TURN relay allocated", "server", a.URI(), "relayed", a.Addr(), "credentials_expire", t.expires.UTC().Format(time.RFC3339))
+	t.host.spawn(func() { t.data.Serve(ta, key.Key{}) })
+	for _, p := range t.peers {
 		p.turnSent, p.turnNextSend, p.turnSeen = netip.AddrPort{}, time.Time{}, netip.AddrPort{}
 		t.permit(p)
 		if p.ep.Route().Is(link.TURN) || p.needsRelay() {
@@ -249,7 +268,7 @@ func (t *turnRelay) close(now time.Time, why string) {
 		return
 	}
 	t.alloc = nil
-	for _, p := range t.c.peers {
+	for _, p := range t.peers {
 		p.turnSent, p.turnSeen = netip.AddrPort{}, netip.AddrPort{}
 		if p.ep.Route().Via == link.Transport(a) {
 			p.updateRoute(now, why)
@@ -270,7 +289,7 @@ func (t *turnRelay) check(p *peer, r link.Route, now time.Time) {
 	if now.Sub(t.checkSince) > turnProbeTimeout {
 		t.checkSince = time.Time{}
 		t.backOff(now)
-		t.c.log.Warn("no answer through the TURN relay: leaving it", "peer", p.label(), "server", p.relayName(r), "retry_in", t.backoff)
+		t.log.Warn("no answer through the TURN relay: leaving it", "peer", p.label(), "server", p.relayName(r), "retry_in", t.backoff)
 		t.close(now, "no answer through the TURN relay")
 		return
 	}
@@ -301,15 +320,11 @@ func (t *turnRelay) answered(pong *wire.Pong) bool {
 // announce tells p, through every rendezvous, our relayed address, until
 // p's own arrives.
 func (t *turnRelay) announce(p *peer, now time.Time) {
-	c, a := t.c, t.alloc
+	a := t.alloc
 	if a == nil || (p.turnSent == a.Addr() && (p.turnAddr.IsValid() || now.Before(p.turnNextSend))) {
 		return
 	}
-	for _, s := range c.servers {
-		if s.reg.Registered() {
-			c.sendServer(s, &wire.Relayed{Time: c.now(), Peer: p.key, Addr: a.Addr()})
-		}
-	}
+	t.host.sendRegistered(func(stamp uint64) wire.Body { return &wire.Relayed{Time: stamp, Peer: p.key, Addr: a.Addr()} })
 	p.turnSent, p.turnNextSend = a.Addr(), now.Add(turnResend)
 }
 
@@ -317,19 +332,19 @@ func (t *turnRelay) announce(p *peer, now time.Time) {
 // turnHelloInterval: it opens our NAT to that address, and tells the peer
 // where its relay reaches us (onHello).
 func (t *turnRelay) hello(p *peer, now time.Time) {
-	if !p.turnAddr.IsValid() || now.Before(p.turnHelloAt) || t.c.udpBlocked() {
+	if !p.turnAddr.IsValid() || now.Before(p.turnHelloAt) || t.host.udpBlocked() {
 		return
 	}
 	p.turnHelloAt = now.Add(turnHelloInterval)
 	var tx [12]byte
 	rand.Read(tx[:])
-	t.c.sendSealed(p.turnAddr, &p.shared, &wire.Ping{TxID: tx})
+	t.host.sendSealed(p.turnAddr, &p.shared, &wire.Ping{TxID: tx})
 }
 
 // onHello takes a peer's message that came through our allocation: a
 // hello, from where our relay reaches the peer.
 func (t *turnRelay) onHello(p *peer, h wire.Header, m inbound) {
-	if _, ok := t.c.open(m.pkt, h, &p.shared); !ok || t.alloc == nil || m.via != link.Transport(t.alloc) {
+	if _, ok := t.host.open(m.pkt, h, &p.shared); !ok || t.alloc == nil || m.via != link.Transport(t.alloc) {
 		return
 	}
 	if p.turnSeen != m.src {
@@ -342,7 +357,7 @@ func (t *turnRelay) onHello(p *peer, h wire.Header, m inbound) {
 // public addresses, where its hellos come from. On a helper: the request
 // waits for the server's answer.
 func (t *turnRelay) permit(p *peer) {
-	c, a := t.c, t.alloc
+	a := t.alloc
 	if a == nil {
 		return
 	}
@@ -350,13 +365,13 @@ func (t *turnRelay) permit(p *peer) {
 	for _, ep := range p.observed {
 		addrs = append(addrs, ep)
 	}
-	c.spawn(func() {
+	t.host.spawn(func() {
 		for _, addr := range addrs {
 			if !addr.IsValid() {
 				continue
 			}
 			if err := a.Permit(addr); err != nil {
-				c.log.Debug("TURN permission failed", "server", a.URI(), "peer", addr, "err", err)
+				t.log.Debug("TURN permission failed", "server", a.URI(), "peer", addr, "err", err)
 			}
 		}
 	})
@@ -366,12 +381,12 @@ func (t *turnRelay) permit(p *peer) {
 // through the allocation from there is theirs.
 func (t *turnRelay) setPeers() {
 	m := make(map[netip.AddrPort]key.Key)
-	for _, p := range t.c.peers {
+	for _, p := range t.peers {
 		if p.turnAddr.IsValid() {
 			m[p.turnAddr] = p.key
 		}
 	}
-	t.c.data.SetTURNPeers(m)
+	t.data.SetTURNPeers(m)
 }
 
 // route is p's route through our allocation, if there is one: to where
