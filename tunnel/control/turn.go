@@ -54,7 +54,7 @@ type turnRelay struct {
 	ctx     context.Context   // bounds an allocation under way
 	mark    uint32            // of the allocation's socket
 	dropped *atomic.Uint64    // the control plane's count of packets dropped
-	offer   *wire.TURNOffer // the newest credentials, from any rendezvous
+	offer   *wire.TURNOffer   // the newest credentials, from any rendezvous
 	alloc   *transport.TURN
 	expires time.Time // of the credentials alloc was made with
 	since   time.Time // when alloc was made
