@@ -1,8 +1,10 @@
 // Package link is the seam between the peer's control plane
 // (tunnel/control) and its data path (tunnel/bind): the values both sides
-// share — where a peer's packets go (Route), when WireGuard last used the
-// peer (Activity) — and the interfaces through which the control plane
-// steers the data path (DataPath, Peer). Neither side imports the other;
+// share — the ways packets travel (Transport), where a peer's go (Route:
+// a destination and a transport), when WireGuard last used the peer
+// (Activity) — and the interfaces through which the control plane steers
+// the data path (DataPath, Peer) and hears from it (Events). Neither side
+// imports the other;
 // the root package tunnel wires them together, as wireguard-go's device
 // meets its socket only through conn.Bind.
 //
