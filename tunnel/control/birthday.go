@@ -183,7 +183,9 @@ func (p *peer) socketTo(dst netip.AddrPort) *transport.Socket {
 // sendVia seals m for p and sends it to dst by t.
 func (p *peer) sendVia(t link.Transport, dst netip.AddrPort, m wire.Body) {
 	b := wire.Seal(make([]byte, 0, wire.Overhead+64), m.Type(), p.c.pub, &p.shared, m.Append(nil))
-	t.Send([][]byte{b}, p.key, dst)
+	if err := t.Send([][]byte{b}, p.key, dst); err != nil {
+		p.c.log.Debug("send failed", "to", dst, "type", m.Type(), "err", err)
+	}
 }
 
 // directVia is the transport of p's direct path to dst: the birthday
