@@ -3,7 +3,6 @@ package tunnel
 import (
 	"encoding/hex"
 	"fmt"
-	"net/netip"
 	"runtime"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel/bind"
+	"github.com/punchtun/punchtun/tunnel/link"
 )
 
 // BenchmarkMemberMemory measures what one member costs a peer: a
@@ -25,7 +25,7 @@ func BenchmarkMemberMemory(b *testing.B) {
 	const members = 1000
 	for range b.N {
 		own, _ := key.NewPrivate()
-		bd := bind.New(own.Public(), func([]byte, netip.AddrPort) {})
+		bd := bind.New(own.Public(), link.Discard)
 		dev := device.NewDevice(tuntest.NewChannelTUN().TUN(), bd, device.NewLogger(device.LogLevelSilent, ""))
 		if err := dev.IpcSet("private_key=" + hex.EncodeToString(own[:]) + "\n"); err != nil {
 			b.Fatal(err)

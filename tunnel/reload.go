@@ -48,7 +48,7 @@ func (t *Tunnel) Reload(cfg *config.Config) error {
 	if !t.ctl.Reconfigure(controlConfigOf(cfg, t.name, mtu)) {
 		return fmt.Errorf("%s is going down", t.name)
 	}
-	t.bind.SetNetwork(cfg.Interface.NetworkPrefixes(), staticAllowedIPs(cfg))
+	t.tun.SetNetwork(cfg.Interface.NetworkPrefixes(), staticAllowedIPs(cfg))
 	if uapi != "" {
 		if err := t.dev.IpcSet(uapi); err != nil {
 			return fmt.Errorf("configure WireGuard: %w", err)

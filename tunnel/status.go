@@ -188,7 +188,7 @@ func (t *Tunnel) Status() (*Status, error) {
 	if c := cfg.Interface.Certificate; c != nil {
 		st.Network = &NetworkStatus{Key: cfg.Interface.Network.String(), Name: c.Name,
 			ValidUntil: c.NotAfter.UTC().Format(time.RFC3339), Refused: v.Refused,
-			Refusals: t.ctl.MemberRefusals(), HeldDropped: t.bind.HeldDropped(),
+			Refusals: t.ctl.MemberRefusals(), HeldDropped: t.tun.HeldDropped(),
 			Revocations: v.Revocations, RevokedKeys: v.RevokedKeys, RetiredCerts: v.RetiredCerts, DocumentsRefused: v.DocumentsRefused, StateWarning: v.StateWarning,
 			GossipDropped: map[string]uint64{"limited": v.GossipLimited, "junk": v.GossipJunk}}
 		if left := time.Until(c.NotAfter); left < control.CertWarnBefore {

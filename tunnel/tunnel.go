@@ -32,8 +32,10 @@ import (
 	"github.com/punchtun/punchtun/tunnel/bind"
 	"github.com/punchtun/punchtun/tunnel/config"
 	"github.com/punchtun/punchtun/tunnel/control"
+	"github.com/punchtun/punchtun/tunnel/link"
 	"github.com/punchtun/punchtun/tunnel/names"
 	"github.com/punchtun/punchtun/tunnel/osnet"
+	"github.com/punchtun/punchtun/tunnel/tundev"
 )
 
 // DefaultRunDir holds each running interface's status socket.
@@ -81,9 +83,26 @@ type Tunnel struct {
 
 	dev     *device.Device
 	bind    *bind.Bind
+	tun     *tundev.Device // the TUN as wireguard-go sees it
 	ctl     *control.Control
 	closers []func() // undo what Up did, in reverse
 }
+
+// dataPath is what the control plane steers (link.DataPath): the socket,
+// and the TUN's side for the members' addresses.
+type dataPath struct {
+	*bind.Bind
+	tunSide
+}
+
+// tunSide is tundev.Device's part of link.DataPath.
+type tunSide interface {
+	AddDestinations(addrs []netip.Addr)
+	RemoveDestinations(addrs []netip.Addr)
+	Inject(pkt []byte)
+}
+
+var _ link.DataPath = dataPath{}
 
 // Up brings up the interface described by cfg and returns once WireGuard
 // runs and the control plane has started. On error, everything it created
@@ -153,14 +172,15 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 	}
 
 	t.ctl = control.New(t.log, controlConfigOf(cfg, t.name, mtu), statePath, saved)
-	t.bind = bind.New(cfg.Interface.PrivateKey.Public(), t.ctl.Deliver)
+	t.bind = bind.New(cfg.Interface.PrivateKey.Public(), t.ctl.Events())
 	for _, p := range cfg.Peers {
 		if p.Endpoint == "" {
 			t.bind.PeerEndpoint(p.PublicKey)
 		}
 	}
-	t.dev = device.NewDevice(t.bind.TUN(tdev, t.ctl.Filter().Wrap), t.bind, deviceLogger(t.log))
-	t.bind.SetNetwork(cfg.Interface.NetworkPrefixes(), staticAllowedIPs(cfg))
+	t.tun = tundev.New(tdev, t.ctl.Filter().Wrap, t.ctl.Events().UnknownDestination)
+	t.dev = device.NewDevice(t.tun, t.tun.Bind(t.bind), deviceLogger(t.log))
+	t.tun.SetNetwork(cfg.Interface.NetworkPrefixes(), staticAllowedIPs(cfg))
 	t.closers = append(t.closers, t.dev.Close) // closes the TUN, which removes the interface
 
 	if err := t.dev.IpcSet(uapi); err != nil {
@@ -220,7 +240,7 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 	if err := t.serveStatus(); err != nil {
 		return nil, err
 	}
-	t.ctl.Start(t.bind, wireGuard{t}, host{t.log, t.name}, t.mark)
+	t.ctl.Start(dataPath{t.bind, t.tun}, wireGuard{t}, host{t.log, t.name}, t.mark)
 	t.closers = append(t.closers, t.ctl.Stop)
 	memDone := make(chan struct{})
 	t.spawn(func() { t.bind.ReleaseMemory(memDone) })

@@ -10,6 +10,7 @@ import (
 
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel/bind"
+	"github.com/punchtun/punchtun/tunnel/link"
 )
 
 // newTestWireGuard is the wireGuard adapter on a device with a channel
@@ -17,7 +18,7 @@ import (
 func newTestWireGuard(t *testing.T) (wireGuard, *bind.Bind) {
 	t.Helper()
 	own, _ := key.NewPrivate()
-	bd := bind.New(own.Public(), func([]byte, netip.AddrPort) {})
+	bd := bind.New(own.Public(), link.Discard)
 	dev := device.NewDevice(tuntest.NewChannelTUN().TUN(), bd, device.NewLogger(device.LogLevelSilent, ""))
 	t.Cleanup(dev.Close)
 	if err := dev.IpcSet("private_key=" + hex.EncodeToString(own[:]) + "\n"); err != nil {

@@ -15,10 +15,10 @@ import (
 
 // tunnelRooms are the packages under tunnel/ that do the work, each a
 // concern of its own: they meet only through the plain values and
-// interfaces of the packages below them (tunnel/link, tunnel/config,
-// tunnel/registration, tunnel/turnrelay, tunnel/policy), and the root package tunnel
+// interfaces of the packages below them (tunnel/link, tunnel/transport,
+// tunnel/config, tunnel/registration, tunnel/turnrelay, tunnel/policy), and the root package tunnel
 // wires them together.
-var tunnelRooms = []string{"tunnel/bind", "tunnel/control", "tunnel/osnet", "tunnel/names"}
+var tunnelRooms = []string{"tunnel/bind", "tunnel/control", "tunnel/osnet", "tunnel/names", "tunnel/tundev"}
 
 // TestPackageArrows keeps the package graph pointing one way: the protocol
 // (rendezvous/wire, with keys and state files) is what both sides share;

@@ -1,10 +1,10 @@
 // Package bind is the peer's data path: the one UDP socket WireGuard shares
 // with the control plane (Bind, a conn.Bind over wireguard-go's
 // StdNetBind), each peer's endpoint and the route its packets take
-// (PeerEndpoint), the help WireGuard's handshakes get on punched paths,
-// the packets of side sockets (a birthday round's winner, TCP relay
-// streams, TURN allocations), segmentation offload for them, TUN reads
-// gathered into batches, and the bound on the packets wireguard-go holds.
+// (PeerEndpoint) through its link.Transport, the help WireGuard's
+// handshakes get on punched paths, reading the other transports
+// (tunnel/transport: a birthday round's winner, TCP relay streams, TURN
+// allocations). With tunnel/tundev's TUN side it is link.DataPath.
 //
 // It knows nothing of the rendezvous, of punching or of why a route was
 // chosen: the control plane (tunnel/control) sets routes through the
@@ -22,10 +22,10 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
-	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel/link"
+	"github.com/punchtun/punchtun/tunnel/transport"
 )
 
 // Bind is the peer's one UDP socket. It wraps wireguard-go's StdNetBind, so
@@ -39,9 +39,12 @@ import (
 // peer's packets the way the control plane chose for that peer (see
 // PeerEndpoint): straight to the peer, or wrapped for the relay.
 type Bind struct {
-	std     conn.Bind
-	local   key.Key                              // our public key
-	control func(pkt []byte, src netip.AddrPort) // must not keep pkt
+	std    conn.Bind
+	local  key.Key     // our public key
+	events link.Events // what the control plane hears of
+	// The transports on the shared socket: itself, and the rendezvous's
+	// relay on it.
+	shared, relay link.Transport
 
 	mu        sync.Mutex
 	endpoints map[key.Key]*PeerEndpoint
@@ -49,17 +52,16 @@ type Bind struct {
 	byAddr atomic.Pointer[map[netip.AddrPort]*PeerEndpoint] // sources peers authenticated from
 	relays atomic.Pointer[map[netip.AddrPort]bool]          // rendezvous that may relay to us
 	// turnPeers maps each peer's relayed address on a TURN server to its
-	// endpoint: what ServeTURN hands packets to.
+	// endpoint: what comes through our allocation from there is its
+	// (Serve, receive.go).
 	turnPeers atomic.Pointer[map[netip.AddrPort]*PeerEndpoint]
 
-	framePool sync.Pool // *relayFrames: relay frames of one Send
-	// Side sockets' GSO sends (sendSide): scratch buffers, and whether
-	// the kernel refused GSO once.
-	segmentPool sync.Pool // *[]byte of maxSegmentBuf
-	noSideGSO   atomic.Bool
+	// endpoints holds the *conn.StdNetEndpoint the shared socket sends
+	// to (sharedSocket.Send).
+	endpointPool sync.Pool
 
-	// Packets that arrive off the shared socket — from a TCP relay stream
-	// or a birthday-punching socket — reach WireGuard through side.
+	// Packets that arrive off the shared socket — on the transports the
+	// Bind serves (Serve, receive.go) — reach WireGuard through side.
 	side       chan sidePacket
 	sideClosed chan struct{} // closed by Close; replaced by Open
 	sidePool   sync.Pool     // *[]byte
@@ -69,17 +71,8 @@ type Bind struct {
 	// lastFixed is when WireGuard last sent to a peer with a fixed
 	// Endpoint (unix nanoseconds): PeerEndpoints keep their own times.
 	lastFixed atomic.Int64
-	timers    map[*time.Timer]struct{}             // pending handshake copies (later); nil once closed; mu
-	onMsgSize atomic.Pointer[func(netip.AddrPort)] // sendStd
-	// onRelayedInitiation hears of a handshake initiation that came
-	// through a relay while the peer's route is direct (relayedHandshake).
-	onRelayedInitiation atomic.Pointer[func(key.Key)]
-	// onRelayedWhileTURN hears of a packet that came through a
-	// rendezvous's relay while the peer's route is TURN (relayedWhileTURN).
-	onRelayedWhileTURN atomic.Pointer[func(key.Key)]
-	Dropped            atomic.Uint64 // packets that were neither WireGuard nor ours
-	// hold keeps packets to members not yet known (hold.go); set by TUN.
-	hold *holdingTUN
+	timers    map[*time.Timer]struct{} // pending handshake copies (later); nil once closed; mu
+	Dropped   atomic.Uint64            // packets that were neither WireGuard nor ours
 	// alive and resumedAt (unix nanoseconds): when the control plane last
 	// ticked, and when it found the process had been frozen
 	// (handshake.go: stale initiations).
@@ -88,22 +81,11 @@ type Bind struct {
 	StaleDropped atomic.Uint64
 	// relayBytes counts the WireGuard bytes relayed, by kind of relay
 	// and direction (status's relayed_bytes).
-	relayBytes [relayKinds][2]atomic.Uint64
-	// in and out bound the packets wireguard-go holds (inflight.go).
-	in, out *inflight
+	relayBytes [link.NumPathKinds][2]atomic.Uint64
 }
 
-// Kinds of relay, and directions, that relayBytes counts.
-const (
-	relayRendezvous = iota
-	relayRendezvousTCP
-	relayTURN
-	relayKinds
-	tx, rx = 0, 1
-)
-
-// relayKindNames name relayBytes's kinds in status and metrics.
-var relayKindNames = [relayKinds]string{"rendezvous", "rendezvous-tcp", "turn"}
+// The directions relayBytes counts.
+const tx, rx = 0, 1
 
 // sidePacket is a WireGuard packet that arrived off the shared socket.
 type sidePacket struct {
@@ -118,28 +100,23 @@ const sideQueue = 1024
 // EndpointPrefix names a PeerEndpoint in UAPI's endpoint= line.
 const EndpointPrefix = "punchtun-peer/"
 
-var (
-	_ conn.Bind     = (*Bind)(nil)
-	_ link.DataPath = (*Bind)(nil)
-)
+var _ conn.Bind = (*Bind)(nil)
 
-// New returns the Bind of the peer whose public key is local. It passes
-// control packets to control, which is called on WireGuard's receive
-// goroutines and must copy what it keeps.
-func New(local key.Key, control func(pkt []byte, src netip.AddrPort)) *Bind {
+// New returns the Bind of the peer whose public key is local. It tells
+// events what it sees, on WireGuard's goroutines and its own.
+func New(local key.Key, events link.Events) *Bind {
 	b := &Bind{
 		std:       conn.NewStdNetBind(),
 		local:     local,
-		control:   control,
+		events:    events,
 		endpoints: make(map[key.Key]*PeerEndpoint),
-		in:        newInflight(),
-		out:       newInflight(),
 	}
 	b.byAddr.Store(&map[netip.AddrPort]*PeerEndpoint{})
 	b.relays.Store(&map[netip.AddrPort]bool{})
 	b.turnPeers.Store(&map[netip.AddrPort]*PeerEndpoint{})
-	b.framePool.New = func() any { return new(relayFrames) }
-	b.segmentPool.New = func() any { b := make([]byte, maxSegmentBuf); return &b }
+	b.shared = &sharedSocket{b}
+	b.relay = transport.NewRelay(b.shared)
+	b.endpointPool.New = func() any { return new(conn.StdNetEndpoint) }
 	b.side = make(chan sidePacket, sideQueue)
 	b.sideClosed = make(chan struct{})
 	b.timers = map[*time.Timer]struct{}{}
@@ -154,7 +131,7 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		return nil, 0, err
 	}
 	for i, fn := range fns {
-		fns[i] = b.wrap(fn)
+		fns[i] = b.demux(fn)
 	}
 	b.mu.Lock()
 	closed := make(chan struct{})
@@ -257,7 +234,7 @@ func (b *Bind) SetRelays(addrs []netip.AddrPort) {
 }
 
 // SetTURNPeers names the peers' relayed addresses: what comes through our
-// allocation from there is theirs (ServeTURN). A peer unknown to the Bind
+// allocation from there is theirs (Serve, receive.go). A peer unknown to the Bind
 // is left out.
 func (b *Bind) SetTURNPeers(peers map[netip.AddrPort]key.Key) {
 	m := make(map[netip.AddrPort]*PeerEndpoint, len(peers))
@@ -271,17 +248,11 @@ func (b *Bind) SetTURNPeers(peers map[netip.AddrPort]key.Key) {
 	b.turnPeers.Store(&m)
 }
 
-// OnMsgSize sets what the Bind calls (on WireGuard's send goroutines: it
-// must not block) when a batch to dst was too big for the path.
-func (b *Bind) OnMsgSize(f func(dst netip.AddrPort)) { b.onMsgSize.Store(&f) }
+// Shared is the shared socket, as a transport (link.DataPath).
+func (b *Bind) Shared() link.Transport { return b.shared }
 
-// OnRelayedInitiation sets what relayedHandshake calls, on WireGuard's
-// receive goroutines: it must not block.
-func (b *Bind) OnRelayedInitiation(f func(peer key.Key)) { b.onRelayedInitiation.Store(&f) }
-
-// OnRelayedWhileTURN sets what relayedWhileTURN calls, on the receive
-// goroutines: it must not block.
-func (b *Bind) OnRelayedWhileTURN(f func(peer key.Key)) { b.onRelayedWhileTURN.Store(&f) }
+// Relay is the rendezvous's relay on the shared socket (link.DataPath).
+func (b *Bind) Relay() link.Transport { return b.relay }
 
 // After a freeze (handshake.go).
 
@@ -310,61 +281,14 @@ func (b *Bind) stale(now time.Time) bool {
 	return alive != 0 && n-alive > int64(staleAfter) || n-b.resumedAt.Load() < int64(resumeWindow)
 }
 
-// Members on demand (hold.go): what the TUN sends to them is held until
-// they are found.
-
-// SetNetwork names the network's prefixes, whose addresses no peer holds
-// are held and looked up, and the static peers' AllowedIPs, which are
-// never held. Nil network: nothing is held.
-func (b *Bind) SetNetwork(network, static []netip.Prefix) {
-	b.hold.update(func(d *destinations) { d.network, d.static = network, static })
-}
-
-// AddDestinations says that a peer in WireGuard now holds addrs: what was
-// held for them goes to WireGuard now.
-func (b *Bind) AddDestinations(addrs []netip.Addr) {
-	b.hold.update(func(d *destinations) {
-		for _, a := range addrs {
-			d.members[a] = struct{}{}
-		}
-	})
-}
-
-// RemoveDestinations says that no peer holds addrs any more.
-func (b *Bind) RemoveDestinations(addrs []netip.Addr) {
-	b.hold.update(func(d *destinations) {
-		for _, a := range addrs {
-			delete(d.members, a)
-		}
-	})
-}
-
-// Inject hands wireguard-go pkt as if the TUN had read it (link.DataPath).
-func (b *Bind) Inject(pkt []byte) { b.hold.inject(pkt) }
-
-// OnUnknownDestination sets what is called, on the TUN's reader, for each
-// packet held for dst; it must not block.
-func (b *Bind) OnUnknownDestination(f func(dst netip.Addr)) { b.hold.onMiss.Store(&f) }
-
-// HeldDropped counts the packets held for a member and let go.
-func (b *Bind) HeldDropped() uint64 { return b.hold.Dropped.Load() }
-
-// TUN wraps the interface's TUN device for wireguard-go: reads gathered
-// into batches (tunbatch.go), packets to members not yet known held
-// (hold.go), both directions passed through filter (the network policy's,
-// tunnel/policy) and bounded by the packets wireguard-go may hold
-// (inflight.go), which counts what wireguard-go wrote, filtered or not.
-func (b *Bind) TUN(dev tun.Device, filter func(tun.Device) tun.Device) tun.Device {
-	b.hold = newHoldingTUN(newBatchingTUN(dev, b.out.room))
-	return &boundedTUN{Device: filter(b.hold), in: b.in, out: b.out}
-}
-
 // RelayedBytes is what each kind of relay carried since start, by the
 // name status and metrics give it: bytes sent, bytes received.
 func (b *Bind) RelayedBytes() map[string][2]uint64 {
-	m := make(map[string][2]uint64, relayKinds)
-	for k, name := range relayKindNames {
-		m[name] = [2]uint64{b.relayBytes[k][tx].Load(), b.relayBytes[k][rx].Load()}
+	m := make(map[string][2]uint64)
+	for k := range link.NumPathKinds {
+		if name := k.RelayName(); name != "" {
+			m[name] = [2]uint64{b.relayBytes[k][tx].Load(), b.relayBytes[k][rx].Load()}
+		}
 	}
 	return m
 }

@@ -57,6 +57,3 @@ func isKeepalive(p []byte) bool { return len(p) == wireGuardKeepaliveLen && p[0]
 func isHandshake(p []byte) bool {
 	return len(p) > 0 && (p[0] == wireGuardInitiation || p[0] == wireGuardResponse)
 }
-
-// isData reports whether p is a transport message that carries a packet.
-func isData(p []byte) bool { return len(p) > wireGuardKeepaliveLen && p[0] == wireGuardTransport }

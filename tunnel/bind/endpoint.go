@@ -45,10 +45,9 @@ var (
 	_ link.Peer     = (*PeerEndpoint)(nil)
 )
 
-// route is a link.Route with the endpoint std.Send takes.
+// route is a link.Route, held by pointer.
 type route struct {
 	link.Route
-	std conn.StdNetEndpoint
 }
 
 // maxKnown bounds the source addresses remembered per peer.
@@ -62,14 +61,14 @@ func (pe *PeerEndpoint) Route() link.Route {
 	return link.Route{}
 }
 
-// SetRoute points pe at r, or at nothing for an invalid r.Dst; a held
+// SetRoute points pe at r, or at nothing for an invalid r; a held
 // handshake goes out at once.
 func (pe *PeerEndpoint) SetRoute(r link.Route) {
-	if !r.Dst.IsValid() {
+	if !r.Valid() {
 		pe.route.Store(nil)
 		return
 	}
-	pe.route.Store(&route{Route: r, std: conn.StdNetEndpoint{AddrPort: r.Dst}})
+	pe.route.Store(&route{Route: r})
 	pe.directHeard.Store(false)
 	if hs := pe.takeHandshakes(time.Now()); len(hs) > 0 {
 		pe.b.Send(hs, pe)
@@ -123,7 +122,7 @@ func (pe *PeerEndpoint) received(pkt []byte, src netip.AddrPort, relayed bool) b
 			pe.b.StaleDropped.Add(1)
 			return false
 		}
-		if !pe.admitHandshake(pkt, via(src, relayed), now) {
+		if !pe.admitHandshake(pkt, pe.b.via(src, relayed), now) {
 			return false
 		}
 	}

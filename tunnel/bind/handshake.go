@@ -6,8 +6,6 @@ import (
 	"net/netip"
 	"time"
 
-	"golang.zx2c4.com/wireguard/conn"
-
 	"github.com/punchtun/punchtun/tunnel/link"
 )
 
@@ -241,11 +239,15 @@ func (pe *PeerEndpoint) takeHandshakes(now time.Time) [][]byte {
 // via is the route a packet from src came by: the relay at src when
 // relayed, else the peer at src; nil for an invalid src (a TCP stream or a
 // birthday socket, which the Bind cannot answer on by address alone).
-func via(src netip.AddrPort, relayed bool) *route {
+func (b *Bind) via(src netip.AddrPort, relayed bool) *route {
 	if !src.IsValid() {
 		return nil
 	}
-	return &route{Route: link.Route{Dst: src, Relay: relayed}, std: conn.StdNetEndpoint{AddrPort: src}}
+	t := b.shared
+	if relayed {
+		t = b.relay
+	}
+	return &route{Route: link.Route{Dst: src, Via: t}}
 }
 
 // Handshaking reports whether handshake messages were held or sent lately.

@@ -67,32 +67,32 @@ func TestCrossedHandshakes(t *testing.T) {
 	for _, pe := range []*PeerEndpoint{leader, follower} {
 		pe.sending([][]byte{ours}, nil, now)
 	}
-	if admits(leader, theirs, via(src, false), now) {
+	if admits(leader, theirs, testBind.via(src, false), now) {
 		t.Fatal("leader took the peer's initiation while its own was held")
 	}
 	if len(leader.takeHandshakes(now)) != 1 {
 		t.Fatal("the held initiation was not handed to the new route")
 	}
 	leader.sending([][]byte{ours}, &route{}, now)
-	if !admits(follower, theirs, via(src, false), now) {
+	if !admits(follower, theirs, testBind.via(src, false), now) {
 		t.Fatal("follower refused the leader's initiation")
 	}
-	if admits(leader, theirs, via(src, false), now.Add(handshakeCopyDelay)) {
+	if admits(leader, theirs, testBind.via(src, false), now.Add(handshakeCopyDelay)) {
 		t.Fatal("leader took the copy of the initiation it dropped")
 	}
 	// The follower's answer completes the leader's handshake.
-	if !admits(leader, handshakeMsg(wireGuardResponse, 3), via(src, false), now.Add(time.Millisecond)) {
+	if !admits(leader, handshakeMsg(wireGuardResponse, 3), testBind.via(src, false), now.Add(time.Millisecond)) {
 		t.Fatal("leader refused the answer to its initiation")
 	}
 	// The follower's own initiation, released with its answer, arrives
 	// right after the answer: answering it too would replace the session
 	// just made on both sides (seen in the lab: 5 s to the first packet).
-	if admits(leader, handshakeMsg(wireGuardInitiation, 4), via(src, false), now.Add(2*time.Millisecond)) {
+	if admits(leader, handshakeMsg(wireGuardInitiation, 4), testBind.via(src, false), now.Add(2*time.Millisecond)) {
 		t.Fatal("leader took the follower's initiation that came right after the answer to its own")
 	}
 	// An initiation long unanswered no longer holds the peer's back.
 	leader.sending([][]byte{handshakeMsg(wireGuardInitiation, 5)}, &route{}, now)
-	if !admits(leader, handshakeMsg(wireGuardInitiation, 6), via(src, false), now.Add(crossWindow+time.Millisecond)) {
+	if !admits(leader, handshakeMsg(wireGuardInitiation, 6), testBind.via(src, false), now.Add(crossWindow+time.Millisecond)) {
 		t.Fatal("leader refused an initiation crossWindow after its own")
 	}
 }
@@ -123,20 +123,20 @@ func TestHandshakeOnNewPath(t *testing.T) {
 func TestReplyTheWayItCame(t *testing.T) {
 	now := time.Unix(1000, 0)
 	relay := netip.MustParseAddrPort("203.0.113.10:3478")
-	direct := &route{Route: link.Route{Dst: netip.MustParseAddrPort("203.0.113.22:4000")}}
+	direct := &route{Route: link.Route{Dst: netip.MustParseAddrPort("203.0.113.22:4000"), Via: testBind.Shared()}}
 	pe := &PeerEndpoint{peer: key.Key{1}}
 	pe.route.Store(direct)
-	admits(pe, handshakeMsg(wireGuardInitiation, 1), via(relay, true), now)
+	admits(pe, handshakeMsg(wireGuardInitiation, 1), testBind.via(relay, true), now)
 	resp := handshakeMsg(wireGuardResponse, 2)
-	if r := pe.replyPath(resp, direct, now); r == nil || !r.Relay || r.Dst != relay {
+	if r := pe.replyPath(resp, direct, now); r == nil || !r.Relayed() || r.Dst != relay {
 		t.Fatalf("reply path %+v, want the relay at %v", r, relay)
 	}
 	if r := pe.replyPath(resp, direct, now.Add(crossWindow+time.Millisecond)); r != nil {
 		t.Fatalf("reply path %+v long after the initiation", r)
 	}
 	// Came the way our route goes: nothing extra.
-	admits(pe, handshakeMsg(wireGuardInitiation, 3), via(direct.Dst, false), now)
-	if r := pe.replyPath(resp, direct, now); r != nil && r.Relay {
+	admits(pe, handshakeMsg(wireGuardInitiation, 3), testBind.via(direct.Dst, false), now)
+	if r := pe.replyPath(resp, direct, now); r != nil && r.Relayed() {
 		t.Fatalf("reply path %+v for an initiation that came by our route", r)
 	}
 }
@@ -145,11 +145,11 @@ func TestReplyTheWayItCame(t *testing.T) {
 // is not sent once the Bind is closed. Absence can only be shown by
 // waiting: twice handshakeCopyDelay.
 func TestHandshakeCopyStopsAtClose(t *testing.T) {
-	b := New(key.Key{1}, func([]byte, netip.AddrPort) {})
+	b := New(key.Key{1}, link.Discard)
 	std := &fakeStd{}
 	b.std = std
 	pe := b.PeerEndpoint(key.Key{2})
-	pe.SetRoute(link.Route{Dst: netip.MustParseAddrPort("203.0.113.22:4000")})
+	pe.SetRoute(link.Route{Dst: netip.MustParseAddrPort("203.0.113.22:4000"), Via: b.Shared()})
 	b.Send([][]byte{handshakeMsg(wireGuardInitiation, 1)}, pe)
 	b.Close()
 	time.Sleep(2 * handshakeCopyDelay)
@@ -194,19 +194,19 @@ func TestRestartedPeerAnsweredAtOnce(t *testing.T) {
 	leader.sending([][]byte{ours}, &route{}, now)
 	resp := handshakeMsg(wireGuardResponse, 9)
 	resp[8] = 1 // receiver index: ours
-	if !admits(leader, resp, via(src, false), now.Add(5*time.Millisecond)) {
+	if !admits(leader, resp, testBind.via(src, false), now.Add(5*time.Millisecond)) {
 		t.Fatal("leader refused the answer to its initiation")
 	}
 	held := handshakeMsg(wireGuardInitiation, 2)
-	if admits(leader, held, via(src, false), now.Add(7*time.Millisecond)) {
+	if admits(leader, held, testBind.via(src, false), now.Add(7*time.Millisecond)) {
 		t.Fatal("leader took the follower's held initiation right after the answer")
 	}
 	leader.sending([][]byte{ours}, &route{}, now.Add(handshakeCopyDelay)) // the copy
-	if admits(leader, held, via(src, false), now.Add(handshakeCopyDelay+5*time.Millisecond)) {
+	if admits(leader, held, testBind.via(src, false), now.Add(handshakeCopyDelay+5*time.Millisecond)) {
 		t.Fatal("leader took the copy of the initiation it dropped")
 	}
 	restarted := handshakeMsg(wireGuardInitiation, 3)
-	if !admits(leader, restarted, via(src, false), now.Add(500*time.Millisecond)) {
+	if !admits(leader, restarted, testBind.via(src, false), now.Add(500*time.Millisecond)) {
 		t.Fatal("leader dropped a restarted peer's initiation 0.5 s after its handshake was answered")
 	}
 }
@@ -250,13 +250,13 @@ func TestStaleInitiationsAfterAFreeze(t *testing.T) {
 // copy stays home — a peer that restarted in between would take it for a
 // new handshake and spoil its own.
 func TestAnsweredInitiationNotCopied(t *testing.T) {
-	b := New(key.Key{1}, func([]byte, netip.AddrPort) {})
+	b := New(key.Key{1}, link.Discard)
 	defer b.Close()
 	std := &fakeStd{}
 	b.std = std
 	pe := b.PeerEndpoint(key.Key{2})
 	src := netip.MustParseAddrPort("203.0.113.22:4000")
-	pe.SetRoute(link.Route{Dst: src})
+	pe.SetRoute(link.Route{Dst: src, Via: b.Shared()})
 	b.Send([][]byte{handshakeMsg(wireGuardInitiation, 1)}, pe) // sender index 1
 	resp := handshakeMsg(wireGuardResponse, 9)
 	resp[8] = 1

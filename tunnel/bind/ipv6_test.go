@@ -2,11 +2,11 @@ package bind
 
 import (
 	"net"
-	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
+	"github.com/punchtun/punchtun/tunnel/link"
 	"golang.zx2c4.com/wireguard/conn"
 )
 
@@ -24,7 +24,7 @@ func TestStdIPv6Conn(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer peer4.Close()
-	b := New(key.Key{}, func([]byte, netip.AddrPort) {})
+	b := New(key.Key{}, link.Discard)
 	if _, _, err := b.Open(0); err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func TestStdIPv6Conn(t *testing.T) {
 		if err := b.Send([][]byte{[]byte("v4")}, &conn.StdNetEndpoint{AddrPort: dst4}); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.SendTo([]byte("v6"), peer.LocalAddr().(*net.UDPAddr).AddrPort()); err != nil {
+		if err := b.Shared().Send([][]byte{[]byte("v6")}, key.Key{}, peer.LocalAddr().(*net.UDPAddr).AddrPort()); err != nil {
 			t.Fatal(err)
 		}
 		peer.SetReadDeadline(time.Now().Add(2 * time.Second))

@@ -8,18 +8,19 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
+	"github.com/punchtun/punchtun/tunnel/link"
 )
 
-// The Bind's receive side: WireGuard's receive functions, wrapped so that
-// control packets go to the control plane and relay frames are unwrapped,
-// and the packets of side sockets (birthday, TCP relay, TURN) injected.
+// The Bind's receive side: WireGuard's receive functions, wrapped by the
+// demultiplexer (demux) so that control packets go to the control plane
+// and relay frames are unwrapped, and the packets of the other transports
+// (Serve) injected.
 
 // receiveSide hands WireGuard the packets that came off the shared socket,
 // a batch at a time, until the Bind is closed.
 func (b *Bind) receiveSide(closed chan struct{}) conn.ReceiveFunc {
 	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (n int, err error) {
-		b.in.wait()
-		defer func() { b.in.add(heldData(bufs, sizes, n)) }()
 		var p sidePacket
 		select {
 		case p = <-b.side:
@@ -59,15 +60,16 @@ func (b *Bind) inject(pkt []byte, pe *PeerEndpoint) {
 	}
 }
 
-// InjectRelayed takes a relay frame that came over a TCP stream from a
+// fromStream takes a relay frame that came over a TCP stream from a
 // rendezvous, and passes its WireGuard packet on as if it had come over
-// UDP. It reports whether the frame was one.
-func (b *Bind) InjectRelayed(frame []byte) bool {
+// UDP. It reports whether the frame was one: false for the control
+// plane's.
+func (b *Bind) fromStream(frame []byte) bool {
 	if !wire.IsRelay(frame) {
 		return false
 	}
 	if pe := b.relayedFrom(frame); pe != nil {
-		b.relayBytes[relayRendezvousTCP][rx].Add(uint64(len(frame) - wire.RelayHeaderLen))
+		b.relayBytes[link.RelayTCP][rx].Add(uint64(len(frame) - wire.RelayHeaderLen))
 		b.inject(frame[wire.RelayHeaderLen:], pe)
 		b.relayedHandshake(pe, frame[wire.RelayHeaderLen:])
 		b.relayedWhileTURN(pe)
@@ -79,24 +81,13 @@ func (b *Bind) InjectRelayed(frame []byte) bool {
 	return true
 }
 
-// injectFrom takes a packet that arrived on a side socket for pe's peer:
-// WireGuard goes to WireGuard, anything else to deliver.
-func (b *Bind) injectFrom(pkt []byte, pe *PeerEndpoint, deliver func(pkt []byte)) {
-	switch Classify(pkt) {
-	case PacketWireGuard:
-		b.inject(pkt, pe)
-	case PacketControl, PacketSTUN:
-		deliver(pkt)
-	default:
-		b.Dropped.Add(1)
-	}
-}
-
-func (b *Bind) wrap(fn conn.ReceiveFunc) conn.ReceiveFunc {
+// demux wraps a receive function of the shared socket: WireGuard from a
+// peer's known source carries the peer's endpoint, relay frames from a
+// rendezvous are unwrapped, and what is not WireGuard goes to the control
+// plane; what WireGuard is not to see has its size zeroed.
+func (b *Bind) demux(fn conn.ReceiveFunc) conn.ReceiveFunc {
 	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
-		b.in.wait()
 		n, err := fn(bufs, sizes, eps)
-		defer func() { b.in.add(heldData(bufs, sizes, n)) }()
 		byAddr := *b.byAddr.Load()
 		for i := 0; i < n; i++ {
 			if sizes[i] == 0 {
@@ -116,9 +107,9 @@ func (b *Bind) wrap(fn conn.ReceiveFunc) conn.ReceiveFunc {
 					switch r := pe.route.Load(); {
 					case !pe.received(pkt, src, false):
 						sizes[i] = 0
-					case r != nil && r.TURN != nil:
+					case r != nil && r.Is(link.TURN):
 						// From the peer's TURN relay.
-						b.relayBytes[relayTURN][rx].Add(uint64(len(pkt)))
+						b.relayBytes[link.TURN][rx].Add(uint64(len(pkt)))
 					case !pe.directHeard.Load():
 						pe.directHeard.Store(true)
 					}
@@ -127,7 +118,7 @@ func (b *Bind) wrap(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			case PacketRelay:
 				if pe := b.unwrapRelay(pkt, src); pe != nil {
 					sizes[i] = copy(bufs[i], pkt[wire.RelayHeaderLen:])
-					b.relayBytes[relayRendezvous][rx].Add(uint64(sizes[i]))
+					b.relayBytes[link.Relay][rx].Add(uint64(sizes[i]))
 					eps[i] = pe
 					// Told even of an initiation the crossing rule drops:
 					// that the peer sends it by the relay says all the
@@ -143,12 +134,12 @@ func (b *Bind) wrap(fn conn.ReceiveFunc) conn.ReceiveFunc {
 				// A relayed probe (punchtun ping), through a rendezvous
 				// or a peer's TURN relay.
 				if ((*b.relays.Load())[src] || byAddr[src] != nil) && isRelayedControl(pkt) {
-					b.control(pkt, src)
+					b.events.Control(pkt, src, b.shared)
 				} else {
 					b.Dropped.Add(1)
 				}
 			case PacketSTUN, PacketControl:
-				b.control(pkt, src)
+				b.events.Control(pkt, src, b.shared)
 			default:
 				b.Dropped.Add(1)
 			}
@@ -192,12 +183,10 @@ func (b *Bind) relayedHandshake(pe *PeerEndpoint, pkt []byte) {
 	if len(pkt) == 0 || pkt[0] != wireGuardInitiation || !pe.directHeard.Load() {
 		return
 	}
-	if r := pe.route.Load(); r == nil || r.Relay {
+	if r := pe.route.Load(); r == nil || r.Relayed() {
 		return
 	}
-	if f := b.onRelayedInitiation.Load(); f != nil {
-		(*f)(pe.peer)
-	}
+	b.events.RelayedInitiation(pe.peer)
 }
 
 // turnNoticeEvery spaces what relayedWhileTURN tells of one peer.
@@ -209,7 +198,7 @@ const turnNoticeEvery = 500 * time.Millisecond
 // may be going nowhere while we hear it fine.
 func (b *Bind) relayedWhileTURN(pe *PeerEndpoint) {
 	r := pe.route.Load()
-	if r == nil || r.TURN == nil {
+	if r == nil || !r.Is(link.TURN) {
 		return
 	}
 	now := time.Now().UnixNano()
@@ -217,7 +206,76 @@ func (b *Bind) relayedWhileTURN(pe *PeerEndpoint) {
 		return
 	}
 	pe.turnNoticed.Store(now)
-	if f := b.onRelayedWhileTURN.Load(); f != nil {
-		(*f)(pe.peer)
+	b.events.RelayedWhileTURN(pe.peer)
+}
+
+// The transports beside the shared socket, which the control plane opens,
+// owns and closes, and the Bind reads (Serve) on goroutines of the control
+// plane's: a birthday round's sockets towards one peer, a rendezvous's TCP
+// stream, a TURN allocation. WireGuard goes to WireGuard (through side),
+// the rest to Events.Control with the transport it came by.
+
+// Serve reads t until it is closed (link.DataPath).
+func (b *Bind) Serve(t link.Transport, peer key.Key) {
+	r, ok := t.(link.Receiver)
+	if !ok {
+		return
+	}
+	var deliver func(pkt []byte, src netip.AddrPort) bool
+	switch {
+	case peer != key.Key{}:
+		deliver = b.fromPeerSocket(t, b.PeerEndpoint(peer))
+	case t.Kind() == link.TURN:
+		deliver = b.fromTURN(t)
+	default: // a relay that frames as the rendezvous does
+		deliver = func(frame []byte, src netip.AddrPort) bool {
+			if b.fromStream(frame) {
+				return true
+			}
+			b.events.Control(frame, src, t)
+			return false
+		}
+	}
+	r.Receive(deliver)
+}
+
+// fromPeerSocket takes what comes on t, a socket of pe's peer: WireGuard
+// goes to WireGuard, control packets to the control plane, the rest is
+// dropped (and counted). It reports false only for control packets: a
+// socket that gets anything else carries the peer's traffic.
+func (b *Bind) fromPeerSocket(t link.Transport, pe *PeerEndpoint) func(pkt []byte, src netip.AddrPort) bool {
+	return func(pkt []byte, src netip.AddrPort) bool {
+		switch Classify(pkt) {
+		case PacketWireGuard:
+			b.inject(pkt, pe)
+		case PacketControl, PacketSTUN:
+			b.events.Control(pkt, src, t)
+			return false
+		default:
+			b.Dropped.Add(1)
+		}
+		return true
+	}
+}
+
+// fromTURN takes what peers send through the allocation t: WireGuard only
+// from a peer's relayed address (SetTURNPeers); hellos and probes, sealed,
+// to the control plane, which opens them.
+func (b *Bind) fromTURN(t link.Transport) func(pkt []byte, src netip.AddrPort) bool {
+	return func(pkt []byte, src netip.AddrPort) bool {
+		pe := (*b.turnPeers.Load())[src]
+		kind := Classify(pkt)
+		if kind == PacketControl || kind == PacketRelay && isRelayedControl(pkt) {
+			b.events.Control(pkt, src, t)
+			return false
+		}
+		if pe == nil || kind != PacketWireGuard {
+			b.Dropped.Add(1)
+			return false
+		}
+		b.relayBytes[link.TURN][rx].Add(uint64(len(pkt)))
+		b.inject(pkt, pe)
+		b.relayedHandshake(pe, pkt)
+		return true
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/punchtun/punchtun/nat"
 	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
+	"github.com/punchtun/punchtun/tunnel/link"
 )
 
 // TestRelayCarriesOnlyWireGuard: what a rendezvous relays reaches
@@ -15,7 +16,7 @@ import (
 // authenticates by the peer's key. A lying relay can drop packets, not
 // inject control messages or anything else.
 func TestRelayCarriesOnlyWireGuard(t *testing.T) {
-	b := New(key.Key{}, func([]byte, netip.AddrPort) {})
+	b := New(key.Key{}, link.Discard)
 	peer, stranger := key.Key{1}, key.Key{2}
 	pe := b.PeerEndpoint(peer)
 	relay := netip.MustParseAddrPort("203.0.113.10:3478")
@@ -46,11 +47,11 @@ func TestRelayCarriesOnlyWireGuard(t *testing.T) {
 	}
 	// Over a TCP stream, the same rules but the source: WireGuard from a
 	// peer of ours goes to WireGuard, a relayed probe to the control plane
-	// (InjectRelayed says false), anything else is dropped and counted.
+	// (fromStream says false), anything else is dropped and counted.
 	for _, tc := range []struct {
 		name     string
 		frame    []byte
-		taken    bool // InjectRelayed's answer
+		taken    bool // fromStream's answer
 		dropped  uint64
 		injected int
 	}{
@@ -62,8 +63,8 @@ func TestRelayCarriesOnlyWireGuard(t *testing.T) {
 		{"a relay header cut short", wire.AppendRelay(nil, peer, nil)[:wire.RelayHeaderLen-1], false, 0, 0},
 	} {
 		dropped := b.Dropped.Load()
-		if got := b.InjectRelayed(tc.frame); got != tc.taken {
-			t.Errorf("%s over TCP: InjectRelayed = %v, want %v", tc.name, got, tc.taken)
+		if got := b.fromStream(tc.frame); got != tc.taken {
+			t.Errorf("%s over TCP: fromStream = %v, want %v", tc.name, got, tc.taken)
 		}
 		if d := b.Dropped.Load() - dropped; d != tc.dropped {
 			t.Errorf("%s over TCP: %d dropped, want %d", tc.name, d, tc.dropped)

@@ -2,7 +2,6 @@ package bind
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -11,22 +10,15 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 
-	"github.com/punchtun/punchtun/rendezvous/wire"
-	"github.com/punchtun/punchtun/rendezvous/wire/key"
+	"github.com/punchtun/punchtun/tunnel/link"
 )
 
 // The Bind's send side: WireGuard's packets go the way their peer's route
-// says, straight or framed for the relay, a batch at a time; handshake
+// says, through its transport (tunnel/transport), a batch at a time; handshake
 // messages are held, copied and answered the way they came (handshake.go).
 
 // Send writes WireGuard packets to ep.
 func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
-	err := b.send(bufs, ep)
-	b.out.done(dataPackets(bufs))
-	return err
-}
-
-func (b *Bind) send(bufs [][]byte, ep conn.Endpoint) error {
 	pe, ok := ep.(*PeerEndpoint)
 	if !ok {
 		b.lastFixed.Store(time.Now().UnixNano()) // a peer with a fixed Endpoint
@@ -51,22 +43,18 @@ func (b *Bind) send(bufs [][]byte, ep conn.Endpoint) error {
 	return b.sendRoute(bufs, pe, r)
 }
 
-// sendRoute sends bufs for pe the way r says.
+// sendRoute sends bufs for pe the way r says. What a transport drops for
+// want of room is counted as a full socket buffer's would be.
 func (b *Bind) sendRoute(bufs [][]byte, pe *PeerEndpoint, r *route) error {
-	switch {
-	case r.TURN != nil:
-		b.relayBytes[relayTURN][tx].Add(size(bufs))
-		return b.sendTURN(bufs, r)
-	case r.Stream != nil:
-		b.relayBytes[relayRendezvousTCP][tx].Add(size(bufs))
-		return r.Stream.WriteRelayed(pe.peer, bufs)
-	case r.Relay:
-		b.relayBytes[relayRendezvous][tx].Add(size(bufs))
-		return b.sendRelayed(bufs, pe.peer, &r.std)
-	case r.Socket != nil:
-		return b.sendSide(r.Socket, r.Dst, bufs)
+	if kind := r.Via.Kind(); kind.Relayed() {
+		b.relayBytes[kind][tx].Add(size(bufs))
 	}
-	return b.sendStd(bufs, &r.std)
+	err := r.Via.Send(bufs, pe.peer, r.Dst)
+	if d, ok := err.(link.Dropped); ok {
+		b.Dropped.Add(uint64(d))
+		return nil
+	}
+	return err
 }
 
 // size is the bytes of bufs.
@@ -78,101 +66,6 @@ func size(bufs [][]byte) uint64 {
 	return uint64(n)
 }
 
-// relayFrames holds the relay frames of one Send, end to end in buf.
-type relayFrames struct {
-	frames [][]byte
-	buf    []byte
-}
-
-// frame puts each packet of bufs behind a header of headerLen bytes that
-// appendFrame writes. WireGuard's buffers have no room in front (its
-// packets start at the buffer's first byte), so the frames are copies, from
-// a pool; put them back with b.framePool.Put. They lie end to end in one
-// buffer, and each frame's capacity runs on over the next ones: StdNetBind
-// batches same-size packets into one UDP GSO message by appending each
-// behind the first, which here writes every frame onto itself. Without
-// that room it would send them one datagram each.
-func (b *Bind) frame(bufs [][]byte, headerLen int, appendFrame func(buf, p []byte) []byte) *relayFrames {
-	rf := b.framePool.Get().(*relayFrames)
-	n := 0
-	for _, p := range bufs {
-		n += headerLen + len(p)
-	}
-	if cap(rf.buf) < n {
-		rf.buf = make([]byte, 0, n) // never grown below: frames point into it
-	}
-	buf, frames := rf.buf[:0], rf.frames[:0]
-	for _, p := range bufs {
-		start := len(buf)
-		buf = appendFrame(buf, p)
-		frames = append(frames, buf[start:])
-	}
-	rf.frames = frames
-	return rf
-}
-
-// sendRelayed wraps each packet in a relay frame naming peer.
-func (b *Bind) sendRelayed(bufs [][]byte, peer key.Key, relay *conn.StdNetEndpoint) error {
-	rf := b.frame(bufs, wire.RelayHeaderLen, func(buf, p []byte) []byte { return wire.AppendRelay(buf, peer, p) })
-	err := b.sendStd(rf.frames, relay)
-	b.framePool.Put(rf)
-	return err
-}
-
-// sendTURN sends bufs through a TURN allocation to r.Dst. Once pion has
-// bound the peer a channel, they go as ChannelData (a 4-byte header: the
-// channel and the length), GSO-batched on the allocation's UDP socket as
-// on a birthday socket: pion's WriteTo makes one system call a packet,
-// which cost two thirds of the sender's CPU. Until then, and over TCP,
-// pion sends them (and binds the channel).
-func (b *Bind) sendTURN(bufs [][]byte, r *route) error {
-	conn := r.TURN.UDPConn()
-	ch, ok := r.TURN.Channel(r.Dst)
-	if !ok || conn == nil {
-		for _, p := range bufs {
-			if !r.TURN.Send(p, r.Dst) {
-				b.Dropped.Add(1)
-			}
-		}
-		return nil
-	}
-	rf := b.frame(bufs, 4, func(buf, p []byte) []byte {
-		buf = binary.BigEndian.AppendUint16(buf, ch)
-		buf = binary.BigEndian.AppendUint16(buf, uint16(len(p)))
-		return append(buf, p...)
-	})
-	err := b.sendSide(conn, r.TURN.Server(), rf.frames)
-	b.framePool.Put(rf)
-	return err
-}
-
-// SendTo writes one control packet to dst.
-func (b *Bind) SendTo(pkt []byte, dst netip.AddrPort) error {
-	return b.sendStd([][]byte{pkt}, &conn.StdNetEndpoint{AddrPort: dst})
-}
-
-// sendSide writes bufs on a side socket (a birthday round's winner, a TURN
-// allocation's UDP socket): in GSO batches while the kernel takes them
-// (segment_linux.go), else one datagram at a time.
-func (b *Bind) sendSide(conn *net.UDPConn, dst netip.AddrPort, bufs [][]byte) error {
-	if len(bufs) > 1 && !b.noSideGSO.Load() {
-		scratch := b.segmentPool.Get().(*[]byte)
-		sent, err := sendSegmented(conn, dst, bufs, *scratch)
-		b.segmentPool.Put(scratch)
-		if !errors.Is(err, errNoGSO) {
-			return err
-		}
-		b.noSideGSO.Store(true)
-		bufs = bufs[sent:]
-	}
-	for _, p := range bufs {
-		if _, err := conn.WriteToUDPAddrPort(p, dst); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // isMsgSize reports whether a send failed because a datagram exceeds the
 // path MTU the kernel knows for its destination.
 func isMsgSize(err error) bool { return errors.Is(err, syscall.EMSGSIZE) }
@@ -182,7 +75,7 @@ func isMsgSize(err error) bool { return errors.Is(err, syscall.EMSGSIZE) }
 // ICMP is smaller than the batch's datagrams, and it refuses UDP GSO
 // batches whole, while it fragments a single datagram) goes again one
 // datagram at a time, and the control plane hears of the path
-// (onMsgSize), which it then fits the peer's routes to.
+// (Events.MsgSize), which it then fits the peer's routes to.
 func (b *Bind) sendStd(bufs [][]byte, dst *conn.StdNetEndpoint) error {
 	err := b.sendStdOnce(bufs, dst)
 	if len(bufs) < 2 || !isMsgSize(err) {
@@ -194,9 +87,7 @@ func (b *Bind) sendStd(bufs [][]byte, dst *conn.StdNetEndpoint) error {
 			err = e
 		}
 	}
-	if f := b.onMsgSize.Load(); f != nil {
-		(*f)(dst.AddrPort)
-	}
+	b.events.MsgSize(dst.AddrPort)
 	return err
 }
 

@@ -7,6 +7,8 @@ import (
 
 	"github.com/punchtun/punchtun/nat"
 	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/tunnel/link"
+	"github.com/punchtun/punchtun/tunnel/transport"
 )
 
 // Birthday punching, the hard side (the easy side is nat.Punch.Spray).
@@ -15,14 +17,15 @@ import (
 // punched. Instead, nat.BirthdaySockets extra sockets each send a probe to
 // the peer's public endpoint, leaving as many mappings open for the peer's
 // random probes to hit. The socket a probe arrives on wins: it carries that
-// peer's WireGuard packets from then on (link.Route.Socket), and the others
-// close. The data path reads the sockets (link.DataPath.ServeSocket).
+// peer's WireGuard packets from then on (a route by it, transport.Socket),
+// and the others close. The data path reads the sockets
+// (link.DataPath.Serve).
 
 // birthdayLinger keeps the sockets open after the peer's spray ends, for
 // probes still in flight.
 const birthdayLinger = 2 * time.Second
 
-// peerBirthday.backoff spaces birthday rounds for a peer that keeps failing
+// birthdayBackoff spaces birthday rounds for a peer that keeps failing
 // them; it doubles up to maxBirthdayBackoff. A round costs the easy side
 // nat.SprayProbes probes over 4 s: the first retry comes soon, since a
 // round lost to a congested moment should not cost a minute of relay.
@@ -43,9 +46,9 @@ const (
 // birthday is one hard-side round for one peer.
 type birthday struct {
 	dst      netip.AddrPort // the peer's public endpoint
-	conns    []*net.UDPConn
+	conns    []*transport.Socket
 	until    time.Time
-	won      *net.UDPConn
+	won      *transport.Socket
 	opened   int       // opening probes sent per socket
 	nextOpen time.Time // when the next ones are due
 }
@@ -97,13 +100,9 @@ func (p *peer) maybeBirthday(observed netip.AddrPort, now time.Time) {
 			c.log.Warn("birthday punching: cannot open a socket", "err", err, "opened", len(bd.conns))
 			break
 		}
-		conn := pc.(*net.UDPConn)
+		conn := transport.NewSocket(pc.(*net.UDPConn), bufSize)
 		bd.conns = append(bd.conns, conn)
-		c.spawn(func() {
-			c.data.ServeSocket(conn, p.key, bufSize, func(pkt []byte, src netip.AddrPort) {
-				c.enqueue(pkt, inbound{src: src, via: conn})
-			})
-		})
+		c.spawn(func() { c.data.Serve(conn, p.key) })
 	}
 	p.birthday.round = bd
 	p.openBirthday(now)
@@ -125,7 +124,7 @@ const birthdayBufSlack = 128
 
 // birthdayWon makes conn, which the peer's probe came in on, p's socket
 // towards src, and closes the rest.
-func (p *peer) birthdayWon(conn *net.UDPConn, src netip.AddrPort, now time.Time) {
+func (p *peer) birthdayWon(conn *transport.Socket, src netip.AddrPort, now time.Time) {
 	bd := p.birthday.round
 	if bd == nil || bd.won != nil || src != bd.dst {
 		return
@@ -142,7 +141,7 @@ func (p *peer) birthdayWon(conn *net.UDPConn, src netip.AddrPort, now time.Time)
 			other.Close()
 		}
 	}
-	bd.conns = []*net.UDPConn{conn}
+	bd.conns = []*transport.Socket{conn}
 	p.birthday.backoff = minBirthdayBackoff
 	p.c.log.Info("birthday punching: a socket got through", "peer", p.label(), "local", conn.LocalAddr())
 }
@@ -174,15 +173,26 @@ func (p *peer) closeBirthday(all bool) {
 }
 
 // socketTo is the birthday socket that reaches dst for p, if any.
-func (p *peer) socketTo(dst netip.AddrPort) *net.UDPConn {
+func (p *peer) socketTo(dst netip.AddrPort) *transport.Socket {
 	if bd := p.birthday.round; bd != nil && bd.won != nil && bd.dst == dst {
 		return bd.won
 	}
 	return nil
 }
 
-// sendVia seals m for p and sends it to dst from conn.
-func (p *peer) sendVia(conn *net.UDPConn, dst netip.AddrPort, m wire.Body) {
+// sendVia seals m for p and sends it to dst by t.
+func (p *peer) sendVia(t link.Transport, dst netip.AddrPort, m wire.Body) {
 	b := wire.Seal(make([]byte, 0, wire.Overhead+64), m.Type(), p.c.pub, &p.shared, m.Append(nil))
-	conn.WriteToUDPAddrPort(b, dst)
+	if err := t.Send([][]byte{b}, p.key, dst); err != nil {
+		p.c.log.Debug("send failed", "to", dst, "type", m.Type(), "err", err)
+	}
+}
+
+// directVia is the transport of p's direct path to dst: the birthday
+// socket that reaches it, else the shared socket.
+func (p *peer) directVia(dst netip.AddrPort) link.Transport {
+	if s := p.socketTo(dst); s != nil {
+		return s
+	}
+	return p.c.data.Shared()
 }

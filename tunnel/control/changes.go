@@ -195,7 +195,7 @@ func (c *Control) networkChanged(now time.Time) {
 		}
 	}
 	for _, p := range c.peers {
-		if r := p.ep.Route(); r.Dst.IsValid() && !r.Relay {
+		if r := p.ep.Route(); r.Dst.IsValid() && !r.Relayed() {
 			p.punch.Suspect(now)
 		}
 		p.punch.ResetHeartbeat() // other NATs now

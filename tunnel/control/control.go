@@ -34,7 +34,6 @@ import (
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel/link"
 	"github.com/punchtun/punchtun/tunnel/policy"
-	"github.com/punchtun/punchtun/tunnel/turnrelay"
 )
 
 // Control is the control plane of one interface.
@@ -68,10 +67,10 @@ type Control struct {
 	mark uint32
 	// relayedInitiations names peers whose handshake came through a
 	// relay while our route to them is direct
-	// (link.DataPath.OnRelayedInitiation).
+	// (link.Events.RelayedInitiation).
 	relayedInitiations chan key.Key
 	// relayedOnTURN names peers whose packets came through a rendezvous's
-	// relay while our route to them is TURN (OnRelayedWhileTURN).
+	// relay while our route to them is TURN (link.Events.RelayedWhileTURN).
 	relayedOnTURN chan key.Key
 	// unknownDsts names addresses of the network the data path holds
 	// packets to (members.go).
@@ -136,11 +135,10 @@ type inbound struct {
 	pkt []byte
 	src netip.AddrPort
 	at  time.Time
-	tcp bool         // came over a rendezvous's TCP stream
-	via *net.UDPConn // came in on this birthday socket, not the shared one
-	// turn: came through our TURN allocation, from a peer's relayed
-	// address (a hello, or a relay-framed probe: turn.go)
-	turn *turnrelay.Allocation
+	// via is the transport it came by: the shared socket, a rendezvous's
+	// TCP stream, a birthday socket, or our TURN allocation (from a
+	// peer's relayed address: a hello, or a relay-framed probe, turn.go)
+	via link.Transport
 	// gossip: a member's gossip from inside the tunnel, from this address
 	// (gossip.go), on gossipIn
 	gossip netip.Addr
@@ -190,7 +188,7 @@ func newControl(log *slog.Logger, cfg Config, statePath string, saved State, clo
 		peers:              make(map[key.Key]*peer),
 		stun:               make(map[nat.STUNTxID]stunProbe),
 	}
-	c.turn.c, c.kept.log = c, log
+	c.kept.log = log
 	c.members = members{log: log, self: c.pub, peers: c.peers, roster: c, rv: c, docs: &c.docs, kept: &c.kept}
 	c.docs = documents{log: log, members: &c.members, rv: c, dropped: &c.Dropped, kept: &c.kept, filter: policy.New()}
 	c.docs.filter.OnGossip(func(src netip.Addr, body []byte) { c.enqueue(body, inbound{gossip: src}) })
@@ -199,6 +197,7 @@ func newControl(log *slog.Logger, cfg Config, statePath string, saved State, clo
 		c.members.newestPath = strings.TrimSuffix(statePath, ".json") + ".certs"
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.turn = turnRelay{host: c, clock: c.clock, log: log, peers: c.peers, ctx: c.ctx, dropped: &c.Dropped}
 	c.dial = (&net.Dialer{}).DialContext // Start sets the mark
 	for _, s := range cfg.Servers {
 		c.addServer(s)
@@ -227,9 +226,12 @@ func (c *Control) Publish(doc []byte) error {
 	return err
 }
 
-// Deliver is the data path's control callback: it runs on WireGuard's
-// receive goroutines, so it only copies and queues.
-func (c *Control) Deliver(pkt []byte, src netip.AddrPort) { c.enqueue(pkt, inbound{src: src}) }
+// Events is what the data path is to tell the control plane; give it to
+// the data path at construction.
+func (c *Control) Events() link.Events { return events{c} }
+
+// came reports whether m came by a transport of kind k.
+func (m inbound) came(k link.PathKind) bool { return m.via != nil && m.via.Kind() == k }
 
 // enqueue hands a received packet to the control goroutine, copied (the
 // caller's buffer is reused); a full queue drops it. Gossip goes through
@@ -280,13 +282,9 @@ func notify[T any](ch chan<- T) func(T) {
 // host; every socket it opens carries mark.
 func (c *Control) Start(data link.DataPath, wg WireGuard, host Host, mark uint32) {
 	c.attach(data, wg, host)
-	c.mark = mark
+	c.mark, c.turn.mark = mark, mark
 	c.dial = (&net.Dialer{Control: markSocket(mark)}).DialContext
 	c.udpSince = c.clock.Now()
-	data.OnMsgSize(c.queuePathCheck)
-	data.OnRelayedInitiation(notify(c.relayedInitiations))
-	data.OnRelayedWhileTURN(notify(c.relayedOnTURN))
-	data.OnUnknownDestination(notify(c.unknownDsts))
 	c.netChanged = make(chan struct{}, 1)
 	c.spawn(func() { host.WatchNetwork(c.done, c.netChanged) })
 	c.spawn(c.run)
@@ -297,7 +295,7 @@ func (c *Control) Start(data link.DataPath, wg WireGuard, host Host, mark uint32
 // path.
 func (c *Control) attach(data link.DataPath, wg WireGuard, host Host) {
 	c.data, c.wg, c.host = data, wg, host
-	c.members.wg, c.members.dsts, c.docs.inject = wg, data, data
+	c.members.wg, c.members.dsts, c.docs.inject, c.turn.data = wg, data, data, data
 	for _, p := range c.peers {
 		p.ep = data.Peer(p.key)
 	}
@@ -416,7 +414,7 @@ func (c *Control) sendSealed(dst netip.AddrPort, shared *wire.SharedKey, m wire.
 		return
 	}
 	b := wire.Seal(make([]byte, 0, wire.Overhead+64), m.Type(), c.pub, shared, m.Append(nil))
-	if err := c.data.SendTo(b, dst); err != nil {
+	if err := c.data.Shared().Send([][]byte{b}, key.Key{}, dst); err != nil {
 		c.log.Debug("send failed", "to", dst, "type", m.Type(), "err", err)
 	}
 }
@@ -471,7 +469,7 @@ func (c *Control) handle(m inbound) {
 		}
 	}
 	if p := c.peers[h.Sender]; p != nil {
-		if m.turn != nil {
+		if m.came(link.TURN) {
 			c.turn.onHello(p, h, m)
 			return
 		}

@@ -16,7 +16,7 @@ import (
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel/link"
 	"github.com/punchtun/punchtun/tunnel/registration"
-	"github.com/punchtun/punchtun/tunnel/turnrelay"
+	"github.com/punchtun/punchtun/tunnel/transport"
 )
 
 // The control plane on a fake clock and fakes of the data path, WireGuard
@@ -35,6 +35,8 @@ type fakeData struct {
 	dsts     map[netip.Addr]bool // AddDestinations, RemoveDestinations
 	resumed  int                 // Resumed calls
 	injected [][]byte            // Inject: gossip packets to members
+	relay    link.Transport      // Relay: frames, and sends on Shared
+	events   link.Events         // Serve hands all it reads here
 }
 
 type sentPacket struct {
@@ -48,23 +50,38 @@ func (f *fakeData) Peer(k key.Key) link.Peer {
 	}
 	return f.peers[k]
 }
-func (f *fakeData) RemovePeer(k key.Key) { delete(f.peers, k) }
-func (f *fakeData) Port() uint16         { return 51820 }
-func (f *fakeData) SendTo(pkt []byte, dst netip.AddrPort) error {
-	f.sent = append(f.sent, sentPacket{append([]byte(nil), pkt...), dst})
+func (f *fakeData) RemovePeer(k key.Key)   { delete(f.peers, k) }
+func (f *fakeData) Port() uint16           { return 51820 }
+func (f *fakeData) Shared() link.Transport { return fakeShared{f} }
+func (f *fakeData) Relay() link.Transport {
+	if f.relay == nil {
+		f.relay = transport.NewRelay(f.Shared())
+	}
+	return f.relay
+}
+
+// Serve passes all it reads to the control plane: nothing is WireGuard.
+func (f *fakeData) Serve(t link.Transport, _ key.Key) {
+	if r, ok := t.(link.Receiver); ok {
+		r.Receive(func(pkt []byte, src netip.AddrPort) bool { f.events.Control(pkt, src, t); return false })
+	}
+}
+func (f *fakeData) SetRelays(addrs []netip.AddrPort)        { f.relays = addrs }
+func (f *fakeData) SetTURNPeers(map[netip.AddrPort]key.Key) {}
+func (f *fakeData) Alive(time.Time)                         {}
+func (f *fakeData) Resumed(time.Time)                       { f.resumed++ }
+
+// fakeShared is fakeData's shared socket: it records what is sent.
+type fakeShared struct{ f *fakeData }
+
+func (s fakeShared) Send(bufs [][]byte, _ key.Key, dst netip.AddrPort) error {
+	for _, pkt := range bufs {
+		s.f.sent = append(s.f.sent, sentPacket{append([]byte(nil), pkt...), dst})
+	}
 	return nil
 }
-func (f *fakeData) SetRelays(addrs []netip.AddrPort)                              { f.relays = addrs }
-func (f *fakeData) SetTURNPeers(map[netip.AddrPort]key.Key)                       {}
-func (f *fakeData) InjectRelayed(frame []byte) bool                               { return false }
-func (f *fakeData) ServeTURN(*turnrelay.Allocation, func([]byte, netip.AddrPort)) {}
-func (f *fakeData) OnMsgSize(func(netip.AddrPort))                                {}
-func (f *fakeData) OnRelayedInitiation(func(key.Key))                             {}
-func (f *fakeData) OnRelayedWhileTURN(func(key.Key))                              {}
-func (f *fakeData) Alive(time.Time)                                               {}
-func (f *fakeData) Resumed(time.Time)                                             { f.resumed++ }
-func (f *fakeData) ServeSocket(*net.UDPConn, key.Key, int, func([]byte, netip.AddrPort)) {
-}
+func (s fakeShared) Kind() link.PathKind { return link.Shared }
+func (s fakeShared) Close() error        { return nil }
 
 // fakePeer is a peer's side in fakeData: its route, and the activity the
 // test says WireGuard had.
@@ -157,6 +174,7 @@ func newHarnessAt(t *testing.T, statePath string) *harness {
 	h.c = newControl(slog.New(slog.DiscardHandler), Config{PrivateKey: ours, Interface: "pt-harness",
 		Servers: []ServerConfig{{HostPort: rvAddr.String(), Key: rv.Public()}}, Peers: []PeerConfig{{Name: "bob", Key: peer.Public()}}}, statePath, State{}, h)
 	h.c.attach(h.data, &fakeWireGuard{}, fakeHost{})
+	h.data.events = h.c.Events()
 	h.c.resolved(h.c.servers[0], rvAddr)
 	h.c.dial = func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("no TCP in this test") }
 	if !slices.Equal(h.data.relays, []netip.AddrPort{rvAddr}) {
@@ -414,7 +432,7 @@ func TestControlIntroducedPeerGoesDirect(t *testing.T) {
 	h.register()
 	h.introduce(peerAddr)
 	p := h.peer()
-	if r := p.ep.Route(); !r.Relay || r.Dst != rvAddr {
+	if r := p.ep.Route(); !r.Relayed() || r.Dst != rvAddr {
 		t.Fatalf("route %+v right after the intro, want the relay", r)
 	}
 	if why := p.relayReason(h.now); why != "punching in progress" {
@@ -424,7 +442,7 @@ func TestControlIntroducedPeerGoesDirect(t *testing.T) {
 	if h.answerProbes(sent, peerAddr) == 0 {
 		t.Fatal("no probe to the peer's public endpoint")
 	}
-	if r := p.ep.Route(); r.Relay || r.Dst != peerAddr {
+	if r := p.ep.Route(); r.Relayed() || r.Dst != peerAddr {
 		t.Fatalf("route %+v after the peer answered, want direct to %v", r, peerAddr)
 	}
 }
@@ -438,7 +456,7 @@ func TestControlSilenceFallsBackToRelay(t *testing.T) {
 	// WireGuard sends, nothing comes back.
 	p.ep.(*fakePeer).activity = link.Activity{Data: h.now, Received: h.now.Add(-silenceLimit - time.Second), Sent: h.now}
 	h.advance(nat.SuspectTimeout + 3*tickInterval)
-	if r := p.ep.Route(); !r.Relay {
+	if r := p.ep.Route(); !r.Relayed() {
 		t.Fatalf("route %+v after the path stayed silent, want the relay", r)
 	}
 	if h.registrations(h.take()) == 0 {
@@ -450,14 +468,14 @@ func TestControlReintroductionAtNewEndpoint(t *testing.T) {
 	h := newHarness(t)
 	h.goDirect()
 	p := h.peer()
-	if p.ep.Route().Relay {
+	if p.ep.Route().Relayed() {
 		t.Fatal("not direct")
 	}
 	// The peer restarted behind its NAT: a new public port.
 	moved := netip.AddrPortFrom(peerAddr.Addr(), peerAddr.Port()+1)
 	h.advance(time.Second)
 	h.introduce(moved)
-	if r := p.ep.Route(); !r.Relay {
+	if r := p.ep.Route(); !r.Relayed() {
 		t.Fatalf("route %+v after an intro at a new endpoint, want the relay at once", r)
 	}
 	if h.answerProbes(h.take(), moved) == 0 {
@@ -593,7 +611,7 @@ func TestControlResumeIsANetworkChange(t *testing.T) {
 	h.setNow(h.now.Add(200 * time.Second))
 	h.c.tick(h.now)
 	p := h.peer()
-	if r := p.ep.Route(); !r.Relay {
+	if r := p.ep.Route(); !r.Relayed() {
 		t.Errorf("route %+v after the freeze, want the relay", r)
 	}
 	if h.data.resumed != 1 || h.c.wg.(*fakeWireGuard).rehandshakes != 1 {

@@ -229,7 +229,7 @@ func TestGossipQueueApart(t *testing.T) {
 	k := key.Key{7, 7}
 	intro := &wire.Intro{Time: h.clock.Next(uint64(h.now.UnixNano())), Peer: k, Observed: peerAddr,
 		NAT: byte(nat.MappingEasy), Cert: h.sign(h.net, k, "m7", "100.64.0.7/24", h.now, time.Hour).Bytes()}
-	h.c.Deliver(wire.Seal(nil, intro.Type(), h.rvPriv.Public(), &h.rvShared, intro.Append(nil)), rvAddr)
+	h.c.Events().Control(wire.Seal(nil, intro.Type(), h.rvPriv.Public(), &h.rvShared, intro.Append(nil)), rvAddr, h.data.Shared())
 	h.drainGossip()
 	if h.c.peers[k] == nil {
 		t.Fatal("the rendezvous's introduction was lost under a member's gossip flood")

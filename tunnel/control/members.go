@@ -15,8 +15,8 @@ import (
 
 // A network's members, on demand. The first packet to an address of the
 // network that no peer holds is held by the data path, which tells us
-// (OnUnknownDestination); we look the address up at the rendezvous, which
-// introduces both members to each other with their certificates. Each
+// (link.Events.UnknownDestination); we look the address up at the
+// rendezvous, which introduces both members to each other with their certificates. Each
 // side checks the other's certificate itself — signed by our network's
 // key, valid now, for the key that will handshake, addresses clear of the
 // static peers' and ours, and of other members' unless its certificate is

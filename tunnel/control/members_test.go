@@ -16,8 +16,7 @@ import (
 
 // The members' parts of the fakes (control_test.go).
 
-func (f *fakeData) OnUnknownDestination(func(netip.Addr)) {}
-func (f *fakeData) Inject(pkt []byte)                     { f.injected = append(f.injected, pkt) }
+func (f *fakeData) Inject(pkt []byte) { f.injected = append(f.injected, pkt) }
 func (f *fakeData) AddDestinations(addrs []netip.Addr) {
 	if f.dsts == nil {
 		f.dsts = map[netip.Addr]bool{}

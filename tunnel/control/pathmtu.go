@@ -62,7 +62,7 @@ func (p *peer) fitPathMTU(mtu int, r link.Route) {
 	c := p.c
 	routeMTU := 0
 	if mtu > 0 {
-		if inner := innerMTU(mtu, r.Dst.Addr(), r.Relay); inner < c.ifaceMTU {
+		if inner := innerMTU(mtu, r.Dst.Addr(), r.Relayed()); inner < c.ifaceMTU {
 			routeMTU = max(inner, minIPv4MTU)
 		}
 	}

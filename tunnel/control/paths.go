@@ -10,6 +10,7 @@ import (
 	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel/link"
+	"github.com/punchtun/punchtun/tunnel/transport"
 )
 
 // Peers and their paths: introductions and asking the rendezvous for
@@ -208,9 +209,10 @@ func (p *peer) handle(h wire.Header, m inbound) {
 	// The peer proved itself from m.src: its WireGuard packets from there
 	// belong to its endpoint.
 	p.ep.Learn(m.src)
-	if m.via != nil {
-		p.birthdayWon(m.via, m.src, m.at)
-		if p.socketTo(m.src) != m.via {
+	sock, _ := m.via.(*transport.Socket)
+	if sock != nil {
+		p.birthdayWon(sock, m.src, m.at)
+		if p.socketTo(m.src) != sock {
 			c.Dropped.Add(1) // a losing socket's late packet
 			return
 		}
@@ -223,7 +225,7 @@ func (p *peer) handle(h wire.Header, m inbound) {
 			p.punch.Suspect(m.at)
 		}
 		p.punch.OnPing(m.at, m.src, b.TxID)
-		if m.via != nil && p.punch.Path().Addr != m.src {
+		if sock != nil && p.punch.Path().Addr != m.src {
 			// Confirm the winning socket from this side too.
 			p.punch.Probe(m.at, m.src)
 		}
@@ -255,11 +257,14 @@ func (p *peer) updateRoute(now time.Time, why string) {
 	c := p.c
 	var r link.Route
 	if path := p.punch.Path(); path.Addr.IsValid() {
-		r = link.Route{Dst: path.Addr, Socket: p.socketTo(path.Addr)}
+		r = link.Route{Dst: path.Addr, Via: p.directVia(path.Addr)}
 	} else if tr, ok := c.turn.route(p); ok {
 		r = tr
 	} else if s := p.relayVia; s != nil && s.reg.Registered() && s.relay {
-		r = link.Route{Dst: s.addr, Relay: true, Stream: s.stream}
+		r = link.Route{Dst: s.addr, Via: c.data.Relay()}
+		if s.stream != nil {
+			r.Via = s.stream
+		}
 	}
 	if p.ep.Route() == r {
 		return
@@ -277,7 +282,7 @@ func (p *peer) updateRoute(now time.Time, why string) {
 		p.handshakeCheck = now.Add(handshakeCheckDelay)
 	}
 	dst, name := r.Dst, r.Kind()
-	if r.Relay {
+	if r.Relayed() {
 		why += "; relayed because " + p.relayReason(now)
 	}
 	c.log.Info("path changed", "peer", p.label(), "from", p.path, "to", name, "endpoint", dst, "why", why)
@@ -334,9 +339,9 @@ func (p *peer) checkSilence(now time.Time) {
 		return
 	}
 	switch {
-	case !r.Relay:
+	case !r.Relayed():
 		p.punch.Suspect(now)
-	case r.TURN != nil:
+	case r.Is(link.TURN):
 		c.turn.check(p, r, now)
 	case now.Sub(c.reregistered) > silenceLimit:
 		c.reregister(now)
@@ -350,7 +355,7 @@ func (p *peer) checkSilence(now time.Time) {
 // both sides punch afresh.
 func (p *peer) hasNoDirectPath(now time.Time) {
 	c := p.c
-	if p.ep.Route().Relay || !p.punch.Path().Addr.IsValid() || (p.relayVia == nil && c.turn.alloc == nil) {
+	if p.ep.Route().Relayed() || !p.punch.Path().Addr.IsValid() || (p.relayVia == nil && c.turn.alloc == nil) {
 		return
 	}
 	c.log.Info("the peer's handshake came through the relay: leaving the direct path", "peer", p.label(), "endpoint", p.punch.Path().Addr)
@@ -421,8 +426,8 @@ func (p *peer) sharesPublicIP() bool {
 
 // relayName names the relay r goes through, for status's via.
 func (p *peer) relayName(r link.Route) string {
-	if r.TURN != nil {
-		return r.TURN.URI()
+	if t, ok := r.Via.(*transport.TURN); ok {
+		return t.URI()
 	}
 	if p.relayVia != nil {
 		return p.relayVia.hostport
@@ -435,7 +440,7 @@ func (p *peer) needsRelay() bool { return len(p.observed) > 0 && !p.punch.Path()
 
 // directAddr is the direct path r uses, if any, for logs.
 func directAddr(r link.Route) netip.AddrPort {
-	if !r.Relay {
+	if !r.Relayed() {
 		return r.Dst
 	}
 	return netip.AddrPort{}

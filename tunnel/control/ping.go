@@ -7,7 +7,6 @@ package control
 
 import (
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -48,13 +47,10 @@ func (p *peer) probe() (*probeWait, link.Route, error) {
 	rand.Read(w.tx[:])
 	probes.Store(w.tx, w)
 	m := &wire.Ping{TxID: w.tx}
-	switch {
-	case r.Relay:
+	if r.Relayed() {
 		p.sendRelayedProbe(r, m)
-	case r.Socket != nil:
-		p.sendVia(r.Socket, r.Dst, m)
-	default:
-		p.c.sendSealed(r.Dst, &p.shared, m)
+	} else {
+		p.sendVia(r.Via, r.Dst, m)
 	}
 	return w, r, nil
 }
@@ -74,7 +70,7 @@ func (p *peer) probeAnswered(m inbound, pong *wire.Pong) bool {
 	probes.Delete(pong.TxID)
 	path := nat.KindOf(m.src).String()
 	switch {
-	case m.tcp:
+	case m.came(link.RelayTCP):
 		path = "relay-tcp"
 	case wire.IsRelay(m.pkt):
 		path = "relay"
@@ -95,23 +91,26 @@ func (p *peer) handleRelayedProbe(h wire.Header, inner []byte, m inbound) {
 	}
 	switch b := body.(type) {
 	case *wire.Ping:
-		var stream *wire.Stream
-		if m.tcp {
+		reply := link.Route{Dst: m.src, Via: m.via}
+		switch {
+		case m.came(link.RelayTCP):
+			reply.Via = nil
 			for _, s := range c.servers {
 				if s.addr == m.src && s.stream != nil {
-					stream = s.stream
+					reply.Via = s.stream
 				}
 			}
-			if stream == nil {
+			if reply.Via == nil {
 				c.Dropped.Add(1)
 				return
 			}
-		}
-		reply := link.Route{Dst: m.src, Stream: stream, TURN: m.turn}
-		if !m.tcp && m.turn == nil && !c.isServer(m.src) {
+		case m.came(link.TURN):
+		case c.isServer(m.src):
+			reply.Via = c.data.Relay()
+		default:
 			// From the peer's TURN relay, to our shared socket: the
 			// answer goes back through our own allocation (turn.go).
-			if reply = p.ep.Route(); reply.TURN == nil {
+			if reply = p.ep.Route(); !reply.Is(link.TURN) {
 				c.Dropped.Add(1)
 				return
 			}
@@ -127,25 +126,17 @@ func (p *peer) handleRelayedProbe(h wire.Header, inner []byte, m inbound) {
 }
 
 // sendRelayedProbe seals m for p and sends it the relayed way r says: in a
-// relay frame to the rendezvous at r.Dst, over r.Stream if set, or
+// relay frame to the rendezvous at r.Dst (over UDP or its TCP stream), or
 // through our TURN allocation to the peer's relayed address.
 func (p *peer) sendRelayedProbe(r link.Route, m wire.Body) {
 	c := p.c
 	sealed := wire.Seal(make([]byte, 0, wire.Overhead+64), m.Type(), c.pub, &p.shared, m.Append(nil))
-	var err error
-	switch {
-	case r.Stream != nil:
-		err = r.Stream.WriteRelayed(p.key, [][]byte{sealed})
-	case r.TURN != nil:
+	if r.Is(link.TURN) {
 		// Framed as for a rendezvous, so that the other side tells it
 		// from a direct probe from the same address.
-		if !r.TURN.Send(wire.AppendRelay(nil, c.pub, sealed), r.Dst) {
-			err = errors.New("TURN send queue full")
-		}
-	default:
-		err = c.data.SendTo(wire.AppendRelay(make([]byte, 0, wire.RelayHeaderLen+len(sealed)), p.key, sealed), r.Dst)
+		sealed = wire.AppendRelay(nil, c.pub, sealed)
 	}
-	if err != nil {
+	if err := r.Via.Send([][]byte{sealed}, p.key, r.Dst); err != nil {
 		c.log.Debug("relayed probe not sent", "peer", p.label(), "relay", r.Dst, "err", err)
 	}
 }

@@ -10,7 +10,9 @@ import (
 	"github.com/punchtun/punchtun/nat"
 	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
+	"github.com/punchtun/punchtun/tunnel/link"
 	"github.com/punchtun/punchtun/tunnel/registration"
+	"github.com/punchtun/punchtun/tunnel/transport"
 )
 
 // The rendezvous client: each rendezvous is resolved, registered with and
@@ -45,7 +47,7 @@ type server struct {
 	lastTime  uint64         // replay guard for its messages
 	sentNAT   nat.Mapping    // what the registration in flight said of our NAT
 
-	stream *wire.Stream // TCP, while UDP is blocked
+	stream *transport.Stream // TCP, while UDP is blocked
 
 	publish publishQueue // documents on their way to it (publish.go)
 }
@@ -66,6 +68,14 @@ func (c *Control) sendServer(s *server, m wire.Body) {
 	b := wire.Seal(make([]byte, 0, wire.Overhead+64), m.Type(), c.pub, &s.shared, m.Append(nil))
 	if err := s.stream.Write(b); err != nil {
 		c.log.Debug("send over TCP failed", "rendezvous", s.hostport, "type", m.Type(), "err", err)
+	}
+}
+
+// sendRegistered sends every registered rendezvous what build makes with
+// a fresh stamp.
+func (c *Control) sendRegistered(build func(stamp uint64) wire.Body) {
+	for s := range c.registeredServers() {
+		c.sendServer(s, build(c.stamp()))
 	}
 }
 
@@ -174,7 +184,7 @@ func (c *Control) handleServer(s *server, h wire.Header, m inbound) {
 	if !ok {
 		return
 	}
-	if !m.tcp {
+	if !m.came(link.RelayTCP) {
 		c.udpHeard = true
 	}
 	switch b := body.(type) {
@@ -299,28 +309,18 @@ func (c *Control) dialed(s *server, st *wire.Stream) {
 		return
 	}
 	c.log.Info("UDP blocked: reaching rendezvous over TCP", "rendezvous", s.hostport, "tcp", st.RemoteAddr())
-	s.stream = st
-	c.spawn(func() { c.readStream(s, st) })
+	ts := transport.NewStream(st, s.addr)
+	s.stream = ts
+	// The data path reads the stream (relayed WireGuard to WireGuard, the
+	// rest to us) until the connection ends.
+	c.spawn(func() {
+		c.data.Serve(ts, key.Key{})
+		ts.Close()
+		c.post(func() { c.streamClosed(s, ts) })
+	})
 }
 
-// readStream passes what s sends over TCP on: relayed WireGuard to the data
-// path, the rest to the control goroutine, until the connection ends.
-func (c *Control) readStream(s *server, st *wire.Stream) {
-	buf := make([]byte, wire.MaxStreamDatagram)
-	for {
-		n, err := st.Read(buf)
-		if err != nil {
-			break
-		}
-		if !c.data.InjectRelayed(buf[:n]) {
-			c.enqueue(buf[:n], inbound{src: s.addr, tcp: true})
-		}
-	}
-	st.Close()
-	c.post(func() { c.streamClosed(s, st) })
-}
-
-func (c *Control) streamClosed(s *server, st *wire.Stream) {
+func (c *Control) streamClosed(s *server, st *transport.Stream) {
 	if s.stream != st {
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/punchtun/punchtun/nat"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
 // Our public endpoint and our NAT's mapping, learned with STUN on the
@@ -51,7 +52,7 @@ func (c *Control) sendSTUN(s *server, dst netip.AddrPort, now time.Time) {
 	if c.stunSent.IsZero() {
 		c.stunSent = now
 	}
-	c.data.SendTo(req, dst)
+	c.data.Shared().Send([][]byte{req}, key.Key{}, dst)
 }
 
 // checkBlocked takes UDP for blocked when no rendezvous has answered
@@ -136,7 +137,7 @@ func (c *Control) udpBack(now time.Time) {
 		// interval; now it is the way in again, so register at once.
 		s.reg.RegisterNow(now)
 		if s.stream != nil {
-			s.stream.Close() // readStream unregisters s
+			s.stream.Close() // its reader unregisters s
 		}
 	}
 }

@@ -8,11 +8,13 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel/link"
+	"github.com/punchtun/punchtun/tunnel/transport"
 	"github.com/punchtun/punchtun/tunnel/turnrelay"
 )
 
@@ -30,7 +32,7 @@ import (
 // some fifty packets), and bulk traffic into one overflows them. Instead
 // each side sends a hello from its shared socket to the other's relayed
 // address now and then, which opens its own NAT to that address; the other
-// side learns from the hello where its relay reaches us (peerTURN.seen), and
+// side learns from the hello where its relay reaches us (turnSeen), and
 // sends there through its allocation: packets leave the server's relay
 // socket straight for our NAT and arrive on our shared socket, batched like
 // any other. A peer that cannot send UDP (it talks to the TURN server over
@@ -43,11 +45,18 @@ import (
 // credentials' time has passed.
 
 // turnRelay is the control plane's side of TURN, owned by the control
-// goroutine like the rest of c.
+// goroutine like the rest of the control plane's state.
 type turnRelay struct {
-	c       *Control
-	offer   *wire.TURNOffer // the newest credentials, from any rendezvous
-	alloc   *turnrelay.Allocation
+	host    turnHost
+	clock   clock // the control plane's
+	log     *slog.Logger
+	peers   map[key.Key]*peer // the control plane's
+	data    link.DataPath     // reads the allocation, and learns the peers' relayed addresses
+	ctx     context.Context   // bounds an allocation under way
+	mark    uint32            // of the allocation's socket
+	dropped *atomic.Uint64    // the control plane's count of packets dropped
+	offer   *wire.TURNOffer   // the newest credentials, from any rendezvous
+	alloc   *transport.TURN
 	expires time.Time // of the credentials alloc was made with
 	since   time.Time // when alloc was made
 	pending bool      // an allocation is under way
@@ -61,6 +70,20 @@ type turnRelay struct {
 	probe                              [12]byte
 	probePeer                          *peer
 	checkSince, lastCheck, nextProbeAt time.Time
+}
+
+// turnHost is what the TURN relay asks of the control plane: work on a
+// helper goroutine and back on the control goroutine, whether UDP is
+// blocked, and the control messages it seals, opens and sends.
+type turnHost interface {
+	spawn(f func())
+	post(f func()) bool
+	udpBlocked() bool
+	sendSealed(dst netip.AddrPort, shared *wire.SharedKey, m wire.Body)
+	open(pkt []byte, h wire.Header, shared *wire.SharedKey) (wire.Body, bool)
+	// sendRegistered sends every registered rendezvous what build makes
+	// with a fresh stamp.
+	sendRegistered(build func(stamp uint64) wire.Body)
 }
 
 const (
@@ -103,16 +126,15 @@ func (t *turnRelay) onOffer(o *wire.TURNOffer, now time.Time) {
 
 // onRelayed learns where a TURN server relays to a peer.
 func (t *turnRelay) onRelayed(m *wire.Relayed, now time.Time) {
-	c := t.c
-	p := c.peers[m.Peer]
+	p := t.peers[m.Peer]
 	if p == nil {
-		c.Dropped.Add(1)
+		t.dropped.Add(1)
 		return
 	}
 	if m.Addr == p.turn.addr {
 		return
 	}
-	c.log.Info("the peer's TURN relayed address", "peer", p.label(), "relayed", m.Addr)
+	t.log.Info("the peer's TURN relayed address", "peer", p.label(), "relayed", m.Addr)
 	p.turn.addr, p.turn.helloAt = m.Addr, time.Time{}
 	if m.Addr.IsValid() {
 		// What the peer's relay sends to our shared socket comes from
@@ -134,8 +156,8 @@ func (t *turnRelay) tick(now time.Time) {
 		return
 	}
 	need := false
-	for _, p := range t.c.peers {
-		if r := p.ep.Route(); r.TURN != nil && now.Before(p.turn.checkUntil) {
+	for _, p := range t.peers {
+		if r := p.ep.Route(); r.Is(link.TURN) && now.Before(p.turn.checkUntil) {
 			t.check(p, r, now)
 		}
 		if p.needsRelay() {
@@ -150,7 +172,7 @@ func (t *turnRelay) tick(now time.Time) {
 	switch {
 	case t.pending || now.Before(t.retryAt):
 	case t.alloc != nil && !need && now.Sub(t.needed) > turnIdle:
-		t.c.log.Info("releasing the TURN allocation: no peer needs a relay", "server", t.alloc.URI())
+		t.log.Info("releasing the TURN allocation: no peer needs a relay", "server", t.alloc.URI())
 		t.close(now, "no peer needs a relay")
 	case t.alloc != nil:
 		// Renew once a quarter of the credentials' life is left, with
@@ -166,12 +188,11 @@ func (t *turnRelay) tick(now time.Time) {
 
 // allocate allocates on a helper goroutine; allocated follows.
 func (t *turnRelay) allocate() {
-	c := t.c
 	t.pending = true
-	offer, blocked, mark := t.offer, c.udpBlocked(), c.mark
-	c.spawn(func() {
-		a, err := allocateFirst(c.ctx, c.log, offer, blocked, mark)
-		if !c.post(func() { t.allocated(a, err, offer) }) && a != nil {
+	offer, blocked, mark := t.offer, t.host.udpBlocked(), t.mark
+	t.host.spawn(func() {
+		a, err := allocateFirst(t.ctx, t.log, offer, blocked, mark)
+		if !t.host.post(func() { t.allocated(a, err, offer) }) && a != nil {
 			a.Close()
 		}
 	})
@@ -216,23 +237,21 @@ func allocateFirst(ctx context.Context, log *slog.Logger, offer *wire.TURNOffer,
 // allocated follows an allocation's end: it replaces the last one and
 // carries every peer that can use it.
 func (t *turnRelay) allocated(a *turnrelay.Allocation, err error, offer *wire.TURNOffer) {
-	c, now := t.c, t.c.clock.Now()
+	now := t.clock.Now()
 	t.pending = false
 	if err != nil {
 		t.backOff(now)
-		c.log.Warn("cannot allocate a TURN relay: relaying through the rendezvous where it relays", "err", err, "retry_in", t.backoff)
+		t.log.Warn("cannot allocate a TURN relay: relaying through the rendezvous where it relays", "err", err, "retry_in", t.backoff)
 		return
 	}
-	old := t.alloc
-	t.alloc, t.expires, t.since, t.backoff = a, time.Unix(int64(offer.Expires), 0), now, 0
-	c.log.Info("TURN relay allocated", "server", a.URI(), "relayed", a.Addr(), "credentials_expire", t.expires.UTC().Format(time.RFC3339))
-	c.spawn(func() {
-		c.data.ServeTURN(a, func(pkt []byte, src netip.AddrPort) { c.enqueue(pkt, inbound{src: src, turn: a}) })
-	})
-	for _, p := range c.peers {
+	old, ta := t.alloc, transport.NewTURN(a)
+	t.alloc, t.expires, t.since, t.backoff = ta, time.Unix(int64(offer.Expires), 0), now, 0
+	t.log.Info("TURN relay allocated", "server", a.URI(), "relayed", a.Addr(), "credentials_expire", t.expires.UTC().Format(time.RFC3339))
+	t.host.spawn(func() { t.data.Serve(ta, key.Key{}) })
+	for _, p := range t.peers {
 		p.turn.sent, p.turn.nextSend, p.turn.seen = netip.AddrPort{}, time.Time{}, netip.AddrPort{}
 		t.permit(p)
-		if p.ep.Route().TURN != nil || p.needsRelay() {
+		if p.ep.Route().Is(link.TURN) || p.needsRelay() {
 			p.updateRoute(now, "TURN relay allocated")
 		}
 	}
@@ -250,9 +269,9 @@ func (t *turnRelay) close(now time.Time, why string) {
 		return
 	}
 	t.alloc = nil
-	for _, p := range t.c.peers {
+	for _, p := range t.peers {
 		p.turn.sent, p.turn.seen = netip.AddrPort{}, netip.AddrPort{}
-		if p.ep.Route().TURN == a {
+		if p.ep.Route().Via == link.Transport(a) {
 			p.updateRoute(now, why)
 		}
 	}
@@ -271,7 +290,7 @@ func (t *turnRelay) check(p *peer, r link.Route, now time.Time) {
 	if now.Sub(t.checkSince) > turnProbeTimeout {
 		t.checkSince = time.Time{}
 		t.backOff(now)
-		t.c.log.Warn("no answer through the TURN relay: leaving it", "peer", p.label(), "server", r.TURN.URI(), "retry_in", t.backoff)
+		t.log.Warn("no answer through the TURN relay: leaving it", "peer", p.label(), "server", p.relayName(r), "retry_in", t.backoff)
 		t.close(now, "no answer through the TURN relay")
 		return
 	}
@@ -302,15 +321,11 @@ func (t *turnRelay) answered(pong *wire.Pong, now time.Time) bool {
 // announce tells p, through every rendezvous, our relayed address, until
 // p's own arrives.
 func (t *turnRelay) announce(p *peer, now time.Time) {
-	c, a := t.c, t.alloc
+	a := t.alloc
 	if a == nil || (p.turn.sent == a.Addr() && (p.turn.addr.IsValid() || now.Before(p.turn.nextSend))) {
 		return
 	}
-	for _, s := range c.servers {
-		if s.reg.Registered() {
-			c.sendServer(s, &wire.Relayed{Time: c.stamp(), Peer: p.key, Addr: a.Addr()})
-		}
-	}
+	t.host.sendRegistered(func(stamp uint64) wire.Body { return &wire.Relayed{Time: stamp, Peer: p.key, Addr: a.Addr()} })
 	p.turn.sent, p.turn.nextSend = a.Addr(), now.Add(turnResend)
 }
 
@@ -318,19 +333,19 @@ func (t *turnRelay) announce(p *peer, now time.Time) {
 // turnHelloInterval: it opens our NAT to that address, and tells the peer
 // where its relay reaches us (onHello).
 func (t *turnRelay) hello(p *peer, now time.Time) {
-	if !p.turn.addr.IsValid() || now.Before(p.turn.helloAt) || t.c.udpBlocked() {
+	if !p.turn.addr.IsValid() || now.Before(p.turn.helloAt) || t.host.udpBlocked() {
 		return
 	}
 	p.turn.helloAt = now.Add(turnHelloInterval)
 	var tx [12]byte
 	rand.Read(tx[:])
-	t.c.sendSealed(p.turn.addr, &p.shared, &wire.Ping{TxID: tx})
+	t.host.sendSealed(p.turn.addr, &p.shared, &wire.Ping{TxID: tx})
 }
 
 // onHello takes a peer's message that came through our allocation: a
 // hello, from where our relay reaches the peer.
 func (t *turnRelay) onHello(p *peer, h wire.Header, m inbound) {
-	if _, ok := t.c.open(m.pkt, h, &p.shared); !ok || t.alloc != m.turn {
+	if _, ok := t.host.open(m.pkt, h, &p.shared); !ok || t.alloc == nil || m.via != link.Transport(t.alloc) {
 		return
 	}
 	if p.turn.seen != m.src {
@@ -343,7 +358,7 @@ func (t *turnRelay) onHello(p *peer, h wire.Header, m inbound) {
 // public addresses, where its hellos come from. On a helper: the request
 // waits for the server's answer.
 func (t *turnRelay) permit(p *peer) {
-	c, a := t.c, t.alloc
+	a := t.alloc
 	if a == nil {
 		return
 	}
@@ -351,13 +366,13 @@ func (t *turnRelay) permit(p *peer) {
 	for _, ep := range p.observed {
 		addrs = append(addrs, ep)
 	}
-	c.spawn(func() {
+	t.host.spawn(func() {
 		for _, addr := range addrs {
 			if !addr.IsValid() {
 				continue
 			}
 			if err := a.Permit(addr); err != nil {
-				c.log.Debug("TURN permission failed", "server", a.URI(), "peer", addr, "err", err)
+				t.log.Debug("TURN permission failed", "server", a.URI(), "peer", addr, "err", err)
 			}
 		}
 	})
@@ -367,12 +382,12 @@ func (t *turnRelay) permit(p *peer) {
 // through the allocation from there is theirs.
 func (t *turnRelay) setPeers() {
 	m := make(map[netip.AddrPort]key.Key)
-	for _, p := range t.c.peers {
+	for _, p := range t.peers {
 		if p.turn.addr.IsValid() {
 			m[p.turn.addr] = p.key
 		}
 	}
-	t.c.data.SetTURNPeers(m)
+	t.data.SetTURNPeers(m)
 }
 
 // route is p's route through our allocation, if there is one: to where
@@ -382,9 +397,9 @@ func (t *turnRelay) route(p *peer) (link.Route, bool) {
 	case t.alloc == nil:
 		return link.Route{}, false
 	case p.turn.seen.IsValid():
-		return link.Route{Dst: p.turn.seen, Relay: true, TURN: t.alloc}, true
+		return link.Route{Dst: p.turn.seen, Via: t.alloc}, true
 	case p.turn.addr.IsValid():
-		return link.Route{Dst: p.turn.addr, Relay: true, TURN: t.alloc}, true
+		return link.Route{Dst: p.turn.addr, Via: t.alloc}, true
 	}
 	return link.Route{}, false
 }
@@ -394,7 +409,7 @@ func (t *turnRelay) route(p *peer) (link.Route, bool) {
 // checked with probes (check) for a while, unless one was answered
 // lately.
 func (t *turnRelay) peerLeft(p *peer, now time.Time) {
-	if p.ep.Route().TURN == nil || now.Before(p.turn.okUntil) {
+	if !p.ep.Route().Is(link.TURN) || now.Before(p.turn.okUntil) {
 		return
 	}
 	p.turn.checkUntil = now.Add(turnProbeTimeout + time.Second)

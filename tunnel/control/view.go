@@ -96,11 +96,11 @@ func (c *Control) publish(now time.Time) {
 	}
 	for k, p := range c.peers {
 		r := p.ep.Route()
-		pv := PeerView{Path: p.path, NAT: p.nat, History: p.history, Probing: p.punch.Punching(now), Route: r.Dst, Relay: r.Relay}
+		pv := PeerView{Path: p.path, NAT: p.nat, History: p.history, Probing: p.punch.Punching(now), Route: r.Dst, Relay: r.Relayed()}
 		if p.mtu.path > 0 {
 			pv.PathMTU, pv.MTU = p.mtu.path, cmp.Or(p.mtu.route, c.ifaceMTU)
 		}
-		if r.Relay {
+		if r.Relayed() {
 			pv.Reason, pv.Via = p.relayReason(now), p.relayName(r)
 		} else if path := p.punch.Path(); path.Addr.IsValid() {
 			pv.RTT, pv.Heartbeat = path.RTT, p.punch.Heartbeat()

@@ -25,7 +25,7 @@ func TestRepointFailureLogged(t *testing.T) {
 	h.c.wg.(*fakeWireGuard).repointErr = errors.New("ipc refused")
 	h.register()
 	h.introduce(peerAddr)
-	if r := h.peer().ep.Route(); !r.Relay || r.Dst != rvAddr {
+	if r := h.peer().ep.Route(); !r.Relayed() || r.Dst != rvAddr {
 		t.Fatalf("route %+v right after the intro, want the relay", r)
 	}
 	if s := log.String(); !strings.Contains(s, "cannot point WireGuard at the peer's new route") || !strings.Contains(s, "ipc refused") {

@@ -1,8 +1,10 @@
 // Package link is the seam between the peer's control plane
 // (tunnel/control) and its data path (tunnel/bind): the values both sides
-// share — where a peer's packets go (Route), when WireGuard last used the
-// peer (Activity) — and the interfaces through which the control plane
-// steers the data path (DataPath, Peer). Neither side imports the other;
+// share — the ways packets travel (Transport), where a peer's go (Route:
+// a destination and a transport), when WireGuard last used the peer
+// (Activity) — and the interfaces through which the control plane steers
+// the data path (DataPath, Peer) and hears from it (Events). Neither side
+// imports the other;
 // the root package tunnel wires them together, as wireguard-go's device
 // meets its socket only through conn.Bind.
 //
@@ -12,43 +14,11 @@ package link
 
 import (
 	"bytes"
-	"net"
 	"net/netip"
 	"time"
 
-	"github.com/punchtun/punchtun/nat"
-	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
-	"github.com/punchtun/punchtun/tunnel/turnrelay"
 )
-
-// Route is where a peer's packets go: to the peer itself, or to a relay
-// that forwards them.
-type Route struct {
-	Dst   netip.AddrPort // the peer or the relay; invalid for no route
-	Relay bool           // Dst relays for us
-	// Stream, when set, carries relayed packets over TCP instead of UDP.
-	Stream *wire.Stream
-	// Socket, when set, sends instead of the shared socket: the socket a
-	// birthday punch won with, the only one the peer's NAT lets through.
-	Socket *net.UDPConn
-	// TURN, when set, relays: Dst is the peer's relayed address on a TURN
-	// server, reached through our own allocation.
-	TURN *turnrelay.Allocation
-}
-
-// Kind names a route as status shows it: direct, lan, relay or relay-tcp.
-func (r Route) Kind() string {
-	switch {
-	case !r.Dst.IsValid():
-		return nat.PathNone.String()
-	case r.Stream != nil:
-		return "relay-tcp"
-	case r.Relay:
-		return "relay"
-	}
-	return nat.KindOf(r.Dst).String()
-}
 
 // Activity is when WireGuard last sent to a peer, last got a packet from
 // it, and last got or sent one that was not a keepalive: sending without
@@ -72,11 +42,11 @@ type Peer interface {
 	Activity() Activity
 }
 
-// DataPath is what the control plane asks of the data path: the shared
-// socket's port and control packets, the peers' routes, and the packets
-// that arrive off the shared socket. Its methods never block on the
-// network, and the callbacks it calls run on the data path's goroutines:
-// they must not block either.
+// DataPath is what the control plane asks of the data path: the peers'
+// routes, the transports on the shared socket, reading the transports it
+// opens, and the packets to the tunnel's members. Its methods never block
+// on the network (but Serve, which reads), and it tells the control plane
+// what it sees through the Events given it at construction.
 type DataPath interface {
 	// Peer returns the peer's endpoint, creating it on first use.
 	Peer(k key.Key) Peer
@@ -84,36 +54,21 @@ type DataPath interface {
 	RemovePeer(k key.Key)
 	// Port is the shared socket's port.
 	Port() uint16
-	// SendTo writes one control packet to dst on the shared socket.
-	SendTo(pkt []byte, dst netip.AddrPort) error
+	// Shared is the shared socket; Relay the rendezvous's relay on it
+	// (the rendezvous at a route's Dst).
+	Shared() Transport
+	Relay() Transport
+	// Serve reads t until it is closed: WireGuard goes to WireGuard, the
+	// rest to Events.Control. peer is the one peer t carries (a birthday
+	// socket), or the zero key for a relay that carries any. A transport
+	// that is not a Receiver has nothing to read: Serve returns at once.
+	// The caller runs it on a goroutine it joins.
+	Serve(t Transport, peer key.Key)
 	// SetRelays names the rendezvous whose relay frames are accepted.
 	SetRelays(addrs []netip.AddrPort)
 	// SetTURNPeers names the peers' relayed addresses on TURN servers:
 	// WireGuard from there through our allocation is theirs.
 	SetTURNPeers(peers map[netip.AddrPort]key.Key)
-	// InjectRelayed takes a relay frame that came over a rendezvous's TCP
-	// stream and passes its WireGuard packet on; false when the frame is
-	// not one for WireGuard (then it is the control plane's).
-	InjectRelayed(frame []byte) bool
-	// ServeSocket reads a birthday socket that reaches peer until it is
-	// closed: WireGuard goes to WireGuard, the rest to control with its
-	// source. bufSize is the first read buffer's size.
-	ServeSocket(conn *net.UDPConn, peer key.Key, bufSize int, control func(pkt []byte, src netip.AddrPort))
-	// ServeTURN reads what comes through a TURN allocation until it is
-	// closed, as ServeSocket does.
-	ServeTURN(a *turnrelay.Allocation, control func(pkt []byte, src netip.AddrPort))
-	// OnMsgSize sets what is called when a batch to dst was too big for
-	// the path.
-	OnMsgSize(f func(dst netip.AddrPort))
-	// OnRelayedInitiation sets what is called when a peer's handshake
-	// initiation came through a relay while its route is direct.
-	OnRelayedInitiation(f func(peer key.Key))
-	// OnRelayedWhileTURN sets what is called, now and then, when a peer's
-	// packets come through a rendezvous's relay while its route is TURN.
-	OnRelayedWhileTURN(f func(peer key.Key))
-	// OnUnknownDestination sets what is called, without blocking, when a
-	// packet to an address of the network that no peer holds is held.
-	OnUnknownDestination(f func(dst netip.Addr))
 	// AddDestinations says a peer now in WireGuard holds addrs: what was
 	// held for them leaves. RemoveDestinations undoes it.
 	AddDestinations(addrs []netip.Addr)
@@ -130,7 +85,39 @@ type DataPath interface {
 	Resumed(now time.Time)
 }
 
+// Events is what the data path tells the control plane, on the data
+// path's goroutines: none may block, and what they are given they must
+// copy to keep.
+type Events interface {
+	// Control takes a packet that is not WireGuard's (STUN, the
+	// rendezvous's, a peer's probe), from src by via.
+	Control(pkt []byte, src netip.AddrPort, via Transport)
+	// MsgSize: a batch to dst was too big for the path.
+	MsgSize(dst netip.AddrPort)
+	// RelayedInitiation: a peer's handshake initiation came through a
+	// relay while its route is direct.
+	RelayedInitiation(peer key.Key)
+	// RelayedWhileTURN, now and then: a peer's packets come through a
+	// rendezvous's relay while its route is TURN.
+	RelayedWhileTURN(peer key.Key)
+	// UnknownDestination: a packet to an address of the network that no
+	// peer holds is held.
+	UnknownDestination(dst netip.Addr)
+}
+
 // Leads reports whether we, with public key ours, lead the pair with
 // theirs: the smaller key sends the path's heartbeats (nat.Punch) and
 // wins crossed handshakes (tunnel/bind).
 func Leads(ours, theirs key.Key) bool { return bytes.Compare(ours[:], theirs[:]) < 0 }
+
+// Discard is Events that hears nothing: a data path with no control plane
+// (tests, benchmarks).
+var Discard Events = discard{}
+
+type discard struct{}
+
+func (discard) Control([]byte, netip.AddrPort, Transport) {}
+func (discard) MsgSize(netip.AddrPort)                    {}
+func (discard) RelayedInitiation(key.Key)                 {}
+func (discard) RelayedWhileTURN(key.Key)                  {}
+func (discard) UnknownDestination(netip.Addr)             {}

@@ -1,4 +1,4 @@
-package bind
+package transport
 
 import (
 	"encoding/binary"
@@ -12,7 +12,7 @@ import (
 	"github.com/punchtun/punchtun/nat"
 )
 
-// UDP segmentation offload for the sockets beside the shared one — the
+// UDP segmentation offload for the sockets beside the shared one (udp.go) — the
 // birthday socket that won a round carries a peer's WireGuard traffic —
 // so that they move batches as the shared socket (wireguard-go's
 // StdNetBind) does: a run of equal-sized datagrams leaves in one sendmsg

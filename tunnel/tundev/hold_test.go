@@ -1,4 +1,4 @@
-package bind
+package tundev
 
 import (
 	"net/netip"
@@ -51,10 +51,9 @@ func ipv4To(dst string, id byte) []byte {
 // read is woken and gets the held packets, in order, and never an error.
 func TestHoldUntilMember(t *testing.T) {
 	dev := newPipeTUN(t)
-	h := newHoldingTUN(dev)
-	b := &Bind{hold: h}
 	misses := make(chan netip.Addr, 16)
-	b.OnUnknownDestination(func(dst netip.Addr) { misses <- dst })
+	h := newHoldingTUN(dev, func(dst netip.Addr) { misses <- dst })
+	b := &Device{hold: h}
 	b.SetNetwork([]netip.Prefix{netip.MustParsePrefix("100.64.0.0/24")}, []netip.Prefix{netip.MustParsePrefix("100.64.0.200/32")})
 
 	got := make(chan []byte, 16)
@@ -137,8 +136,8 @@ func TestHoldUntilMember(t *testing.T) {
 }
 
 func TestHoldBounds(t *testing.T) {
-	h := newHoldingTUN(newPipeTUN(t))
-	b := &Bind{hold: h}
+	h := newHoldingTUN(newPipeTUN(t), nil)
+	b := &Device{hold: h}
 	b.SetNetwork([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, nil)
 	for i := range heldDestinations + 5 {
 		dst := netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})

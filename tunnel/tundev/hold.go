@@ -1,4 +1,4 @@
-package bind
+package tundev
 
 import (
 	"errors"
@@ -13,7 +13,7 @@ import (
 
 // Members on demand. A network's members are not all in WireGuard: the
 // first packet from the TUN to an address of the network that no peer
-// holds is held here, and the control plane is told (OnUnknownDestination)
+// holds is held here, and the control plane is told (UnknownDestination)
 // and looks the address up. Once the member is in WireGuard,
 // AddDestinations hands the held packets to wireguard-go as if the TUN had
 // just given them, so the ping that started it all is answered, not lost.
@@ -78,7 +78,7 @@ type holdingTUN struct {
 	file *os.File // the TUN's, to wake a blocked read; nil: no waking
 	dsts atomic.Pointer[destinations]
 
-	onMiss atomic.Pointer[func(netip.Addr)]
+	onMiss func(netip.Addr) // told of each packet held; must not block
 	// Dropped counts held packets let go: too many for their
 	// destination, too many destinations, or held too long.
 	Dropped atomic.Uint64
@@ -90,8 +90,8 @@ type holdingTUN struct {
 	wmu sync.Mutex
 }
 
-func newHoldingTUN(dev tun.Device) *holdingTUN {
-	h := &holdingTUN{Device: dev, file: dev.File(), held: map[netip.Addr]*heldPackets{}}
+func newHoldingTUN(dev tun.Device, onMiss func(netip.Addr)) *holdingTUN {
+	h := &holdingTUN{Device: dev, file: dev.File(), onMiss: onMiss, held: map[netip.Addr]*heldPackets{}}
 	h.dsts.Store(&destinations{})
 	return h
 }
@@ -193,8 +193,8 @@ func (h *holdingTUN) hold(dst netip.Addr, pkt []byte) {
 		h.Dropped.Add(1)
 	}
 	h.mu.Unlock()
-	if f := h.onMiss.Load(); f != nil {
-		(*f)(dst)
+	if h.onMiss != nil {
+		h.onMiss(dst)
 	}
 }
 

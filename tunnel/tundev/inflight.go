@@ -1,9 +1,10 @@
-package bind
+package tundev
 
 import (
 	"sync/atomic"
 	"time"
 
+	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/tun"
 )
 
@@ -100,6 +101,43 @@ func (t *boundedTUN) Write(bufs [][]byte, offset int) (int, error) {
 	t.in.done(len(bufs))
 	return n, err
 }
+
+// boundedBind is the socket as wireguard-go sees it: its receive
+// functions wait while too many inbound packets are held, and sends count
+// outbound packets out.
+type boundedBind struct {
+	conn.Bind
+	in, out *inflight
+}
+
+func (b *boundedBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
+	fns, actual, err := b.Bind.Open(port)
+	for i, fn := range fns {
+		fns[i] = func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+			b.in.wait()
+			n, err := fn(bufs, sizes, eps)
+			b.in.add(heldData(bufs, sizes, n))
+			return n, err
+		}
+	}
+	return fns, actual, err
+}
+
+func (b *boundedBind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	err := b.Bind.Send(bufs, ep)
+	b.out.done(dataPackets(bufs))
+	return err
+}
+
+// WireGuard's transport messages: a type, and 32 bytes (a 16-byte header
+// and a 16-byte tag) around the packet they carry, if any.
+const (
+	wireGuardTransport    = 4
+	wireGuardKeepaliveLen = 32
+)
+
+// isData reports whether p is a transport message that carries a packet.
+func isData(p []byte) bool { return len(p) > wireGuardKeepaliveLen && p[0] == wireGuardTransport }
 
 // heldData counts the WireGuard data packets among the first n of bufs
 // that a receive function hands wireguard-go (those of size 0 it skips).

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package bind
+package tundev
 
 import (
 	"errors"
