@@ -198,19 +198,14 @@ func (c *Control) checkResume(now time.Time) {
 // initiation from before the freeze, whose answer no longer matches
 // anything it has.
 func (c *Control) resumed(now time.Time, gap time.Duration) {
+	if c.resumedBriefly(now, gap) {
+		return // the NATs' mappings likely outlived it (freeze.go)
+	}
 	c.log.Info("resumed after a freeze or sleep: treating it as a network change", "gap", gap.Round(time.Millisecond))
 	c.data.Resumed(now)
 	c.networkChanged(now)
 	for _, p := range c.peers {
-		direct := p.punch.Path().Addr.IsValid()
-		p.punch.Forget()
-		p.closeBirthday(true)
-		p.nextQuery, p.backoff = now, minBackoff
-		p.nextBirthday, p.birthdayBackoff = time.Time{}, minBirthdayBackoff
-		if direct {
-			p.updateRoute(now, "resumed after a freeze or sleep: the NATs' mappings are likely gone")
-		}
-		c.wg.Rehandshake(p.key)
+		p.resumeAfresh(now)
 	}
 }
 
