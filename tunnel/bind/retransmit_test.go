@@ -1,0 +1,104 @@
+package bind
+
+import (
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
+	"github.com/punchtun/punchtun/tunnel/link"
+)
+
+// countingStd is a conn.Bind under the real Bind that counts what it sends
+// by message type; the Bind's timers send from their own goroutines.
+type countingStd struct {
+	fakeStd
+	mu     sync.Mutex
+	byType map[byte]int
+}
+
+func (f *countingStd) Send(bufs [][]byte, ep conn.Endpoint) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, b := range bufs {
+		f.byType[b[0]]++
+	}
+	return nil
+}
+
+func (f *countingStd) count(typ byte) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.byType[typ]
+}
+
+func newCountingBind(t *testing.T) (*Bind, *countingStd, *PeerEndpoint, netip.AddrPort) {
+	b := New(key.Key{1}, func([]byte, netip.AddrPort) {})
+	t.Cleanup(func() { b.Close() })
+	std := &countingStd{byType: map[byte]int{}}
+	b.std = std
+	pe := b.PeerEndpoint(key.Key{2})
+	src := netip.MustParseAddrPort("203.0.113.22:4000")
+	pe.SetRoute(link.Route{Dst: src})
+	return b, std, pe, src
+}
+
+// TestUnansweredInitiationSentAgain: an initiation with no answer goes
+// again every minRetry (no round trip known yet), not once only, and stops
+// at its answer.
+func TestUnansweredInitiationSentAgain(t *testing.T) {
+	b, std, pe, src := newCountingBind(t)
+	b.Send([][]byte{handshakeMsg(wireGuardInitiation, 1)}, pe) // sender index 1
+	deadline := time.Now().Add(5 * time.Second)
+	for std.count(wireGuardInitiation) < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d initiations sent in 5 s, want 4 or more within half a second", std.count(wireGuardInitiation))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	resp := handshakeMsg(wireGuardResponse, 9)
+	resp[8] = 1
+	if !pe.received(resp, src, false) {
+		t.Fatal("the answer was refused")
+	}
+	n := std.count(wireGuardInitiation)
+	time.Sleep(3 * minRetry) // absence can only be shown by waiting
+	if got := std.count(wireGuardInitiation); got > n+1 {
+		t.Fatalf("%d initiations sent after the answer, want at most the one under way", got-n)
+	}
+}
+
+// TestLostResponseSentAgain: a copy of an initiation the responder already
+// answered means its response was lost: the response goes again, at most
+// once every minRetry; WireGuard itself never sees the copy.
+func TestLostResponseSentAgain(t *testing.T) {
+	b, std, pe, src := newCountingBind(t)
+	init := handshakeMsg(wireGuardInitiation, 7) // sender index 7
+	now := time.Now()
+	if !pe.received(init, src, false) {
+		t.Fatal("the initiation was refused")
+	}
+	resp := handshakeMsg(wireGuardResponse, 3)
+	resp[8] = 7
+	b.Send([][]byte{resp}, pe)
+	time.Sleep(minRetry)
+	if pe.received(init, src, false) {
+		t.Fatal("the copy of the initiation went on to WireGuard")
+	}
+	pe.received(init, src, false) // a second copy at once: not answered again
+	want := 2
+	deadline := now.Add(time.Second)
+	for std.count(wireGuardResponse) < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d responses sent, want %d: the lost one went not again", std.count(wireGuardResponse), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(minRetry / 2) // before the response's own copy (handshakeCopyDelay)
+	if got := std.count(wireGuardResponse); got != want {
+		t.Fatalf("%d responses sent, want %d", got, want)
+	}
+}
