@@ -124,9 +124,7 @@ func (pe *PeerEndpoint) received(pkt []byte, src netip.AddrPort, relayed bool) b
 			return false
 		}
 		if !pe.admitHandshake(pkt, via(src, relayed), now) {
-			if pe.b != nil {
-				pe.b.reanswer(pe, pkt, now) // our response may be lost (retransmit.go)
-			}
+			pe.reanswer(pkt, now) // our response may be lost (retransmit.go)
 			return false
 		}
 	}

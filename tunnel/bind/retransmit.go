@@ -54,7 +54,11 @@ func (pe *PeerEndpoint) unanswered(init []byte) bool {
 // retransmit sends pe's initiation init, which left at sent (or was held
 // then), again every retryInterval while it stays unanswered, within
 // resendWindow of sent.
-func (b *Bind) retransmit(pe *PeerEndpoint, init []byte, sent time.Time) {
+func (pe *PeerEndpoint) retransmit(init []byte, sent time.Time) {
+	b := pe.b
+	if b == nil {
+		return
+	}
 	var again func()
 	again = func() {
 		if time.Since(sent) >= resendWindow || !pe.unanswered(init) {
@@ -71,8 +75,9 @@ func (b *Bind) retransmit(pe *PeerEndpoint, init []byte, sent time.Time) {
 // reanswer follows a copy of the peer's initiation that pe already let
 // through (dropped as a copy): if pe's latest response answers it, that
 // response was lost, and goes again the way the first went.
-func (b *Bind) reanswer(pe *PeerEndpoint, init []byte, now time.Time) {
-	if init[0] != wireGuardInitiation {
+func (pe *PeerEndpoint) reanswer(init []byte, now time.Time) {
+	b := pe.b
+	if b == nil || init[0] != wireGuardInitiation {
 		return
 	}
 	pe.mu.Lock()

@@ -226,7 +226,7 @@ func (b *Bind) sendHandshakes(bufs [][]byte, pe *PeerEndpoint, r *route, now tim
 			out = via
 		}
 		if p[0] == wireGuardInitiation {
-			b.retransmit(pe, bytes.Clone(p), now) // until answered, held or not (retransmit.go)
+			pe.retransmit(bytes.Clone(p), now) // until answered, held or not (retransmit.go)
 		}
 		if out == nil {
 			continue // held

@@ -24,43 +24,6 @@ import (
 // birthday socket, so losing the path keeps that socket open while its
 // NAT mapping may live (lingerBirthday) instead of closing it.
 
-// resumedBriefly handles a resume after a freeze of gap, which ended at
-// now, if every direct path was heard within its heartbeat interval
-// (freeze included); it reports whether it did. Otherwise resumed treats
-// the wake-up as a new network.
-func (c *Control) resumedBriefly(now time.Time, gap time.Duration) bool {
-	before := now.Add(-gap) // the last tick before the freeze
-	direct := 0
-	for _, p := range c.peers {
-		if !p.punch.Path().Addr.IsValid() {
-			continue
-		}
-		idle := gap
-		if heard := p.punch.LastHeard(); heard.Before(before) {
-			idle += before.Sub(heard) // heard after it: the backlog, read on waking
-		}
-		if idle >= p.punch.Heartbeat() {
-			return false
-		}
-		direct++
-	}
-	if direct == 0 {
-		return false
-	}
-	c.log.Info("resumed after a short freeze: probing the direct paths", "gap", gap.Round(time.Millisecond), "direct_paths", direct)
-	c.data.Resumed(now)
-	c.reregister(now)
-	for _, p := range c.peers {
-		if p.punch.Path().Addr.IsValid() {
-			p.punch.Suspect(now)
-			c.wg.Rehandshake(p.key)
-		} else {
-			p.resumeAfresh(now)
-		}
-	}
-	return true
-}
-
 // resumeAfresh sets p up as for a peer never met after a freeze or sleep
 // that its NATs' mappings likely did not outlive: its direct path, if
 // any, left for the relay, the last rounds' results and backoffs

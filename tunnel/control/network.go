@@ -209,6 +209,44 @@ func (c *Control) resumed(now time.Time, gap time.Duration) {
 	}
 }
 
+// resumedBriefly handles a resume after a short freeze (freeze.go) of
+// gap, which ended at now: if every direct path was heard within its
+// heartbeat interval, freeze included, they are kept and probed. It
+// reports whether it did; otherwise resumed treats the wake-up as a new
+// network.
+func (c *Control) resumedBriefly(now time.Time, gap time.Duration) bool {
+	before := now.Add(-gap) // the last tick before the freeze
+	direct := 0
+	for _, p := range c.peers {
+		if !p.punch.Path().Addr.IsValid() {
+			continue
+		}
+		idle := gap
+		if heard := p.punch.LastHeard(); heard.Before(before) {
+			idle += before.Sub(heard) // heard after it: the backlog, read on waking
+		}
+		if idle >= p.punch.Heartbeat() {
+			return false
+		}
+		direct++
+	}
+	if direct == 0 {
+		return false
+	}
+	c.log.Info("resumed after a short freeze: probing the direct paths", "gap", gap.Round(time.Millisecond), "direct_paths", direct)
+	c.data.Resumed(now)
+	c.reregister(now)
+	for _, p := range c.peers {
+		if p.punch.Path().Addr.IsValid() {
+			p.punch.Suspect(now)
+			c.wg.Rehandshake(p.key)
+		} else {
+			p.resumeAfresh(now)
+		}
+	}
+	return true
+}
+
 // queuePathCheck asks the control goroutine to look up the path MTU to
 // dst (pathmtu.go). It never blocks: a full queue means checks are
 // pending anyway.
