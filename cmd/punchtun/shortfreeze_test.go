@@ -4,7 +4,6 @@ package main
 
 import (
 	"fmt"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -20,30 +19,14 @@ import (
 // led to when it lost the path: direct again after 9–12 s.
 func TestShortFreezeStaysDirect(t *testing.T) {
 	const freeze = 5 * time.Second
-	l := newLab(t, "ptsf", "easy", "hard")
-	for _, router := range []string{"nata", "natb"} {
-		for _, s := range []string{"nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream"} {
-			l.run(router, "sysctl", "-qw", fmt.Sprintf("net.netfilter.%s=%d", s, 30))
-		}
-	}
-	rv := l.newRendezvous("rendezvous", rendezvousAddr, []string{rendezvousAddr, rendezvousAddr2}, "")
-	a, b, pa, pb := l.pair("ptsfa", "a1", "ptsfb", "b1", "direct", rv)
+	l, a, b, sides := freezeLab(t, "ptsf")
 	other := map[*peerSpec]*peerSpec{a: b, b: a}
 	l.startPinger(a, b)
 	l.startPinger(b, a)
-	for _, frozen := range []struct {
-		p    *peerSpec
-		proc *proc
-		nat  string
-	}{{b, pb, "hard"}, {a, pa, "easy"}, {b, pb, "hard"}, {a, pa, "easy"}} {
+	for _, frozen := range append(sides, sides...) { // each side twice
 		l.waitPath(a, "direct")
 		l.waitPath(b, "direct")
-		frozen.proc.cmd.Process.Signal(syscall.SIGSTOP)
-		time.Sleep(freeze) // the freeze is the test's parameter
-		frozen.proc.cmd.Process.Signal(syscall.SIGCONT)
-		t0 := time.Now()
-		out := l.answeredWithin(frozen.p, other[frozen.p], t0, 20*time.Second)
-		in := l.answeredWithin(other[frozen.p], frozen.p, t0, 20*time.Second)
+		t0, out, in := l.freeze(frozen, other[frozen.p], freeze)
 		direct := l.directAgain(t0, 20*time.Second, a, b)
 		t.Logf("%s side frozen %v: answered %v → / %v ← after SIGCONT, direct again after %v",
 			frozen.nat, freeze, out.Round(time.Millisecond), in.Round(time.Millisecond), direct.Round(time.Millisecond))
