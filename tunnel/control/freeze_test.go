@@ -1,0 +1,67 @@
+package control
+
+import (
+	"testing"
+	"time"
+
+	"github.com/punchtun/punchtun/nat"
+)
+
+// TestControlShortFreezeKeepsDirect: a tick 5 s late (the process was
+// stopped for less than the NATs keep an idle mapping) keeps the direct
+// path and probes it at once; answered, it stays; the data path is told
+// and a handshake starts, as after any freeze.
+func TestControlShortFreezeKeepsDirect(t *testing.T) {
+	h := newHarness(t)
+	h.goDirect()
+	h.advance(time.Second)
+	h.take()
+	h.now = h.now.Add(5 * time.Second)
+	h.c.tick(h.now)
+	p := h.peer()
+	if r := p.ep.Route(); r.Relay || r.Dst != peerAddr {
+		t.Fatalf("route %+v right after a 5-s freeze, want direct to %v", r, peerAddr)
+	}
+	if h.data.resumed != 1 || h.c.wg.(*fakeWireGuard).rehandshakes != 1 {
+		t.Errorf("data path told %d times, %d new handshakes; want 1 and 1", h.data.resumed, h.c.wg.(*fakeWireGuard).rehandshakes)
+	}
+	sent := h.take()
+	h.now = h.now.Add(time.Millisecond) // the round trip
+	if h.answerProbes(sent, peerAddr) == 0 {
+		t.Fatal("no probe of the direct path after the freeze")
+	}
+	h.advance(nat.SuspectTimeout + time.Second)
+	if r := p.ep.Route(); r.Relay || r.Dst != peerAddr {
+		t.Fatalf("route %+v after the probe was answered, want direct to %v", r, peerAddr)
+	}
+}
+
+// TestControlShortFreezeDeadPath: the path probed after a short freeze
+// that nobody answers is left for the relay within nat.SuspectTimeout.
+func TestControlShortFreezeDeadPath(t *testing.T) {
+	h := newHarness(t)
+	h.goDirect()
+	h.advance(time.Second)
+	h.take()
+	h.now = h.now.Add(5 * time.Second)
+	h.c.tick(h.now)
+	h.advance(nat.SuspectTimeout + 3*tickInterval)
+	if r := h.peer().ep.Route(); !r.Relay {
+		t.Fatalf("route %+v after its probes went unanswered, want the relay", r)
+	}
+}
+
+// TestControlLongIdleFreezeIsANetworkChange: a 5-s freeze after the path
+// was last heard nearly a heartbeat interval ago adds up to more than the
+// NATs are known to keep an idle mapping: the path is left at once.
+func TestControlLongIdleFreezeIsANetworkChange(t *testing.T) {
+	h := newHarness(t)
+	h.goDirect()
+	h.advance(nat.HeartbeatInterval - 2*time.Second) // heard nothing since
+	h.take()
+	h.now = h.now.Add(5 * time.Second)
+	h.c.tick(h.now)
+	if r := h.peer().ep.Route(); !r.Relay {
+		t.Fatalf("route %+v, want the relay", r)
+	}
+}
