@@ -102,3 +102,22 @@ func TestLostResponseSentAgain(t *testing.T) {
 		t.Fatalf("%d responses sent, want %d", got, want)
 	}
 }
+
+// TestCrossedInitiationNotSentAgain: once this side answered the peer's
+// initiation (crossed initiations: the leader drops ours and its copies),
+// ours is not sent again.
+func TestCrossedInitiationNotSentAgain(t *testing.T) {
+	b, std, pe, src := newCountingBind(t)
+	b.Send([][]byte{handshakeMsg(wireGuardInitiation, 1)}, pe)
+	if !pe.received(handshakeMsg(wireGuardInitiation, 7), src, false) {
+		t.Fatal("the peer's initiation was refused")
+	}
+	resp := handshakeMsg(wireGuardResponse, 3)
+	resp[8] = 7
+	b.Send([][]byte{resp}, pe)
+	n := std.count(wireGuardInitiation)
+	time.Sleep(3 * minRetry) // absence can only be shown by waiting
+	if got := std.count(wireGuardInitiation); got > n+1 {
+		t.Fatalf("%d initiations sent after we answered the peer's, want at most the one under way", got-n)
+	}
+}
