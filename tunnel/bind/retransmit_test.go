@@ -35,8 +35,10 @@ func (f *countingStd) count(typ byte) int {
 	return f.byType[typ]
 }
 
-func newCountingBind(t *testing.T) (*Bind, *countingStd, *PeerEndpoint, netip.AddrPort) {
-	b := New(key.Key{1}, func([]byte, netip.AddrPort) {})
+// newCountingBind is a Bind of key local with one peer, key{2}, on a
+// direct route.
+func newCountingBind(t *testing.T, local key.Key) (*Bind, *countingStd, *PeerEndpoint, netip.AddrPort) {
+	b := New(local, func([]byte, netip.AddrPort) {})
 	t.Cleanup(func() { b.Close() })
 	std := &countingStd{byType: map[byte]int{}}
 	b.std = std
@@ -50,7 +52,7 @@ func newCountingBind(t *testing.T) (*Bind, *countingStd, *PeerEndpoint, netip.Ad
 // again every minRetry (no round trip known yet), not once only, and stops
 // at its answer.
 func TestUnansweredInitiationSentAgain(t *testing.T) {
-	b, std, pe, src := newCountingBind(t)
+	b, std, pe, src := newCountingBind(t, key.Key{1})
 	b.Send([][]byte{handshakeMsg(wireGuardInitiation, 1)}, pe) // sender index 1
 	deadline := time.Now().Add(5 * time.Second)
 	for std.count(wireGuardInitiation) < 4 {
@@ -75,7 +77,7 @@ func TestUnansweredInitiationSentAgain(t *testing.T) {
 // answered means its response was lost: the response goes again, at most
 // once every minRetry; WireGuard itself never sees the copy.
 func TestLostResponseSentAgain(t *testing.T) {
-	b, std, pe, src := newCountingBind(t)
+	b, std, pe, src := newCountingBind(t, key.Key{1})
 	init := handshakeMsg(wireGuardInitiation, 7) // sender index 7
 	now := time.Now()
 	if !pe.received(init, src, false) {
@@ -107,7 +109,7 @@ func TestLostResponseSentAgain(t *testing.T) {
 // initiation (crossed initiations: the leader drops ours and its copies),
 // ours is not sent again.
 func TestCrossedInitiationNotSentAgain(t *testing.T) {
-	b, std, pe, src := newCountingBind(t)
+	b, std, pe, src := newCountingBind(t, key.Key{3}) // the follower
 	b.Send([][]byte{handshakeMsg(wireGuardInitiation, 1)}, pe)
 	if !pe.received(handshakeMsg(wireGuardInitiation, 7), src, false) {
 		t.Fatal("the peer's initiation was refused")
