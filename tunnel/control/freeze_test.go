@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/punchtun/punchtun/nat"
+	"github.com/punchtun/punchtun/tunnel/link"
 )
 
 // TestControlShortFreezeKeepsDirect: a tick 5 s late (the process was
@@ -63,5 +64,21 @@ func TestControlLongIdleFreezeIsANetworkChange(t *testing.T) {
 	h.c.tick(h.now)
 	if r := h.peer().ep.Route(); !r.Relay {
 		t.Fatalf("route %+v, want the relay", r)
+	}
+}
+
+// TestControlShortFreezeBusyPath: on a path in use, WireGuard's packets,
+// not the probes (sent only when it falls silent), show it alive: a 5-s
+// freeze long after the last probe keeps it.
+func TestControlShortFreezeBusyPath(t *testing.T) {
+	h := newHarness(t)
+	h.goDirect()
+	h.advance(nat.HeartbeatInterval - 2*time.Second)
+	h.take()
+	h.peer().ep.(*fakePeer).activity = link.Activity{Sent: h.now, Received: h.now, Data: h.now}
+	h.now = h.now.Add(5 * time.Second)
+	h.c.tick(h.now)
+	if r := h.peer().ep.Route(); r.Relay || r.Dst != peerAddr {
+		t.Fatalf("route %+v right after a 5-s freeze of a busy path, want direct to %v", r, peerAddr)
 	}
 }

@@ -221,9 +221,11 @@ func (c *Control) resumedBriefly(now time.Time, gap time.Duration) bool {
 		if !p.punch.Path().Addr.IsValid() {
 			continue
 		}
+		// Heard: a probe, or any WireGuard packet, which keeps the NATs'
+		// mappings as well. After before: the backlog, read on waking.
 		idle := gap
-		if heard := p.punch.LastHeard(); heard.Before(before) {
-			idle += before.Sub(heard) // heard after it: the backlog, read on waking
+		if heard := latest(p.punch.LastHeard(), p.ep.Activity().Received); heard.Before(before) {
+			idle += before.Sub(heard)
 		}
 		if idle >= p.punch.Heartbeat() {
 			return false
