@@ -50,7 +50,8 @@ const mtuCheckInterval = 5 * time.Second
 const wireGuardPadding = 16
 
 // innerMTU is the largest packet the tunnel carries whole over a path of
-// pathMTU bytes to dst, through a relay if relayed, padding included.
+// pathMTU bytes to dst, through a relay if relayed, before WireGuard's
+// padding.
 func innerMTU(pathMTU int, dst netip.Addr, relayed bool) int {
 	ipHeader := 20
 	if dst.Is6() && !dst.Is4In6() {
@@ -60,27 +61,36 @@ func innerMTU(pathMTU int, dst netip.Addr, relayed bool) int {
 	if relayed {
 		n -= wire.RelayHeaderLen
 	}
-	return n - n%wireGuardPadding
+	return n
+}
+
+// fittingRouteMTU is the MTU for the routes to a peer over a path that carries
+// packets of inner bytes whole, through an interface of ifaceMTU; 0 when
+// the interface's fits. Below the interface's MTU, WireGuard's padding
+// must fit too: a multiple of wireGuardPadding.
+func fittingRouteMTU(inner, ifaceMTU int) int {
+	if inner >= ifaceMTU {
+		return 0 // padded at most to the interface's MTU, which fits
+	}
+	return max(inner-inner%wireGuardPadding, minIPv4MTU)
 }
 
 // fitPathMTU fits p's routes to mtu, the path MTU of r, p's route (0:
 // none known below the links').
 func (p *peer) fitPathMTU(mtu int, r link.Route) {
 	c := p.c
-	routeMTU := 0
+	fit := 0
 	if mtu > 0 {
-		if inner := innerMTU(mtu, r.Dst.Addr(), r.Relay); inner < c.ifaceMTU {
-			routeMTU = max(inner, minIPv4MTU)
-		}
+		fit = fittingRouteMTU(innerMTU(mtu, r.Dst.Addr(), r.Relay), c.ifaceMTU)
 	}
 	if p.pathMTU != mtu {
-		c.log.Info("path MTU", "peer", p.label(), "endpoint", r.Dst, "path_mtu", mtu, "tunnel_mtu", cmp.Or(routeMTU, c.ifaceMTU))
+		c.log.Info("path MTU", "peer", p.label(), "endpoint", r.Dst, "path_mtu", mtu, "tunnel_mtu", cmp.Or(fit, c.ifaceMTU))
 		p.pathMTU = mtu
 	}
-	if p.routeMTU != routeMTU {
-		p.routeMTU = routeMTU
-		if err := c.wg.SetPeerMTU(p.key, routeMTU); err != nil {
-			c.log.Warn("cannot set the MTU of the routes to a peer", "peer", p.label(), "mtu", routeMTU, "err", err)
+	if p.routeMTU != fit {
+		p.routeMTU = fit
+		if err := c.wg.SetPeerMTU(p.key, fit); err != nil {
+			c.log.Warn("cannot set the MTU of the routes to a peer", "peer", p.label(), "mtu", fit, "err", err)
 		}
 	}
 }
