@@ -80,7 +80,7 @@ func (l *lab) dropFirstHandshakes(router string, n int, allRelayed bool) {
 		}
 	}
 	file := filepath.Join(l.dir, "first-handshakes.nft")
-	os.WriteFile(file, []byte("table inet ptfirst {\n\tchain fwd {\n\t\ttype filter hook forward priority -10;\n"+rules+"\t}\n}\n"), 0o600)
+	os.WriteFile(file, []byte("table inet ptfirst {\n\tchain drops {\n\t\ttype filter hook forward priority -10;\n"+rules+"\t}\n}\n"), 0o600)
 	l.run(router, "nft", "-f", file)
 }
 
