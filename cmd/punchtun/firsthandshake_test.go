@@ -20,10 +20,11 @@ import (
 // (relayed handshakes all dropped, so that the handshake must go direct),
 // through the rendezvous's UDP relay (hard/hard), and over TCP to it (a
 // network that blocks UDP: the drops hit the UDP leg between the
-// rendezvous and b). The first ping must still be answered within a second
-// of the start, both ways. WireGuard makes a new initiation only 5 s after
-// the last: before, the initiation and its one copy both lost cost those
-// 5 s.
+// rendezvous and b). b is up already, as in
+// TestUDPBlockedStartWithinASecond; the first ping must be answered within
+// a second of a's start, both ways. WireGuard makes a new initiation only
+// 5 s after the last: before, the initiation and its one copy both lost
+// cost those 5 s.
 func TestFirstHandshakeLost(t *testing.T) {
 	for _, tc := range []struct {
 		name, prefix, natA, natB string
@@ -39,10 +40,10 @@ func TestFirstHandshakeLost(t *testing.T) {
 			rvKey := l.startRendezvous()
 			a := newPeer(t, "a1", tc.prefix+"a", "100.64.0.1")
 			b := newPeer(t, "b1", tc.prefix+"b", "100.64.0.2")
-			confA, confB := l.writeConfig(a, b, rvKey), l.writeConfig(b, a, rvKey)
+			l.up(b, a, rvKey) // its first contact with a comes with a's start
+			conf := l.writeConfig(a, b, rvKey)
 			t0 := time.Now()
-			l.startPeer(a, confA, a.iface)
-			l.startPeer(b, confB, b.iface)
+			l.startPeer(a, conf, a.iface)
 			ab := l.answeredWithin(a, b, t0, 20*time.Second)
 			ba := l.answeredWithin(b, a, t0, 20*time.Second)
 			dropped := l.run("natb", "nft", "list", "table", "inet", "ptfirst")
