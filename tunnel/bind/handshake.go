@@ -65,8 +65,10 @@ type handshakes struct {
 	admitted   [2][]byte
 	admittedAt [2]time.Time
 	// reansweredAt: when our response last went again for a copy of the
-	// initiation it answered (retransmit.go).
+	// initiation it answered; retrying: the initiation being sent again
+	// (retransmit.go).
 	reansweredAt time.Time
+	retrying     []byte
 }
 
 // dedupeWindow is how long a copy of a handshake message already let

@@ -55,15 +55,27 @@ func (pe *PeerEndpoint) unanswered(init []byte) bool {
 
 // retransmit sends pe's initiation init, which left at sent (or was held
 // then), again every retryInterval while it stays unanswered, within
-// resendWindow of sent.
+// resendWindow of sent. The same initiation sent again on a new route
+// (takeHandshakes) keeps the one series going.
 func (pe *PeerEndpoint) retransmit(init []byte, sent time.Time) {
 	b := pe.b
-	if b == nil {
+	pe.mu.Lock()
+	going := bytes.Equal(pe.hs.retrying, init)
+	if !going {
+		pe.hs.retrying = init
+	}
+	pe.mu.Unlock()
+	if b == nil || going {
 		return
 	}
 	var again func()
 	again = func() {
 		if time.Since(sent) >= resendWindow || !pe.unanswered(init) {
+			pe.mu.Lock()
+			if bytes.Equal(pe.hs.retrying, init) {
+				pe.hs.retrying = nil
+			}
+			pe.mu.Unlock()
 			return
 		}
 		if r := pe.route.Load(); r != nil {

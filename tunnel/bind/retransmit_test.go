@@ -123,3 +123,18 @@ func TestCrossedInitiationNotSentAgain(t *testing.T) {
 		t.Fatalf("%d initiations sent after we answered the peer's, want at most the one under way", got-n)
 	}
 }
+
+// TestInitiationSentAgainOnce: the initiation sent again on a new route
+// keeps its one series of copies going, not a second beside it.
+func TestInitiationSentAgainOnce(t *testing.T) {
+	b, std, pe, src := newCountingBind(t, key.Key{1})
+	b.Send([][]byte{handshakeMsg(wireGuardInitiation, 1)}, pe)
+	time.Sleep(handshakeCopyDelay + minRetry/2)
+	pe.SetRoute(link.Route{Dst: src}) // a new route: the initiation goes on it at once
+	n := std.count(wireGuardInitiation)
+	window := 5 * minRetry
+	time.Sleep(window) // the rate can only be seen over time
+	if got, most := std.count(wireGuardInitiation)-n, int(window/minRetry)+1; got > most {
+		t.Fatalf("%d initiations in %v after the new route, want at most %d: two series of copies", got, window, most)
+	}
+}
