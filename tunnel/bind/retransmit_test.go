@@ -35,6 +35,16 @@ func (f *countingStd) count(typ byte) int {
 	return f.byType[typ]
 }
 
+// waitFor polls until n messages of typ were sent or limit passed, and
+// returns how many were.
+func (f *countingStd) waitFor(typ byte, n int, limit time.Duration) int {
+	deadline := time.Now().Add(limit)
+	for f.count(typ) < n && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return f.count(typ)
+}
+
 // newCountingBind is a Bind of key local with one peer, key{2}, on a
 // direct route.
 func newCountingBind(t *testing.T, local key.Key) (*Bind, *countingStd, *PeerEndpoint, netip.AddrPort) {
@@ -54,12 +64,8 @@ func newCountingBind(t *testing.T, local key.Key) (*Bind, *countingStd, *PeerEnd
 func TestUnansweredInitiationSentAgain(t *testing.T) {
 	b, std, pe, src := newCountingBind(t, key.Key{1})
 	b.Send([][]byte{handshakeMsg(wireGuardInitiation, 1)}, pe) // sender index 1
-	deadline := time.Now().Add(5 * time.Second)
-	for std.count(wireGuardInitiation) < 4 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d initiations sent in 5 s, want 4 or more within half a second", std.count(wireGuardInitiation))
-		}
-		time.Sleep(10 * time.Millisecond)
+	if got := std.waitFor(wireGuardInitiation, 4, 5*time.Second); got < 4 {
+		t.Fatalf("%d initiations sent in 5 s, want 4 or more within half a second", got)
 	}
 	resp := handshakeMsg(wireGuardResponse, 9)
 	resp[8] = 1
@@ -92,12 +98,8 @@ func TestLostResponseSentAgain(t *testing.T) {
 	}
 	pe.received(init, src, false) // a second copy at once: not answered again
 	want := 2
-	deadline := now.Add(time.Second)
-	for std.count(wireGuardResponse) < want {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d responses sent, want %d: the lost one went not again", std.count(wireGuardResponse), want)
-		}
-		time.Sleep(5 * time.Millisecond)
+	if got := std.waitFor(wireGuardResponse, want, time.Until(now.Add(time.Second))); got < want {
+		t.Fatalf("%d responses sent, want %d: the lost one went not again", got, want)
 	}
 	time.Sleep(minRetry / 2) // before the response's own copy (handshakeCopyDelay)
 	if got := std.count(wireGuardResponse); got != want {

@@ -13,12 +13,7 @@ import (
 // path and probes it at once; answered, it stays; the data path is told
 // and a handshake starts, as after any freeze.
 func TestControlShortFreezeKeepsDirect(t *testing.T) {
-	h := newHarness(t)
-	h.goDirect()
-	h.advance(time.Second)
-	h.take()
-	h.now = h.now.Add(5 * time.Second)
-	h.c.tick(h.now)
+	h := newFrozenHarness(t, time.Second, 5*time.Second)
 	p := h.peer()
 	if r := p.ep.Route(); r.Relay || r.Dst != peerAddr {
 		t.Fatalf("route %+v right after a 5-s freeze, want direct to %v", r, peerAddr)
@@ -40,12 +35,7 @@ func TestControlShortFreezeKeepsDirect(t *testing.T) {
 // TestControlShortFreezeDeadPath: the path probed after a short freeze
 // that nobody answers is left for the relay within nat.SuspectTimeout.
 func TestControlShortFreezeDeadPath(t *testing.T) {
-	h := newHarness(t)
-	h.goDirect()
-	h.advance(time.Second)
-	h.take()
-	h.now = h.now.Add(5 * time.Second)
-	h.c.tick(h.now)
+	h := newFrozenHarness(t, time.Second, 5*time.Second)
 	h.advance(nat.SuspectTimeout + 3*tickInterval)
 	if r := h.peer().ep.Route(); !r.Relay {
 		t.Fatalf("route %+v after its probes went unanswered, want the relay", r)
@@ -56,12 +46,7 @@ func TestControlShortFreezeDeadPath(t *testing.T) {
 // was last heard nearly a heartbeat interval ago adds up to more than the
 // NATs are known to keep an idle mapping: the path is left at once.
 func TestControlLongIdleFreezeIsANetworkChange(t *testing.T) {
-	h := newHarness(t)
-	h.goDirect()
-	h.advance(nat.HeartbeatInterval - 2*time.Second) // heard nothing since
-	h.take()
-	h.now = h.now.Add(5 * time.Second)
-	h.c.tick(h.now)
+	h := newFrozenHarness(t, nat.HeartbeatInterval-2*time.Second, 5*time.Second) // heard nothing before
 	if r := h.peer().ep.Route(); !r.Relay {
 		t.Fatalf("route %+v, want the relay", r)
 	}
@@ -76,9 +61,26 @@ func TestControlShortFreezeBusyPath(t *testing.T) {
 	h.advance(nat.HeartbeatInterval - 2*time.Second)
 	h.take()
 	h.peer().ep.(*fakePeer).activity = link.Activity{Sent: h.now, Received: h.now, Data: h.now}
-	h.now = h.now.Add(5 * time.Second)
-	h.c.tick(h.now)
+	h.freeze(5 * time.Second)
 	if r := h.peer().ep.Route(); r.Relay || r.Dst != peerAddr {
 		t.Fatalf("route %+v right after a 5-s freeze of a busy path, want direct to %v", r, peerAddr)
 	}
+}
+
+// newFrozenHarness is a harness with a direct path to the peer, quiet for
+// idle, then frozen for gap.
+func newFrozenHarness(t *testing.T, idle, gap time.Duration) *harness {
+	h := newHarness(t)
+	h.goDirect()
+	h.advance(idle)
+	h.take()
+	h.freeze(gap)
+	return h
+}
+
+// freeze is a control goroutine stopped for gap: its next tick comes that
+// much late.
+func (h *harness) freeze(gap time.Duration) {
+	h.now = h.now.Add(gap)
+	h.c.tick(h.now)
 }
