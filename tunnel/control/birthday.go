@@ -22,7 +22,7 @@ import (
 // probes still in flight.
 const birthdayLinger = 2 * time.Second
 
-// birthdayBackoff spaces birthday rounds for a peer that keeps failing
+// peerBirthday.backoff spaces birthday rounds for a peer that keeps failing
 // them; it doubles up to maxBirthdayBackoff. A round costs the easy side
 // nat.SprayProbes probes over 4 s: the first retry comes soon, since a
 // round lost to a congested moment should not cost a minute of relay.
@@ -73,14 +73,14 @@ func (p *peer) birthdayRole() string {
 func (p *peer) maybeBirthday(observed netip.AddrPort, now time.Time) {
 	c := p.c
 	role := p.birthdayRole()
-	if role == "" || !observed.IsValid() || now.Before(p.nextBirthday) {
+	if role == "" || !observed.IsValid() || now.Before(p.birthday.next) {
 		return
 	}
-	if bd := p.birthday; bd != nil && bd.won != nil && p.punch.Path().Addr.IsValid() {
+	if bd := p.birthday.round; bd != nil && bd.won != nil && p.punch.Path().Addr.IsValid() {
 		return // the last round's winner carries the path
 	}
-	p.nextBirthday = now.Add(p.birthdayBackoff)
-	p.birthdayBackoff = min(2*p.birthdayBackoff, maxBirthdayBackoff)
+	p.birthday.next = now.Add(p.birthday.backoff)
+	p.birthday.backoff = min(2*p.birthday.backoff, maxBirthdayBackoff)
 	c.log.Info("birthday punching", "peer", p.label(), "side", role, "peer_endpoint", observed)
 	if role == "easy" {
 		p.punch.Spray(now, observed.Addr())
@@ -91,7 +91,7 @@ func (p *peer) maybeBirthday(observed netip.AddrPort, now time.Time) {
 	// But a winner lingering for the same endpoint joins the new round:
 	// its NAT mapping is the one the peer may still be probing.
 	var kept *net.UDPConn
-	if last := p.birthday; last != nil && last.won != nil && p.lingering(last, now) && last.dst == observed {
+	if last := p.birthday.round; last != nil && last.won != nil && p.lingering(last, now) && last.dst == observed {
 		kept, last.conns = last.won, nil
 	}
 	p.closeBirthday(true)
@@ -117,13 +117,13 @@ func (p *peer) maybeBirthday(observed netip.AddrPort, now time.Time) {
 			})
 		})
 	}
-	p.birthday = bd
+	p.birthday.round = bd
 	p.openBirthday(now)
 }
 
 // openBirthday sends each socket's opening probe to the peer.
 func (p *peer) openBirthday(now time.Time) {
-	bd := p.birthday
+	bd := p.birthday.round
 	for _, conn := range bd.conns {
 		p.sendVia(conn, bd.dst, probeMessage(p.punch.NewProbe(now, bd.dst)))
 	}
@@ -138,7 +138,7 @@ const birthdayBufSlack = 128
 // birthdayWon makes conn, which the peer's probe came in on, p's socket
 // towards src, and closes the rest.
 func (p *peer) birthdayWon(conn *net.UDPConn, src netip.AddrPort, now time.Time) {
-	bd := p.birthday
+	bd := p.birthday.round
 	if bd == nil || bd.won != nil || src != bd.dst {
 		return
 	}
@@ -155,14 +155,14 @@ func (p *peer) birthdayWon(conn *net.UDPConn, src netip.AddrPort, now time.Time)
 		}
 	}
 	bd.conns = []*net.UDPConn{conn}
-	p.birthdayBackoff = minBirthdayBackoff
+	p.birthday.backoff = minBirthdayBackoff
 	p.c.log.Info("birthday punching: a socket got through", "peer", p.label(), "local", conn.LocalAddr())
 }
 
 // tickBirthday repeats the opening probes of a round nobody won yet, and
 // ends it when its time is up.
 func (p *peer) tickBirthday(now time.Time) {
-	bd := p.birthday
+	bd := p.birthday.round
 	switch {
 	case bd == nil:
 	case bd.won != nil:
@@ -170,7 +170,7 @@ func (p *peer) tickBirthday(now time.Time) {
 			p.closeBirthday(true) // the lost path did not come back on it
 		}
 	case now.After(bd.until):
-		p.c.log.Info("birthday punching: no socket got through", "peer", p.label(), "retry_in", p.nextBirthday.Sub(now).Round(time.Second))
+		p.c.log.Info("birthday punching: no socket got through", "peer", p.label(), "retry_in", p.birthday.next.Sub(now).Round(time.Second))
 		p.closeBirthday(false)
 	case bd.opened < birthdayOpens && !now.Before(bd.nextOpen):
 		p.openBirthday(now)
@@ -179,19 +179,19 @@ func (p *peer) tickBirthday(now time.Time) {
 
 // closeBirthday closes p's birthday sockets; the winner too when all is set.
 func (p *peer) closeBirthday(all bool) {
-	bd := p.birthday
+	bd := p.birthday.round
 	if bd == nil || (bd.won != nil && !all) {
 		return
 	}
 	for _, conn := range bd.conns {
 		conn.Close()
 	}
-	p.birthday = nil
+	p.birthday.round = nil
 }
 
 // socketTo is the birthday socket that reaches dst for p, if any.
 func (p *peer) socketTo(dst netip.AddrPort) *net.UDPConn {
-	if bd := p.birthday; bd != nil && bd.won != nil && bd.dst == dst {
+	if bd := p.birthday.round; bd != nil && bd.won != nil && bd.dst == dst {
 		return bd.won
 	}
 	return nil

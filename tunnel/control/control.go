@@ -20,6 +20,7 @@ package control
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -94,7 +95,10 @@ type Control struct {
 	// view is what status reads, published by the control goroutine.
 	view atomic.Pointer[View]
 
-	clock wire.Clock
+	// clock is where every time the control plane acts on comes from;
+	// stamps makes the times its messages carry (stamp).
+	clock  clock
+	stamps wire.Clock
 	// udpSince is when we started waiting for a first UDP answer: at
 	// start, and after each network change; stunSent when the first STUN
 	// request left since then (zero: none yet — the rendezvous's name may
@@ -102,7 +106,7 @@ type Control struct {
 	udpSince, stunSent time.Time
 	// blockedAt is when UDP was last taken for blocked; nextUDPProbe when
 	// to ask STUN over UDP again while that is recent; lastTick when tick
-	// last ran (network.go: a tick far later than due is a resume).
+	// last ran (resume.go: a tick far later than due is a resume).
 	blockedAt, nextUDPProbe, lastTick time.Time
 	servers                           []*server
 	peers                             map[key.Key]*peer
@@ -122,42 +126,9 @@ type Control struct {
 	// for netSettleTime (zero: nothing pending).
 	netSettle time.Time
 	stun      map[nat.STUNTxID]stunProbe
-	turn      turnRelay   // relaying through TURN servers (turn.go)
-	members   members     // the network's members (members.go)
-	docs      documents   // the network's policy and revocations (documents.go)
-	gossip    gossipState // the documents' gossip with members (gossip.go)
-}
-
-// WireGuard is what the control plane asks of the WireGuard device.
-type WireGuard interface {
-	// Repoint makes WireGuard send to the peer's endpoint again, in case
-	// its roaming followed a packet elsewhere.
-	Repoint(peer key.Key) error
-	// HandshakeIfNone starts a handshake with the peer unless WireGuard
-	// has had one: a process that restarted has no session while the
-	// peer holds the old one, whose packets it cannot read, and nobody
-	// would start a new one until the peer's 15 s timeout.
-	HandshakeIfNone(peer key.Key)
-	// SetPeerMTU routes the peer's AllowedIPs with an MTU of mtu (0: the
-	// interface's).
-	SetPeerMTU(peer key.Key, mtu int) error
-	// Rehandshake starts a new handshake with the peer now, whatever
-	// session WireGuard holds (after a resume, it is one the peer forgot).
-	Rehandshake(peer key.Key)
-	// AddMember adds a member to WireGuard, or replaces its AllowedIPs,
-	// keeping its session; RemoveMember takes it out.
-	AddMember(peer key.Key, allowed []netip.Prefix) error
-	RemoveMember(peer key.Key) error
-}
-
-// Host is what the control plane asks of the host's network.
-type Host interface {
-	// PathMTU is the path MTU the kernel knows for dst on the route our
-	// sockets (marked with mark) take; 0 if none below the links'.
-	PathMTU(dst netip.Addr, mark uint32) int
-	// WatchNetwork signals changed (without blocking) whenever the host
-	// gains or loses an address or a default route, until done closes.
-	WatchNetwork(done <-chan struct{}, changed chan<- struct{})
+	turn      turnRelay // relaying through TURN servers (turn.go)
+	members   members   // the network's members (members.go)
+	docs      documents // the network's policy and revocations (documents.go)
 }
 
 // inbound is a packet for the control goroutine.
@@ -184,16 +155,6 @@ const (
 	// where a direct path is not to be expected.
 	maxPunchBackoff = time.Minute
 	hardBackoff     = 5 * time.Minute
-	// udpGiveUp is how long after the first STUN request without any
-	// answer from any rendezvous before UDP is taken for blocked and the
-	// rendezvous are reached over TCP (happy eyeballs: a STUN answer takes
-	// a round trip, a few to a hundred milliseconds; waiting seconds cost
-	// every start on a network that blocks UDP that long). Taken for
-	// blocked wrongly — the first answers lost — UDP is asked again every
-	// udpProbeEvery for udpProbeFor, and the first answer leaves TCP.
-	udpGiveUp     = 300 * time.Millisecond
-	udpProbeEvery = time.Second
-	udpProbeFor   = 30 * time.Second
 	// historyKeep is how far back the path history goes.
 	historyKeep = time.Hour
 )
@@ -202,8 +163,14 @@ const (
 // where confirmed endpoints are kept for the next run ("" for nowhere),
 // and saved what the last run kept.
 func New(log *slog.Logger, cfg Config, statePath string, saved State) *Control {
+	return newControl(log, cfg, statePath, saved, clockFunc(time.Now))
+}
+
+// newControl is New on clock.
+func newControl(log *slog.Logger, cfg Config, statePath string, saved State, clock clock) *Control {
 	c := &Control{
 		log:                log,
+		clock:              clock,
 		priv:               cfg.PrivateKey,
 		pub:                cfg.PrivateKey.Public(),
 		iface:              cfg.Interface,
@@ -223,8 +190,9 @@ func New(log *slog.Logger, cfg Config, statePath string, saved State) *Control {
 		peers:              make(map[key.Key]*peer),
 		stun:               make(map[nat.STUNTxID]stunProbe),
 	}
-	c.turn.c, c.members.c, c.docs.c, c.kept.log = c, c, c, log
-	c.docs.filter = policy.New()
+	c.turn.c, c.kept.log = c, log
+	c.members = members{log: log, self: c.pub, peers: c.peers, roster: c, rv: c, docs: &c.docs, kept: &c.kept}
+	c.docs = documents{log: log, members: &c.members, rv: c, dropped: &c.Dropped, kept: &c.kept, filter: policy.New()}
 	c.docs.filter.OnGossip(func(src netip.Addr, body []byte) { c.enqueue(body, inbound{gossip: src}) })
 	if statePath != "" {
 		c.docs.path = strings.TrimSuffix(statePath, ".json") + ".documents"
@@ -238,9 +206,25 @@ func New(log *slog.Logger, cfg Config, statePath string, saved State) *Control {
 	for _, pc := range cfg.Peers {
 		c.addPeer(pc)
 	}
-	c.members.configure(cfg, time.Now())
-	c.docs.configure(cfg, time.Now())
+	now := clock.Now()
+	c.members.configure(cfg, now)
+	c.docs.configure(cfg, now)
 	return c
+}
+
+// Filter is the network policy's filter, for the data path to wrap the
+// TUN with; the control plane keeps it up to date.
+func (c *Control) Filter() *policy.Filter { return c.docs.filter }
+
+// Publish hands the interface a signed policy or revocation, as `punchtun
+// network publish` does: verified, applied, kept and sent on; the error
+// says why not.
+func (c *Control) Publish(doc []byte) error {
+	var err error
+	if !c.call(func() { err = c.docs.publish(doc, c.clock.Now()) }) {
+		return errors.New("the interface is stopping")
+	}
+	return err
 }
 
 // Deliver is the data path's control callback: it runs on WireGuard's
@@ -251,10 +235,10 @@ func (c *Control) Deliver(pkt []byte, src netip.AddrPort) { c.enqueue(pkt, inbou
 // caller's buffer is reused); a full queue drops it. Gossip goes through
 // its gate, to a queue of its own.
 func (c *Control) enqueue(pkt []byte, m inbound) {
-	m.at = time.Now()
+	m.at = c.clock.Now()
 	q := c.in
 	if m.gossip.IsValid() {
-		if !c.gossip.gate.admit(m.gossip, pkt, m.at) {
+		if !c.docs.gossip.gate.admit(m.gossip, pkt, m.at) {
 			return
 		}
 		q = c.gossipIn
@@ -264,10 +248,20 @@ func (c *Control) enqueue(pkt []byte, m inbound) {
 	case q <- m:
 	default:
 		if q == c.gossipIn {
-			c.gossip.gate.Limited.Add(1)
+			c.docs.gossip.gate.Limited.Add(1)
 			return
 		}
 		c.Dropped.Add(1)
+	}
+}
+
+// queuePathCheck asks the control goroutine to look up the path MTU to
+// dst (pathmtu.go). It never blocks: a full queue means checks are
+// pending anyway.
+func (c *Control) queuePathCheck(dst netip.AddrPort) {
+	select {
+	case c.pathChecks <- dst:
+	default:
 	}
 }
 
@@ -285,12 +279,10 @@ func notify[T any](ch chan<- T) func(T) {
 // Start runs the control plane over data, the WireGuard device wg and the
 // host; every socket it opens carries mark.
 func (c *Control) Start(data link.DataPath, wg WireGuard, host Host, mark uint32) {
-	c.data, c.wg, c.host, c.mark = data, wg, host, mark
+	c.attach(data, wg, host)
+	c.mark = mark
 	c.dial = (&net.Dialer{Control: markSocket(mark)}).DialContext
-	c.udpSince = time.Now()
-	for _, p := range c.peers {
-		p.ep = data.Peer(p.key)
-	}
+	c.udpSince = c.clock.Now()
 	data.OnMsgSize(c.queuePathCheck)
 	data.OnRelayedInitiation(notify(c.relayedInitiations))
 	data.OnRelayedWhileTURN(notify(c.relayedOnTURN))
@@ -298,6 +290,17 @@ func (c *Control) Start(data link.DataPath, wg WireGuard, host Host, mark uint32
 	c.netChanged = make(chan struct{}, 1)
 	c.spawn(func() { host.WatchNetwork(c.done, c.netChanged) })
 	c.spawn(c.run)
+}
+
+// attach gives the control plane, and the components that use them, the
+// data path, WireGuard and the host; every peer gets its side in the data
+// path.
+func (c *Control) attach(data link.DataPath, wg WireGuard, host Host) {
+	c.data, c.wg, c.host = data, wg, host
+	c.members.wg, c.members.dsts, c.docs.inject = wg, data, data
+	for _, p := range c.peers {
+		p.ep = data.Peer(p.key)
+	}
 }
 
 // spawn runs f on a goroutine that Stop waits for.
@@ -315,8 +318,8 @@ func (c *Control) run() {
 	defer close(c.stopped)
 	t := time.NewTicker(tickInterval)
 	defer t.Stop()
-	c.tick(time.Now())
-	c.publish(time.Now())
+	c.tick(c.clock.Now())
+	c.publish(c.clock.Now())
 	for {
 		select {
 		case <-c.done:
@@ -325,27 +328,27 @@ func (c *Control) run() {
 		case m := <-c.in:
 			c.handle(m)
 		case m := <-c.gossipIn:
-			c.docs.gossip(m.gossip, m.pkt, m.at)
+			c.docs.fromMember(m.gossip, m.pkt, m.at)
 		case f := <-c.actions:
 			f()
 		case dst := <-c.pathChecks:
-			c.checkPathMTU(dst)
+			fitPathMTUs(c.peers, dst, c.host.PathMTU(dst.Addr(), c.mark))
 		case k := <-c.relayedOnTURN:
 			if p := c.peers[k]; p != nil {
-				c.turn.peerLeft(p, time.Now())
+				c.turn.peerLeft(p, c.clock.Now())
 			}
 		case dst := <-c.unknownDsts:
-			c.members.unknownDestination(dst, time.Now())
+			c.members.unknownDestination(dst, c.clock.Now())
 		case k := <-c.relayedInitiations:
 			if p := c.peers[k]; p != nil {
-				p.hasNoDirectPath(time.Now())
+				p.hasNoDirectPath(c.clock.Now())
 			}
 		case <-c.netChanged:
-			c.netSettle = time.Now().Add(netSettleTime)
-		case now := <-t.C:
-			c.tick(now)
+			c.netSettle = c.clock.Now().Add(netSettleTime)
+		case <-t.C:
+			c.tick(c.clock.Now())
 		}
-		c.publish(time.Now())
+		c.publish(c.clock.Now())
 	}
 }
 
@@ -389,7 +392,7 @@ func (c *Control) Stop() {
 func (c *Control) shutdown() {
 	for _, s := range c.servers {
 		if s.reg.Registered() {
-			c.sendServer(s, &wire.Deregister{Time: c.now()})
+			c.sendServer(s, &wire.Deregister{Time: c.stamp()})
 		}
 		if s.stream != nil {
 			s.stream.Close()
@@ -398,12 +401,15 @@ func (c *Control) shutdown() {
 	for _, p := range c.peers {
 		p.closeBirthday(true)
 	}
-	c.turn.close(time.Now(), "shutting down")
+	c.turn.close(c.clock.Now(), "shutting down")
 	c.members.flushNewest(c.lastTick)
 	c.docs.flush()
 }
 
-func (c *Control) now() uint64 { return c.clock.Next(uint64(time.Now().UnixNano())) }
+// stamp is the time a message to a rendezvous or a peer carries: the
+// clock's in nanoseconds, and always later than the last one, which the
+// receiver's replay guard needs.
+func (c *Control) stamp() uint64 { return c.stamps.Next(uint64(c.clock.Now().UnixNano())) }
 
 func (c *Control) sendSealed(dst netip.AddrPort, shared *wire.SharedKey, m wire.Body) {
 	if !dst.IsValid() {

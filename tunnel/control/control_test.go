@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -107,10 +108,13 @@ var (
 )
 
 type harness struct {
-	t          *testing.T
-	c          *Control
-	data       *fakeData
+	t    *testing.T
+	c    *Control
+	data *fakeData
+	// now is the fake clock the control plane reads (Now): the test
+	// goroutine sets it (setNow), the control plane's helpers read it too.
 	now        time.Time
+	nowMu      sync.Mutex
 	rvPriv     key.Private
 	peerPriv   key.Private
 	rvShared   wire.SharedKey // between us and the rendezvous
@@ -122,7 +126,25 @@ type harness struct {
 	served       int
 }
 
+// harnessStart is where the harness's clock starts: any time will do, as
+// the control plane reads no other clock.
+var harnessStart = time.Date(2031, time.March, 4, 5, 6, 7, 0, time.UTC)
+
 func newHarness(t *testing.T) *harness { return newHarnessAt(t, "") }
+
+// Now is the harness's clock, which the control plane reads.
+func (h *harness) Now() time.Time {
+	h.nowMu.Lock()
+	defer h.nowMu.Unlock()
+	return h.now
+}
+
+// setNow moves the harness's clock to now.
+func (h *harness) setNow(now time.Time) {
+	h.nowMu.Lock()
+	defer h.nowMu.Unlock()
+	h.now = now
+}
 
 // newHarnessAt is newHarness keeping its state at statePath ("": none).
 func newHarnessAt(t *testing.T, statePath string) *harness {
@@ -130,17 +152,11 @@ func newHarnessAt(t *testing.T, statePath string) *harness {
 	ours, _ := key.NewPrivate()
 	rv, _ := key.NewPrivate()
 	peer, _ := key.NewPrivate()
-	// The fake clock starts at the real one and runs ahead of it: the
-	// TCP dialer and reader, on goroutines of their own, read the real
-	// clock, which must never be later than the control plane's.
-	h := &harness{t: t, data: &fakeData{peers: map[key.Key]*fakePeer{}}, now: time.Now(), rvPriv: rv, peerPriv: peer,
+	h := &harness{t: t, data: &fakeData{peers: map[key.Key]*fakePeer{}}, now: harnessStart, rvPriv: rv, peerPriv: peer,
 		rvShared: wire.NewSharedKey(rv, ours.Public()), peerShared: wire.NewSharedKey(peer, ours.Public())}
-	h.c = New(slog.New(slog.DiscardHandler), Config{PrivateKey: ours, Interface: "pt-harness",
-		Servers: []ServerConfig{{HostPort: rvAddr.String(), Key: rv.Public()}}, Peers: []PeerConfig{{Name: "bob", Key: peer.Public()}}}, statePath, State{})
-	h.c.data, h.c.wg, h.c.host = h.data, &fakeWireGuard{}, fakeHost{}
-	for _, p := range h.c.peers {
-		p.ep = h.data.Peer(p.key)
-	}
+	h.c = newControl(slog.New(slog.DiscardHandler), Config{PrivateKey: ours, Interface: "pt-harness",
+		Servers: []ServerConfig{{HostPort: rvAddr.String(), Key: rv.Public()}}, Peers: []PeerConfig{{Name: "bob", Key: peer.Public()}}}, statePath, State{}, h)
+	h.c.attach(h.data, &fakeWireGuard{}, fakeHost{})
 	h.c.resolved(h.c.servers[0], rvAddr)
 	h.c.dial = func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("no TCP in this test") }
 	if !slices.Equal(h.data.relays, []netip.AddrPort{rvAddr}) {
@@ -148,6 +164,11 @@ func newHarnessAt(t *testing.T, statePath string) *harness {
 	}
 	h.c.udpSince = h.now
 	return h
+}
+
+// setLog sends the log of the control plane and its components to l.
+func (h *harness) setLog(l *slog.Logger) {
+	h.c.log, h.c.members.log, h.c.docs.log = l, l, l
 }
 
 func (h *harness) peer() *peer {
@@ -161,7 +182,7 @@ func (h *harness) peer() *peer {
 // that is up answers as it goes.
 func (h *harness) advance(d time.Duration) {
 	for end := h.now.Add(d); h.now.Before(end); {
-		h.now = h.now.Add(tickInterval)
+		h.setNow(h.now.Add(tickInterval))
 		h.runPosted()
 		h.c.tick(h.now)
 		h.serve()
@@ -569,7 +590,7 @@ func TestControlResumeIsANetworkChange(t *testing.T) {
 	h.goDirect()
 	h.advance(time.Second)
 	h.take()
-	h.now = h.now.Add(200 * time.Second)
+	h.setNow(h.now.Add(200 * time.Second))
 	h.c.tick(h.now)
 	p := h.peer()
 	if r := p.ep.Route(); !r.Relay {

@@ -3,6 +3,8 @@ package control
 import (
 	"crypto/sha256"
 	"errors"
+	"iter"
+	"log/slog"
 	"net/netip"
 	"os"
 	"strconv"
@@ -32,9 +34,19 @@ const (
 	certWarnEvery  = 24 * time.Hour
 )
 
-// documents is the control plane's side of the network's documents.
+// documents is the control plane's side of the network's documents. It
+// asks the rest of the control plane only what its fields below say: the
+// members, the rendezvous (publish.go), the data path's Inject (gossip),
+// and where to keep what it holds.
 type documents struct {
-	c      *Control
+	log     *slog.Logger
+	members docMembers
+	rv      rendezvousClient
+	inject  injector       // the data path's; set at Start (Control.attach)
+	dropped *atomic.Uint64 // Control.Dropped: gossip from no member
+	kept    *kept          // where path is written
+
+	gossip gossipState    // the documents' gossip with members (gossip.go)
 	held   *cert.Holdings // nil: no network
 	filter *policy.Filter
 	path   string // where they are kept, beside the state file: IFACE.documents, a document's text a line ("" for nowhere)
@@ -48,10 +60,30 @@ type documents struct {
 	// dirty: what is held changed since it was last kept, at savedAt.
 	dirty   bool
 	savedAt time.Time
+	// nextPrune is when the revocations that name nothing live any more
+	// are next forgotten.
+	nextPrune time.Time
 	// Refused counts documents refused: not our network's, or not signed
 	// by its key.
 	Refused atomic.Uint64
 }
+
+// docMembers is what the documents ask of the network's members
+// (members.go).
+type docMembers interface {
+	// ownCert is this member's certificate; nil for none.
+	ownCert() *cert.Cert
+	// all are the peers that are members; holder the one that holds
+	// addr (nil: none).
+	all() iter.Seq[*peer]
+	holder(addr netip.Addr) *peer
+	// evict lets a member go, saying why.
+	evict(p *peer, why string)
+}
+
+// injector hands the data path a packet as if the TUN had read it
+// (link.DataPath's Inject).
+type injector interface{ Inject(pkt []byte) }
 
 // configure takes a config's network and the documents it names; those
 // kept from before are loaded again for a new network.
@@ -78,7 +110,7 @@ func (d *documents) load() {
 	b, err := os.ReadFile(d.path)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
-			d.c.log.Warn("cannot read the network's documents kept", "path", d.path, "err", err)
+			d.log.Warn("cannot read the network's documents kept", "path", d.path, "err", err)
 		}
 		return
 	}
@@ -91,7 +123,7 @@ func (d *documents) load() {
 			_, err = d.held.Add(doc)
 		}
 		if err != nil && !errors.Is(err, cert.ErrOlderPolicy) {
-			d.c.log.Warn("a network document kept is refused", "path", d.path, "err", err)
+			d.log.Warn("a network document kept is refused", "path", d.path, "err", err)
 		}
 	}
 }
@@ -136,7 +168,7 @@ func (d *documents) save() {
 	for _, r := range d.held.Revocations() {
 		b.WriteString(r.Text() + "\n")
 	}
-	d.c.kept.write(d.path, []byte(b.String()))
+	d.kept.write(d.path, []byte(b.String()))
 }
 
 // publish takes a document handed to this interface and says why not.
@@ -173,25 +205,23 @@ func (d *documents) addFrom(doc *cert.Document, where string, src *server, now t
 	case errors.Is(err, cert.ErrOlderPolicy):
 		if d.loggedOlder != doc.Seq {
 			d.loggedOlder = doc.Seq
-			d.c.log.Info("an older policy is ignored", "seq", doc.Seq, "held", d.held.Policy().Seq, "from", where)
+			d.log.Info("an older policy is ignored", "seq", doc.Seq, "held", d.held.Policy().Seq, "from", where)
 		}
 		return false, err
 	case err != nil:
 		d.Refused.Add(1)
-		d.c.log.Warn("a network document is refused", "from", where, "err", err)
+		d.log.Warn("a network document is refused", "from", where, "err", err)
 		return false, err
 	case !added:
 		return false, nil
 	}
-	d.c.log.Info("network document taken", "kind", doc.KindName(), "seq", doc.Seq, "from", where,
+	d.log.Info("network document taken", "kind", doc.KindName(), "seq", doc.Seq, "from", where,
 		"rules", len(doc.Rules), "revoked", len(doc.Revoked), "retired", len(doc.Retired))
 	d.changed(now)
 	d.apply(now)
 	d.publishNew(doc, src, now) // publish.go: paced
-	for _, p := range d.c.peers {
-		if p.member != nil {
-			d.sendSummary(p, false)
-		}
+	for p := range d.members.all() {
+		d.sendSummary(p, false)
 	}
 	return true, nil
 }
@@ -201,18 +231,15 @@ func (d *documents) addFrom(doc *cert.Document, where string, src *server, now t
 // gives the filter the policy and the members as they are now.
 func (d *documents) apply(now time.Time) {
 	if d.held != nil {
-		for _, p := range d.c.peers {
-			if p.member == nil {
-				continue
-			}
+		for p := range d.members.all() {
 			if err := d.held.Refuses(p.member); err != nil {
-				d.c.members.evict(p, err.Error())
+				d.members.evict(p, err.Error())
 			}
 		}
-		if own := d.c.members.own; own != nil && !d.loggedRevoke {
+		if own := d.members.ownCert(); own != nil && !d.loggedRevoke {
 			if err := d.held.Refuses(own); err != nil {
 				d.loggedRevoke = true
-				d.c.log.Error("the network key revoked this member's key or retired its certificate: no member will take it", "err", err)
+				d.log.Error("the network key revoked this member's key or retired its certificate: no member will take it", "err", err)
 			}
 		}
 	}
@@ -227,19 +254,26 @@ func (d *documents) refilter() {
 		pol = d.held.Policy()
 	}
 	var self *policy.Member
-	if own := d.c.members.own; own != nil {
+	if own := d.members.ownCert(); own != nil {
 		self = policy.MemberOf(own)
 	}
 	byAddr := map[netip.Addr]*policy.Member{}
-	for _, p := range d.c.peers {
-		if p.member != nil {
-			m := policy.MemberOf(p.member)
-			for _, a := range m.Addrs {
-				byAddr[a] = m
-			}
+	for p := range d.members.all() {
+		m := policy.MemberOf(p.member)
+		for _, a := range m.Addrs {
+			byAddr[a] = m
 		}
 	}
 	d.filter.Set(pol, self, byAddr)
+}
+
+// refuses says why the documents held refuse mc: its key revoked, or
+// the certificate retired; nil if they take it (or none are held).
+func (d *documents) refuses(mc *cert.Cert) error {
+	if d.held == nil {
+		return nil
+	}
+	return d.held.Refuses(mc)
 }
 
 // summary is what registrations carry: nil without a network.
@@ -263,7 +297,7 @@ func (d *documents) fromServer(s *server, m *wire.Document, now time.Time) {
 	doc, err := cert.ParseDocument(m.Doc)
 	if err != nil {
 		d.Refused.Add(1)
-		d.c.log.Warn("a rendezvous sent a network document that is refused", "rendezvous", s.hostport, "err", err)
+		d.log.Warn("a rendezvous sent a network document that is refused", "rendezvous", s.hostport, "err", err)
 		return
 	}
 	if len(d.verified) >= maxVerified {
@@ -277,20 +311,28 @@ func (d *documents) fromServer(s *server, m *wire.Document, now time.Time) {
 // verified.
 const maxVerified = 4096
 
-// tick runs the filter's clock, gossips (gossip.go), and warns of our
-// certificate's expiry.
+// tick forgets the revocations that name nothing live any more, runs the
+// filter's clock, publishes (publish.go) and gossips (gossip.go) what is
+// due, and warns of our certificate's expiry.
 func (d *documents) tick(now time.Time) {
+	if !now.Before(d.nextPrune) {
+		d.nextPrune = now.Add(pruneEvery)
+		if d.held != nil && d.held.Prune(now) {
+			d.changed(now)
+			d.apply(now)
+		}
+	}
 	d.filter.Tick(now)
 	d.saveDue(now)
-	for _, s := range d.c.servers {
+	for s := range d.rv.registeredServers() {
 		d.drainPublish(s, now)
 	}
 	d.tickGossip(now)
-	own := d.c.members.own
+	own := d.members.ownCert()
 	if own == nil || own.NotAfter.Sub(now) > CertWarnBefore || now.Sub(d.certWarned) < certWarnEvery {
 		return
 	}
 	d.certWarned = now
-	d.c.log.Warn("this member's certificate expires soon: sign a new one and apply it with punchtun syncconf",
+	d.log.Warn("this member's certificate expires soon: sign a new one and apply it with punchtun syncconf",
 		"valid_until", own.NotAfter.UTC().Format(time.RFC3339), "left", own.NotAfter.Sub(now).Round(time.Minute).String())
 }

@@ -1,8 +1,13 @@
 package control
 
 import (
+	"iter"
+	"log/slog"
 	"net/netip"
+	"slices"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/rendezvous/wire/cert"
@@ -75,7 +80,7 @@ func TestDocumentsGossip(t *testing.T) {
 	h, data := gossipHarness(t)
 
 	src := netip.MustParseAddr("100.64.0.8")
-	h.c.docs.gossip(src, policy.Gossip{Kind: policy.GossipSummary}.Append(nil), h.now)
+	h.c.docs.fromMember(src, policy.Gossip{Kind: policy.GossipSummary}.Append(nil), h.now)
 	var kinds []byte
 	for _, pkt := range data.injected {
 		if pkt[9] != 253 || netip.AddrFrom4([4]byte(pkt[16:20])) != src {
@@ -91,13 +96,13 @@ func TestDocumentsGossip(t *testing.T) {
 		t.Fatalf("answered a bare summary with %v, want the policy and our summary", kinds)
 	}
 	rev, _ := cert.SignRevocation(h.net, 1, []key.Key{{9}})
-	h.c.docs.gossip(src, policy.Gossip{Kind: policy.GossipDocument, Doc: rev.Bytes()}.Append(nil), h.now)
+	h.c.docs.fromMember(src, policy.Gossip{Kind: policy.GossipDocument, Doc: rev.Bytes()}.Append(nil), h.now)
 	if !h.c.docs.held.Revoked(key.Key{9}) {
 		t.Fatal("a member's revocation in-tunnel was not taken")
 	}
 	// From an address no member holds: dropped.
 	before := h.c.Dropped.Load()
-	h.c.docs.gossip(netip.MustParseAddr("100.64.0.99"), policy.Gossip{Kind: policy.GossipSummary}.Append(nil), h.now)
+	h.c.docs.fromMember(netip.MustParseAddr("100.64.0.99"), policy.Gossip{Kind: policy.GossipSummary}.Append(nil), h.now)
 	if h.c.Dropped.Load() != before+1 {
 		t.Error("gossip from no member was not dropped")
 	}
@@ -115,7 +120,7 @@ func TestGossipAnswersOncePerQuestion(t *testing.T) {
 	if out := h.takeGossip(); out.docs != 1 || out.summaries != gossipSummaryBurst {
 		t.Fatalf("100 equal summaries answered with %d documents and %d summaries, want the policy once and %d summaries", out.docs, out.summaries, gossipSummaryBurst)
 	}
-	h.now = h.now.Add(answerAgain)
+	h.setNow(h.now.Add(answerAgain))
 	h.gossipAt(m8, ask)
 	if out := h.takeGossip(); out.docs != 1 || out.summaries != 1 {
 		t.Fatalf("a second later: %d documents and %d summaries, want 1 and 1", out.docs, out.summaries)
@@ -145,5 +150,88 @@ func TestDocumentReorderedByTheRendezvous(t *testing.T) {
 	h.fromRendezvous(&wire.LookupMiss{Time: early, Addr: netip.MustParseAddr("100.64.0.9")})
 	if h.c.Dropped.Load() != dropped+1 {
 		t.Error("a replayed lookup miss was not dropped")
+	}
+}
+
+// The documents on their own, with no Control: fakes of the members
+// (docMembers) and of the rendezvous (members_test.go).
+
+// aloneMembers are members as the documents see them: a list, and those
+// evicted.
+type aloneMembers struct {
+	peers   []*peer
+	evicted []*peer
+}
+
+func (a *aloneMembers) ownCert() *cert.Cert { return nil }
+func (a *aloneMembers) all() iter.Seq[*peer] {
+	return func(yield func(*peer) bool) {
+		for _, p := range a.peers {
+			if !yield(p) {
+				return
+			}
+		}
+	}
+}
+func (a *aloneMembers) holder(addr netip.Addr) *peer {
+	for _, p := range a.peers {
+		if p.member.Holds(addr) {
+			return p
+		}
+	}
+	return nil
+}
+func (a *aloneMembers) evict(p *peer, why string) {
+	a.evicted = append(a.evicted, p)
+	a.peers = slices.DeleteFunc(a.peers, func(q *peer) bool { return q == p })
+}
+
+// TestDocumentsAlone: a published revocation evicts the member it names
+// and goes to the rendezvous; gossip from an address no member holds is
+// dropped and counted.
+func TestDocumentsAlone(t *testing.T) {
+	nk, _ := cert.NewNetworkPrivate()
+	now := harnessStart
+	k, _ := key.NewPrivate()
+	mc, err := cert.Sign(nk, cert.Template{Member: k.Public(), Name: "m7", Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.7/32")},
+		NotBefore: now, NotAfter: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &peer{name: "m7", key: k.Public(), member: mc}
+	members, rv := &aloneMembers{peers: []*peer{p}}, &aloneRendezvous{}
+	var dropped atomic.Uint64
+	d := &documents{log: slog.New(slog.DiscardHandler), members: members, rv: rv, inject: &fakeData{}, dropped: &dropped,
+		kept: &kept{log: slog.New(slog.DiscardHandler)}, filter: policy.New()}
+	d.configure(Config{Network: nk.Public()}, now)
+	rv.s.reg.Resolved()
+	rv.s.reg.Tick(now, false)
+	if rv.s.reg.Acked(now, false); !rv.s.reg.Registered() {
+		t.Fatal("the fake rendezvous is not registered")
+	}
+
+	rev, _ := cert.SignRevocation(nk, 1, []key.Key{k.Public()})
+	if err := d.publish(rev.Bytes(), now); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(members.evicted, []*peer{p}) {
+		t.Fatalf("evicted %v after its key's revocation, want m7", members.evicted)
+	}
+	var published int
+	for _, m := range rv.sent {
+		if pub, ok := m.(*wire.Publish); ok && string(pub.Doc) == string(rev.Bytes()) {
+			published++
+		}
+	}
+	if published != 1 {
+		t.Fatalf("revocation published %d times to the rendezvous, want 1 (sent %v)", published, rv.sent)
+	}
+	if err := d.refuses(mc); cert.ReasonOf(err) != cert.Revoked {
+		t.Fatalf("the revoked member's certificate: %v, want revoked", err)
+	}
+
+	d.fromMember(netip.MustParseAddr("100.64.0.9"), policy.Gossip{Kind: policy.GossipSummary}.Append(nil), now)
+	if dropped.Load() != 1 {
+		t.Fatalf("gossip from no member: %d dropped, want 1", dropped.Load())
 	}
 }

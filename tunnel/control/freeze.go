@@ -35,7 +35,7 @@ func (p *peer) resumeAfresh(now time.Time) {
 	p.punch.Forget()
 	p.closeBirthday(true)
 	p.nextQuery, p.backoff = now, minBackoff
-	p.nextBirthday, p.birthdayBackoff = time.Time{}, minBirthdayBackoff
+	p.birthday.next, p.birthday.backoff = time.Time{}, minBirthdayBackoff
 	if direct {
 		p.updateRoute(now, "resumed after a freeze or sleep: the NATs' mappings are likely gone")
 	}
@@ -49,7 +49,7 @@ func (p *peer) resumeAfresh(now time.Time) {
 // same endpoint takes it along (maybeBirthday); tickBirthday closes it
 // when the time is up and the path did not come back on it.
 func (p *peer) lingerBirthday(now time.Time) {
-	bd := p.birthday
+	bd := p.birthday.round
 	if bd == nil || bd.won == nil {
 		p.closeBirthday(true)
 		return

@@ -98,7 +98,7 @@ type gossipAnswer struct {
 	at           time.Time
 }
 
-// gossipState is the control plane's side of gossip (Control.gossip).
+// gossipState is the control plane's side of gossip (documents.gossip).
 type gossipState struct {
 	gate    gossipGate  // bounds what each member's gossip costs, on the data path
 	answers *answerList // what we hold, ready to send
@@ -120,7 +120,7 @@ type answerList struct {
 // answers returns the answer list of what we hold now.
 func (d *documents) answers() *answerList {
 	ours := d.held.Summary()
-	if a := d.c.gossip.answers; a != nil && a.ours == ours {
+	if a := d.gossip.answers; a != nil && a.ours == ours {
 		return a
 	}
 	a := &answerList{ours: ours}
@@ -133,19 +133,19 @@ func (d *documents) answers() *answerList {
 	for _, r := range revs {
 		a.bodies = append(a.bodies, policy.Gossip{Kind: policy.GossipDocument, Doc: r.Bytes()}.Append(nil))
 	}
-	d.c.gossip.answers = a
-	for _, p := range d.c.peers {
+	d.gossip.answers = a
+	for p := range d.members.all() {
 		p.gossip.cursor = 0 // what changed is newest: first
 	}
 	return a
 }
 
-// gossip takes a gossip body from the member at src, in-tunnel, admitted
-// by the gate.
-func (d *documents) gossip(src netip.Addr, body []byte, now time.Time) {
-	p := d.c.members.holder(src)
+// fromMember takes a gossip body from the member at src, in-tunnel,
+// admitted by the gate.
+func (d *documents) fromMember(src netip.Addr, body []byte, now time.Time) {
+	p := d.members.holder(src)
 	if p == nil || d.held == nil {
-		d.c.Dropped.Add(1)
+		d.dropped.Add(1)
 		return
 	}
 	p.gossip.heardAt = now
@@ -190,12 +190,12 @@ func (d *documents) gossip(src netip.Addr, body []byte, now time.Time) {
 // junk counts what a member sent that is of no use, and logs it at most
 // once per junkLogEvery per member.
 func (d *documents) junk(p *peer, err error, now time.Time) {
-	d.c.gossip.Junk.Add(1)
+	d.gossip.Junk.Add(1)
 	p.gossip.junk++
 	if now.Sub(p.gossip.junkLogged) < junkLogEvery {
 		return
 	}
-	d.c.log.Warn("a member sent gossip that is refused", "peer", p.label(), "err", err,
+	d.log.Warn("a member sent gossip that is refused", "peer", p.label(), "err", err,
 		"refused_since_last_logged", p.gossip.junk, "logged_at_most_every", junkLogEvery.String())
 	p.gossip.junk, p.gossip.junkLogged = 0, now
 }
@@ -253,7 +253,7 @@ func (d *documents) send(p *peer, g policy.Gossip) { d.sendBody(p, g.Append(nil)
 // family: a dual-stack member whose first address is IPv4 is reached over
 // IPv6 by a member that has only IPv6.
 func (d *documents) sendBody(p *peer, body []byte) {
-	own := d.c.members.own
+	own := d.members.ownCert()
 	if own == nil || p.member == nil {
 		return
 	}
@@ -261,7 +261,7 @@ func (d *documents) sendBody(p *peer, body []byte) {
 		dst := theirs.Addr()
 		for _, a := range own.Addresses {
 			if a.Addr().Is4() == dst.Is4() {
-				d.c.data.Inject(policy.GossipPacket(a.Addr(), dst, body))
+				d.inject.Inject(policy.GossipPacket(a.Addr(), dst, body))
 				return
 			}
 		}
@@ -274,15 +274,12 @@ func (d *documents) sendBody(p *peer, body []byte) {
 // holdings change), not when it is added: a summary sent then would
 // start a handshake from both sides at once, which crosses.
 func (d *documents) tickGossip(now time.Time) {
-	d.c.gossip.gate.tick(now)
+	d.gossip.gate.tick(now)
 	if d.held == nil {
 		return
 	}
 	ours := d.held.Summary()
-	for _, p := range d.c.peers {
-		if p.member == nil {
-			continue
-		}
+	for p := range d.members.all() {
 		gp := &p.gossip
 		if data := p.ep.Activity().Data; data.After(gp.heardAt) && data.After(gp.realData) && data.After(p.memberSince) {
 			gp.realData = data

@@ -25,8 +25,8 @@ var m8 = netip.MustParseAddr("100.64.0.8")
 // gossipAt hands the control plane a gossip body from src at h.now, as
 // the data path does: through the gate, then to the control goroutine.
 func (h *memberHarness) gossipAt(src netip.Addr, body []byte) {
-	if h.c.gossip.gate.admit(src, body, h.now) {
-		h.c.docs.gossip(src, body, h.now)
+	if h.c.docs.gossip.gate.admit(src, body, h.now) {
+		h.c.docs.fromMember(src, body, h.now)
 	}
 }
 
@@ -206,7 +206,7 @@ func (h *memberHarness) drainGossip() {
 	for {
 		select {
 		case m := <-h.c.gossipIn:
-			h.c.docs.gossip(m.gossip, m.pkt, m.at)
+			h.c.docs.fromMember(m.gossip, m.pkt, m.at)
 		case m := <-h.c.in:
 			h.c.handle(m)
 		default:
@@ -253,7 +253,7 @@ func (c *countingHandler) WithGroup(string) slog.Handler      { return c }
 func TestGossipJunkLoggedOncePerMinute(t *testing.T) {
 	h, _ := gossipHarness(t)
 	logs := &countingHandler{}
-	h.c.log = slog.New(logs)
+	h.setLog(slog.New(logs))
 	other, _ := cert.NewNetworkPrivate()
 	foreign, _ := cert.SignRevocation(other, 1, []key.Key{{5}})
 	junk := [][]byte{
@@ -262,14 +262,14 @@ func TestGossipJunkLoggedOncePerMinute(t *testing.T) {
 	}
 	for range 2 {
 		for i := range 200 {
-			h.c.docs.gossip(m8, junk[i%2], h.now)
-			h.now = h.now.Add(100 * time.Millisecond)
+			h.c.docs.fromMember(m8, junk[i%2], h.now)
+			h.setNow(h.now.Add(100 * time.Millisecond))
 		}
 	}
 	if n := logs.warns.Load(); n > 1+int64(40*time.Second/junkLogEvery) {
 		t.Errorf("400 junk documents over 40 s logged %d times, want at most once a minute", n)
 	}
-	if n := h.c.gossip.Junk.Load(); n != 400 {
+	if n := h.c.docs.gossip.Junk.Load(); n != 400 {
 		t.Errorf("%d junk counted, want 400", n)
 	}
 }

@@ -1,6 +1,8 @@
 package control
 
 import (
+	"iter"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"sync/atomic"
@@ -45,13 +47,28 @@ const (
 	pruneEvery = time.Minute
 )
 
-// members is the control plane's side of a network.
+// members is the control plane's side of a network. It asks the rest of
+// the control plane only what its fields below say: the peers (read here,
+// added and dropped through roster), the rendezvous (lookups, registering
+// anew), the documents' verdict on a certificate and the filter, and the
+// member lists of WireGuard and the data path.
 type members struct {
-	c       *Control
+	log    *slog.Logger
+	self   key.Key           // our key: never a member's
+	peers  map[key.Key]*peer // the control plane's; read here, changed through roster
+	roster roster
+	rv     rendezvousClient
+	docs   memberDocs
+	wg     memberWireGuard // set at Start (Control.attach)
+	dsts   destinations    // the data path's; set at Start
+	kept   *kept           // where newestPath is written
+
 	network cert.NetworkKey // zero: no network
 	own     *cert.Cert
-	static  []netip.Prefix // the static peers' AllowedIPs: no member may take them
-	lookups map[netip.Addr]*lookup
+	// ownAddrs are the tunnel's addresses, static the static peers'
+	// AllowedIPs: no member may take either.
+	ownAddrs, static []netip.Prefix
+	lookups          map[netip.Addr]*lookup
 	// names are the lookups by name that DNS questions wait for.
 	names map[string]*nameLookup
 	// refused is why the rendezvous last refused our certificate (0: it
@@ -74,6 +91,23 @@ type members struct {
 	Refusals [cert.NumReasons]atomic.Uint64
 }
 
+// roster adds a peer to the control plane, and drops one from it, the
+// data path and TURN's list (Control.newPeer, Control.dropPeer).
+type roster interface {
+	newPeer(PeerConfig) *peer
+	dropPeer(*peer)
+}
+
+// memberDocs is what members asks of the network's documents
+// (documents.go).
+type memberDocs interface {
+	// refuses says why the documents held refuse mc (a revoked key, a
+	// retired certificate); nil if they take it.
+	refuses(mc *cert.Cert) error
+	// refilter hands the filter the members as they are now.
+	refilter()
+}
+
 // lookup is a lookup of one address under way.
 type lookup struct {
 	sent   time.Time
@@ -87,7 +121,7 @@ func (m *members) configure(cfg Config, now time.Time) {
 	// once (not at the first configure, from New: registering is due then).
 	changed := m.lookups != nil && (m.network != cfg.Network || !slices.Equal(certBytes(m.own), certBytes(cfg.Cert)))
 	if m.network != cfg.Network {
-		for _, p := range m.c.peers {
+		for _, p := range m.peers {
 			if p.member != nil {
 				m.evict(p, "the config's network changed")
 			}
@@ -96,30 +130,44 @@ func (m *members) configure(cfg Config, now time.Time) {
 	if m.newest == nil || m.network != cfg.Network {
 		m.newest = nil
 		if cfg.Network.IsZero() {
-			m.c.kept.forget()
+			m.kept.forget()
 		} else {
 			m.newest = cert.NewNewest(cfg.Network)
 			m.loadNewest(now)
 			m.newestDirty = true // whether it can be kept shows now, not at the first member
 		}
 	}
-	m.network, m.own, m.static = cfg.Network, cfg.Cert, cfg.Static
+	m.network, m.own, m.ownAddrs, m.static = cfg.Network, cfg.Cert, cfg.Addresses, cfg.Static
 	if m.lookups == nil {
 		m.lookups, m.logged, m.names = map[netip.Addr]*lookup{}, map[key.Key]cert.Reason{}, map[string]*nameLookup{}
 	}
 	if m.own != nil && m.newest != nil {
 		if err := m.see(m.own, now); cert.ReasonOf(err) == cert.Superseded && !m.loggedOwnSuperseded {
 			m.loggedOwnSuperseded = true
-			m.c.log.Warn("this member's certificate is older than one seen of its key: members that saw the newer refuse it; apply the newest with punchtun syncconf",
+			m.log.Warn("this member's certificate is older than one seen of its key: members that saw the newer refuse it; apply the newest with punchtun syncconf",
 				"err", err)
 		}
 	}
 	m.saveNewest(now)
 	if changed {
 		if cfg.Cert != nil {
-			m.c.log.Info("certificate changed: registering with it", "valid_until", cfg.Cert.NotAfter)
+			m.log.Info("certificate changed: registering with it", "valid_until", cfg.Cert.NotAfter)
 		}
-		m.c.reregister(now)
+		m.rv.reregister(now)
+	}
+}
+
+// ownCert is this member's certificate; nil for none.
+func (m *members) ownCert() *cert.Cert { return m.own }
+
+// all are the peers that are members.
+func (m *members) all() iter.Seq[*peer] {
+	return func(yield func(*peer) bool) {
+		for _, p := range m.peers {
+			if p.member != nil && !yield(p) {
+				return
+			}
+		}
 	}
 }
 
@@ -154,10 +202,8 @@ func (m *members) unknownDestination(dst netip.Addr, now time.Time) {
 
 func (m *members) sendLookup(dst netip.Addr, l *lookup, now time.Time) {
 	l.sent, l.tries = now, l.tries+1
-	for _, s := range m.c.servers {
-		if s.reg.Registered() {
-			m.c.sendServer(s, &wire.Lookup{Time: m.c.now(), Addr: dst})
-		}
+	for s := range m.rv.registeredServers() {
+		m.rv.sendServer(s, &wire.Lookup{Time: m.rv.stamp(), Addr: dst})
 	}
 }
 
@@ -192,7 +238,7 @@ func (m *members) tick(now time.Time) {
 		m.prune(now)
 	}
 	m.saveNewest(now)
-	for _, p := range m.c.peers {
+	for _, p := range m.peers {
 		switch {
 		case p.member == nil:
 		case !now.Before(p.member.NotAfter):
@@ -212,7 +258,7 @@ func (m *members) lookupName(name string, now time.Time) ([]netip.Addr, chan []n
 	if m.own != nil && m.own.Name == name {
 		return memberAddrs(m.own), nil
 	}
-	for _, p := range m.c.peers {
+	for _, p := range m.peers {
 		if p.member != nil && p.member.Name == name {
 			return memberAddrs(p.member), nil
 		}
@@ -224,10 +270,8 @@ func (m *members) lookupName(name string, now time.Time) ([]netip.Addr, chan []n
 		}
 		nl = &nameLookup{since: now}
 		m.names[name] = nl
-		for _, s := range m.c.servers {
-			if s.reg.Registered() {
-				m.c.sendServer(s, &wire.Lookup{Time: m.c.now(), Name: name})
-			}
+		for s := range m.rv.registeredServers() {
+			m.rv.sendServer(s, &wire.Lookup{Time: m.rv.stamp(), Name: name})
 		}
 	}
 	wait := make(chan []netip.Addr, 1)
@@ -259,7 +303,7 @@ func (m *members) lookupMissed(miss *wire.LookupMiss, now time.Time) {
 	}
 	if l := m.lookups[miss.Addr]; l != nil {
 		l.missed = now
-		m.c.log.Debug("no member holds the address", "address", miss.Addr)
+		m.log.Debug("no member holds the address", "address", miss.Addr)
 	}
 }
 
@@ -268,7 +312,7 @@ func (m *members) refusedUs(s *server, r *wire.Refused) {
 	reason := cert.Reason(r.Reason)
 	if m.loggedRefusal != reason {
 		m.loggedRefusal = reason
-		m.c.log.Warn("the rendezvous refuses this member's certificate: no other member can reach us through it",
+		m.log.Warn("the rendezvous refuses this member's certificate: no other member can reach us through it",
 			"rendezvous", s.hostport, "reason", reason.String())
 	}
 	m.refused = reason
@@ -278,7 +322,7 @@ func (m *members) refusedUs(s *server, r *wire.Refused) {
 // member not yet known or one whose certificate changed; it returns the
 // peer to hand the introduction on to, or nil when refused.
 func (m *members) intro(b *wire.Intro, now time.Time) *peer {
-	p := m.c.peers[b.Peer]
+	p := m.peers[b.Peer]
 	if p != nil && (p.member == nil || slices.Equal(p.member.Bytes(), b.Cert)) {
 		return p // a static peer, or a member as we know it
 	}
@@ -300,10 +344,10 @@ func (m *members) intro(b *wire.Intro, now time.Time) *peer {
 		m.setCert(p, mc)
 		return p
 	}
-	p = m.c.newPeer(PeerConfig{Name: mc.Name, Key: mc.Member})
+	p = m.roster.newPeer(PeerConfig{Name: mc.Name, Key: mc.Member})
 	p.memberSince = now
 	m.setCert(p, mc)
-	m.c.log.Info("member added", "peer", p.label(), "addresses", mc.Addresses, "valid_until", mc.NotAfter)
+	m.log.Info("member added", "peer", p.label(), "addresses", mc.Addresses, "valid_until", mc.NotAfter)
 	return p
 }
 
@@ -322,13 +366,11 @@ func (m *members) verify(peerKey key.Key, raw []byte, now time.Time) (mc *cert.C
 	if err := mc.Check(m.network, now); err != nil {
 		return nil, nil, err
 	}
-	if mc.Member != peerKey || peerKey == m.c.pub {
+	if mc.Member != peerKey || peerKey == m.self {
 		return nil, nil, &cert.Error{Reason: cert.KeyMismatch, Detail: "for key " + mc.Member.String() + ", introduced as " + peerKey.String()}
 	}
-	if h := m.c.docs.held; h != nil {
-		if err := h.Refuses(mc); err != nil {
-			return nil, nil, err // its key revoked, or this certificate retired
-		}
+	if err := m.docs.refuses(mc); err != nil {
+		return nil, nil, err // its key revoked, or this certificate retired
 	}
 	if err := m.see(mc, now); err != nil {
 		return nil, nil, err // a newer certificate of its key was seen
@@ -340,13 +382,13 @@ func (m *members) verify(peerKey key.Key, raw []byte, now time.Time) (mc *cert.C
 				return nil, nil, &cert.Error{Reason: cert.Overlap, Detail: addr.String() + " is a static peer's (AllowedIPs " + s.String() + ")"}
 			}
 		}
-		for _, own := range m.c.own {
+		for _, own := range m.ownAddrs {
 			if own.Addr() == addr {
 				return nil, nil, &cert.Error{Reason: cert.Overlap, Detail: addr.String() + " is this interface's"}
 			}
 		}
 	}
-	for k, p := range m.c.peers {
+	for k, p := range m.peers {
 		if k == peerKey || p.member == nil {
 			continue
 		}
@@ -387,7 +429,7 @@ func (m *members) refuse(k key.Key, err error) {
 		clear(m.logged)
 	}
 	m.logged[k] = r
-	m.c.log.Warn("member refused", "peer", k, "reason", r.String(), "err", err)
+	m.log.Warn("member refused", "peer", k, "reason", r.String(), "err", err)
 }
 
 // setCert puts a verified member into WireGuard and the data path
@@ -398,16 +440,16 @@ func (m *members) setCert(p *peer, mc *cert.Cert) {
 		old = memberAddrs(p.member)
 	}
 	p.member, p.name = mc, mc.Name
-	m.c.docs.refilter() // before WireGuard takes its packets
+	m.docs.refilter() // before WireGuard takes its packets
 	allowed := make([]netip.Prefix, len(mc.Addresses))
 	for i, a := range mc.Addresses {
 		allowed[i] = netip.PrefixFrom(a.Addr(), a.Addr().BitLen())
 	}
-	if err := m.c.wg.AddMember(p.key, allowed); err != nil {
-		m.c.log.Warn("cannot add the member to WireGuard", "peer", p.label(), "err", err)
+	if err := m.wg.AddMember(p.key, allowed); err != nil {
+		m.log.Warn("cannot add the member to WireGuard", "peer", p.label(), "err", err)
 	}
-	m.c.data.RemoveDestinations(old)
-	m.c.data.AddDestinations(memberAddrs(mc)) // what was held for it leaves now
+	m.dsts.RemoveDestinations(old)
+	m.dsts.AddDestinations(memberAddrs(mc)) // what was held for it leaves now
 	for _, a := range mc.Addresses {
 		delete(m.lookups, a.Addr())
 	}
@@ -416,7 +458,7 @@ func (m *members) setCert(p *peer, mc *cert.Cert) {
 
 // holder is the member that holds addr; nil for none.
 func (m *members) holder(addr netip.Addr) *peer {
-	for _, p := range m.c.peers {
+	for _, p := range m.peers {
 		if p.member != nil && p.member.Holds(addr) {
 			return p
 		}
@@ -426,18 +468,15 @@ func (m *members) holder(addr netip.Addr) *peer {
 
 // evict lets a member go: from WireGuard, the data path and here.
 func (m *members) evict(p *peer, why string) {
-	m.c.log.Info("member let go", "peer", p.label(), "why", why)
-	p.closeBirthday(true)
-	m.c.data.RemoveDestinations(memberAddrs(p.member))
-	if err := m.c.wg.RemoveMember(p.key); err != nil {
+	m.log.Info("member let go", "peer", p.label(), "why", why)
+	m.dsts.RemoveDestinations(memberAddrs(p.member))
+	if err := m.wg.RemoveMember(p.key); err != nil {
 		// evict's callers cannot undo a departure: say what failed, and
 		// let it go from the control plane and the data path all the same.
-		m.c.log.Warn("cannot remove the member from WireGuard", "peer", p.label(), "err", err)
+		m.log.Warn("cannot remove the member from WireGuard", "peer", p.label(), "err", err)
 	}
-	m.c.data.RemovePeer(p.key)
-	delete(m.c.peers, p.key)
-	m.c.turn.setPeers()
-	m.c.docs.refilter()
+	m.roster.dropPeer(p)
+	m.docs.refilter()
 }
 
 func memberAddrs(mc *cert.Cert) []netip.Addr {

@@ -1,6 +1,8 @@
 package control
 
 import (
+	"iter"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"testing"
@@ -64,7 +66,7 @@ func newMemberHarnessAt(t *testing.T, statePath string, nk cert.NetworkPrivate) 
 	h := &memberHarness{harness: newHarnessAt(t, statePath), net: nk}
 	own := h.sign(h.net, h.c.pub, "self", "100.64.0.1/24", h.now, time.Hour)
 	h.c.own = []netip.Prefix{netip.MustParsePrefix("100.64.0.1/24")}
-	h.c.members.configure(Config{Network: h.net.Public(), Cert: own, Static: []netip.Prefix{netip.MustParsePrefix("100.64.0.200/32")}}, h.now)
+	h.c.members.configure(Config{Network: h.net.Public(), Cert: own, Addresses: h.c.own, Static: []netip.Prefix{netip.MustParsePrefix("100.64.0.200/32")}}, h.now)
 	h.register()
 	return h
 }
@@ -369,5 +371,99 @@ func TestMemberAddressMoved(t *testing.T) {
 	}
 	if addrs, _ := h.c.members.lookupName("web", h.now); len(addrs) != 1 || addrs[0] != netip.MustParseAddr("100.64.0.9") {
 		t.Errorf("web resolves to %v, want the new holder's address", addrs)
+	}
+}
+
+// members on its own, with no Control: fakes of the few things it asks
+// of the rest (roster, rendezvousClient, memberDocs).
+
+// aloneRoster is a roster of its own peers.
+type aloneRoster struct {
+	peers   map[key.Key]*peer
+	dropped []key.Key
+}
+
+func (r *aloneRoster) newPeer(pc PeerConfig) *peer {
+	p := &peer{name: pc.Name, key: pc.Key}
+	r.peers[pc.Key] = p
+	return p
+}
+func (r *aloneRoster) dropPeer(p *peer) {
+	delete(r.peers, p.key)
+	r.dropped = append(r.dropped, p.key)
+}
+
+// aloneRendezvous is one registered rendezvous that records what it is
+// sent.
+type aloneRendezvous struct {
+	s            server
+	sent         []wire.Body
+	stamps       uint64
+	reregistered int
+}
+
+func (r *aloneRendezvous) registeredServers() iter.Seq[*server] {
+	return func(yield func(*server) bool) { yield(&r.s) }
+}
+func (r *aloneRendezvous) sendServer(_ *server, m wire.Body) { r.sent = append(r.sent, m) }
+func (r *aloneRendezvous) stamp() uint64                     { r.stamps++; return r.stamps }
+func (r *aloneRendezvous) reregister(time.Time)              { r.reregistered++ }
+
+// aloneDocs refuses every certificate with refused (nil: none).
+type aloneDocs struct {
+	refused   error
+	refilters int
+}
+
+func (d *aloneDocs) refuses(*cert.Cert) error { return d.refused }
+func (d *aloneDocs) refilter()                { d.refilters++ }
+
+// TestMembersAlone: a lookup goes to the rendezvous, an introduced
+// member enters WireGuard and the data path through the roster, one the
+// documents refuse does not, and an evicted one leaves all three.
+func TestMembersAlone(t *testing.T) {
+	nk, _ := cert.NewNetworkPrivate()
+	ours, _ := key.NewPrivate()
+	now := harnessStart
+	roster, rv, docs := &aloneRoster{peers: map[key.Key]*peer{}}, &aloneRendezvous{}, &aloneDocs{}
+	wg, data := &fakeWireGuard{}, &fakeData{}
+	m := &members{log: slog.New(slog.DiscardHandler), self: ours.Public(), peers: roster.peers, roster: roster, rv: rv,
+		docs: docs, wg: wg, dsts: data, kept: &kept{log: slog.New(slog.DiscardHandler)}}
+	m.configure(Config{Network: nk.Public(), Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/24")}}, now)
+
+	dst := netip.MustParseAddr("100.64.0.7")
+	m.unknownDestination(dst, now)
+	if len(rv.sent) != 1 || rv.sent[0].(*wire.Lookup).Addr != dst {
+		t.Fatalf("sent %v for an unknown destination, want one lookup of %v", rv.sent, dst)
+	}
+
+	sign := func(name, addr string) (key.Key, *cert.Cert) {
+		k, _ := key.NewPrivate()
+		c, err := cert.Sign(nk, cert.Template{Member: k.Public(), Name: name, Addresses: []netip.Prefix{netip.MustParsePrefix(addr)},
+			NotBefore: now, NotAfter: now.Add(time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k.Public(), c
+	}
+	k7, c7 := sign("m7", "100.64.0.7/32")
+	p := m.intro(&wire.Intro{Peer: k7, Cert: c7.Bytes()}, now)
+	if p == nil || roster.peers[k7] != p || p.member == nil {
+		t.Fatalf("introduced member %v not added as a peer", k7)
+	}
+	if !slices.Equal(wg.members[k7], []netip.Prefix{netip.MustParsePrefix("100.64.0.7/32")}) || !data.dsts[dst] || docs.refilters == 0 {
+		t.Fatalf("member in WireGuard with %v, in the data path %v, filter told %d times", wg.members[k7], data.dsts[dst], docs.refilters)
+	}
+
+	docs.refused = &cert.Error{Reason: cert.Revoked, Detail: "by the test"}
+	k8, c8 := sign("m8", "100.64.0.8/32")
+	if p8 := m.intro(&wire.Intro{Peer: k8, Cert: c8.Bytes()}, now); p8 != nil || roster.peers[k8] != nil || m.Refusals[cert.Revoked].Load() != 1 {
+		t.Fatalf("a member the documents refuse: peer %v, refusals %d", p8, m.Refusals[cert.Revoked].Load())
+	}
+
+	refilters := docs.refilters
+	m.evict(p, "the test")
+	if !slices.Equal(roster.dropped, []key.Key{k7}) || wg.members[k7] != nil || data.dsts[dst] || docs.refilters != refilters+1 {
+		t.Fatalf("evicted: dropped %v, WireGuard %v, data path %v, filter told %d more", roster.dropped, wg.members[k7], data.dsts[dst], docs.refilters-refilters)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/punchtun/punchtun/rendezvous/wire"
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel/link"
 )
 
@@ -83,12 +84,12 @@ func (p *peer) fitPathMTU(mtu int, r link.Route) {
 	if mtu > 0 {
 		fit = fittingRouteMTU(innerMTU(mtu, r.Dst.Addr(), r.Relay), c.ifaceMTU)
 	}
-	if p.pathMTU != mtu {
+	if p.mtu.path != mtu {
 		c.log.Info("path MTU", "peer", p.label(), "endpoint", r.Dst, "path_mtu", mtu, "tunnel_mtu", cmp.Or(fit, c.ifaceMTU))
-		p.pathMTU = mtu
+		p.mtu.path = mtu
 	}
-	if p.routeMTU != fit {
-		p.routeMTU = fit
+	if p.mtu.route != fit {
+		p.mtu.route = fit
 		if err := c.wg.SetPeerMTU(p.key, fit); err != nil {
 			c.log.Warn("cannot set the MTU of the routes to a peer", "peer", p.label(), "mtu", fit, "err", err)
 		}
@@ -98,9 +99,20 @@ func (p *peer) fitPathMTU(mtu int, r link.Route) {
 // tickPathMTU queues a path MTU check for p while its tunnel is in use.
 func (p *peer) tickPathMTU(now time.Time) {
 	r := p.ep.Route()
-	if !r.Dst.IsValid() || now.Before(p.nextMTUCheck) || now.Sub(p.ep.Activity().Data) > activeWindow {
+	if !r.Dst.IsValid() || now.Before(p.mtu.nextCheck) || now.Sub(p.ep.Activity().Data) > activeWindow {
 		return
 	}
-	p.nextMTUCheck = now.Add(mtuCheckInterval)
+	p.mtu.nextCheck = now.Add(mtuCheckInterval)
 	p.c.queuePathCheck(r.Dst)
+}
+
+// fitPathMTUs fits the routes of the peers whose route goes to dst to
+// mtu, the path MTU the kernel knows for it (Control.run asks the host, on
+// the control goroutine: netlink answers at once, and no lock is held).
+func fitPathMTUs(peers map[key.Key]*peer, dst netip.AddrPort, mtu int) {
+	for _, p := range peers {
+		if r := p.ep.Route(); r.Dst == dst {
+			p.fitPathMTU(mtu, r)
+		}
+	}
 }

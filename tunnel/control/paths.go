@@ -26,11 +26,9 @@ type peer struct {
 	ep     link.Peer // its side in the data path
 	punch  *nat.Punch
 
-	nat          nat.Mapping // the peer's NAT, as its intro says
-	relayVia     *server     // the rendezvous that introduced it, which relays between us
-	pathMTU      int         // of the route in use, as the kernel learned it (pathmtu.go); 0 if unknown
-	nextMTUCheck time.Time
-	routeMTU     int // the MTU its AllowedIPs are routed with; 0: the interface's
+	nat      nat.Mapping // the peer's NAT, as its intro says
+	relayVia *server     // the rendezvous that introduced it, which relays between us
+	mtu      peerMTU     // its route's path MTU (pathmtu.go)
 	// observed is the peer's public endpoint as each rendezvous last
 	// introduced it (one per rendezvous: a hard NAT maps each apart).
 	observed map[*server]netip.AddrPort
@@ -44,18 +42,8 @@ type peer struct {
 	// the route last changed (see WireGuard.HandshakeIfNone).
 	handshakeCheck time.Time
 
-	// TURN (turn.go): the peer's relayed address, ours as last sent to
-	// it, and when to send ours again while it has not answered.
-	turnAddr, turnSent netip.AddrPort
-	turnNextSend       time.Time
-	// turnSeen is where our allocation reaches the peer (its NAT, opened
-	// by its hellos); turnHelloAt when to send our next hello.
-	turnSeen    netip.AddrPort
-	turnHelloAt time.Time
-	// While turnCheckUntil, the TURN route is probed: the peer's packets
-	// came through the rendezvous's relay (turnRelay.peerLeft); not
-	// before turnOKUntil, when a probe was answered.
-	turnCheckUntil, turnOKUntil time.Time
+	turn     peerTURN     // relaying to it through TURN (turn.go)
+	birthday peerBirthday // birthday rounds with it (birthday.go)
 
 	// member is its certificate if it is a member of the network
 	// (members.go), memberSince when it was added.
@@ -63,10 +51,37 @@ type peer struct {
 	memberSince time.Time
 	// gossip is where our documents' gossip with it stands (gossip.go).
 	gossip gossipPeer
+}
 
-	birthday        *birthday // hard side of a birthday round (birthday.go)
-	nextBirthday    time.Time
-	birthdayBackoff time.Duration
+// peerMTU is the path MTU of a peer's route (pathmtu.go).
+type peerMTU struct {
+	path      int // of the route in use, as the kernel learned it; 0 if unknown
+	route     int // the MTU its AllowedIPs are routed with; 0: the interface's
+	nextCheck time.Time
+}
+
+// peerTURN is where relaying to a peer through TURN stands (turn.go).
+type peerTURN struct {
+	// addr is the peer's relayed address, sent ours as last sent to it,
+	// nextSend when to send ours again while it has not answered.
+	addr, sent netip.AddrPort
+	nextSend   time.Time
+	// seen is where our allocation reaches the peer (its NAT, opened by
+	// its hellos); helloAt when to send our next hello.
+	seen    netip.AddrPort
+	helloAt time.Time
+	// While checkUntil, the TURN route is probed: the peer's packets came
+	// through the rendezvous's relay (turnRelay.peerLeft); not before
+	// okUntil, when a probe was answered.
+	checkUntil, okUntil time.Time
+}
+
+// peerBirthday is where birthday punching with a peer stands
+// (birthday.go).
+type peerBirthday struct {
+	round   *birthday // our hard side of the round under way; nil: none
+	next    time.Time
+	backoff time.Duration
 }
 
 // PathChange is one entry of a peer's path history.
@@ -130,10 +145,10 @@ func (p *peer) introduced(s *server, b *wire.Intro, now time.Time) {
 			p.punch.Drop()
 			p.closeBirthday(true)
 		}
-		p.nextBirthday, p.birthdayBackoff = time.Time{}, minBirthdayBackoff
+		p.birthday.next, p.birthday.backoff = time.Time{}, minBirthdayBackoff
 	}
 	p.observed[s] = b.Observed
-	p.turnSent = netip.AddrPort{} // it may have restarted: tell it our relayed address again
+	p.turn.sent = netip.AddrPort{} // it may have restarted: tell it our relayed address again
 	// The peer asks for an intro when it has no path: if ours still
 	// looks fine, it may be dead one way (it hears nothing from us), or
 	// lead to a birthday socket of a process that has since restarted.
@@ -160,7 +175,7 @@ func (p *peer) query(now time.Time) {
 	asked := false
 	for _, s := range c.servers {
 		if s.reg.Registered() {
-			c.sendServer(s, &wire.Query{Time: c.now(), Peer: p.key})
+			c.sendServer(s, &wire.Query{Time: c.stamp(), Peer: p.key})
 			asked = true
 		}
 	}
@@ -341,7 +356,7 @@ func (p *peer) hasNoDirectPath(now time.Time) {
 	c.log.Info("the peer's handshake came through the relay: leaving the direct path", "peer", p.label(), "endpoint", p.punch.Path().Addr)
 	p.punch.Drop()
 	p.closeBirthday(true)
-	p.nextBirthday, p.birthdayBackoff = time.Time{}, minBirthdayBackoff
+	p.birthday.next, p.birthday.backoff = time.Time{}, minBirthdayBackoff
 	p.nextQuery, p.backoff = now, minBackoff
 	p.updateRoute(now, "the peer's handshake came through the relay")
 }

@@ -44,7 +44,7 @@ func (p *peer) probe() (*probeWait, link.Route, error) {
 	if !r.Dst.IsValid() {
 		return nil, r, fmt.Errorf("no path to %s yet (%s)", p.label(), p.path)
 	}
-	w := &probeWait{c: p.c, peer: p, sent: time.Now(), done: make(chan probeResult, 1)}
+	w := &probeWait{c: p.c, peer: p, sent: p.c.clock.Now(), done: make(chan probeResult, 1)}
 	rand.Read(w.tx[:])
 	probes.Store(w.tx, w)
 	m := &wire.Ping{TxID: w.tx}
@@ -118,7 +118,7 @@ func (p *peer) handleRelayedProbe(h wire.Header, inner []byte, m inbound) {
 		}
 		p.sendRelayedProbe(reply, &wire.Pong{TxID: b.TxID, Src: m.src})
 	case *wire.Pong:
-		if !p.probeAnswered(m, b) && !c.turn.answered(b) {
+		if !p.probeAnswered(m, b) && !c.turn.answered(b, m.at) {
 			c.Dropped.Add(1)
 		}
 	default:

@@ -107,8 +107,8 @@ func (q *publishQueue) len() int { return len(q.fresh) + len(q.backlog) }
 // rendezvous but from, the one it came from (nil: none), and sends what
 // is due.
 func (d *documents) publishNew(doc *cert.Document, from *server, now time.Time) {
-	for _, s := range d.c.servers {
-		if s != from && s.reg.Registered() {
+	for s := range d.rv.registeredServers() {
+		if s != from {
 			s.publish.push(doc, true)
 			d.drainPublish(s, now)
 		}
@@ -175,6 +175,6 @@ func (d *documents) drainPublish(s *server, now time.Time) {
 			return
 		}
 		q.out.tokens--
-		d.c.sendServer(s, &wire.Publish{Time: d.c.now(), Doc: doc.Bytes()})
+		d.rv.sendServer(s, &wire.Publish{Time: d.rv.stamp(), Doc: doc.Bytes()})
 	}
 }

@@ -63,7 +63,7 @@ func (r *docRendezvous) serve() (acks int) {
 
 // step ticks the member once and lets the rendezvous answer.
 func (r *docRendezvous) step() int {
-	r.h.now = r.h.now.Add(tickInterval)
+	r.h.setNow(r.h.now.Add(tickInterval))
 	r.h.runPosted()
 	r.h.c.tick(r.h.now)
 	return r.serve()

@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"iter"
 	"net/netip"
 	"slices"
 	"time"
@@ -14,7 +15,7 @@ import (
 
 // The rendezvous client: each rendezvous is resolved, registered with and
 // refreshed (backing off while it is silent), asked for STUN on the shared
-// socket (network.go), and reached over TCP while UDP is blocked; what it
+// socket (stun.go), and reached over TCP while UDP is blocked; what it
 // sends — acknowledgements, introductions, TURN offers and relayed
 // addresses — is handled here.
 //
@@ -88,7 +89,7 @@ func (c *Control) tickServer(s *server, now time.Time) {
 	}
 	if due.Register {
 		c.sendServer(s, &wire.Register{
-			Time:       c.now(),
+			Time:       c.stamp(),
 			NAT:        byte(c.mapping),
 			Candidates: nat.LocalCandidates(c.data.Port(), c.iface, c.own),
 			Wants:      c.wants,
@@ -135,6 +136,27 @@ func (c *Control) setRelays() {
 		}
 	}
 	c.data.SetRelays(relays)
+}
+
+// rendezvousClient is what members and the documents ask of the
+// rendezvous client (rendezvous.go): messages to the registered
+// rendezvous, stamped, and registering anew.
+type rendezvousClient interface {
+	registeredServers() iter.Seq[*server]
+	sendServer(s *server, m wire.Body)
+	stamp() uint64
+	reregister(now time.Time)
+}
+
+// registeredServers are the rendezvous we are registered with now.
+func (c *Control) registeredServers() iter.Seq[*server] {
+	return func(yield func(*server) bool) {
+		for _, s := range c.servers {
+			if s.reg.Registered() && !yield(s) {
+				return
+			}
+		}
+	}
 }
 
 // isServer reports whether addr is one of our rendezvous.
@@ -261,7 +283,7 @@ func (c *Control) dialTCP(s *server, addr netip.AddrPort) {
 // dialed takes the outcome of dialTCP: st, if connected, becomes s's
 // stream unless UDP came back meanwhile.
 func (c *Control) dialed(s *server, st *wire.Stream) {
-	now := time.Now()
+	now := c.clock.Now()
 	if !slices.Contains(c.servers, s) { // a reload removed it meanwhile
 		if st != nil {
 			st.Close()
@@ -304,7 +326,7 @@ func (c *Control) streamClosed(s *server, st *wire.Stream) {
 	}
 	s.stream = nil
 	c.log.Warn("TCP connection to rendezvous closed", "rendezvous", s.hostport)
-	now := time.Now()
+	now := c.clock.Now()
 	if s.reg.StreamClosed(now) {
 		c.serverChanged(s, now, "TCP connection to the rendezvous closed")
 	}
@@ -319,7 +341,7 @@ func (c *Control) LookupName(name string, timeout time.Duration) []netip.Addr {
 		addrs []netip.Addr
 		wait  chan []netip.Addr
 	)
-	if !c.call(func() { addrs, wait = c.members.lookupName(name, time.Now()) }) || wait == nil {
+	if !c.call(func() { addrs, wait = c.members.lookupName(name, c.clock.Now()) }) || wait == nil {
 		return addrs
 	}
 	select {

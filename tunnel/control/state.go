@@ -184,7 +184,7 @@ func (m *members) loadNewest(now time.Time) {
 		err = m.newest.LoadText(string(b), now)
 	}
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		m.c.log.Warn("a newest certificate kept is refused", "path", m.newestPath, "err", err)
+		m.log.Warn("a newest certificate kept is refused", "path", m.newestPath, "err", err)
 	}
 }
 
@@ -203,18 +203,13 @@ func (m *members) flushNewest(now time.Time) {
 		return
 	}
 	m.newestDirty, m.newestSaved = false, now
-	m.c.kept.write(m.newestPath, m.newest.AppendText(nil))
+	m.kept.write(m.newestPath, m.newest.AppendText(nil))
 }
 
-// prune forgets the certificates expired by now: the newest seen of keys
-// whose every certificate expired, and the revocations that name nothing
-// live any more (kept again, and the filter told).
+// prune forgets the newest certificates seen of keys whose every
+// certificate expired by now.
 func (m *members) prune(now time.Time) {
 	if m.newest != nil && m.newest.Prune(now) {
 		m.newestDirty = true
-	}
-	if d := &m.c.docs; d.held != nil && d.held.Prune(now) {
-		d.changed(now)
-		d.apply(now)
 	}
 }

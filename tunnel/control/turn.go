@@ -30,7 +30,7 @@ import (
 // some fifty packets), and bulk traffic into one overflows them. Instead
 // each side sends a hello from its shared socket to the other's relayed
 // address now and then, which opens its own NAT to that address; the other
-// side learns from the hello where its relay reaches us (turnSeen), and
+// side learns from the hello where its relay reaches us (peerTURN.seen), and
 // sends there through its allocation: packets leave the server's relay
 // socket straight for our NAT and arrive on our shared socket, batched like
 // any other. A peer that cannot send UDP (it talks to the TURN server over
@@ -109,18 +109,18 @@ func (t *turnRelay) onRelayed(m *wire.Relayed, now time.Time) {
 		c.Dropped.Add(1)
 		return
 	}
-	if m.Addr == p.turnAddr {
+	if m.Addr == p.turn.addr {
 		return
 	}
 	c.log.Info("the peer's TURN relayed address", "peer", p.label(), "relayed", m.Addr)
-	p.turnAddr, p.turnHelloAt = m.Addr, time.Time{}
+	p.turn.addr, p.turn.helloAt = m.Addr, time.Time{}
 	if m.Addr.IsValid() {
 		// What the peer's relay sends to our shared socket comes from
 		// there.
 		p.ep.Learn(m.Addr)
 	}
 	// It allocated anew (or restarted): it may not know ours.
-	p.turnSent, p.turnNextSend = netip.AddrPort{}, time.Time{}
+	p.turn.sent, p.turn.nextSend = netip.AddrPort{}, time.Time{}
 	t.setPeers()
 	t.permit(p)
 	p.updateRoute(now, "the peer's TURN relayed address arrived")
@@ -135,7 +135,7 @@ func (t *turnRelay) tick(now time.Time) {
 	}
 	need := false
 	for _, p := range t.c.peers {
-		if r := p.ep.Route(); r.TURN != nil && now.Before(p.turnCheckUntil) {
+		if r := p.ep.Route(); r.TURN != nil && now.Before(p.turn.checkUntil) {
 			t.check(p, r, now)
 		}
 		if p.needsRelay() {
@@ -216,7 +216,7 @@ func allocateFirst(ctx context.Context, log *slog.Logger, offer *wire.TURNOffer,
 // allocated follows an allocation's end: it replaces the last one and
 // carries every peer that can use it.
 func (t *turnRelay) allocated(a *turnrelay.Allocation, err error, offer *wire.TURNOffer) {
-	c, now := t.c, time.Now()
+	c, now := t.c, t.c.clock.Now()
 	t.pending = false
 	if err != nil {
 		t.backOff(now)
@@ -230,7 +230,7 @@ func (t *turnRelay) allocated(a *turnrelay.Allocation, err error, offer *wire.TU
 		c.data.ServeTURN(a, func(pkt []byte, src netip.AddrPort) { c.enqueue(pkt, inbound{src: src, turn: a}) })
 	})
 	for _, p := range c.peers {
-		p.turnSent, p.turnNextSend, p.turnSeen = netip.AddrPort{}, time.Time{}, netip.AddrPort{}
+		p.turn.sent, p.turn.nextSend, p.turn.seen = netip.AddrPort{}, time.Time{}, netip.AddrPort{}
 		t.permit(p)
 		if p.ep.Route().TURN != nil || p.needsRelay() {
 			p.updateRoute(now, "TURN relay allocated")
@@ -251,7 +251,7 @@ func (t *turnRelay) close(now time.Time, why string) {
 	}
 	t.alloc = nil
 	for _, p := range t.c.peers {
-		p.turnSent, p.turnSeen = netip.AddrPort{}, netip.AddrPort{}
+		p.turn.sent, p.turn.seen = netip.AddrPort{}, netip.AddrPort{}
 		if p.ep.Route().TURN == a {
 			p.updateRoute(now, why)
 		}
@@ -286,7 +286,7 @@ func (t *turnRelay) check(p *peer, r link.Route, now time.Time) {
 
 // answered takes a pong that came through the allocation: an answer to
 // check's probe ends the check.
-func (t *turnRelay) answered(pong *wire.Pong) bool {
+func (t *turnRelay) answered(pong *wire.Pong, now time.Time) bool {
 	if t.checkSince.IsZero() || pong.TxID != t.probe {
 		return false
 	}
@@ -294,7 +294,7 @@ func (t *turnRelay) answered(pong *wire.Pong) bool {
 	if p := t.probePeer; p != nil {
 		// The path works: the peer's relayed packets alone do not make
 		// us probe it again for a while.
-		p.turnOKUntil, p.turnCheckUntil = time.Now().Add(turnOKFor), time.Time{}
+		p.turn.okUntil, p.turn.checkUntil = now.Add(turnOKFor), time.Time{}
 	}
 	return true
 }
@@ -303,28 +303,28 @@ func (t *turnRelay) answered(pong *wire.Pong) bool {
 // p's own arrives.
 func (t *turnRelay) announce(p *peer, now time.Time) {
 	c, a := t.c, t.alloc
-	if a == nil || (p.turnSent == a.Addr() && (p.turnAddr.IsValid() || now.Before(p.turnNextSend))) {
+	if a == nil || (p.turn.sent == a.Addr() && (p.turn.addr.IsValid() || now.Before(p.turn.nextSend))) {
 		return
 	}
 	for _, s := range c.servers {
 		if s.reg.Registered() {
-			c.sendServer(s, &wire.Relayed{Time: c.now(), Peer: p.key, Addr: a.Addr()})
+			c.sendServer(s, &wire.Relayed{Time: c.stamp(), Peer: p.key, Addr: a.Addr()})
 		}
 	}
-	p.turnSent, p.turnNextSend = a.Addr(), now.Add(turnResend)
+	p.turn.sent, p.turn.nextSend = a.Addr(), now.Add(turnResend)
 }
 
 // hello sends p's relayed address a hello from our shared socket, every
 // turnHelloInterval: it opens our NAT to that address, and tells the peer
 // where its relay reaches us (onHello).
 func (t *turnRelay) hello(p *peer, now time.Time) {
-	if !p.turnAddr.IsValid() || now.Before(p.turnHelloAt) || t.c.udpBlocked() {
+	if !p.turn.addr.IsValid() || now.Before(p.turn.helloAt) || t.c.udpBlocked() {
 		return
 	}
-	p.turnHelloAt = now.Add(turnHelloInterval)
+	p.turn.helloAt = now.Add(turnHelloInterval)
 	var tx [12]byte
 	rand.Read(tx[:])
-	t.c.sendSealed(p.turnAddr, &p.shared, &wire.Ping{TxID: tx})
+	t.c.sendSealed(p.turn.addr, &p.shared, &wire.Ping{TxID: tx})
 }
 
 // onHello takes a peer's message that came through our allocation: a
@@ -333,8 +333,8 @@ func (t *turnRelay) onHello(p *peer, h wire.Header, m inbound) {
 	if _, ok := t.c.open(m.pkt, h, &p.shared); !ok || t.alloc != m.turn {
 		return
 	}
-	if p.turnSeen != m.src {
-		p.turnSeen = m.src
+	if p.turn.seen != m.src {
+		p.turn.seen = m.src
 		p.updateRoute(m.at, "the peer's NAT is open to our TURN relay")
 	}
 }
@@ -347,7 +347,7 @@ func (t *turnRelay) permit(p *peer) {
 	if a == nil {
 		return
 	}
-	addrs := []netip.AddrPort{p.turnAddr}
+	addrs := []netip.AddrPort{p.turn.addr}
 	for _, ep := range p.observed {
 		addrs = append(addrs, ep)
 	}
@@ -368,8 +368,8 @@ func (t *turnRelay) permit(p *peer) {
 func (t *turnRelay) setPeers() {
 	m := make(map[netip.AddrPort]key.Key)
 	for _, p := range t.c.peers {
-		if p.turnAddr.IsValid() {
-			m[p.turnAddr] = p.key
+		if p.turn.addr.IsValid() {
+			m[p.turn.addr] = p.key
 		}
 	}
 	t.c.data.SetTURNPeers(m)
@@ -381,10 +381,10 @@ func (t *turnRelay) route(p *peer) (link.Route, bool) {
 	switch {
 	case t.alloc == nil:
 		return link.Route{}, false
-	case p.turnSeen.IsValid():
-		return link.Route{Dst: p.turnSeen, Relay: true, TURN: t.alloc}, true
-	case p.turnAddr.IsValid():
-		return link.Route{Dst: p.turnAddr, Relay: true, TURN: t.alloc}, true
+	case p.turn.seen.IsValid():
+		return link.Route{Dst: p.turn.seen, Relay: true, TURN: t.alloc}, true
+	case p.turn.addr.IsValid():
+		return link.Route{Dst: p.turn.addr, Relay: true, TURN: t.alloc}, true
 	}
 	return link.Route{}, false
 }
@@ -394,8 +394,8 @@ func (t *turnRelay) route(p *peer) (link.Route, bool) {
 // checked with probes (check) for a while, unless one was answered
 // lately.
 func (t *turnRelay) peerLeft(p *peer, now time.Time) {
-	if p.ep.Route().TURN == nil || now.Before(p.turnOKUntil) {
+	if p.ep.Route().TURN == nil || now.Before(p.turn.okUntil) {
 		return
 	}
-	p.turnCheckUntil = now.Add(turnProbeTimeout + time.Second)
+	p.turn.checkUntil = now.Add(turnProbeTimeout + time.Second)
 }

@@ -97,8 +97,8 @@ func (c *Control) publish(now time.Time) {
 	for k, p := range c.peers {
 		r := p.ep.Route()
 		pv := PeerView{Path: p.path, NAT: p.nat, History: p.history, Probing: p.punch.Punching(now), Route: r.Dst, Relay: r.Relay}
-		if p.pathMTU > 0 {
-			pv.PathMTU, pv.MTU = p.pathMTU, cmp.Or(p.routeMTU, c.ifaceMTU)
+		if p.mtu.path > 0 {
+			pv.PathMTU, pv.MTU = p.mtu.path, cmp.Or(p.mtu.route, c.ifaceMTU)
 		}
 		if r.Relay {
 			pv.Reason, pv.Via = p.relayReason(now), p.relayName(r)
@@ -115,7 +115,7 @@ func (c *Control) publish(now time.Time) {
 		v.Policy, v.Revocations, v.RevokedKeys, v.RetiredCerts = h.Policy(), len(h.Revocations()), h.RevokedKeys(), h.RetiredCerts()
 	}
 	v.DocumentsRefused, v.StateWarning = c.docs.Refused.Load(), c.kept.warning
-	v.GossipLimited, v.GossipJunk = c.gossip.gate.Limited.Load(), c.gossip.Junk.Load()
+	v.GossipLimited, v.GossipJunk = c.docs.gossip.gate.Limited.Load(), c.docs.gossip.Junk.Load()
 	if a := c.turn.alloc; a != nil {
 		v.TURN = &TURNView{Server: a.URI(), Relayed: a.Addr().String()}
 	}

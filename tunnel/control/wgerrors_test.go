@@ -13,7 +13,7 @@ import (
 // logTo sends the control plane's log to a buffer the test reads.
 func (h *harness) logTo() *bytes.Buffer {
 	var b bytes.Buffer
-	h.c.log = slog.New(slog.NewTextHandler(&b, nil))
+	h.setLog(slog.New(slog.NewTextHandler(&b, nil)))
 	return &b
 }
 
