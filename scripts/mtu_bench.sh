@@ -2,15 +2,17 @@
 # mtu_bench.sh — TCP through punchtun over a path smaller than its packets
 # (run as root, alone on the machine).
 #
-# Usage: scripts/mtu_bench.sh [PATH_MTU...]     (default: 1300 1200)
+# Usage: scripts/mtu_bench.sh [PATH_MTU...]   (default: 1300 1200 v6:1280)
 #
 # For each path MTU, a lab of two hosts behind easy NATs whose WAN links
 # (and so the internet path between them) take PATH_MTU bytes, routers
-# answering bigger packets with ICMP fragmentation-needed. Measures TCP
-# a->b with iperf3 (BENCH_TIME seconds, 5; BENCH_ROUNDS rounds, 3,
-# alternating) through punchtun as configured out of the box (MTU 1280,
-# which does not fit) and with MTU set by hand to what fits (PATH_MTU - 60),
-# and prints the medians and their ratio. PUNCHTUN_BIN: a built punchtun.
+# answering bigger packets with ICMP fragmentation-needed; v6:PATH_MTU is
+# the same over IPv6 (the lab's ipv6 option, hard NATs: the direct path is
+# IPv6, routed, not NATed). Measures TCP a->b with iperf3 (BENCH_TIME
+# seconds, 5; BENCH_ROUNDS rounds, 3, alternating) through punchtun as
+# configured out of the box (MTU 1280, which does not fit) and with MTU set
+# by hand to what fits (PATH_MTU - 60, - 80 over IPv6), and prints the
+# medians and their ratio. PUNCHTUN_BIN: a built punchtun.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -21,7 +23,7 @@ KEEP=${BENCH_KEEP-}
 T=${BENCH_TIME:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
 MTUS=("$@")
-[ ${#MTUS[@]} -gt 0 ] || MTUS=(1300 1200)
+[ ${#MTUS[@]} -gt 0 ] || MTUS=(1300 1200 v6:1280)
 . scripts/deps.sh
 . scripts/labkit.sh
 need_go
@@ -62,9 +64,11 @@ tcp() {
 
 median() { sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 
-printf '%-9s %-22s %-22s %s\n' "PATH MTU" "DEFAULT (MTU 1280)" "BY HAND (MTU PATH-60)" "RATIO"
-for pmtu in "${MTUS[@]}"; do
-	"$LAB" up "$PREFIX" easy easy >/dev/null 2>&1
+printf '%-9s %-22s %-22s %s\n' "PATH MTU" "DEFAULT (MTU 1280)" "BY HAND (PATH-60/80)" "RATIO"
+for spec in "${MTUS[@]}"; do
+	pmtu=${spec#v6:} overhead=60 nats=(easy easy)
+	[ "$spec" = "$pmtu" ] || overhead=80 nats=(hard hard ipv6)
+	"$LAB" up "$PREFIX" "${nats[@]}" >/dev/null 2>&1
 	for r in nata natb; do
 		in_ns $r ip link set wan mtu "$pmtu"
 		in_ns inet ip link set "$PREFIX-$r" mtu "$pmtu"
@@ -76,9 +80,9 @@ for pmtu in "${MTUS[@]}"; do
 	: >"$WORK/default" && : >"$WORK/hand"
 	for ((i = 0; i < ROUNDS; i++)); do
 		up "" && tcp >>"$WORK/default" && down
-		up $((pmtu - 60)) && tcp >>"$WORK/hand" && down
+		up $((pmtu - overhead)) && tcp >>"$WORK/hand" && down
 	done
 	d=$(median <"$WORK/default") h=$(median <"$WORK/hand")
-	printf '%-9s %-22s %-22s %s\n' "$pmtu" "$d Mbit/s" "$h Mbit/s" "$(awk -v d="$d" -v h="$h" 'BEGIN {printf "%.2f", d / h}')"
+	printf '%-9s %-22s %-22s %s\n' "$spec" "$d Mbit/s" "$h Mbit/s" "$(awk -v d="$d" -v h="$h" 'BEGIN {printf "%.2f", d / h}')"
 	stop_all
 done

@@ -21,26 +21,10 @@ func TestFrozenPeerBehindHardNAT(t *testing.T) {
 	if s, err := strconv.Atoi(os.Getenv("PUNCHTUN_FREEZE_S")); err == nil && s > 0 {
 		freeze = time.Duration(s) * time.Second // shorter while working on it; CI runs 200 s
 	}
-	l := newLab(t, "ptfz", "easy", "hard")
-	for _, router := range []string{"nata", "natb"} {
-		for _, s := range []string{"nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream"} {
-			l.run(router, "sysctl", "-qw", fmt.Sprintf("net.netfilter.%s=%d", s, 30))
-		}
-	}
-	rv := l.newRendezvous("rendezvous", rendezvousAddr, []string{rendezvousAddr, rendezvousAddr2}, "")
-	a, b, pa, pb := l.pair("ptfza", "a1", "ptfzb", "b1", "direct", rv)
+	l, a, b, sides := freezeLab(t, "ptfz")
 	other := map[*peerSpec]*peerSpec{a: b, b: a}
-	for _, frozen := range []struct {
-		p    *peerSpec
-		proc *proc
-		nat  string
-	}{{b, pb, "hard"}, {a, pa, "easy"}} {
-		frozen.proc.cmd.Process.Signal(syscall.SIGSTOP)
-		time.Sleep(freeze) // the freeze is the test's parameter
-		frozen.proc.cmd.Process.Signal(syscall.SIGCONT)
-		t0 := time.Now()
-		out := l.answeredWithin(frozen.p, other[frozen.p], t0, 20*time.Second)
-		in := l.answeredWithin(other[frozen.p], frozen.p, t0, 20*time.Second)
+	for _, frozen := range sides {
+		t0, out, in := l.freeze(frozen, other[frozen.p], freeze)
 		var direct time.Duration
 		eventually(t, 20*time.Second, "direct again", func() error {
 			for _, p := range []*peerSpec{a, b} {
@@ -64,4 +48,37 @@ func TestFrozenPeerBehindHardNAT(t *testing.T) {
 			t.Errorf("%s side frozen %v: direct again after %v, want within 3 s", frozen.nat, freeze, direct)
 		}
 	}
+}
+
+// frozenSide is one side of freezeLab's pair, to freeze.
+type frozenSide struct {
+	p    *peerSpec
+	proc *proc
+	nat  string
+}
+
+// freezeLab is an easy/hard pair, direct, behind NATs that forget UDP
+// flows after 30 s; sides lists the hard side, then the easy one.
+func freezeLab(t *testing.T, prefix string) (l *lab, a, b *peerSpec, sides []frozenSide) {
+	l = newLab(t, prefix, "easy", "hard")
+	for _, router := range []string{"nata", "natb"} {
+		for _, s := range []string{"nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream"} {
+			l.run(router, "sysctl", "-qw", fmt.Sprintf("net.netfilter.%s=%d", s, 30))
+		}
+	}
+	rv := l.newRendezvous("rendezvous", rendezvousAddr, []string{rendezvousAddr, rendezvousAddr2}, "")
+	a, b, pa, pb := l.pair(prefix+"a", "a1", prefix+"b", "b1", "direct", rv)
+	return l, a, b, []frozenSide{{b, pb, "hard"}, {a, pa, "easy"}}
+}
+
+// freeze stops s's process for d, continues it at t0, and returns how long
+// after t0 pings were answered from it to its peer other (out) and back
+// (in).
+func (l *lab) freeze(s frozenSide, other *peerSpec, d time.Duration) (t0 time.Time, out, in time.Duration) {
+	l.t.Helper()
+	s.proc.cmd.Process.Signal(syscall.SIGSTOP)
+	time.Sleep(d) // the freeze is the test's parameter
+	s.proc.cmd.Process.Signal(syscall.SIGCONT)
+	t0 = time.Now()
+	return t0, l.answeredWithin(s.p, other, t0, 20*time.Second), l.answeredWithin(other, s.p, t0, 20*time.Second)
 }

@@ -123,6 +123,7 @@ func (pe *PeerEndpoint) received(pkt []byte, src netip.AddrPort, relayed bool) b
 			return false
 		}
 		if !pe.admitHandshake(pkt, pe.b.via(src, relayed), now) {
+			pe.reanswer(pkt, now) // our response may be lost (retransmit.go)
 			return false
 		}
 	}

@@ -18,8 +18,10 @@ import (
 //   - Hold: until a route exists, the latest initiation and response are
 //     held and sent the moment one is set: the peer's initiation may come
 //     over the relay a moment before our own intro gives us a route back.
-//   - Copy: each message is sent again handshakeCopyDelay later, so that
-//     one loss does not cost the 5 s retry.
+//   - Copy: a response is sent again handshakeCopyDelay later, so that
+//     one loss does not cost the 5 s retry; an initiation, every round
+//     trip or two until answered, and a response again when a copy of
+//     the initiation it answered comes (retransmit.go).
 //   - Crossing: two peers that both have traffic from the first moment
 //     send initiations that cross (held on both sides, both leave when the
 //     intro comes). Each side answers the other's and then refuses the
@@ -60,6 +62,11 @@ type handshakes struct {
 	// and when; their copies are dropped (dedupe).
 	admitted   [2][]byte
 	admittedAt [2]time.Time
+	// reansweredAt: when our response last went again for a copy of the
+	// initiation it answered; retrying: the initiation being sent again
+	// (retransmit.go).
+	reansweredAt time.Time
+	retrying     []byte
 }
 
 // dedupeWindow is how long a copy of a handshake message already let

@@ -116,27 +116,28 @@ func (b *Bind) sendHandshakes(bufs [][]byte, pe *PeerEndpoint, r *route, now tim
 		if via := pe.replyPath(p, r, now); via != nil {
 			out = via
 		}
+		if p[0] == wireGuardInitiation {
+			pe.retransmit(bytes.Clone(p), now) // until answered, held or not (retransmit.go)
+		}
 		if out == nil {
 			continue // held
 		}
 		if e := b.sendRoute([][]byte{p}, pe, out); err == nil {
 			err = e
 		}
-		// A lost handshake message costs WireGuard's 5 s retry, which is
-		// most of the time to connect on a lossy path. A copy a moment
-		// later costs a hundred bytes, and when the first arrived
-		// WireGuard drops it (a replayed initiation, or a response to a
-		// handshake already done). Not at once: two copies handled side
-		// by side by WireGuard's handshake workers would both pass. A
-		// response gets a second copy: only the initiator's retry, 5 s
-		// on, would ask for it again, while a copy of the initiation
-		// that arrives is a replay the peer does not answer.
-		dup := bytes.Clone(p)
-		copies := []time.Duration{handshakeCopyDelay}
-		if p[0] == wireGuardResponse {
-			copies = append(copies, 3*handshakeCopyDelay)
+		if p[0] == wireGuardInitiation {
+			continue
 		}
-		for _, d := range copies {
+		// A lost handshake message costs WireGuard's 5 s retry, which is
+		// most of the time to connect on a lossy path. A copy of the
+		// response a moment later costs a hundred bytes, and when the
+		// first arrived WireGuard drops it (a response to a handshake
+		// already done). Not at once: two copies handled side by side by
+		// WireGuard's handshake workers would both pass. It gets a second
+		// copy; after that, the initiator's copies of its initiation ask
+		// for it again (reanswer).
+		dup := bytes.Clone(p)
+		for _, d := range []time.Duration{handshakeCopyDelay, 3 * handshakeCopyDelay} {
 			b.later(d, func() {
 				// Not once answered: a peer that restarted meanwhile
 				// would take the copy for a new handshake, and its

@@ -51,6 +51,9 @@ type birthday struct {
 	won      *transport.Socket
 	opened   int       // opening probes sent per socket
 	nextOpen time.Time // when the next ones are due
+	// lingerUntil: the winner's path was lost, and it is kept open until
+	// then for a peer that was only frozen (freeze.go).
+	lingerUntil time.Time
 }
 
 // birthdayRole decides p's part in a birthday round from both NATs:
@@ -88,8 +91,17 @@ func (p *peer) maybeBirthday(observed netip.AddrPort, now time.Time) {
 	}
 	// All of the last round goes, its winner too: a socket left behind
 	// here was never closed, and its reader kept Stop waiting forever.
+	// But a winner lingering for the same endpoint joins the new round:
+	// its NAT mapping is the one the peer may still be probing.
+	var kept *transport.Socket
+	if last := p.birthday.round; last != nil && last.won != nil && p.lingering(last, now) && last.dst == observed {
+		kept, last.conns = last.won, nil
+	}
 	p.closeBirthday(true)
 	bd := &birthday{dst: observed, until: now.Add(nat.SprayProbes*time.Second/nat.SprayRate + birthdayLinger)}
+	if kept != nil {
+		bd.conns = append(bd.conns, kept) // its reader runs on
+	}
 	lc := net.ListenConfig{Control: markSocket(c.mark)}
 	// Sized for the tunnel's packets, not 64 KiB: a round opens 256
 	// sockets (the reader grows a buffer that proves too small).
@@ -151,7 +163,11 @@ func (p *peer) birthdayWon(conn *transport.Socket, src netip.AddrPort, now time.
 func (p *peer) tickBirthday(now time.Time) {
 	bd := p.birthday.round
 	switch {
-	case bd == nil || bd.won != nil:
+	case bd == nil:
+	case bd.won != nil:
+		if !bd.lingerUntil.IsZero() && !p.lingering(bd, now) && p.punch.Path().Addr != bd.dst {
+			p.closeBirthday(true) // the lost path did not come back on it
+		}
 	case now.After(bd.until):
 		p.c.log.Info("birthday punching: no socket got through", "peer", p.label(), "retry_in", p.birthday.next.Sub(now).Round(time.Second))
 		p.closeBirthday(false)

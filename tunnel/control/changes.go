@@ -222,18 +222,53 @@ func (c *Control) checkResume(now time.Time) {
 // initiation from before the freeze, whose answer no longer matches
 // anything it has.
 func (c *Control) resumed(now time.Time, gap time.Duration) {
+	if c.resumedBriefly(now, gap) {
+		return // the NATs' mappings likely outlived it (freeze.go)
+	}
 	c.log.Info("resumed after a freeze or sleep: treating it as a network change", "gap", gap.Round(time.Millisecond))
 	c.data.Resumed(now)
 	c.networkChanged(now)
 	for _, p := range c.peers {
-		direct := p.punch.Path().Addr.IsValid()
-		p.punch.Forget()
-		p.closeBirthday(true)
-		p.nextQuery, p.backoff = now, minBackoff
-		p.birthday.next, p.birthday.backoff = time.Time{}, minBirthdayBackoff
-		if direct {
-			p.updateRoute(now, "resumed after a freeze or sleep: the NATs' mappings are likely gone")
-		}
-		c.wg.Rehandshake(p.key)
+		p.resumeAfresh(now)
 	}
+}
+
+// resumedBriefly handles a resume after a short freeze (freeze.go) of
+// gap, which ended at now: if every direct path was heard within its
+// heartbeat interval, freeze included, they are kept and probed. It
+// reports whether it did; otherwise resumed treats the wake-up as a new
+// network.
+func (c *Control) resumedBriefly(now time.Time, gap time.Duration) bool {
+	before := now.Add(-gap) // the last tick before the freeze
+	direct := 0
+	for _, p := range c.peers {
+		if !p.punch.Path().Addr.IsValid() {
+			continue
+		}
+		// Heard: a probe, or any WireGuard packet, which keeps the NATs'
+		// mappings as well. After before: the backlog, read on waking.
+		idle := gap
+		if heard := latest(p.punch.LastHeard(), p.ep.Activity().Received); heard.Before(before) {
+			idle += before.Sub(heard)
+		}
+		if idle >= p.punch.Heartbeat() {
+			return false
+		}
+		direct++
+	}
+	if direct == 0 {
+		return false
+	}
+	c.log.Info("resumed after a short freeze: probing the direct paths", "gap", gap.Round(time.Millisecond), "direct_paths", direct)
+	c.data.Resumed(now)
+	c.reregister(now)
+	for _, p := range c.peers {
+		if p.punch.Path().Addr.IsValid() {
+			p.punch.Suspect(now)
+			c.wg.Rehandshake(p.key)
+		} else {
+			p.resumeAfresh(now)
+		}
+	}
+	return true
 }

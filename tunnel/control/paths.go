@@ -115,7 +115,7 @@ func (p *peer) tick(now time.Time) {
 	}
 	if p.punch.Tick(now) == nat.EventLost {
 		c.log.Warn("direct path lost", "peer", p.label(), "endpoint", directAddr(p.ep.Route()))
-		p.closeBirthday(true)
+		p.lingerBirthday(now) // for a peer that was only frozen (freeze.go)
 		c.reregister(now)
 		p.nextQuery, p.backoff = now, minBackoff
 		p.updateRoute(now, "no answer on the direct path")
