@@ -99,8 +99,8 @@ func (m *Machine) Answered(now time.Time, got *Mapping, errs map[Protocol]error)
 	}
 	if m.current != nil {
 		var refused *RefusedError
-		if !errors.As(errs[m.current.Protocol], &refused) && now.Add(renewRetry).Before(m.obtained.Add(m.current.Lifetime)) {
-			m.next = now.Add(renewRetry) // unanswered: keep it while it lasts
+		if end := m.obtained.Add(m.current.Lifetime); !errors.As(errs[m.current.Protocol], &refused) && now.Before(end) {
+			m.next = now.Add(min(renewRetry, end.Sub(now))) // unanswered: keep it while it lasts
 			return false
 		}
 		// Refused: the router forgot it, or will not renew it. Ask all
@@ -134,7 +134,7 @@ func (m *Machine) Reask(now time.Time, forget bool) (changed bool) {
 // restart, or an address change. Either may have lost our mapping: it is
 // renewed at once.
 func (m *Machine) Announced(now time.Time) {
-	if m.current != nil || m.mode != ModeOff {
+	if m.mode != ModeOff {
 		m.next = now
 	}
 }
