@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/punchtun/punchtun/nat"
+	"github.com/punchtun/punchtun/nat/portmap"
 	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
@@ -33,6 +34,9 @@ type Status struct {
 	TURN *TURNStatus `json:"turn,omitempty"`
 	// Network is the network this interface is a member of.
 	Network *NetworkStatus `json:"network,omitempty"`
+	// PortMapping is the router's port forward to us: its protocol,
+	// external endpoint and lifetime left, or why there is none.
+	PortMapping portmap.Status `json:"port_mapping"`
 }
 
 // NetworkStatus is this interface's membership.
@@ -175,6 +179,7 @@ func (t *Tunnel) Status() (*Status, error) {
 		st.RelayedBytes[name] = ByteCounts{Tx: n[0], Rx: n[1]}
 	}
 	st.NAT = v.NAT.String()
+	st.PortMapping = v.PortMapping.Status
 	for _, s := range v.Servers {
 		rs := RendezvousStatus{Address: s.HostPort, Registered: s.Registered, TCP: s.TCP, TCPReason: s.TCPReason}
 		if s.Registered {

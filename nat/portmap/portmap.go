@@ -50,9 +50,11 @@ func (p Protocol) MarshalText() ([]byte, error) { return []byte(p.String()), nil
 type Mode uint8
 
 const (
+	// ModeOff asks nothing: the zero Mode, so that nothing asks a router
+	// unless configured to (the config's default is ModeAuto).
+	ModeOff Mode = iota
 	// ModeAuto asks all three at once; the first good answer wins.
-	ModeAuto Mode = iota
-	ModeOff
+	ModeAuto
 	ModeNATPMP
 	ModePCP
 	ModeUPnP

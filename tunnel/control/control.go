@@ -126,6 +126,7 @@ type Control struct {
 	members   members     // the network's members (members.go)
 	docs      documents   // the network's policy and revocations (documents.go)
 	gossip    gossipState // the documents' gossip with members (gossip.go)
+	portmap   portMapper  // the router's port forward to us (portmap.go)
 }
 
 // WireGuard is what the control plane asks of the WireGuard device.
@@ -224,6 +225,7 @@ func New(log *slog.Logger, cfg Config, statePath string, saved State) *Control {
 		stun:               make(map[nat.STUNTxID]stunProbe),
 	}
 	c.turn.c, c.members.c, c.docs.c, c.kept.log = c, c, c, log
+	c.portmap.init(c, cfg.PortMapping)
 	c.docs.filter = policy.New()
 	c.docs.filter.OnGossip(func(src netip.Addr, body []byte) { c.enqueue(body, inbound{gossip: src}) })
 	if statePath != "" {
@@ -297,6 +299,7 @@ func (c *Control) Start(data link.DataPath, wg WireGuard, host Host, mark uint32
 	data.OnUnknownDestination(notify(c.unknownDsts))
 	c.netChanged = make(chan struct{}, 1)
 	c.spawn(func() { host.WatchNetwork(c.done, c.netChanged) })
+	c.portmap.start()
 	c.spawn(c.run)
 }
 
@@ -399,6 +402,7 @@ func (c *Control) shutdown() {
 		p.closeBirthday(true)
 	}
 	c.turn.close(time.Now(), "shutting down")
+	c.portmap.shutdown()
 	c.members.flushNewest(c.lastTick)
 	c.docs.flush()
 }
@@ -423,6 +427,7 @@ func (c *Control) tick(now time.Time) {
 		c.netSettle = time.Time{}
 		c.networkChanged(now)
 	}
+	c.portmap.tick(now)
 	for _, s := range c.servers {
 		c.tickServer(s, now)
 	}

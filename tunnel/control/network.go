@@ -78,6 +78,7 @@ func (c *Control) setMapping(m nat.Mapping, now time.Time) {
 	}
 	c.mapping = m
 	c.log.Info("NAT discovered", "mapping", m)
+	c.portmap.update(now) // none is offered where UDP is blocked
 	// Tell the rendezvous now, so that peers learn it in their intros; a
 	// registration in flight is followed up when its ack comes.
 	for _, s := range c.servers {
@@ -149,6 +150,7 @@ func (c *Control) networkChanged(now time.Time) {
 		c.mapping = nat.MappingUnknown
 	}
 	c.udpHeard, c.udpSince, c.stunSent = false, now, time.Time{}
+	c.portmap.networkChanged(now)
 	for _, s := range c.servers {
 		if s.addr.IsValid() {
 			// Both answers anew before the NAT is classified again.
