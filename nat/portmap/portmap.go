@@ -46,6 +46,21 @@ func (p Protocol) String() string {
 // MarshalText makes a Protocol a JSON string such as "pcp".
 func (p Protocol) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
 
+// UnmarshalText reads what MarshalText wrote.
+func (p *Protocol) UnmarshalText(b []byte) error {
+	for _, q := range Protocols {
+		if q.String() == string(b) {
+			*p = q
+			return nil
+		}
+	}
+	if string(b) == "none" {
+		*p = 0
+		return nil
+	}
+	return fmt.Errorf("unknown port mapping protocol %q", b)
+}
+
 // Mode is which protocols to ask (the PortMapping config key).
 type Mode uint8
 
