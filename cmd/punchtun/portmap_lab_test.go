@@ -6,6 +6,7 @@ import (
 	"cmp"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -197,6 +198,198 @@ func TestPortMappingHardHard(t *testing.T) {
 			if err := router.forwards(int(st.ListenPort), "192.168.1.2"); err == nil {
 				t.Errorf("the forward is still on the router after down:\n%s", router.rules())
 			}
+		})
+	}
+}
+
+// mappedPair starts a and b (PortMapping modes ma and mb) in the lab and
+// returns them with a's process and when they started.
+func (l *lab) mappedPair(i int, ma, mb string, rvKey key.Private) (a, b *peerSpec, pa *proc, start time.Time) {
+	l.t.Helper()
+	a = newPeer(l.t, "a1", fmt.Sprintf("%sa%d", l.prefix, i), "100.64.0.1")
+	b = newPeer(l.t, "b1", fmt.Sprintf("%sb%d", l.prefix, i), "100.64.0.2")
+	start = time.Now()
+	pa = l.upMapped(a, b, rvKey, ma)
+	l.upMapped(b, a, rvKey, mb)
+	return a, b, pa, start
+}
+
+// TestPortMappingRouter: both sides mapped go direct; a miniupnpd
+// restarted (its mappings and rules gone) maps again, and the pair is
+// still direct, within 5 s; a router that refuses every mapping, or
+// runs no daemon, leaves hard/hard relayed as before, with the reason in
+// status.
+func TestPortMappingRouter(t *testing.T) {
+	l := newLab(t, "ptpr", "hard", "hard")
+	rvKey := l.startRendezvous()
+	sub := func(name string, f func(t *testing.T, l *lab)) {
+		t.Run(name, func(t *testing.T) {
+			l := *l
+			l.t, l.dir = t, t.TempDir()
+			f(t, &l)
+		})
+	}
+	sub("both-mapped", func(t *testing.T, l *lab) {
+		ra, rb := l.startMiniupnpd("nata", false, "natpmp", "pcp", "upnp"), l.startMiniupnpd("natb", false, "natpmp", "pcp", "upnp")
+		defer ra.proc.stop()
+		defer rb.proc.stop()
+		a, b, _, start := l.mappedPair(0, "auto", "auto", rvKey)
+		first := l.answeredWithin(a, b, start, 5*time.Second)
+		l.waitMapping(a, "", 5*time.Second)
+		l.waitMapping(b, "", 5*time.Second)
+		l.waitPath(a, "direct")
+		l.waitPath(b, "direct")
+		t.Logf("both mapped: first ping %.2f s after the start; direct both ways by %.2f s", first.Seconds(), time.Since(start).Seconds())
+		if first > time.Second {
+			t.Errorf("first ping %v after the start, want within 1 s", first)
+		}
+		l.ping(b, a)
+	})
+	sub("restart", func(t *testing.T, l *lab) {
+		router := l.startMiniupnpd("nata", false, "natpmp", "pcp", "upnp")
+		defer func() { router.proc.stop() }()
+		a, b, _, _ := l.mappedPair(1, "auto", "off", rvKey)
+		st := l.waitMapping(a, "", 5*time.Second)
+		l.waitPath(a, "direct")
+		router.restart()
+		restarted := time.Now()
+		if err := router.forwards(int(st.ListenPort), "192.168.1.2"); err == nil {
+			t.Fatalf("the restarted miniupnpd still has the forward:\n%s", router.rules())
+		}
+		eventually(t, 5*time.Second, "mapped again after miniupnpd's restart", func() error {
+			return router.forwards(int(st.ListenPort), "192.168.1.2")
+		})
+		again := time.Since(restarted)
+		l.waitMapping(a, "", 5*time.Second)
+		if ps := l.waitPath(a, "direct"); ps.Path != "direct" {
+			t.Fatalf("path %+v", ps)
+		}
+		t.Logf("mapped again %.2f s after miniupnpd restarted; still direct at %.2f s", again.Seconds(), time.Since(restarted).Seconds())
+		if time.Since(restarted) > 5*time.Second {
+			t.Errorf("mapped and direct again only %v after the restart, want within 5 s", time.Since(restarted))
+		}
+		l.ping(a, b)
+	})
+	sub("refused", func(t *testing.T, l *lab) {
+		router := l.startMiniupnpd("nata", true, "natpmp", "pcp", "upnp")
+		defer router.proc.stop()
+		a, _, _, _ := l.mappedPair(2, "auto", "off", rvKey)
+		l.waitPath(a, "relay")
+		var reason string
+		eventually(t, 5*time.Second, "the refusal in status", func() error {
+			st, err := l.status(a)
+			if err != nil {
+				return err
+			}
+			if reason = st.PortMapping.Reason; st.PortMapping.Offered || !strings.Contains(reason, "router refused: result code") {
+				return fmt.Errorf("port mapping %+v", st.PortMapping)
+			}
+			return nil
+		})
+		t.Logf("refused: %s", reason)
+		if ps := l.waitPath(a, "relay"); ps.Reason != "both NATs map per destination" {
+			t.Errorf("relay reason %q", ps.Reason)
+		}
+	})
+	sub("no-daemon", func(t *testing.T, l *lab) {
+		a, _, _, _ := l.mappedPair(3, "auto", "off", rvKey)
+		eventually(t, 5*time.Second, "no gateway in status", func() error {
+			st, err := l.status(a)
+			if err != nil {
+				return err
+			}
+			if st.PortMapping.Reason != "no gateway answered" {
+				return fmt.Errorf("port mapping %+v", st.PortMapping)
+			}
+			return nil
+		})
+		l.waitPath(a, "relay")
+	})
+}
+
+// addCarrierHome puts a home behind a carrier NAT into lab l: the
+// carrier's router cgn (WAN 203.0.113.23, a hard NAT) with the home
+// router home on its customer side (WAN 100.65.0.2, a hard NAT too) and
+// host h1 (192.168.1.2) on the home's LAN.
+func (l *lab) addCarrierHome() {
+	l.t.Helper()
+	ns := func(h string) string { return l.prefix + "-" + h }
+	l.t.Cleanup(func() {
+		for _, h := range []string{"h1", "home", "cgn"} {
+			exec.Command("ip", "netns", "del", ns(h)).Run()
+		}
+	})
+	root := func(args ...string) {
+		l.t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			l.t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	for _, h := range []string{"cgn", "home", "h1"} {
+		root("ip", "netns", "add", ns(h))
+		l.run(h, "ip", "link", "set", "lo", "up")
+	}
+	const hardNAT = `table ip nat { chain postrouting { type nat hook postrouting priority srcnat; oifname "wan" masquerade random; } }
+table inet filter { chain forward { type filter hook forward priority filter; iifname "wan" ct state new drop; } }`
+	root("ip", "link", "add", "wan", "netns", ns("cgn"), "type", "veth", "peer", "name", ns("cgn"), "netns", ns("inet"))
+	l.run("inet", "ip", "link", "set", ns("cgn"), "master", "br0", "up")
+	root("ip", "link", "add", "cust", "netns", ns("cgn"), "type", "veth", "peer", "name", "wan", "netns", ns("home"))
+	root("ip", "link", "add", "lan", "netns", ns("home"), "type", "veth", "peer", "name", "eth0", "netns", ns("h1"))
+	for _, c := range [][]string{
+		{"cgn", "ip", "addr", "add", "203.0.113.23/24", "dev", "wan"},
+		{"cgn", "ip", "addr", "add", "100.65.0.1/24", "dev", "cust"},
+		{"cgn", "ip", "link", "set", "wan", "up"},
+		{"cgn", "ip", "link", "set", "cust", "up"},
+		{"cgn", "sysctl", "-qw", "net.ipv4.ip_forward=1"},
+		{"home", "ip", "addr", "add", "100.65.0.2/24", "dev", "wan"},
+		{"home", "ip", "addr", "add", "192.168.1.1/24", "dev", "lan"},
+		{"home", "ip", "link", "set", "wan", "up"},
+		{"home", "ip", "link", "set", "lan", "up"},
+		{"home", "ip", "route", "add", "default", "via", "100.65.0.1"},
+		{"home", "sysctl", "-qw", "net.ipv4.ip_forward=1"},
+		{"h1", "ip", "addr", "add", "192.168.1.2/24", "dev", "eth0"},
+		{"h1", "ip", "link", "set", "eth0", "up"},
+		{"h1", "ip", "route", "add", "default", "via", "192.168.1.1"},
+		{"cgn", "nft", hardNAT},
+		{"home", "nft", hardNAT},
+	} {
+		l.run(c[0], c[1:]...)
+	}
+}
+
+// TestPortMappingCarrierNAT: a home router behind a carrier NAT maps the
+// port, but its WAN address is not the public one the rendezvous sees:
+// the forward leads nowhere, so it is not offered, and status says why.
+func TestPortMappingCarrierNAT(t *testing.T) {
+	l := newLab(t, "ptpn", "hard", "hard")
+	l.addCarrierHome()
+	rvKey := l.startRendezvous()
+	for i, mode := range []string{"natpmp", "pcp"} {
+		t.Run(mode, func(t *testing.T) {
+			l := *l
+			l.t, l.dir = t, t.TempDir()
+			router := l.startMiniupnpd("home", false, mode)
+			defer router.proc.stop()
+			a := newPeer(t, "h1", fmt.Sprintf("ptpna%d", i), "100.64.0.1")
+			b := newPeer(t, "b1", fmt.Sprintf("ptpnb%d", i), "100.64.0.2")
+			l.upMapped(a, b, rvKey, mode)
+			l.upMapped(b, a, rvKey, "off")
+			var pm tunnel.PortMappingStatus
+			eventually(t, 5*time.Second, "double NAT in status", func() error {
+				st, err := l.status(a)
+				if err != nil {
+					return err
+				}
+				if pm = st.PortMapping; pm.Offered || !strings.Contains(pm.Reason, "double NAT") || pm.Outcomes[mode]["double_nat"] != 1 {
+					return fmt.Errorf("port mapping %+v", pm)
+				}
+				return nil
+			})
+			t.Logf("%s behind a carrier NAT: %s", mode, pm.Reason)
+			if ps := l.waitPath(b, "relay"); ps.NAT != "hard" {
+				t.Errorf("the peer sees %q, want hard (the mapping is not offered)", ps.NAT)
+			}
+			l.ping(a, b)
 		})
 	}
 }

@@ -1,6 +1,7 @@
 package portmap
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -61,28 +62,41 @@ func (c *Client) MapAny(ctx context.Context, protos []Protocol, internal uint16,
 		})
 	}
 	go func() { wg.Wait(); close(out) }()
-	var won *Mapping
+	// An answer that names the router's address wins at once; one that
+	// does not (UPnP's, from some routers) only if no other comes: only a
+	// named address tells a router behind a second NAT.
+	var won, unnamed *Mapping
+	var losers []Mapping
 	for o := range out {
 		switch {
 		case o.err != nil:
-			if won == nil {
-				errs[o.p] = o.err
-			}
-		case won == nil:
+			errs[o.p] = o.err
+		case won != nil:
+			losers = append(losers, o.m)
+		case !o.m.External.Addr().IsValid() && unnamed == nil:
+			unnamed = &o.m
+		default:
 			won = &o.m
 			cancel()
-		case o.m.External.Port() != won.External.Port():
+			if unnamed != nil {
+				losers = append(losers, *unnamed)
+			}
+		}
+	}
+	won = cmp.Or(won, unnamed)
+	if won == nil {
+		return nil, errs
+	}
+	for _, m := range losers {
+		if m.External.Port() != won.External.Port() {
 			// A loser's mapping on a port of its own is not left open
 			// (one on the winner's port is the winner's own rule).
 			dctx, dcancel := context.WithTimeout(context.Background(), time.Second)
-			_ = c.Unmap(dctx, o.m)
+			_ = c.Unmap(dctx, m)
 			dcancel()
 		}
 	}
-	if won != nil {
-		return won, nil
-	}
-	return nil, errs
+	return won, nil
 }
 
 // Map asks for one protocol's mapping of internal (renewing prev, if it is
