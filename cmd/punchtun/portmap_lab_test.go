@@ -178,7 +178,8 @@ func TestPortMappingHardHard(t *testing.T) {
 			}
 			st := l.waitMapping(a, want, 5*time.Second)
 			direct := l.waitPath(a, "direct")
-			l.waitPath(b, "direct")
+			row := matrixRow{Pair: "mapped(" + mode + ")-hard", Want: "direct", PathA: direct.Path, PathB: l.waitPath(b, "direct").Path, FirstPing: first.Seconds()}
+			t.Cleanup(func() { row.OK = !t.Failed(); recordRow(t, row) })
 			toDirect := time.Since(start)
 			t.Logf("%s: first ping %.2f s after the start; direct both ways by %.2f s; mapped %s %s", mode, first.Seconds(), toDirect.Seconds(), st.PortMapping.Protocol, st.PortMapping.External)
 			if first > time.Second {
