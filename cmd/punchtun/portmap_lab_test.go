@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -39,12 +40,14 @@ type miniupnpd struct {
 	n      int // starts, for log names
 }
 
-// routerConf says which protocols the router serves; deny: it refuses
-// every mapping (port mapping disabled by its permission rules).
+// routerConf says which protocols the router serves (miniupnpd has one
+// switch for NAT-PMP and PCP together: the peer's PortMapping picks one);
+// deny: it refuses every mapping (port mapping disabled by its permission
+// rules).
 func routerConf(protos []string, deny bool) string {
-	enabled := func(p string) string {
+	enabled := func(ps ...string) string {
 		for _, q := range protos {
-			if q == p {
+			if slices.Contains(ps, q) {
 				return "yes"
 			}
 		}
@@ -55,7 +58,7 @@ func routerConf(protos []string, deny bool) string {
 		perm = ""
 	}
 	return "ext_ifname=wan\nlistening_ip=lan\nhttp_port=0\n" +
-		"enable_natpmp=" + enabled("natpmp") + "\nenable_pcp_pmp=" + enabled("pcp") + "\nenable_upnp=" + enabled("upnp") + "\n" +
+		"enable_pcp_pmp=" + enabled("natpmp", "pcp") + "\nenable_upnp=" + enabled("upnp") + "\n" +
 		"ext_allow_private_ipv4=yes\nsecure_mode=yes\nsystem_uptime=yes\n" +
 		"upnp_table_name=miniupnpd\nupnp_nat_table_name=miniupnpd\n" +
 		"uuid=3a3a6a6a-0000-4000-8000-000000000001\n" +
