@@ -102,11 +102,14 @@ func (m *miniupnpd) start() {
 	})
 }
 
-// restart stops miniupnpd (which takes its rules away) and starts it anew,
-// with no mappings.
+// restart stops miniupnpd and starts it anew with no mappings, as after
+// the router's reboot: its rules are gone (miniupnpd removes them on its
+// way out; flushed here all the same).
 func (m *miniupnpd) restart() {
 	m.l.t.Helper()
 	m.proc.stop()
+	m.l.run(m.router, "nft", "flush chain inet miniupnpd prerouting_miniupnpd")
+	m.l.run(m.router, "nft", "flush chain inet miniupnpd miniupnpd")
 	m.start()
 }
 
