@@ -121,7 +121,9 @@ func (m *miniupnpd) rules() string {
 
 // forwards reports whether the router forwards port to host's socket.
 func (m *miniupnpd) forwards(port int, host string) error {
-	if r := m.rules(); !strings.Contains(r, fmt.Sprintf("udp dport %d dnat ip to %s", port, host)) {
+	// miniupnpd matches UDP by the IP header's protocol byte (0x11) and
+	// the transport header's port.
+	if r := m.rules(); !strings.Contains(r, fmt.Sprintf("0x11 th dport %d dnat ip to %s:%d", port, host, port)) {
 		return fmt.Errorf("no DNAT rule for UDP %d in:\n%s", port, r)
 	}
 	return nil
