@@ -59,7 +59,7 @@ func routerConf(protos []string, deny bool) string {
 	}
 	return "ext_ifname=wan\nlistening_ip=lan\nhttp_port=0\n" +
 		"enable_pcp_pmp=" + enabled("natpmp", "pcp") + "\nenable_upnp=" + enabled("upnp") + "\n" +
-		"ext_allow_private_ipv4=yes\nsecure_mode=yes\nsystem_uptime=yes\n" +
+		"ext_allow_private_ipv4=yes\nsecure_mode=yes\n" +
 		"upnp_table_name=miniupnpd\nupnp_nat_table_name=miniupnpd\n" +
 		"uuid=3a3a6a6a-0000-4000-8000-000000000001\n" +
 		perm + "deny 0-65535 0.0.0.0/0 0-65535\n"
