@@ -91,6 +91,7 @@ func (m *miniupnpd) start() {
 	l.t.Helper()
 	m.n++
 	pid := "/run/" + l.prefix + "-" + m.router + ".pid"
+	l.t.Cleanup(func() { os.Remove(filepath.Join(m.root, pid)) }) // runs after the daemon's stop
 	m.proc = l.start(m.router, fmt.Sprintf("miniupnpd-%s-%d", m.router, m.n), "chroot", m.root, "miniupnpd", "-f", m.conf, "-d", "-P", pid)
 	// Ready when it listens: on 5351 for NAT-PMP and PCP, on TCP for UPnP.
 	eventually(l.t, 10*time.Second, "miniupnpd listening", func() error {
