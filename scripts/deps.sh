@@ -27,6 +27,13 @@ need_packages() {
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# need_miniupnpd makes the port mapping tests' router daemon available:
+# miniupnpd in a Debian 13 root cached outside the checkout
+# (scripts/miniupnpd.sh, which says where).
+need_miniupnpd() {
+	"$(dirname "${BASH_SOURCE[0]}")/miniupnpd.sh" >/dev/null
+}
+
 # need_go finds Go where the official tarball puts it (sudo's secure_path
 # hides it), or fails saying what to do: Debian's own golang-go is too old
 # for go.mod.

@@ -8,8 +8,10 @@
 #
 # Kinds: none (a public host), easy, hard (a port per destination), cone (a
 # forwarded port), same LAN, blocked (no UDP out); and IPv6 behind two hard
-# IPv4 NATs. The pairs, and the paths they must reach, are the end-to-end
-# tests TestTunnel, TestNATMatrix and TestIPv6 in cmd/punchtun; this script
+# IPv4 NATs; hard/hard with one router (miniupnpd) mapping a port, over
+# each protocol. The pairs, and the paths they must reach, are the end-to-end
+# tests TestTunnel, TestNATMatrix, TestIPv6 and TestPortMappingHardHard in
+# cmd/punchtun; this script
 # runs them with PUNCHTUN_MATRIX_OUT set, and the
 # test binary prints the table from what each pair recorded. Each pair also
 # moves 10 MiB over nc and checks it arrived intact. Exit status: 0 when
@@ -26,7 +28,7 @@ go test -c -o "$work/punchtun.test" ./cmd/punchtun
 cd cmd/punchtun # the tests build the punchtun binary from here
 rc=0
 PUNCHTUN_MATRIX_OUT="$work/rows.jsonl" PUNCHTUN_MATRIX_REPEAT="${REPEAT:-10}" PUNCHTUN_REQUIRE_LAB=1 \
-	"$work/punchtun.test" -test.run '^(TestTunnel|TestNATMatrix|TestOneIPRendezvous|TestIPv6)$' -test.count 1 -test.timeout 30m \
+	"$work/punchtun.test" -test.run '^(TestTunnel|TestNATMatrix|TestOneIPRendezvous|TestIPv6|TestPortMappingHardHard)$' -test.count 1 -test.timeout 30m \
 	>"$work/test.log" 2>&1 || rc=$?
 cp "$work/test.log" /tmp/natmatrix.log
 grep -E -- '--- FAIL' /tmp/natmatrix.log || true

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh — the whole test suite, as CI runs it (run as root).
 #
-# Installs the Debian packages the tests need, then runs every package's
+# Installs the Debian packages the tests need (and miniupnpd's root for the
+# port mapping tests: scripts/miniupnpd.sh), then runs every package's
 # tests with the lab required: as root with the packages in place no lab
 # test may skip, so one that would fails instead (PUNCHTUN_REQUIRE_LAB=1).
 # Arguments go to `go test` (e.g. -run TestTunnel ./cmd/punchtun).
@@ -12,6 +13,7 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "test.sh: run as root: the lab tests need network namespaces and TUN" >&2; exit 1; }
 need_go
 need_packages "${TEST_PACKAGES[@]}"
+need_miniupnpd
 
 export PUNCHTUN_REQUIRE_LAB=1
 if [ $# -eq 0 ]; then

@@ -16,7 +16,7 @@ type Collector struct {
 	path, peerNAT, handshake, rx, tx, rtt, status *prometheus.Desc
 	members, refusals, certLeft                   *prometheus.Desc
 	policySeq, policyDropped, revokedKeys         *prometheus.Desc
-	gossipDropped                                 *prometheus.Desc
+	gossipDropped, portMappings                   *prometheus.Desc
 }
 
 // NewCollector returns a Collector of t. Register it with a
@@ -50,13 +50,15 @@ func NewCollector(t *Tunnel) *Collector {
 		revokedKeys: desc("interface_revoked_keys", "Member keys the network's revocations held here revoke.", "interface"),
 		gossipDropped: desc("interface_gossip_dropped_total", "Members' in-tunnel gossip dropped, by reason: limited (over a member's budget), junk (malformed, or not of this network).",
 			"interface", "reason"),
+		portMappings: desc("interface_port_mappings_total", "Asks of the router for a port forward, by protocol (natpmp, pcp, upnp) and outcome: mapped, renewed, refused, no_answer, failed, double_nat (mapped behind a second NAT, not offered).",
+			"interface", "protocol", "outcome"),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.natMapping, c.registered, c.relayed, c.path, c.peerNAT, c.handshake, c.rx, c.tx, c.rtt, c.status,
-		c.members, c.refusals, c.certLeft, c.policySeq, c.policyDropped, c.revokedKeys, c.gossipDropped} {
+		c.members, c.refusals, c.certLeft, c.policySeq, c.policyDropped, c.revokedKeys, c.gossipDropped, c.portMappings} {
 		ch <- d
 	}
 }
@@ -85,6 +87,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for relay, n := range st.RelayedBytes {
 		ch <- prometheus.MustNewConstMetric(c.relayed, prometheus.CounterValue, float64(n.Tx), st.Interface, relay, "tx")
 		ch <- prometheus.MustNewConstMetric(c.relayed, prometheus.CounterValue, float64(n.Rx), st.Interface, relay, "rx")
+	}
+	for proto, byOutcome := range st.PortMapping.Outcomes {
+		for outcome, n := range byOutcome {
+			ch <- prometheus.MustNewConstMetric(c.portMappings, prometheus.CounterValue, float64(n), st.Interface, proto, outcome)
+		}
 	}
 	if n := st.Network; n != nil {
 		gauge(c.members, float64(n.Members), st.Interface)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/punchtun/punchtun/nat"
+	"github.com/punchtun/punchtun/nat/portmap"
 	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
@@ -33,6 +34,17 @@ type Status struct {
 	TURN *TURNStatus `json:"turn,omitempty"`
 	// Network is the network this interface is a member of.
 	Network *NetworkStatus `json:"network,omitempty"`
+	// PortMapping is the router's port forward to us: its protocol,
+	// external endpoint and lifetime left, or why there is none.
+	PortMapping PortMappingStatus `json:"port_mapping"`
+}
+
+// PortMappingStatus is the mapping (mode, protocol, external, lifetime_left_s,
+// offered, reason) and the asks' outcomes so far, by protocol and outcome:
+// mapped, renewed, refused, no_answer, failed, double_nat.
+type PortMappingStatus struct {
+	portmap.Status
+	Outcomes map[string]map[string]uint64 `json:"outcomes"`
 }
 
 // NetworkStatus is this interface's membership.
@@ -175,6 +187,10 @@ func (t *Tunnel) Status() (*Status, error) {
 		st.RelayedBytes[name] = ByteCounts{Tx: n[0], Rx: n[1]}
 	}
 	st.NAT = v.NAT.String()
+	st.PortMapping = PortMappingStatus{Status: v.PortMapping.Status, Outcomes: map[string]map[string]uint64{}}
+	for p, byOutcome := range v.PortMapping.Counts {
+		st.PortMapping.Outcomes[p.String()] = byOutcome
+	}
 	for _, s := range v.Servers {
 		rs := RendezvousStatus{Address: s.HostPort, Registered: s.Registered, TCP: s.TCP, TCPReason: s.TCPReason}
 		if s.Registered {

@@ -29,6 +29,7 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/punchtun/punchtun/nat/portmap"
 	"github.com/punchtun/punchtun/tunnel/bind"
 	"github.com/punchtun/punchtun/tunnel/config"
 	"github.com/punchtun/punchtun/tunnel/control"
@@ -296,6 +297,7 @@ func (t *Tunnel) ListenPort() uint16 { return t.bind.Port() }
 func controlConfigOf(cfg *config.Config, iface string, mtu int) control.Config {
 	cc := control.Config{PrivateKey: cfg.Interface.PrivateKey, Interface: iface, Addresses: cfg.Interface.Addresses, MTU: mtu,
 		Network: cfg.Interface.Network, Cert: cfg.Interface.Certificate, Static: staticAllowedIPs(cfg), Documents: cfg.Interface.Documents}
+	cc.PortMapping, _ = portmap.ParseMode(cfg.Interface.PortMapping) // checked by the parser
 	for i, hp := range cfg.Interface.Rendezvous {
 		cc.Servers = append(cc.Servers, control.ServerConfig{HostPort: hp, Key: cfg.Interface.RendezvousKey[i]})
 	}

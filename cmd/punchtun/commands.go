@@ -312,6 +312,7 @@ func runUp(args []string) error {
 	runDir := fs.String("run-dir", tunnel.DefaultRunDir, "directory for the status socket")
 	stateDir := fs.String("state-dir", tunnel.DefaultStateDir, "directory where the listen port and peers' last endpoints are kept\nacross restarts, so peers reconnect while the rendezvous is down; '-' for none")
 	metricsAddr := addMetricsFlag(fs, "127.0.0.1:9101")
+	portMapping := addPortMappingFlag(fs)
 	logf := addLogFlags(fs)
 	pos, err := parse(fs, args, 1, 1)
 	if err != nil {
@@ -332,6 +333,9 @@ func runUp(args []string) error {
 	}
 	cfg, err := config.Load(path)
 	if err != nil {
+		return err
+	}
+	if err := portMapping.apply(cfg); err != nil {
 		return err
 	}
 	metrics, err := listenMetrics(*metricsAddr)
@@ -408,6 +412,7 @@ func runStatus(args []string) error {
 
 func printStatus(st *tunnel.Status) {
 	fmt.Printf("interface %s  public key %s  port %d  NAT %s  idle %.1f packets/min\n", st.Interface, st.PublicKey, st.ListenPort, cmp.Or(st.NAT, "-"), st.IdlePacketsPerMinute)
+	printPortMapping(st.PortMapping)
 	for _, r := range st.Rendezvous {
 		state := "not registered"
 		if r.Registered {

@@ -14,7 +14,8 @@ import (
 func runNetcheck(args []string) error {
 	fs := newFlags("netcheck", "--rendezvous HOST:PORT [flags]",
 		"Probe this network: is UDP usable, the public IPv4/IPv6 endpoint, whether the NAT\n"+
-			"maps per destination (hard) or not (easy), and whether it kept the port.\n"+
+			"maps per destination (hard) or not (easy), whether it kept the port, and which port\n"+
+			"mapping protocols (NAT-PMP, PCP, UPnP IGD) the default gateway answers.\n"+
 			"Any STUN server works; a rendezvous that listens on two addresses, or two\n"+
 			"--rendezvous flags, let the NAT's mapping behaviour be told.")
 	var servers stringList
@@ -41,11 +42,16 @@ func runNetcheck(args []string) error {
 	if err != nil {
 		return err
 	}
+	pm := checkPortMapping(ctx)
 	if *asJSON {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(r)
+		return enc.Encode(struct {
+			*nat.Report
+			PortMapping portMappingCheck `json:"port_mapping"`
+		}{r, pm})
 	}
+	defer pm.print()
 	yes := map[bool]string{true: "yes", false: "no"}
 	fmt.Printf("UDP:            %s\n", yes[r.UDP])
 	if !r.UDP {

@@ -67,6 +67,9 @@ type Interface struct {
 	Rendezvous    []string       // host:port each
 	RendezvousKey []key.Key      // public key of Rendezvous[i]
 	FwMark        uint32         // 0 = off
+	// PortMapping is which protocols ask the router for a port forward:
+	// auto (also ""), off, natpmp, pcp or upnp (nat/portmap).
+	PortMapping string
 	// Table is where the peers' routes go, as wg-quick's Table: "" or
 	// "auto" (the main table; a default route gets policy rules), "off"
 	// (no routes), or a table's number or name.

@@ -235,6 +235,16 @@ PersistentKeepalive = 0
 				},
 			},
 		},
+		{
+			name: "port mapping",
+			conf: "[Interface]\nPrivateKey = {alice}\nPortMapping = PCP",
+			want: &Config{
+				Interface: Interface{
+					PrivateKey:  key.Private(mustKey(alicePriv)),
+					PortMapping: "pcp",
+				},
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/punchtun/punchtun/nat/portmap"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
@@ -26,6 +27,7 @@ var interfaceFields = map[string]field[Interface]{
 	"rendezvous":      {"Rendezvous", true, setRendezvous},
 	"rendezvouskey":   {"RendezvousKey", true, setRendezvousKey},
 	"fwmark":          {"FwMark", false, setFwMark},
+	"portmapping":     {"PortMapping", false, setPortMapping},
 	"table":           {"Table", false, setTable},
 	"saveconfig":      {"SaveConfig", false, setSaveConfig},
 	"dns":             {"DNS", true, setDNS},
@@ -438,4 +440,14 @@ func setPersistentKeepalive(p *Peer, v string) error {
 	n, err := parseUint(v, 16, true)
 	p.PersistentKeepalive = uint16(n)
 	return err
+}
+
+// setPortMapping takes auto, off, natpmp, pcp or upnp, in any case.
+func setPortMapping(in *Interface, v string) error {
+	v = strings.ToLower(v)
+	if _, err := portmap.ParseMode(v); err != nil || v == "" {
+		return fmt.Errorf("must be auto, off, natpmp, pcp or upnp, got %s", quote(v))
+	}
+	in.PortMapping = v
+	return nil
 }

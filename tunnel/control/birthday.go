@@ -63,9 +63,9 @@ func (p *peer) birthdayRole() string {
 	c := p.c
 	easy := func(m nat.Mapping) bool { return m == nat.MappingEasy }
 	switch {
-	case c.mapping == nat.MappingHard && easy(p.nat):
+	case c.portmap.ourNAT() == nat.MappingHard && easy(p.nat):
 		return "hard"
-	case easy(c.mapping) && p.nat == nat.MappingHard:
+	case easy(c.portmap.ourNAT()) && p.nat == nat.MappingHard:
 		return "easy"
 	}
 	return ""

@@ -3,6 +3,7 @@ package control
 import (
 	"net/netip"
 
+	"github.com/punchtun/punchtun/nat/portmap"
 	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
@@ -25,6 +26,9 @@ type Config struct {
 	// Documents are the network's policy or revocations the config names
 	// (Policy =), verified (documents.go).
 	Documents []*cert.Document
+	// PortMapping is which protocols ask the router for a port forward
+	// (portmap.go); set at start, not by a reload.
+	PortMapping portmap.Mode
 }
 
 // ServerConfig names one rendezvous.

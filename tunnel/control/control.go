@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/punchtun/punchtun/nat"
+	"github.com/punchtun/punchtun/nat/portmap"
 	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel/link"
@@ -125,23 +126,10 @@ type Control struct {
 	// for netSettleTime (zero: nothing pending).
 	netSettle time.Time
 	stun      map[nat.STUNTxID]stunProbe
-	turn      turnRelay // relaying through TURN servers (turn.go)
-	members   members   // the network's members (members.go)
-	docs      documents // the network's policy and revocations (documents.go)
-}
-
-// inbound is a packet for the control goroutine.
-type inbound struct {
-	pkt []byte
-	src netip.AddrPort
-	at  time.Time
-	// via is the transport it came by: the shared socket, a rendezvous's
-	// TCP stream, a birthday socket, or our TURN allocation (from a
-	// peer's relayed address: a hello, or a relay-framed probe, turn.go)
-	via link.Transport
-	// gossip: a member's gossip from inside the tunnel, from this address
-	// (gossip.go), on gossipIn
-	gossip netip.Addr
+	turn      turnRelay  // relaying through TURN servers (turn.go)
+	members   members    // the network's members (members.go)
+	docs      documents  // the network's policy and revocations (documents.go)
+	portmap   portMapper // the router's port forward to us (portmap.go)
 }
 
 const (
@@ -198,6 +186,7 @@ func newControl(log *slog.Logger, cfg Config, statePath string, saved State, clo
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.turn = turnRelay{host: c, clock: c.clock, log: log, peers: c.peers, ctx: c.ctx, dropped: &c.Dropped}
+	c.portmap = portMapper{host: c, log: log, clock: c.clock, ctx: c.ctx, m: portmap.NewMachine(cfg.PortMapping)}
 	c.dial = (&net.Dialer{}).DialContext // Start sets the mark
 	for _, s := range cfg.Servers {
 		c.addServer(s)
@@ -229,9 +218,6 @@ func (c *Control) Publish(doc []byte) error {
 // Events is what the data path is to tell the control plane; give it to
 // the data path at construction.
 func (c *Control) Events() link.Events { return events{c} }
-
-// came reports whether m came by a transport of kind k.
-func (m inbound) came(k link.PathKind) bool { return m.via != nil && m.via.Kind() == k }
 
 // enqueue hands a received packet to the control goroutine, copied (the
 // caller's buffer is reused); a full queue drops it. Gossip goes through
@@ -267,26 +253,17 @@ func (c *Control) queuePathCheck(dst netip.AddrPort) {
 	}
 }
 
-// notify sends on ch without blocking: a full channel means the control
-// goroutine has such news pending anyway.
-func notify[T any](ch chan<- T) func(T) {
-	return func(v T) {
-		select {
-		case ch <- v:
-		default:
-		}
-	}
-}
-
 // Start runs the control plane over data, the WireGuard device wg and the
 // host; every socket it opens carries mark.
 func (c *Control) Start(data link.DataPath, wg WireGuard, host Host, mark uint32) {
 	c.attach(data, wg, host)
 	c.mark, c.turn.mark = mark, mark
 	c.dial = (&net.Dialer{Control: markSocket(mark)}).DialContext
+	c.portmap.dial, c.portmap.mark = c.dial, mark
 	c.udpSince = c.clock.Now()
 	c.netChanged = make(chan struct{}, 1)
 	c.spawn(func() { host.WatchNetwork(c.done, c.netChanged) })
+	c.portmap.start()
 	c.spawn(c.run)
 }
 
@@ -296,6 +273,7 @@ func (c *Control) Start(data link.DataPath, wg WireGuard, host Host, mark uint32
 func (c *Control) attach(data link.DataPath, wg WireGuard, host Host) {
 	c.data, c.wg, c.host = data, wg, host
 	c.members.wg, c.members.dsts, c.docs.inject, c.turn.data = wg, data, data, data
+	c.portmap.port = data.Port
 	for _, p := range c.peers {
 		p.ep = data.Peer(p.key)
 	}
@@ -400,6 +378,7 @@ func (c *Control) shutdown() {
 		p.closeBirthday(true)
 	}
 	c.turn.close(c.clock.Now(), "shutting down")
+	c.portmap.shutdown()
 	c.members.flushNewest(c.lastTick)
 	c.docs.flush()
 }
@@ -427,6 +406,7 @@ func (c *Control) tick(now time.Time) {
 		c.netSettle = time.Time{}
 		c.networkChanged(now)
 	}
+	c.portmap.tick(now)
 	for _, s := range c.servers {
 		c.tickServer(s, now)
 	}

@@ -192,7 +192,7 @@ func (p *peer) query(now time.Time) {
 	}
 	p.fromMemory = !asked
 	limit := maxPunchBackoff
-	if c.mapping == nat.MappingHard && p.nat == nat.MappingHard {
+	if c.portmap.ourNAT() == nat.MappingHard && p.nat == nat.MappingHard {
 		limit = hardBackoff
 	}
 	p.nextQuery = now.Add(p.backoff)
@@ -387,7 +387,7 @@ func (p *peer) remember(ep netip.AddrPort, now time.Time) {
 func (p *peer) punchDuration() time.Duration {
 	c := p.c
 	if c.mapping == nat.MappingBlocked || p.nat == nat.MappingBlocked ||
-		c.mapping == nat.MappingHard && p.nat == nat.MappingHard {
+		c.portmap.ourNAT() == nat.MappingHard && p.nat == nat.MappingHard {
 		return nat.ShortPunchDuration
 	}
 	return nat.PunchDuration
@@ -403,7 +403,7 @@ func (p *peer) relayReason(now time.Time) string {
 		return "UDP blocked on this network"
 	case p.nat == nat.MappingBlocked:
 		return "UDP blocked on the peer's network"
-	case c.mapping == nat.MappingHard && p.nat == nat.MappingHard:
+	case c.portmap.ourNAT() == nat.MappingHard && p.nat == nat.MappingHard:
 		return "both NATs map per destination"
 	case p.punch.Punching(now):
 		return "punching in progress"

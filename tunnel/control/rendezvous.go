@@ -100,14 +100,14 @@ func (c *Control) tickServer(s *server, now time.Time) {
 	if due.Register {
 		c.sendServer(s, &wire.Register{
 			Time:       c.stamp(),
-			NAT:        byte(c.mapping),
-			Candidates: nat.LocalCandidates(c.data.Port(), c.iface, c.own),
+			NAT:        byte(c.portmap.ourNAT()),
+			Candidates: c.portmap.candidates(nat.LocalCandidates(c.data.Port(), c.iface, c.own)),
 			Wants:      c.wants,
 			Network:    c.members.network,
 			Cert:       c.members.certBytes(),
 			Docs:       c.docs.summary(),
 		})
-		s.sentNAT = c.mapping
+		s.sentNAT = c.portmap.ourNAT()
 	}
 }
 
@@ -234,8 +234,9 @@ func (c *Control) handleServer(s *server, h wire.Header, m inbound) {
 func (c *Control) registered(s *server, ack *wire.RegisterAck, now time.Time) {
 	moved := s.observed != ack.Observed
 	// A NAT discovered after the registration left is told at once.
-	first := s.reg.Acked(now, s.sentNAT != c.mapping)
+	first := s.reg.Acked(now, s.sentNAT != c.portmap.ourNAT())
 	s.observed, s.relay = ack.Observed, ack.Flags&wire.AckRelay != 0
+	c.portmap.setPublic(ack.Observed.Addr(), now)
 	c.members.refused = 0 // a Refused follows the ack if the rendezvous still refuses us
 	c.docs.serverHolds(s, ack.Docs, now)
 	if !first && !moved {
@@ -351,5 +352,13 @@ func (c *Control) LookupName(name string, timeout time.Duration) []netip.Addr {
 		return nil
 	case <-c.done:
 		return nil
+	}
+}
+
+// updateRegistrations sends every rendezvous our registration anew at its
+// next tick (what it carries changed: our candidates or NAT).
+func (c *Control) updateRegistrations(now time.Time) {
+	for _, s := range c.servers {
+		s.reg.Update(now)
 	}
 }

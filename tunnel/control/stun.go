@@ -87,6 +87,7 @@ func (c *Control) setMapping(m nat.Mapping, now time.Time) {
 	}
 	c.mapping = m
 	c.log.Info("NAT discovered", "mapping", m)
+	c.portmap.update(now) // none is offered where UDP is blocked
 	// Tell the rendezvous now, so that peers learn it in their intros; a
 	// registration in flight is followed up when its ack comes.
 	for _, s := range c.servers {
@@ -141,3 +142,6 @@ func (c *Control) udpBack(now time.Time) {
 		}
 	}
 }
+
+// stunMapping is our NAT as STUN found it.
+func (c *Control) stunMapping() nat.Mapping { return c.mapping }

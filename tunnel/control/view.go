@@ -37,6 +37,8 @@ type View struct {
 	// StateWarning says what this member forgets on restart, when its
 	// network state cannot be kept (state.go); "" when it is kept.
 	StateWarning string
+	// PortMapping is the router's port forward to us (portmap.go).
+	PortMapping PortMappingStatus
 }
 
 // ServerView is one rendezvous.
@@ -115,6 +117,7 @@ func (c *Control) publish(now time.Time) {
 		v.Policy, v.Revocations, v.RevokedKeys, v.RetiredCerts = h.Policy(), len(h.Revocations()), h.RevokedKeys(), h.RetiredCerts()
 	}
 	v.DocumentsRefused, v.StateWarning = c.docs.Refused.Load(), c.kept.warning
+	v.PortMapping = c.portmap.view(now)
 	v.GossipLimited, v.GossipJunk = c.docs.gossip.gate.Limited.Load(), c.docs.gossip.Junk.Load()
 	if a := c.turn.alloc; a != nil {
 		v.TURN = &TURNView{Server: a.URI(), Relayed: a.Addr().String()}

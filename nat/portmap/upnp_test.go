@@ -1,0 +1,151 @@
+package portmap
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeIGD is a UPnP IGD v1 on loopback: an SSDP responder and an HTTP
+// server with its description and WANIPConnection:1's control URL.
+type fakeIGD struct {
+	mu      sync.Mutex
+	actions []string // SOAP actions, in order
+	refuse  int      // AddPortMapping's UPnP error code (0: accept)
+}
+
+const igdDesc = `<?xml version="1.0"?>
+<root xmlns="urn:schemas-upnp-org:device-1-0"><specVersion><major>1</major><minor>0</minor></specVersion>
+<device><deviceType>urn:schemas-upnp-org:device:InternetGatewayDevice:1</deviceType><friendlyName>fake</friendlyName>
+<deviceList><device><deviceType>urn:schemas-upnp-org:device:WANDevice:1</deviceType>
+<deviceList><device><deviceType>urn:schemas-upnp-org:device:WANConnectionDevice:1</deviceType>
+<serviceList><service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:1</serviceType>
+<serviceId>urn:upnp-org:serviceId:WANIPConn1</serviceId><controlURL>CONTROL</controlURL>
+<eventSubURL>/evt</eventSubURL><SCPDURL>/scpd.xml</SCPDURL></service></serviceList>
+</device></deviceList></device></deviceList></device></root>`
+
+func soapFault(code int) string {
+	return `<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body><s:Fault>` +
+		`<faultcode>s:Client</faultcode><faultstring>UPnPError</faultstring><detail><UPnPError xmlns="urn:schemas-upnp-org:control-1-0">` +
+		`<errorCode>` + strconv.Itoa(code) + `</errorCode><errorDescription>refused</errorDescription></UPnPError></detail></s:Fault></s:Body></s:Envelope>`
+}
+
+// newFakeIGD serves the IGD; control is the control URL its description
+// gives.
+func newFakeIGD(t *testing.T, control string) (*fakeIGD, *Client) {
+	g := &fakeIGD{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/rootDesc.xml":
+			io.WriteString(w, strings.Replace(igdDesc, "CONTROL", control, 1))
+		case r.URL.Path == "/ctl":
+			action := r.Header.Get("SOAPAction")
+			action = action[strings.LastIndex(action, "#")+1 : len(action)-1]
+			g.mu.Lock()
+			g.actions = append(g.actions, action)
+			refuse := g.refuse
+			g.mu.Unlock()
+			w.Header().Set("Content-Type", `text/xml; charset="utf-8"`)
+			switch {
+			case action == "GetExternalIPAddress":
+				w.WriteHeader(http.StatusInternalServerError)
+				io.WriteString(w, soapFault(501)) // as miniupnpd for a reserved address
+			case action == "AddPortMapping" && refuse != 0:
+				w.WriteHeader(http.StatusInternalServerError)
+				io.WriteString(w, soapFault(refuse))
+			default:
+				io.WriteString(w, `<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><u:`+action+
+					`Response xmlns:u="urn:schemas-upnp-org:service:WANIPConnection:1"></u:`+action+`Response></s:Body></s:Envelope>`)
+			}
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	ssdp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 1500)
+		for {
+			n, src, err := ssdp.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			st := igdType1
+			if !strings.Contains(string(buf[:n]), st) {
+				continue
+			}
+			ssdp.WriteToUDPAddrPort([]byte("HTTP/1.1 200 OK\r\nST: "+st+"\r\nLOCATION: "+srv.URL+"/rootDesc.xml\r\n\r\n"), src)
+		}
+	}()
+	t.Cleanup(func() { ssdp.Close(); <-done })
+	c := &Client{Gateway: netip.MustParseAddr("127.0.0.1"), ssdpAddr: ssdp.LocalAddr().String()}
+	return g, c
+}
+
+// TestUPnPMap: found by SSDP, mapped with AddPortMapping, its address
+// left for STUN to tell (the router would not say it), deleted again.
+func TestUPnPMap(t *testing.T) {
+	g, c := newFakeIGD(t, "/ctl")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	m, err := c.Map(ctx, UPnP, 4000, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.External.Addr().IsValid() || m.External.Port() != 4000 || m.Lifetime != time.Hour {
+		t.Fatalf("mapping %+v", m)
+	}
+	if _, err := c.Map(ctx, UPnP, 4000, &m, time.Hour); err != nil {
+		t.Fatalf("renewal: %v", err)
+	}
+	if err := c.Unmap(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	g.mu.Lock()
+	got := strings.Join(g.actions, " ")
+	g.mu.Unlock()
+	if want := "AddPortMapping GetExternalIPAddress AddPortMapping GetExternalIPAddress DeletePortMapping"; got != want {
+		t.Fatalf("actions %q, want %q", got, want)
+	}
+}
+
+// TestUPnPRefused: the router's error code comes back as a RefusedError.
+func TestUPnPRefused(t *testing.T) {
+	g, c := newFakeIGD(t, "/ctl")
+	g.refuse = 606
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := c.Map(ctx, UPnP, 4000, nil, time.Hour)
+	var refused *RefusedError
+	if !errors.As(err, &refused) || refused.Code != 606 || err.Error() != "upnp: router refused: result code 606 (action not authorized)" {
+		t.Fatalf("err %v", err)
+	}
+}
+
+// TestUPnPElsewhere: a description whose control URL is on another host
+// is not followed.
+func TestUPnPElsewhere(t *testing.T) {
+	g, c := newFakeIGD(t, "http://192.0.2.1:1/ctl")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := c.Map(ctx, UPnP, 4000, nil, time.Hour); err == nil || !strings.Contains(err.Error(), "no WAN connection service on the gateway") {
+		t.Fatalf("err %v", err)
+	}
+	if len(g.actions) != 0 {
+		t.Fatalf("actions sent elsewhere: %v", g.actions)
+	}
+}
