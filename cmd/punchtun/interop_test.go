@@ -5,9 +5,9 @@ package main
 // Interoperability tests: punchtun against software we did not write — a
 // plain WireGuard peer (wireguard-go configured with wg), coturn's STUN
 // client and coturn's STUN server — and `punchtun netcheck`'s answers for
-// every kind of network in the lab. Lab prefixes pti and ptn; interface
-// names start with them too (wg's UAPI sockets in /var/run/wireguard are
-// shared by all namespaces).
+// every kind of network in the lab. Lab prefixes ptiw, ptis, ptic and
+// ptn; interface names start with pti (wg's UAPI sockets in
+// /var/run/wireguard are shared by all namespaces).
 
 import (
 	"context"
@@ -88,7 +88,7 @@ func (l *lab) stopGone(pr *proc, p *peerSpec) {
 // only with wg setconf and ip. punchtun's config has the fixed Endpoint and
 // no rendezvous, as a road warrior's config for a WireGuard server has.
 func TestInteropWireGuard(t *testing.T) {
-	l := newLab(t, "pti", "easy", "easy")
+	l := newLab(t, "ptiw", "easy", "easy")
 	requireTools(t, "wireguard-tools", "wg")
 	wgGo := wireguardGo(t)
 
@@ -165,7 +165,7 @@ var stunReflexive = regexp.MustCompile(`UDP reflexive addr: (\d+\.\d+\.\d+\.\d+)
 // host. (Debian's older `stun` client sends RFC 3489 requests, without the
 // magic cookie, which the rendezvous does not answer.)
 func TestInteropSTUNClient(t *testing.T) {
-	l := newLab(t, "pti", "easy", "hard")
+	l := newLab(t, "ptis", "easy", "hard")
 	requireTools(t, "coturn", "turnutils_stunclient")
 	l.startRendezvous() // 203.0.113.10:3478 and .11:3478
 
@@ -279,7 +279,7 @@ func (l *lab) checkNetcheck(w netcheckWant, servers ...string) {
 // other address and port (RFC 5780 OTHER-ADDRESS), and netcheck, given only
 // the first, asks that one too to tell the NAT's mapping.
 func TestInteropCoturn(t *testing.T) {
-	l := newLab(t, "pti", "easy", "hard")
+	l := newLab(t, "ptic", "easy", "hard")
 	requireTools(t, "coturn", "turnserver")
 	turn := l.start("rv", "turnserver", "turnserver", "-n", "--stun-only", "--no-cli",
 		"--listening-ip", "203.0.113.10", "--listening-ip", "203.0.113.11", "--listening-port", "3478",

@@ -76,6 +76,7 @@ func buildTool(t *testing.T, name, pkg string) string {
 func punchtunBinary(t *testing.T) string { return buildTool(t, "punchtun", ".") }
 
 func TestMain(m *testing.M) {
+	setParallel()
 	code := m.Run()
 	printSkipped(os.Stdout)
 	if tools.dir != "" {
@@ -147,15 +148,20 @@ func printSkipped(w io.Writer) {
 		skipped.n, strings.Join(skipped.why, "; "))
 }
 
+// newLab builds a lab of namespaces named prefix-HOST: prefix, like the
+// interface names a test gives its peers, is that test's alone.
 func newLab(t *testing.T, prefix, natA, natB string, opts ...string) *lab {
 	t.Helper()
+	claimName(t, "lab prefix", prefix)
 	requireLab(t)
 	l := &lab{t: t, prefix: prefix, dir: t.TempDir(), bin: punchtunBinary(t)}
 	script, _ := filepath.Abs("../../scripts/lab.sh")
-	t.Cleanup(func() { exec.Command(script, "down", prefix).Run() })
-	if out, err := exec.Command(script, append([]string{"up", prefix, natA, natB}, opts...)...).CombinedOutput(); err != nil {
-		t.Fatalf("lab up: %v\n%s", err, out)
-	}
+	t.Cleanup(func() { heavy(t, func() { exec.Command(script, "down", prefix).Run() }) })
+	heavy(t, func() {
+		if out, err := exec.Command(script, append([]string{"up", prefix, natA, natB}, opts...)...).CombinedOutput(); err != nil {
+			t.Fatalf("lab up: %v\n%s", err, out)
+		}
+	})
 	return l
 }
 
@@ -252,6 +258,7 @@ type peerSpec struct {
 }
 
 func newPeer(t *testing.T, host, iface, addr string) *peerSpec {
+	claimName(t, "interface", iface)
 	k, err := key.NewPrivate()
 	if err != nil {
 		t.Fatal(err)
@@ -372,6 +379,11 @@ func (l *lab) waitPath(p *peerSpec, want string) tunnel.PeerStatus {
 // with nc and checks they arrive intact.
 func (l *lab) transfer(from, to *peerSpec) {
 	l.t.Helper()
+	heavy(l.t, func() { l.transferNow(from, to) })
+}
+
+func (l *lab) transferNow(from, to *peerSpec) {
+	l.t.Helper()
 	data := make([]byte, 10<<20)
 	rand.Read(data)
 	src, dst := filepath.Join(l.dir, "send.bin"), filepath.Join(l.dir, "recv.bin")
@@ -407,6 +419,11 @@ func (l *lab) ping(from *peerSpec, to *peerSpec) {
 
 // ssh runs a command over ssh to `to`'s virtual IP, where an sshd listens.
 func (l *lab) ssh(from, to *peerSpec) {
+	l.t.Helper()
+	heavy(l.t, func() { l.sshNow(from, to) })
+}
+
+func (l *lab) sshNow(from, to *peerSpec) {
 	l.t.Helper()
 	sshd, err := exec.LookPath("sshd")
 	if err != nil {

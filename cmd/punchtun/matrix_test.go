@@ -280,7 +280,7 @@ func TestQuietWhenIdle(t *testing.T) {
 // each query re-introduced both and each intro started a new round, 276
 // probes a minute toward the carrier's address for as long as they ran.
 func TestSharedPublicAddressNoHairpin(t *testing.T) {
-	l := newLab(t, "pth", "easy", "easy")
+	l := newLab(t, "ptsh", "easy", "easy")
 	isolate := filepath.Join(l.dir, "isolate.nft")
 	os.WriteFile(isolate, []byte(`table inet isolate {
 	chain in { type filter hook input priority 0; ip saddr 192.168.1.3 drop; }
@@ -289,7 +289,7 @@ func TestSharedPublicAddressNoHairpin(t *testing.T) {
 `), 0o600)
 	l.run("a1", "nft", "-f", isolate)
 	rv := l.newRendezvous("rendezvous", rendezvousAddr, []string{rendezvousAddr, rendezvousAddr2}, "")
-	a, _, _, _ := l.pair("ptha0", "a1", "pthb0", "a2", "relay", rv)
+	a, _, _, _ := l.pair("ptsha0", "a1", "ptshb0", "a2", "relay", rv)
 	start := time.Now()
 	const why = "the peer is behind our own public address"
 	eventually(t, 30*time.Second, "relay reason", func() error {

@@ -33,10 +33,10 @@ func TestSmallPathMTU(t *testing.T) {
 			if tc.ipv6 {
 				opts = append(opts, "ipv6")
 			}
-			l := newLab(t, "ptm", tc.natA, tc.natB, opts...)
+			l := newLab(t, "ptmtu", tc.natA, tc.natB, opts...)
 			for _, router := range []string{"nata", "natb"} {
 				l.run(router, "ip", "link", "set", "wan", "mtu", fmt.Sprint(tc.mtu))
-				l.run("inet", "ip", "link", "set", "ptm-"+router, "mtu", fmt.Sprint(tc.mtu))
+				l.run("inet", "ip", "link", "set", l.prefix+"-"+router, "mtu", fmt.Sprint(tc.mtu))
 			}
 			rv := l.newRendezvous("rendezvous", rendezvousAddr, []string{rendezvousAddr, rendezvousAddr2}, "")
 			a, b, _, _ := l.pair("ptma0", "a1", "ptmb0", "b1", "direct", rv)

@@ -1,0 +1,160 @@
+//go:build linux
+
+package main
+
+// How lab tests share the machine. Independent lab tests run in parallel
+// (t.Parallel), each in namespaces and interfaces named for it alone; a
+// measurement that load could distort (a first reply within a second, a
+// gap, a flood's effect) runs in a quiet section, which waits until no
+// other test is in a heavy step (a lab built or torn down, bulk data, a
+// compile) and holds new ones back until it ends. The rule for a new lab
+// test is in docs/lab.md.
+
+import (
+	"flag"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// labParallel is how many tests of this package run at once unless
+// -parallel says otherwise. Lab tests mostly wait (timers, NAT timeouts,
+// a frozen peer), so more of them than cores share the machine.
+const labParallel = 6
+
+// setParallel makes labParallel the default of -test.parallel, whose own
+// default (GOMAXPROCS, 2 here) would run the lab two tests at a time.
+func setParallel() {
+	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set {
+		flag.Set("test.parallel", strconv.Itoa(labParallel))
+	}
+}
+
+// owner is the top-level test t belongs to: its subtests share its names
+// and its quiet sections.
+func owner(t *testing.T) string {
+	name, _, _ := strings.Cut(t.Name(), "/")
+	return name
+}
+
+// labNames are the lab prefixes and interface names taken in this run, and
+// by which test. Namespaces share /var/run: two tests running at once with
+// one interface name would share /var/run/wireguard/IFACE.sock.
+var labNames struct {
+	sync.Mutex
+	owner map[string]string
+}
+
+// claimName fails t if another test uses name (of kind "lab prefix" or
+// "interface") in this run. Names are claimed for the whole run, whatever
+// the order the tests ran in, so a clash fails every full run, not only
+// the runs where the two tests happen to overlap.
+func claimName(t *testing.T, kind, name string) {
+	t.Helper()
+	labNames.Lock()
+	defer labNames.Unlock()
+	if labNames.owner == nil {
+		labNames.owner = map[string]string{}
+	}
+	k, o := kind+" "+name, owner(t)
+	if prev, ok := labNames.owner[k]; ok && prev != o {
+		t.Fatalf("%s %q is %s's too: lab tests run in parallel, so each needs names of its own (docs/lab.md)", kind, name, prev)
+	}
+	labNames.owner[k] = o
+}
+
+// machine is the gate between heavy steps and quiet sections.
+var machine = struct {
+	sync.Mutex
+	cond    *sync.Cond
+	heavy   map[string]int // heavy steps under way, by test
+	quiet   string         // the test in a quiet section, or ""
+	depth   int            // its quiet sections, nested
+	waiting int            // quiet sections waiting: new heavy steps wait behind them
+}{heavy: map[string]int{}}
+
+func init() { machine.cond = sync.NewCond(&machine.Mutex) }
+
+// heavy runs fn, a step that loads the machine for a while (a lab built
+// or torn down, megabytes through a tunnel, a compile), outside every
+// other test's quiet section.
+func heavy(t *testing.T, fn func()) {
+	o := owner(t)
+	machine.Lock()
+	// A test already in a heavy step or a quiet section goes on: waiting
+	// here for others would deadlock it with a quiet section waiting for
+	// it.
+	for machine.heavy[o] == 0 && machine.quiet != o && (machine.quiet != "" || machine.waiting > 0) {
+		machine.cond.Wait()
+	}
+	machine.heavy[o]++
+	machine.Unlock()
+	defer func() {
+		machine.Lock()
+		machine.heavy[o]--
+		machine.cond.Broadcast()
+		machine.Unlock()
+	}()
+	fn()
+}
+
+// quiet runs fn, a measurement, once no other test is in a heavy step,
+// and keeps other tests' heavy steps and quiet sections out until it
+// returns. Other tests' light work (polling a status, a ping, an idle
+// tunnel) goes on. Keep fn to the measurement: heavy steps of other tests
+// wait for it.
+func quiet(t *testing.T, fn func()) {
+	o := owner(t)
+	machine.Lock()
+	machine.waiting++
+	for (machine.quiet != "" && machine.quiet != o) || othersHeavy(o) {
+		machine.cond.Wait()
+	}
+	machine.waiting--
+	machine.quiet = o
+	machine.depth++
+	machine.Unlock()
+	defer func() {
+		machine.Lock()
+		if machine.depth--; machine.depth == 0 {
+			machine.quiet = ""
+		}
+		machine.cond.Broadcast()
+		machine.Unlock()
+	}()
+	fn()
+}
+
+// othersHeavy reports whether a test other than o is in a heavy step; the
+// caller holds machine's lock.
+func othersHeavy(o string) bool {
+	for name, n := range machine.heavy {
+		if name != o && n > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// quietLead is how long before its moment a timed measurement starts
+// waiting for quiet: time for the heavy steps under way to end.
+const quietLead = 10 * time.Second
+
+// quietAt sleeps until at, the end of a wait that is the test's own
+// parameter (a freeze, an idle tunnel), and then runs fn in a quiet
+// section. The wait runs over only if quiet comes later than quietLead.
+func quietAt(t *testing.T, at time.Time, fn func()) {
+	time.Sleep(time.Until(at.Add(-quietLead)))
+	quiet(t, func() {
+		if late := time.Since(at); late > 0 {
+			t.Logf("quiet came %v late: the wait ran that much longer", late.Round(time.Millisecond))
+		}
+		time.Sleep(time.Until(at))
+		fn()
+	})
+}
