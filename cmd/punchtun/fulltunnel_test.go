@@ -20,6 +20,7 @@ import (
 // routed the real way); after down, A's rules and routes are what they
 // were before up.
 func TestSubnetAndFullTunnel(t *testing.T) {
+	t.Parallel()
 	l := newLab(t, "ptft", "easy", "easy")
 	rvKey := l.startRendezvous()
 	a := newPeer(t, "a1", "ptfta", "100.64.0.1")

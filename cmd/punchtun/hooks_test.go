@@ -18,6 +18,7 @@ import (
 // table, or none; a failing PostUp fails up and leaves nothing, without
 // running the down hooks.
 func TestHooksAndTable(t *testing.T) {
+	t.Parallel()
 	l := newLab(t, "pthk", "easy", "easy")
 	peer, _ := key.NewPrivate()
 	log := filepath.Join(l.dir, "hooks.log")

@@ -463,6 +463,7 @@ func (l *lab) sshNow(from, to *peerSpec) {
 // TestTunnel connects pairs of hosts in one lab with both NATs easy and
 // checks everything a user does: ping, nc, ssh, status and wg show.
 func TestTunnel(t *testing.T) {
+	t.Parallel()
 	l := newLab(t, "ptt", "easy", "easy")
 	runPairs(t, l, l.startRendezvous(), []pairCase{
 		// a1 and b1 share the private address 192.168.1.2 on different

@@ -74,22 +74,27 @@ func (l *netLab) memberConfig(p *peerSpec, certFile, extra string) string {
 
 // firstPing pings to's address from a member that has never contacted
 // it, a ping at a time, each waiting up to 1 s for its answer, and returns
-// how long until the first answer came.
-func (l *netLab) firstPing(from, to *peerSpec) time.Duration {
+// how long until the first answer came, measured in a quiet section.
+func (l *netLab) firstPing(from, to *peerSpec) (took time.Duration) {
 	l.t.Helper()
-	start := time.Now()
-	for try := 1; ; try++ {
-		out, err := l.cmd(from.host, "ping", "-c", "1", "-W", "1", to.addr).CombinedOutput()
-		if err == nil {
-			return time.Since(start)
+	quiet(l.t, func() {
+		start := time.Now()
+		for try := 1; ; try++ {
+			out, err := l.cmd(from.host, "ping", "-c", "1", "-W", "1", to.addr).CombinedOutput()
+			if err == nil {
+				took = time.Since(start)
+				return
+			}
+			if try == 5 {
+				l.t.Fatalf("%s → %s: no answer to 5 pings: %v\n%s", from.host, to.host, err, out)
+			}
 		}
-		if try == 5 {
-			l.t.Fatalf("%s → %s: no answer to 5 pings: %v\n%s", from.host, to.host, err, out)
-		}
-	}
+	})
+	return took
 }
 
 func TestNetworkMembersOnDemand(t *testing.T) {
+	t.Parallel()
 	l := newNetLab(t, "ptnet", "easy", "hard")
 	m1 := newPeer(t, "a1", "ptnet1", "100.64.0.1")
 	m2 := newPeer(t, "b1", "ptnet2", "100.64.0.2")
@@ -193,10 +198,14 @@ func TestNetworkMembersOnDemand(t *testing.T) {
 	// lookup, which this lab has no resolver for).
 	resolvConf := filepath.Join(l.dir, "resolv-m3.conf")
 	os.WriteFile(resolvConf, []byte("nameserver "+m3.addr+"\n"), 0o644)
-	start := time.Now()
-	out, err := l.cmd(m3.host, "unshare", "-m", "--propagation", "private", "sh", "-c",
-		"mount --bind "+resolvConf+" /etc/resolv.conf && getent ahostsv4 m2.net && ping -n -c 1 -W 2 m2.net").CombinedOutput()
-	took = time.Since(start)
+	var out []byte
+	var err error
+	quiet(t, func() {
+		start := time.Now()
+		out, err = l.cmd(m3.host, "unshare", "-m", "--propagation", "private", "sh", "-c",
+			"mount --bind "+resolvConf+" /etc/resolv.conf && getent ahostsv4 m2.net && ping -n -c 1 -W 2 m2.net").CombinedOutput()
+		took = time.Since(start)
+	})
 	if err != nil || !strings.HasPrefix(string(out), m2.addr+" ") {
 		t.Fatalf("m2.net from m3, which never reached m2: %v\n%s", err, out)
 	}
@@ -207,17 +216,19 @@ func TestNetworkMembersOnDemand(t *testing.T) {
 
 	// Renewal: a new certificate applied with syncconf drops no packet of
 	// a 5-per-second ping.
-	pinger := l.start(m2.host, "ping-renewal", "ping", "-i", "0.2", "-c", "25", "-W", "1", m1.addr)
-	eventually(t, 5*time.Second, "pings before the renewal", func() error {
-		if out, _ := os.ReadFile(pinger.log); !strings.Contains(string(out), "icmp_seq=3 ") {
-			return fmt.Errorf("ping log: %q", out)
-		}
-		return nil
+	quiet(t, func() {
+		pinger := l.start(m2.host, "ping-renewal", "ping", "-i", "0.2", "-c", "25", "-W", "1", m1.addr)
+		eventually(t, 5*time.Second, "pings before the renewal", func() error {
+			if out, _ := os.ReadFile(pinger.log); !strings.Contains(string(out), "icmp_seq=3 ") {
+				return fmt.Errorf("ping log: %q", out)
+			}
+			return nil
+		})
+		l.memberConfig(m1, l.sign(m1, "m1", l.keyFile, "--valid", "2y"), staticPeer)
+		l.run(m1.host, l.bin, "syncconf", m1.iface, "--run-dir", filepath.Join(l.dir, "run-"+m1.iface))
+		<-pinger.done
+		out, _ = os.ReadFile(pinger.log)
 	})
-	l.memberConfig(m1, l.sign(m1, "m1", l.keyFile, "--valid", "2y"), staticPeer)
-	l.run(m1.host, l.bin, "syncconf", m1.iface, "--run-dir", filepath.Join(l.dir, "run-"+m1.iface))
-	<-pinger.done
-	out, _ = os.ReadFile(pinger.log)
 	if !strings.Contains(string(out), " 0% packet loss") {
 		t.Errorf("ping across the renewal lost packets:\n%s", out)
 	}
@@ -246,6 +257,7 @@ func memberStatus(peers []tunnel.PeerStatus, name string) *tunnel.PeerStatus {
 // full cone and no NAT at all reach each other on demand, each pair both
 // ways, by address.
 func TestNetworkMembersMixedNATs(t *testing.T) {
+	t.Parallel()
 	l := newNetLab(t, "ptnetx", "blocked", "cone")
 	blocked := newPeer(t, "a1", "ptnetx1", "100.64.0.11")
 	cone := newPeer(t, "b1", "ptnetx2", "100.64.0.12")

@@ -58,20 +58,23 @@ func (l *netLab) policySeq(p *peerSpec) (uint64, error) {
 	return st.Network.Policy.Seq, nil
 }
 
-// waitSeq waits until every member enforces the policy of seq.
+// waitSeq waits until every member enforces the policy of seq, in a
+// quiet section.
 func (l *netLab) waitSeq(within time.Duration, seq uint64, members ...*peerSpec) {
 	l.t.Helper()
-	start := time.Now()
-	for _, p := range members {
-		eventually(l.t, within-time.Since(start), fmt.Sprintf("%s enforces policy %d", p.iface, seq), func() error {
-			got, err := l.policySeq(p)
-			if err != nil || got != seq {
-				return fmt.Errorf("policy %d (%v)", got, err)
-			}
-			return nil
-		})
-	}
-	l.t.Logf("policy %d enforced by all %d members after %v", seq, len(members), time.Since(start).Round(time.Millisecond))
+	quiet(l.t, func() {
+		start := time.Now()
+		for _, p := range members {
+			eventually(l.t, within-time.Since(start), fmt.Sprintf("%s enforces policy %d", p.iface, seq), func() error {
+				got, err := l.policySeq(p)
+				if err != nil || got != seq {
+					return fmt.Errorf("policy %d (%v)", got, err)
+				}
+				return nil
+			})
+		}
+		l.t.Logf("policy %d enforced by all %d members after %v", seq, len(members), time.Since(start).Round(time.Millisecond))
+	})
 }
 
 // reaches reports whether from's ping of to is answered within 1 s.
@@ -85,6 +88,7 @@ func (l *netLab) tcpOpens(from, to *peerSpec, port int) bool {
 }
 
 func TestNetworkPolicy(t *testing.T) {
+	t.Parallel()
 	l := newNetLab(t, "ptpol", "easy", "easy")
 	laptop := newPeer(t, "a1", "ptpol1", "100.64.1.1")
 	s1 := newPeer(t, "b1", "ptpol2", "100.64.1.2")
@@ -185,18 +189,20 @@ func TestNetworkPolicy(t *testing.T) {
 	l.run("rv", "nft", "add chain inet ptwithhold in { type filter hook input priority -10 ; }")
 	l.run("rv", "nft", "add rule inet ptwithhold in udp dport 3478 @th,96,8 11 counter drop")
 	revSpare := l.signDoc("rev-spare", l.keyFile, "revoke", spare.priv.Public().String())
-	start := time.Now()
-	if code, out := l.publish(laptop, revSpare); code != 0 {
-		t.Fatalf("publish the revocation: %s", out)
-	}
-	eventually(t, 5*time.Second, "s1 lets the revoked spare go, told by the laptop alone", func() error {
-		st, err := l.status(s1)
-		if err != nil || st.Network.RevokedKeys != 1 || memberStatus(st.Peers, "spare") != nil {
-			return fmt.Errorf("revoked keys %d, spare still a member: %v", st.Network.RevokedKeys, memberStatus(st.Peers, "spare") != nil)
+	quiet(t, func() {
+		start := time.Now()
+		if code, out := l.publish(laptop, revSpare); code != 0 {
+			t.Fatalf("publish the revocation: %s", out)
 		}
-		return nil
+		eventually(t, 5*time.Second, "s1 lets the revoked spare go, told by the laptop alone", func() error {
+			st, err := l.status(s1)
+			if err != nil || st.Network.RevokedKeys != 1 || memberStatus(st.Peers, "spare") != nil {
+				return fmt.Errorf("revoked keys %d, spare still a member: %v", st.Network.RevokedKeys, memberStatus(st.Peers, "spare") != nil)
+			}
+			return nil
+		})
+		t.Logf("withheld by the rendezvous: s1 dropped the revoked member %v after publish", time.Since(start).Round(time.Millisecond))
 	})
-	t.Logf("withheld by the rendezvous: s1 dropped the revoked member %v after publish", time.Since(start).Round(time.Millisecond))
 	if l.reaches(s1, spare) || l.reaches(spare, s1) {
 		t.Error("s1 and the revoked spare still reach each other")
 	}
@@ -211,27 +217,29 @@ func TestNetworkPolicy(t *testing.T) {
 		t.Fatal("s2 unreachable before its revocation")
 	}
 	revS2 := l.signDoc("rev-s2", l.keyFile, "revoke", s2.priv.Public().String())
-	start = time.Now()
-	if code, out := l.publish(s1, revS2); code != 0 {
-		t.Fatalf("publish the revocation: %s", out)
-	}
-	for _, p := range []*peerSpec{laptop, s1} {
-		eventually(t, 5*time.Second-time.Since(start), p.iface+" lets the revoked s2 go", func() error {
-			st, err := l.status(p)
-			if err != nil || memberStatus(st.Peers, "s2") != nil || st.Network.RevokedKeys < 1 {
-				return fmt.Errorf("s2 still a member of %s (%v)", p.iface, err)
+	quiet(t, func() {
+		start := time.Now()
+		if code, out := l.publish(s1, revS2); code != 0 {
+			t.Fatalf("publish the revocation: %s", out)
+		}
+		for _, p := range []*peerSpec{laptop, s1} {
+			eventually(t, 5*time.Second-time.Since(start), p.iface+" lets the revoked s2 go", func() error {
+				st, err := l.status(p)
+				if err != nil || memberStatus(st.Peers, "s2") != nil || st.Network.RevokedKeys < 1 {
+					return fmt.Errorf("s2 still a member of %s (%v)", p.iface, err)
+				}
+				return nil
+			})
+		}
+		eventually(t, 5*time.Second-time.Since(start), "the rendezvous refuses s2", func() error {
+			st, err := l.status(s2)
+			if err != nil || st.Network.Refused != "revoked" {
+				return fmt.Errorf("s2's network status %+v (%v)", st.Network, err)
 			}
 			return nil
 		})
-	}
-	eventually(t, 5*time.Second-time.Since(start), "the rendezvous refuses s2", func() error {
-		st, err := l.status(s2)
-		if err != nil || st.Network.Refused != "revoked" {
-			return fmt.Errorf("s2's network status %+v (%v)", st.Network, err)
-		}
-		return nil
+		t.Logf("revoked through the rendezvous: everyone let s2 go %v after publish", time.Since(start).Round(time.Millisecond))
 	})
-	t.Logf("revoked through the rendezvous: everyone let s2 go %v after publish", time.Since(start).Round(time.Millisecond))
 	for _, p := range []*peerSpec{laptop, s1} {
 		if l.reaches(p, s2) || l.reaches(s2, p) {
 			t.Errorf("%s and the revoked s2 still reach each other", p.host)

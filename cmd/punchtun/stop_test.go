@@ -20,6 +20,7 @@ import (
 // waited for it forever (the soak's last SIGTERM left the hard-side peer
 // running).
 func TestStopAfterReintroduction(t *testing.T) {
+	t.Parallel()
 	t.Setenv("PUNCHTUN_LAB_LOG_LEVEL", "debug") // the second introduction is logged at debug
 	l := newLab(t, "ptsr", "easy", "hard")
 	rvKey := l.startRendezvous()
