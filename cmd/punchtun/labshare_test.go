@@ -35,8 +35,7 @@ func setParallel() {
 	}
 }
 
-// owner is the top-level test t belongs to: its subtests share its names
-// and its quiet sections.
+// owner is the top-level test t belongs to: its subtests share its names.
 func owner(t *testing.T) string {
 	name, _, _ := strings.Cut(t.Name(), "/")
 	return name
@@ -68,7 +67,9 @@ func claimName(t *testing.T, kind, name string) {
 	labNames.owner[k] = o
 }
 
-// machine is the gate between heavy steps and quiet sections.
+// machine is the gate between heavy steps and quiet sections. Tests are
+// known by their names: a test and its subtests are one (a subtest of a
+// test in a quiet section is part of it), sibling subtests are not.
 var machine = struct {
 	sync.Mutex
 	cond    *sync.Cond
@@ -80,23 +81,43 @@ var machine = struct {
 
 func init() { machine.cond = sync.NewCond(&machine.Mutex) }
 
+// related reports whether tests a and b are one, or one a subtest of the
+// other.
+func related(a, b string) bool {
+	return a == b || strings.HasPrefix(a, b+"/") || strings.HasPrefix(b, a+"/")
+}
+
+// heavyBy reports whether a test related to name, or (others) one that is
+// not, is in a heavy step; the caller holds machine's lock.
+func heavyBy(name string, others bool) bool {
+	for h, n := range machine.heavy {
+		if n > 0 && related(h, name) != others {
+			return true
+		}
+	}
+	return false
+}
+
 // heavy runs fn, a step that loads the machine for a while (a lab built
 // or torn down, megabytes through a tunnel, a compile), outside every
 // other test's quiet section.
 func heavy(t *testing.T, fn func()) {
-	o := owner(t)
+	name := t.Name()
 	machine.Lock()
 	// A test already in a heavy step or a quiet section goes on: waiting
 	// here for others would deadlock it with a quiet section waiting for
 	// it.
-	for machine.heavy[o] == 0 && machine.quiet != o && (machine.quiet != "" || machine.waiting > 0) {
+	for !heavyBy(name, false) && !(machine.quiet != "" && related(machine.quiet, name)) &&
+		(machine.quiet != "" || machine.waiting > 0) {
 		machine.cond.Wait()
 	}
-	machine.heavy[o]++
+	machine.heavy[name]++
 	machine.Unlock()
 	defer func() {
 		machine.Lock()
-		machine.heavy[o]--
+		if machine.heavy[name]--; machine.heavy[name] == 0 {
+			delete(machine.heavy, name)
+		}
 		machine.cond.Broadcast()
 		machine.Unlock()
 	}()
@@ -109,14 +130,16 @@ func heavy(t *testing.T, fn func()) {
 // tunnel) goes on. Keep fn to the measurement: heavy steps of other tests
 // wait for it.
 func quiet(t *testing.T, fn func()) {
-	o := owner(t)
+	name := t.Name()
 	machine.Lock()
 	machine.waiting++
-	for (machine.quiet != "" && machine.quiet != o) || othersHeavy(o) {
+	for (machine.quiet != "" && !related(machine.quiet, name)) || heavyBy(name, true) {
 		machine.cond.Wait()
 	}
 	machine.waiting--
-	machine.quiet = o
+	if machine.depth == 0 {
+		machine.quiet = name
+	}
 	machine.depth++
 	machine.Unlock()
 	defer func() {
@@ -128,17 +151,6 @@ func quiet(t *testing.T, fn func()) {
 		machine.Unlock()
 	}()
 	fn()
-}
-
-// othersHeavy reports whether a test other than o is in a heavy step; the
-// caller holds machine's lock.
-func othersHeavy(o string) bool {
-	for name, n := range machine.heavy {
-		if name != o && n > 0 {
-			return true
-		}
-	}
-	return false
 }
 
 // quietLead is how long before its moment a timed measurement starts
@@ -156,5 +168,43 @@ func quietAt(t *testing.T, at time.Time, fn func()) {
 		}
 		time.Sleep(time.Until(at))
 		fn()
+	})
+}
+
+// TestQuietSections: a quiet section waits for a heavy step under way, a
+// heavy step waits for a quiet section, and a subtest of a test in a quiet
+// section is part of it.
+func TestQuietSections(t *testing.T) {
+	var mu sync.Mutex
+	var events []string
+	note := func(e string) { mu.Lock(); events = append(events, e); mu.Unlock() }
+	heavyOn, quietOn := make(chan struct{}), make(chan struct{})
+	t.Run("heavy", func(t *testing.T) {
+		t.Parallel()
+		heavy(t, func() {
+			note("heavy")
+			close(heavyOn)
+			time.Sleep(100 * time.Millisecond)
+			note("heavy done")
+		})
+		<-quietOn
+		heavy(t, func() { note("heavy again") })
+	})
+	t.Run("quiet", func(t *testing.T) {
+		t.Parallel()
+		<-heavyOn
+		quiet(t, func() {
+			note("quiet")
+			close(quietOn)
+			t.Run("inner", func(t *testing.T) { heavy(t, func() { note("inner heavy") }) })
+			time.Sleep(100 * time.Millisecond)
+			note("quiet done")
+		})
+	})
+	t.Cleanup(func() {
+		want := []string{"heavy", "heavy done", "quiet", "inner heavy", "quiet done", "heavy again"}
+		if strings.Join(events, ", ") != strings.Join(want, ", ") {
+			t.Errorf("events %q, want %q", events, want)
+		}
 	})
 }
