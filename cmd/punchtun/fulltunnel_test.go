@@ -56,7 +56,7 @@ func TestSubnetAndFullTunnel(t *testing.T) {
 	aConf := func(allowed string) string {
 		return strings.Replace(peersConfig(a, rvKey, "", b), "AllowedIPs = "+b.addr+"/32", "AllowedIPs = "+b.addr+"/32, "+allowed, 1)
 	}
-	l.startPeer(b, write(b, peersConfig(b, rvKey, bExtra, a)), "ptftb")
+	l.waitHooks(l.startPeer(b, write(b, peersConfig(b, rvKey, bExtra, a)), "ptftb"))
 	before := l.routing("a1")
 
 	// Site to site.

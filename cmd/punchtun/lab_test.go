@@ -342,6 +342,18 @@ func (l *lab) startPeer(p *peerSpec, conf, logName string) *proc {
 	return pr
 }
 
+// waitHooks waits until the peer pr logged "interface up": its PostUp
+// hooks have run then (status answers before they do).
+func (l *lab) waitHooks(pr *proc) {
+	l.t.Helper()
+	eventually(l.t, 10*time.Second, pr.name+" ran its PostUp hooks", func() error {
+		if b, _ := os.ReadFile(pr.log); !strings.Contains(string(b), `msg="interface up"`) {
+			return fmt.Errorf("no \"interface up\" in its log yet")
+		}
+		return nil
+	})
+}
+
 func (l *lab) status(p *peerSpec) (*tunnel.Status, error) {
 	out, err := l.cmd(p.host, l.bin, "status", p.iface, "--json", "--run-dir", filepath.Join(l.dir, "run-"+p.iface)).Output()
 	if err != nil {
