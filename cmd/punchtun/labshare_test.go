@@ -49,8 +49,8 @@ var labNames struct {
 	owner map[string]string
 }
 
-// claimName fails t if another test uses name (of kind "lab prefix" or
-// "interface") in this run. Names are claimed for the whole run, whatever
+// claimName fails t if another test uses name (of kind "lab prefix",
+// "interface" or "namespace") in this run. Names are claimed for the whole run, whatever
 // the order the tests ran in, so a clash fails every full run, not only
 // the runs where the two tests happen to overlap.
 func claimName(t *testing.T, kind, name string) {

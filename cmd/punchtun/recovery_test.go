@@ -404,12 +404,12 @@ func measureRestart(t *testing.T, f *figure, pg *pinger, stopped, restart time.T
 // bound is three standard deviations away (over 10 s, 50 pings, it was
 // two, and CI crossed it once with 25 of 47).
 func TestRecoveryLossyInternet(t *testing.T) {
+	t.Parallel()
 	const (
 		connectBound = 10 * time.Second
 		gapBound     = 2 * time.Second
 		window       = 20 * time.Second
 	)
-	t.Parallel()
 	l := newLab(t, "ptrl", "easy", "easy")
 	connect := newFigure(t, "loss-20%/connect", connectBound)
 	stay := newFigure(t, "loss-20%/longest-gap-in-20s", gapBound)
@@ -462,11 +462,11 @@ func TestRecoveryLossyInternet(t *testing.T) {
 // tunnel keeps working without losing a packet, and new peers still
 // connect through the other.
 func TestRecoveryTwoRendezvous(t *testing.T) {
+	t.Parallel()
 	const (
 		connectBound = 5 * time.Second
 		keepWindow   = 5 * time.Second // how long the first tunnel is watched
 	)
-	t.Parallel()
 	l := newLab(t, "ptrm", "easy", "easy")
 	keep := newFigure(t, "two-rendezvous/first-killed/gap", noLossBound)
 	connect := newFigure(t, "two-rendezvous/first-killed/new-pair-connects", connectBound)
@@ -518,8 +518,8 @@ func TestRecoveryTwoRendezvous(t *testing.T) {
 // is down: from the endpoints it kept on disk (--state-dir) it reaches the
 // other peer directly, within 5 s.
 func TestRecoveryRestartWithoutRendezvous(t *testing.T) {
-	const bound = 5 * time.Second
 	t.Parallel()
+	const bound = 5 * time.Second
 	l := newLab(t, "ptrs", "easy", "easy")
 	f := newFigure(t, "restart-while-rendezvous-down/first-reply-after-restart", bound)
 	rv := l.newRendezvous("rendezvous", rendezvousAddr, []string{rendezvousAddr, rendezvousAddr2}, "")
