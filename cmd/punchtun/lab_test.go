@@ -9,6 +9,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
@@ -97,6 +98,9 @@ type lab struct {
 	prefix string
 	dir    string
 	bin    string
+	// logLevel is the peers' --log-level, if the test needs one; else
+	// PUNCHTUN_LAB_LOG_LEVEL's (tests run in parallel: not t.Setenv).
+	logLevel string
 }
 
 func requireLab(t *testing.T) {
@@ -330,7 +334,7 @@ func (l *lab) up(p, other *peerSpec, rvKey key.Private) *proc {
 func (l *lab) startPeer(p *peerSpec, conf, logName string) *proc {
 	l.t.Helper()
 	args := []string{l.bin, "up", conf, "--run-dir", filepath.Join(l.dir, "run-"+p.iface), "--state-dir", filepath.Join(l.dir, "state")}
-	if level := os.Getenv("PUNCHTUN_LAB_LOG_LEVEL"); level != "" {
+	if level := cmp.Or(l.logLevel, os.Getenv("PUNCHTUN_LAB_LOG_LEVEL")); level != "" {
 		args = append(args, "--log-level", level)
 	}
 	pr := l.start(p.host, logName, args...)
