@@ -27,7 +27,7 @@ func TestFrozenPeerBehindHardNAT(t *testing.T) {
 	for _, side := range []struct{ nat, prefix string }{{"hard", "ptfzh"}, {"easy", "ptfze"}} {
 		t.Run(side.nat+"-side-frozen", func(t *testing.T) {
 			t.Parallel()
-			l := newLab(t, side.prefix, "easy", "hard")
+			l := idleLab(t, side.prefix, "easy", "hard")
 			for _, router := range []string{"nata", "natb"} {
 				for _, s := range []string{"nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream"} {
 					l.run(router, "sysctl", "-qw", fmt.Sprintf("net.netfilter.%s=%d", s, 30))

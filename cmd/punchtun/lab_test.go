@@ -153,11 +153,28 @@ func printSkipped(w io.Writer) {
 }
 
 // newLab builds a lab of namespaces named prefix-HOST: prefix, like the
-// interface names a test gives its peers, is that test's alone.
+// interface names a test gives its peers, is that test's alone. It waits
+// for one of labSlots.
 func newLab(t *testing.T, prefix, natA, natB string, opts ...string) *lab {
 	t.Helper()
 	claimName(t, "lab prefix", prefix)
 	requireLab(t)
+	takeLabSlot(t)
+	return buildLab(t, prefix, natA, natB, opts...)
+}
+
+// idleLab is newLab for a test that spends minutes waiting (a freeze, an
+// idle tunnel): it takes no slot, so it starts at once and its waits run
+// beside the other tests.
+func idleLab(t *testing.T, prefix, natA, natB string, opts ...string) *lab {
+	t.Helper()
+	claimName(t, "lab prefix", prefix)
+	requireLab(t)
+	return buildLab(t, prefix, natA, natB, opts...)
+}
+
+func buildLab(t *testing.T, prefix, natA, natB string, opts ...string) *lab {
+	t.Helper()
 	l := &lab{t: t, prefix: prefix, dir: t.TempDir(), bin: punchtunBinary(t)}
 	script, _ := filepath.Abs("../../scripts/lab.sh")
 	t.Cleanup(func() { heavy(t, func() { exec.Command(script, "down", prefix).Run() }) })

@@ -19,20 +19,30 @@ import (
 	"time"
 )
 
-// labParallel is how many tests of this package run at once unless
-// -parallel says otherwise. Lab tests mostly wait (timers, NAT timeouts,
-// a frozen peer), so more of them than cores share the machine.
-const labParallel = 6
+// labSlots is how many labs are up at once, but for idle ones (idleLab).
+// Lab tests mostly wait (timers, NAT timeouts, a frozen peer), so more of
+// them than cores share the machine.
+var labSlots = make(chan struct{}, 6)
 
-// setParallel makes labParallel the default of -test.parallel, whose own
-// default (GOMAXPROCS, 2 here) would run the lab two tests at a time.
+// setParallel lets every parallel test start at once unless -parallel
+// says otherwise (its default, GOMAXPROCS, is 2 here): labSlots bounds
+// the labs instead, and lets a test that waits minutes (idleLab) start
+// first rather than where Go's order puts it.
 func setParallel() {
 	flag.Parse()
 	set := false
 	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
 	if !set {
-		flag.Set("test.parallel", strconv.Itoa(labParallel))
+		flag.Set("test.parallel", strconv.Itoa(100))
+	} else if n, _ := strconv.Atoi(flag.Lookup("test.parallel").Value.String()); n > 0 && n < cap(labSlots) {
+		labSlots = make(chan struct{}, n)
 	}
+}
+
+// takeLabSlot waits for one of labSlots, given back when t ends.
+func takeLabSlot(t *testing.T) {
+	labSlots <- struct{}{}
+	t.Cleanup(func() { <-labSlots })
 }
 
 // owner is the top-level test t belongs to: its subtests share its names.

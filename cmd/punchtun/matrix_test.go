@@ -213,7 +213,7 @@ func TestPathChangeKeepsTCP(t *testing.T) {
 // the last packet it received (the ping that brought the tunnel up).
 func TestQuietWhenIdle(t *testing.T) {
 	t.Parallel()
-	l := newLab(t, "ptq", "easy", "easy")
+	l := idleLab(t, "ptq", "easy", "easy")
 	rv := l.newRendezvous("rendezvous", rendezvousAddr, []string{rendezvousAddr, rendezvousAddr2}, "")
 	a, b, _, _ := l.pair("ptqa0", "a1", "ptqb0", "b1", "direct", rv)
 	l.ping(a, b)
@@ -288,7 +288,7 @@ func TestQuietWhenIdle(t *testing.T) {
 // probes a minute toward the carrier's address for as long as they ran.
 func TestSharedPublicAddressNoHairpin(t *testing.T) {
 	t.Parallel()
-	l := newLab(t, "ptsh", "easy", "easy")
+	l := idleLab(t, "ptsh", "easy", "easy")
 	isolate := filepath.Join(l.dir, "isolate.nft")
 	os.WriteFile(isolate, []byte(`table inet isolate {
 	chain in { type filter hook input priority 0; ip saddr 192.168.1.3 drop; }

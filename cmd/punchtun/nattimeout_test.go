@@ -19,7 +19,7 @@ import (
 func TestShortNATTimeout(t *testing.T) {
 	t.Parallel()
 	const natTimeout = 20
-	l := newLab(t, "ptnt", "easy", "easy")
+	l := idleLab(t, "ptnt", "easy", "easy")
 	for _, router := range []string{"nata", "natb"} {
 		for _, s := range []string{"nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream"} {
 			l.run(router, "sysctl", "-qw", fmt.Sprintf("net.netfilter.%s=%d", s, natTimeout))
