@@ -140,6 +140,14 @@ func heavy(t *testing.T, fn func()) {
 // tunnel) goes on. Keep fn to the measurement: heavy steps of other tests
 // wait for it.
 func quiet(t *testing.T, fn func()) {
+	defer quietFrom(t)()
+	fn()
+}
+
+// quietFrom begins a quiet section and returns its end, for a section
+// that spans much of a test (defer the end too: a Fatal then ends it;
+// ending twice is once).
+func quietFrom(t *testing.T) (end func()) {
 	name := t.Name()
 	machine.Lock()
 	machine.waiting++
@@ -152,15 +160,17 @@ func quiet(t *testing.T, fn func()) {
 	}
 	machine.depth++
 	machine.Unlock()
-	defer func() {
-		machine.Lock()
-		if machine.depth--; machine.depth == 0 {
-			machine.quiet = ""
-		}
-		machine.cond.Broadcast()
-		machine.Unlock()
-	}()
-	fn()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			machine.Lock()
+			if machine.depth--; machine.depth == 0 {
+				machine.quiet = ""
+			}
+			machine.cond.Broadcast()
+			machine.Unlock()
+		})
+	}
 }
 
 // quietLead is how long before its moment a timed measurement starts

@@ -74,23 +74,22 @@ func (l *netLab) memberConfig(p *peerSpec, certFile, extra string) string {
 
 // firstPing pings to's address from a member that has never contacted
 // it, a ping at a time, each waiting up to 1 s for its answer, and returns
-// how long until the first answer came, measured in a quiet section.
-func (l *netLab) firstPing(from, to *peerSpec) (took time.Duration) {
+// how long until the first answer came. A test bounding that time calls
+// it in a quiet section begun before the members started: waiting for
+// quiet between their start and their first contact would change what is
+// tested.
+func (l *netLab) firstPing(from, to *peerSpec) time.Duration {
 	l.t.Helper()
-	quiet(l.t, func() {
-		start := time.Now()
-		for try := 1; ; try++ {
-			out, err := l.cmd(from.host, "ping", "-c", "1", "-W", "1", to.addr).CombinedOutput()
-			if err == nil {
-				took = time.Since(start)
-				return
-			}
-			if try == 5 {
-				l.t.Fatalf("%s → %s: no answer to 5 pings: %v\n%s", from.host, to.host, err, out)
-			}
+	start := time.Now()
+	for try := 1; ; try++ {
+		out, err := l.cmd(from.host, "ping", "-c", "1", "-W", "1", to.addr).CombinedOutput()
+		if err == nil {
+			return time.Since(start)
 		}
-	})
-	return took
+		if try == 5 {
+			l.t.Fatalf("%s → %s: no answer to 5 pings: %v\n%s", from.host, to.host, err, out)
+		}
+	}
 }
 
 func TestNetworkMembersOnDemand(t *testing.T) {
@@ -101,6 +100,9 @@ func TestNetworkMembersOnDemand(t *testing.T) {
 	m3 := newPeer(t, "a2", "ptnet3", "100.64.0.3")
 	static := newPeer(t, "pub", "ptnets", "10.99.0.3")
 
+	// From the members' start to m2.net resolved: a measurement.
+	endQuiet := quietFrom(t)
+	defer endQuiet()
 	// m1 also has a static peer beside the network, as today's configs do.
 	staticPeer := fmt.Sprintf("\n[Peer]\nName = static\nPublicKey = %s\nAllowedIPs = 10.99.0.3/32\n", static.priv.Public())
 	l.startPeer(m1, l.memberConfig(m1, l.sign(m1, "m1", l.keyFile), staticPeer), m1.iface)
@@ -198,14 +200,11 @@ func TestNetworkMembersOnDemand(t *testing.T) {
 	// lookup, which this lab has no resolver for).
 	resolvConf := filepath.Join(l.dir, "resolv-m3.conf")
 	os.WriteFile(resolvConf, []byte("nameserver "+m3.addr+"\n"), 0o644)
-	var out []byte
-	var err error
-	quiet(t, func() {
-		start := time.Now()
-		out, err = l.cmd(m3.host, "unshare", "-m", "--propagation", "private", "sh", "-c",
-			"mount --bind "+resolvConf+" /etc/resolv.conf && getent ahostsv4 m2.net && ping -n -c 1 -W 2 m2.net").CombinedOutput()
-		took = time.Since(start)
-	})
+	start := time.Now()
+	out, err := l.cmd(m3.host, "unshare", "-m", "--propagation", "private", "sh", "-c",
+		"mount --bind "+resolvConf+" /etc/resolv.conf && getent ahostsv4 m2.net && ping -n -c 1 -W 2 m2.net").CombinedOutput()
+	took = time.Since(start)
+	endQuiet()
 	if err != nil || !strings.HasPrefix(string(out), m2.addr+" ") {
 		t.Fatalf("m2.net from m3, which never reached m2: %v\n%s", err, out)
 	}
@@ -263,6 +262,8 @@ func TestNetworkMembersMixedNATs(t *testing.T) {
 	cone := newPeer(t, "b1", "ptnetx2", "100.64.0.12")
 	cone.port = 51820 // the port the cone NAT forwards
 	public := newPeer(t, "pub", "ptnetx3", "100.64.0.13")
+	// From the members' start to their first pings: a measurement.
+	defer quietFrom(t)()
 	for i, p := range []*peerSpec{blocked, cone, public} {
 		listen := ""
 		if p.port != 0 {

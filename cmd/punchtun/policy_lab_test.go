@@ -58,23 +58,20 @@ func (l *netLab) policySeq(p *peerSpec) (uint64, error) {
 	return st.Network.Policy.Seq, nil
 }
 
-// waitSeq waits until every member enforces the policy of seq, in a
-// quiet section.
+// waitSeq waits until every member enforces the policy of seq.
 func (l *netLab) waitSeq(within time.Duration, seq uint64, members ...*peerSpec) {
 	l.t.Helper()
-	quiet(l.t, func() {
-		start := time.Now()
-		for _, p := range members {
-			eventually(l.t, within-time.Since(start), fmt.Sprintf("%s enforces policy %d", p.iface, seq), func() error {
-				got, err := l.policySeq(p)
-				if err != nil || got != seq {
-					return fmt.Errorf("policy %d (%v)", got, err)
-				}
-				return nil
-			})
-		}
-		l.t.Logf("policy %d enforced by all %d members after %v", seq, len(members), time.Since(start).Round(time.Millisecond))
-	})
+	start := time.Now()
+	for _, p := range members {
+		eventually(l.t, within-time.Since(start), fmt.Sprintf("%s enforces policy %d", p.iface, seq), func() error {
+			got, err := l.policySeq(p)
+			if err != nil || got != seq {
+				return fmt.Errorf("policy %d (%v)", got, err)
+			}
+			return nil
+		})
+	}
+	l.t.Logf("policy %d enforced by all %d members after %v", seq, len(members), time.Since(start).Round(time.Millisecond))
 }
 
 // reaches reports whether from's ping of to is answered within 1 s.
@@ -102,6 +99,9 @@ func TestNetworkPolicy(t *testing.T) {
 	os.WriteFile(open, []byte("[Rule]\nFrom = *\nTo = *\nAllow = any\n"), 0o644)
 	p100 := l.signDoc("p100", l.keyFile, "policy", "--seq", "100", restrictive)
 
+	// From the members' start to their first pings: a measurement.
+	endQuiet := quietFrom(t)
+	defer endQuiet()
 	// s1 loads the policy at up (Policy =); the others hear of it.
 	conf, procs := map[*peerSpec]string{}, map[*peerSpec]*proc{}
 	for _, m := range []struct {
@@ -128,6 +128,7 @@ func TestNetworkPolicy(t *testing.T) {
 			t.Errorf("first ping laptop → %s answered after %v, want within 1 s", s.iface, took)
 		}
 	}
+	endQuiet()
 	l.ssh(laptop, s1)
 	listener := l.start(laptop.host, "nc-laptop", "nc", "-l", "-k", "-s", laptop.addr, "-p", "2222")
 	defer listener.stop()
@@ -147,10 +148,12 @@ func TestNetworkPolicy(t *testing.T) {
 
 	// A newer policy, allowing all, published on s2: everywhere within 5 s.
 	p200 := l.signDoc("p200", l.keyFile, "policy", "--seq", "200", open)
-	if code, out := l.publish(s2, p200); code != 0 {
-		t.Fatalf("publish: %s", out)
-	}
-	l.waitSeq(5*time.Second, 200, all...)
+	quiet(t, func() {
+		if code, out := l.publish(s2, p200); code != 0 {
+			t.Fatalf("publish: %s", out)
+		}
+		l.waitSeq(5*time.Second, 200, all...)
+	})
 	if !l.reaches(s1, laptop) || !l.tcpOpens(s1, laptop, 2222) {
 		t.Error("under the open policy, a server does not reach the laptop")
 	}
