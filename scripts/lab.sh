@@ -59,31 +59,27 @@ nip() { local h=$1; shift; ip -n "$(ns "$h")" "$@"; }
 
 ns_exists() { ip netns list | awk '{print $1}' | grep -qxF -- "$1"; }
 
-# Write a sysctl inside a host's namespace only if that sysctl exists.
-sysctl_if_exists() {
-	local host=$1 key=$2 val=$3
-	local path="/proc/sys/${key//.//}"
-	nsx "$host" sh -c "if [ -e '$path' ]; then echo '$val' > '$path'; fi"
-}
-
-new_ns() {
-	local host=$1
-	ip netns add "$(ns "$host")"
-	nip "$host" link set lo up
-	# Quiet IPv6 on interfaces created later (no DAD, no router solicitations).
-	sysctl_if_exists "$host" net.ipv6.conf.default.accept_dad 0
-	sysctl_if_exists "$host" net.ipv6.conf.default.dad_transmits 0
-	sysctl_if_exists "$host" net.ipv6.conf.default.router_solicitations 0
-	sysctl_if_exists "$host" net.ipv6.conf.default.accept_ra 0
+# sysctls_if_exist HOST KEY=VALUE...: write sysctls inside a host's
+# namespace, each only if it exists, in one process (labs are built often).
+sysctls_if_exist() {
+	local host=$1; shift
+	# shellcheck disable=SC2016 # expanded by the inner bash
+	nsx "$host" bash -c 'for kv; do f=/proc/sys/${kv%%=*}; f=${f//.//}; [[ ! -e $f ]] || echo "${kv#*=}" >"$f" || exit 1; done' sysctls "$@"
 }
 
 # Bridged traffic must not go through the IP netfilter hooks (needs
 # br_netfilter for the sysctls to exist; silently skipped otherwise).
-no_bridge_nf() {
-	local host=$1 v
-	for v in iptables ip6tables arptables; do
-		sysctl_if_exists "$host" "net.bridge.bridge-nf-call-$v" 0
-	done
+readonly NO_BRIDGE_NF=(net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 net.bridge.bridge-nf-call-arptables=0)
+
+# new_ns HOST [KEY=VALUE...]: a namespace with lo up, quiet IPv6 on the
+# interfaces created later (no DAD, no router solicitations), and the
+# sysctls given.
+new_ns() {
+	local host=$1; shift
+	ip netns add "$(ns "$host")"
+	nip "$host" link set lo up
+	sysctls_if_exist "$host" net.ipv6.conf.default.accept_dad=0 net.ipv6.conf.default.dad_transmits=0 \
+		net.ipv6.conf.default.router_solicitations=0 net.ipv6.conf.default.accept_ra=0 "$@"
 }
 
 # veth HOST_A IF_A HOST_B IF_B: a pair created directly inside the two
@@ -109,8 +105,7 @@ attach_to_inet() {
 # ---------------------------------------------------------------- topology
 
 build_inet() {
-	new_ns inet
-	no_bridge_nf inet
+	new_ns inet "${NO_BRIDGE_NF[@]}"
 	add_bridge inet br0
 }
 
@@ -170,14 +165,12 @@ nat_rules() {
 build_nat() {
 	local router=$1 type=$2 wan_addr=$3; shift 3
 	local spec host addr port
-	new_ns "$router"
-	nsx "$router" sysctl -qw net.ipv4.ip_forward=1
+	new_ns "$router" net.ipv4.ip_forward=1 "${NO_BRIDGE_NF[@]}"
 
 	attach_to_inet "$router" wan
 	nip "$router" addr add "$wan_addr/$PUB_NET_LEN" dev wan
 
 	add_bridge "$router" lan
-	no_bridge_nf "$router"
 	nip "$router" addr add "$LAN_GW/24" dev lan
 	if [[ -n $IPV6 ]]; then
 		local lan6=$1 wan6=$2; shift 2
@@ -217,13 +210,15 @@ route_ipv6() {
 
 # Poll (with a deadline) until every non-lo link in the lab is operationally UP.
 wait_links_up() {
-	local deadline=$((SECONDS + LINK_DEADLINE_S)) h down
+	local deadline=$((SECONDS + LINK_DEADLINE_S)) h d down pending=("${HOSTS[@]}") still
 	while :; do
-		down=""
-		for h in "${HOSTS[@]}"; do
-			down+=$(nip "$h" -br link show | awk -v h="$h" '$1 != "lo" && $2 != "UP" {printf " %s:%s(%s)", h, $1, $2}')
+		down="" still=()
+		for h in "${pending[@]}"; do
+			d=$(nip "$h" -br link show | awk -v h="$h" '$1 != "lo" && $2 != "UP" {printf " %s:%s(%s)", h, $1, $2}')
+			[[ -z $d ]] || { down+=$d; still+=("$h"); }
 		done
 		[[ -z $down ]] && return 0
+		pending=("${still[@]}") # the hosts all up are not asked again
 		((SECONDS < deadline)) || die "links not up after ${LINK_DEADLINE_S}s:$down"
 		sleep 0.05
 	done

@@ -27,8 +27,9 @@ trap 'rm -rf "$work"' EXIT
 go test -c -o "$work/punchtun.test" ./cmd/punchtun
 cd cmd/punchtun # the tests build the punchtun binary from here
 rc=0
+# One test at a time (-test.parallel 1): the figures are each measured alone.
 PUNCHTUN_MATRIX_OUT="$work/rows.jsonl" PUNCHTUN_MATRIX_REPEAT="${REPEAT:-10}" PUNCHTUN_REQUIRE_LAB=1 \
-	"$work/punchtun.test" -test.run '^(TestTunnel|TestNATMatrix|TestOneIPRendezvous|TestIPv6|TestPortMappingHardHard)$' -test.count 1 -test.timeout 30m \
+	"$work/punchtun.test" -test.run '^(TestTunnel|TestNATMatrix|TestOneIPRendezvous|TestIPv6|TestPortMappingHardHard)$' -test.count 1 -test.parallel 1 -test.timeout 30m \
 	>"$work/test.log" 2>&1 || rc=$?
 cp "$work/test.log" /tmp/natmatrix.log
 grep -E -- '--- FAIL' /tmp/natmatrix.log || true

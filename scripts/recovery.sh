@@ -26,8 +26,9 @@ trap 'rm -rf "$work"' EXIT
 go test -c -o "$work/punchtun.test" ./cmd/punchtun
 cd cmd/punchtun # the tests build the punchtun binary from here
 rc=0
+# One test at a time (-test.parallel 1): the figures are each measured alone.
 PUNCHTUN_GAPS_OUT="$work/gaps.jsonl" PUNCHTUN_REQUIRE_LAB=1 \
-	"$work/punchtun.test" -test.run '^TestRecovery' -test.count "${COUNT:-1}" -test.timeout 30m -test.v \
+	"$work/punchtun.test" -test.run '^TestRecovery' -test.count "${COUNT:-1}" -test.parallel 1 -test.timeout 30m -test.v \
 	>"$work/test.log" 2>&1 || rc=$?
 cp "$work/test.log" /tmp/recovery.log
 grep -E -- '--- FAIL' /tmp/recovery.log || true

@@ -52,6 +52,7 @@ func (l *netLab) refusals(p *peerSpec, reason string) uint64 {
 }
 
 func TestNetworkCertificatesSuperseded(t *testing.T) {
+	t.Parallel()
 	l := newNetLab(t, "ptcrt", "easy", "easy")
 	server := newPeer(t, "b1", "ptcrt1", "100.64.3.1")
 	admin := newPeer(t, "a1", "ptcrt2", "100.64.3.2")
@@ -125,18 +126,20 @@ func TestNetworkCertificatesSuperseded(t *testing.T) {
 		t.Fatalf("before the retirement, the witness does not hold the admin by its old certificate: %+v", ps)
 	}
 	retire := l.signDoc("retire", l.keyFile, "revoke", "--cert", oldCert)
-	start := time.Now()
-	if code, out := l.publish(server, retire); code != 0 {
-		t.Fatalf("publish the retirement: %s", out)
-	}
-	eventually(t, 5*time.Second, "the witness lets the retired certificate go", func() error {
-		st, err := l.status(witness)
-		if err != nil || memberStatus(st.Peers, "admin") != nil {
-			return fmt.Errorf("admin still a member of the witness (%v)", err)
+	quiet(t, func() {
+		start := time.Now()
+		if code, out := l.publish(server, retire); code != 0 {
+			t.Fatalf("publish the retirement: %s", out)
 		}
-		return nil
+		eventually(t, 5*time.Second, "the witness lets the retired certificate go", func() error {
+			st, err := l.status(witness)
+			if err != nil || memberStatus(st.Peers, "admin") != nil {
+				return fmt.Errorf("admin still a member of the witness (%v)", err)
+			}
+			return nil
+		})
+		t.Logf("retired: the witness let the old certificate go %v after publish", time.Since(start).Round(time.Millisecond))
 	})
-	t.Logf("retired: the witness let the old certificate go %v after publish", time.Since(start).Round(time.Millisecond))
 	if l.reaches(admin, witness) || l.reaches(witness, admin) {
 		t.Error("the witness and the retired certificate still reach each other")
 	}

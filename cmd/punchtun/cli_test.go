@@ -119,6 +119,7 @@ func TestRendezvousKeyFile(t *testing.T) {
 // leaves behind.
 func netns(t *testing.T, name string) func(args ...string) *exec.Cmd {
 	t.Helper()
+	claimName(t, "namespace", name)
 	requireLab(t)
 	exec.Command("ip", "netns", "del", name).Run()
 	// A socket a killed earlier run left would be taken for one of ours.

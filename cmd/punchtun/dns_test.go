@@ -22,6 +22,7 @@ import (
 // resolver files are untouched. Without resolvconf, up fails saying so and
 // leaves nothing.
 func TestDNS(t *testing.T) {
+	t.Parallel()
 	if _, err := exec.LookPath("resolvconf"); err != nil {
 		skipLab(t, "TestDNS needs resolvconf: install openresolv, as .ci/run does")
 	}

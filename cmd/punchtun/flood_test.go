@@ -35,6 +35,8 @@ const floodRSSLimit = 64 << 20
 // registrations must all be answered, their ping must lose nothing, the
 // rendezvous must stay within its memory bound, and it must have counted
 // what it dropped, by reason.
+// Not parallel: its flood loads the machine, and its bounds need the
+// machine to themselves (serial tests run before the parallel ones).
 func TestFloodRendezvous(t *testing.T) {
 	l := newLab(t, "ptf", "easy", "easy")
 	flood := floodBinary(t)

@@ -20,6 +20,7 @@ import (
 // routed the real way); after down, A's rules and routes are what they
 // were before up.
 func TestSubnetAndFullTunnel(t *testing.T) {
+	t.Parallel()
 	l := newLab(t, "ptft", "easy", "easy")
 	rvKey := l.startRendezvous()
 	a := newPeer(t, "a1", "ptfta", "100.64.0.1")
@@ -55,7 +56,7 @@ func TestSubnetAndFullTunnel(t *testing.T) {
 	aConf := func(allowed string) string {
 		return strings.Replace(peersConfig(a, rvKey, "", b), "AllowedIPs = "+b.addr+"/32", "AllowedIPs = "+b.addr+"/32, "+allowed, 1)
 	}
-	l.startPeer(b, write(b, peersConfig(b, rvKey, bExtra, a)), "ptftb")
+	l.waitHooks(l.startPeer(b, write(b, peersConfig(b, rvKey, bExtra, a)), "ptftb"))
 	before := l.routing("a1")
 
 	// Site to site.

@@ -65,6 +65,7 @@ func (l *netLab) revokedKeys(p *peerSpec) int {
 // summaries after publish was lost with the blackout and nothing was
 // ever sent again: the second revocation never arrived.
 func TestGossipThroughLoss(t *testing.T) {
+	t.Parallel()
 	l := newNetLab(t, "ptgl", "easy", "easy")
 	m1 := newPeer(t, "a1", "ptgl1", "100.64.2.1")
 	m2 := newPeer(t, "b1", "ptgl2", "100.64.2.2")
@@ -76,22 +77,25 @@ func TestGossipThroughLoss(t *testing.T) {
 	l.start(m2.host, "ping-m1", "ping", "-i", "0.2", "-W", "1", m1.addr)
 	l.withhold()
 
-	spread := func(name string, want int, within time.Duration, during func()) time.Duration {
+	spread := func(name string, want int, within time.Duration, during func()) (took time.Duration) {
 		t.Helper()
 		k, _ := key.NewPrivate()
 		doc := l.signDoc(name, l.keyFile, "revoke", k.Public().String())
-		start := time.Now()
-		if code, out := l.publish(m1, doc); code != 0 {
-			t.Fatalf("publish: %s", out)
-		}
-		during()
-		eventually(t, within-time.Since(start), name+" reaches m2 from m1 alone", func() error {
-			if got := l.revokedKeys(m2); got != want {
-				return fmt.Errorf("m2 holds %d revoked keys, want %d", got, want)
+		quiet(t, func() {
+			start := time.Now()
+			if code, out := l.publish(m1, doc); code != 0 {
+				t.Fatalf("publish: %s", out)
 			}
-			return nil
+			during()
+			eventually(t, within-time.Since(start), name+" reaches m2 from m1 alone", func() error {
+				if got := l.revokedKeys(m2); got != want {
+					return fmt.Errorf("m2 holds %d revoked keys, want %d", got, want)
+				}
+				return nil
+			})
+			took = time.Since(start)
 		})
-		return time.Since(start)
+		return took
 	}
 	took := spread("rev-clear", 1, 5*time.Second, func() {})
 	t.Logf("withheld by the rendezvous, no loss: the revocation reached m2 %v after publish", took.Round(time.Millisecond))
@@ -167,6 +171,8 @@ var nftCounter = regexp.MustCompile(`counter packets (\d+) bytes (\d+)`)
 // NAT), a member it has never talked to is introduced within 100 ms, and
 // a revocation published through the rendezvous takes effect on it
 // within 5 s.
+// Not parallel: its flood loads the machine, and its bounds need the
+// machine to themselves (serial tests run before the parallel ones).
 func TestGossipFlood(t *testing.T) {
 	l := newNetLab(t, "ptgf", "easy", "easy")
 	attacker := newPeer(t, "a1", "ptgf1", "100.64.3.1")

@@ -18,6 +18,7 @@ import (
 // table, or none; a failing PostUp fails up and leaves nothing, without
 // running the down hooks.
 func TestHooksAndTable(t *testing.T) {
+	t.Parallel()
 	l := newLab(t, "pthk", "easy", "easy")
 	peer, _ := key.NewPrivate()
 	log := filepath.Join(l.dir, "hooks.log")
@@ -40,6 +41,7 @@ func TestHooksAndTable(t *testing.T) {
 
 	p, conf := config("pthk0", hooks+"Table = 1234\nSaveConfig = false\n")
 	pr := l.startPeer(p, conf, "pthk0")
+	l.waitHooks(pr)
 	if got, want := readLog(), "preup pthk0\npostup pthk0\nsecond\n"; got != want {
 		t.Errorf("after up, the hooks wrote %q, want %q", got, want)
 	}

@@ -17,6 +17,7 @@ import (
 // command for users: a replace directive in go.mod, a file the build needs
 // that git does not track, a dependency missing from go.sum.
 func TestGoInstallLatest(t *testing.T) {
+	t.Parallel()
 	const module, version = "github.com/punchtun/punchtun", "v0.1.0"
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -57,7 +58,13 @@ func TestGoInstallLatest(t *testing.T) {
 	}
 	downloads := filepath.Join(strings.TrimSpace(string(modCache)), "cache", "download")
 	bin := t.TempDir()
-	install := exec.Command("go", "install", module+"/cmd/punchtun@latest")
+	// A compile of the whole module, beside the lab tests: at the lowest
+	// priority, where there is nice, it takes only the CPU they leave.
+	args := []string{"go", "install", module + "/cmd/punchtun@latest"}
+	if nice, err := exec.LookPath("nice"); err == nil {
+		args = append([]string{nice, "-n", "19"}, args...)
+	}
+	install := exec.Command(args[0], args[1:]...)
 	install.Dir = t.TempDir() // outside this module: as a user would
 	install.Env = append(os.Environ(),
 		"GOPROXY=file://"+filepath.ToSlash(proxy)+",file://"+filepath.ToSlash(downloads),

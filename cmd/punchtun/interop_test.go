@@ -5,9 +5,9 @@ package main
 // Interoperability tests: punchtun against software we did not write — a
 // plain WireGuard peer (wireguard-go configured with wg), coturn's STUN
 // client and coturn's STUN server — and `punchtun netcheck`'s answers for
-// every kind of network in the lab. Lab prefixes pti and ptn; interface
-// names start with them too (wg's UAPI sockets in /var/run/wireguard are
-// shared by all namespaces).
+// every kind of network in the lab. Lab prefixes ptiw, ptis, ptic, ptn,
+// ptn1 and ptnbc; interface names start with pti (wg's UAPI sockets in
+// /var/run/wireguard are shared by all namespaces).
 
 import (
 	"context"
@@ -88,7 +88,8 @@ func (l *lab) stopGone(pr *proc, p *peerSpec) {
 // only with wg setconf and ip. punchtun's config has the fixed Endpoint and
 // no rendezvous, as a road warrior's config for a WireGuard server has.
 func TestInteropWireGuard(t *testing.T) {
-	l := newLab(t, "pti", "easy", "easy")
+	t.Parallel()
+	l := newLab(t, "ptiw", "easy", "easy")
 	requireTools(t, "wireguard-tools", "wg")
 	wgGo := wireguardGo(t)
 
@@ -165,7 +166,8 @@ var stunReflexive = regexp.MustCompile(`UDP reflexive addr: (\d+\.\d+\.\d+\.\d+)
 // host. (Debian's older `stun` client sends RFC 3489 requests, without the
 // magic cookie, which the rendezvous does not answer.)
 func TestInteropSTUNClient(t *testing.T) {
-	l := newLab(t, "pti", "easy", "hard")
+	t.Parallel()
+	l := newLab(t, "ptis", "easy", "hard")
 	requireTools(t, "coturn", "turnutils_stunclient")
 	l.startRendezvous() // 203.0.113.10:3478 and .11:3478
 
@@ -279,7 +281,8 @@ func (l *lab) checkNetcheck(w netcheckWant, servers ...string) {
 // other address and port (RFC 5780 OTHER-ADDRESS), and netcheck, given only
 // the first, asks that one too to tell the NAT's mapping.
 func TestInteropCoturn(t *testing.T) {
-	l := newLab(t, "pti", "easy", "hard")
+	t.Parallel()
+	l := newLab(t, "ptic", "easy", "hard")
 	requireTools(t, "coturn", "turnserver")
 	turn := l.start("rv", "turnserver", "turnserver", "-n", "--stun-only", "--no-cli",
 		"--listening-ip", "203.0.113.10", "--listening-ip", "203.0.113.11", "--listening-port", "3478",
@@ -310,8 +313,10 @@ func TestInteropCoturn(t *testing.T) {
 // every kind of network: no NAT, easy, hard, cone and UDP blocked; and
 // against a rendezvous on two ports of one address.
 func TestInteropNetcheck(t *testing.T) {
+	t.Parallel()
 	both := []string{rendezvousAddr, rendezvousAddr2}
 	t.Run("none-easy-hard", func(t *testing.T) {
+		t.Parallel()
 		l := newLab(t, "ptn", "easy", "hard")
 		l.startRendezvous()
 		l.waitUDP("rv", 3478, 2)
@@ -327,7 +332,8 @@ func TestInteropNetcheck(t *testing.T) {
 		l.checkNetcheck(netcheckWant{host: "b1", udp: true, mapping: "hard", publicIP: "203.0.113.22", servers: both}, both...)
 	})
 	t.Run("one-ip-rendezvous", func(t *testing.T) {
-		l := newLab(t, "ptn", "easy", "hard")
+		t.Parallel()
+		l := newLab(t, "ptn1", "easy", "hard")
 		ports := []string{rendezvousAddr, "203.0.113.10:3479"}
 		l.startRendezvous(ports[1])
 		l.waitUDP("rv", 3478, 1)
@@ -340,7 +346,8 @@ func TestInteropNetcheck(t *testing.T) {
 		}
 	})
 	t.Run("blocked-cone", func(t *testing.T) {
-		l := newLab(t, "ptn", "blocked", "cone")
+		t.Parallel()
+		l := newLab(t, "ptnbc", "blocked", "cone")
 		l.startRendezvous()
 		l.waitUDP("rv", 3478, 2)
 		for _, w := range []netcheckWant{

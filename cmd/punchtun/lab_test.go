@@ -9,6 +9,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
@@ -76,6 +77,7 @@ func buildTool(t *testing.T, name, pkg string) string {
 func punchtunBinary(t *testing.T) string { return buildTool(t, "punchtun", ".") }
 
 func TestMain(m *testing.M) {
+	setParallel()
 	code := m.Run()
 	printSkipped(os.Stdout)
 	if tools.dir != "" {
@@ -96,6 +98,9 @@ type lab struct {
 	prefix string
 	dir    string
 	bin    string
+	// logLevel is the peers' --log-level, if the test needs one; else
+	// PUNCHTUN_LAB_LOG_LEVEL's (tests run in parallel: not t.Setenv).
+	logLevel string
 }
 
 func requireLab(t *testing.T) {
@@ -147,15 +152,37 @@ func printSkipped(w io.Writer) {
 		skipped.n, strings.Join(skipped.why, "; "))
 }
 
+// newLab builds a lab of namespaces named prefix-HOST: prefix, like the
+// interface names a test gives its peers, is that test's alone. It waits
+// for one of labSlots.
 func newLab(t *testing.T, prefix, natA, natB string, opts ...string) *lab {
 	t.Helper()
+	claimName(t, "lab prefix", prefix)
 	requireLab(t)
+	takeLabSlot(t)
+	return buildLab(t, prefix, natA, natB, opts...)
+}
+
+// idleLab is newLab for a test that spends minutes waiting (a freeze, an
+// idle tunnel): it takes no slot, so it starts at once and its waits run
+// beside the other tests.
+func idleLab(t *testing.T, prefix, natA, natB string, opts ...string) *lab {
+	t.Helper()
+	claimName(t, "lab prefix", prefix)
+	requireLab(t)
+	return buildLab(t, prefix, natA, natB, opts...)
+}
+
+func buildLab(t *testing.T, prefix, natA, natB string, opts ...string) *lab {
+	t.Helper()
 	l := &lab{t: t, prefix: prefix, dir: t.TempDir(), bin: punchtunBinary(t)}
 	script, _ := filepath.Abs("../../scripts/lab.sh")
-	t.Cleanup(func() { exec.Command(script, "down", prefix).Run() })
-	if out, err := exec.Command(script, append([]string{"up", prefix, natA, natB}, opts...)...).CombinedOutput(); err != nil {
-		t.Fatalf("lab up: %v\n%s", err, out)
-	}
+	t.Cleanup(func() { heavy(t, func() { exec.Command(script, "down", prefix).Run() }) })
+	heavy(t, func() {
+		if out, err := exec.Command(script, append([]string{"up", prefix, natA, natB}, opts...)...).CombinedOutput(); err != nil {
+			t.Fatalf("lab up: %v\n%s", err, out)
+		}
+	})
 	return l
 }
 
@@ -252,6 +279,7 @@ type peerSpec struct {
 }
 
 func newPeer(t *testing.T, host, iface, addr string) *peerSpec {
+	claimName(t, "interface", iface)
 	k, err := key.NewPrivate()
 	if err != nil {
 		t.Fatal(err)
@@ -323,7 +351,7 @@ func (l *lab) up(p, other *peerSpec, rvKey key.Private) *proc {
 func (l *lab) startPeer(p *peerSpec, conf, logName string) *proc {
 	l.t.Helper()
 	args := []string{l.bin, "up", conf, "--run-dir", filepath.Join(l.dir, "run-"+p.iface), "--state-dir", filepath.Join(l.dir, "state")}
-	if level := os.Getenv("PUNCHTUN_LAB_LOG_LEVEL"); level != "" {
+	if level := cmp.Or(l.logLevel, os.Getenv("PUNCHTUN_LAB_LOG_LEVEL")); level != "" {
 		args = append(args, "--log-level", level)
 	}
 	pr := l.start(p.host, logName, args...)
@@ -333,6 +361,18 @@ func (l *lab) startPeer(p *peerSpec, conf, logName string) *proc {
 		return err
 	})
 	return pr
+}
+
+// waitHooks waits until the peer pr logged "interface up": its PostUp
+// hooks have run then (status answers before they do).
+func (l *lab) waitHooks(pr *proc) {
+	l.t.Helper()
+	eventually(l.t, 10*time.Second, pr.name+" ran its PostUp hooks", func() error {
+		if b, _ := os.ReadFile(pr.log); !strings.Contains(string(b), `msg="interface up"`) {
+			return fmt.Errorf("no \"interface up\" in its log yet")
+		}
+		return nil
+	})
 }
 
 func (l *lab) status(p *peerSpec) (*tunnel.Status, error) {
@@ -372,6 +412,11 @@ func (l *lab) waitPath(p *peerSpec, want string) tunnel.PeerStatus {
 // with nc and checks they arrive intact.
 func (l *lab) transfer(from, to *peerSpec) {
 	l.t.Helper()
+	heavy(l.t, func() { l.transferNow(from, to) })
+}
+
+func (l *lab) transferNow(from, to *peerSpec) {
+	l.t.Helper()
 	data := make([]byte, 10<<20)
 	rand.Read(data)
 	src, dst := filepath.Join(l.dir, "send.bin"), filepath.Join(l.dir, "recv.bin")
@@ -407,6 +452,11 @@ func (l *lab) ping(from *peerSpec, to *peerSpec) {
 
 // ssh runs a command over ssh to `to`'s virtual IP, where an sshd listens.
 func (l *lab) ssh(from, to *peerSpec) {
+	l.t.Helper()
+	heavy(l.t, func() { l.sshNow(from, to) })
+}
+
+func (l *lab) sshNow(from, to *peerSpec) {
 	l.t.Helper()
 	sshd, err := exec.LookPath("sshd")
 	if err != nil {
@@ -446,6 +496,7 @@ func (l *lab) ssh(from, to *peerSpec) {
 // TestTunnel connects pairs of hosts in one lab with both NATs easy and
 // checks everything a user does: ping, nc, ssh, status and wg show.
 func TestTunnel(t *testing.T) {
+	t.Parallel()
 	l := newLab(t, "ptt", "easy", "easy")
 	runPairs(t, l, l.startRendezvous(), []pairCase{
 		// a1 and b1 share the private address 192.168.1.2 on different

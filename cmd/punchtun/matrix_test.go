@@ -30,6 +30,7 @@ import (
 // TestTunnel covers easy/easy, none/easy and same LAN behind easy.
 // scripts/natmatrix.sh runs this test and prints the table.
 func TestNATMatrix(t *testing.T) {
+	t.Parallel()
 	const (
 		noUDP    = "UDP blocked on this network"
 		bothHard = "both NATs map per destination"
@@ -73,6 +74,7 @@ func TestNATMatrix(t *testing.T) {
 		}},
 	} {
 		t.Run(lc.natA+"-"+lc.natB, func(t *testing.T) {
+			t.Parallel()
 			l := newLab(t, lc.prefix, lc.natA, lc.natB)
 			runPairs(t, l, l.startRendezvous(), lc.cases)
 		})
@@ -85,6 +87,7 @@ func TestNATMatrix(t *testing.T) {
 // still punches directly (birthday punching starts only when both NATs are
 // known).
 func TestOneIPRendezvous(t *testing.T) {
+	t.Parallel()
 	l := newLab(t, "pto", "easy", "hard")
 	runPairs(t, l, l.startRendezvous("203.0.113.10:3479"), []pairCase{
 		{name: "easy-hard-one-ip-rendezvous", hostA: "a1", hostB: "b1", wantPath: "direct"},
@@ -97,6 +100,7 @@ func TestOneIPRendezvous(t *testing.T) {
 // to), so that an easy/hard pair is punched directly rather than relayed
 // for good.
 func TestSimplestRendezvous(t *testing.T) {
+	t.Parallel()
 	l := newLab(t, "ptz", "easy", "hard")
 	rv := l.newRendezvous("rendezvous", rendezvousAddr, []string{"0.0.0.0:3478"}, "")
 	for host, want := range map[string]string{"a1": "easy", "b1": "hard", "pub": "none"} {
@@ -116,6 +120,7 @@ func TestSimplestRendezvous(t *testing.T) {
 // peers whose IPv4 NATs both map per destination, which would be relayed,
 // punch through the IPv6 firewalls instead and talk directly over IPv6.
 func TestIPv6(t *testing.T) {
+	t.Parallel()
 	l := newLab(t, "pt6", "hard", "hard", "ipv6")
 	runPairs(t, l, l.startRendezvous(), []pairCase{
 		{name: "ipv6-behind-hard-nats", hostA: "a1", hostB: "b1", wantPath: "direct", wantEndpoint: "[2001:db8:b::2]:"},
@@ -127,6 +132,7 @@ func TestIPv6(t *testing.T) {
 // and returns to the direct path, and the transfer finishes intact, on the
 // same connection.
 func TestPathChangeKeepsTCP(t *testing.T) {
+	t.Parallel()
 	l := newLab(t, "ptp", "easy", "easy")
 	rv := l.newRendezvous("rendezvous", rendezvousAddr, []string{rendezvousAddr, rendezvousAddr2}, "")
 	a, b, _, _ := l.pair("ptpa0", "a1", "ptpb0", "b1", "direct", rv)
@@ -206,7 +212,8 @@ func TestPathChangeKeepsTCP(t *testing.T) {
 // every 25 s. Nothing else but, once, WireGuard's own keepalive 10 s after
 // the last packet it received (the ping that brought the tunnel up).
 func TestQuietWhenIdle(t *testing.T) {
-	l := newLab(t, "ptq", "easy", "easy")
+	t.Parallel()
+	l := idleLab(t, "ptq", "easy", "easy")
 	rv := l.newRendezvous("rendezvous", rendezvousAddr, []string{rendezvousAddr, rendezvousAddr2}, "")
 	a, b, _, _ := l.pair("ptqa0", "a1", "ptqb0", "b1", "direct", rv)
 	l.ping(a, b)
@@ -280,7 +287,8 @@ func TestQuietWhenIdle(t *testing.T) {
 // each query re-introduced both and each intro started a new round, 276
 // probes a minute toward the carrier's address for as long as they ran.
 func TestSharedPublicAddressNoHairpin(t *testing.T) {
-	l := newLab(t, "pth", "easy", "easy")
+	t.Parallel()
+	l := idleLab(t, "ptsh", "easy", "easy")
 	isolate := filepath.Join(l.dir, "isolate.nft")
 	os.WriteFile(isolate, []byte(`table inet isolate {
 	chain in { type filter hook input priority 0; ip saddr 192.168.1.3 drop; }
@@ -289,7 +297,7 @@ func TestSharedPublicAddressNoHairpin(t *testing.T) {
 `), 0o600)
 	l.run("a1", "nft", "-f", isolate)
 	rv := l.newRendezvous("rendezvous", rendezvousAddr, []string{rendezvousAddr, rendezvousAddr2}, "")
-	a, _, _, _ := l.pair("ptha0", "a1", "pthb0", "a2", "relay", rv)
+	a, _, _, _ := l.pair("ptsha0", "a1", "ptshb0", "a2", "relay", rv)
 	start := time.Now()
 	const why = "the peer is behind our own public address"
 	eventually(t, 30*time.Second, "relay reason", func() error {

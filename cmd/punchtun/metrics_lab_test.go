@@ -30,6 +30,7 @@ func (l *lab) scrapeIn(host, addr string) (map[string]float64, error) {
 // registration. A second tunnel asking for the same metrics address fails
 // before it creates its interface.
 func TestPeerMetrics(t *testing.T) {
+	t.Parallel()
 	l := newLab(t, "ptm", "easy", "easy")
 	rvKey := l.startRendezvous()
 	a := newPeer(t, "a1", "ptm0a", "100.64.0.1")

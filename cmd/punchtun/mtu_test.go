@@ -18,32 +18,36 @@ import (
 // GSO batches were refused whole (EMSGSIZE) once the kernel had learned
 // the smaller path MTU, and TCP stalled for good.
 func TestSmallPathMTU(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
-		name       string
-		mtu        int
-		natA, natB string
-		ipv6       bool
+		name, prefix string
+		mtu          int
+		natA, natB   string
+		ipv6         bool
 	}{
-		{"ipv4-1300", 1300, "easy", "easy", false},
-		{"ipv4-1200", 1200, "easy", "easy", false},
-		{"ipv6-1280", 1280, "hard", "hard", true},
+		{"ipv4-1300", "ptmtu4a", 1300, "easy", "easy", false},
+		{"ipv4-1200", "ptmtu4b", 1200, "easy", "easy", false},
+		{"ipv6-1280", "ptmtu6", 1280, "hard", "hard", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			var opts []string
 			if tc.ipv6 {
 				opts = append(opts, "ipv6")
 			}
-			l := newLab(t, "ptm", tc.natA, tc.natB, opts...)
+			l := newLab(t, tc.prefix, tc.natA, tc.natB, opts...)
 			for _, router := range []string{"nata", "natb"} {
 				l.run(router, "ip", "link", "set", "wan", "mtu", fmt.Sprint(tc.mtu))
-				l.run("inet", "ip", "link", "set", "ptm-"+router, "mtu", fmt.Sprint(tc.mtu))
+				l.run("inet", "ip", "link", "set", l.prefix+"-"+router, "mtu", fmt.Sprint(tc.mtu))
 			}
 			rv := l.newRendezvous("rendezvous", rendezvousAddr, []string{rendezvousAddr, rendezvousAddr2}, "")
-			a, b, _, _ := l.pair("ptma0", "a1", "ptmb0", "b1", "direct", rv)
-			start := time.Now()
-			l.transfer(a, b)
-			l.transfer(b, a)
-			t.Logf("20 MiB over TCP through a %d-byte path in %.2f s", tc.mtu, time.Since(start).Seconds())
+			a, b, _, _ := l.pair(tc.prefix+"a0", "a1", tc.prefix+"b0", "b1", "direct", rv)
+			quiet(t, func() { // the time taken is a figure
+				start := time.Now()
+				l.transfer(a, b)
+				l.transfer(b, a)
+				t.Logf("20 MiB over TCP through a %d-byte path in %.2f s", tc.mtu, time.Since(start).Seconds())
+			})
 			// Once a packet too big for the path has left each side, each
 			// side's status shows the path MTU. (TCP alone may never send
 			// one: the receiver's MSS already fits.) Pings of 1278 bytes

@@ -19,6 +19,7 @@ import (
 // public side), B asks A's names through the tunnel, a host outside the
 // tunnel gets nothing, and a reload renames.
 func TestPeerNames(t *testing.T) {
+	t.Parallel()
 	for _, tool := range []string{"resolvconf", "dnsmasq", "getent", "unshare"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			skipLab(t, "TestPeerNames needs "+tool+" (openresolv, dnsmasq-base): install what .ci/run installs")

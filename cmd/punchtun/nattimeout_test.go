@@ -17,8 +17,9 @@ import (
 // before the mappings expire. Before, the first ping after 90 s idle was
 // lost in 2 of 4 trials (gaps of 2-5 s).
 func TestShortNATTimeout(t *testing.T) {
+	t.Parallel()
 	const natTimeout = 20
-	l := newLab(t, "ptn", "easy", "easy")
+	l := idleLab(t, "ptnt", "easy", "easy")
 	for _, router := range []string{"nata", "natb"} {
 		for _, s := range []string{"nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream"} {
 			l.run(router, "sysctl", "-qw", fmt.Sprintf("net.netfilter.%s=%d", s, natTimeout))
@@ -27,10 +28,14 @@ func TestShortNATTimeout(t *testing.T) {
 	rv := l.newRendezvous("rendezvous", rendezvousAddr, []string{rendezvousAddr, rendezvousAddr2}, "")
 	a, b, _, _ := l.pair("ptna0", "a1", "ptnb0", "b1", "direct", rv)
 	for i, idle := range []time.Duration{70 * time.Second, 35 * time.Second} {
-		time.Sleep(idle) // the measurement: the tunnel idles this long
-		pg := &pinger{l: l, proc: l.start(a.host, fmt.Sprintf("ping-after-idle-%d", i), "ping", "-n", "-D", "-i", "0.2", "-c", "15", "-W", "1", b.addr)}
-		start := time.Now()
-		<-pg.proc.done
+		var start time.Time
+		var pg *pinger
+		// The measurement: the tunnel idles this long, then pings.
+		quietAt(t, time.Now().Add(idle), func() {
+			pg = &pinger{l: l, proc: l.start(a.host, fmt.Sprintf("ping-after-idle-%d", i), "ping", "-n", "-D", "-i", "0.2", "-c", "15", "-W", "1", b.addr)}
+			start = time.Now()
+			<-pg.proc.done
+		})
 		replies := pg.replies()
 		if len(replies) == 0 || replies[0].seq != 1 {
 			t.Errorf("after %v idle: the first packet was not answered (replies %v)", idle, replies)

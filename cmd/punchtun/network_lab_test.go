@@ -74,7 +74,10 @@ func (l *netLab) memberConfig(p *peerSpec, certFile, extra string) string {
 
 // firstPing pings to's address from a member that has never contacted
 // it, a ping at a time, each waiting up to 1 s for its answer, and returns
-// how long until the first answer came.
+// how long until the first answer came. A test bounding that time calls
+// it in a quiet section begun before the members started: waiting for
+// quiet between their start and their first contact would change what is
+// tested.
 func (l *netLab) firstPing(from, to *peerSpec) time.Duration {
 	l.t.Helper()
 	start := time.Now()
@@ -90,12 +93,16 @@ func (l *netLab) firstPing(from, to *peerSpec) time.Duration {
 }
 
 func TestNetworkMembersOnDemand(t *testing.T) {
+	t.Parallel()
 	l := newNetLab(t, "ptnet", "easy", "hard")
 	m1 := newPeer(t, "a1", "ptnet1", "100.64.0.1")
 	m2 := newPeer(t, "b1", "ptnet2", "100.64.0.2")
 	m3 := newPeer(t, "a2", "ptnet3", "100.64.0.3")
 	static := newPeer(t, "pub", "ptnets", "10.99.0.3")
 
+	// From the members' start to m2.net resolved: a measurement.
+	endQuiet := quietFrom(t)
+	defer endQuiet()
 	// m1 also has a static peer beside the network, as today's configs do.
 	staticPeer := fmt.Sprintf("\n[Peer]\nName = static\nPublicKey = %s\nAllowedIPs = 10.99.0.3/32\n", static.priv.Public())
 	l.startPeer(m1, l.memberConfig(m1, l.sign(m1, "m1", l.keyFile), staticPeer), m1.iface)
@@ -197,6 +204,7 @@ func TestNetworkMembersOnDemand(t *testing.T) {
 	out, err := l.cmd(m3.host, "unshare", "-m", "--propagation", "private", "sh", "-c",
 		"mount --bind "+resolvConf+" /etc/resolv.conf && getent ahostsv4 m2.net && ping -n -c 1 -W 2 m2.net").CombinedOutput()
 	took = time.Since(start)
+	endQuiet()
 	if err != nil || !strings.HasPrefix(string(out), m2.addr+" ") {
 		t.Fatalf("m2.net from m3, which never reached m2: %v\n%s", err, out)
 	}
@@ -207,17 +215,19 @@ func TestNetworkMembersOnDemand(t *testing.T) {
 
 	// Renewal: a new certificate applied with syncconf drops no packet of
 	// a 5-per-second ping.
-	pinger := l.start(m2.host, "ping-renewal", "ping", "-i", "0.2", "-c", "25", "-W", "1", m1.addr)
-	eventually(t, 5*time.Second, "pings before the renewal", func() error {
-		if out, _ := os.ReadFile(pinger.log); !strings.Contains(string(out), "icmp_seq=3 ") {
-			return fmt.Errorf("ping log: %q", out)
-		}
-		return nil
+	quiet(t, func() {
+		pinger := l.start(m2.host, "ping-renewal", "ping", "-i", "0.2", "-c", "25", "-W", "1", m1.addr)
+		eventually(t, 5*time.Second, "pings before the renewal", func() error {
+			if out, _ := os.ReadFile(pinger.log); !strings.Contains(string(out), "icmp_seq=3 ") {
+				return fmt.Errorf("ping log: %q", out)
+			}
+			return nil
+		})
+		l.memberConfig(m1, l.sign(m1, "m1", l.keyFile, "--valid", "2y"), staticPeer)
+		l.run(m1.host, l.bin, "syncconf", m1.iface, "--run-dir", filepath.Join(l.dir, "run-"+m1.iface))
+		<-pinger.done
+		out, _ = os.ReadFile(pinger.log)
 	})
-	l.memberConfig(m1, l.sign(m1, "m1", l.keyFile, "--valid", "2y"), staticPeer)
-	l.run(m1.host, l.bin, "syncconf", m1.iface, "--run-dir", filepath.Join(l.dir, "run-"+m1.iface))
-	<-pinger.done
-	out, _ = os.ReadFile(pinger.log)
 	if !strings.Contains(string(out), " 0% packet loss") {
 		t.Errorf("ping across the renewal lost packets:\n%s", out)
 	}
@@ -246,11 +256,14 @@ func memberStatus(peers []tunnel.PeerStatus, name string) *tunnel.PeerStatus {
 // full cone and no NAT at all reach each other on demand, each pair both
 // ways, by address.
 func TestNetworkMembersMixedNATs(t *testing.T) {
+	t.Parallel()
 	l := newNetLab(t, "ptnetx", "blocked", "cone")
 	blocked := newPeer(t, "a1", "ptnetx1", "100.64.0.11")
 	cone := newPeer(t, "b1", "ptnetx2", "100.64.0.12")
 	cone.port = 51820 // the port the cone NAT forwards
 	public := newPeer(t, "pub", "ptnetx3", "100.64.0.13")
+	// From the members' start to their first pings: a measurement.
+	defer quietFrom(t)()
 	for i, p := range []*peerSpec{blocked, cone, public} {
 		listen := ""
 		if p.port != 0 {

@@ -26,11 +26,13 @@ func (l *lab) pingPeer(from *peerSpec, peer string, args ...string) pingResult {
 // (both hard), each pong names the path it came by, its endpoint, and a
 // positive RTT.
 func TestPing(t *testing.T) {
+	t.Parallel()
 	for _, lc := range []struct{ prefix, nat, path string }{
 		{"ptrp", "easy", "direct"},
 		{"ptrq", "hard", "relay"},
 	} {
 		t.Run(lc.path, func(t *testing.T) {
+			t.Parallel()
 			l := newLab(t, lc.prefix, lc.nat, lc.nat)
 			rv := l.newRendezvous("rendezvous", rendezvousAddr, []string{rendezvousAddr, rendezvousAddr2}, "")
 			a, b, _, _ := l.pair(lc.prefix+"a0", "a1", lc.prefix+"b0", "b1", lc.path, rv)

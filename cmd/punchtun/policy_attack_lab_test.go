@@ -25,6 +25,7 @@ import (
 // into the tunnel: it reaches nothing there, and the rule still works for
 // the server's network address.
 func TestPolicyDestination(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "wireguard-tools", "wg")
 	l := newNetLab(t, "ptdst", "easy", "easy")
 	laptop := newPeer(t, "a1", "ptdst1", "100.64.5.1")
@@ -81,6 +82,8 @@ func TestPolicyDestination(t *testing.T) {
 // sends SYNs from every source port to both (raw packets, from this test
 // binary run again in its namespace); the server still opens a new
 // connection to another member, as fast as before the flood.
+// Not parallel: its flood loads the machine, and its bounds need the
+// machine to themselves (serial tests run before the parallel ones).
 func TestPolicyFlowFlood(t *testing.T) {
 	l := newNetLab(t, "ptflo", "easy", "easy")
 	flooder := newPeer(t, "a1", "ptflo1", "100.64.6.1")

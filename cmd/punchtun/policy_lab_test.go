@@ -85,6 +85,7 @@ func (l *netLab) tcpOpens(from, to *peerSpec, port int) bool {
 }
 
 func TestNetworkPolicy(t *testing.T) {
+	t.Parallel()
 	l := newNetLab(t, "ptpol", "easy", "easy")
 	laptop := newPeer(t, "a1", "ptpol1", "100.64.1.1")
 	s1 := newPeer(t, "b1", "ptpol2", "100.64.1.2")
@@ -98,6 +99,9 @@ func TestNetworkPolicy(t *testing.T) {
 	os.WriteFile(open, []byte("[Rule]\nFrom = *\nTo = *\nAllow = any\n"), 0o644)
 	p100 := l.signDoc("p100", l.keyFile, "policy", "--seq", "100", restrictive)
 
+	// From the members' start to their first pings: a measurement.
+	endQuiet := quietFrom(t)
+	defer endQuiet()
 	// s1 loads the policy at up (Policy =); the others hear of it.
 	conf, procs := map[*peerSpec]string{}, map[*peerSpec]*proc{}
 	for _, m := range []struct {
@@ -124,6 +128,7 @@ func TestNetworkPolicy(t *testing.T) {
 			t.Errorf("first ping laptop → %s answered after %v, want within 1 s", s.iface, took)
 		}
 	}
+	endQuiet()
 	l.ssh(laptop, s1)
 	listener := l.start(laptop.host, "nc-laptop", "nc", "-l", "-k", "-s", laptop.addr, "-p", "2222")
 	defer listener.stop()
@@ -143,10 +148,12 @@ func TestNetworkPolicy(t *testing.T) {
 
 	// A newer policy, allowing all, published on s2: everywhere within 5 s.
 	p200 := l.signDoc("p200", l.keyFile, "policy", "--seq", "200", open)
-	if code, out := l.publish(s2, p200); code != 0 {
-		t.Fatalf("publish: %s", out)
-	}
-	l.waitSeq(5*time.Second, 200, all...)
+	quiet(t, func() {
+		if code, out := l.publish(s2, p200); code != 0 {
+			t.Fatalf("publish: %s", out)
+		}
+		l.waitSeq(5*time.Second, 200, all...)
+	})
 	if !l.reaches(s1, laptop) || !l.tcpOpens(s1, laptop, 2222) {
 		t.Error("under the open policy, a server does not reach the laptop")
 	}
@@ -185,18 +192,20 @@ func TestNetworkPolicy(t *testing.T) {
 	l.run("rv", "nft", "add chain inet ptwithhold in { type filter hook input priority -10 ; }")
 	l.run("rv", "nft", "add rule inet ptwithhold in udp dport 3478 @th,96,8 11 counter drop")
 	revSpare := l.signDoc("rev-spare", l.keyFile, "revoke", spare.priv.Public().String())
-	start := time.Now()
-	if code, out := l.publish(laptop, revSpare); code != 0 {
-		t.Fatalf("publish the revocation: %s", out)
-	}
-	eventually(t, 5*time.Second, "s1 lets the revoked spare go, told by the laptop alone", func() error {
-		st, err := l.status(s1)
-		if err != nil || st.Network.RevokedKeys != 1 || memberStatus(st.Peers, "spare") != nil {
-			return fmt.Errorf("revoked keys %d, spare still a member: %v", st.Network.RevokedKeys, memberStatus(st.Peers, "spare") != nil)
+	quiet(t, func() {
+		start := time.Now()
+		if code, out := l.publish(laptop, revSpare); code != 0 {
+			t.Fatalf("publish the revocation: %s", out)
 		}
-		return nil
+		eventually(t, 5*time.Second, "s1 lets the revoked spare go, told by the laptop alone", func() error {
+			st, err := l.status(s1)
+			if err != nil || st.Network.RevokedKeys != 1 || memberStatus(st.Peers, "spare") != nil {
+				return fmt.Errorf("revoked keys %d, spare still a member: %v", st.Network.RevokedKeys, memberStatus(st.Peers, "spare") != nil)
+			}
+			return nil
+		})
+		t.Logf("withheld by the rendezvous: s1 dropped the revoked member %v after publish", time.Since(start).Round(time.Millisecond))
 	})
-	t.Logf("withheld by the rendezvous: s1 dropped the revoked member %v after publish", time.Since(start).Round(time.Millisecond))
 	if l.reaches(s1, spare) || l.reaches(spare, s1) {
 		t.Error("s1 and the revoked spare still reach each other")
 	}
@@ -211,27 +220,29 @@ func TestNetworkPolicy(t *testing.T) {
 		t.Fatal("s2 unreachable before its revocation")
 	}
 	revS2 := l.signDoc("rev-s2", l.keyFile, "revoke", s2.priv.Public().String())
-	start = time.Now()
-	if code, out := l.publish(s1, revS2); code != 0 {
-		t.Fatalf("publish the revocation: %s", out)
-	}
-	for _, p := range []*peerSpec{laptop, s1} {
-		eventually(t, 5*time.Second-time.Since(start), p.iface+" lets the revoked s2 go", func() error {
-			st, err := l.status(p)
-			if err != nil || memberStatus(st.Peers, "s2") != nil || st.Network.RevokedKeys < 1 {
-				return fmt.Errorf("s2 still a member of %s (%v)", p.iface, err)
+	quiet(t, func() {
+		start := time.Now()
+		if code, out := l.publish(s1, revS2); code != 0 {
+			t.Fatalf("publish the revocation: %s", out)
+		}
+		for _, p := range []*peerSpec{laptop, s1} {
+			eventually(t, 5*time.Second-time.Since(start), p.iface+" lets the revoked s2 go", func() error {
+				st, err := l.status(p)
+				if err != nil || memberStatus(st.Peers, "s2") != nil || st.Network.RevokedKeys < 1 {
+					return fmt.Errorf("s2 still a member of %s (%v)", p.iface, err)
+				}
+				return nil
+			})
+		}
+		eventually(t, 5*time.Second-time.Since(start), "the rendezvous refuses s2", func() error {
+			st, err := l.status(s2)
+			if err != nil || st.Network.Refused != "revoked" {
+				return fmt.Errorf("s2's network status %+v (%v)", st.Network, err)
 			}
 			return nil
 		})
-	}
-	eventually(t, 5*time.Second-time.Since(start), "the rendezvous refuses s2", func() error {
-		st, err := l.status(s2)
-		if err != nil || st.Network.Refused != "revoked" {
-			return fmt.Errorf("s2's network status %+v (%v)", st.Network, err)
-		}
-		return nil
+		t.Logf("revoked through the rendezvous: everyone let s2 go %v after publish", time.Since(start).Round(time.Millisecond))
 	})
-	t.Logf("revoked through the rendezvous: everyone let s2 go %v after publish", time.Since(start).Round(time.Millisecond))
 	for _, p := range []*peerSpec{laptop, s1} {
 		if l.reaches(p, s2) || l.reaches(s2, p) {
 			t.Errorf("%s and the revoked s2 still reach each other", p.host)

@@ -151,12 +151,14 @@ func (l *lab) sub(name string, fn func(l *lab)) {
 // either side, behind easy and hard NATs: every mapping is gone, and the
 // tunnel must carry traffic again within 5 s, by itself.
 func TestRecoveryNATFlush(t *testing.T) {
+	t.Parallel()
 	const bound = 5 * time.Second
 	for _, lc := range []struct{ prefix, natA, natB string }{
 		{"ptra", "easy", "easy"},
 		{"ptrh", "easy", "hard"},
 	} {
 		t.Run(lc.natA+"-"+lc.natB, func(t *testing.T) {
+			t.Parallel()
 			l := newLab(t, lc.prefix, lc.natA, lc.natB)
 			requireConntrack(t)
 			rv := l.newRendezvous("rendezvous", rendezvousAddr, []string{rendezvousAddr, rendezvousAddr2}, "")
@@ -165,13 +167,15 @@ func TestRecoveryNATFlush(t *testing.T) {
 				l.sub("flush-"+router, func(l *lab) {
 					f := newFigure(l.t, fmt.Sprintf("nat-flush/%s-%s/%s(%s)", lc.natA, lc.natB, router, kind), bound)
 					a, b, _, _ := l.pair(fmt.Sprintf("%sa%d", lc.prefix, i), "a1", fmt.Sprintf("%sb%d", lc.prefix, i), "b1", "direct", rv)
-					pg := l.startPinger(a, b)
-					before := strings.TrimSpace(l.run(router, "conntrack", "-C"))
-					start := time.Now()
-					l.run(router, "conntrack", "-F")
-					after := strings.TrimSpace(l.run(router, "conntrack", "-C"))
-					l.t.Logf("%s: %s tracked connections, %s right after the flush", router, before, after)
-					pg.measureGap(f, start, 3*bound)
+					quiet(l.t, func() {
+						pg := l.startPinger(a, b)
+						before := strings.TrimSpace(l.run(router, "conntrack", "-C"))
+						start := time.Now()
+						l.run(router, "conntrack", "-F")
+						after := strings.TrimSpace(l.run(router, "conntrack", "-C"))
+						l.t.Logf("%s: %s tracked connections, %s right after the flush", router, before, after)
+						pg.measureGap(f, start, 3*bound)
+					})
 					l.ping(b, a)
 				})
 			}
@@ -195,6 +199,7 @@ func requireConntrack(t *testing.T) {
 // by itself, as it would have at start: traffic resumes over relay-tcp
 // within 10 s (5 s of them to call UDP blocked).
 func TestRecoveryNetworkChange(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		prefix, other, want, event string
 		blockUDP                   bool
@@ -205,6 +210,7 @@ func TestRecoveryNetworkChange(t *testing.T) {
 		{"ptru", "pub", "relay-tcp", "b1-moves-to-a-network-blocking-udp", true, 10 * time.Second},
 	} {
 		t.Run(tc.event+"-with-"+tc.other, func(t *testing.T) {
+			t.Parallel()
 			l := newLab(t, tc.prefix, "easy", "easy")
 			f := newFigure(t, "network-change/"+tc.event+"/peer-"+tc.other, tc.bound)
 			rv := l.newRendezvous("rendezvous", rendezvousAddr, []string{rendezvousAddr, rendezvousAddr2}, "")
@@ -221,10 +227,12 @@ func TestRecoveryNetworkChange(t *testing.T) {
 			}
 
 			a, b, _, pb := l.pair(tc.prefix+"a0", tc.other, tc.prefix+"b0", "b1", "direct", rv)
-			pg := l.startPinger(a, b)
-			start := time.Now()
-			l.run("b1", "sh", "-c", "ip link del eth0 && ip addr add 192.168.1.4/24 dev eth1 && ip route replace default via 192.168.1.1 dev eth1")
-			pg.measureGap(f, start, 3*tc.bound)
+			quiet(t, func() {
+				pg := l.startPinger(a, b)
+				start := time.Now()
+				l.run("b1", "sh", "-c", "ip link del eth0 && ip addr add 192.168.1.4/24 dev eth1 && ip route replace default via 192.168.1.1 dev eth1")
+				pg.measureGap(f, start, 3*tc.bound)
+			})
 			// b1 saw the move itself (netlink), not only its peer's
 			// silence: that is what makes the gap a fraction of a second.
 			eventually(t, 5*time.Second, "b1 noticed the network change", func() error {
@@ -246,6 +254,7 @@ func TestRecoveryNetworkChange(t *testing.T) {
 // it is back; a relayed tunnel (both NATs hard) carries traffic again
 // within 3 s after it is back.
 func TestRecoveryRendezvousRestart(t *testing.T) {
+	t.Parallel()
 	const (
 		registerBound = 5 * time.Second
 		relayBound    = 3 * time.Second
@@ -256,6 +265,7 @@ func TestRecoveryRendezvousRestart(t *testing.T) {
 		{"ptrr", "hard", "relay"},
 	} {
 		t.Run(lc.path, func(t *testing.T) {
+			t.Parallel()
 			l := newLab(t, lc.prefix, lc.nat, lc.nat)
 			rv := l.newRendezvous("rendezvous", rendezvousAddr, []string{rendezvousAddr, rendezvousAddr2}, "127.0.0.1:9090")
 			var traffic *figure
@@ -272,58 +282,60 @@ func TestRecoveryRendezvousRestart(t *testing.T) {
 				}
 				return nil
 			})
-			pg := l.startPinger(a, b)
-			if _, ok := pg.waitSteady(time.Now(), 5*time.Second); !ok {
-				t.Fatal("no steady ping through the tunnel before the restart")
-			}
-			start := time.Now()
-			l.killRV(rv)
-			time.Sleep(down) // the restart takes a second
-			l.startRV(rv)
-			back := time.Now()
-
-			// Registered again, as the new server counts them, and as the
-			// peers' status says.
-			var took time.Duration
-			eventually(t, rendezvousRefresh+5*time.Second, "registered again", func() error {
-				n, err := l.registeredPeers(rv)
-				if err != nil || n != 2 {
-					return fmt.Errorf("%d registered, %v", n, err)
+			quiet(t, func() {
+				pg := l.startPinger(a, b)
+				if _, ok := pg.waitSteady(time.Now(), 5*time.Second); !ok {
+					t.Fatal("no steady ping through the tunnel before the restart")
 				}
-				took = time.Since(back)
-				return nil
+				start := time.Now()
+				l.killRV(rv)
+				time.Sleep(down) // the restart takes a second
+				l.startRV(rv)
+				back := time.Now()
+
+				// Registered again, as the new server counts them, and as the
+				// peers' status says.
+				var took time.Duration
+				eventually(t, rendezvousRefresh+5*time.Second, "registered again", func() error {
+					n, err := l.registeredPeers(rv)
+					if err != nil || n != 2 {
+						return fmt.Errorf("%d registered, %v", n, err)
+					}
+					took = time.Since(back)
+					return nil
+				})
+				for _, p := range []*peerSpec{a, b} {
+					st, err := l.status(p)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(st.Rendezvous) != 1 || !st.Rendezvous[0].Registered {
+						t.Errorf("%s status rendezvous: %+v", p.iface, st.Rendezvous)
+					}
+				}
+				registered.measured(took, "")
+
+				if lc.path == "direct" {
+					// Over the whole outage and a steady second after it.
+					if _, ok := pg.waitSteady(back, 5*time.Second); !ok {
+						t.Fatal("ping not steady after the rendezvous came back")
+					}
+					end := time.Now()
+					d := pg.gap(start, end)
+					sent, lost := pg.loss(start, end)
+					traffic.measured(d, fmt.Sprintf("(%d of %d lost)", lost, sent))
+					if lost > 0 {
+						traffic.failf("direct tunnel lost %d of %d pings while the rendezvous restarted", lost, sent)
+					}
+					return
+				}
+				resumed, ok := pg.waitSteady(back, 3*relayBound)
+				if !ok {
+					traffic.measured(time.Since(back), "(not resumed)")
+					return
+				}
+				traffic.measured(resumed.Sub(back), fmt.Sprintf("(whole gap %.2f s, down %v)", pg.gap(start, resumed).Seconds(), down))
 			})
-			for _, p := range []*peerSpec{a, b} {
-				st, err := l.status(p)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(st.Rendezvous) != 1 || !st.Rendezvous[0].Registered {
-					t.Errorf("%s status rendezvous: %+v", p.iface, st.Rendezvous)
-				}
-			}
-			registered.measured(took, "")
-
-			if lc.path == "direct" {
-				// Over the whole outage and a steady second after it.
-				if _, ok := pg.waitSteady(back, 5*time.Second); !ok {
-					t.Fatal("ping not steady after the rendezvous came back")
-				}
-				end := time.Now()
-				d := pg.gap(start, end)
-				sent, lost := pg.loss(start, end)
-				traffic.measured(d, fmt.Sprintf("(%d of %d lost)", lost, sent))
-				if lost > 0 {
-					traffic.failf("direct tunnel lost %d of %d pings while the rendezvous restarted", lost, sent)
-				}
-				return
-			}
-			resumed, ok := pg.waitSteady(back, 3*relayBound)
-			if !ok {
-				traffic.measured(time.Since(back), "(not resumed)")
-				return
-			}
-			traffic.measured(resumed.Sub(back), fmt.Sprintf("(whole gap %.2f s, down %v)", pg.gap(start, resumed).Seconds(), down))
 		})
 	}
 }
@@ -341,29 +353,33 @@ const rendezvousRefresh = 25 * time.Second
 // the way it came (the relay), not on the dead path: the restarted side
 // waited 6.6 s for its first reply before.
 func TestRecoveryPeerKilled(t *testing.T) {
+	t.Parallel()
 	const bound = 3 * time.Second
-	for _, tc := range []struct{ name, natB string }{{"easy-easy", "easy"}, {"easy-hard", "hard"}} {
+	for _, tc := range []struct{ name, prefix, natB string }{{"easy-easy", "ptrke", "easy"}, {"easy-hard", "ptrkh", "hard"}} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := newLab(t, "ptrk", "easy", tc.natB)
+			t.Parallel()
+			l := newLab(t, tc.prefix, "easy", tc.natB)
 			f := newFigure(t, "peer-kill-9/"+tc.name+"/first-reply-after-restart", bound)
 			fb := newFigure(t, "peer-kill-9/"+tc.name+"/restarted-side-first-reply", bound)
 			rv := l.newRendezvous("rendezvous", rendezvousAddr, []string{rendezvousAddr, rendezvousAddr2}, "")
-			a, b, _, pb := l.pair("ptrka0", "a1", "ptrkb0", "b1", "direct", rv)
-			pg := l.startPinger(a, b)
-			pb.cmd.Process.Kill()
-			<-pb.done
-			killed := time.Now()
-			restart := time.Now()
-			l.upRVs(b, a, b.iface+"-restarted", rv)
-			pgB := &pinger{l: l, proc: l.start(b.host, "ping-restarted", "ping", "-D", "-n", "-i", "0.1", a.addr)}
-			measureRestart(t, f, pg, killed, restart, bound)
-			eventually(t, 3*bound, "a reply to the restarted side", func() error {
-				if pgB.firstAfter(restart).IsZero() {
-					return fmt.Errorf("no reply yet")
-				}
-				return nil
+			a, b, _, pb := l.pair(tc.prefix+"a0", "a1", tc.prefix+"b0", "b1", "direct", rv)
+			quiet(t, func() {
+				pg := l.startPinger(a, b)
+				pb.cmd.Process.Kill()
+				<-pb.done
+				killed := time.Now()
+				restart := time.Now()
+				l.upRVs(b, a, b.iface+"-restarted", rv)
+				pgB := &pinger{l: l, proc: l.start(b.host, "ping-restarted", "ping", "-D", "-n", "-i", "0.1", a.addr)}
+				measureRestart(t, f, pg, killed, restart, bound)
+				eventually(t, 3*bound, "a reply to the restarted side", func() error {
+					if pgB.firstAfter(restart).IsZero() {
+						return fmt.Errorf("no reply yet")
+					}
+					return nil
+				})
+				fb.measured(pgB.firstAfter(restart).Sub(restart), "")
 			})
-			fb.measured(pgB.firstAfter(restart).Sub(restart), "")
 		})
 	}
 }
@@ -388,6 +404,7 @@ func measureRestart(t *testing.T, f *figure, pg *pinger, stopped, restart time.T
 // bound is three standard deviations away (over 10 s, 50 pings, it was
 // two, and CI crossed it once with 25 of 47).
 func TestRecoveryLossyInternet(t *testing.T) {
+	t.Parallel()
 	const (
 		connectBound = 10 * time.Second
 		gapBound     = 2 * time.Second
@@ -406,34 +423,36 @@ func TestRecoveryLossyInternet(t *testing.T) {
 `), 0o600)
 	l.run("inet", "nft", "-f", lossFile)
 	rv := l.newRendezvous("rendezvous", rendezvousAddr, []string{rendezvousAddr, rendezvousAddr2}, "")
-	start := time.Now()
-	a, b, _, _ := l.pair("ptrla0", "a1", "ptrlb0", "b1", "", rv)
-	connect.measured(l.firstPing(a, b, start), "")
-	l.waitPath(a, "direct")
-	l.waitPath(b, "direct")
-	pg := l.startPingerLossy(a, b)
-	from := time.Now()
-	time.Sleep(window) // the observation window
-	to := time.Now()
-	sent, lost := pg.loss(from, to)
-	stay.measured(pg.gap(from, to), fmt.Sprintf("(%d of %d pings lost; 36%% expected from 20%% each way)", lost, sent))
-	if sent == 0 || lost*2 > sent {
-		stay.failf("%d of %d pings lost", lost, sent)
-	}
-	for _, p := range []*peerSpec{a, b} {
-		st, err := l.status(p)
-		if err != nil {
-			t.Fatal(err)
+	quiet(t, func() {
+		start := time.Now()
+		a, b, _, _ := l.pair("ptrla0", "a1", "ptrlb0", "b1", "", rv)
+		connect.measured(l.firstPing(a, b, start), "")
+		l.waitPath(a, "direct")
+		l.waitPath(b, "direct")
+		pg := l.startPingerLossy(a, b)
+		from := time.Now()
+		time.Sleep(window) // the observation window
+		to := time.Now()
+		sent, lost := pg.loss(from, to)
+		stay.measured(pg.gap(from, to), fmt.Sprintf("(%d of %d pings lost; 36%% expected from 20%% each way)", lost, sent))
+		if sent == 0 || lost*2 > sent {
+			stay.failf("%d of %d pings lost", lost, sent)
 		}
-		if ps := st.Peers[0]; ps.Path != "direct" {
-			stay.failf("%s: path %s after the window", p.iface, ps.Path)
-		}
-		for _, h := range st.Peers[0].History {
-			if h.Time.After(from) {
-				stay.failf("%s: path changed during the window: %+v", p.iface, h)
+		for _, p := range []*peerSpec{a, b} {
+			st, err := l.status(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ps := st.Peers[0]; ps.Path != "direct" {
+				stay.failf("%s: path %s after the window", p.iface, ps.Path)
+			}
+			for _, h := range st.Peers[0].History {
+				if h.Time.After(from) {
+					stay.failf("%s: path changed during the window: %+v", p.iface, h)
+				}
 			}
 		}
-	}
+	})
 	// No bulk transfer here: TCP itself crawls at 20% loss each way (its
 	// retransmission timeouts back off to many seconds), whatever the
 	// tunnel does; pings and the path show the tunnel stayed up.
@@ -443,6 +462,7 @@ func TestRecoveryLossyInternet(t *testing.T) {
 // tunnel keeps working without losing a packet, and new peers still
 // connect through the other.
 func TestRecoveryTwoRendezvous(t *testing.T) {
+	t.Parallel()
 	const (
 		connectBound = 5 * time.Second
 		keepWindow   = 5 * time.Second // how long the first tunnel is watched
@@ -467,35 +487,38 @@ func TestRecoveryTwoRendezvous(t *testing.T) {
 			return nil
 		})
 	}
-	pg := l.startPinger(a, b)
-	start := time.Now()
-	l.killRV(rv1)
+	quiet(t, func() {
+		pg := l.startPinger(a, b)
+		start := time.Now()
+		l.killRV(rv1)
 
-	// A new pair, a2 and pub, connects through the second.
-	connStart := time.Now()
-	c := newPeer(t, "a2", "ptrmc0", "100.64.0.1")
-	d := newPeer(t, "pub", "ptrmd0", "100.64.0.2")
-	l.upRVs(c, d, c.iface, rv1, rv2)
-	l.upRVs(d, c, d.iface, rv1, rv2)
-	connect.measured(l.firstPing(c, d, connStart), "")
-	l.waitPath(c, "direct")
+		// A new pair, a2 and pub, connects through the second.
+		connStart := time.Now()
+		c := newPeer(t, "a2", "ptrmc0", "100.64.0.1")
+		d := newPeer(t, "pub", "ptrmd0", "100.64.0.2")
+		l.upRVs(c, d, c.iface, rv1, rv2)
+		l.upRVs(d, c, d.iface, rv1, rv2)
+		connect.measured(l.firstPing(c, d, connStart), "")
+		l.waitPath(c, "direct")
 
-	// Watch the first tunnel for a while yet.
-	if d := time.Until(start.Add(keepWindow)); d > 0 {
-		time.Sleep(d)
-	}
-	end := time.Now()
-	sent, lost := pg.loss(start, end)
-	keep.measured(pg.gap(start, end), fmt.Sprintf("(%d of %d lost, over %.1f s)", lost, sent, end.Sub(start).Seconds()))
-	if lost > 0 {
-		keep.failf("lost %d of %d pings after one rendezvous died", lost, sent)
-	}
+		// Watch the first tunnel for a while yet.
+		if d := time.Until(start.Add(keepWindow)); d > 0 {
+			time.Sleep(d)
+		}
+		end := time.Now()
+		sent, lost := pg.loss(start, end)
+		keep.measured(pg.gap(start, end), fmt.Sprintf("(%d of %d lost, over %.1f s)", lost, sent, end.Sub(start).Seconds()))
+		if lost > 0 {
+			keep.failf("lost %d of %d pings after one rendezvous died", lost, sent)
+		}
+	})
 }
 
 // TestRecoveryRestartWithoutRendezvous restarts a peer while the rendezvous
 // is down: from the endpoints it kept on disk (--state-dir) it reaches the
 // other peer directly, within 5 s.
 func TestRecoveryRestartWithoutRendezvous(t *testing.T) {
+	t.Parallel()
 	const bound = 5 * time.Second
 	l := newLab(t, "ptrs", "easy", "easy")
 	f := newFigure(t, "restart-while-rendezvous-down/first-reply-after-restart", bound)
@@ -504,15 +527,17 @@ func TestRecoveryRestartWithoutRendezvous(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(l.dir, "state", b.iface+".json")); err != nil {
 		t.Errorf("no state kept for %s: %v", b.iface, err)
 	}
-	pg := l.startPinger(a, b)
-	l.killRV(rv)
-	stopped := time.Now()
-	if err := pb.stop(); err != nil {
-		t.Errorf("%s exited with %v after SIGTERM", b.iface, err)
-	}
-	restart := time.Now()
-	l.upRVs(b, a, b.iface+"-restarted", rv)
-	measureRestart(t, f, pg, stopped, restart, bound)
+	quiet(t, func() {
+		pg := l.startPinger(a, b)
+		l.killRV(rv)
+		stopped := time.Now()
+		if err := pb.stop(); err != nil {
+			t.Errorf("%s exited with %v after SIGTERM", b.iface, err)
+		}
+		restart := time.Now()
+		l.upRVs(b, a, b.iface+"-restarted", rv)
+		measureRestart(t, f, pg, stopped, restart, bound)
+	})
 	l.waitPath(b, "direct")
 	l.ping(b, a)
 }

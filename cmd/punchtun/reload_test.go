@@ -52,6 +52,7 @@ func (l *lab) syncconf(p *peerSpec, file string) ([]byte, error) {
 // an error, or a change a running interface cannot take, changes nothing
 // and names the line; SIGHUP reloads the file `up` was given.
 func TestReload(t *testing.T) {
+	t.Parallel()
 	l := newLab(t, "ptrd", "easy", "easy")
 	rvKey := l.startRendezvous()
 	a := newPeer(t, "a1", "ptrda", "100.64.0.1")

@@ -17,6 +17,8 @@ import (
 // b1, continued, must be back. Before each TCP link had its own writer,
 // the rendezvous's UDP reader blocked in writes to b1's full stream: STUN
 // went unanswered and new pairs fell back to TCP after 5 s.
+// Not parallel: its flood loads the machine, and its bounds need the
+// machine to themselves (serial tests run before the parallel ones).
 func TestStoppedTCPPeerStallsNobody(t *testing.T) {
 	l := newLab(t, "pts", "easy", "blocked")
 	requireTools(t, "socat", "socat")

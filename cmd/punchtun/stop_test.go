@@ -20,8 +20,9 @@ import (
 // waited for it forever (the soak's last SIGTERM left the hard-side peer
 // running).
 func TestStopAfterReintroduction(t *testing.T) {
-	t.Setenv("PUNCHTUN_LAB_LOG_LEVEL", "debug") // the second introduction is logged at debug
+	t.Parallel()
 	l := newLab(t, "ptsr", "easy", "hard")
+	l.logLevel = "debug" // the second introduction is logged at debug
 	rvKey := l.startRendezvous()
 	a, b := newPeer(t, "a1", "ptsra", "10.97.0.1"), newPeer(t, "b1", "ptsrb", "10.97.0.2")
 	l.up(a, b, rvKey)

@@ -72,6 +72,7 @@ func (l *lab) waitVia(p *peerSpec, want string, timeout time.Duration) {
 // rendezvous relays nothing itself (--relay=false): hard/hard over UDP,
 // and a peer whose network blocks UDP over TCP to the TURN server.
 func TestTURNRelay(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		prefix, natA, natB string
 		viaA, viaB         string
@@ -80,6 +81,7 @@ func TestTURNRelay(t *testing.T) {
 		{"ptuk", "blocked", "easy", turnTCP, turnUDP},
 	} {
 		t.Run(tc.natA+"-"+tc.natB, func(t *testing.T) {
+			t.Parallel()
 			l := newLab(t, tc.prefix, tc.natA, tc.natB)
 			l.startCoturn("coturn", turnSecret)
 			_, rvKey := l.startTURNRendezvous(turnSecret, false)
@@ -128,6 +130,7 @@ func TestTURNRelay(t *testing.T) {
 // (credentials it refuses), the peers say why in their log and stay on
 // the rendezvous's relay.
 func TestTURNFallback(t *testing.T) {
+	t.Parallel()
 	l := newLab(t, "ptuf", "hard", "hard")
 	coturn := l.startCoturn("coturn", turnSecret)
 	_, rvKey := l.startTURNRendezvous(turnSecret, true)
@@ -164,6 +167,7 @@ func TestTURNFallback(t *testing.T) {
 // must notice that its own packets through TURN go nowhere: both end on
 // the rendezvous's relay, and the ping gets through.
 func TestTURNOneWayLoss(t *testing.T) {
+	t.Parallel()
 	l := newLab(t, "ptuo", "hard", "hard")
 	l.startCoturn("coturn", turnSecret)
 	_, rvKey := l.startTURNRendezvous(turnSecret, true)

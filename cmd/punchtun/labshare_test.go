@@ -1,0 +1,230 @@
+//go:build linux
+
+package main
+
+// How lab tests share the machine. Independent lab tests run in parallel
+// (t.Parallel), each in namespaces and interfaces named for it alone; a
+// measurement that load could distort (a first reply within a second, a
+// gap, a flood's effect) runs in a quiet section, which waits until no
+// other test is in a heavy step (a lab built or torn down, bulk data, a
+// compile) and holds new ones back until it ends. The rule for a new lab
+// test is in docs/lab.md.
+
+import (
+	"flag"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// labSlots is how many labs are up at once, but for idle ones (idleLab).
+// Lab tests mostly wait (timers, NAT timeouts, a frozen peer), so more of
+// them than cores share the machine.
+var labSlots = make(chan struct{}, 6)
+
+// setParallel lets every parallel test start at once unless -parallel
+// says otherwise (its default, GOMAXPROCS, is 2 here): labSlots bounds
+// the labs instead, and lets a test that waits minutes (idleLab) start
+// first rather than where Go's order puts it.
+func setParallel() {
+	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set {
+		flag.Set("test.parallel", strconv.Itoa(100))
+	} else if n, _ := strconv.Atoi(flag.Lookup("test.parallel").Value.String()); n > 0 && n < cap(labSlots) {
+		labSlots = make(chan struct{}, n)
+	}
+}
+
+// takeLabSlot waits for one of labSlots, given back when t ends.
+func takeLabSlot(t *testing.T) {
+	labSlots <- struct{}{}
+	t.Cleanup(func() { <-labSlots })
+}
+
+// owner is the top-level test t belongs to: its subtests share its names.
+func owner(t *testing.T) string {
+	name, _, _ := strings.Cut(t.Name(), "/")
+	return name
+}
+
+// labNames are the lab prefixes and interface names taken in this run, and
+// by which test. Namespaces share /var/run: two tests running at once with
+// one interface name would share /var/run/wireguard/IFACE.sock.
+var labNames struct {
+	sync.Mutex
+	owner map[string]string
+}
+
+// claimName fails t if another test uses name (of kind "lab prefix",
+// "interface" or "namespace") in this run. Names are claimed for the whole run, whatever
+// the order the tests ran in, so a clash fails every full run, not only
+// the runs where the two tests happen to overlap.
+func claimName(t *testing.T, kind, name string) {
+	t.Helper()
+	labNames.Lock()
+	defer labNames.Unlock()
+	if labNames.owner == nil {
+		labNames.owner = map[string]string{}
+	}
+	k, o := kind+" "+name, owner(t)
+	if prev, ok := labNames.owner[k]; ok && prev != o {
+		t.Fatalf("%s %q is %s's too: lab tests run in parallel, so each needs names of its own (docs/lab.md)", kind, name, prev)
+	}
+	labNames.owner[k] = o
+}
+
+// machine is the gate between heavy steps and quiet sections. Tests are
+// known by their names: a test and its subtests are one (a subtest of a
+// test in a quiet section is part of it), sibling subtests are not.
+var machine = struct {
+	sync.Mutex
+	cond    *sync.Cond
+	heavy   map[string]int // heavy steps under way, by test
+	quiet   string         // the test in a quiet section, or ""
+	depth   int            // its quiet sections, nested
+	waiting int            // quiet sections waiting: new heavy steps wait behind them
+}{heavy: map[string]int{}}
+
+func init() { machine.cond = sync.NewCond(&machine.Mutex) }
+
+// related reports whether tests a and b are one, or one a subtest of the
+// other.
+func related(a, b string) bool {
+	return a == b || strings.HasPrefix(a, b+"/") || strings.HasPrefix(b, a+"/")
+}
+
+// heavyBy reports whether a test related to name, or (others) one that is
+// not, is in a heavy step; the caller holds machine's lock.
+func heavyBy(name string, others bool) bool {
+	for h, n := range machine.heavy {
+		if n > 0 && related(h, name) != others {
+			return true
+		}
+	}
+	return false
+}
+
+// heavy runs fn, a step that loads the machine for a while (a lab built
+// or torn down, megabytes through a tunnel, a compile), outside every
+// other test's quiet section.
+func heavy(t *testing.T, fn func()) {
+	name := t.Name()
+	machine.Lock()
+	// A test already in a heavy step or a quiet section goes on: waiting
+	// here for others would deadlock it with a quiet section waiting for
+	// it.
+	for !heavyBy(name, false) && !(machine.quiet != "" && related(machine.quiet, name)) &&
+		(machine.quiet != "" || machine.waiting > 0) {
+		machine.cond.Wait()
+	}
+	machine.heavy[name]++
+	machine.Unlock()
+	defer func() {
+		machine.Lock()
+		if machine.heavy[name]--; machine.heavy[name] == 0 {
+			delete(machine.heavy, name)
+		}
+		machine.cond.Broadcast()
+		machine.Unlock()
+	}()
+	fn()
+}
+
+// quiet runs fn, a measurement, once no other test is in a heavy step,
+// and keeps other tests' heavy steps and quiet sections out until it
+// returns. Other tests' light work (polling a status, a ping, an idle
+// tunnel) goes on. Keep fn to the measurement: heavy steps of other tests
+// wait for it.
+func quiet(t *testing.T, fn func()) {
+	defer quietFrom(t)()
+	fn()
+}
+
+// quietFrom begins a quiet section and returns its end, for a section
+// that spans much of a test (defer the end too: a Fatal then ends it;
+// ending twice is once).
+func quietFrom(t *testing.T) (end func()) {
+	name := t.Name()
+	machine.Lock()
+	machine.waiting++
+	for (machine.quiet != "" && !related(machine.quiet, name)) || heavyBy(name, true) {
+		machine.cond.Wait()
+	}
+	machine.waiting--
+	if machine.depth == 0 {
+		machine.quiet = name
+	}
+	machine.depth++
+	machine.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			machine.Lock()
+			if machine.depth--; machine.depth == 0 {
+				machine.quiet = ""
+			}
+			machine.cond.Broadcast()
+			machine.Unlock()
+		})
+	}
+}
+
+// quietLead is how long before its moment a timed measurement starts
+// waiting for quiet: time for the heavy steps under way to end.
+const quietLead = 10 * time.Second
+
+// quietAt sleeps until at, the end of a wait that is the test's own
+// parameter (a freeze, an idle tunnel), and then runs fn in a quiet
+// section. The wait runs over only if quiet comes later than quietLead.
+func quietAt(t *testing.T, at time.Time, fn func()) {
+	time.Sleep(time.Until(at.Add(-quietLead)))
+	quiet(t, func() {
+		if late := time.Since(at); late > 0 {
+			t.Logf("quiet came %v late: the wait ran that much longer", late.Round(time.Millisecond))
+		}
+		time.Sleep(time.Until(at))
+		fn()
+	})
+}
+
+// TestQuietSections: a quiet section waits for a heavy step under way, a
+// heavy step waits for a quiet section, and a subtest of a test in a quiet
+// section is part of it.
+func TestQuietSections(t *testing.T) {
+	var mu sync.Mutex
+	var events []string
+	note := func(e string) { mu.Lock(); events = append(events, e); mu.Unlock() }
+	heavyOn, quietOn := make(chan struct{}), make(chan struct{})
+	t.Run("heavy", func(t *testing.T) {
+		t.Parallel()
+		heavy(t, func() {
+			note("heavy")
+			close(heavyOn)
+			time.Sleep(100 * time.Millisecond)
+			note("heavy done")
+		})
+		<-quietOn
+		heavy(t, func() { note("heavy again") })
+	})
+	t.Run("quiet", func(t *testing.T) {
+		t.Parallel()
+		<-heavyOn
+		quiet(t, func() {
+			note("quiet")
+			close(quietOn)
+			t.Run("inner", func(t *testing.T) { heavy(t, func() { note("inner heavy") }) })
+			time.Sleep(100 * time.Millisecond)
+			note("quiet done")
+		})
+	})
+	t.Cleanup(func() {
+		want := []string{"heavy", "heavy done", "quiet", "inner heavy", "quiet done", "heavy again"}
+		if strings.Join(events, ", ") != strings.Join(want, ", ") {
+			t.Errorf("events %q, want %q", events, want)
+		}
+	})
+}
