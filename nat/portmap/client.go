@@ -33,11 +33,15 @@ type Client struct {
 // (RFC 6886 §3.1; PCP's is 3 s, but a LAN answers in milliseconds).
 const firstWait = 250 * time.Millisecond
 
+// lateAnswers is how long the other protocols may still answer once one
+// has won (MapAny).
+const lateAnswers = 250 * time.Millisecond
+
 // MapAny asks every protocol in protos at once for a mapping of our UDP
 // port internal, for lifetime; the first good answer wins and the others
-// are cancelled. prev, if valid, is the mapping to renew: its protocol
-// alone is asked, for the same external port. It returns the mapping, or
-// each protocol's error.
+// are cancelled lateAnswers later. prev, if valid, is the mapping to
+// renew: its protocol alone is asked, for the same external port. It
+// returns the mapping, or each protocol's error.
 func (c *Client) MapAny(ctx context.Context, protos []Protocol, internal uint16, prev *Mapping, lifetime time.Duration) (*Mapping, map[Protocol]error) {
 	if prev != nil {
 		protos = []Protocol{prev.Protocol}
@@ -77,7 +81,9 @@ func (c *Client) MapAny(ctx context.Context, protos []Protocol, internal uint16,
 			unnamed = &o.m
 		default:
 			won = &o.m
-			cancel()
+			// The others get a moment to answer: a forward the router made
+			// for one of them must be known, to be deleted on down.
+			time.AfterFunc(lateAnswers, cancel)
 			if unnamed != nil {
 				losers = append(losers, *unnamed)
 			}
@@ -87,10 +93,15 @@ func (c *Client) MapAny(ctx context.Context, protos []Protocol, internal uint16,
 	if won == nil {
 		return nil, errs
 	}
+	if prev != nil {
+		won.also = prev.also // a renewal asks the winner's protocol alone
+	}
 	for _, m := range losers {
-		if m.External.Port() != won.External.Port() {
-			// A loser's mapping on a port of its own is not left open
-			// (one on the winner's port is the winner's own rule).
+		if m.External.Port() == won.External.Port() {
+			won.also = append(won.also, m)
+		} else {
+			// A loser's mapping on a port of its own is not left open;
+			// one on the winner's port is deleted with it (Unmap).
 			dctx, dcancel := context.WithTimeout(context.Background(), time.Second)
 			_ = c.Unmap(dctx, m)
 			dcancel()
@@ -207,6 +218,16 @@ func (c *Client) mapUPnP(ctx context.Context, m *Mapping, prev *Mapping, lifetim
 
 // Unmap deletes m from the router.
 func (c *Client) Unmap(ctx context.Context, m Mapping) error {
+	err := c.unmapOne(ctx, m)
+	for _, other := range m.also {
+		if c.unmapOne(ctx, other) == nil {
+			err = nil // the router's rule was that protocol's
+		}
+	}
+	return err
+}
+
+func (c *Client) unmapOne(ctx context.Context, m Mapping) error {
 	switch m.Protocol {
 	case NATPMP:
 		return c.exchange(ctx, natpmpMapRequest(m.Internal, 0, 0), func(b []byte) (bool, error) {

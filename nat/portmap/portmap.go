@@ -132,6 +132,10 @@ type Mapping struct {
 	Epoch uint32
 	nonce [12]byte    // PCP: the mapping's nonce, for renewing and deleting it
 	upnp  *upnpClient // UPnP: the service that holds it
+	// also are other protocols' answers for the same external port: the
+	// router may hold the forward as theirs now (miniupnpd replaces a PCP
+	// rule with a later NAT-PMP or UPnP one, then refuses PCP's delete).
+	also []Mapping
 }
 
 // ErrNoAnswer: the gateway did not answer in time.
