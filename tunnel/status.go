@@ -33,6 +33,13 @@ type Status struct {
 	TURN *TURNStatus `json:"turn,omitempty"`
 	// Network is the network this interface is a member of.
 	Network *NetworkStatus `json:"network,omitempty"`
+	// Mode is "tun" or "userspace"; in userspace mode, SOCKS5 and
+	// HTTPProxy are where the proxies listen (omitted: off) and Forwards
+	// the port forwards, as tcp:22=127.0.0.1:22.
+	Mode      string   `json:"mode"`
+	SOCKS5    string   `json:"socks5,omitempty"`
+	HTTPProxy string   `json:"http_proxy,omitempty"`
+	Forwards  []string `json:"forwards,omitempty"`
 }
 
 // NetworkStatus is this interface's membership.
@@ -165,6 +172,10 @@ func (t *Tunnel) Status() (*Status, error) {
 		ListenPort: t.ListenPort(),
 		Rendezvous: []RendezvousStatus{},
 		Peers:      []PeerStatus{},
+		Mode:       t.mode(),
+	}
+	if t.user != nil {
+		t.user.statusOf(st)
 	}
 	v := t.ctl.View()
 	if v.TURN != nil {

@@ -309,11 +309,16 @@ func runUp(args []string) error {
 		"The interface is named after FILE without .conf, as wg-quick does. SIGHUP reloads FILE\n"+
 		"(as punchtun syncconf).")
 	iface := fs.String("interface", "", "interface name (default: FILE's base name without .conf)")
-	runDir := fs.String("run-dir", tunnel.DefaultRunDir, "directory for the status socket")
-	stateDir := fs.String("state-dir", tunnel.DefaultStateDir, "directory where the listen port and peers' last endpoints are kept\nacross restarts, so peers reconnect while the rendezvous is down; '-' for none")
+	runDir := fs.String("run-dir", tunnel.RunDir(), "directory for the status socket")
+	stateDir := fs.String("state-dir", tunnel.StateDir(), "directory where the listen port and peers' last endpoints are kept\nacross restarts, so peers reconnect while the rendezvous is down; '-' for none")
 	metricsAddr := addMetricsFlag(fs, "127.0.0.1:9101")
 	logf := addLogFlags(fs)
+	userFlags := addUserspaceFlags(fs)
 	pos, err := parse(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	userOpts, err := userFlags.options()
 	if err != nil {
 		return err
 	}
@@ -339,7 +344,7 @@ func runUp(args []string) error {
 		return err
 	}
 	defer metrics.close()
-	t, err := tunnel.Up(cfg, tunnel.Options{Interface: *iface, RunDir: *runDir, StateDir: *stateDir, Logger: log, ConfigFile: path})
+	t, err := tunnel.Up(cfg, tunnel.Options{Interface: *iface, RunDir: *runDir, StateDir: *stateDir, Logger: log, ConfigFile: path, Userspace: userOpts})
 	if err != nil {
 		return err
 	}
@@ -369,7 +374,7 @@ func runUp(args []string) error {
 func runStatus(args []string) error {
 	fs := newFlags("status", "[flags] [IFACE]", "Show each peer of a running tunnel (of every running tunnel without IFACE).")
 	asJSON := fs.Bool("json", false, "print one JSON object (needs IFACE when several tunnels run)")
-	runDir := fs.String("run-dir", tunnel.DefaultRunDir, "directory of the status sockets")
+	runDir := fs.String("run-dir", tunnel.RunDir(), "directory of the status sockets")
 	pos, err := parse(fs, args, 0, 1)
 	if err != nil {
 		return err
@@ -408,6 +413,9 @@ func runStatus(args []string) error {
 
 func printStatus(st *tunnel.Status) {
 	fmt.Printf("interface %s  public key %s  port %d  NAT %s  idle %.1f packets/min\n", st.Interface, st.PublicKey, st.ListenPort, cmp.Or(st.NAT, "-"), st.IdlePacketsPerMinute)
+	if st.Mode == "userspace" {
+		fmt.Printf("mode userspace  socks5 %s  http-proxy %s  forwards %s\n", cmp.Or(st.SOCKS5, "off"), cmp.Or(st.HTTPProxy, "off"), cmp.Or(strings.Join(st.Forwards, ", "), "none"))
+	}
 	for _, r := range st.Rendezvous {
 		state := "not registered"
 		if r.Registered {
