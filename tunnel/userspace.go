@@ -267,7 +267,7 @@ func (c *readerConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
-func (c *readerConn) CloseWrite() error          { return c.Conn.(*net.UnixConn).CloseWrite() }
+func (c *readerConn) CloseWrite() error { return c.Conn.(*net.UnixConn).CloseWrite() }
 
 // Dial connects to host:port through the userspace interface iface runs,
 // over its status socket: what `punchtun nc` does.

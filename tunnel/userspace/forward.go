@@ -1,6 +1,7 @@
 package userspace
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -63,7 +64,9 @@ func (f *Forwarder) tcp(s *Stack, ap netip.AddrPort, fw config.Forward) error {
 		return err
 	}
 	f.g.acceptLoop(f.log, "forward "+fw.String(), ln, func(c net.Conn) {
-		local, err := net.DialTimeout("tcp", fw.Target, targetDialTimeout)
+		ctx, cancel := context.WithTimeout(f.g.context(), targetDialTimeout)
+		local, err := new(net.Dialer).DialContext(ctx, "tcp", fw.Target)
+		cancel()
 		if err != nil {
 			f.log.Warn("forward: the local service does not answer", "forward", fw.String(), "from", c.RemoteAddr(), "err", err)
 			return

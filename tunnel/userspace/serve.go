@@ -1,6 +1,7 @@
 package userspace
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -8,12 +9,28 @@ import (
 )
 
 // group owns a listener's goroutines and open connections: close ends
-// them all and waits for the goroutines.
+// them all, cancels what they dial, and waits for the goroutines.
 type group struct {
 	mu     sync.Mutex
 	open   map[io.Closer]struct{}
 	closed bool
 	wg     sync.WaitGroup
+	ctx    context.Context // cancelled by close; from context()
+	cancel context.CancelFunc
+}
+
+// context is cancelled when the group closes: what its goroutines dial
+// with.
+func (g *group) context() context.Context {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ctx == nil {
+		g.ctx, g.cancel = context.WithCancel(context.Background())
+		if g.closed {
+			g.cancel()
+		}
+	}
+	return g.ctx
 }
 
 // goWith runs f on a goroutine while c is open; c is closed when f
@@ -48,6 +65,9 @@ func (g *group) goWith(c io.Closer, f func()) bool {
 func (g *group) close() {
 	g.mu.Lock()
 	g.closed = true
+	if g.cancel != nil {
+		g.cancel()
+	}
 	for c := range g.open {
 		c.Close()
 	}

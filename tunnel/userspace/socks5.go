@@ -197,7 +197,7 @@ func writeReply(w io.Writer, rep byte, bound netip.AddrPort) error {
 
 // connect dials dst through the tunnel and joins the client to it.
 func (s *SOCKS5) connect(c net.Conn, r *bufio.Reader, dst socksAddr) {
-	up, err := s.dial.Dial(context.Background(), "tcp", dst.String())
+	up, err := s.dial.Dial(s.g.context(), "tcp", dst.String())
 	if err != nil {
 		s.log.Debug("SOCKS5: connect failed", "client", c.RemoteAddr(), "destination", dst, "err", err)
 		writeReply(c, replyFor(err), netip.AddrPort{})

@@ -88,7 +88,7 @@ func (a *association) fromClient() {
 			a.s.log.Debug("SOCKS5: datagram dropped", "client", from, "err", err)
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+		ctx, cancel := context.WithTimeout(a.s.g.context(), dialTimeout)
 		aps, err := a.s.dial.Resolve(ctx, dst.host, dst.port)
 		cancel()
 		if err != nil {
