@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,9 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/punchtun/punchtun/tunnel/userspace"
 )
 
 // The status socket, /var/run/punchtun/IFACE.sock, root's alone: a client
@@ -257,4 +261,33 @@ func Running(runDir string) []string {
 		names = append(names, strings.TrimSuffix(filepath.Base(m), ".sock"))
 	}
 	return names
+}
+
+// serveDial answers a "dial" request (`punchtun nc`): a line saying
+// whether the connection to req.Host:req.Port through the tunnel was
+// made, then the connection's bytes both ways.
+func (t *Tunnel) serveDial(c net.Conn, br *bufio.Reader, req request) {
+	reply := func(err error) bool {
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		m := map[string]any{"ok": true}
+		if err != nil {
+			m = map[string]any{"error": err.Error()}
+		}
+		e := json.NewEncoder(c).Encode(m)
+		c.SetDeadline(time.Time{})
+		return err == nil && e == nil
+	}
+	if t.user == nil {
+		reply(fmt.Errorf("interface %s is not in userspace mode: reach %s directly", t.name, req.Host))
+		return
+	}
+	c.SetDeadline(time.Now().Add(time.Minute))
+	up, err := t.user.dialer.Dial(context.Background(), "tcp", net.JoinHostPort(req.Host, strconv.Itoa(req.Port)))
+	if !reply(err) {
+		if up != nil {
+			up.Close()
+		}
+		return
+	}
+	userspace.Splice(&readerConn{Conn: c, r: br}, up)
 }

@@ -282,3 +282,11 @@ func filterDrops(f *policy.Filter) map[string]uint64 {
 	}
 	return drops
 }
+
+// mode is "userspace" or "tun", as status says it.
+func (t *Tunnel) mode() string {
+	if t.user != nil {
+		return "userspace"
+	}
+	return "tun"
+}

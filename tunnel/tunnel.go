@@ -148,7 +148,7 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 	}
 	var tdev tun.Device
 	if userMode {
-		if t.user, err = t.openUserspace(cfg, opts.Userspace, mtu); err != nil {
+		if t.user, err = openUserspace(t.log, cfg, opts.Userspace, mtu); err != nil {
 			return nil, err
 		}
 		t.closers = append(t.closers, t.user.close)
@@ -196,12 +196,12 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 		})
 		t.log.Info("full tunnel: everything but punchtun's own traffic goes through the tunnel", "table", t.mark, "fwmark", t.mark, "routes", defaults)
 	}
+	var members names.Members // the member names the config lacks
+	if cfg.Interface.Certificate != nil {
+		members = t.ctl
+	}
 	if cfg.Interface.Domain != "" {
 		// The host's resolvers before DNS = replaces them.
-		var members names.Members // the member names the config lacks
-		if cfg.Interface.Certificate != nil {
-			members = t.ctl
-		}
 		var on names.Network = names.HostNetwork{}
 		if userMode {
 			on = t.user.stack
@@ -239,7 +239,7 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 	t.spawn(func() { t.bind.ReleaseMemory(memDone) })
 	t.closers = append(t.closers, func() { close(memDone) })
 	if userMode {
-		if err := t.user.serve(t.log, t.resolver(cfg)); err != nil {
+		if err := t.user.serve(t.log, resolverFor(t.names, cfg, members)); err != nil {
 			return nil, err
 		}
 	} else if err := t.runUpHooks(cfg); err != nil {

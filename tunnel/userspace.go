@@ -3,14 +3,12 @@ package tunnel
 import (
 	"bufio"
 	"cmp"
-	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -53,25 +51,14 @@ type userspaceSide struct {
 	forwards        []config.Forward
 }
 
-// resolver is what the proxies resolve names with: the names server's
-// when there is one (Domain), so that a reload updates both at once.
-func (t *Tunnel) resolver(cfg *config.Config) *names.Resolver {
-	if t.names != nil {
-		return t.names.Resolver
-	}
-	var members names.Members
-	if cfg.Interface.Certificate != nil {
-		members = t.ctl
+// resolverFor is what the proxies resolve names with: the names
+// server's when there is one (Domain), so that a reload updates both at
+// once; members finds a network's members (nil: no network).
+func resolverFor(ns *names.Server, cfg *config.Config, members names.Members) *names.Resolver {
+	if ns != nil {
+		return ns.Resolver
 	}
 	return names.NewResolver(cfg, members)
-}
-
-// mode is "userspace" or "tun", as status says it.
-func (t *Tunnel) mode() string {
-	if t.user != nil {
-		return "userspace"
-	}
-	return "tun"
 }
 
 // statusOf fills in userspace mode's part of st.
@@ -102,14 +89,14 @@ func (userspaceLink) FullTunnel(uint32, []netip.Prefix) (func() error, error) {
 
 // openUserspace creates the stack and opens the proxies' listeners, so
 // that a busy port fails Up before anything else runs.
-func (t *Tunnel) openUserspace(cfg *config.Config, o UserspaceOptions, mtu int) (*userspaceSide, error) {
-	warnNotInUserspace(t.log, cfg)
+func openUserspace(log *slog.Logger, cfg *config.Config, o UserspaceOptions, mtu int) (*userspaceSide, error) {
+	warnNotInUserspace(log, cfg)
 	u := &userspaceSide{forwards: append(slices.Clone(cfg.Interface.Forward), o.Forward...)}
 	var err error
-	if u.socksLn, err = listenProxy(t.log, "SOCKS5", o.SOCKS5, cfg.Interface.SOCKS5, DefaultSOCKS5); err != nil {
+	if u.socksLn, err = listenProxy(log, "SOCKS5", o.SOCKS5, cfg.Interface.SOCKS5, DefaultSOCKS5); err != nil {
 		return nil, err
 	}
-	if u.httpLn, err = listenProxy(t.log, "HTTPProxy", o.HTTPProxy, cfg.Interface.HTTPProxy, config.Off); err != nil {
+	if u.httpLn, err = listenProxy(log, "HTTPProxy", o.HTTPProxy, cfg.Interface.HTTPProxy, config.Off); err != nil {
 		u.close()
 		return nil, err
 	}
@@ -220,35 +207,6 @@ func checkUserspaceLive(old, cfg *config.Config) error {
 		return cfg.KeyError("Address", "cannot change in userspace mode while the interface runs; bring it down and up")
 	}
 	return nil
-}
-
-// serveDial answers a "dial" request (`punchtun nc`): a line saying
-// whether the connection to req.Host:req.Port through the tunnel was
-// made, then the connection's bytes both ways.
-func (t *Tunnel) serveDial(c net.Conn, br *bufio.Reader, req request) {
-	reply := func(err error) bool {
-		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		m := map[string]any{"ok": true}
-		if err != nil {
-			m = map[string]any{"error": err.Error()}
-		}
-		e := json.NewEncoder(c).Encode(m)
-		c.SetDeadline(time.Time{})
-		return err == nil && e == nil
-	}
-	if t.user == nil {
-		reply(fmt.Errorf("interface %s is not in userspace mode: reach %s directly", t.name, req.Host))
-		return
-	}
-	c.SetDeadline(time.Now().Add(time.Minute))
-	up, err := t.user.dialer.Dial(context.Background(), "tcp", net.JoinHostPort(req.Host, strconv.Itoa(req.Port)))
-	if !reply(err) {
-		if up != nil {
-			up.Close()
-		}
-		return
-	}
-	userspace.Splice(&readerConn{Conn: c, r: br}, up)
 }
 
 // readerConn reads what the request's reader holds first.

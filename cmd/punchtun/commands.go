@@ -313,12 +313,8 @@ func runUp(args []string) error {
 	stateDir := fs.String("state-dir", tunnel.StateDir(), "directory where the listen port and peers' last endpoints are kept\nacross restarts, so peers reconnect while the rendezvous is down; '-' for none")
 	metricsAddr := addMetricsFlag(fs, "127.0.0.1:9101")
 	logf := addLogFlags(fs)
-	userFlags := addUserspaceFlags(fs)
+	userOpts := addUserspaceFlags(fs)
 	pos, err := parse(fs, args, 1, 1)
-	if err != nil {
-		return err
-	}
-	userOpts, err := userFlags.options()
 	if err != nil {
 		return err
 	}
@@ -344,7 +340,7 @@ func runUp(args []string) error {
 		return err
 	}
 	defer metrics.close()
-	t, err := tunnel.Up(cfg, tunnel.Options{Interface: *iface, RunDir: *runDir, StateDir: *stateDir, Logger: log, ConfigFile: path, Userspace: userOpts})
+	t, err := tunnel.Up(cfg, tunnel.Options{Interface: *iface, RunDir: *runDir, StateDir: *stateDir, Logger: log, ConfigFile: path, Userspace: *userOpts})
 	if err != nil {
 		return err
 	}
@@ -413,9 +409,7 @@ func runStatus(args []string) error {
 
 func printStatus(st *tunnel.Status) {
 	fmt.Printf("interface %s  public key %s  port %d  NAT %s  idle %.1f packets/min\n", st.Interface, st.PublicKey, st.ListenPort, cmp.Or(st.NAT, "-"), st.IdlePacketsPerMinute)
-	if st.Mode == "userspace" {
-		fmt.Printf("mode userspace  socks5 %s  http-proxy %s  forwards %s\n", cmp.Or(st.SOCKS5, "off"), cmp.Or(st.HTTPProxy, "off"), cmp.Or(strings.Join(st.Forwards, ", "), "none"))
-	}
+	printMode(st)
 	for _, r := range st.Rendezvous {
 		state := "not registered"
 		if r.Registered {

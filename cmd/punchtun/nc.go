@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,41 +18,29 @@ import (
 
 // Userspace mode on the command line: up's flags, and `punchtun nc`.
 
-// userspaceFlags are up's --userspace, --socks5, --http-proxy and --forward.
-type userspaceFlags struct {
-	enabled      *bool
-	socks5, http *string
-	forward      stringList
-}
-
-func addUserspaceFlags(fs *flag.FlagSet) *userspaceFlags {
-	u := &userspaceFlags{
-		enabled: fs.Bool("userspace", false, "run without root: no TUN, routes, DNS or hooks; the interface's addresses live in an\nin-process network stack, reached through the proxies, punchtun nc and --forward\n(as Userspace = true)"),
-		socks5:  fs.String("socks5", "", "userspace mode: SOCKS5 proxy into the network at `ADDR`, or off (default "+tunnel.DefaultSOCKS5+");\nonly this flag may name an address beyond loopback"),
-		http:    fs.String("http-proxy", "", "userspace mode: HTTP proxy into the network at `ADDR` (default off)"),
+// addUserspaceFlags adds up's --userspace, --socks5, --http-proxy and
+// --forward, checked as they are parsed.
+func addUserspaceFlags(fs *flag.FlagSet) *tunnel.UserspaceOptions {
+	o := &tunnel.UserspaceOptions{}
+	fs.BoolVar(&o.Enabled, "userspace", false, "run without root: no TUN, routes, DNS or hooks; the interface's addresses live in an\nin-process network stack, reached through the proxies, punchtun nc and --forward\n(as Userspace = true)")
+	proxyFlag := func(dst *string) func(string) error {
+		return func(v string) error { *dst = v; return config.CheckProxyAddr(v) }
 	}
-	fs.Var(&u.forward, "forward", "userspace mode: `PROTO:PORT=HOST:PORT`, e.g. tcp:22=127.0.0.1:22: peers reaching this interface's\naddress on PORT reach HOST:PORT here (repeatable; as Forward =)")
-	return u
-}
-
-// options are the flags as tunnel.Up takes them.
-func (u *userspaceFlags) options() (tunnel.UserspaceOptions, error) {
-	o := tunnel.UserspaceOptions{Enabled: *u.enabled, SOCKS5: *u.socks5, HTTPProxy: *u.http}
-	for name, v := range map[string]string{"--socks5": o.SOCKS5, "--http-proxy": o.HTTPProxy} {
-		if v != "" {
-			if err := config.CheckProxyAddr(v); err != nil {
-				return o, fmt.Errorf("%s: %w", name, err)
-			}
-		}
-	}
-	for _, v := range u.forward {
+	fs.Func("socks5", "userspace mode: SOCKS5 proxy into the network at `ADDR`, or off (default "+tunnel.DefaultSOCKS5+");\nonly this flag may name an address beyond loopback", proxyFlag(&o.SOCKS5))
+	fs.Func("http-proxy", "userspace mode: HTTP proxy into the network at `ADDR` (default off)", proxyFlag(&o.HTTPProxy))
+	fs.Func("forward", "userspace mode: `PROTO:PORT=HOST:PORT`, e.g. tcp:22=127.0.0.1:22: peers reaching this interface's\naddress on PORT reach HOST:PORT here (repeatable; as Forward =)", func(v string) error {
 		f, err := config.ParseForward(v)
-		if err != nil {
-			return o, fmt.Errorf("--forward: %w", err)
-		}
 		o.Forward = append(o.Forward, f)
+		return err
+	})
+	return o
+}
+
+// printMode prints a userspace interface's proxies and forwards.
+func printMode(st *tunnel.Status) {
+	if st.Mode == "userspace" {
+		fmt.Printf("mode userspace  socks5 %s  http-proxy %s  forwards %s\n", cmp.Or(st.SOCKS5, "off"), cmp.Or(st.HTTPProxy, "off"), cmp.Or(strings.Join(st.Forwards, ", "), "none"))
 	}
-	return o, nil
 }
 
 func runNc(args []string) error {
