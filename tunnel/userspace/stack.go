@@ -42,7 +42,7 @@ func NewStack(addrs []netip.Addr, mtu int) (*Stack, error) {
 	if err != nil {
 		return nil, fmt.Errorf("userspace network stack: %w", err)
 	}
-	return &Stack{dev: dev, net: n, addrs: addrs}, nil
+	return &Stack{dev: newBatchDevice(dev, mtu), net: n, addrs: addrs}, nil
 }
 
 // Device is the stack as the tunnel's tun.Device: what it sends goes
