@@ -24,6 +24,10 @@ import (
 // udpIdle is how long a forwarded UDP flow lives without traffic.
 const udpIdle = 2 * time.Minute
 
+// maxUDPFlows bounds a forwarded UDP port's flows: past it, datagrams
+// from new sources are dropped (and logged) until flows go idle.
+const maxUDPFlows = 1024
+
 // targetDialTimeout bounds connecting to the local service.
 const targetDialTimeout = 10 * time.Second
 
@@ -134,6 +138,9 @@ func (u *udpForward) flow(from net.Addr) (*udpFlow, error) {
 	defer u.mu.Unlock()
 	if fl, ok := u.flows[from.String()]; ok {
 		return fl, nil
+	}
+	if len(u.flows) >= maxUDPFlows {
+		return nil, fmt.Errorf("%d flows already: datagram from %s dropped", maxUDPFlows, from)
 	}
 	c, err := net.Dial("udp", u.fw.Target)
 	if err != nil {
