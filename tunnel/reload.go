@@ -37,6 +37,9 @@ func (t *Tunnel) Reload(cfg *config.Config) error {
 	if err := checkLive(old, cfg); err != nil {
 		return err
 	}
+	if err := checkUserspaceLive(old, cfg); err != nil {
+		return err
+	}
 	uapi, err := reloadUAPI(old, cfg)
 	if err != nil {
 		return err
@@ -59,6 +62,8 @@ func (t *Tunnel) Reload(cfg *config.Config) error {
 	t.cfgMu.Unlock()
 	if t.names != nil {
 		t.names.Update(cfg)
+	} else if t.user != nil {
+		t.user.resolver.Update(cfg)
 	}
 	if err := t.link.Reconfigure(t.linkConfig(old), t.linkConfig(cfg)); err != nil {
 		return fmt.Errorf("peers reloaded, but the interface was not fully reconfigured: %w", err)

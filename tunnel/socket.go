@@ -2,15 +2,20 @@ package tunnel
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/punchtun/punchtun/tunnel/userspace"
 )
 
 // The status socket, /var/run/punchtun/IFACE.sock, root's alone: a client
@@ -20,7 +25,7 @@ import (
 
 // request is a line a client sends on the status socket.
 type request struct {
-	Request   string `json:"request"` // "ping", "syncconf" or "publish"
+	Request   string `json:"request"` // "ping", "syncconf", "publish" or "dial"
 	Peer      string `json:"peer,omitempty"`
 	TimeoutMS int    `json:"timeout_ms,omitempty"`
 	// syncconf: the config to apply, as read by the client from File
@@ -28,6 +33,9 @@ type request struct {
 	// up from, read again. publish: the document's encoding, in Config.
 	File   string `json:"file,omitempty"`
 	Config []byte `json:"config,omitempty"`
+	// dial (`punchtun nc`, userspace.go): where to connect to.
+	Host string `json:"host,omitempty"`
+	Port int    `json:"port,omitempty"`
 }
 
 // maxRequest bounds a request line: a config with thousands of peers fits.
@@ -88,17 +96,21 @@ func (t *Tunnel) serveStatus() error {
 // whether there was one; without one, the caller serves the status.
 func (t *Tunnel) serveRequest(c net.Conn) bool {
 	c.SetReadDeadline(time.Now().Add(requestWait))
-	line, err := bufio.NewReaderSize(c, maxRequest).ReadSlice('\n')
+	br := bufio.NewReaderSize(c, maxRequest)
+	line, err := br.ReadSlice('\n')
 	if len(line) == 0 && err != nil {
 		return false // EOF or nothing: a status query
 	}
 	var req request
-	if err := json.Unmarshal(line, &req); err != nil || req.Request != "ping" && req.Request != "syncconf" && req.Request != "publish" {
+	if err := json.Unmarshal(line, &req); err != nil || !slices.Contains([]string{"ping", "syncconf", "publish", "dial"}, req.Request) {
 		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		json.NewEncoder(c).Encode(map[string]string{"error": fmt.Sprintf("unknown request %.100q", line)})
 		return true
 	}
 	switch req.Request {
+	case "dial":
+		t.serveDial(c, br, req)
+		return true
 	case "syncconf":
 		c.SetDeadline(time.Now().Add(time.Minute))
 		t.serveSyncConf(c, req) // reload.go
@@ -249,4 +261,33 @@ func Running(runDir string) []string {
 		names = append(names, strings.TrimSuffix(filepath.Base(m), ".sock"))
 	}
 	return names
+}
+
+// serveDial answers a "dial" request (`punchtun nc`): a line saying
+// whether the connection to req.Host:req.Port through the tunnel was
+// made, then the connection's bytes both ways.
+func (t *Tunnel) serveDial(c net.Conn, br *bufio.Reader, req request) {
+	reply := func(err error) bool {
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		m := map[string]any{"ok": true}
+		if err != nil {
+			m = map[string]any{"error": err.Error()}
+		}
+		e := json.NewEncoder(c).Encode(m)
+		c.SetDeadline(time.Time{})
+		return err == nil && e == nil
+	}
+	if t.user == nil {
+		reply(fmt.Errorf("interface %s is not in userspace mode: reach %s directly", t.name, req.Host))
+		return
+	}
+	c.SetDeadline(time.Now().Add(time.Minute))
+	up, err := t.user.dialer.Dial(context.Background(), "tcp", net.JoinHostPort(req.Host, strconv.Itoa(req.Port)))
+	if !reply(err) {
+		if up != nil {
+			up.Close()
+		}
+		return
+	}
+	userspace.Splice(&readerConn{Conn: c, r: br}, up)
 }

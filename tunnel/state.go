@@ -55,3 +55,32 @@ func warnUnwritable(log *slog.Logger, path string) {
 		log.Warn("state directory is not writable: after a restart while the rendezvous is down, peers will not be found at their last endpoints (--state-dir; under systemd, StateDirectory=)", "dir", dir, "err", err)
 	}
 }
+
+// RunDir is where status sockets are: DefaultRunDir for root; for any
+// other user a directory only they can enter, $XDG_RUNTIME_DIR/punchtun,
+// else run/ in their state directory.
+func RunDir() string {
+	if os.Geteuid() == 0 {
+		return DefaultRunDir
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); filepath.IsAbs(d) {
+		return filepath.Join(d, "punchtun")
+	}
+	return filepath.Join(StateDir(), "run")
+}
+
+// StateDir is where state is kept across restarts: DefaultStateDir for
+// root; for any other user $XDG_STATE_HOME/punchtun, else
+// ~/.local/state/punchtun.
+func StateDir() string {
+	if os.Geteuid() == 0 {
+		return DefaultStateDir
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "punchtun")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "state", "punchtun")
+	}
+	return DefaultStateDir
+}

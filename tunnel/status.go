@@ -37,6 +37,13 @@ type Status struct {
 	// PortMapping is the router's port forward to us: its protocol,
 	// external endpoint and lifetime left, or why there is none.
 	PortMapping PortMappingStatus `json:"port_mapping"`
+	// Mode is "tun" or "userspace"; in userspace mode, SOCKS5 and
+	// HTTPProxy are where the proxies listen (omitted: off) and Forwards
+	// the port forwards, as tcp:22=127.0.0.1:22.
+	Mode      string   `json:"mode"`
+	SOCKS5    string   `json:"socks5,omitempty"`
+	HTTPProxy string   `json:"http_proxy,omitempty"`
+	Forwards  []string `json:"forwards,omitempty"`
 }
 
 // PortMappingStatus is the mapping (mode, protocol, external, lifetime_left_s,
@@ -177,6 +184,10 @@ func (t *Tunnel) Status() (*Status, error) {
 		ListenPort: t.ListenPort(),
 		Rendezvous: []RendezvousStatus{},
 		Peers:      []PeerStatus{},
+		Mode:       t.mode(),
+	}
+	if t.user != nil {
+		t.user.statusOf(st)
 	}
 	v := t.ctl.View()
 	if v.TURN != nil {
@@ -286,4 +297,12 @@ func filterDrops(f *policy.Filter) map[string]uint64 {
 		drops[name] = f.Dropped[i].Load()
 	}
 	return drops
+}
+
+// mode is "userspace" or "tun", as status says it.
+func (t *Tunnel) mode() string {
+	if t.user != nil {
+		return "userspace"
+	}
+	return "tun"
 }

@@ -54,6 +54,7 @@ type Options struct {
 	// ConfigFile is the file the config was read from: what a reload
 	// reads again (Reload, `punchtun syncconf IFACE`).
 	ConfigFile string
+	Userspace  UserspaceOptions // userspace.go
 }
 
 // Tunnel is a running interface.
@@ -69,6 +70,8 @@ type Tunnel struct {
 	mark uint32
 	// names answers DNS for the peers' names; nil without Domain.
 	names *names.Server
+	// user is the userspace stack and its proxies; nil with a TUN.
+	user *userspaceSide
 
 	// cfgMu guards cfg, which a reload replaces; reloadMu makes reloads
 	// one at a time.
@@ -114,7 +117,7 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 		t.log = slog.Default()
 	}
 	if t.runDir == "" {
-		t.runDir = DefaultRunDir
+		t.runDir = RunDir()
 	}
 	defer func() {
 		if err != nil {
@@ -130,7 +133,7 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 		saved     control.State
 	)
 	if opts.StateDir != "-" {
-		statePath = control.StatePath(cmp.Or(opts.StateDir, DefaultStateDir), t.name)
+		statePath = control.StatePath(cmp.Or(opts.StateDir, StateDir()), t.name)
 		if saved, err = control.LoadState(statePath); err != nil {
 			t.log.Warn("ignoring unreadable state file", "file", statePath, "err", err)
 		}
@@ -139,8 +142,13 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 	if t.table, err = osnet.ParseTable(cfg.Interface.Table); err != nil {
 		return nil, cfg.KeyError("Table", "%v", err)
 	}
-	t.mark = cfg.Interface.FwMark
+	userMode := opts.Userspace.Enabled || cfg.Interface.Userspace
 	defaults := defaultRoutes(cfg)
+	if userMode {
+		defaults = nil
+	} else {
+		t.mark = cfg.Interface.FwMark
+	}
 	if len(defaults) > 0 && t.table == osnet.TableMain && t.mark == 0 {
 		if t.mark, err = osnet.FreeTable(); err != nil {
 			return nil, err
@@ -158,18 +166,15 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if t.link, err = osnet.Open(t.name, t.table); err != nil {
+	var tdev tun.Device
+	if userMode {
+		if t.user, err = openUserspace(t.log, cfg, opts.Userspace, mtu); err != nil {
+			return nil, err
+		}
+		t.closers = append(t.closers, t.user.close)
+		t.link, tdev = userspaceLink{}, t.user.stack.Device()
+	} else if tdev, err = t.openTUN(cfg, mtu); err != nil {
 		return nil, err
-	}
-	if err := osnet.CheckFree(t.name); err != nil {
-		return nil, err
-	}
-	if err := osnet.RunHooks(t.log, "PreUp", t.name, cfg.Interface.PreUp); err != nil {
-		return nil, err
-	}
-	tdev, err := tun.CreateTUN(t.name, mtu)
-	if err != nil {
-		return nil, fmt.Errorf("create TUN %s: %w", t.name, err)
 	}
 
 	t.ctl = control.New(t.log, controlConfigOf(cfg, t.name, mtu), statePath, saved)
@@ -212,19 +217,23 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 		})
 		t.log.Info("full tunnel: everything but punchtun's own traffic goes through the tunnel", "table", t.mark, "fwmark", t.mark, "routes", defaults)
 	}
+	var members names.Members // the member names the config lacks
+	if cfg.Interface.Certificate != nil {
+		members = t.ctl
+	}
 	if cfg.Interface.Domain != "" {
 		// The host's resolvers before DNS = replaces them.
-		var members names.Members // the member names the config lacks
-		if cfg.Interface.Certificate != nil {
-			members = t.ctl
+		var on names.Network = names.HostNetwork{}
+		if userMode {
+			on = t.user.stack
 		}
-		t.names, err = names.Start(t.log, cfg, names.UpstreamResolvers("/etc/resolv.conf", cfg.Interface.Addresses), members)
+		t.names, err = names.StartOn(on, t.log, cfg, names.UpstreamResolvers("/etc/resolv.conf", cfg.Interface.Addresses), members)
 		if err != nil {
 			return nil, err
 		}
 		t.closers = append(t.closers, t.names.Close)
 	}
-	if len(cfg.Interface.DNS)+len(cfg.Interface.DNSSearch) > 0 {
+	if len(cfg.Interface.DNS)+len(cfg.Interface.DNSSearch) > 0 && !userMode {
 		unset, err := osnet.SetDNS(t.name, cfg.Interface.DNS, cfg.Interface.DNSSearch)
 		if err != nil {
 			return nil, err
@@ -235,8 +244,12 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 			}
 		})
 	}
-	if err := t.serveUAPI(); err != nil {
-		return nil, err
+	// wg's socket directory, /var/run/wireguard, is root's: in userspace
+	// mode, status shows the peers.
+	if !userMode {
+		if err := t.serveUAPI(); err != nil {
+			return nil, err
+		}
 	}
 	if err := t.serveStatus(); err != nil {
 		return nil, err
@@ -246,17 +259,47 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 	memDone := make(chan struct{})
 	t.spawn(func() { t.bind.ReleaseMemory(memDone) })
 	t.closers = append(t.closers, func() { close(memDone) })
-	if err := osnet.RunHooks(t.log, "PostUp", t.name, cfg.Interface.PostUp); err != nil {
+	if userMode {
+		if err := t.user.serve(t.log, resolverFor(t.names, cfg, members)); err != nil {
+			return nil, err
+		}
+	} else if err := t.runUpHooks(cfg); err != nil {
 		return nil, err
 	}
-	// Down runs PreDown first and PostDown last; a failed up runs
-	// neither, as in wg-quick.
-	t.closers = append([]func(){func() { osnet.RunDownHooks(t.log, "PostDown", t.name, t.config().Interface.PostDown) }}, t.closers...)
-	t.closers = append(t.closers, func() { osnet.RunDownHooks(t.log, "PreDown", t.name, t.config().Interface.PreDown) })
 	t.log.Info("interface up", "interface", t.name, "public_key", cfg.Interface.PrivateKey.Public(),
-		"listen_port", t.ListenPort(), "addresses", cfg.Interface.Addresses, "mtu", mtu)
+		"listen_port", t.ListenPort(), "addresses", cfg.Interface.Addresses, "mtu", mtu, "mode", t.mode())
 	warnCertificate(t.log, cfg)
 	return t, nil
+}
+
+// openTUN opens the host's side of the interface and its TUN device.
+func (t *Tunnel) openTUN(cfg *config.Config, mtu int) (tun.Device, error) {
+	var err error
+	if t.link, err = osnet.Open(t.name, t.table); err != nil {
+		return nil, err
+	}
+	if err := osnet.CheckFree(t.name); err != nil {
+		return nil, err
+	}
+	if err := osnet.RunHooks(t.log, "PreUp", t.name, cfg.Interface.PreUp); err != nil {
+		return nil, err
+	}
+	tdev, err := tun.CreateTUN(t.name, mtu)
+	if err != nil {
+		return nil, fmt.Errorf("create TUN %s: %w", t.name, err)
+	}
+	return tdev, nil
+}
+
+// runUpHooks runs PostUp, and sets down to run PreDown first and
+// PostDown last; a failed up runs neither, as in wg-quick.
+func (t *Tunnel) runUpHooks(cfg *config.Config) error {
+	if err := osnet.RunHooks(t.log, "PostUp", t.name, cfg.Interface.PostUp); err != nil {
+		return err
+	}
+	t.closers = append([]func(){func() { osnet.RunDownHooks(t.log, "PostDown", t.name, t.config().Interface.PostDown) }}, t.closers...)
+	t.closers = append(t.closers, func() { osnet.RunDownHooks(t.log, "PreDown", t.name, t.config().Interface.PreDown) })
+	return nil
 }
 
 // spawn runs f on a goroutine that Close waits for.

@@ -8,6 +8,7 @@
 //	punchtun status [flags] [IFACE]      show the peers of running tunnels
 //	punchtun netcheck --rendezvous ADDR  probe this network's NAT
 //	punchtun ping [flags] PEER           probe a peer: path taken and RTT
+//	punchtun nc [flags] HOST PORT        stdin/stdout to HOST:PORT through a userspace interface
 //	punchtun network new|pub|sign|policy|revoke|publish|show   a network's keys, certificates, policy and revocations
 //
 // The work is done in package tunnel (the peer), rendezvous (the server) and
@@ -44,6 +45,7 @@ func init() {
 		{"netcheck", "[flags]", "probe this network's UDP, public address and NAT mapping", runNetcheck},
 		{"network", "SUBCOMMAND", "the network owner's tools: new, pub, sign, policy, revoke, publish and show (run without one for help)", runNetwork},
 		{"ping", "[flags] PEER", "probe a peer over the tunnel's control path: path taken and RTT per pong", runPing},
+		{"nc", "[flags] HOST PORT", "join stdin/stdout to HOST:PORT through a userspace interface (ssh ProxyCommand)", runNc},
 	}
 }
 

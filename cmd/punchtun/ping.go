@@ -30,7 +30,7 @@ func runPing(args []string) error {
 	timeout := fs.Duration("timeout", 2*time.Second, "how long to wait for each pong")
 	iface := fs.String("interface", "", "the tunnel's interface (default: the running one that has PEER)")
 	asJSON := fs.Bool("json", false, "print one JSON object with every reply")
-	runDir := fs.String("run-dir", tunnel.DefaultRunDir, "directory of the status sockets")
+	runDir := fs.String("run-dir", tunnel.RunDir(), "directory of the status sockets")
 	pos, err := parse(fs, args, 1, 1)
 	if err != nil {
 		return err

@@ -172,7 +172,7 @@ func runNetworkPublish(args []string) error {
 		"Hand the signed policy or revocation in FILE (from network policy or revoke) to the running\n"+
 			"interface IFACE: it verifies it, applies it, keeps it and sends it to the rendezvous and the\n"+
 			"members it talks to. An older policy than the one held changes nothing and exits 1.")
-	runDir := fs.String("run-dir", tunnel.DefaultRunDir, "directory of the status sockets")
+	runDir := fs.String("run-dir", tunnel.RunDir(), "directory of the status sockets")
 	pos, err := parse(fs, args, 2, 2)
 	if err != nil {
 		return err

@@ -15,7 +15,7 @@ func runSyncConf(args []string) error {
 		"peers added, removed or changed, rendezvous, addresses and MTU. Unchanged peers keep their\n"+
 		"sessions and paths. A file with an error, or a change that needs a restart, changes nothing.\n"+
 		"SIGHUP to `punchtun up` does the same with its own file.")
-	runDir := fs.String("run-dir", tunnel.DefaultRunDir, "directory of the status sockets")
+	runDir := fs.String("run-dir", tunnel.RunDir(), "directory of the status sockets")
 	pos, err := parse(fs, args, 1, 2)
 	if err != nil {
 		return err

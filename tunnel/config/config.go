@@ -95,6 +95,12 @@ type Interface struct {
 	// verified, of Network.
 	Policy    string
 	Documents []*cert.Document
+	// Userspace: the interface lives in an in-process TCP/IP stack, no
+	// TUN (userspace.go); SOCKS5 and HTTPProxy are its proxies' listen
+	// addresses ("" for the default, "off"), Forward its port forwards.
+	Userspace         bool
+	SOCKS5, HTTPProxy string
+	Forward           []Forward
 }
 
 // Peer is a [Peer] section.

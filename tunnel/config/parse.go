@@ -37,6 +37,10 @@ var interfaceFields = map[string]field[Interface]{
 	"certificate":     {"Certificate", false, setCertificate},
 	"certificatefile": {"CertificateFile", false, setCertificateFile},
 	"policy":          {"Policy", false, func(in *Interface, v string) error { in.Policy = v; return nil }},
+	"userspace":       {"Userspace", false, setUserspace},
+	"socks5":          {"SOCKS5", false, setSOCKS5},
+	"httpproxy":       {"HTTPProxy", false, setHTTPProxy},
+	"forward":         {"Forward", true, setForward},
 	// Hooks repeat: each line runs in order (hooks.go).
 	"preup":    {"PreUp", true, func(in *Interface, v string) error { in.PreUp = append(in.PreUp, v); return nil }},
 	"postup":   {"PostUp", true, func(in *Interface, v string) error { in.PostUp = append(in.PostUp, v); return nil }},

@@ -25,7 +25,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -51,17 +50,15 @@ const memberTimeout = 2 * time.Second
 
 // Server answers the names of one interface.
 type Server struct {
+	*Resolver
 	log      *slog.Logger
-	members  Members // nil without a network
-	domain   string  // "punch."
-	table    atomic.Pointer[nameTable]
 	upstream []string // host:port
 	servers  []*dns.Server
 }
 
 // nameTable is what a config says: names and who may ask.
 type nameTable struct {
-	records map[string][]netip.Addr // "bob.punch." → its host addresses
+	records map[string][]netip.Addr // "bob" (a Name, lower case) → its host addresses
 	// askers are the sources answered: this host's tunnel addresses, and
 	// the peers' AllowedIPs (default routes left out: they hold anyone).
 	askers []netip.Prefix
@@ -70,7 +67,7 @@ type nameTable struct {
 func newNameTable(cfg *config.Config) *nameTable {
 	in := cfg.Interface
 	t := &nameTable{records: map[string][]netip.Addr{}}
-	fqdn := func(name string) string { return strings.ToLower(name) + "." + in.Domain + "." }
+	fqdn := strings.ToLower
 	for _, a := range in.Addresses {
 		t.askers = append(t.askers, netip.PrefixFrom(a.Addr(), a.Addr().BitLen()))
 		if in.Name != "" {
@@ -128,16 +125,37 @@ next:
 // Start answers on every address of cfg's interface, which must be
 // up with them.
 func Start(log *slog.Logger, cfg *config.Config, upstream []string, members Members) (*Server, error) {
-	ns := &Server{log: log, domain: cfg.Interface.Domain + ".", upstream: upstream, members: members}
-	ns.table.Store(newNameTable(cfg))
+	return StartOn(HostNetwork{}, log, cfg, upstream, members)
+}
+
+// Network is where the server listens: the host's, or a userspace stack.
+type Network interface {
+	ListenPacket(addr netip.AddrPort) (net.PacketConn, error)
+	Listen(addr netip.AddrPort) (net.Listener, error)
+}
+
+// HostNetwork is the host's own network.
+type HostNetwork struct{}
+
+func (HostNetwork) ListenPacket(addr netip.AddrPort) (net.PacketConn, error) {
+	return net.ListenPacket("udp", addr.String())
+}
+
+func (HostNetwork) Listen(addr netip.AddrPort) (net.Listener, error) {
+	return net.Listen("tcp", addr.String())
+}
+
+// StartOn is Start on the interface's addresses in n.
+func StartOn(n Network, log *slog.Logger, cfg *config.Config, upstream []string, members Members) (*Server, error) {
+	ns := &Server{Resolver: NewResolver(cfg, members), log: log, upstream: upstream}
 	for _, a := range cfg.Interface.Addresses {
-		addr := net.JoinHostPort(a.Addr().String(), "53")
-		pc, err := net.ListenPacket("udp", addr)
+		addr := netip.AddrPortFrom(a.Addr(), 53)
+		pc, err := n.ListenPacket(addr)
 		if err != nil {
 			ns.Close()
 			return nil, fmt.Errorf("DNS for Domain %s: %w", cfg.Interface.Domain, err)
 		}
-		l, err := net.Listen("tcp", addr)
+		l, err := n.Listen(addr)
 		if err != nil {
 			pc.Close()
 			ns.Close()
@@ -153,9 +171,6 @@ func Start(log *slog.Logger, cfg *config.Config, upstream []string, members Memb
 	}
 	return ns, nil
 }
-
-// Update takes the names of a reloaded config.
-func (ns *Server) Update(cfg *config.Config) { ns.table.Store(newNameTable(cfg)) }
 
 // Close stops answering.
 func (ns *Server) Close() {
@@ -186,11 +201,7 @@ func (ns *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	m := new(dns.Msg)
 	m.SetReply(r)
 	m.Authoritative = true
-	addrs, ok := t.records[name]
-	if label, isLabel := strings.CutSuffix(name, "."+ns.domain); !ok && isLabel && ns.members != nil && !strings.Contains(label, ".") {
-		addrs = ns.members.LookupName(label, memberTimeout)
-		ok = len(addrs) > 0
-	}
+	addrs, ok := ns.lookup(t, name)
 	if !ok && name != ns.domain {
 		m.Rcode = dns.RcodeNameError
 	}

@@ -51,8 +51,7 @@ func ask(ns *Server, from, name string, qtype uint16) *dns.Msg {
 }
 
 func TestNamesAnswered(t *testing.T) {
-	ns := &Server{log: slog.New(slog.DiscardHandler), domain: "punch."}
-	ns.table.Store(newNameTable(namesConfig(t)))
+	ns := &Server{Resolver: NewResolver(namesConfig(t), nil), log: slog.New(slog.DiscardHandler)}
 	for _, tc := range []struct {
 		from, name string
 		qtype      uint16
@@ -102,8 +101,7 @@ func TestNamesForwarded(t *testing.T) {
 	})}
 	go up.ActivateAndServe()
 	defer up.Shutdown()
-	ns := &Server{log: slog.New(slog.DiscardHandler), domain: "punch.", upstream: []string{pc.LocalAddr().String()}}
-	ns.table.Store(newNameTable(namesConfig(t)))
+	ns := &Server{Resolver: NewResolver(namesConfig(t), nil), log: slog.New(slog.DiscardHandler), upstream: []string{pc.LocalAddr().String()}}
 	m := ask(ns, "100.64.0.2:5353", "upstream.example.", dns.TypeA)
 	if m == nil || len(m.Answer) != 1 || m.Answer[0].(*dns.A).A.String() != "203.0.113.99" {
 		t.Fatalf("forwarded answer: %v", m)

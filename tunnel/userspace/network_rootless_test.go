@@ -1,0 +1,136 @@
+package userspace_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/proxy"
+)
+
+// A network of userspace members: members found on demand by name
+// through the proxy, the policy enforced on what reaches a forward, a
+// revocation.
+
+const clientsToServers = "[Rule]\nFrom = group:clients\nTo = group:servers\nAllow = tcp/7, icmp\n"
+
+// signed runs a `punchtun network` signing command and keeps its output
+// in a file of dir, whose path it returns.
+func (h *harness) signed(name string, args ...string) string {
+	h.t.Helper()
+	out, errOut, err := h.punchtun("", append([]string{"network"}, args...)...)
+	if err != nil {
+		h.t.Fatalf("punchtun network %v: %v: %s", args, err, errOut)
+	}
+	path := filepath.Join(h.dir, name)
+	if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+	return path
+}
+
+func TestRootlessNetwork(t *testing.T) {
+	h := newHarness(t)
+	netKey := h.signed("net.key", "new")
+	os.Chmod(netKey, 0o600)
+	netPub, _, err := h.punchtun(readFile(t, netKey), "network", "pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := filepath.Join(h.dir, "rules.ini")
+	os.WriteFile(policy, []byte(clientsToServers), 0o644)
+	p100 := h.signed("p100", "policy", "--key", netKey, "--seq", "100", policy)
+	echo := echoServer(t)
+
+	members := map[string]*peer{}
+	pubs := map[string]string{}
+	for i, m := range []struct{ name, group, extra string }{
+		{"m1", "clients", "Policy = " + p100 + "\n"}, {"m2", "servers", ""}, {"m3", "servers", ""},
+	} {
+		priv, pub := h.genkey()
+		pubs[m.name] = pub
+		cert := h.signed(m.name+".cert", "sign", "--key", netKey, "--name", m.name, "--address", fmt.Sprintf("100.64.1.%d/24", i+1), "--group", m.group, pub)
+		conf := h.peerConfig(priv, fmt.Sprintf("Network = %sCertificateFile = %s\nDomain = net\nForward = tcp:7=127.0.0.1:%d\n%s", netPub, cert, echo, m.extra))
+		members[m.name] = h.up(m.name, conf)
+	}
+	m1, m2 := members["m1"], members["m2"]
+	eventually(t, 15*time.Second, "every member enforces policy 100", func() error {
+		for _, m := range members {
+			st, err := m.status()
+			if err != nil || st.Network == nil || st.Network.Policy == nil || st.Network.Policy.Seq != 100 {
+				return fmt.Errorf("%s: %+v %v", m.iface, st, err)
+			}
+		}
+		return nil
+	})
+
+	// m3 is found by name, on demand: nothing was sent to it before.
+	if st, _ := m1.status(); st.Network.Members != 0 {
+		t.Fatalf("m1 knows %d members before any lookup", st.Network.Members)
+	}
+	echoed(t, socksDial(t, m1, "m3.net:7"), 1<<20)
+	m1.waitPath("m3", direct, 10*time.Second)
+	echoed(t, httpConnect(t, m1, "m2.net:7"), 1<<10)
+
+	// The policy: a client reaches servers' forwards; a server reaches
+	// no client, and no other server.
+	if c, err := socksTry(m2, "m1.net:7"); err == nil {
+		c.Close()
+		t.Error("a server reached a client's forward")
+	}
+	if c, err := socksTry(m2, "m3.net:7"); err == nil {
+		c.Close()
+		t.Error("a server reached another server's forward")
+	}
+	eventually(t, 5*time.Second, "m1 counts the dropped connection", func() error {
+		st, err := m1.status()
+		if err != nil || st.Network.Policy.Dropped["no-rule"] == 0 {
+			return fmt.Errorf("%+v %v", st, err)
+		}
+		return nil
+	})
+
+	// m3 revoked: published on m2, everyone lets it go.
+	rev := h.signed("rev-m3", "revoke", "--key", netKey, pubs["m3"])
+	if out, errOut, err := h.punchtun("", "network", "publish", "--run-dir", m2.runDir, m2.iface, rev); err != nil {
+		t.Fatalf("publish: %v: %s %s", err, out, errOut)
+	}
+	eventually(t, 15*time.Second, "m1 holds the revocation", func() error {
+		st, err := m1.status()
+		if err != nil || st.Network.RevokedKeys != 1 {
+			return fmt.Errorf("%+v %v", st, err)
+		}
+		return nil
+	})
+	if c, err := socksTry(m1, "m3.net:7"); err == nil {
+		c.Close()
+		t.Error("m1 still reaches the revoked m3")
+	}
+	echoed(t, socksDial(t, m1, "m2.net:7"), 1<<10)
+}
+
+// socksTry connects through p's SOCKS5 proxy to addr, giving up after
+// 3 s: a flow the policy drops is never answered, and on loopback an
+// allowed one is answered in milliseconds.
+func socksTry(p *peer, addr string) (net.Conn, error) {
+	d, err := proxy.SOCKS5("tcp", p.socks, nil, proxy.Direct)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	return d.(proxy.ContextDialer).DialContext(ctx, "tcp", addr)
+}
+
+func readFile(t *testing.T, path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}

@@ -1,0 +1,219 @@
+package userspace
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/net/proxy"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/punchtun/punchtun/tunnel/config"
+)
+
+// Two stacks wired back to back (what one sends, the other receives), as
+// two userspace peers are through the tunnel, without WireGuard: the
+// proxies, forwards and pings of this package on their own.
+
+// names is a Resolver of fixed names.
+type names map[string]netip.Addr
+
+func (n names) LookupHost(_ context.Context, host string) ([]netip.Addr, error) {
+	if a, err := netip.ParseAddr(host); err == nil {
+		return []netip.Addr{a}, nil
+	}
+	if a, ok := n[host]; ok {
+		return []netip.Addr{a}, nil
+	}
+	return nil, &net.DNSError{Err: "no such peer", Name: host, IsNotFound: true}
+}
+
+// wire copies what from sends into to, until from closes. A queue
+// stands between them, as WireGuard's do: a stack handles a packet
+// written to it at once, and the answer it sends must not wait for the
+// writer.
+func wire(from, to tun.Device) {
+	queue := make(chan []byte, 256)
+	defer close(queue)
+	go func() {
+		for pkt := range queue {
+			to.Write([][]byte{pkt}, 0)
+		}
+	}()
+	bufs, sizes := [][]byte{make([]byte, 65536)}, []int{0}
+	for {
+		n, err := from.Read(bufs, sizes, 0)
+		if err != nil {
+			return
+		}
+		for i := range n {
+			queue <- bytes.Clone(bufs[i][:sizes[i]])
+		}
+	}
+}
+
+func backToBack(t *testing.T) (a, b *Stack) {
+	a, err := NewStack([]netip.Addr{netip.MustParseAddr("100.64.0.1")}, 1280)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err = NewStack([]netip.Addr{netip.MustParseAddr("100.64.0.2")}, 1280)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go wire(a.Device(), b.Device())
+	go wire(b.Device(), a.Device())
+	t.Cleanup(func() { a.Device().Close(); b.Device().Close() })
+	return a, b
+}
+
+// udpEcho echoes UDP on loopback until the test ends.
+func udpEcho(t *testing.T) int {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+	return pc.LocalAddr().(*net.UDPAddr).Port
+}
+
+// roundTrip sends a datagram on c until an answer comes (datagrams may
+// be lost), within 5 s.
+func roundTrip(t *testing.T, c net.Conn, datagram []byte) []byte {
+	t.Helper()
+	answer := make(chan []byte, 1)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	go func() {
+		buf := make([]byte, 1500)
+		n, _ := c.Read(buf)
+		answer <- buf[:n]
+	}()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		c.Write(datagram)
+		select {
+		case got := <-answer:
+			if len(got) == 0 {
+				t.Fatalf("no answer to % x within 5 s", datagram)
+			}
+			return got
+		case <-tick.C:
+		}
+	}
+}
+
+func TestBackToBack(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	a, b := backToBack(t)
+	echo := udpEcho(t)
+	fwd, err := StartForwards(log, b, []config.Forward{{Proto: "udp", Port: 53, Target: fmt.Sprintf("127.0.0.1:%d", echo)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fwd.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	socks := ServeSOCKS5(log, ln, &Dialer{Stack: a, Resolver: names{"bob": netip.MustParseAddr("100.64.0.2")}})
+	defer socks.Close()
+
+	// UDP ASSOCIATE, by name, to b's forwarded udp:53.
+	c, err := net.Dial("tcp", socks.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte{5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0})
+	resp := make([]byte, 2+10) // the method chosen, then the reply
+	if _, err := io.ReadFull(c, resp); err != nil || !bytes.Equal(resp[:2], []byte{5, 0}) || resp[3] != repSucceeded || resp[5] != atypIPv4 {
+		t.Fatalf("UDP ASSOCIATE: % x, %v", resp, err)
+	}
+	relay := netip.AddrPortFrom(netip.AddrFrom4([4]byte(resp[6:10])), uint16(resp[10])<<8|uint16(resp[11]))
+	uc, err := net.Dial("udp", relay.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	got := roundTrip(t, uc, append([]byte{0, 0, 0, atypDomain, 3, 'b', 'o', 'b', 0, 53}, "datagram"...))
+	want := append(appendAddr([]byte{0, 0, 0}, netip.MustParseAddrPort("100.64.0.2:53")), "datagram"...)
+	if !bytes.Equal(got, want) {
+		t.Errorf("UDP through SOCKS5: % x; want % x", got, want)
+	}
+
+	// CONNECT to a port nothing listens on: refused (reply 5), at once.
+	d, _ := proxy.SOCKS5("tcp", socks.Addr().String(), nil, proxy.Direct)
+	if _, err := d.Dial("tcp", "bob:9"); err == nil {
+		t.Error("CONNECT to a closed port succeeded")
+	}
+	// An unknown name: host unreachable.
+	if _, err := d.Dial("tcp", "carol:22"); err == nil {
+		t.Error("CONNECT to an unknown name succeeded")
+	}
+}
+
+// TestPingAnswered writes an echo request to the stack's address into
+// its device, as the tunnel delivers one, and reads the reply it sends.
+func TestPingAnswered(t *testing.T) {
+	s, err := NewStack([]netip.Addr{netip.MustParseAddr("100.64.0.2")}, 1280)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Device().Close()
+	icmp := []byte{8, 0, 0, 0, 0x12, 0x34, 0, 1, 'p', 'i', 'n', 'g'}
+	binary.BigEndian.PutUint16(icmp[2:], checksum(icmp))
+	ip := []byte{0x45, 0, 0, byte(20 + len(icmp)), 0, 0, 0, 0, 64, 1, 0, 0, 100, 64, 0, 1, 100, 64, 0, 2}
+	binary.BigEndian.PutUint16(ip[10:], checksum(ip))
+	// The reader first: the stack answers within Write, which waits
+	// until the answer is read (as wireguard-go's reader always is).
+	bufs, sizes := [][]byte{make([]byte, 1500)}, []int{0}
+	done := make(chan error, 1)
+	go func() { _, err := s.Device().Read(bufs, sizes, 0); done <- err }()
+	if _, err := s.Device().Write([][]byte{append(ip, icmp...)}, 0); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		reply := bufs[0][:sizes[0]]
+		if err != nil || len(reply) != len(ip)+len(icmp) || reply[9] != 1 || reply[20] != 0 ||
+			!bytes.Equal(reply[16:20], []byte{100, 64, 0, 1}) || !bytes.HasSuffix(reply, []byte("ping")) {
+			t.Errorf("reply % x, %v: want an echo reply to 100.64.0.1", reply, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no echo reply within 5 s")
+	}
+}
+
+// checksum is the Internet checksum of b.
+func checksum(b []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return ^uint16(sum)
+}
