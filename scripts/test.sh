@@ -16,7 +16,20 @@ need_packages "${TEST_PACKAGES[@]}"
 need_miniupnpd
 
 export PUNCHTUN_REQUIRE_LAB=1
-if [ $# -eq 0 ]; then
-	set -- ./...
+if [ $# -gt 0 ]; then
+	exec go test -count=1 -timeout 30m "$@"
 fi
-exec go test -count=1 -timeout 30m "$@"
+# The whole suite: the lab (cmd/punchtun) beside every other package. The
+# others run at the lowest CPU priority, so that their CPU-bound tests (the
+# rendezvous's floods) cannot slow the lab's timed first replies; the lab
+# mostly waits, and the others take what it leaves.
+others=$(mktemp)
+trap 'rm -f "$others"' EXIT
+nice -n 19 go test -count=1 -timeout 30m $(go list ./... | grep -vx 'github.com/punchtun/punchtun/cmd/punchtun') >"$others" 2>&1 &
+others_pid=$!
+lab_rc=0
+go test -count=1 -timeout 30m ./cmd/punchtun || lab_rc=$?
+others_rc=0
+wait "$others_pid" || others_rc=$?
+cat "$others"
+[ "$lab_rc" = 0 ] && [ "$others_rc" = 0 ]
