@@ -65,7 +65,7 @@ func (t *Tunnel) Reload(cfg *config.Config) error {
 	} else if t.user != nil {
 		t.user.resolver.Update(cfg)
 	}
-	if err := t.link.Reconfigure(t.linkConfig(old), t.linkConfig(cfg)); err != nil {
+	if err := t.hostIface.Reconfigure(t.hostIfaceConfig(old), t.hostIfaceConfig(cfg)); err != nil {
 		return fmt.Errorf("peers reloaded, but the interface was not fully reconfigured: %w", err)
 	}
 	t.log.Info("config reloaded", "peers", len(cfg.Peers), "rendezvous", len(cfg.Interface.Rendezvous))

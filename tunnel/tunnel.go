@@ -64,7 +64,7 @@ type Tunnel struct {
 	runDir     string
 	configFile string
 	table      osnet.Table
-	link       osnet.Link
+	hostIface  osnet.Interface
 	// mark is the FwMark on every socket of ours: the config's, or the
 	// full tunnel's table; 0 for none.
 	mark uint32
@@ -172,7 +172,7 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 			return nil, err
 		}
 		t.closers = append(t.closers, t.user.close)
-		t.link, tdev = userspaceLink{}, t.user.stack.Device()
+		t.hostIface, tdev = userspaceInterface{}, t.user.stack.Device()
 	} else if tdev, err = t.openTUN(cfg, mtu); err != nil {
 		return nil, err
 	}
@@ -202,11 +202,11 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 	if upErr != nil {
 		return nil, fmt.Errorf("open UDP port: %w", upErr)
 	}
-	if err := t.link.Configure(t.linkConfig(cfg)); err != nil {
+	if err := t.hostIface.Configure(t.hostIfaceConfig(cfg)); err != nil {
 		return nil, err
 	}
 	if len(defaults) > 0 && t.table == osnet.TableMain {
-		undo, err := t.link.FullTunnel(t.mark, defaults)
+		undo, err := t.hostIface.FullTunnel(t.mark, defaults)
 		if err != nil {
 			return nil, err
 		}
@@ -275,7 +275,7 @@ func Up(cfg *config.Config, opts Options) (_ *Tunnel, err error) {
 // openTUN opens the host's side of the interface and its TUN device.
 func (t *Tunnel) openTUN(cfg *config.Config, mtu int) (tun.Device, error) {
 	var err error
-	if t.link, err = osnet.Open(t.name, t.table); err != nil {
+	if t.hostIface, err = osnet.Open(t.name, t.table); err != nil {
 		return nil, err
 	}
 	if err := osnet.CheckFree(t.name); err != nil {

@@ -75,15 +75,15 @@ func (u *userspaceSide) statusOf(st *Status) {
 	}
 }
 
-// userspaceLink is the host side of a userspace interface: nothing to do.
+// userspaceInterface is the host side of a userspace interface: nothing to do.
 // The stack holds the addresses it was created with; checkUserspaceLive
 // refuses a reload that changes them.
-type userspaceLink struct{}
+type userspaceInterface struct{}
 
-func (userspaceLink) Configure(osnet.Config) error                       { return nil }
-func (userspaceLink) Reconfigure(old, cfg osnet.Config) error            { return nil }
-func (userspaceLink) SetRouteMTU(prefixes []netip.Prefix, mtu int) error { return nil }
-func (userspaceLink) FullTunnel(uint32, []netip.Prefix) (func() error, error) {
+func (userspaceInterface) Configure(osnet.Config) error                       { return nil }
+func (userspaceInterface) Reconfigure(old, cfg osnet.Config) error            { return nil }
+func (userspaceInterface) SetRouteMTU(prefixes []netip.Prefix, mtu int) error { return nil }
+func (userspaceInterface) FullTunnel(uint32, []netip.Prefix) (func() error, error) {
 	return func() error { return nil }, nil
 }
 

@@ -81,14 +81,14 @@ func uapiRemove(b *strings.Builder, k key.Key) {
 	b.WriteString("remove=true\n")
 }
 
-// linkConfig is what the host's side of the interface gets of cfg.
-func (t *Tunnel) linkConfig(cfg *config.Config) osnet.Config {
+// hostIfaceConfig is what the host's side of the interface gets of cfg.
+func (t *Tunnel) hostIfaceConfig(cfg *config.Config) osnet.Config {
 	return osnet.Config{MTU: cmp.Or(cfg.Interface.MTU, config.DefaultMTU), Addresses: cfg.Interface.Addresses, Routes: t.routes(cfg)}
 }
 
 // routes are the peers' AllowedIPs that the interface's own prefixes do not
 // already route. With Table = auto, a default route (0.0.0.0/0, ::/0) is
-// left to the full tunnel's policy routing (Link.FullTunnel): a plain
+// left to the full tunnel's policy routing (Interface.FullTunnel): a plain
 // default route would swallow the tunnel's own packets.
 func (t *Tunnel) routes(cfg *config.Config) []netip.Prefix {
 	var out []netip.Prefix
@@ -223,7 +223,7 @@ func (w wireGuard) Repoint(peer key.Key) error {
 func (w wireGuard) SetPeerMTU(peer key.Key, mtu int) error {
 	for _, p := range w.t.config().Peers {
 		if p.PublicKey == peer {
-			return w.t.link.SetRouteMTU(p.AllowedIPs, mtu)
+			return w.t.hostIface.SetRouteMTU(p.AllowedIPs, mtu)
 		}
 	}
 	return nil

@@ -55,8 +55,8 @@ next:
 	return 0, errors.New("no free routing table for the full tunnel")
 }
 
-// FullTunnel: see Link.
-func (l *netlinkLink) FullTunnel(mark uint32, defaults []netip.Prefix) (func() error, error) {
+// FullTunnel: see Interface.
+func (l *netlinkInterface) FullTunnel(mark uint32, defaults []netip.Prefix) (func() error, error) {
 	iface := l.name
 	link, err := netlink.LinkByName(iface)
 	if err != nil {

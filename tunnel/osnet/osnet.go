@@ -5,7 +5,7 @@
 // PreDown/PostDown hooks, the path MTUs the kernel learned, and watching
 // the host's network for changes.
 //
-// What differs by platform sits behind Link and a few functions, in
+// What differs by platform sits behind Interface and a few functions, in
 // _linux.go files (netlink) with _other.go stubs that say what is
 // missing: another platform is files of its own, not edits throughout.
 // It knows nothing of WireGuard, peers or the rendezvous: it takes
@@ -18,10 +18,10 @@ import (
 	"net/netip"
 )
 
-// Link is the host's side of one tunnel interface: its addresses, MTU and
+// Interface is the host's side of one tunnel interface: its addresses, MTU and
 // routes, and a full tunnel's policy routing. Open returns this
 // platform's.
-type Link interface {
+type Interface interface {
 	// Configure gives the interface cfg's MTU and addresses, brings it
 	// up, and adds cfg's routes.
 	Configure(cfg Config) error
@@ -41,7 +41,7 @@ type Link interface {
 	FullTunnel(mark uint32, defaults []netip.Prefix) (undo func() error, err error)
 }
 
-// Config is what Link sets on the interface.
+// Config is what Interface sets on the interface.
 type Config struct {
 	MTU       int
 	Addresses []netip.Prefix

@@ -11,19 +11,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// netlinkLink is Link on Linux: every call looks the interface up by
-// name, and talks netlink (link_other.go says what is missing elsewhere).
-type netlinkLink struct {
+// netlinkInterface is Interface on Linux: every call looks the interface up by
+// name, and talks netlink (interface_other.go says what is missing elsewhere).
+type netlinkInterface struct {
 	name  string
 	table Table
 }
 
-// Open returns the Link of the interface name, routed in table; the
+// Open returns the Interface of the interface name, routed in table; the
 // interface need not exist yet.
-func Open(name string, table Table) (Link, error) { return &netlinkLink{name: name, table: table}, nil }
+func Open(name string, table Table) (Interface, error) {
+	return &netlinkInterface{name: name, table: table}, nil
+}
 
 // Configure gives the TUN its addresses, MTU and routes, and brings it up.
-func (l *netlinkLink) Configure(cfg Config) error {
+func (l *netlinkInterface) Configure(cfg Config) error {
 	name := l.name
 	link, err := netlink.LinkByName(name)
 	if err != nil {
@@ -90,8 +92,8 @@ func PathMTU(dst netip.Addr, mark uint32) int {
 	return routes[0].MTU
 }
 
-// SetRouteMTU: see Link.
-func (l *netlinkLink) SetRouteMTU(prefixes []netip.Prefix, mtu int) error {
+// SetRouteMTU: see Interface.
+func (l *netlinkInterface) SetRouteMTU(prefixes []netip.Prefix, mtu int) error {
 	link, err := netlink.LinkByName(l.name)
 	if err != nil || l.table == TableOff {
 		return err
@@ -110,7 +112,7 @@ func (l *netlinkLink) SetRouteMTU(prefixes []netip.Prefix, mtu int) error {
 
 // Reconfigure changes a running interface from one config's addresses,
 // routes and MTU to another's, touching only what differs.
-func (l *netlinkLink) Reconfigure(old, cfg Config) error {
+func (l *netlinkInterface) Reconfigure(old, cfg Config) error {
 	name, table := l.name, l.table
 	oldMTU, mtu, oldAddrs, addrs, oldRoutes, routes := old.MTU, cfg.MTU, old.Addresses, cfg.Addresses, old.Routes, cfg.Routes
 	link, err := netlink.LinkByName(name)

@@ -14,7 +14,7 @@ import (
 var errNoConfigure = fmt.Errorf("setting the interface's addresses, MTU and routes is only implemented on Linux (netlink), not on %s", runtime.GOOS)
 
 // Open fails before anything is created: Up calls it first.
-func Open(name string, table Table) (Link, error) { return nil, errNoConfigure }
+func Open(name string, table Table) (Interface, error) { return nil, errNoConfigure }
 
 // PathMTU knows no path MTUs here.
 func PathMTU(dst netip.Addr, mark uint32) int { return 0 }
