@@ -79,9 +79,8 @@ func putCmsg(oob []byte, level, typ int32, v uint16) {
 }
 
 // carrierBuffer is the winning birthday socket's SO_RCVBUF and
-// SO_SNDBUF, what wireguard-go gives the shared socket. At the default it
-// cost a third of the easy/hard path's speed towards the hard side
-// (bench.sh: 954 Mbit/s against 1497 easy/easy, then 1447 with it).
+// SO_SNDBUF, what wireguard-go gives the shared socket: at the default a
+// birthday path ran at two thirds of a direct one (docs/benchmarks.md).
 const carrierBuffer = 7 << 20
 
 // enableCarrying sets conn up to carry a peer's WireGuard traffic: large
