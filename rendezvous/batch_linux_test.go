@@ -159,7 +159,7 @@ func testBatchForward(t *testing.T, ip net.IP) {
 	}
 }
 
-// raceEnabled is set in race builds (race_test.go).
+// raceEnabled is set in race builds, by an init under the race build tag.
 var raceEnabled bool
 
 // TestBatchForwardAllocs: relaying a batch allocates nothing.

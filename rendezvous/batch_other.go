@@ -8,7 +8,7 @@ import (
 )
 
 // serveBatched serves one datagram at a time: recvmmsg, sendmmsg and UDP
-// segmentation offload are Linux's (batch_linux.go).
+// segmentation offload are Linux's, where serveBatched uses them.
 func (us *udpServer) serveBatched(conn *net.UDPConn, other netip.AddrPort) error {
 	return us.serveEach(conn, other)
 }

@@ -8,9 +8,9 @@ import (
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
-// Taking a network's documents (docstore.go) within its budget, and its
-// publication rate, which bounds the fan-out only: a list of revocations
-// handed in as hundreds of documents is all kept.
+// Taking a network's documents into the docStore within its budget, and
+// its publication rate, which bounds the fan-out only: a list of
+// revocations handed in as hundreds of documents is all kept.
 //
 // A network at its budget: what may be asked of it on every
 // message a member sends must cost a lookup, not a rebuild of its

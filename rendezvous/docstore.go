@@ -92,8 +92,8 @@ type netDocs struct {
 	overflow      map[key.Key]struct{}
 	overflowCerts map[[32]byte]time.Time
 	// named indexes the held revocations' entries, nofit the documents
-	// found not to fit within nofitLimit (docbudget.go); both forgotten
-	// when the holdings change.
+	// found not to fit within nofitLimit; both forgotten when the
+	// holdings change.
 	named      *entryIndex
 	nofit      [][32]byte // oldest first
 	nofitSet   map[[32]byte]struct{}

@@ -22,7 +22,7 @@ import (
 // them (outbox.go, delivery.go). A revoked member's registration, or one
 // with a retired certificate, loses its membership at once, and its later
 // ones are refused (cert.Revoked, cert.Retired) — also when the revocation
-// is past the network's budget and not kept (publish.go).
+// is past the network's budget and not kept (registry.publish).
 //
 // The rendezvous cannot sign: what it keeps and sends, members verify
 // again. What it can do is withhold; members gossip documents to each
@@ -41,7 +41,7 @@ type documents struct {
 	budget sendBudget
 	stats  *Stats
 	log    *slog.Logger
-	dirty  *atomic.Bool // the state file is to be written (persist.go)
+	dirty  *atomic.Bool // the state file is to be written (Server.Save)
 	// logged is when a document past its budget was last logged (Unix
 	// nanoseconds).
 	logged atomic.Int64

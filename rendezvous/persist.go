@@ -24,7 +24,7 @@ import (
 // notices the restart. Only UDP registrations are kept: a TCP peer's
 // connection ends with the process, and the peer reconnects by itself.
 //
-// The networks' documents (docstore.go) are kept too, and verified
+// The networks' documents (the docStore's) are kept too, and verified
 // again on load. The file holds no secret: shared keys are computed again
 // on load.
 
@@ -34,9 +34,9 @@ type savedState struct {
 	Registrations []savedRegistration `json:"registrations"`
 	Documents     [][]byte            `json:"documents,omitempty"`
 	// Orphaned: since when each network of Documents without a member
-	// registered has had none (docstore.go), so that a restart does not
-	// make its orphanTTL start again. Networks not named are orphaned
-	// since the load, if no member registers with them.
+	// registered has had none, so that a restart does not make its
+	// orphanTTL start again. Networks not named are orphaned since the
+	// load, if no member registers with them.
 	Orphaned []savedOrphan `json:"orphaned,omitempty"`
 	// Newest: each network's newest certificate per member key
 	// (cert.Newest.AppendText), verified again on load.

@@ -59,7 +59,7 @@ type registryParts struct {
 	clock  *lockedClock
 	stats  *Stats
 	log    *slog.Logger
-	dirty  *atomic.Bool // registrations changed since the last Save (persist.go)
+	dirty  *atomic.Bool // registrations changed since the last Save
 }
 
 type registry struct {

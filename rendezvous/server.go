@@ -55,16 +55,15 @@ type Config struct {
 	// introduce, for pairs that cannot reach each other directly.
 	Relay  bool
 	Logger *slog.Logger
-	// Bounds (limits.go); 0 means the default, a negative rate no limit.
+	// Bounds, kept by limits; 0 means the default, a negative rate no limit.
 	MaxPeers   int     // live registrations; DefaultMaxPeers
 	SourceRate float64 // STUN and control packets/s per source address; DefaultSourceRate
 	KeyRate    float64 // authenticated messages/s per key; DefaultKeyRate
 	NewKeyRate float64 // shared-key computations/s for unknown keys; DefaultNewKeyRate
-	// TURN, when it names servers, is handed to peers for relaying
-	// (turn.go).
+	// TURN, when it names servers, is handed to peers for relaying.
 	TURN TURNConfig
 	// Networks, when not empty, are the only networks whose members are
-	// served (members.go); others register as peers without a network.
+	// served; others register as peers without a network.
 	Networks []cert.NetworkKey
 	// MaxMembers bounds one network's members (DefaultMaxMembers);
 	// LookupRate one member's lookups per second (DefaultLookupRate).

@@ -28,23 +28,23 @@ type Stats struct {
 	// reading, or reads slower than its traffic comes).
 	DropRateLimited, DropTooMany, DropOversize atomic.Uint64
 	DropTCPQueueFull                           atomic.Uint64
-	// Lookups answered, and those no member held (members.go).
+	// Lookups answered, and those no member held.
 	Lookups, LookupMisses atomic.Uint64
 	// Refused counts members' certificates refused, by cert.Reason.
 	Refused [cert.NumReasons]atomic.Uint64
 	// Documents taken, and those refused: not signed by the network key,
-	// not the publisher's network (documents.go). DocumentsRateLimited:
-	// new documents kept past their network's rate (pubRate), not fanned
-	// out now: members get them by their registrations' summaries.
-	// DocumentsOverBudget: past their network's budget
-	// (docstore.go), a revocation among them acted on and sent all the
-	// same. DocumentNetworksPruned: networks whose documents were
-	// forgotten, no member having registered for orphanTTL.
+	// not the publisher's network. DocumentsRateLimited: new documents
+	// kept past their network's rate (pubRate), not fanned out now:
+	// members get them by their registrations' summaries.
+	// DocumentsOverBudget: past their network's budget, a revocation
+	// among them acted on and sent all the same. DocumentNetworksPruned:
+	// networks whose documents were forgotten, no member having
+	// registered for orphanTTL.
 	Documents, DocumentsRefused               atomic.Uint64
 	DocumentsRateLimited, DocumentsOverBudget atomic.Uint64
 	DocumentNetworksPruned                    atomic.Uint64
-	// DocumentsSent and DocumentBytes: Document messages sent to members
-	// (outbox.go), and their bytes; DocumentsPostponed: ones held back
+	// DocumentsSent and DocumentBytes: Document messages the outbox sent
+	// to members, and their bytes; DocumentsPostponed: ones held back
 	// by a full queue or a spent budget, sent again later.
 	DocumentsSent, DocumentBytes, DocumentsPostponed atomic.Uint64
 }

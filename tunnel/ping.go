@@ -4,7 +4,7 @@ package tunnel
 // wire.Ping the control plane punches and keeps paths with, sent on the
 // peer's current route — to the peer's endpoint, or wrapped for the relay —
 // and its wire.Pong, timed (control.Control.Ping). It asks over the status
-// socket (socket.go): the client sends one request line,
+// socket (StatusSocket): the client sends one request line,
 // {"request":"ping",...}.
 
 import (

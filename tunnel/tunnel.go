@@ -14,8 +14,9 @@
 //   - tunnel/names    DNS for the peers' names
 //
 // Up brings an interface up, Reload applies a changed config, Close takes
-// it down; Status, Ping and SyncConf (socket.go) are what `punchtun
-// status`, `ping` and `syncconf` ask a running one.
+// it down; Status, Ping and SyncConf, served on the status socket
+// (StatusSocket), are what `punchtun status`, `ping` and `syncconf` ask
+// a running one.
 package tunnel
 
 import (

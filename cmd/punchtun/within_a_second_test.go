@@ -67,9 +67,9 @@ func (l *lab) answeredWithin(from, to *peerSpec, t0 time.Time, limit time.Durati
 // WireGuard's 5-s retry (5.1 s, every time). The hard side of easy/hard
 // restarting was answered after 2.1-2.3 s in about half the restarts
 // (the easy side's path led to the old process's birthday socket until
-// the 2-s suspect timeout); on 2026-12-04 it answered within 0.5 s in 18
-// of 18 restarts even before paths suspected at an introduction were
-// given eight round trips instead of 2 s (nat.Punch.SuspectNow).
+// the 2-s suspect timeout); it came to be answered within half a second
+// even before paths suspected at an introduction were given eight round
+// trips instead of 2 s (nat.Punch.SuspectNow).
 func TestRestartWithinCrossingWindow(t *testing.T) {
 	t.Parallel()
 	for _, lc := range []struct {

@@ -25,7 +25,7 @@
 // per pair (two introductions each). The client runs on the same machine,
 // so the rates are those of client and server sharing its cores.
 //
-// With -networks N the peers are members of N networks instead (members.go):
+// With -networks N the peers are members of N networks instead:
 // each registers with a certificate its network's key signed (the server
 // verifies each new one: an Ed25519 signature check), lists no peers, and
 // the last phase looks the pair's other half up by address.

@@ -57,12 +57,12 @@ const (
 	TypeIntro       Type = 4 // rendezvous → both peers, at the same moment
 	TypeDeregister  Type = 5 // peer → rendezvous
 	// TypeTURNOffer: rendezvous → peer, with each introduction and
-	// registration: TURN servers and credentials for relaying (turn.go).
+	// registration: TURN servers and credentials for relaying.
 	TypeTURNOffer Type = 6
 	// TypeRelayed: peer → rendezvous → the other peer: where a TURN
 	// server relays to the sender.
 	TypeRelayed Type = 7
-	// Types 8 to 12 are a network's members' (member.go).
+	// Types 8 to 12 are a network's members' (TypeLookup to TypeDocument).
 	TypePing Type = 16
 	TypePong Type = 17
 )
@@ -216,7 +216,7 @@ type Register struct {
 	NAT        byte             // the peer's NAT mapping, a nat.Mapping, passed on to its peers
 	Candidates []netip.AddrPort // the peer's local addresses with its socket's port
 	Wants      []key.Key        // the peers in its config that it needs introduced
-	// A member's network and certificate (member.go); nil Cert for none.
+	// A member's network and certificate; nil Cert for none.
 	Network [32]byte
 	Cert    []byte
 	// Docs summarizes the network's documents the member holds; nil: the
@@ -251,7 +251,7 @@ type Intro struct {
 	Observed   netip.AddrPort   // the endpoint the rendezvous sees that peer at
 	NAT        byte             // that peer's NAT mapping, as it reported it
 	Candidates []netip.AddrPort // the local candidates that peer reported
-	Cert       []byte           // that peer's certificate, if it is a member (member.go)
+	Cert       []byte           // that peer's certificate, if it is a member
 }
 
 // Deregister withdraws a registration.

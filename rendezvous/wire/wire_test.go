@@ -119,8 +119,8 @@ func TestParseRejectsBadBodies(t *testing.T) {
 		if _, err := Parse(m.Type(), body[:len(body)-1]); err == nil {
 			t.Errorf("%v: truncated body accepted", m.Type())
 		}
-		// Where a certificate or a summary may follow (member.go), a
-		// byte after the body starts it: short, not trailing.
+		// Where a certificate or a summary may follow, a byte after the
+		// body starts it: short, not trailing.
 		want := ErrTrailing
 		switch b := m.(type) {
 		case *Register:

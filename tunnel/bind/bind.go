@@ -67,7 +67,7 @@ type Bind struct {
 	sidePool   sync.Pool     // *[]byte
 
 	port atomic.Uint32
-	ipv6 atomic.Pointer[net.UDPConn] // StdNetBind's IPv6 socket (ipv6.go)
+	ipv6 atomic.Pointer[net.UDPConn] // StdNetBind's IPv6 socket (stdIPv6Conn)
 	// lastFixed is when WireGuard last sent to a peer with a fixed
 	// Endpoint (unix nanoseconds): PeerEndpoints keep their own times.
 	lastFixed atomic.Int64
@@ -254,7 +254,7 @@ func (b *Bind) Shared() link.Transport { return b.shared }
 // Relay is the rendezvous's relay on the shared socket (link.DataPath).
 func (b *Bind) Relay() link.Transport { return b.relay }
 
-// After a freeze (handshake.go).
+// After a freeze: Alive and Resumed.
 
 // Alive notes that the control plane ticked at now (link.DataPath).
 func (b *Bind) Alive(now time.Time) { b.alive.Store(now.UnixNano()) }

@@ -114,7 +114,7 @@ func (pe *PeerEndpoint) Activity() link.Activity {
 
 // received notes a WireGuard packet from the peer, which came from src
 // (through the relay there if relayed; invalid if off the shared socket),
-// and reports whether it goes on to WireGuard (handshake.go).
+// and reports whether it goes on to WireGuard (admitHandshake).
 func (pe *PeerEndpoint) received(pkt []byte, src netip.AddrPort, relayed bool) bool {
 	now := time.Now()
 	if isHandshake(pkt) {
@@ -123,7 +123,7 @@ func (pe *PeerEndpoint) received(pkt []byte, src netip.AddrPort, relayed bool) b
 			return false
 		}
 		if !pe.admitHandshake(pkt, pe.b.via(src, relayed), now) {
-			pe.reanswer(pkt, now) // our response may be lost (retransmit.go)
+			pe.reanswer(pkt, now) // our response may be lost
 			return false
 		}
 	}

@@ -21,7 +21,7 @@ import (
 //   - Copy: a response is sent again handshakeCopyDelay later, so that
 //     one loss does not cost the 5 s retry; an initiation, every round
 //     trip or two until answered, and a response again when a copy of
-//     the initiation it answered comes (retransmit.go).
+//     the initiation it answered comes (retransmit, reanswer).
 //   - Crossing: two peers that both have traffic from the first moment
 //     send initiations that cross (held on both sides, both leave when the
 //     intro comes). Each side answers the other's and then refuses the
@@ -64,7 +64,7 @@ type handshakes struct {
 	admittedAt [2]time.Time
 	// reansweredAt: when our response last went again for a copy of the
 	// initiation it answered; retrying: the initiation being sent again
-	// (retransmit.go).
+	// (PeerEndpoint.retransmit).
 	reansweredAt time.Time
 	retrying     []byte
 }

@@ -26,9 +26,9 @@ const (
 )
 
 // gcPercent is the GOGC a peer runs with unless GOGC is set. The heap a
-// tunnel keeps live under load is bounded (inflight.go) and small, some
-// 40 MB of packet buffers, so collecting at 25% growth rather than Go's
-// 100% costs little — the buffers are pooled, little is allocated — and
+// tunnel keeps live under load is bounded (tundev's inflight) and
+// small, some 40 MB of packet buffers, so collecting at 25% growth rather
+// than Go's 100% costs little — the buffers are pooled, little is allocated — and
 // keeps the peak near the live heap; a memory limit (GOMEMLIMIT) instead
 // has a cliff (the measurements are in docs/benchmarks.md).
 const gcPercent = 25

@@ -15,7 +15,7 @@ import (
 
 // The Bind's send side: WireGuard's packets go the way their peer's route
 // says, through its transport (tunnel/transport), a batch at a time; handshake
-// messages are held, copied and answered the way they came (handshake.go).
+// messages are held, copied and answered the way they came (handshakes).
 
 // Send writes WireGuard packets to ep.
 func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
@@ -107,7 +107,7 @@ func (b *Bind) sendStdOnce(bufs [][]byte, dst *conn.StdNetEndpoint) error {
 }
 
 // sendHandshakes sends WireGuard's handshake messages for pe on r, or
-// holds them while r is nil (handshake.go).
+// holds them while r is nil.
 func (b *Bind) sendHandshakes(bufs [][]byte, pe *PeerEndpoint, r *route, now time.Time) error {
 	pe.sending(bufs, r, now)
 	var err error
@@ -117,7 +117,7 @@ func (b *Bind) sendHandshakes(bufs [][]byte, pe *PeerEndpoint, r *route, now tim
 			out = via
 		}
 		if p[0] == wireGuardInitiation {
-			pe.retransmit(bytes.Clone(p), now) // until answered, held or not (retransmit.go)
+			pe.retransmit(bytes.Clone(p), now) // until answered, held or not
 		}
 		if out == nil {
 			continue // held

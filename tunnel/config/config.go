@@ -78,14 +78,15 @@ type Interface struct {
 	DNS       []netip.Addr
 	DNSSearch []string
 	// Domain: punchtun answers DNS for <peer Name>.<Domain> and
-	// <Name>.<Domain> (this host) on the interface's addresses (names.go).
+	// <Name>.<Domain> (this host) on the interface's addresses
+	// (tunnel/names).
 	Domain string
 	Name   string
 	// Hooks, run by bash -c with %i replaced by the interface name.
 	PreUp, PostUp, PreDown, PostDown []string
 	// Network: this interface is a member of the network whose public key
-	// this is, with Certificate, read from CertificateFile if that is set
-	// (network.go). Zero and nil: no network.
+	// this is, with Certificate, read from CertificateFile if that is set.
+	// Zero and nil: no network.
 	Network         cert.NetworkKey
 	Certificate     *cert.Cert
 	CertificateFile string
@@ -96,7 +97,7 @@ type Interface struct {
 	Policy    string
 	Documents []*cert.Document
 	// Userspace: the interface lives in an in-process TCP/IP stack, no
-	// TUN (userspace.go); SOCKS5 and HTTPProxy are its proxies' listen
+	// TUN (tunnel/userspace); SOCKS5 and HTTPProxy are its proxies' listen
 	// addresses ("" for the default, "off"), Forward its port forwards.
 	Userspace         bool
 	SOCKS5, HTTPProxy string

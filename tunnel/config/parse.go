@@ -41,7 +41,7 @@ var interfaceFields = map[string]field[Interface]{
 	"socks5":          {"SOCKS5", false, setSOCKS5},
 	"httpproxy":       {"HTTPProxy", false, setHTTPProxy},
 	"forward":         {"Forward", true, setForward},
-	// Hooks repeat: each line runs in order (hooks.go).
+	// Hooks repeat: each line runs in order (osnet.RunHooks).
 	"preup":    {"PreUp", true, func(in *Interface, v string) error { in.PreUp = append(in.PreUp, v); return nil }},
 	"postup":   {"PostUp", true, func(in *Interface, v string) error { in.PostUp = append(in.PostUp, v); return nil }},
 	"predown":  {"PreDown", true, func(in *Interface, v string) error { in.PreDown = append(in.PreDown, v); return nil }},

@@ -52,7 +52,7 @@ type birthday struct {
 	opened   int       // opening probes sent per socket
 	nextOpen time.Time // when the next ones are due
 	// lingerUntil: the winner's path was lost, and it is kept open until
-	// then for a peer that was only frozen (freeze.go).
+	// then for a peer that was only frozen (lingerBirthday).
 	lingerUntil time.Time
 }
 

@@ -16,8 +16,8 @@ import (
 // config (rendezvous and peers come and go, and members come and go
 // with them: newPeer, dropPeer), a change of the host's network, after
 // which our endpoint, our NAT and every direct path are learned afresh,
-// and a resume from a freeze or sleep (resume.go), which is treated as
-// one.
+// and a resume from a freeze or sleep (checkResume), which is treated
+// as one.
 
 // netSettleTime lets a burst of address and route changes (an interface
 // going, another coming with its address and default route) end before
@@ -40,7 +40,7 @@ func (c *Control) addPeer(pc PeerConfig) *peer {
 }
 
 // newPeer adds a peer that the rendezvous introduces: one of the config's
-// (addPeer) or a member of the network (members.go).
+// (addPeer) or a member of the network (members).
 func (c *Control) newPeer(pc PeerConfig) *peer {
 	p := &peer{c: c, name: pc.Name, key: pc.Key, shared: wire.NewSharedKey(c.priv, pc.Key), backoff: minBackoff,
 		birthday: peerBirthday{backoff: minBirthdayBackoff}, path: nat.PathNone.String(), observed: map[*server]netip.AddrPort{}}
@@ -203,7 +203,7 @@ func (c *Control) networkChanged(now time.Time) {
 	}
 }
 
-// checkResume notices a freeze or sleep (resume.go) and treats it like a
+// checkResume notices a freeze or sleep (frozeFor) and treats it like a
 // new network.
 func (c *Control) checkResume(now time.Time) {
 	last := c.lastTick
@@ -224,7 +224,7 @@ func (c *Control) checkResume(now time.Time) {
 // anything it has.
 func (c *Control) resumed(now time.Time, gap time.Duration) {
 	if c.resumedBriefly(now, gap) {
-		return // the NATs' mappings likely outlived it (freeze.go)
+		return // the NATs' mappings likely outlived it
 	}
 	c.log.Info("resumed after a freeze or sleep: treating it as a network change", "gap", gap.Round(time.Millisecond))
 	c.data.Resumed(now)
@@ -234,11 +234,10 @@ func (c *Control) resumed(now time.Time, gap time.Duration) {
 	}
 }
 
-// resumedBriefly handles a resume after a short freeze (freeze.go) of
-// gap, which ended at now: if every direct path was heard within its
-// heartbeat interval, freeze included, they are kept and probed. It
-// reports whether it did; otherwise resumed treats the wake-up as a new
-// network.
+// resumedBriefly handles a resume after a short freeze of gap, which
+// ended at now: if every direct path was heard within its heartbeat
+// interval, freeze included, they are kept and probed. It reports
+// whether it did; otherwise resumed treats the wake-up as a new network.
 func (c *Control) resumedBriefly(now time.Time, gap time.Duration) bool {
 	before := now.Add(-gap) // the last tick before the freeze
 	direct := 0

@@ -17,17 +17,17 @@ type Config struct {
 	MTU        int            // the interface's
 	Servers    []ServerConfig
 	Peers      []PeerConfig // the peers it finds (those without a fixed Endpoint)
-	// The network this interface is a member of, with its certificate
-	// (members.go); zero and nil for none. Static are every static peer's
-	// AllowedIPs, which no member may hold.
+	// The network this interface is a member of, with its certificate;
+	// zero and nil for none. Static are every static peer's AllowedIPs,
+	// which no member may hold.
 	Network cert.NetworkKey
 	Cert    *cert.Cert
 	Static  []netip.Prefix
 	// Documents are the network's policy or revocations the config names
-	// (Policy =), verified (documents.go).
+	// (Policy =), verified.
 	Documents []*cert.Document
 	// PortMapping is which protocols ask the router for a port forward
-	// (portmap.go); set at start, not by a reload.
+	// (portMapper); set at start, not by a reload.
 	PortMapping portmap.Mode
 }
 

@@ -50,7 +50,7 @@ type Control struct {
 	own   []netip.Prefix // the tunnel's addresses: never candidates
 
 	in chan inbound
-	// gossipIn is the members' gossip, admitted by its gate (gossip.go):
+	// gossipIn is the members' gossip, admitted by its gate (gossipGate):
 	// a queue of its own, so that nothing a member sends in-tunnel takes
 	// a place the rendezvous's messages need.
 	gossipIn chan inbound
@@ -59,8 +59,8 @@ type Control struct {
 	// netChanged signals a change of the host's addresses or routes
 	// (Host.WatchNetwork).
 	netChanged chan struct{}
-	// pathChecks names destinations whose path MTU to look up
-	// (pathmtu.go): a route changed, or a batch to it was too big.
+	// pathChecks names destinations whose path MTU to look up: a route
+	// changed, or a batch to it was too big.
 	pathChecks chan netip.AddrPort
 	ifaceMTU   int
 	// mark is the FwMark every socket of ours carries (0: none), so that
@@ -74,7 +74,7 @@ type Control struct {
 	// relay while our route to them is TURN (link.Events.RelayedWhileTURN).
 	relayedOnTURN chan key.Key
 	// unknownDsts names addresses of the network the data path holds
-	// packets to (members.go).
+	// packets to (members).
 	unknownDsts chan netip.Addr
 	Dropped     atomic.Uint64 // control packets dropped: unauthenticated, replayed, or queue full
 	// workers are the goroutines the control plane starts (spawn): the
@@ -112,10 +112,10 @@ type Control struct {
 	peers                             map[key.Key]*peer
 	wants                             []key.Key
 	mapping                           nat.Mapping // our NAT, as STUN tells it
-	// What the last run remembered (state.go), and where to keep it.
+	// What the last run remembered, and where to keep it.
 	saved     State
 	statePath string
-	// kept is whether the network's state files could be written (state.go).
+	// kept is whether the network's state files could be written.
 	kept kept
 	// udpHeard: some rendezvous answered over UDP since udpSince.
 	udpHeard bool
@@ -126,10 +126,10 @@ type Control struct {
 	// for netSettleTime (zero: nothing pending).
 	netSettle time.Time
 	stun      map[nat.STUNTxID]stunProbe
-	turn      turnRelay  // relaying through TURN servers (turn.go)
-	members   members    // the network's members (members.go)
-	docs      documents  // the network's policy and revocations (documents.go)
-	portmap   portMapper // the router's port forward to us (portmap.go)
+	turn      turnRelay  // relaying through TURN servers
+	members   members    // the network's members
+	docs      documents  // the network's policy and revocations
+	portmap   portMapper // the router's port forward to us
 }
 
 const (
@@ -244,8 +244,7 @@ func (c *Control) enqueue(pkt []byte, m inbound) {
 }
 
 // queuePathCheck asks the control goroutine to look up the path MTU to
-// dst (pathmtu.go). It never blocks: a full queue means checks are
-// pending anyway.
+// dst. It never blocks: a full queue means checks are pending anyway.
 func (c *Control) queuePathCheck(dst netip.AddrPort) {
 	select {
 	case c.pathChecks <- dst:
@@ -426,7 +425,8 @@ func (c *Control) handle(m inbound) {
 		return
 	}
 	if wire.IsRelay(m.pkt) {
-		// A probe of punchtun ping, or its pong, through a relay (ping.go).
+		// A probe of punchtun ping, or its pong, through a relay
+		// (handleRelayedProbe).
 		from, inner, err := wire.ParseRelay(m.pkt)
 		p := c.peers[from]
 		h, herr := wire.ParseHeader(inner)

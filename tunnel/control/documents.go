@@ -36,8 +36,8 @@ const (
 
 // documents is the control plane's side of the network's documents. It
 // asks the rest of the control plane only what its fields below say: the
-// members, the rendezvous (publish.go), the data path's Inject (gossip),
-// and where to keep what it holds.
+// members, the rendezvous (rendezvousClient), the data path's Inject
+// (gossip), and where to keep what it holds.
 type documents struct {
 	log     *slog.Logger
 	members docMembers
@@ -46,7 +46,7 @@ type documents struct {
 	dropped *atomic.Uint64 // Control.Dropped: gossip from no member
 	kept    *kept          // where path is written
 
-	gossip gossipState    // the documents' gossip with members (gossip.go)
+	gossip gossipState    // the documents' gossip with members
 	held   *cert.Holdings // nil: no network
 	filter *policy.Filter
 	path   string // where they are kept, beside the state file: IFACE.documents, a document's text a line ("" for nowhere)
@@ -68,8 +68,7 @@ type documents struct {
 	Refused atomic.Uint64
 }
 
-// docMembers is what the documents ask of the network's members
-// (members.go).
+// docMembers is what the documents ask of the network's members.
 type docMembers interface {
 	// ownCert is this member's certificate; nil for none.
 	ownCert() *cert.Cert
@@ -158,7 +157,7 @@ func (d *documents) flush() {
 	}
 }
 
-// save keeps what is held, atomically (state.go).
+// save keeps what is held, atomically (kept.write).
 func (d *documents) save() {
 	d.dirty = false
 	var b strings.Builder
@@ -286,9 +285,8 @@ func (d *documents) summary() *cert.Summary {
 }
 
 // fromServer takes a document a rendezvous sent, whatever its message's
-// time (rendezvous.go): one verified before is not verified again, so
-// that replaying the rendezvous's packets costs a hash, not a signature
-// check.
+// time: one verified before is not verified again, so that replaying
+// the rendezvous's packets costs a hash, not a signature check.
 func (d *documents) fromServer(s *server, m *wire.Document, now time.Time) {
 	h := sha256.Sum256(m.Doc)
 	if _, ok := d.verified[h]; ok {
@@ -312,8 +310,8 @@ func (d *documents) fromServer(s *server, m *wire.Document, now time.Time) {
 const maxVerified = 4096
 
 // tick forgets the revocations that name nothing live any more, runs the
-// filter's clock, publishes (publish.go) and gossips (gossip.go) what is
-// due, and warns of our certificate's expiry.
+// filter's clock, publishes and gossips what is due, and warns of our
+// certificate's expiry.
 func (d *documents) tick(now time.Time) {
 	if !now.Before(d.nextPrune) {
 		d.nextPrune = now.Add(pruneEvery)

@@ -110,7 +110,7 @@ func TestDocumentsGossip(t *testing.T) {
 
 // TestGossipAnswersOncePerQuestion: a member repeating one summary is
 // sent documents once a second, not once a packet, and its summaries are
-// answered within the gate's budget (gossipgate.go).
+// answered within the gate's budget (gossipGate).
 func TestGossipAnswersOncePerQuestion(t *testing.T) {
 	h, _ := gossipHarness(t)
 	ask := policy.Gossip{Kind: policy.GossipSummary}.Append(nil)
@@ -154,7 +154,7 @@ func TestDocumentReorderedByTheRendezvous(t *testing.T) {
 }
 
 // The documents on their own, with no Control: fakes of the members
-// (docMembers) and of the rendezvous (members_test.go).
+// (docMembers) and of the rendezvous (aloneRendezvous).
 
 // aloneMembers are members as the documents see them: a list, and those
 // evicted.

@@ -32,8 +32,8 @@ type inbound struct {
 	// TCP stream, a birthday socket, or our TURN allocation (from a
 	// peer's relayed address: a hello, or a relay-framed probe, turn.go)
 	via link.Transport
-	// gossip: a member's gossip from inside the tunnel, from this address
-	// (gossip.go), on gossipIn
+	// gossip: a member's gossip from inside the tunnel, from this address,
+	// on gossipIn
 	gossip netip.Addr
 }
 

@@ -98,8 +98,7 @@ type roster interface {
 	dropPeer(*peer)
 }
 
-// memberDocs is what members asks of the network's documents
-// (documents.go).
+// memberDocs is what members asks of the network's documents.
 type memberDocs interface {
 	// refuses says why the documents held refuse mc (a revoked key, a
 	// retired certificate); nil if they take it.

@@ -14,7 +14,7 @@ import (
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
-// The members' parts of the fakes (control_test.go).
+// The members' parts of the Control tests' fakes (fakeData).
 
 func (f *fakeData) Inject(pkt []byte) { f.injected = append(f.injected, pkt) }
 func (f *fakeData) AddDestinations(addrs []netip.Addr) {

@@ -29,7 +29,7 @@ type peer struct {
 
 	nat      nat.Mapping // the peer's NAT, as its intro says
 	relayVia *server     // the rendezvous that introduced it, which relays between us
-	mtu      peerMTU     // its route's path MTU (pathmtu.go)
+	mtu      peerMTU     // its route's path MTU
 	// observed is the peer's public endpoint as each rendezvous last
 	// introduced it (one per rendezvous: a hard NAT maps each apart).
 	observed map[*server]netip.AddrPort
@@ -43,25 +43,25 @@ type peer struct {
 	// the route last changed (see WireGuard.HandshakeIfNone).
 	handshakeCheck time.Time
 
-	turn     peerTURN     // relaying to it through TURN (turn.go)
-	birthday peerBirthday // birthday rounds with it (birthday.go)
+	turn     peerTURN     // relaying to it through TURN
+	birthday peerBirthday // birthday rounds with it
 
-	// member is its certificate if it is a member of the network
-	// (members.go), memberSince when it was added.
+	// member is its certificate if it is a member of the network,
+	// memberSince when it was added.
 	member      *cert.Cert
 	memberSince time.Time
-	// gossip is where our documents' gossip with it stands (gossip.go).
+	// gossip is where our documents' gossip with it stands.
 	gossip gossipPeer
 }
 
-// peerMTU is the path MTU of a peer's route (pathmtu.go).
+// peerMTU is the path MTU of a peer's route.
 type peerMTU struct {
 	path      int // of the route in use, as the kernel learned it; 0 if unknown
 	route     int // the MTU its AllowedIPs are routed with; 0: the interface's
 	nextCheck time.Time
 }
 
-// peerTURN is where relaying to a peer through TURN stands (turn.go).
+// peerTURN is where relaying to a peer through TURN stands.
 type peerTURN struct {
 	// addr is the peer's relayed address, sent ours as last sent to it,
 	// nextSend when to send ours again while it has not answered.
@@ -77,8 +77,7 @@ type peerTURN struct {
 	checkUntil, okUntil time.Time
 }
 
-// peerBirthday is where birthday punching with a peer stands
-// (birthday.go).
+// peerBirthday is where birthday punching with a peer stands.
 type peerBirthday struct {
 	round   *birthday // our hard side of the round under way; nil: none
 	next    time.Time
@@ -115,7 +114,7 @@ func (p *peer) tick(now time.Time) {
 	}
 	if p.punch.Tick(now) == nat.EventLost {
 		c.log.Warn("direct path lost", "peer", p.label(), "endpoint", directAddr(p.ep.Route()))
-		p.lingerBirthday(now) // for a peer that was only frozen (freeze.go)
+		p.lingerBirthday(now) // for a peer that was only frozen
 		c.reregister(now)
 		p.nextQuery, p.backoff = now, minBackoff
 		p.updateRoute(now, "no answer on the direct path")
@@ -231,7 +230,7 @@ func (p *peer) handle(h wire.Header, m inbound) {
 		}
 	case *wire.Pong:
 		if p.probeAnswered(m, b) {
-			return // answers punchtun ping (ping.go)
+			return // answers punchtun ping
 		}
 		if p.punch.OnPong(m.at, m.src, b.TxID) == nat.EventChosen {
 			path := p.punch.Path()

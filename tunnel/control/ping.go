@@ -109,7 +109,7 @@ func (p *peer) handleRelayedProbe(h wire.Header, inner []byte, m inbound) {
 			reply.Via = c.data.Relay()
 		default:
 			// From the peer's TURN relay, to our shared socket: the
-			// answer goes back through our own allocation (turn.go).
+			// answer goes back through our own allocation (turnRelay).
 			if reply = p.ep.Route(); !reply.Is(link.TURN) {
 				c.Dropped.Add(1)
 				return

@@ -17,9 +17,9 @@ import (
 
 // The rendezvous client: each rendezvous is resolved, registered with and
 // refreshed (backing off while it is silent), asked for STUN on the shared
-// socket (stun.go), and reached over TCP while UDP is blocked; what it
-// sends — acknowledgements, introductions, TURN offers and relayed
-// addresses — is handled here.
+// socket, and reached over TCP while UDP is blocked; what it sends —
+// acknowledgements, introductions, TURN offers and relayed addresses —
+// is handled here.
 //
 // TCP fallback. Where a network blocks UDP, nothing punches and the UDP
 // relay is out of reach too: the peer then talks to each rendezvous over
@@ -49,7 +49,7 @@ type server struct {
 
 	stream *transport.Stream // TCP, while UDP is blocked
 
-	publish publishQueue // documents on their way to it (publish.go)
+	publish publishQueue // documents on their way to it
 }
 
 const (
@@ -149,8 +149,8 @@ func (c *Control) setRelays() {
 }
 
 // rendezvousClient is what members and the documents ask of the
-// rendezvous client (rendezvous.go): messages to the registered
-// rendezvous, stamped, and registering anew.
+// rendezvous client: messages to the registered rendezvous, stamped,
+// and registering anew.
 type rendezvousClient interface {
 	registeredServers() iter.Seq[*server]
 	sendServer(s *server, m wire.Body)
@@ -193,7 +193,7 @@ func (c *Control) handleServer(s *server, h wire.Header, m inbound) {
 	case *wire.Document:
 		// A document carries its own proof, the network key's signature,
 		// and holdings take each at most once: a replayed or reordered one
-		// is harmless, and the replay window would lose it (documents.go).
+		// is harmless, and the replay window would lose it.
 		// Sealed by this rendezvous, it neither checks nor moves the window.
 		c.docs.fromServer(s, b, m.at)
 		return

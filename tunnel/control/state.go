@@ -79,10 +79,10 @@ func (st State) endpoint(peer key.Key, now time.Time) (netip.AddrPort, bool) {
 	return sp.Endpoint, true
 }
 
-// A member's network state — the documents it holds (documents.go) and the
-// newest certificate seen of each member key (members.go) — is kept beside
-// the state file, so that a restart neither takes an older policy nor
-// forgets a revocation or a newer certificate. A member that cannot keep
+// A member's network state — the documents it holds and the newest
+// certificate seen of each member key — is kept beside the state file,
+// so that a restart neither takes an older policy nor forgets a
+// revocation or a newer certificate. A member that cannot keep
 // it (no state directory, or a file that cannot be written) says so in
 // status and once in its log, naming what it will forget.
 

@@ -11,8 +11,7 @@ import (
 // Our public endpoint and our NAT's mapping, learned with STUN on the
 // shared socket from each rendezvous's two addresses, and whether UDP is
 // blocked on this network (no rendezvous answered at all, so TCP it is).
-// After a change of the host's network all of it is learned afresh
-// (changes.go).
+// After a change of the host's network all of it is learned afresh.
 
 const (
 	// udpGiveUp is how long after the first STUN request without any

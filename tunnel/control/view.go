@@ -35,9 +35,9 @@ type View struct {
 	// queue (limited), or of no use (junk: malformed, not our network's).
 	GossipLimited, GossipJunk uint64
 	// StateWarning says what this member forgets on restart, when its
-	// network state cannot be kept (state.go); "" when it is kept.
+	// network state cannot be kept (kept); "" when it is kept.
 	StateWarning string
-	// PortMapping is the router's port forward to us (portmap.go).
+	// PortMapping is the router's port forward to us (portMapper).
 	PortMapping PortMappingStatus
 }
 
@@ -144,7 +144,7 @@ type PingResult struct {
 }
 
 // Ping probes peer once on its current route and waits up to timeout for
-// the pong (ping.go).
+// the pong (peer.probe).
 func (c *Control) Ping(peer key.Key, timeout time.Duration) (PingResult, error) {
 	var (
 		w    *probeWait

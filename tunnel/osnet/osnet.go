@@ -36,7 +36,7 @@ type Interface interface {
 	SetRouteMTU(prefixes []netip.Prefix, mtu int) error
 	// FullTunnel routes defaults (0.0.0.0/0, ::/0) into the interface
 	// through table mark and adds the policy rules that keep traffic
-	// marked with mark out of it (fulltunnel_linux.go); the function
+	// marked with mark out of it (Linux's netlinkInterface); the function
 	// returned undoes it.
 	FullTunnel(mark uint32, defaults []netip.Prefix) (undo func() error, err error)
 }

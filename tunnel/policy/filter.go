@@ -109,7 +109,7 @@ func (f *Filter) Set(policy *cert.Document, self *Member, members map[netip.Addr
 }
 
 // OnGossip sets what receives the members' documents sent in-tunnel to
-// this machine (gossip.go); they never reach the system.
+// this machine; they never reach the system.
 func (f *Filter) OnGossip(fn func(src netip.Addr, body []byte)) { f.gossip.Store(&fn) }
 
 // Tick advances the filter's clock and now and then forgets flows timed

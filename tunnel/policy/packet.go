@@ -12,7 +12,7 @@ const (
 	protoUDP    = 17
 	protoICMPv6 = 58
 	// protoGossip carries members' documents to each other inside the
-	// tunnel (gossip.go): 253 is for experiments (RFC 3692), so no
+	// tunnel (Gossip): 253 is for experiments (RFC 3692), so no
 	// program on either machine uses it, and no port of theirs is taken.
 	protoGossip = 253
 )

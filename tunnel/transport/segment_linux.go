@@ -12,12 +12,12 @@ import (
 	"github.com/punchtun/punchtun/nat"
 )
 
-// UDP segmentation offload for the sockets beside the shared one (udp.go) — the
-// birthday socket that won a round carries a peer's WireGuard traffic —
-// so that they move batches as the shared socket (wireguard-go's
-// StdNetBind) does: a run of equal-sized datagrams leaves in one sendmsg
-// with UDP_SEGMENT (GSO), and with UDP_GRO the kernel hands over up to 64
-// datagrams in one read.
+// UDP segmentation offload for the sockets beside the shared one
+// (udpWriter) — the birthday socket that won a round carries a peer's
+// WireGuard traffic — so that they move batches as the shared socket
+// (wireguard-go's StdNetBind) does: a run of equal-sized datagrams leaves
+// in one sendmsg with UDP_SEGMENT (GSO), and with UDP_GRO the kernel
+// hands over up to 64 datagrams in one read.
 
 const (
 	maxSegments   = 64

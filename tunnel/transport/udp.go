@@ -10,7 +10,7 @@ import (
 
 // udpWriter writes batches on a socket beside the shared one (a birthday
 // round's winner, a TURN allocation's): in GSO batches while the kernel
-// takes them (segment_linux.go), else one datagram at a time.
+// takes them (sendSegmented), else one datagram at a time.
 type udpWriter struct {
 	conn  *net.UDPConn
 	noGSO atomic.Bool // the kernel refused GSO once

@@ -29,7 +29,7 @@ import (
 type batchingTUN struct {
 	tun.Device
 	ready func() bool // a read would not wait; nil: no batching here
-	room  func() int  // how many packets wireguard-go may take in now (inflight.go)
+	room  func() int  // how many packets wireguard-go may take in now (inflight.room)
 	// spare receives follow-up reads, spare[next:end] not yet handed over.
 	// mu: the reader holds it while it uses spare, so that Close, which
 	// wireguard-go calls while its reader may still be in Read, unmaps

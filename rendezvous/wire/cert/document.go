@@ -24,8 +24,8 @@ import (
 //	seq         8 bytes  the signer's sequence number (default: Unix time
 //	                     of signing); a policy with a higher seq replaces one
 //	                     with a lower
-//	body                 a policy's rules (rules.go) or a revocation's
-//	                     entries (revocation.go)
+//	body                 a policy's rules (Rule) or a revocation's
+//	                     entries (keys, RetiredCert)
 //	signature  64 bytes  Ed25519 by the network key over every byte before it
 //
 // The first byte keeps the three kinds of signed bytes apart: a

@@ -89,9 +89,9 @@ const (
 	Overlap     // its addresses overlap a peer's already there
 	Malformed   // not a certificate (the encoding's checks failed)
 	NetworkFull // the rendezvous serves no more members of this network
-	Revoked     // the network key revoked the member's key (revocation.go)
-	Retired     // the network key retired this certificate (revocation.go)
-	Superseded  // a certificate of the same key with a later not-before was seen (newest.go)
+	Revoked     // the network key revoked the member's key (SignRevocation)
+	Retired     // the network key retired this certificate (SignRevocations)
+	Superseded  // a certificate of the same key with a later not-before was seen (Newest)
 	// NumReasons is one more than the highest reason, for tables of them.
 	NumReasons = iota + 1
 )

@@ -21,7 +21,7 @@ import (
 // every certificate seen of it has expired, a claim until the certificate
 // that made it expires. What has never been seen here cannot be refused
 // here: the owner retires a certificate for certain with a revocation
-// (revocation.go). Not safe for concurrent use.
+// (SignRevocations). Not safe for concurrent use.
 type Newest struct {
 	network NetworkKey
 	seen    map[key.Key]*newestEntry

@@ -32,9 +32,8 @@ import (
 //
 // Revocations add up: what any held revocation names stays void, and no
 // later one undoes it. Holdings drops a revocation only when every entry
-// it names is named by revocations ranked above it (holdings.go), so a
-// network can revoke without end and its holders keep a bounded, shared
-// set: a cumulative list (`punchtun network revoke --from`) replaces the
+// it names is named by revocations ranked above it, so a network can
+// revoke without end and its holders keep a bounded, shared set: a cumulative list (`punchtun network revoke --from`) replaces the
 // smaller ones it covers.
 
 const (
