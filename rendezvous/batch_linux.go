@@ -249,7 +249,7 @@ func (r *batchReader) handleBatch(n int) {
 }
 
 // forwardBatch relays r.relays: the decisions for the whole batch at once
-// (the registry's one read lock, routes.go), then the sending without it.
+// (the registry's one read lock), then the sending without it.
 func (r *batchReader) forwardBatch() {
 	if !r.us.relays.decide(r.egress, r.relays) {
 		return

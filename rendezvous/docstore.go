@@ -56,7 +56,7 @@ const (
 	// pubRate and pubBurst bound the fan-outs of a network's new
 	// documents: an owner revoking a few members in a row is not slowed,
 	// one signing policies in a loop gets one fanned out a second (within
-	// the network's output bound, outbox.go); the others are kept and
+	// the network's output bound, the outbox); the others are kept and
 	// reach the members by their registrations' summaries.
 	pubRate  = 1.0
 	pubBurst = 10.0

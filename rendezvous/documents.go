@@ -16,10 +16,10 @@ import (
 // network key (cert.Document). Any member may hand one in (Publish); the
 // rendezvous verifies it against the network key, keeps the newest policy
 // and the revocations in force per network, within the network's own
-// budget and publication rate (docstore.go, docbudget.go), and sends them
+// budget and publication rate (docStore), and sends them
 // to the network's registered members, paced and again until they show
 // they hold them, and to any whose registration's summary says it lacks
-// them (outbox.go, delivery.go). A revoked member's registration, or one
+// them (outbox). A revoked member's registration, or one
 // with a retired certificate, loses its membership at once, and its later
 // ones are refused (cert.Revoked, cert.Retired) — also when the revocation
 // is past the network's budget and not kept (registry.publish).

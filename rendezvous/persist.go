@@ -42,7 +42,7 @@ type savedState struct {
 	// (cert.Newest.AppendText), verified again on load.
 	Newest []savedNewest `json:"newest,omitempty"`
 	// MemberHours: what each network's members earned its documents
-	// here (docstore.go: orphans are evicted by bytes per member-hour),
+	// here (docStore: orphans are evicted by bytes per member-hour),
 	// so that a restart does not make a real network's cheap to evict.
 	MemberHours map[string]float64 `json:"member_hours,omitempty"`
 }

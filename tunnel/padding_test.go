@@ -44,7 +44,7 @@ func (b *sizeBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 }
 
 // TestWireGuardPadsToInterfaceMTU: what control's route MTUs rely on
-// (control/pathmtu.go): WireGuard pads a packet to a multiple of 16 bytes
+// (control's innerMTU): WireGuard pads a packet to a multiple of 16 bytes
 // up to the interface's MTU, whatever the route's. On an interface of
 // 1280, a 1240-byte packet (path − 60 on a 1300-byte path) leaves as 1248
 // and overflows the path by 8 bytes; 1232, a multiple of 16, leaves as is.

@@ -33,7 +33,7 @@ type request struct {
 	// up from, read again. publish: the document's encoding, in Config.
 	File   string `json:"file,omitempty"`
 	Config []byte `json:"config,omitempty"`
-	// dial (`punchtun nc`, userspace.go): where to connect to.
+	// dial (`punchtun nc`, userspace only): where to connect to.
 	Host string `json:"host,omitempty"`
 	Port int    `json:"port,omitempty"`
 }
@@ -113,7 +113,7 @@ func (t *Tunnel) serveRequest(c net.Conn) bool {
 		return true
 	case "syncconf":
 		c.SetDeadline(time.Now().Add(time.Minute))
-		t.serveSyncConf(c, req) // reload.go
+		t.serveSyncConf(c, req) // applied with Reload
 		return true
 	case "publish":
 		c.SetDeadline(time.Now().Add(time.Minute))

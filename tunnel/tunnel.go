@@ -55,7 +55,7 @@ type Options struct {
 	// ConfigFile is the file the config was read from: what a reload
 	// reads again (Reload, `punchtun syncconf IFACE`).
 	ConfigFile string
-	Userspace  UserspaceOptions // userspace.go
+	Userspace  UserspaceOptions // userspace mode's command-line settings
 }
 
 // Tunnel is a running interface.

@@ -53,7 +53,7 @@ type Bind struct {
 	relays atomic.Pointer[map[netip.AddrPort]bool]          // rendezvous that may relay to us
 	// turnPeers maps each peer's relayed address on a TURN server to its
 	// endpoint: what comes through our allocation from there is its
-	// (Serve, receive.go).
+	// (Serve).
 	turnPeers atomic.Pointer[map[netip.AddrPort]*PeerEndpoint]
 
 	// endpoints holds the *conn.StdNetEndpoint the shared socket sends
@@ -61,7 +61,7 @@ type Bind struct {
 	endpointPool sync.Pool
 
 	// Packets that arrive off the shared socket — on the transports the
-	// Bind serves (Serve, receive.go) — reach WireGuard through side.
+	// Bind serves (Serve) — reach WireGuard through side.
 	side       chan sidePacket
 	sideClosed chan struct{} // closed by Close; replaced by Open
 	sidePool   sync.Pool     // *[]byte
@@ -75,7 +75,7 @@ type Bind struct {
 	Dropped   atomic.Uint64            // packets that were neither WireGuard nor ours
 	// alive and resumedAt (unix nanoseconds): when the control plane last
 	// ticked, and when it found the process had been frozen
-	// (handshake.go: stale initiations).
+	// (handshakes: stale initiations).
 	alive, resumedAt atomic.Int64
 	// StaleDropped counts the initiations dropped as sent before a freeze.
 	StaleDropped atomic.Uint64
@@ -234,7 +234,7 @@ func (b *Bind) SetRelays(addrs []netip.AddrPort) {
 }
 
 // SetTURNPeers names the peers' relayed addresses: what comes through our
-// allocation from there is theirs (Serve, receive.go). A peer unknown to the Bind
+// allocation from there is theirs (Serve). A peer unknown to the Bind
 // is left out.
 func (b *Bind) SetTURNPeers(peers map[netip.AddrPort]key.Key) {
 	m := make(map[netip.AddrPort]*PeerEndpoint, len(peers))

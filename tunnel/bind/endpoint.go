@@ -26,7 +26,7 @@ type PeerEndpoint struct {
 	known  []netip.AddrPort // sources the peer authenticated from, newest last; Bind.mu
 
 	mu sync.Mutex
-	hs handshakes // handshake.go
+	hs handshakes // its handshake messages, held and sent again
 
 	// When WireGuard last sent to the peer, last got a packet from it, and
 	// last got one that was not a keepalive (unix nanoseconds): see

@@ -15,7 +15,7 @@ import (
 // IPv4 traffic IPv6 packets go to a mangled address (2001:db8:b::2 became
 // 2001:db8::). The lab's IPv6 test (TestIPv6) shows it. Until that is fixed
 // upstream, the Bind writes IPv6 packets itself, on StdNetBind's own IPv6
-// socket (sendStdOnce, send.go), so the port — and the NAT and firewall
+// socket (sendStdOnce), so the port — and the NAT and firewall
 // state — stay the same.
 // IPv6 paths lose UDP GSO; IPv4 keeps everything.
 

@@ -12,7 +12,7 @@ import (
 
 // TestStdIPv6Conn checks that the Bind finds StdNetBind's IPv6 socket, and
 // that IPv6 packets sent after IPv4 ones reach their real address (the
-// upstream bug bind_ipv6.go works around mangles it).
+// upstream bug stdIPv6Conn works around mangles it).
 func TestStdIPv6Conn(t *testing.T) {
 	peer, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
 	if err != nil {

@@ -85,8 +85,8 @@ type Control struct {
 	workers sync.WaitGroup
 	ctx     context.Context
 	cancel  context.CancelFunc
-	// dial connects to a rendezvous over TCP (net.Dialer's; a test's
-	// fake transport in control_test.go).
+	// dial connects to a rendezvous over TCP (net.Dialer's; in tests a
+	// fake transport).
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	// actions are posted by helpers and callers to run on the control
@@ -106,7 +106,7 @@ type Control struct {
 	udpSince, stunSent time.Time
 	// blockedAt is when UDP was last taken for blocked; nextUDPProbe when
 	// to ask STUN over UDP again while that is recent; lastTick when tick
-	// last ran (resume.go: a tick far later than due is a resume).
+	// last ran (frozeFor: a tick far later than due is a resume).
 	blockedAt, nextUDPProbe, lastTick time.Time
 	servers                           []*server
 	peers                             map[key.Key]*peer

@@ -218,7 +218,7 @@ func (d *documents) addFrom(doc *cert.Document, where string, src *server, now t
 		"rules", len(doc.Rules), "revoked", len(doc.Revoked), "retired", len(doc.Retired))
 	d.changed(now)
 	d.apply(now)
-	d.publishNew(doc, src, now) // publish.go: paced
+	d.publishNew(doc, src, now) // paced
 	for p := range d.members.all() {
 		d.sendSummary(p, false)
 	}

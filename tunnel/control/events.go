@@ -30,7 +30,7 @@ type inbound struct {
 	at  time.Time
 	// via is the transport it came by: the shared socket, a rendezvous's
 	// TCP stream, a birthday socket, or our TURN allocation (from a
-	// peer's relayed address: a hello, or a relay-framed probe, turn.go)
+	// peer's relayed address: a hello, or a relay-framed probe; turnRelay)
 	via link.Transport
 	// gossip: a member's gossip from inside the tunnel, from this address,
 	// on gossipIn

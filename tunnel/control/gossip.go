@@ -28,7 +28,7 @@ import (
 // data to WireGuard, and two members gossiping because the other did
 // would keep each other from ever going idle (MemberIdle).
 //
-// What a member can make us do is bounded per member (gate.go's gate on
+// What a member can make us do is bounded per member (gossipGate on
 // the data path, the answer budget here): summaries handled, documents
 // verified, bytes answered. Answers come from a list built once per
 // change of our holdings, not per question; gossip waits in a queue of its

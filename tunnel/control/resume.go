@@ -4,7 +4,7 @@ import "time"
 
 // Noticing a freeze or a sleep from the ticks' times, after which every
 // NAT mapping and session the peers had with us may be gone
-// (Control.resumed, changes.go).
+// (Control.resumed).
 
 // resumeGap: a tick this much later than its 50 ms — or a wall clock
 // that moved this much further than the monotonic one, which stops while

@@ -26,7 +26,7 @@ import (
 // member that gets a summary other than its own sends what the other may
 // lack; unless the summary was an answer, it sends its own summary back,
 // so that the other learns whether they match and sends what it lacks in
-// turn (tunnel/control's gossip.go, which also bounds what each member's
+// turn (tunnel/control, whose gossipGate also bounds what each member's
 // gossip may cost).
 
 // Gossip kinds.

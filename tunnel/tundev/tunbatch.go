@@ -19,7 +19,7 @@ import (
 // times as much in the same lab.
 //
 // So after a read that returned one packet, while the device has more
-// ready (a poll that does not wait, tunbatch_linux.go), batchingTUN reads
+// ready (a poll that does not wait, on Linux), batchingTUN reads
 // on and hands the packets over in the same batch. The follow-up reads go
 // into spare buffers as long as wireguard-go's own — a follow-up can be a
 // superpacket of up to a whole batch of segments, which might not fit in
@@ -98,7 +98,7 @@ func (t *batchingTUN) handOver(bufs [][]byte, sizes []int, offset int) int {
 }
 
 // allocSpare makes count spare buffers of size bytes each (spareMemory,
-// tunbatch_linux.go: outside Go's heap, so that only the pages reads touch
+// on Linux: outside Go's heap, so that only the pages reads touch
 // count).
 func (t *batchingTUN) allocSpare(count, size int) bool {
 	mem, free, err := spareMemory(count * size)

@@ -1,7 +1,8 @@
 // Command flood is a hostile host for the rendezvous flood test
-// (cmd/punchtun/flood_test.go): for a while, it sends the rendezvous every
-// kind of packet an attacker can make without a real peer's private key,
-// and prints how many of each it sent as one JSON object.
+// (cmd/punchtun's TestFloodRendezvous): for a while, it sends the
+// rendezvous every kind of packet an attacker can make without a real
+// peer's private key, and prints how many of each it sent as one JSON
+// object.
 //
 // It is a test tool, kept out of the punchtun binary.
 package main

@@ -14,7 +14,7 @@ import (
 )
 
 // Documents the network key signs besides certificates: a policy (the
-// rules members enforce on what they receive, rules.go) and a revocation
+// rules members enforce on what they receive, Rule) and a revocation
 // (member keys cut off before their certificates expire). One encoding,
 // version 1, integers big endian:
 //
