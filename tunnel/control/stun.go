@@ -89,9 +89,7 @@ func (c *Control) setMapping(m nat.Mapping, now time.Time) {
 	c.portmap.update(now) // none is offered where UDP is blocked
 	// Tell the rendezvous now, so that peers learn it in their intros; a
 	// registration in flight is followed up when its ack comes.
-	for _, s := range c.servers {
-		s.reg.Update(now)
-	}
+	c.updateRegistrations(now)
 }
 
 func (c *Control) handleSTUN(m inbound) {
