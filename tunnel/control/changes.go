@@ -208,10 +208,14 @@ func (c *Control) networkChanged(now time.Time) {
 func (c *Control) checkResume(now time.Time) {
 	last := c.lastTick
 	c.lastTick = now
-	c.data.Alive(now)
+	// Resumed before Alive: the data path drops initiations while the
+	// ticks have stopped and a moment after Resumed. Alive first would
+	// let the backlog's initiations, made long before the freeze, through
+	// in between, and answering one replaces the handshake we start.
 	if gap, frozen := frozeFor(last, now); frozen {
 		c.resumed(now, gap)
 	}
+	c.data.Alive(now)
 }
 
 // resumed follows a freeze or sleep of about gap: every NAT mapping and
