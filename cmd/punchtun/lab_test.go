@@ -160,29 +160,38 @@ func newLab(t *testing.T, prefix, natA, natB string, opts ...string) *lab {
 	claimName(t, "lab prefix", prefix)
 	requireLab(t)
 	takeLabSlot(t)
-	return buildLab(t, prefix, natA, natB, opts...)
+	return buildLab(t, func(f func()) { f() }, prefix, natA, natB, opts...)
 }
 
 // idleLab is newLab for a test that spends minutes waiting (a freeze, an
-// idle tunnel): it takes no slot, so it starts at once and its waits run
-// beside the other tests.
+// idle tunnel): it takes a slot only to build and to tear down its lab,
+// so its waits run beside the other tests — with one slot, as
+// scripts/test.sh runs the suite, beside the one test running, which its
+// builds and teardowns never load.
 func idleLab(t *testing.T, prefix, natA, natB string, opts ...string) *lab {
 	t.Helper()
 	claimName(t, "lab prefix", prefix)
 	requireLab(t)
-	return buildLab(t, prefix, natA, natB, opts...)
+	return buildLab(t, inLabSlot, prefix, natA, natB, opts...)
 }
 
-func buildLab(t *testing.T, prefix, natA, natB string, opts ...string) *lab {
+// buildLab brings up the lab and tears it down when t ends, each in
+// around (for an idle lab, in a slot).
+func buildLab(t *testing.T, around func(func()), prefix, natA, natB string, opts ...string) *lab {
 	t.Helper()
 	l := &lab{t: t, prefix: prefix, dir: t.TempDir(), bin: punchtunBinary(t)}
 	script, _ := filepath.Abs("../../scripts/lab.sh")
-	t.Cleanup(func() { heavy(t, func() { exec.Command(script, "down", prefix).Run() }) })
-	heavy(t, func() {
-		if out, err := exec.Command(script, append([]string{"up", prefix, natA, natB}, opts...)...).CombinedOutput(); err != nil {
-			t.Fatalf("lab up: %v\n%s", err, out)
-		}
+	t.Cleanup(func() { around(func() { heavy(t, func() { exec.Command(script, "down", prefix).Run() }) }) })
+	around(func() {
+		heavy(t, func() {
+			if out, err := exec.Command(script, append([]string{"up", prefix, natA, natB}, opts...)...).CombinedOutput(); err != nil {
+				t.Errorf("lab up: %v\n%s", err, out)
+			}
+		})
 	})
+	if t.Failed() {
+		t.FailNow()
+	}
 	return l
 }
 

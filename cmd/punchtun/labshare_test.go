@@ -12,6 +12,7 @@ package main
 
 import (
 	"flag"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,7 +22,9 @@ import (
 
 // labSlots is how many labs are up at once, but for idle ones (idleLab).
 // Lab tests mostly wait (timers, NAT timeouts, a frozen peer), so more of
-// them than cores share the machine.
+// them than cores share the machine. PUNCHTUN_LAB_SLOTS=N sets it:
+// scripts/test.sh runs the suite with 1 (one test at a time, the idle ones
+// beside it).
 var labSlots = make(chan struct{}, 6)
 
 // setParallel lets every parallel test start at once unless -parallel
@@ -32,6 +35,9 @@ func setParallel() {
 	flag.Parse()
 	set := false
 	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if n, err := strconv.Atoi(os.Getenv("PUNCHTUN_LAB_SLOTS")); err == nil && n > 0 {
+		labSlots = make(chan struct{}, n)
+	}
 	if !set {
 		flag.Set("test.parallel", strconv.Itoa(100))
 	} else if n, _ := strconv.Atoi(flag.Lookup("test.parallel").Value.String()); n > 0 && n < cap(labSlots) {
@@ -43,6 +49,13 @@ func setParallel() {
 func takeLabSlot(t *testing.T) {
 	labSlots <- struct{}{}
 	t.Cleanup(func() { <-labSlots })
+}
+
+// inLabSlot runs f in one of labSlots.
+func inLabSlot(f func()) {
+	labSlots <- struct{}{}
+	defer func() { <-labSlots }()
+	f()
 }
 
 // owner is the top-level test t belongs to: its subtests share its names.
