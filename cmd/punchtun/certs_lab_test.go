@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -81,6 +83,14 @@ func TestNetworkCertificatesSuperseded(t *testing.T) {
 	}
 	l.firstPing(admin, witness)
 
+	// The witness hears nothing of the admin until the retirement: frozen
+	// (SIGSTOP) while the admin runs with its new certificate, so that it
+	// cannot meet that one — as it would, probing the admin the moment the
+	// admin restarts.
+	procs[witness].cmd.Process.Signal(syscall.SIGSTOP)
+	thaw := sync.OnceFunc(func() { procs[witness].cmd.Process.Signal(syscall.SIGCONT) })
+	defer thaw()
+
 	// Re-signed without admins, run once: no tcp/22.
 	newCert := l.signAfter(signed, admin, "admin")
 	procs[admin].stop()
@@ -110,6 +120,7 @@ func TestNetworkCertificatesSuperseded(t *testing.T) {
 		return nil
 	})
 	t.Logf("after both restarted: the old certificate got no tcp/22; the server refused it as superseded %d times", l.refusals(server, "superseded"))
+	thaw()
 
 	// The owner retires the old certificate: the witness, which only
 	// ever saw it, lets the admin go at once and refuses it after.
