@@ -108,7 +108,7 @@ func (st *docStore) changed(n *netDocs) {
 // spend takes a token of n's publication rate if there is one: whether
 // a new document may be fanned out now.
 func (n *netDocs) spend(now time.Time) bool {
-	return n.pub.take(now, pubRate, pubBurst, 1)
+	return n.pub.Take(now, pubRate, pubBurst, 1)
 }
 
 // overflowed remembers what revocation d names that nothing here refuses

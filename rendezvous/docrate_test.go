@@ -130,7 +130,8 @@ func TestRevocationPastRateAndBudgetRecorded(t *testing.T) {
 	c.registerWith(cc, nk.Public(), cert.Summary{})
 	fillBudget(t, s, nk, 2)
 	s.docs.store.mu.Lock()
-	s.docs.store.nets[nk.Public()].pub.tokens = 0 // the rate spent
+	rate := &s.docs.store.nets[nk.Public()].pub
+	rate.Spend(rate.Tokens()) // the rate spent
 	s.docs.store.mu.Unlock()
 	rev, _ := cert.SignRevocation(nk, 1000, []key.Key{c.pub()})
 	a.send(&wire.Publish{Time: a.now(), Doc: rev.Bytes()})

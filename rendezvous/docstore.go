@@ -10,6 +10,7 @@ import (
 
 	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
+	"github.com/punchtun/punchtun/rendezvous/wire/tokenbucket"
 )
 
 // The document store: what the rendezvous holds of each network besides
@@ -106,7 +107,7 @@ type netDocs struct {
 	countAt    time.Time
 	newest     *cert.Newest
 	// pub is the bucket of new documents' fan-outs (pubRate).
-	pub bucket
+	pub tokenbucket.Bucket
 }
 
 func newDocStore() *docStore {
@@ -118,7 +119,7 @@ func budget(members int) int { return docBase + docPerMember*members }
 
 // newNetDocs makes the entry of network nk, which has members registered.
 func newNetDocs(nk cert.NetworkKey, members int, now time.Time) *netDocs {
-	return &netDocs{h: cert.NewHoldings(nk), newest: cert.NewNewest(nk), pub: bucket{tokens: pubBurst, at: now}, count: members, countAt: now}
+	return &netDocs{h: cert.NewHoldings(nk), newest: cert.NewNewest(nk), pub: tokenbucket.Full(pubBurst, now), count: members, countAt: now}
 }
 
 // held reports whether n holds anything worth its entry.

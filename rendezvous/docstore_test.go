@@ -74,9 +74,9 @@ func TestCoveredReplayCostsNothing(t *testing.T) {
 		}
 	}
 	n := st.nets[nk.Public()]
-	if n.pub.tokens < pubBurst-1 || len(n.overflowCerts) != 0 || st.rebuilds != rebuilt {
+	if n.pub.Tokens() < pubBurst-1 || len(n.overflowCerts) != 0 || st.rebuilds != rebuilt {
 		t.Fatalf("%d replays of covered revocations cost: %.0f of %v tokens left, %d overflow entries, %d rebuilds",
-			5*len(olds), n.pub.tokens, pubBurst, len(n.overflowCerts), st.rebuilds-rebuilt)
+			5*len(olds), n.pub.Tokens(), pubBurst, len(n.overflowCerts), st.rebuilds-rebuilt)
 	}
 	victim := key.Key{0xee}
 	rev, _ := cert.SignRevocation(nk, 1000, []key.Key{victim})

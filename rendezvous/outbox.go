@@ -9,6 +9,7 @@ import (
 	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
+	"github.com/punchtun/punchtun/rendezvous/wire/tokenbucket"
 )
 
 // The outbox: documents on their way to members. A new document is queued
@@ -58,7 +59,7 @@ type outbox struct {
 // netOutbox is what waits for one network's members, and the network's
 // bucket of bytes (fanoutRate).
 type netOutbox struct {
-	bytes   bucket
+	bytes   tokenbucket.Bucket
 	members map[key.Key][]pending
 }
 
@@ -85,7 +86,7 @@ func newOutbox() *outbox {
 func (o *outbox) queue(network cert.NetworkKey, member key.Key, docs []*cert.Document, tries int, now time.Time) (full int) {
 	n := o.nets[network]
 	if n == nil {
-		n = &netOutbox{bytes: bucket{tokens: fanoutBurst, at: now}, members: make(map[key.Key][]pending)}
+		n = &netOutbox{bytes: tokenbucket.Full(fanoutBurst, now), members: make(map[key.Key][]pending)}
 		o.nets[network] = n
 	}
 	ps := n.members[member]
@@ -174,7 +175,7 @@ func (o *outbox) tidy(network cert.NetworkKey, n *netOutbox, member key.Key) {
 	if len(n.members[member]) == 0 {
 		delete(n.members, member)
 	}
-	if len(n.members) == 0 && n.bytes.tokens >= fanoutBurst {
+	if len(n.members) == 0 && n.bytes.Tokens() >= fanoutBurst {
 		delete(o.nets, network)
 	}
 }
@@ -191,7 +192,7 @@ func (o *outbox) due(now time.Time) (batch []delivery, next time.Time) {
 		}
 	}
 	for nk, n := range o.nets {
-		n.bytes.fill(now, fanoutRate, fanoutBurst)
+		n.bytes.Fill(now, fanoutRate, fanoutBurst)
 	members:
 		for k, ps := range n.members {
 			kept := ps[:0]
@@ -202,16 +203,16 @@ func (o *outbox) due(now time.Time) (batch []delivery, next time.Time) {
 					continue
 				}
 				cost := float64(len(p.d.Bytes()) + docOverhead)
-				if n.bytes.tokens < cost || len(batch) >= outboxBatch {
+				if n.bytes.Tokens() < cost || len(batch) >= outboxBatch {
 					if len(batch) >= outboxBatch {
 						soonest(now)
 					} else {
-						soonest(now.Add(time.Duration((cost - n.bytes.tokens) / fanoutRate * float64(time.Second))))
+						soonest(now.Add(time.Duration((cost - n.bytes.Tokens()) / fanoutRate * float64(time.Second))))
 					}
 					n.members[k] = append(kept, ps[i:]...)
 					break members
 				}
-				n.bytes.tokens -= cost
+				n.bytes.Spend(cost)
 				batch = append(batch, delivery{network: nk, member: k, d: p.d})
 				p.tries++
 				p.due = now.Add(time.Second << (p.tries - 1))
@@ -224,8 +225,8 @@ func (o *outbox) due(now time.Time) (batch []delivery, next time.Time) {
 			o.tidy(nk, n, k)
 		}
 		if len(n.members) == 0 {
-			if n.bytes.tokens < fanoutBurst {
-				soonest(now.Add(time.Duration((fanoutBurst - n.bytes.tokens) / fanoutRate * float64(time.Second))))
+			if n.bytes.Tokens() < fanoutBurst {
+				soonest(now.Add(time.Duration((fanoutBurst - n.bytes.Tokens()) / fanoutRate * float64(time.Second))))
 			} else {
 				delete(o.nets, nk)
 			}

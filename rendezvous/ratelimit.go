@@ -4,11 +4,13 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/punchtun/punchtun/rendezvous/wire/tokenbucket"
 )
 
-// Token buckets: the rate limiter's table of them, one per source or key,
-// and the bucket itself, which also paces a network's publications and its
-// fan-out's bytes.
+// The rate limiter: a table of token buckets (rendezvous/wire/tokenbucket,
+// which also pace a network's publications and its fan-out's bytes), one
+// per source or key.
 
 // limiter is a table of token buckets, one per K, bounded to max entries.
 // A bucket holds up to burst tokens and gains rate per second; a bucket
@@ -21,37 +23,14 @@ type limiter[K comparable] struct {
 	max         int
 
 	mu        sync.Mutex
-	buckets   map[K]*bucket
+	buckets   map[K]*tokenbucket.Bucket
 	lastSweep time.Time
-}
-
-type bucket struct {
-	tokens float64
-	at     time.Time
-}
-
-// fill adds what rate brought since the last fill, up to burst.
-func (b *bucket) fill(now time.Time, rate, burst float64) {
-	if d := now.Sub(b.at); d > 0 {
-		b.tokens = min(burst, b.tokens+d.Seconds()*rate)
-		b.at = now
-	}
-}
-
-// take fills b and takes cost from it if it holds that much.
-func (b *bucket) take(now time.Time, rate, burst, cost float64) bool {
-	b.fill(now, rate, burst)
-	if b.tokens < cost {
-		return false
-	}
-	b.tokens -= cost
-	return true
 }
 
 // newLimiter returns a limiter of rate per second (burst 2×rate, at least
 // 1); a rate of 0 or less allows everything.
 func newLimiter[K comparable](rate float64, max int) *limiter[K] {
-	return &limiter[K]{rate: rate, burst: max64(2*rate, 1), max: max, buckets: make(map[K]*bucket)}
+	return &limiter[K]{rate: rate, burst: max64(2*rate, 1), max: max, buckets: make(map[K]*tokenbucket.Bucket)}
 }
 
 func max64(a, b float64) float64 {
@@ -73,10 +52,11 @@ func (l *limiter[K]) allow(k K, now time.Time) bool {
 		if len(l.buckets) >= l.max {
 			l.makeRoom(now)
 		}
-		b = &bucket{tokens: l.burst, at: now}
+		full := tokenbucket.Full(l.burst, now)
+		b = &full
 		l.buckets[k] = b
 	}
-	return b.take(now, l.rate, l.burst, 1)
+	return b.Take(now, l.rate, l.burst, 1)
 }
 
 // makeRoom sweeps the buckets that have refilled (at most once a second),
@@ -86,7 +66,7 @@ func (l *limiter[K]) makeRoom(now time.Time) {
 		l.lastSweep = now
 		full := time.Duration(l.burst / l.rate * float64(time.Second))
 		for k, b := range l.buckets {
-			if now.Sub(b.at) >= full {
+			if now.Sub(b.FilledAt()) >= full {
 				delete(l.buckets, k)
 			}
 		}

@@ -21,11 +21,11 @@ import (
 var tunnelRooms = []string{"tunnel/bind", "tunnel/control", "tunnel/osnet", "tunnel/names", "tunnel/tundev"}
 
 // TestPackageArrows keeps the package graph pointing one way: the protocol
-// (rendezvous/wire, with keys and state files) is what both sides share;
-// nat depends on nothing of this module; the peer (tunnel) never imports
-// the rendezvous server, and the rendezvous never imports the peer. Under
-// tunnel/, nothing imports the root, no room imports another room, and the
-// packages below the rooms import none of them.
+// (rendezvous/wire, with keys, state files and token buckets) is what both
+// sides share; nat depends on nothing of this module; the peer (tunnel)
+// never imports the rendezvous server, and the rendezvous never imports
+// the peer. Under tunnel/, nothing imports the root, no room imports
+// another room, and the packages below the rooms import none of them.
 func TestPackageArrows(t *testing.T) {
 	const mod = "github.com/punchtun/punchtun/"
 	out, err := exec.Command("go", "list", "-test", "-f", `{{.ImportPath}} {{join .Imports " "}}`, "../../...").Output()

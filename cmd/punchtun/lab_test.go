@@ -27,6 +27,7 @@ import (
 
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel"
+	"github.com/punchtun/punchtun/tunnel/testpoll"
 )
 
 const (
@@ -263,20 +264,7 @@ func (p *proc) stop() error {
 }
 
 // eventually polls cond until it returns nil or the deadline passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+var eventually = testpoll.Eventually
 
 type peerSpec struct {
 	host, iface, addr string

@@ -184,7 +184,7 @@ func (c *Control) networkChanged(now time.Time) {
 		c.mapping = nat.MappingUnknown
 	}
 	c.udpHeard, c.udpSince, c.stunSent = false, now, time.Time{}
-	c.portmap.networkChanged(now)
+	c.portmap.networkChanged()
 	for _, s := range c.servers {
 		if s.addr.IsValid() {
 			// Both answers anew before the NAT is classified again.

@@ -186,7 +186,7 @@ func newControl(log *slog.Logger, cfg Config, statePath string, saved State, clo
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.turn = turnRelay{host: c, clock: c.clock, log: log, peers: c.peers, ctx: c.ctx, dropped: &c.Dropped}
-	c.portmap = portMapper{host: c, log: log, clock: c.clock, ctx: c.ctx, m: portmap.NewMachine(cfg.PortMapping)}
+	c.portmap = portMapper{host: c, log: log, clock: c.clock, ctx: c.ctx, m: portmap.NewMachine(cfg.PortMapping), gateway: portmap.DefaultGateway}
 	c.dial = (&net.Dialer{}).DialContext // Start sets the mark
 	for _, s := range cfg.Servers {
 		c.addServer(s)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/punchtun/punchtun/rendezvous/wire/cert"
+	"github.com/punchtun/punchtun/rendezvous/wire/tokenbucket"
 	"github.com/punchtun/punchtun/tunnel/policy"
 )
 
@@ -86,7 +87,7 @@ type gossipPeer struct {
 	// of bytes sent to it.
 	answered gossipAnswer
 	cursor   int
-	out      bucket
+	out      tokenbucket.Bucket
 	// junk counts its junk since junkLogged, when it was last logged.
 	junk       uint64
 	junkLogged time.Time
@@ -213,7 +214,7 @@ func (d *documents) sendDocs(p *peer, now time.Time) {
 		return
 	}
 	gp.answered = gossipAnswer{theirs: gp.theirs, ours: a.ours, at: now}
-	gp.out.fill(now, answerBytesPerSecond, answerBurst)
+	gp.out.Fill(now, answerBytesPerSecond, answerBurst)
 	n := len(a.bodies)
 	for range n {
 		i := gp.cursor % n
@@ -222,10 +223,10 @@ func (d *documents) sendDocs(p *peer, now time.Time) {
 			continue
 		}
 		cost := float64(len(a.bodies[i]) + 40)
-		if gp.out.tokens < cost {
+		if gp.out.Tokens() < cost {
 			return // the rest in the next round
 		}
-		gp.out.tokens -= cost
+		gp.out.Spend(cost)
 		gp.cursor++
 		d.sendBody(p, a.bodies[i])
 	}

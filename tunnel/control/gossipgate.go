@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/punchtun/punchtun/rendezvous/wire/tokenbucket"
 	"github.com/punchtun/punchtun/tunnel/policy"
 )
 
@@ -60,7 +61,7 @@ type gossipGate struct {
 
 // gossipSource is one member address's budgets.
 type gossipSource struct {
-	summaries, docs, docBytes bucket
+	summaries, docs, docBytes tokenbucket.Bucket
 	seen                      time.Time
 }
 
@@ -80,14 +81,14 @@ func (g *gossipGate) admit(src netip.Addr, body []byte, now time.Time) bool {
 	s.seen = now
 	ok := false
 	if len(body) >= 2 && body[1] == policy.GossipDocument {
-		s.docs.fill(now, gossipDocRate, gossipDocBurst)
-		s.docBytes.fill(now, gossipDocBytesRate, gossipDocBytes)
-		if ok = s.docs.tokens >= 1 && s.docBytes.tokens >= float64(len(body)); ok {
-			s.docs.tokens--
-			s.docBytes.tokens -= float64(len(body))
+		s.docs.Fill(now, gossipDocRate, gossipDocBurst)
+		s.docBytes.Fill(now, gossipDocBytesRate, gossipDocBytes)
+		if ok = s.docs.Tokens() >= 1 && s.docBytes.Tokens() >= float64(len(body)); ok {
+			s.docs.Spend(1)
+			s.docBytes.Spend(float64(len(body)))
 		}
 	} else {
-		ok = s.summaries.take(now, gossipSummaryRate, gossipSummaryBurst, 1)
+		ok = s.summaries.Take(now, gossipSummaryRate, gossipSummaryBurst, 1)
 	}
 	if !ok {
 		g.Limited.Add(1)
@@ -109,32 +110,4 @@ func (g *gossipGate) tick(now time.Time) {
 			delete(g.sources, a)
 		}
 	}
-}
-
-// bucket is a token bucket; its rate and burst are the caller's.
-type bucket struct {
-	tokens float64
-	at     time.Time
-}
-
-// fill adds what rate brought since the last fill, up to burst; a new
-// bucket starts full.
-func (b *bucket) fill(now time.Time, rate, burst float64) {
-	switch {
-	case b.at.IsZero():
-		b.tokens, b.at = burst, now
-	case now.After(b.at):
-		b.tokens = min(burst, b.tokens+now.Sub(b.at).Seconds()*rate)
-		b.at = now
-	}
-}
-
-// take fills b and takes cost from it if it holds that much.
-func (b *bucket) take(now time.Time, rate, burst, cost float64) bool {
-	b.fill(now, rate, burst)
-	if b.tokens < cost {
-		return false
-	}
-	b.tokens -= cost
-	return true
 }

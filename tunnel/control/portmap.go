@@ -18,7 +18,8 @@ import (
 // and while it stands our NAT is told to the rendezvous as none: a peer,
 // even behind a NAT that maps per destination, reaches us as if we were
 // public. Asking runs on a helper goroutine, bounded by
-// portmap.AskTimeout; nothing waits for it.
+// portmap.AskTimeout, and so does looking up the gateway, which reads the
+// routing table: nothing on the control goroutine waits for either.
 
 // portMapper is the mapping's owner, on the control goroutine.
 type portMapper struct {
@@ -30,8 +31,11 @@ type portMapper struct {
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	mark uint32
 	port func() uint16 // the shared socket's, which is mapped
-	m    *portmap.Machine
-	gw   netip.Addr // the gateway the mapping was asked of
+	// gateway is the default gateway's address (portmap.DefaultGateway):
+	// it reads the routing table, so it runs on helper goroutines only.
+	gateway func() (netip.Addr, error)
+	m       *portmap.Machine
+	gw      netip.Addr // the gateway the mapping was asked of
 	// offered is the endpoint the registrations carry (invalid: none).
 	offered netip.AddrPort
 }
@@ -52,9 +56,7 @@ func (pm *portMapper) start() {
 		return
 	}
 	pm.host.spawn(func() {
-		err := portmap.ListenAnnouncements(pm.ctx, func(from netip.Addr) {
-			pm.host.post(func() { pm.announced(from, pm.clock.Now()) })
-		})
+		err := portmap.ListenAnnouncements(pm.ctx, pm.heard)
 		if err != nil {
 			pm.log.Debug("cannot hear the gateway's port mapping announcements", "err", err)
 		}
@@ -77,7 +79,7 @@ func (pm *portMapper) tick(now time.Time) {
 			got  *portmap.Mapping
 			errs = map[portmap.Protocol]error{}
 		)
-		gw, err := portmap.DefaultGateway()
+		gw, err := pm.gateway()
 		if err != nil {
 			for _, p := range protos {
 				errs[p] = err
@@ -136,20 +138,37 @@ func (pm *portMapper) setPublic(a netip.Addr, now time.Time) {
 }
 
 // networkChanged asks again at once; a mapping of another gateway's is
-// forgotten.
-func (pm *portMapper) networkChanged(now time.Time) {
-	gw, _ := portmap.DefaultGateway()
+// forgotten. Which gateway is ours now is looked up on a helper goroutine
+// and posted back (reask).
+func (pm *portMapper) networkChanged() {
+	if pm.m.Mode() == portmap.ModeOff {
+		return
+	}
+	pm.host.spawn(func() {
+		gw, _ := pm.gateway()
+		pm.host.post(func() { pm.reask(gw, pm.clock.Now()) })
+	})
+}
+
+// reask asks again at once, now that the gateway is known to be gw.
+func (pm *portMapper) reask(gw netip.Addr, now time.Time) {
 	pm.m.Reask(now, gw != pm.gw)
 	pm.update(now)
+}
+
+// heard takes an announcement from the listener's goroutine: only the
+// gateway's, looked up there, reaches the control goroutine.
+func (pm *portMapper) heard(from netip.Addr) {
+	if gw, err := pm.gateway(); err == nil && from == gw {
+		pm.host.post(func() { pm.announced(from, pm.clock.Now()) })
+	}
 }
 
 // announced: the gateway restarted or changed its address, and may have
 // lost our mapping.
 func (pm *portMapper) announced(from netip.Addr, now time.Time) {
-	if gw, err := portmap.DefaultGateway(); err == nil && from == gw {
-		pm.log.Info("the gateway announced a restart or a new address: mapping again", "gateway", from)
-		pm.m.Announced(now)
-	}
+	pm.log.Info("the gateway announced a restart or a new address: mapping again", "gateway", from)
+	pm.m.Announced(now)
 }
 
 // shutdown deletes the mapping from the router, within a second.

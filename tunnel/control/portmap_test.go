@@ -1,7 +1,9 @@
 package control
 
 import (
+	"errors"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,5 +60,97 @@ func TestPortMappingOffered(t *testing.T) {
 	h.advance(tickInterval)
 	if v := h.c.portmap.view(h.now); v.Offered || h.c.portmap.ourNAT() != nat.MappingEasy {
 		t.Fatalf("offered from behind a second NAT: %+v", v)
+	}
+}
+
+// mappedAt gives the port mapper a mapping of gw's, offered, in a mode
+// that asks (ModeAuto), as if an ask had just been answered.
+func (h *harness) mappedAt(gw netip.Addr) *portMapper {
+	h.t.Helper()
+	h.register()
+	pm := &h.c.portmap
+	pm.m = portmap.NewMachine(portmap.ModeAuto)
+	pm.setPublic(ourPub.Addr(), h.now)
+	pm.answered(h.now, gw, &portmap.Mapping{Protocol: portmap.PCP, Gateway: gw, Internal: 51820,
+		External: netip.AddrPortFrom(ourPub.Addr(), 40001), Lifetime: time.Hour}, nil)
+	if pm.ourNAT() != nat.MappingNone {
+		h.t.Fatalf("the mapping is not offered: %+v", pm.view(h.now))
+	}
+	return pm
+}
+
+// TestPortMappingGatewayOffControl: after a change of network, the
+// gateway (which reads the routing table) is looked up on a helper
+// goroutine, not on the control goroutine, which goes on while the
+// lookup is slow; the answer, posted back, forgets the mapping of the
+// old gateway's. Before: networkChanged waited for the lookup.
+func TestPortMappingGatewayOffControl(t *testing.T) {
+	h := newHarness(t)
+	oldGW, newGW := netip.MustParseAddr("192.168.1.1"), netip.MustParseAddr("10.0.0.1")
+	pm := h.mappedAt(oldGW)
+	lookingUp, release := make(chan struct{}, 1), make(chan struct{})
+	var gaveUp atomic.Bool
+	pm.gateway = func() (netip.Addr, error) {
+		lookingUp <- struct{}{}
+		select {
+		case <-release:
+			return newGW, nil
+		case <-time.After(10 * time.Second): // so that a lookup run by networkChanged itself ends
+			gaveUp.Store(true)
+			return netip.Addr{}, errors.New("never released")
+		}
+	}
+	h.c.networkChanged(h.now) // the test's goroutine plays the control goroutine
+	if gaveUp.Load() {
+		t.Fatal("networkChanged waited for the gateway lookup")
+	}
+	if pm.m.Current() == nil {
+		t.Fatal("the mapping was forgotten before the gateway was known")
+	}
+	select {
+	case <-lookingUp:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the gateway was not looked up after the network changed")
+	}
+	close(release)
+	select {
+	case f := <-h.c.actions:
+		f()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the gateway found was not posted back to the control goroutine")
+	}
+	if pm.m.Current() != nil || pm.ourNAT() == nat.MappingNone {
+		t.Fatalf("the old gateway's mapping is still held or offered: %+v", pm.view(h.now))
+	}
+}
+
+// TestPortMappingAnnouncementOffControl: an announcement is checked
+// against the gateway on the listener's goroutine; only the gateway's
+// reaches the control goroutine, which asks again at once and looks
+// nothing up.
+func TestPortMappingAnnouncementOffControl(t *testing.T) {
+	h := newHarness(t)
+	gw := netip.MustParseAddr("192.168.1.1")
+	pm := h.mappedAt(gw)
+	onControl := false // the test's goroutine plays both, one at a time
+	pm.gateway = func() (netip.Addr, error) {
+		if onControl {
+			t.Error("the gateway was looked up on the control goroutine")
+		}
+		return gw, nil
+	}
+	hear := func(from netip.Addr) (asks bool) {
+		pm.heard(from)
+		onControl = true
+		h.runPosted()
+		onControl = false
+		asks, _ = pm.m.Tick(h.now)
+		return asks
+	}
+	if hear(netip.MustParseAddr("192.168.1.66")) {
+		t.Fatal("an announcement from another host than the gateway made us ask again")
+	}
+	if !hear(gw) {
+		t.Fatal("the gateway's announcement did not make us ask again")
 	}
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/rendezvous/wire/cert"
+	"github.com/punchtun/punchtun/rendezvous/wire/tokenbucket"
 )
 
 // Handing the network's documents to a rendezvous. The rendezvous takes
@@ -48,7 +49,7 @@ const (
 type publishQueue struct {
 	fresh, backlog []*cert.Document // fresh: new documents, sent first
 	queued         map[[32]byte]struct{}
-	out            bucket
+	out            tokenbucket.Bucket
 	// cursor is where in our holdings (cert.Holdings.For) the next ack
 	// starts adding; pair the summaries (theirs, ours) of the cycle under
 	// way and left how many documents of it are still to add; idle: a
@@ -168,13 +169,13 @@ func (d *documents) drainPublish(s *server, now time.Time) {
 	if q.len() == 0 || !s.reg.Registered() {
 		return
 	}
-	q.out.fill(now, publishRate, publishBurst)
-	for q.out.tokens >= 1 {
+	q.out.Fill(now, publishRate, publishBurst)
+	for q.out.Tokens() >= 1 {
 		doc := q.pop()
 		if doc == nil {
 			return
 		}
-		q.out.tokens--
+		q.out.Spend(1)
 		d.rv.sendServer(s, &wire.Publish{Time: d.rv.stamp(), Doc: doc.Bytes()})
 	}
 }

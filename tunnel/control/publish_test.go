@@ -7,6 +7,7 @@ import (
 	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/rendezvous/wire/cert"
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
+	"github.com/punchtun/punchtun/rendezvous/wire/tokenbucket"
 )
 
 // docRendezvous plays a rendezvous that holds documents as the real one
@@ -16,7 +17,7 @@ import (
 type docRendezvous struct {
 	h        *memberHarness
 	held     *cert.Holdings
-	in       bucket
+	in       tokenbucket.Bucket
 	refusing bool
 	// publishes are the Publish messages that came, by the second since
 	// start (total: in all); dropped the messages over its rate.
@@ -43,7 +44,7 @@ func (r *docRendezvous) serve() (acks int) {
 			r.publishes[int(h.now.Sub(r.start)/time.Second)]++
 			r.total++
 		}
-		if !r.in.take(h.now, 10, 20, 1) {
+		if !r.in.Take(h.now, 10, 20, 1) {
 			r.dropped++
 			continue
 		}

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/punchtun/punchtun/tunnel/testpoll"
 )
 
 // The rootless harness: the punchtun binary, built once, run as child
@@ -262,21 +264,8 @@ func (p *peer) waitPath(name, path string, within time.Duration) {
 	})
 }
 
-// eventually polls f until it returns nil, failing the test after within.
-func eventually(t *testing.T, within time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, within, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
+// eventually polls cond until it returns nil or the deadline passes.
+var eventually = testpoll.Eventually
 
 // freePort is a port free on loopback now.
 func freePort(t *testing.T, network string) int {
