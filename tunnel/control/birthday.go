@@ -60,12 +60,12 @@ type birthday struct {
 // "hard" opens sockets, "easy" sprays, "" means no round (a plain punch
 // does, or nothing can).
 func (p *peer) birthdayRole() string {
-	c := p.c
+	d := p.deps
 	easy := func(m nat.Mapping) bool { return m == nat.MappingEasy }
 	switch {
-	case c.portmap.ourNAT() == nat.MappingHard && easy(p.nat):
+	case d.mapper.ourNAT() == nat.MappingHard && easy(p.nat):
 		return "hard"
-	case easy(c.portmap.ourNAT()) && p.nat == nat.MappingHard:
+	case easy(d.mapper.ourNAT()) && p.nat == nat.MappingHard:
 		return "easy"
 	}
 	return ""
@@ -74,7 +74,7 @@ func (p *peer) birthdayRole() string {
 // maybeBirthday starts p's side of a birthday round towards observed, the
 // peer's public endpoint, unless one ran recently.
 func (p *peer) maybeBirthday(observed netip.AddrPort, now time.Time) {
-	c := p.c
+	d := p.deps
 	role := p.birthdayRole()
 	if role == "" || !observed.IsValid() || now.Before(p.birthday.next) {
 		return
@@ -84,7 +84,7 @@ func (p *peer) maybeBirthday(observed netip.AddrPort, now time.Time) {
 	}
 	p.birthday.next = now.Add(p.birthday.backoff)
 	p.birthday.backoff = min(2*p.birthday.backoff, maxBirthdayBackoff)
-	c.log.Info("birthday punching", "peer", p.label(), "side", role, "peer_endpoint", observed)
+	d.log.Info("birthday punching", "peer", p.label(), "side", role, "peer_endpoint", observed)
 	if role == "easy" {
 		p.punch.Spray(now, observed.Addr())
 		return
@@ -102,19 +102,19 @@ func (p *peer) maybeBirthday(observed netip.AddrPort, now time.Time) {
 	if kept != nil {
 		bd.conns = append(bd.conns, kept) // its reader runs on
 	}
-	lc := net.ListenConfig{Control: markSocket(c.mark)}
+	lc := net.ListenConfig{Control: markSocket(d.mark)}
 	// Sized for the tunnel's packets, not 64 KiB: a round opens 256
 	// sockets (the reader grows a buffer that proves too small).
-	bufSize := max(c.ifaceMTU+birthdayBufSlack, 2048)
+	bufSize := max(d.ifaceMTU+birthdayBufSlack, 2048)
 	for range nat.BirthdaySockets {
-		pc, err := lc.ListenPacket(c.ctx, "udp4", ":0")
+		pc, err := lc.ListenPacket(d.ctx, "udp4", ":0")
 		if err != nil {
-			c.log.Warn("birthday punching: cannot open a socket", "err", err, "opened", len(bd.conns))
+			d.log.Warn("birthday punching: cannot open a socket", "err", err, "opened", len(bd.conns))
 			break
 		}
 		conn := transport.NewSocket(pc.(*net.UDPConn), bufSize)
 		bd.conns = append(bd.conns, conn)
-		c.spawn(func() { c.data.Serve(conn, p.key) })
+		d.host.spawn(func() { d.data.Serve(conn, p.key) })
 	}
 	p.birthday.round = bd
 	p.openBirthday(now)
@@ -155,7 +155,7 @@ func (p *peer) birthdayWon(conn *transport.Socket, src netip.AddrPort, now time.
 	}
 	bd.conns = []*transport.Socket{conn}
 	p.birthday.backoff = minBirthdayBackoff
-	p.c.log.Info("birthday punching: a socket got through", "peer", p.label(), "local", conn.LocalAddr())
+	p.deps.log.Info("birthday punching: a socket got through", "peer", p.label(), "local", conn.LocalAddr())
 }
 
 // tickBirthday repeats the opening probes of a round nobody won yet, and
@@ -169,7 +169,7 @@ func (p *peer) tickBirthday(now time.Time) {
 			p.closeBirthday(true) // the lost path did not come back on it
 		}
 	case now.After(bd.until):
-		p.c.log.Info("birthday punching: no socket got through", "peer", p.label(), "retry_in", p.birthday.next.Sub(now).Round(time.Second))
+		p.deps.log.Info("birthday punching: no socket got through", "peer", p.label(), "retry_in", p.birthday.next.Sub(now).Round(time.Second))
 		p.closeBirthday(false)
 	case bd.opened < birthdayOpens && !now.Before(bd.nextOpen):
 		p.openBirthday(now)
@@ -198,9 +198,9 @@ func (p *peer) socketTo(dst netip.AddrPort) *transport.Socket {
 
 // sendVia seals m for p and sends it to dst by t.
 func (p *peer) sendVia(t link.Transport, dst netip.AddrPort, m wire.Body) {
-	b := wire.Seal(make([]byte, 0, wire.Overhead+64), m.Type(), p.c.pub, &p.shared, m.Append(nil))
+	b := wire.Seal(make([]byte, 0, wire.Overhead+64), m.Type(), p.deps.pub, &p.shared, m.Append(nil))
 	if err := t.Send([][]byte{b}, p.key, dst); err != nil {
-		p.c.log.Debug("send failed", "to", dst, "type", m.Type(), "err", err)
+		p.deps.log.Debug("send failed", "to", dst, "type", m.Type(), "err", err)
 	}
 }
 
@@ -210,5 +210,5 @@ func (p *peer) directVia(dst netip.AddrPort) link.Transport {
 	if s := p.socketTo(dst); s != nil {
 		return s
 	}
-	return p.c.data.Shared()
+	return p.deps.data.Shared()
 }

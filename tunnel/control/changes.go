@@ -42,7 +42,7 @@ func (c *Control) addPeer(pc PeerConfig) *peer {
 // newPeer adds a peer that the rendezvous introduces: one of the config's
 // (addPeer) or a member of the network (members).
 func (c *Control) newPeer(pc PeerConfig) *peer {
-	p := &peer{c: c, name: pc.Name, key: pc.Key, shared: wire.NewSharedKey(c.priv, pc.Key), backoff: minBackoff,
+	p := &peer{deps: &c.peerDeps, name: pc.Name, key: pc.Key, shared: wire.NewSharedKey(c.priv, pc.Key), backoff: minBackoff,
 		birthday: peerBirthday{backoff: minBirthdayBackoff}, path: nat.PathNone.String(), observed: map[*server]netip.AddrPort{}}
 	p.punch = nat.NewPunch(link.Leads(c.pub, pc.Key), func(dst netip.AddrPort, pm nat.Probe) {
 		m := probeMessage(pm)
@@ -81,7 +81,7 @@ func (c *Control) Reconfigure(cfg Config) bool {
 }
 
 func (c *Control) reconfigure(cfg Config, now time.Time) {
-	c.own, c.ifaceMTU = cfg.Addresses, cfg.MTU
+	c.own, c.peerDeps.ifaceMTU = cfg.Addresses, cfg.MTU
 	c.members.configure(cfg, now)
 	c.docs.configure(cfg, now)
 

@@ -62,7 +62,6 @@ type Control struct {
 	// pathChecks names destinations whose path MTU to look up: a route
 	// changed, or a batch to it was too big.
 	pathChecks chan netip.AddrPort
-	ifaceMTU   int
 	// mark is the FwMark every socket of ours carries (0: none), so that
 	// policy routing keeps it out of the tunnel (the full tunnel).
 	mark uint32
@@ -112,9 +111,6 @@ type Control struct {
 	peers                             map[key.Key]*peer
 	wants                             []key.Key
 	mapping                           nat.Mapping // our NAT, as STUN tells it
-	// What the last run remembered, and where to keep it.
-	saved     State
-	statePath string
 	// kept is whether the network's state files could be written.
 	kept kept
 	// udpHeard: some rendezvous answered over UDP since udpSince.
@@ -130,6 +126,7 @@ type Control struct {
 	members   members    // the network's members
 	docs      documents  // the network's policy and revocations
 	portmap   portMapper // the router's port forward to us
+	peerDeps  peerDeps   // what every peer asks of the rest
 }
 
 const (
@@ -161,9 +158,6 @@ func newControl(log *slog.Logger, cfg Config, statePath string, saved State, clo
 		pub:                cfg.PrivateKey.Public(),
 		iface:              cfg.Interface,
 		own:                cfg.Addresses,
-		ifaceMTU:           cfg.MTU,
-		statePath:          statePath,
-		saved:              saved,
 		in:                 make(chan inbound, inboundQueue),
 		gossipIn:           make(chan inbound, gossipQueue),
 		actions:            make(chan func(), 64),
@@ -187,6 +181,8 @@ func newControl(log *slog.Logger, cfg Config, statePath string, saved State, clo
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.turn = turnRelay{host: c, clock: c.clock, log: log, peers: c.peers, ctx: c.ctx, dropped: &c.Dropped}
 	c.portmap = portMapper{host: c, log: log, clock: c.clock, ctx: c.ctx, m: portmap.NewMachine(cfg.PortMapping), gateway: portmap.DefaultGateway}
+	c.peerDeps = peerDeps{log: log, pub: c.pub, clock: c.clock, ctx: c.ctx, dropped: &c.Dropped, host: c, turn: &c.turn,
+		mapper: &c.portmap, saved: saved, statePath: statePath, ifaceMTU: cfg.MTU}
 	c.dial = (&net.Dialer{}).DialContext // Start sets the mark
 	for _, s := range cfg.Servers {
 		c.addServer(s)
@@ -256,7 +252,7 @@ func (c *Control) queuePathCheck(dst netip.AddrPort) {
 // host; every socket it opens carries mark.
 func (c *Control) Start(data link.DataPath, wg WireGuard, host Host, mark uint32) {
 	c.attach(data, wg, host)
-	c.mark, c.turn.mark = mark, mark
+	c.mark, c.turn.mark, c.peerDeps.mark = mark, mark, mark
 	c.dial = (&net.Dialer{Control: markSocket(mark)}).DialContext
 	c.portmap.dial, c.portmap.mark = c.dial, mark
 	c.udpSince = c.clock.Now()
@@ -272,6 +268,7 @@ func (c *Control) Start(data link.DataPath, wg WireGuard, host Host, mark uint32
 func (c *Control) attach(data link.DataPath, wg WireGuard, host Host) {
 	c.data, c.wg, c.host = data, wg, host
 	c.members.wg, c.members.dsts, c.docs.inject, c.turn.data = wg, data, data, data
+	c.peerDeps.data, c.peerDeps.wg = data, wg
 	c.portmap.port = data.Port
 	for _, p := range c.peers {
 		p.ep = data.Peer(p.key)
@@ -434,7 +431,7 @@ func (c *Control) handle(m inbound) {
 			c.Dropped.Add(1)
 			return
 		}
-		p.handleRelayedProbe(h, inner, m)
+		c.handleRelayedProbe(p, h, inner, m)
 		return
 	}
 	h, err := wire.ParseHeader(m.pkt)

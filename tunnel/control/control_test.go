@@ -191,7 +191,7 @@ func newHarnessAt(t *testing.T, statePath string) *harness {
 
 // setLog sends the log of the control plane and its components to l.
 func (h *harness) setLog(l *slog.Logger) {
-	h.c.log, h.c.members.log, h.c.docs.log = l, l, l
+	h.c.log, h.c.members.log, h.c.docs.log, h.c.peerDeps.log = l, l, l, l
 }
 
 func (h *harness) peer() *peer {

@@ -39,7 +39,7 @@ func (p *peer) resumeAfresh(now time.Time) {
 	if direct {
 		p.updateRoute(now, "resumed after a freeze or sleep: the NATs' mappings are likely gone")
 	}
-	p.c.wg.Rehandshake(p.key)
+	p.deps.wg.Rehandshake(p.key)
 }
 
 // lingerBirthday follows the loss of p's direct path: the winning birthday

@@ -79,19 +79,19 @@ func fittingRouteMTU(inner, ifaceMTU int) int {
 // fitPathMTU fits p's routes to mtu, the path MTU of r, p's route (0:
 // none known below the links').
 func (p *peer) fitPathMTU(mtu int, r link.Route) {
-	c := p.c
+	d := p.deps
 	fit := 0
 	if mtu > 0 {
-		fit = fittingRouteMTU(innerMTU(mtu, r.Dst.Addr(), r.Relayed()), c.ifaceMTU)
+		fit = fittingRouteMTU(innerMTU(mtu, r.Dst.Addr(), r.Relayed()), d.ifaceMTU)
 	}
 	if p.mtu.path != mtu {
-		c.log.Info("path MTU", "peer", p.label(), "endpoint", r.Dst, "path_mtu", mtu, "tunnel_mtu", cmp.Or(fit, c.ifaceMTU))
+		d.log.Info("path MTU", "peer", p.label(), "endpoint", r.Dst, "path_mtu", mtu, "tunnel_mtu", cmp.Or(fit, d.ifaceMTU))
 		p.mtu.path = mtu
 	}
 	if p.mtu.route != fit {
 		p.mtu.route = fit
-		if err := c.wg.SetPeerMTU(p.key, fit); err != nil {
-			c.log.Warn("cannot set the MTU of the routes to a peer", "peer", p.label(), "mtu", fit, "err", err)
+		if err := d.wg.SetPeerMTU(p.key, fit); err != nil {
+			d.log.Warn("cannot set the MTU of the routes to a peer", "peer", p.label(), "mtu", fit, "err", err)
 		}
 	}
 }
@@ -103,7 +103,7 @@ func (p *peer) tickPathMTU(now time.Time) {
 		return
 	}
 	p.mtu.nextCheck = now.Add(mtuCheckInterval)
-	p.c.queuePathCheck(r.Dst)
+	p.deps.host.queuePathCheck(r.Dst)
 }
 
 // fitPathMTUs fits the routes of the peers whose route goes to dst to

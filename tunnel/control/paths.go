@@ -7,8 +7,6 @@ import (
 
 	"github.com/punchtun/punchtun/nat"
 	"github.com/punchtun/punchtun/rendezvous/wire"
-	"github.com/punchtun/punchtun/rendezvous/wire/cert"
-	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel/link"
 	"github.com/punchtun/punchtun/tunnel/transport"
 )
@@ -16,73 +14,6 @@ import (
 // Peers and their paths: introductions and asking the rendezvous for
 // them, the probes between peers, the route each peer is on and why,
 // noticing a path that went silent, and remembering confirmed endpoints.
-
-// peer is a peer whose address the control plane finds. It belongs to the
-// control goroutine, like everything of c.
-type peer struct {
-	c      *Control
-	name   string
-	key    key.Key
-	shared wire.SharedKey
-	ep     link.Peer // its side in the data path
-	punch  *nat.Punch
-
-	nat      nat.Mapping // the peer's NAT, as its intro says
-	relayVia *server     // the rendezvous that introduced it, which relays between us
-	mtu      peerMTU     // its route's path MTU
-	// observed is the peer's public endpoint as each rendezvous last
-	// introduced it (one per rendezvous: a hard NAT maps each apart).
-	observed map[*server]netip.AddrPort
-	path     string // direct, lan, relay or connecting: the route in use
-	history  []PathChange
-
-	nextQuery  time.Time
-	backoff    time.Duration
-	fromMemory bool // the current round probes a remembered endpoint
-	// handshakeCheck: when to see whether WireGuard has a session since
-	// the route last changed (see WireGuard.HandshakeIfNone).
-	handshakeCheck time.Time
-
-	turn     peerTURN     // relaying to it through TURN
-	birthday peerBirthday // birthday rounds with it
-
-	// member is its certificate if it is a member of the network,
-	// memberSince when it was added.
-	member      *cert.Cert
-	memberSince time.Time
-	// gossip is where our documents' gossip with it stands.
-	gossip gossipPeer
-}
-
-// peerMTU is the path MTU of a peer's route.
-type peerMTU struct {
-	path      int // of the route in use, as the kernel learned it; 0 if unknown
-	route     int // the MTU its AllowedIPs are routed with; 0: the interface's
-	nextCheck time.Time
-}
-
-// peerTURN is where relaying to a peer through TURN stands.
-type peerTURN struct {
-	// addr is the peer's relayed address, sent ours as last sent to it,
-	// nextSend when to send ours again while it has not answered.
-	addr, sent netip.AddrPort
-	nextSend   time.Time
-	// seen is where our allocation reaches the peer (its NAT, opened by
-	// its hellos); helloAt when to send our next hello.
-	seen    netip.AddrPort
-	helloAt time.Time
-	// While checkUntil, the TURN route is probed: the peer's packets came
-	// through the rendezvous's relay (turnRelay.peerLeft); not before
-	// okUntil, when a probe was answered.
-	checkUntil, okUntil time.Time
-}
-
-// peerBirthday is where birthday punching with a peer stands.
-type peerBirthday struct {
-	round   *birthday // our hard side of the round under way; nil: none
-	next    time.Time
-	backoff time.Duration
-}
 
 // PathChange is one entry of a peer's path history.
 type PathChange struct {
@@ -104,18 +35,18 @@ func probeMessage(m nat.Probe) wire.Body {
 // silent path and of its MTU, a handshake WireGuard may still owe, the
 // punching round, and asking the rendezvous while there is no path.
 func (p *peer) tick(now time.Time) {
-	c := p.c
+	d := p.deps
 	p.tickBirthday(now)
 	p.checkSilence(now)
 	p.tickPathMTU(now)
 	if !p.handshakeCheck.IsZero() && !now.Before(p.handshakeCheck) {
 		p.handshakeCheck = time.Time{}
-		c.wg.HandshakeIfNone(p.key)
+		d.wg.HandshakeIfNone(p.key)
 	}
 	if p.punch.Tick(now) == nat.EventLost {
-		c.log.Warn("direct path lost", "peer", p.label(), "endpoint", directAddr(p.ep.Route()))
+		d.log.Warn("direct path lost", "peer", p.label(), "endpoint", directAddr(p.ep.Route()))
 		p.lingerBirthday(now) // for a peer that was only frozen
-		c.reregister(now)
+		d.host.reregister(now)
 		p.nextQuery, p.backoff = now, minBackoff
 		p.updateRoute(now, "no answer on the direct path")
 	}
@@ -130,7 +61,7 @@ func (p *peer) tick(now time.Time) {
 // the peer, its candidates and its NAT. It punches (and relays through s
 // meanwhile).
 func (p *peer) introduced(s *server, b *wire.Intro, now time.Time) {
-	c := p.c
+	d := p.deps
 	p.nat = nat.Mapping(b.NAT)
 	if s.relay {
 		p.relayVia = s
@@ -140,7 +71,7 @@ func (p *peer) introduced(s *server, b *wire.Intro, now time.Time) {
 		// (behind a hard NAT, always on a new port), moved, or its NAT
 		// forgot it. Our direct path leads to the old one: leave it
 		// now, not after SuspectTimeout, and punch as for a new peer.
-		c.log.Info("peer has a new public endpoint: punching anew", "peer", p.label(), "was", last, "now", b.Observed)
+		d.log.Info("peer has a new public endpoint: punching anew", "peer", p.label(), "was", last, "now", b.Observed)
 		if p.punch.Path().Addr.IsValid() {
 			p.punch.Drop()
 			p.closeBirthday(true)
@@ -155,9 +86,9 @@ func (p *peer) introduced(s *server, b *wire.Intro, now time.Time) {
 	// A live path answers within a round trip, so it is not given 2 s.
 	p.punch.SuspectNow(now)
 	if p.punch.StartIfNew(now, append([]netip.AddrPort{b.Observed}, b.Candidates...), p.punchDuration()) {
-		c.log.Info("punching", "peer", p.label(), "peer_nat", p.nat, "candidates", p.punch.Candidates())
+		d.log.Info("punching", "peer", p.label(), "peer_nat", p.nat, "candidates", p.punch.Candidates())
 	} else {
-		c.log.Debug("introduced again with the candidates that just failed", "peer", p.label(), "retry_at", p.punch.RetryAt())
+		d.log.Debug("introduced again with the candidates that just failed", "peer", p.label(), "retry_at", p.punch.RetryAt())
 	}
 	// Relay while punching, so the first packet does not wait — and set
 	// before the birthday sockets open, which takes tens of milliseconds
@@ -171,27 +102,25 @@ func (p *peer) introduced(s *server, b *wire.Intro, now time.Time) {
 // query asks every registered rendezvous for an introduction to p, backing
 // off while no direct path comes of it.
 func (p *peer) query(now time.Time) {
-	c := p.c
+	d := p.deps
 	asked := false
-	for _, s := range c.servers {
-		if s.reg.Registered() {
-			c.sendServer(s, &wire.Query{Time: c.stamp(), Peer: p.key})
-			asked = true
-		}
+	for s := range d.host.registeredServers() {
+		d.host.sendServer(s, &wire.Query{Time: d.host.stamp(), Peer: p.key})
+		asked = true
 	}
 	if !asked {
 		// No rendezvous to ask: try where the peer was last seen.
-		ep, ok := c.saved.endpoint(p.key, now)
+		ep, ok := d.saved.endpoint(p.key, now)
 		if !ok {
 			return
 		}
-		c.log.Info("no rendezvous: probing the peer's last known endpoint", "peer", p.label(), "endpoint", ep)
+		d.log.Info("no rendezvous: probing the peer's last known endpoint", "peer", p.label(), "endpoint", ep)
 		p.punch.Start(now, []netip.AddrPort{ep}, nat.ShortPunchDuration)
 		p.punch.Tick(now)
 	}
 	p.fromMemory = !asked
 	limit := maxPunchBackoff
-	if c.portmap.ourNAT() == nat.MappingHard && p.nat == nat.MappingHard {
+	if d.mapper.ourNAT() == nat.MappingHard && p.nat == nat.MappingHard {
 		limit = hardBackoff
 	}
 	p.nextQuery = now.Add(p.backoff)
@@ -200,8 +129,8 @@ func (p *peer) query(now time.Time) {
 
 // handle takes a message the peer sealed: a probe or its answer.
 func (p *peer) handle(h wire.Header, m inbound) {
-	c := p.c
-	body, ok := c.open(m.pkt, h, &p.shared)
+	d := p.deps
+	body, ok := d.host.open(m.pkt, h, &p.shared)
 	if !ok {
 		return
 	}
@@ -212,7 +141,7 @@ func (p *peer) handle(h wire.Header, m inbound) {
 	if sock != nil {
 		p.birthdayWon(sock, m.src, m.at)
 		if p.socketTo(m.src) != sock {
-			c.Dropped.Add(1) // a losing socket's late packet
+			d.dropped.Add(1) // a losing socket's late packet
 			return
 		}
 	}
@@ -234,7 +163,7 @@ func (p *peer) handle(h wire.Header, m inbound) {
 		}
 		if p.punch.OnPong(m.at, m.src, b.TxID) == nat.EventChosen {
 			path := p.punch.Path()
-			c.log.Info("direct path confirmed", "peer", p.label(), "path", path.Kind, "endpoint", path.Addr,
+			d.log.Info("direct path confirmed", "peer", p.label(), "path", path.Kind, "endpoint", path.Addr,
 				"took", path.Took.Round(time.Millisecond), "rtt", path.RTT, "candidates", len(p.punch.Candidates()))
 			p.backoff = minBackoff
 			p.remember(path.Addr, m.at)
@@ -244,7 +173,7 @@ func (p *peer) handle(h wire.Header, m inbound) {
 			p.updateRoute(m.at, "direct path confirmed by probes")
 		}
 	default:
-		c.Dropped.Add(1)
+		d.dropped.Add(1)
 	}
 }
 
@@ -253,14 +182,14 @@ func (p *peer) handle(h wire.Header, m inbound) {
 // it, else none. A change is logged once, with why, and kept in the
 // history.
 func (p *peer) updateRoute(now time.Time, why string) {
-	c := p.c
+	d := p.deps
 	var r link.Route
 	if path := p.punch.Path(); path.Addr.IsValid() {
 		r = link.Route{Dst: path.Addr, Via: p.directVia(path.Addr)}
-	} else if tr, ok := c.turn.route(p); ok {
+	} else if tr, ok := d.turn.route(p); ok {
 		r = tr
 	} else if s := p.relayVia; s != nil && s.reg.Registered() && s.relay {
-		r = link.Route{Dst: s.addr, Via: c.data.Relay()}
+		r = link.Route{Dst: s.addr, Via: d.data.Relay()}
 		if s.stream != nil {
 			r.Via = s.stream
 		}
@@ -270,11 +199,11 @@ func (p *peer) updateRoute(now time.Time, why string) {
 	}
 	p.ep.SetRoute(r)
 	if r.Dst.IsValid() {
-		c.queuePathCheck(r.Dst)
+		d.host.queuePathCheck(r.Dst)
 	}
-	if r.Dst.IsValid() && c.wg != nil {
-		if err := c.wg.Repoint(p.key); err != nil {
-			c.log.Warn("cannot point WireGuard at the peer's new route", "peer", p.label(), "route", r.Kind(), "err", err)
+	if r.Dst.IsValid() && d.wg != nil {
+		if err := d.wg.Repoint(p.key); err != nil {
+			d.log.Warn("cannot point WireGuard at the peer's new route", "peer", p.label(), "route", r.Kind(), "err", err)
 		}
 		// Leave a moment for the handshake traffic brings anyway: two
 		// handshakes started at once by both sides can cross and stall.
@@ -284,7 +213,7 @@ func (p *peer) updateRoute(now time.Time, why string) {
 	if r.Relayed() {
 		why += "; relayed because " + p.relayReason(now)
 	}
-	c.log.Info("path changed", "peer", p.label(), "from", p.path, "to", name, "endpoint", dst, "why", why)
+	d.log.Info("path changed", "peer", p.label(), "from", p.path, "to", name, "endpoint", dst, "why", why)
 	// Never appended in place: published views share the slice.
 	p.history = append(slices.Clip(p.history), PathChange{Time: now, From: p.path, To: name, Why: why})
 	for len(p.history) > 0 && now.Sub(p.history[0].Time) > historyKeep {
@@ -319,7 +248,7 @@ const activeWindow = 10 * time.Second
 // more (the NAT remapped us, the host moved, or the rendezvous restarted),
 // so it cannot relay to us nor take our frames: we register again at once.
 func (p *peer) checkSilence(now time.Time) {
-	c := p.c
+	d := p.deps
 	r := p.ep.Route()
 	if !r.Dst.IsValid() {
 		return
@@ -341,9 +270,9 @@ func (p *peer) checkSilence(now time.Time) {
 	case !r.Relayed():
 		p.punch.Suspect(now)
 	case r.Is(link.TURN):
-		c.turn.check(p, r, now)
-	case now.Sub(c.reregistered) > silenceLimit:
-		c.reregister(now)
+		d.turn.check(p, r, now)
+	default:
+		d.host.relaySilent(now)
 	}
 }
 
@@ -353,11 +282,11 @@ func (p *peer) checkSilence(now time.Time) {
 // now for the relay, and ask the rendezvous to introduce us again, so that
 // both sides punch afresh.
 func (p *peer) hasNoDirectPath(now time.Time) {
-	c := p.c
-	if p.ep.Route().Relayed() || !p.punch.Path().Addr.IsValid() || (p.relayVia == nil && c.turn.alloc == nil) {
+	d := p.deps
+	if p.ep.Route().Relayed() || !p.punch.Path().Addr.IsValid() || (p.relayVia == nil && !d.turn.active()) {
 		return
 	}
-	c.log.Info("the peer's handshake came through the relay: leaving the direct path", "peer", p.label(), "endpoint", p.punch.Path().Addr)
+	d.log.Info("the peer's handshake came through the relay: leaving the direct path", "peer", p.label(), "endpoint", p.punch.Path().Addr)
 	p.punch.Drop()
 	p.closeBirthday(true)
 	p.birthday.next, p.birthday.backoff = time.Time{}, minBirthdayBackoff
@@ -367,26 +296,26 @@ func (p *peer) hasNoDirectPath(now time.Time) {
 
 // remember keeps p's confirmed endpoint, and our port, for the next run.
 func (p *peer) remember(ep netip.AddrPort, now time.Time) {
-	c := p.c
-	if c.statePath == "" {
+	d := p.deps
+	if d.statePath == "" {
 		return
 	}
-	if c.saved.Peers == nil {
-		c.saved.Peers = map[string]savedPeer{}
+	if d.saved.Peers == nil {
+		d.saved.Peers = map[string]savedPeer{}
 	}
-	c.saved.ListenPort = c.data.Port()
-	c.saved.Peers[p.key.String()] = savedPeer{Endpoint: ep, Confirmed: now}
-	if err := c.saved.save(c.statePath); err != nil {
-		c.log.Warn("cannot save state", "file", c.statePath, "err", err)
+	d.saved.ListenPort = d.data.Port()
+	d.saved.Peers[p.key.String()] = savedPeer{Endpoint: ep, Confirmed: now}
+	if err := d.saved.save(d.statePath); err != nil {
+		d.log.Warn("cannot save state", "file", d.statePath, "err", err)
 	}
 }
 
 // punchDuration is how long to punch p: briefly when the NATs rule out a
 // direct path through them, since only a shared LAN can still give one.
 func (p *peer) punchDuration() time.Duration {
-	c := p.c
-	if c.mapping == nat.MappingBlocked || p.nat == nat.MappingBlocked ||
-		c.portmap.ourNAT() == nat.MappingHard && p.nat == nat.MappingHard {
+	d := p.deps
+	if d.host.udpBlocked() || p.nat == nat.MappingBlocked ||
+		d.mapper.ourNAT() == nat.MappingHard && p.nat == nat.MappingHard {
 		return nat.ShortPunchDuration
 	}
 	return nat.PunchDuration
@@ -394,15 +323,15 @@ func (p *peer) punchDuration() time.Duration {
 
 // relayReason says in plain words why p is relayed.
 func (p *peer) relayReason(now time.Time) string {
-	c := p.c
+	d := p.deps
 	// What rules a direct path out comes first: a round still punching
 	// then only looks for a shared LAN.
 	switch {
-	case c.mapping == nat.MappingBlocked:
+	case d.host.udpBlocked():
 		return "UDP blocked on this network"
 	case p.nat == nat.MappingBlocked:
 		return "UDP blocked on the peer's network"
-	case c.portmap.ourNAT() == nat.MappingHard && p.nat == nat.MappingHard:
+	case d.mapper.ourNAT() == nat.MappingHard && p.nat == nat.MappingHard:
 		return "both NATs map per destination"
 	case p.punch.Punching(now):
 		return "punching in progress"

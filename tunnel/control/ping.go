@@ -19,7 +19,6 @@ import (
 
 // probeWait is a probe in flight, keyed by its TxID in probes.
 type probeWait struct {
-	c    *Control
 	peer *peer
 	tx   [12]byte
 	sent time.Time
@@ -33,7 +32,8 @@ type probeResult struct {
 }
 
 // probes holds the probes of every interface in flight: TxIDs are random,
-// and a pong counts only for the control plane and peer it was sent to.
+// and a pong counts only for the peer it was sent to (and so the control
+// plane: each peer is one control plane's).
 var probes sync.Map // [12]byte → *probeWait
 
 // probe sends p a probe on its current route, on the control goroutine.
@@ -43,7 +43,7 @@ func (p *peer) probe() (*probeWait, link.Route, error) {
 	if !r.Dst.IsValid() {
 		return nil, r, fmt.Errorf("no path to %s yet (%s)", p.label(), p.path)
 	}
-	w := &probeWait{c: p.c, peer: p, sent: p.c.clock.Now(), done: make(chan probeResult, 1)}
+	w := &probeWait{peer: p, sent: p.deps.clock.Now(), done: make(chan probeResult, 1)}
 	rand.Read(w.tx[:])
 	probes.Store(w.tx, w)
 	m := &wire.Ping{TxID: w.tx}
@@ -64,7 +64,7 @@ func (p *peer) probeAnswered(m inbound, pong *wire.Pong) bool {
 		return false
 	}
 	w := v.(*probeWait)
-	if w.c != p.c || w.peer != p {
+	if w.peer != p {
 		return false
 	}
 	probes.Delete(pong.TxID)
@@ -79,64 +79,18 @@ func (p *peer) probeAnswered(m inbound, pong *wire.Pong) bool {
 	return true
 }
 
-// handleRelayedProbe takes what a relay frame from p carries instead of
-// WireGuard — inner, sealed by p, whose header is h: a probe or a pong
-// that came through a rendezvous or a TURN relay. A probe is answered the
-// way it came.
-func (p *peer) handleRelayedProbe(h wire.Header, inner []byte, m inbound) {
-	c := p.c
-	body, ok := c.open(inner, h, &p.shared)
-	if !ok {
-		return
-	}
-	switch b := body.(type) {
-	case *wire.Ping:
-		reply := link.Route{Dst: m.src, Via: m.via}
-		switch {
-		case m.came(link.RelayTCP):
-			reply.Via = nil
-			for _, s := range c.servers {
-				if s.addr == m.src && s.stream != nil {
-					reply.Via = s.stream
-				}
-			}
-			if reply.Via == nil {
-				c.Dropped.Add(1)
-				return
-			}
-		case m.came(link.TURN):
-		case c.isServer(m.src):
-			reply.Via = c.data.Relay()
-		default:
-			// From the peer's TURN relay, to our shared socket: the
-			// answer goes back through our own allocation (turnRelay).
-			if reply = p.ep.Route(); !reply.Is(link.TURN) {
-				c.Dropped.Add(1)
-				return
-			}
-		}
-		p.sendRelayedProbe(reply, &wire.Pong{TxID: b.TxID, Src: m.src})
-	case *wire.Pong:
-		if !p.probeAnswered(m, b) && !c.turn.answered(b, m.at) {
-			c.Dropped.Add(1)
-		}
-	default:
-		c.Dropped.Add(1)
-	}
-}
-
 // sendRelayedProbe seals m for p and sends it the relayed way r says: in a
 // relay frame to the rendezvous at r.Dst (over UDP or its TCP stream), or
 // through our TURN allocation to the peer's relayed address.
 func (p *peer) sendRelayedProbe(r link.Route, m wire.Body) {
-	c := p.c
-	sealed := wire.Seal(make([]byte, 0, wire.Overhead+64), m.Type(), c.pub, &p.shared, m.Append(nil))
+	d := p.deps
+	sealed := wire.Seal(make([]byte, 0, wire.Overhead+64), m.Type(), d.pub, &p.shared, m.Append(nil))
 	if r.Is(link.TURN) {
 		// Framed as for a rendezvous, so that the other side tells it
 		// from a direct probe from the same address.
-		sealed = wire.AppendRelay(nil, c.pub, sealed)
+		sealed = wire.AppendRelay(nil, d.pub, sealed)
 	}
 	if err := r.Via.Send([][]byte{sealed}, p.key, r.Dst); err != nil {
-		c.log.Debug("relayed probe not sent", "peer", p.label(), "relay", r.Dst, "err", err)
+		d.log.Debug("relayed probe not sent", "peer", p.label(), "relay", r.Dst, "err", err)
 	}
 }

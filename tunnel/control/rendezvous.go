@@ -19,7 +19,7 @@ import (
 // refreshed (backing off while it is silent), asked for STUN on the shared
 // socket, and reached over TCP while UDP is blocked; what it sends —
 // acknowledgements, introductions, TURN offers and relayed addresses —
-// is handled here.
+// is handled here, and the peers' probes in relay frames.
 //
 // TCP fallback. Where a network blocks UDP, nothing punches and the UDP
 // relay is out of reach too: the peer then talks to each rendezvous over
@@ -231,6 +231,51 @@ func (c *Control) handleServer(s *server, h wire.Header, m inbound) {
 	}
 }
 
+// handleRelayedProbe takes what a relay frame from p carries instead of
+// WireGuard — inner, sealed by p, whose header is h: a probe or a pong
+// that came through a rendezvous or a TURN relay. A probe is answered the
+// way it came.
+func (c *Control) handleRelayedProbe(p *peer, h wire.Header, inner []byte, m inbound) {
+	body, ok := c.open(inner, h, &p.shared)
+	if !ok {
+		return
+	}
+	switch b := body.(type) {
+	case *wire.Ping:
+		reply := link.Route{Dst: m.src, Via: m.via}
+		switch {
+		case m.came(link.RelayTCP):
+			reply.Via = nil
+			for _, s := range c.servers {
+				if s.addr == m.src && s.stream != nil {
+					reply.Via = s.stream
+				}
+			}
+			if reply.Via == nil {
+				c.Dropped.Add(1)
+				return
+			}
+		case m.came(link.TURN):
+		case c.isServer(m.src):
+			reply.Via = c.data.Relay()
+		default:
+			// From the peer's TURN relay, to our shared socket: the
+			// answer goes back through our own allocation (turnRelay).
+			if reply = p.ep.Route(); !reply.Is(link.TURN) {
+				c.Dropped.Add(1)
+				return
+			}
+		}
+		p.sendRelayedProbe(reply, &wire.Pong{TxID: b.TxID, Src: m.src})
+	case *wire.Pong:
+		if !p.probeAnswered(m, b) && !c.turn.answered(b, m.at) {
+			c.Dropped.Add(1)
+		}
+	default:
+		c.Dropped.Add(1)
+	}
+}
+
 func (c *Control) registered(s *server, ack *wire.RegisterAck, now time.Time) {
 	moved := s.observed != ack.Observed
 	// A NAT discovered after the registration left is told at once.
@@ -269,6 +314,15 @@ func (c *Control) reregister(now time.Time) {
 	c.reregistered = now
 	for _, s := range c.servers {
 		s.reg.RegisterNow(now)
+	}
+}
+
+// relaySilent follows a relayed route that fell silent: the rendezvous
+// may not know where we are any more (the NAT remapped us, the host
+// moved, or it restarted), so we register again, unless we just did.
+func (c *Control) relaySilent(now time.Time) {
+	if now.Sub(c.reregistered) > silenceLimit {
+		c.reregister(now)
 	}
 }
 

@@ -390,6 +390,9 @@ func (t *turnRelay) setPeers() {
 	t.data.SetTURNPeers(m)
 }
 
+// active reports whether there is an allocation.
+func (t *turnRelay) active() bool { return t.alloc != nil }
+
 // route is p's route through our allocation, if there is one: to where
 // our relay reaches the peer's NAT, else to the peer's relayed address.
 func (t *turnRelay) route(p *peer) (link.Route, bool) {

@@ -100,7 +100,7 @@ func (c *Control) publish(now time.Time) {
 		r := p.ep.Route()
 		pv := PeerView{Path: p.path, NAT: p.nat, History: p.history, Probing: p.punch.Punching(now), Route: r.Dst, Relay: r.Relayed()}
 		if p.mtu.path > 0 {
-			pv.PathMTU, pv.MTU = p.mtu.path, cmp.Or(p.mtu.route, c.ifaceMTU)
+			pv.PathMTU, pv.MTU = p.mtu.path, cmp.Or(p.mtu.route, c.peerDeps.ifaceMTU)
 		}
 		if r.Relayed() {
 			pv.Reason, pv.Via = p.relayReason(now), p.relayName(r)
