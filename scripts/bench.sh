@@ -28,12 +28,17 @@
 #             match and a last that allows: every packet from a member is
 #             judged (a flow's first by the rules, the rest by the flow
 #             table); ratio policy/member is the filter's cost
-#   base, basehard
+#   base, basehard, baserelay, baseturn
 #             only when BENCH_BASELINE names another punchtun binary (the
 #             code before a change, say): its direct path (a1 <-> b1, lab
-#             ptb) and its easy/hard path (lab ptbh), beside this build's,
-#             in the same rounds, so that the two builds are compared under
-#             the same drift; ratios punchtun/base and easyhard/basehard
+#             ptb), its easy/hard path (lab ptbh), its path through the
+#             rendezvous's relay (a2 <-> b1, lab ptb) and through coturn
+#             (a2 <-> b1, lab ptbh), each on the same hosts, rendezvous and
+#             coturn as this build's path and beside it in the same rounds,
+#             so that the two builds are compared under the same drift;
+#             ratios punchtun/base, easyhard/basehard, relay/baserelay and
+#             turn/baseturn, and the baseline peers' memory beside this
+#             build's
 #   nebula    only when NEBULA names a nebula binary (nebula-cert beside it,
 #             or NEBULA_CERT): Nebula between a1 and b1 in lab ptb, each
 #             side the other's NAT address in static_host_map (port 51829
@@ -46,13 +51,15 @@
 # so that drift hits all of them; a figure is the median over the rounds. Per
 # path: TCP throughput a->b and b->a (iperf3), UDP throughput a->b (iperf3 -u,
 # received rate and loss), ping RTT (average of PINGS pings). Then the
-# resident memory (VmRSS) of each tunnel process: idle (connected, before any
-# load), after the first round (one 5 s iperf3 run per direction plus UDP) and
-# at the end, and the peak (VmHWM) over the whole run. Then, unless BENCH_CONNECT=0, scripts/connect_time.sh.
+# resident memory (VmRSS) of the tunnel processes of every path but member
+# and policy: idle (connected, before any load), after the first round (one
+# 5 s iperf3 run per direction plus UDP) and at the end, and the peak (VmHWM)
+# over the whole run; the ratios' peak columns divide the two paths' peaks,
+# a side by a side. Then, unless BENCH_CONNECT=0, scripts/connect_time.sh.
 #
 # Environment: BENCH_TIME (iperf3 seconds, 5), BENCH_ROUNDS (3), BENCH_UDP_RATE
 # (iperf3 -b, 10G), BENCH_UDP_LEN (datagram size, 1200: fits MTU 1280),
-# PUNCHTUN_BIN (a built punchtun to use instead of building one), BENCH_BASELINE (another punchtun to measure beside it: base, basehard), BENCH_KEEP (set: keep the work directory with the logs), BENCH_PINGS (50), BENCH_KINDS (the paths to measure, "punchtun wg raw relay";
+# PUNCHTUN_BIN (a built punchtun to use instead of building one), BENCH_BASELINE (another punchtun to measure beside it: base, basehard, baserelay, baseturn), BENCH_KEEP (set: keep the work directory with the logs), BENCH_PINGS (50), BENCH_KINDS (the paths to measure, "punchtun wg raw relay";
 # ratios of absent paths print NA), BENCH_CONNECT (1), PUNCHTUN_GOMEMLIMIT (unset: passed to
 # the punchtun peers as GOMEMLIMIT when set), BENCH_UDP (0: no UDP test, so
 # that the peak memory is TCP's), PUNCHTUN_GOGC (likewise, GOGC), BENCH_PROFILE (set: after the
@@ -108,13 +115,13 @@ ip netns exec "$HPREFIX-nata" nft insert rule inet filter forward ip saddr 192.1
 # No tunnel inside a tunnel: punchtun lists every local address as a LAN
 # candidate, the plain WireGuard tunnel's too, and a LAN path wins: without
 # this, punchtun would end up running inside the wireguard-go tunnel. The
-# tunnels' sockets use ports 51820-51839; nothing goes there through a tunnel.
+# tunnels' sockets use ports 51820-51841; nothing goes there through a tunnel.
 for ns in "$PREFIX"-{a1,a2,b1} "$HPREFIX"-{a1,a2,b1}; do
 	ip netns exec "$ns" nft -f - <<-'EOF'
 	table inet ptbbench {
 		chain output {
 			type filter hook output priority filter; policy accept;
-			oifname { "ptbwga", "ptbwgb", "ptbpa", "ptbpb", "ptbma", "ptbmb", "ptbna", "ptbnb", "ptbra", "ptbrb", "ptbha", "ptbhb", "ptbta", "ptbtb", "ptbnba", "ptbnbb", "ptbqa", "ptbqb", "ptbga", "ptbgb" } udp dport 51820-51839 drop
+			oifname { "ptbwga", "ptbwgb", "ptbpa", "ptbpb", "ptbma", "ptbmb", "ptbna", "ptbnb", "ptbra", "ptbrb", "ptbha", "ptbhb", "ptbta", "ptbtb", "ptbnba", "ptbnbb", "ptbqa", "ptbqb", "ptbga", "ptbgb", "ptbsa", "ptbsb", "ptbua", "ptbub" } udp dport 51820-51841 drop
 		}
 	}
 	EOF
@@ -129,7 +136,7 @@ start_rendezvous "$BIN" --relay=false --turn turn:203.0.113.20:3478 --turn-secre
 HRVPUB=$RVPUB PREFIX=$MAINPREFIX WORK=${WORK%/h}
 start_rendezvous "$BIN"
 
-for k in pa pb ra rb wa wb ha hb ta tb qa qb ga gb ma mb na nb; do "$BIN" genkey >"$WORK/$k.key"; done
+for k in pa pb ra rb wa wb ha hb ta tb qa qb ga gb sa sb ua ub ma mb na nb; do "$BIN" genkey >"$WORK/$k.key"; done
 pub() { "$BIN" pubkey <"$WORK/$1.key"; }
 
 # pt_conf NAME KEY ADDR PEERKEY PEERADDR PORT
@@ -140,6 +147,8 @@ pt_conf ptbra ra 100.65.0.1 rb 100.65.0.2 51823
 pt_conf ptbrb rb 100.65.0.2 ra 100.65.0.1 51824
 pt_conf ptbqa qa 100.68.0.1 qb 100.68.0.2 51830
 pt_conf ptbqb qb 100.68.0.2 qa 100.68.0.1 51831
+pt_conf ptbsa sa 100.72.0.1 sb 100.72.0.2 51838
+pt_conf ptbsb sb 100.72.0.2 sa 100.72.0.1 51839
 RVPUB_MAIN=$RVPUB RVPUB=$HRVPUB
 pt_conf ptbha ha 100.66.0.1 hb 100.66.0.2 51825
 pt_conf ptbhb hb 100.66.0.2 ha 100.66.0.1 51826
@@ -147,6 +156,8 @@ pt_conf ptbta ta 100.67.0.1 tb 100.67.0.2 51827
 pt_conf ptbtb tb 100.67.0.2 ta 100.67.0.1 51828
 pt_conf ptbga ga 100.69.0.1 gb 100.69.0.2 51832
 pt_conf ptbgb gb 100.69.0.2 ga 100.69.0.1 51833
+pt_conf ptbua ua 100.73.0.1 ub 100.73.0.2 51840
+pt_conf ptbub ub 100.73.0.2 ua 100.73.0.1 51841
 RVPUB=$RVPUB_MAIN
 
 # Members of a network (member, policy): certificates of the group bench;
@@ -179,6 +190,18 @@ member_conf ptbnb nb 100.71.0.2 51837 "$WORK/policy.doc"
 declare -A PID
 MEMPROCS=() # the tunnel processes whose memory is reported
 declare -A PPROF=([ptbpa]=127.0.0.1:9111 [ptbpb]=127.0.0.1:9112 [ptbha]=127.0.0.1:9113 [ptbhb]=127.0.0.1:9114)
+# Each path's tunnel processes (its a side, then its b side on b1), the
+# namespace its measurements start from (the a side's) and the address they
+# go to (the b side's in the tunnel).
+declare -A PROCS=([punchtun]="ptbpa ptbpb" [wg]="ptbwga ptbwgb" [relay]="ptbra ptbrb" [easyhard]="ptbha ptbhb" [turn]="ptbta ptbtb" [nebula]="ptbnba ptbnbb" [member]="ptbma ptbmb" [policy]="ptbna ptbnb" [base]="ptbqa ptbqb" [basehard]="ptbga ptbgb" [baserelay]="ptbsa ptbsb" [baseturn]="ptbua ptbub")
+declare -A SRC=([punchtun]=$PREFIX-a1 [wg]=$PREFIX-a1 [raw]=$PREFIX-a1 [relay]=$PREFIX-a2 [easyhard]=$HPREFIX-a1 [turn]=$HPREFIX-a2 [nebula]=$PREFIX-a1 [member]=$PREFIX-a1 [policy]=$PREFIX-a1 [base]=$PREFIX-a1 [basehard]=$HPREFIX-a1 [baserelay]=$PREFIX-a2 [baseturn]=$HPREFIX-a2)
+declare -A DST=([punchtun]=100.64.0.2 [wg]=10.99.0.2 [raw]=203.0.113.22 [relay]=100.65.0.2 [easyhard]=100.66.0.2 [turn]=100.67.0.2 [nebula]=10.98.0.2 [member]=100.70.0.2 [policy]=100.71.0.2 [base]=100.68.0.2 [basehard]=100.69.0.2 [baserelay]=100.72.0.2 [baseturn]=100.73.0.2)
+# The path each pair of static peers must be on before it is measured; a
+# baseline path must be on its counterpart's, this build's path it stands
+# beside.
+declare -A WANT=([punchtun]=direct [easyhard]=direct [relay]="relay via 203.0.113.10:3478" [turn]="relay via turn:203.0.113.20:3478")
+BASE_KINDS="base basehard baserelay baseturn"
+declare -A COUNTERPART=([base]=punchtun [basehard]=easyhard [baserelay]=relay [baseturn]=turn)
 # [PT_BIN=binary] pt_up HOST IFACE [LAB-PREFIX]
 pt_up() {
 	local env=(env) flags=()
@@ -192,21 +215,33 @@ pt_up() {
 	PIDS+=($!)
 	PID[$2]=$!
 }
-pt_path() { ip netns exec "${3:-$PREFIX}-$1" "$BIN" status "$2" --json --run-dir "$WORK/run" | jq -r '.peers[0].path'; }
-path_is() { [ "$(pt_path "$1" "$2" "${4-}" 2>/dev/null)" = "$3" ]; }
+# pt_path NAMESPACE IFACE -> the path IFACE's peer is on: "direct", "relay
+# via" the relay (a rendezvous's address, a TURN server's URI), ...
+pt_path() { ip netns exec "$1" "$BIN" status "$2" --json --run-dir "$WORK/run" | jq -r '.peers[0] | .path + (if .via then " via " + .via else "" end)'; }
+path_is() { [ "$(pt_path "$1" "$2" 2>/dev/null)" = "$3" ]; }
 ping1() { in_ns "$1" ping -c 1 -W 1 "$2"; }
-hping1() { ip netns exec "$HPREFIX-$1" ping -c 1 -W 1 "$2"; }
+# [PT_BIN=binary] pairs_up KIND...: starts each KIND's two peers (PROCS: the
+# a side on SRC's host, the b side on b1 of the same lab), then waits until
+# both sides of each are on the path WANT and a ping crosses.
+pairs_up() {
+	local k a b lab want
+	for k; do
+		read -r a b <<<"${PROCS[$k]}"
+		lab=${SRC[$k]%-*}
+		pt_up "${SRC[$k]##*-}" "$a" "$lab"
+		pt_up b1 "$b" "$lab"
+	done
+	for k; do
+		read -r a b <<<"${PROCS[$k]}"
+		want=${WANT[${COUNTERPART[$k]:-$k}]}
+		wait_for "$k: ${SRC[$k]} on path $want" 30 path_is "${SRC[$k]}" "$a" "$want"
+		wait_for "$k: ${SRC[$k]%-*}-b1 on path $want" 30 path_is "${SRC[$k]%-*}-b1" "$b" "$want"
+		wait_for "ping over $k" 10 ip netns exec "${SRC[$k]}" ping -c 1 -W 1 "${DST[$k]}"
+	done
+}
 
 echo "== punchtun: a1 <-> b1 (direct), a2 <-> b1 (relayed)"
-pt_up a1 ptbpa
-pt_up b1 ptbpb
-pt_up a2 ptbra
-pt_up b1 ptbrb
-wait_for "punchtun a1 direct" 20 path_is a1 ptbpa direct
-wait_for "punchtun b1 direct" 20 path_is b1 ptbpb direct
-wait_for "punchtun a2 relay" 20 path_is a2 ptbra relay
-wait_for "ping over punchtun" 10 ping1 a1 100.64.0.2
-wait_for "ping over relay" 10 ping1 a2 100.65.0.2
+pairs_up punchtun relay
 
 echo "== punchtun members: a1 <-> b1 without a policy (member), and with a 20-rule one (policy)"
 pt_up a1 ptbma
@@ -217,40 +252,30 @@ wait_for "member ping" 10 ping1 a1 100.70.0.2
 wait_for "member ping back" 10 ping1 b1 100.70.0.1
 wait_for "policy member ping" 10 ping1 a1 100.71.0.2
 wait_for "policy member ping back" 10 ping1 b1 100.71.0.1
-wait_for "member direct" 20 path_is a1 ptbma direct
-wait_for "policy member direct" 20 path_is a1 ptbna direct
+wait_for "member direct" 20 path_is "$PREFIX-a1" ptbma direct
+wait_for "policy member direct" 20 path_is "$PREFIX-a1" ptbna direct
 policy_seq() { ip netns exec "$PREFIX-$1" "$BIN" status "$2" --json --run-dir "$WORK/run" | jq -r '.network.policy.seq // 0'; }
 [ "$(policy_seq b1 ptbnb)" != 0 ] || die "the policy members enforce no policy"
 
 echo "== punchtun, lab $HPREFIX: a1 (easy NAT) <-> b1 (hard NAT), birthday-punched"
-pt_up a1 ptbha "$HPREFIX"
-pt_up b1 ptbhb "$HPREFIX"
-wait_for "punchtun easy side direct" 30 path_is a1 ptbha direct "$HPREFIX"
-wait_for "punchtun hard side direct" 30 path_is b1 ptbhb direct "$HPREFIX"
-
+pairs_up easyhard
 echo "== punchtun, lab $HPREFIX: a2 <-> b1 through coturn"
-pt_up a2 ptbta "$HPREFIX"
-pt_up b1 ptbtb "$HPREFIX"
-pt_via() { ip netns exec "$HPREFIX-$1" "$BIN" status "$2" --json --run-dir "$WORK/run" | jq -r '.peers[0].path + " via " + .peers[0].via'; }
-via_turn() { [ "$(pt_via "$1" "$2" 2>/dev/null)" = "relay via turn:203.0.113.20:3478" ]; }
-wait_for "punchtun a2 via TURN" 30 via_turn a2 ptbta
-wait_for "punchtun b1 via TURN" 30 via_turn b1 ptbtb
-wait_for "ping over TURN" 10 hping1 a2 100.67.0.2
-wait_for "ping easy -> hard" 10 hping1 a1 100.66.0.2
+pairs_up turn
 
 if [ -n "${BENCH_BASELINE-}" ]; then
-	echo "== baseline punchtun $BENCH_BASELINE: a1 <-> b1 (direct), and in lab $HPREFIX a1 <-> b1 (easy/hard)"
-	PT_BIN=$BENCH_BASELINE pt_up a1 ptbqa
-	PT_BIN=$BENCH_BASELINE pt_up b1 ptbqb
-	PT_BIN=$BENCH_BASELINE pt_up a1 ptbga "$HPREFIX"
-	PT_BIN=$BENCH_BASELINE pt_up b1 ptbgb "$HPREFIX"
-	wait_for "baseline a1 direct" 20 path_is a1 ptbqa direct
-	wait_for "baseline b1 direct" 20 path_is b1 ptbqb direct
-	wait_for "baseline easy side direct" 30 path_is a1 ptbga direct "$HPREFIX"
-	wait_for "baseline hard side direct" 30 path_is b1 ptbgb direct "$HPREFIX"
-	wait_for "ping over the baseline" 10 ping1 a1 100.68.0.2
-	wait_for "ping easy -> hard over the baseline" 10 hping1 a1 100.69.0.2
-	MEMPROCS+=(ptbqa ptbqb ptbga ptbgb)
+	# The baseline's pairs are distinct peers (interfaces ptbq*, ptbs*,
+	# ptbg*, ptbu*) on the same hosts as this build's, through the same NATs,
+	# rendezvous and coturn, and all of them stay up the whole run: one path
+	# is loaded at a time, the others only keep alive, so each build's relay
+	# and TURN paths get the same servers, idle but for the other pairs'
+	# keepalives, and the peak memory of either covers every round. Starting
+	# each pair only for its turn would instead measure the builds on
+	# servers of different ages and cost a reconnection per path and round.
+	echo "== baseline punchtun $BENCH_BASELINE: the same pairs, started the same way"
+	PT_BIN=$BENCH_BASELINE pairs_up base baserelay
+	PT_BIN=$BENCH_BASELINE pairs_up basehard
+	PT_BIN=$BENCH_BASELINE pairs_up baseturn
+	for k in $BASE_KINDS; do read -r -a procs <<<"${PROCS[$k]}" && MEMPROCS+=("${procs[@]}"); done
 fi
 
 echo "== plain wireguard-go $WGVER: a1 <-> b1, endpoints 203.0.113.22:51820 / 203.0.113.21:51820"
@@ -324,7 +349,7 @@ done
 rss() { awk '/^VmRSS/{printf "%.1f", $2/1024}' "/proc/${PID[$1]}/status"; }
 hwm() { awk '/^VmHWM/{printf "%.1f", $2/1024}' "/proc/${PID[$1]}/status"; }
 declare -A RSS_IDLE RSS_R1 RSS_END RSS_PEAK
-MEMPROCS=(ptbpa ptbpb ptbwga ptbwgb ptbha ptbhb "${MEMPROCS[@]}")
+MEMPROCS=(ptbpa ptbpb ptbwga ptbwgb ptbha ptbhb ptbra ptbrb ptbta ptbtb "${MEMPROCS[@]}")
 for p in "${MEMPROCS[@]}"; do RSS_IDLE[$p]=$(rss $p); done
 
 # cpu_ms KIND -> CPU time (user + system, ms) used so far by both of the
@@ -332,7 +357,6 @@ for p in "${MEMPROCS[@]}"; do RSS_IDLE[$p]=$(rss $p); done
 # carried during the TCP a->b run (ms/Gbit): the cost of the data path,
 # which throughput alone hides on a machine whose cores iperf3 and the
 # kernel's forwarding share. The raw path has none.
-declare -A PROCS=([punchtun]="ptbpa ptbpb" [wg]="ptbwga ptbwgb" [relay]="ptbra ptbrb" [easyhard]="ptbha ptbhb" [turn]="ptbta ptbtb" [nebula]="ptbnba ptbnbb" [member]="ptbma ptbmb" [policy]="ptbna ptbnb" [base]="ptbqa ptbqb" [basehard]="ptbga ptbgb")
 HZ=$(getconf CLK_TCK) # /proc/PID/stat's unit
 cpu_ms() {
 	local total=0 p
@@ -358,9 +382,7 @@ rtt() {
 	ip netns exec "$1" ping -c "$PINGS" -i 0.05 -q "$2" 2>/dev/null | awk -F/ '/^rtt/{print $5}' | grep . || echo NA
 }
 
-read -r -a KINDS <<<"${BENCH_KINDS:-punchtun wg raw relay easyhard turn member policy${NEBULA:+ nebula}${BENCH_BASELINE:+ base basehard}}"
-declare -A SRC=([punchtun]=$PREFIX-a1 [wg]=$PREFIX-a1 [raw]=$PREFIX-a1 [relay]=$PREFIX-a2 [easyhard]=$HPREFIX-a1 [turn]=$HPREFIX-a2 [nebula]=$PREFIX-a1 [member]=$PREFIX-a1 [policy]=$PREFIX-a1 [base]=$PREFIX-a1 [basehard]=$HPREFIX-a1)
-declare -A DST=([punchtun]=100.64.0.2 [wg]=10.99.0.2 [raw]=203.0.113.22 [relay]=100.65.0.2 [easyhard]=100.66.0.2 [turn]=100.67.0.2 [nebula]=10.98.0.2 [member]=100.70.0.2 [policy]=100.71.0.2 [base]=100.68.0.2 [basehard]=100.69.0.2)
+read -r -a KINDS <<<"${BENCH_KINDS:-punchtun wg raw relay easyhard turn member policy${NEBULA:+ nebula}${BENCH_BASELINE:+ $BASE_KINDS}}"
 declare -A RES # RES[kind,metric] = space-separated values, one per round
 
 echo
@@ -378,12 +400,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 		ms=$(rtt "$s" "$d")
 		RES[$k,fwd]+="$fwd " RES[$k,rev]+="$rev " RES[$k,udp]+="$udp " RES[$k,loss]+="$loss " RES[$k,rtt]+="$ms " RES[$k,cpu]+="$cpu "
 		note=""
-		[ "$k" = punchtun ] && note="path $(pt_path a1 ptbpa)"
-		[ "$k" = relay ] && note="path $(pt_path a2 ptbra)"
-		[ "$k" = easyhard ] && note="path $(pt_path a1 ptbha "$HPREFIX")"
-		[ "$k" = turn ] && note="path $(pt_via a2 ptbta)"
-		[ "$k" = base ] && note="path $(pt_path a1 ptbqa)"
-		[ "$k" = basehard ] && note="path $(pt_path a1 ptbga "$HPREFIX")"
+		[ -n "${WANT[${COUNTERPART[$k]:-$k}]-}" ] && note="path $(pt_path "${SRC[$k]}" "${PROCS[$k]%% *}")"
 		printf '%-5s %-8s %10s %10s %10s %7s %8s %8s  %s\n' "$r" "$k" "$fwd" "$rev" "$udp" "$loss" "$ms" "$cpu" "$note"
 	done
 	if ((r == 1)); then
@@ -406,11 +423,22 @@ for k in "${KINDS[@]}"; do
 	printf '%-8s %10s %10s %10s %7s %8s %8s\n' "$k" "${MED[$k,fwd]}" "${MED[$k,rev]}" "${MED[$k,udp]}" "${MED[$k,loss]}" "${MED[$k,rtt]}" "${MED[$k,cpu]}"
 done
 echo
-echo "== ratios                  tcp a>b  tcp b>a   udp rx    rtt"
-for pair in "punchtun/wg punchtun wg" "punchtun/raw punchtun raw" "wg/raw wg raw" "relay/punchtun relay punchtun" "easyhard/punchtun easyhard punchtun" "turn/punchtun turn punchtun" "turn/relay turn relay" "nebula/wg nebula wg" "punchtun/nebula punchtun nebula" "policy/member policy member" "member/punchtun member punchtun" "punchtun/base punchtun base" "easyhard/basehard easyhard basehard"; do
+# peaks KIND -> the peak memory (MiB) of KIND's a side and b side, NA where
+# it was not measured
+peaks() {
+	local p out=()
+	for p in ${PROCS[$1]-}; do out+=("${RSS_PEAK[$p]:-NA}"); done
+	echo "${out[0]:-NA} ${out[1]:-NA}"
+}
+pairs=("punchtun/wg punchtun wg" "punchtun/raw punchtun raw" "wg/raw wg raw" "relay/punchtun relay punchtun" "easyhard/punchtun easyhard punchtun" "turn/punchtun turn punchtun" "turn/relay turn relay" "nebula/wg nebula wg" "punchtun/nebula punchtun nebula" "policy/member policy member" "member/punchtun member punchtun")
+for k in $BASE_KINDS; do pairs+=("${COUNTERPART[$k]}/$k ${COUNTERPART[$k]} $k"); done
+echo "== ratios                  tcp a>b  tcp b>a   udp rx    rtt  peak a  peak b"
+for pair in "${pairs[@]}"; do
 	read -r name a b <<<"$pair"
-	printf '%-25s %8s %8s %8s %6s\n' "$name" "$(ratio "${MED[$a,fwd]:-NA}" "${MED[$b,fwd]:-NA}")" "$(ratio "${MED[$a,rev]:-NA}" "${MED[$b,rev]:-NA}")" \
-		"$(ratio "${MED[$a,udp]:-NA}" "${MED[$b,udp]:-NA}")" "$(ratio "${MED[$a,rtt]:-NA}" "${MED[$b,rtt]:-NA}")"
+	read -r peak_a peak_b <<<"$(peaks "$a")"
+	read -r over_a over_b <<<"$(peaks "$b")"
+	printf '%-25s %8s %8s %8s %6s %7s %7s\n' "$name" "$(ratio "${MED[$a,fwd]:-NA}" "${MED[$b,fwd]:-NA}")" "$(ratio "${MED[$a,rev]:-NA}" "${MED[$b,rev]:-NA}")" \
+		"$(ratio "${MED[$a,udp]:-NA}" "${MED[$b,udp]:-NA}")" "$(ratio "${MED[$a,rtt]:-NA}" "${MED[$b,rtt]:-NA}")" "$(ratio "$peak_a" "$over_a")" "$(ratio "$peak_b" "$over_b")"
 done
 echo
 echo "== resident memory (VmRSS, MiB; peak: VmHWM over the run)"
@@ -419,9 +447,11 @@ for p in "${MEMPROCS[@]}"; do
 	case $p in
 		ptbpa) n="punchtun a1" ;; ptbpb) n="punchtun b1" ;; ptbwga) n="wireguard-go a1" ;; ptbwgb) n="wireguard-go b1" ;;
 		ptbha) n="punchtun a1 (easy)" ;; ptbhb) n="punchtun b1 (hard)" ;;
+		ptbra) n="punchtun a2 (relay)" ;; ptbrb) n="punchtun b1 (relay)" ;; ptbta) n="punchtun a2 (TURN)" ;; ptbtb) n="punchtun b1 (TURN)" ;;
 		ptbnba) n="nebula a1" ;; ptbnbb) n="nebula b1" ;;
 		ptbqa) n="baseline a1" ;; ptbqb) n="baseline b1" ;;
 		ptbga) n="baseline a1 (easy)" ;; ptbgb) n="baseline b1 (hard)" ;;
+		ptbsa) n="baseline a2 (relay)" ;; ptbsb) n="baseline b1 (relay)" ;; ptbua) n="baseline a2 (TURN)" ;; ptbub) n="baseline b1 (TURN)" ;;
 	esac
 	printf '%-24s %8s %10s %8s %8s\n' "$n" "${RSS_IDLE[$p]}" "${RSS_R1[$p]}" "${RSS_END[$p]}" "${RSS_PEAK[$p]}"
 done
@@ -463,3 +493,4 @@ if [ "${BENCH_CONNECT:-1}" != 0 ]; then
 	echo
 	PUNCHTUN_BIN=$BIN scripts/connect_time.sh
 fi
+
