@@ -342,6 +342,7 @@ func controlConfigOf(cfg *config.Config, iface string, mtu int) control.Config {
 	cc := control.Config{PrivateKey: cfg.Interface.PrivateKey, Interface: iface, Addresses: cfg.Interface.Addresses, MTU: mtu,
 		Network: cfg.Interface.Network, Cert: cfg.Interface.Certificate, Static: staticAllowedIPs(cfg), Documents: cfg.Interface.Documents}
 	cc.PortMapping, _ = portmap.ParseMode(cfg.Interface.PortMapping) // checked by the parser
+	cc.NoLocalCandidates = cfg.Interface.NoLocalCandidates
 	for i, hp := range cfg.Interface.Rendezvous {
 		cc.Servers = append(cc.Servers, control.ServerConfig{HostPort: hp, Key: cfg.Interface.RendezvousKey[i]})
 	}

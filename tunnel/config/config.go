@@ -70,6 +70,10 @@ type Interface struct {
 	// PortMapping is which protocols ask the router for a port forward:
 	// auto (also ""), off, natpmp, pcp or upnp (nat/portmap).
 	PortMapping string
+	// NoLocalCandidates (LocalCandidates = false): this host's own
+	// addresses are not offered to peers, only what the rendezvous sees
+	// and a port mapping.
+	NoLocalCandidates bool
 	// Table is where the peers' routes go, as wg-quick's Table: "" or
 	// "auto" (the main table; a default route gets policy rules), "off"
 	// (no routes), or a table's number or name.

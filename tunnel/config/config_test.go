@@ -245,6 +245,16 @@ PersistentKeepalive = 0
 				},
 			},
 		},
+		{
+			name: "no local candidates",
+			conf: "[Interface]\nPrivateKey = {alice}\nLocalCandidates = false",
+			want: &Config{
+				Interface: Interface{
+					PrivateKey:        key.Private(mustKey(alicePriv)),
+					NoLocalCandidates: true,
+				},
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

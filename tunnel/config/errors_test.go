@@ -63,6 +63,7 @@ func TestParseErrors(t *testing.T) {
 		{"MTU IPv6", "[Interface]\nPrivateKey = {alice}\nMTU = 1279\nAddress = 100.64.0.1/24, fd00::1/64\n", 3, "MTU", "must be 1280..65535 with an IPv6 Address"},
 		{"FwMark bad", "[Interface]\nFwMark = 0x\n", 2, "FwMark", "32-bit"},
 		{"FwMark too big", "[Interface]\nFwMark = 0x100000000\n", 2, "FwMark", "32-bit"},
+		{"LocalCandidates not a boolean", "[Interface]\nLocalCandidates = lan\n", 2, "LocalCandidates", `must be true or false, got "lan"`},
 		{"PortMapping unknown", "[Interface]\nPortMapping = igd\n", 2, "PortMapping", `must be auto, off, natpmp, pcp or upnp, got "igd"`},
 
 		{"Endpoint no port", ok + "[Peer]\nPublicKey = {carol}\nEndpoint = 198.51.100.7\n", 9, "Endpoint", "missing port"},

@@ -28,6 +28,7 @@ var interfaceFields = map[string]field[Interface]{
 	"rendezvouskey":   {"RendezvousKey", true, setRendezvousKey},
 	"fwmark":          {"FwMark", false, setFwMark},
 	"portmapping":     {"PortMapping", false, setPortMapping},
+	"localcandidates": {"LocalCandidates", false, setLocalCandidates},
 	"table":           {"Table", false, setTable},
 	"saveconfig":      {"SaveConfig", false, setSaveConfig},
 	"dns":             {"DNS", true, setDNS},
@@ -443,6 +444,22 @@ func setEndpoint(p *Peer, v string) error {
 func setPersistentKeepalive(p *Peer, v string) error {
 	n, err := parseUint(v, 16, true)
 	p.PersistentKeepalive = uint16(n)
+	return err
+}
+
+// parseBool takes a boolean key's value: true or false (or 1, 0, …).
+func parseBool(v string) (bool, error) {
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("must be true or false, got %s", quote(v))
+	}
+	return b, nil
+}
+
+// setLocalCandidates takes true (the default) or false.
+func setLocalCandidates(in *Interface, v string) error {
+	b, err := parseBool(v)
+	in.NoLocalCandidates = !b
 	return err
 }
 

@@ -54,12 +54,9 @@ func CheckProxyAddr(v string) error {
 }
 
 func setUserspace(in *Interface, v string) error {
-	b, err := strconv.ParseBool(v)
-	if err != nil {
-		return fmt.Errorf("must be true or false, got %s", quote(v))
-	}
+	b, err := parseBool(v)
 	in.Userspace = b
-	return nil
+	return err
 }
 
 func setSOCKS5(in *Interface, v string) error {

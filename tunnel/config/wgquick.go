@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strconv"
 	"strings"
 )
 
@@ -40,10 +39,10 @@ func isTableName(v string) bool {
 
 // setSaveConfig takes false only: punchtun never rewrites its config file.
 func setSaveConfig(in *Interface, v string) error {
-	b, err := strconv.ParseBool(v)
+	b, err := parseBool(v)
 	switch {
 	case err != nil:
-		return fmt.Errorf("must be true or false, got %s", quote(v))
+		return err
 	case b:
 		return errors.New("true is not supported: punchtun never rewrites its config file (edit it and run punchtun syncconf); set false or remove the line")
 	}

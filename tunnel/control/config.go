@@ -29,6 +29,9 @@ type Config struct {
 	// PortMapping is which protocols ask the router for a port forward
 	// (portMapper); set at start, not by a reload.
 	PortMapping portmap.Mode
+	// NoLocalCandidates keeps the host's own addresses from peers (set at
+	// start, not by a reload).
+	NoLocalCandidates bool
 }
 
 // ServerConfig names one rendezvous.

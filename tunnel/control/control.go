@@ -48,6 +48,8 @@ type Control struct {
 
 	iface string
 	own   []netip.Prefix // the tunnel's addresses: never candidates
+	// noLocal: the host's addresses are never candidates either.
+	noLocal bool
 
 	in chan inbound
 	// gossipIn is the members' gossip, admitted by its gate (gossipGate):
@@ -158,6 +160,7 @@ func newControl(log *slog.Logger, cfg Config, statePath string, saved State, clo
 		pub:                cfg.PrivateKey.Public(),
 		iface:              cfg.Interface,
 		own:                cfg.Addresses,
+		noLocal:            cfg.NoLocalCandidates,
 		in:                 make(chan inbound, inboundQueue),
 		gossipIn:           make(chan inbound, gossipQueue),
 		actions:            make(chan func(), 64),

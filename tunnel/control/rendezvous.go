@@ -98,10 +98,14 @@ func (c *Control) tickServer(s *server, now time.Time) {
 		c.sendSTUN(s, s.addr, now)
 	}
 	if due.Register {
+		var local []netip.AddrPort
+		if !c.noLocal {
+			local = nat.LocalCandidates(c.data.Port(), c.iface, c.own)
+		}
 		c.sendServer(s, &wire.Register{
 			Time:       c.stamp(),
 			NAT:        byte(c.portmap.ourNAT()),
-			Candidates: c.portmap.candidates(nat.LocalCandidates(c.data.Port(), c.iface, c.own)),
+			Candidates: c.portmap.candidates(local),
 			Wants:      c.wants,
 			Network:    c.members.network,
 			Cert:       c.members.certBytes(),

@@ -164,7 +164,13 @@ type peer struct {
 // peerConfig is the [Interface] of a peer found through the harness's
 // rendezvous, with more lines (keys of [Interface], then [Peer]s).
 func (h *harness) peerConfig(priv, more string) string {
-	return fmt.Sprintf("[Interface]\nPrivateKey = %s\nRendezvous = %s\nRendezvousKey = %s\n%s", priv, h.rdvAddr, h.rdvKey, more)
+	return h.peerConfigVia(h.rdvAddr, priv, more)
+}
+
+// peerConfigVia is peerConfig with the rendezvous reached at rdv (the
+// inside of a test's NAT in front of it).
+func (h *harness) peerConfigVia(rdv, priv, more string) string {
+	return fmt.Sprintf("[Interface]\nPrivateKey = %s\nRendezvous = %s\nRendezvousKey = %s\n%s", priv, rdv, h.rdvKey, more)
 }
 
 // up writes conf and starts a userspace peer on it, with a SOCKS5 and an
@@ -212,10 +218,12 @@ type status struct {
 	HTTPProxy string   `json:"http_proxy"`
 	Forwards  []string `json:"forwards"`
 	Peers     []struct {
-		Name          string `json:"name"`
-		Path          string `json:"path"`
-		LastHandshake string `json:"last_handshake"`
-		Member        bool   `json:"member"`
+		Name          string       `json:"name"`
+		Path          string       `json:"path"`
+		LastHandshake string       `json:"last_handshake"`
+		Via           string       `json:"via"`
+		History       []pathChange `json:"history"`
+		Member        bool         `json:"member"`
 	} `json:"peers"`
 	Network *struct {
 		Members     int `json:"members"`
@@ -226,6 +234,9 @@ type status struct {
 		} `json:"policy"`
 	} `json:"network"`
 }
+
+// pathChange is one of a peer's path history.
+type pathChange struct{ To, Why string }
 
 func (p *peer) status() (*status, error) {
 	out, errOut, err := p.h.punchtun("", "status", "--json", "--run-dir", p.runDir, p.iface)
