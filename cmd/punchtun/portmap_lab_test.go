@@ -72,9 +72,15 @@ func routerConf(protos []string, deny bool) string {
 // protos (natpmp, pcp, upnp).
 func (l *lab) startMiniupnpd(router string, deny bool, protos ...string) *miniupnpd {
 	l.t.Helper()
+	return l.startMiniupnpdConf(router, routerConf(protos, deny))
+}
+
+// startMiniupnpdConf is startMiniupnpd with miniupnpd's whole config.
+func (l *lab) startMiniupnpdConf(router, conf string) *miniupnpd {
+	l.t.Helper()
 	root := miniupnpdRoot(l.t)
 	m := &miniupnpd{l: l, router: router, root: root, conf: "/tmp/" + l.prefix + "-" + router + ".conf"}
-	if err := os.WriteFile(filepath.Join(root, m.conf), []byte(routerConf(protos, deny)), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(root, m.conf), []byte(conf), 0o644); err != nil {
 		l.t.Fatal(err)
 	}
 	l.t.Cleanup(func() { os.Remove(filepath.Join(root, m.conf)) })
@@ -122,10 +128,16 @@ func (m *miniupnpd) rules() string {
 
 // forwards reports whether the router forwards port to host's socket.
 func (m *miniupnpd) forwards(port int, host string) error {
+	return m.forwardsTo(port, host, port)
+}
+
+// forwardsTo reports whether the router forwards external to host's
+// port internal.
+func (m *miniupnpd) forwardsTo(external int, host string, internal int) error {
 	// miniupnpd matches UDP by the IP header's protocol byte (0x11) and
 	// the transport header's port.
-	if r := m.rules(); !strings.Contains(r, fmt.Sprintf("0x11 th dport %d dnat ip to %s:%d", port, host, port)) {
-		return fmt.Errorf("no DNAT rule for UDP %d in:\n%s", port, r)
+	if r := m.rules(); !strings.Contains(r, fmt.Sprintf("0x11 th dport %d dnat ip to %s:%d", external, host, internal)) {
+		return fmt.Errorf("no DNAT rule for UDP %d to %s:%d in:\n%s", external, host, internal, r)
 	}
 	return nil
 }
@@ -254,28 +266,11 @@ func TestPortMappingRouter(t *testing.T) {
 		}
 		l.ping(b, a)
 	})
-	sub("restart", func(t *testing.T, l *lab) {
-		router := l.startMiniupnpd("nata", false, "natpmp", "pcp", "upnp")
-		defer func() { router.proc.stop() }()
-		a, b, _, _ := l.mappedPair(1, "auto", "off", rvKey)
-		st := l.waitMapping(a, "", 5*time.Second)
-		l.waitPath(a, "direct")
-		restarted := time.Now() // the daemon's stop; its start follows at once
-		router.restart()
-		eventually(t, 5*time.Second, "mapped again after miniupnpd's restart", func() error {
-			return router.forwards(int(st.ListenPort), "192.168.1.2")
-		})
-		again := time.Since(restarted)
-		l.waitMapping(a, "", 5*time.Second)
-		if ps := l.waitPath(a, "direct"); ps.Path != "direct" {
-			t.Fatalf("path %+v", ps)
-		}
-		t.Logf("mapped again %.2f s after miniupnpd restarted; still direct at %.2f s", again.Seconds(), time.Since(restarted).Seconds())
-		if time.Since(restarted) > 5*time.Second {
-			t.Errorf("mapped and direct again only %v after the restart, want within 5 s", time.Since(restarted))
-		}
-		l.ping(a, b)
-	})
+	// Each mode hears of the restart its own way: NAT-PMP's and PCP's
+	// announcements, UPnP's SSDP NOTIFYs.
+	for i, mode := range []string{"auto", "natpmp", "pcp", "upnp"} {
+		sub("restart-"+mode, func(t *testing.T, l *lab) { l.remapAfterRestart(4+i, mode, rvKey) })
+	}
 	// A router with port mapping disabled answers nothing: 5351 is closed
 	// and SSDP goes unanswered. (miniupnpd told to deny every mapping is no
 	// model of it: 2.3.9 then tries every one of the 64k ports against its
@@ -390,4 +385,36 @@ func TestPortMappingCarrierNAT(t *testing.T) {
 			l.ping(a, b)
 		})
 	}
+}
+
+// remapAfterRestart: a peer mapped over mode (its router serving that
+// protocol alone, or all three for auto) is mapped again, and still
+// direct, within 5 s of miniupnpd's restart.
+func (l *lab) remapAfterRestart(i int, mode string, rvKey key.Private) {
+	t := l.t
+	t.Helper()
+	protos, want := []string{mode}, mode
+	if mode == "auto" {
+		protos, want = []string{"natpmp", "pcp", "upnp"}, ""
+	}
+	router := l.startMiniupnpd("nata", false, protos...)
+	defer func() { router.proc.stop() }()
+	a, b, _, _ := l.mappedPair(i, mode, "off", rvKey)
+	st := l.waitMapping(a, want, 5*time.Second)
+	l.waitPath(a, "direct")
+	restarted := time.Now() // the daemon's stop; its start follows at once
+	router.restart()
+	eventually(t, 5*time.Second, "mapped again after miniupnpd's restart", func() error {
+		return router.forwards(int(st.ListenPort), "192.168.1.2")
+	})
+	again := time.Since(restarted)
+	l.waitMapping(a, want, 5*time.Second)
+	if ps := l.waitPath(a, "direct"); ps.Path != "direct" {
+		t.Fatalf("path %+v", ps)
+	}
+	t.Logf("%s: mapped again %.2f s after miniupnpd restarted; still direct at %.2f s", mode, again.Seconds(), time.Since(restarted).Seconds())
+	if time.Since(restarted) > 5*time.Second {
+		t.Errorf("mapped and direct again only %v after the restart, want within 5 s", time.Since(restarted))
+	}
+	l.ping(a, b)
 }

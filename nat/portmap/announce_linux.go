@@ -18,23 +18,11 @@ const announceGroup = "224.0.0.1:5350"
 // announcement until ctx ends. The port is shared (SO_REUSEADDR): every
 // socket bound to the group gets each announcement.
 func ListenAnnouncements(ctx context.Context, got func(from netip.Addr)) error {
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		if err := rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-		}); err != nil {
-			return err
-		}
-		return serr
-	}}
-	pc, err := lc.ListenPacket(ctx, "udp4", announceGroup)
+	conn, err := listenGroup(ctx, announceGroup)
 	if err != nil {
 		return err
 	}
-	stop := context.AfterFunc(ctx, func() { pc.Close() })
-	defer stop()
-	defer pc.Close()
-	conn := pc.(*net.UDPConn)
+	defer conn.Close()
 	buf := make([]byte, 1100)
 	for {
 		n, src, err := conn.ReadFromUDPAddrPort(buf)
@@ -46,3 +34,26 @@ func ListenAnnouncements(ctx context.Context, got func(from netip.Addr)) error {
 		}
 	}
 }
+
+// listenGroup listens on the group address (host:port) on a shared
+// port; the socket is closed when ctx ends.
+func listenGroup(ctx context.Context, group string) (*net.UDPConn, error) {
+	pc, err := sharedPort.ListenPacket(ctx, "udp4", group)
+	if err != nil {
+		return nil, err
+	}
+	context.AfterFunc(ctx, func() { pc.Close() })
+	return pc.(*net.UDPConn), nil
+}
+
+// sharedPort listens on a port that other sockets bound to the same group
+// share (SO_REUSEADDR): each gets every datagram to the group.
+var sharedPort = net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
+}}

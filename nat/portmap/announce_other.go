@@ -13,3 +13,9 @@ func ListenAnnouncements(ctx context.Context, got func(from netip.Addr)) error {
 	<-ctx.Done()
 	return nil
 }
+
+// ListenSSDP hears no NOTIFYs off Linux, for the same reason.
+func ListenSSDP(ctx context.Context, restarted func(gw netip.Addr)) error {
+	<-ctx.Done()
+	return nil
+}

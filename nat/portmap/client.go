@@ -196,18 +196,23 @@ func (c *Client) mapUPnP(ctx context.Context, m *Mapping, prev *Mapping, lifetim
 		return err
 	}
 	want := m.Internal
+	port, err := uint16(0), error(nil)
 	if prev != nil && prev.upnp != nil {
 		m.upnp, want = prev.upnp, prev.External.Port()
-	} else {
-		loc, err := c.discover(ctx)
-		if err != nil {
-			return err
-		}
-		if m.upnp, err = upnpServiceAt(ctx, loc, c.Gateway); err != nil {
-			return err
-		}
+		port, err = m.upnp.add(ctx, want, m.Internal, local, seconds(lifetime))
 	}
-	port, err := m.upnp.add(ctx, want, m.Internal, local, seconds(lifetime))
+	// No service yet, or the one we knew is gone (a restarted router may
+	// serve on another port): find it anew.
+	if m.upnp == nil || err != nil && upnpCode(err) == 0 {
+		loc, derr := c.discover(ctx)
+		if derr != nil {
+			return derr
+		}
+		if m.upnp, derr = upnpServiceAt(ctx, loc, c.Gateway); derr != nil {
+			return derr
+		}
+		port, err = m.upnp.add(ctx, want, m.Internal, local, seconds(lifetime))
+	}
 	if err != nil {
 		return upnpError(err)
 	}

@@ -49,6 +49,22 @@ func FuzzSSDP(f *testing.F) {
 	})
 }
 
+func FuzzSSDPNotify(f *testing.F) {
+	f.Add(notify("ssdp:alive", "1796609085"))
+	f.Add(notify("ssdp:byebye", ""))
+	gw := netip.MustParseAddr("192.168.1.1")
+	f.Fuzz(func(t *testing.T, b []byte) {
+		n, ok := parseSSDPNotify(b)
+		if ok && (len(b) > maxSSDPAnswer || n.bootID < -1 || n.bootID >= 1<<31) {
+			t.Fatalf("took %d bytes as %+v", len(b), n)
+		}
+		var w bootWatch
+		if ok && w.notice(gw, n) {
+			t.Fatal("the first notice heard told of a restart")
+		}
+	})
+}
+
 func FuzzRouteTable(f *testing.F) {
 	f.Add([]byte("eth0\t00000000\t0100A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -48,11 +48,25 @@ type Machine struct {
 	public   netip.Addr // our public address, as the rendezvous sees it
 	counts   map[Protocol]map[string]uint64
 	reported string // the double NAT last counted, so that it is counted once
+	// epochs are the routers' last epochs (NAT-PMP, PCP), to tell a
+	// restart by; restarts counts those seen.
+	epochs   map[epochKey]epochMark
+	restarts uint64
+}
+
+type epochKey struct {
+	gw netip.Addr
+	p  Protocol
+}
+
+type epochMark struct {
+	epoch uint32
+	at    time.Time
 }
 
 // NewMachine starts with an ask due at once (unless mode is off).
 func NewMachine(mode Mode) *Machine {
-	m := &Machine{mode: mode, counts: map[Protocol]map[string]uint64{}}
+	m := &Machine{mode: mode, counts: map[Protocol]map[string]uint64{}, epochs: map[epochKey]epochMark{}}
 	m.reason = "asking the gateway"
 	if mode == ModeOff {
 		m.reason = "port mapping is off"
@@ -83,7 +97,15 @@ func (m *Machine) Answered(now time.Time, got *Mapping, errs map[Protocol]error)
 	m.asking = false
 	if got != nil {
 		outcome := OutcomeMapped
-		if m.current != nil && m.current.Protocol == got.Protocol && m.current.External.Port() == got.External.Port() {
+		restarted := m.restarted(now, got)
+		for i := range got.also {
+			restarted = m.restarted(now, &got.also[i]) || restarted
+		}
+		if restarted {
+			// The router lost its state: what it granted is a new forward,
+			// and the other protocols' ones it held for us are gone.
+			got.also = nil
+		} else if m.current != nil && m.current.Protocol == got.Protocol && m.current.External.Port() == got.External.Port() {
 			outcome = OutcomeRenewed
 		}
 		m.count(got.Protocol, outcome)
@@ -114,6 +136,31 @@ func (m *Machine) Answered(now time.Time, got *Mapping, errs map[Protocol]error)
 	m.next = now.Add(m.backoff)
 	return false
 }
+
+// restarted compares the epoch of an answer with the last from the same
+// router and protocol (RFC 6886 §3.6, RFC 6887 §8.5): a router that kept
+// running counts at least 7/8 of the seconds we did, less 2 s of slack;
+// one whose epoch is below that restarted and lost its mappings.
+func (m *Machine) restarted(now time.Time, got *Mapping) bool {
+	if got.Protocol != NATPMP && got.Protocol != PCP {
+		return false // UPnP has no epoch
+	}
+	k := epochKey{got.Gateway, got.Protocol}
+	last, seen := m.epochs[k]
+	m.epochs[k] = epochMark{got.Epoch, now}
+	if !seen {
+		return false
+	}
+	elapsed := max(now.Sub(last.at), 0)
+	if int64(got.Epoch) >= int64(last.epoch)+int64(elapsed*7/8/time.Second)-2 {
+		return false
+	}
+	m.restarts++
+	return true
+}
+
+// Restarts is how many times a router's epoch told of its restart.
+func (m *Machine) Restarts() uint64 { return m.restarts }
 
 // Reask asks again at once: the network changed or the host resumed
 // (forget: the mapping was the old network's), or the router announced a

@@ -44,7 +44,9 @@ func TestMachineRenews(t *testing.T) {
 	if !ask || prev == nil || prev.Protocol != PCP {
 		t.Fatalf("at half the lifetime: ask %v prev %v, want a renewal over PCP", ask, prev)
 	}
-	if m.Answered(t0.Add(time.Hour), mapped(PCP, "203.0.113.21:4000", 2*time.Hour), nil) {
+	renewed := mapped(PCP, "203.0.113.21:4000", 2*time.Hour)
+	renewed.Epoch = 3600 // the router kept running
+	if m.Answered(t0.Add(time.Hour), renewed, nil) {
 		t.Fatal("a renewal of the same endpoint changed the offer")
 	}
 	st := m.Status(t0.Add(90 * time.Minute))
@@ -213,5 +215,65 @@ func TestParseMode(t *testing.T) {
 	}
 	if m, _ := ParseMode(""); m != ModeAuto || len(m.Protocols()) != 3 {
 		t.Errorf("default %v", m)
+	}
+}
+
+// TestMachineEpoch: an answer whose epoch is below the last one plus 7/8
+// of the time since, less 2 s, comes from a router that restarted (RFC
+// 6886 §3.6): its forward is new, and the other protocols' it held for
+// us are gone; an epoch that kept pace, or lagged within the slack, is a
+// renewal. Each router and protocol keeps its own count.
+func TestMachineEpoch(t *testing.T) {
+	gw := netip.MustParseAddr("192.168.1.1")
+	answer := func(p Protocol, epoch uint32, also ...Mapping) *Mapping {
+		got := mapped(p, "203.0.113.21:4000", 2*time.Hour)
+		got.Gateway, got.Epoch, got.also = gw, epoch, also
+		return got
+	}
+	m := NewMachine(ModeAuto)
+	m.Tick(t0)
+	m.Answered(t0, answer(NATPMP, 1000, Mapping{Protocol: PCP, Gateway: gw, Epoch: 1000}), nil)
+	steps := []struct {
+		after     time.Duration
+		epoch     uint32
+		restarted bool
+	}{
+		{time.Hour, 1000 + 3600, false},                 // kept pace
+		{time.Hour, 1000 + 2*3600 - 3600/8 - 1, false},  // a slow clock: 7/8 of ours, within 2 s
+		{time.Hour, 1000 + 3*3600 - 3600/4 - 10, true},  // behind 7/8 by more than 2 s
+		{time.Hour, 1000 + 4*3600 - 3600/4 - 10, false}, // counting on from there
+		{time.Hour, 7, true},                            // back near zero
+	}
+	now := t0
+	for i, s := range steps {
+		now = now.Add(s.after)
+		if ask, prev := m.Tick(now); !ask || prev == nil {
+			t.Fatalf("step %d: no renewal due", i)
+		}
+		restarts := m.Restarts()
+		got := answer(NATPMP, s.epoch, Mapping{Protocol: PCP, Gateway: gw, Epoch: s.epoch})
+		m.Answered(now, got, nil)
+		if restarted := m.Restarts() != restarts; restarted != s.restarted {
+			t.Fatalf("step %d: epoch %d at %v: restarted %v, want %v", i, s.epoch, now.Sub(t0), restarted, s.restarted)
+		}
+		if s.restarted && len(m.Current().also) != 0 {
+			t.Fatalf("step %d: the other protocols' forwards are kept after the router's restart", i)
+		}
+	}
+	if c := m.Counts()[NATPMP]; c[OutcomeMapped] != 3 || c[OutcomeRenewed] != 3 {
+		t.Fatalf("counts %v: want the first mapping and the two after restarts as new, the rest renewed", c)
+	}
+	// Another protocol's epoch, or another router's, is its own.
+	m2 := NewMachine(ModeAuto)
+	m2.Tick(t0)
+	m2.Answered(t0, answer(PCP, 50000), nil)
+	m2.Tick(t0.Add(time.Hour))
+	other := answer(PCP, 10)
+	other.Gateway = netip.MustParseAddr("10.0.0.1")
+	m2.Answered(t0.Add(time.Hour), other, nil)
+	m2.Tick(t0.Add(2 * time.Hour))
+	m2.Answered(t0.Add(2*time.Hour), answer(NATPMP, 20), nil)
+	if n := m2.Restarts(); n != 0 {
+		t.Fatalf("%d restarts told by other routers' and protocols' epochs", n)
 	}
 }

@@ -6,10 +6,11 @@
 // address).
 //
 // The protocols' messages are encoded and decoded here (natpmp.go,
-// pcp.go, ssdp.go), each answer parsed defensively; Client does the
-// exchanges (client.go), and Machine (machine.go) is the pure state
-// machine that decides when to ask, renew, ask again and delete, driven by
-// its caller on any clock.
+// pcp.go, ssdp.go, notify.go), each answer parsed defensively; Client
+// does the exchanges (client.go); ListenAnnouncements and ListenSSDP hear
+// the gateway tell of its restarts; and Machine (machine.go) is the pure
+// state machine that decides when to ask, renew, ask again and delete,
+// driven by its caller on any clock.
 package portmap
 
 import (

@@ -72,22 +72,23 @@ func upnpServiceAt(ctx context.Context, loc *url.URL, gw netip.Addr) (*upnpClien
 	return nil, fmt.Errorf("upnp: no WAN connection service on the gateway at %s", loc)
 }
 
-// add maps internal on client from external (or, if that is taken,
-// another port) for lease seconds, and returns the external port.
+// add maps internal on client from external (or, if another host holds
+// that, another port) for lease seconds, and returns the external port.
 func (u *upnpClient) add(ctx context.Context, external, internal uint16, client netip.Addr, lease uint32) (uint16, error) {
 	err := u.svc.AddPortMappingCtx(ctx, "", external, "UDP", internal, client.String(), true, upnpDescription, lease)
-	if err == nil {
-		return external, nil
+	if err == nil || upnpCode(err) != upnpConflict {
+		return external, err // mapped, or refused for another reason than the port
 	}
-	if u.any != nil {
+	if u.any != nil { // v2: the router picks a free port
 		return u.any(ctx, external, internal, client.String(), lease)
 	}
-	if upnpCode(err) == 718 { // taken: v1 has no "any port", so try one more
-		external = uint16(1024 + rand.IntN(65535-1024))
-		return external, u.svc.AddPortMappingCtx(ctx, "", external, "UDP", internal, client.String(), true, upnpDescription, lease)
-	}
-	return 0, err
+	// v1 has no "any port": try another, at random.
+	external = uint16(1024 + rand.IntN(65535-1024))
+	return external, u.svc.AddPortMappingCtx(ctx, "", external, "UDP", internal, client.String(), true, upnpDescription, lease)
 }
+
+// upnpConflict is ConflictInMappingEntry: another host holds the port.
+const upnpConflict = 718
 
 // externalAddr asks the router's WAN address: invalid if it will not say.
 func (u *upnpClient) externalAddr(ctx context.Context) netip.Addr {

@@ -21,6 +21,9 @@ type fakeIGD struct {
 	mu      sync.Mutex
 	actions []string // SOAP actions, in order
 	refuse  int      // AddPortMapping's UPnP error code (0: accept)
+	// refuseOnce is the first AddPortMapping's error code alone.
+	refuseOnce int
+	srv        *httptest.Server
 }
 
 const igdDesc = `<?xml version="1.0"?>
@@ -53,6 +56,9 @@ func newFakeIGD(t *testing.T, control string) (*fakeIGD, *Client) {
 			g.mu.Lock()
 			g.actions = append(g.actions, action)
 			refuse := g.refuse
+			if action == "AddPortMapping" && g.refuseOnce != 0 {
+				refuse, g.refuseOnce = g.refuseOnce, 0
+			}
 			g.mu.Unlock()
 			w.Header().Set("Content-Type", `text/xml; charset="utf-8"`)
 			switch {
@@ -71,6 +77,7 @@ func newFakeIGD(t *testing.T, control string) (*fakeIGD, *Client) {
 		}
 	}))
 	t.Cleanup(srv.Close)
+	g.srv = srv
 	ssdp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -147,5 +154,52 @@ func TestUPnPElsewhere(t *testing.T) {
 	}
 	if len(g.actions) != 0 {
 		t.Fatalf("actions sent elsewhere: %v", g.actions)
+	}
+}
+
+// TestUPnPConflict: a port another host holds (718) is asked again on
+// another port (IGDv1 has no AddAnyPortMapping); another refusal is final.
+func TestUPnPConflict(t *testing.T) {
+	g, c := newFakeIGD(t, "/ctl")
+	g.refuseOnce = 718
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	m, err := c.Map(ctx, UPnP, 4000, nil, time.Hour)
+	if err != nil || m.External.Port() == 4000 || m.External.Port() < 1024 {
+		t.Fatalf("mapping %+v, err %v", m, err)
+	}
+	g.refuseOnce = 606
+	var refused *RefusedError
+	if _, err := c.Map(ctx, UPnP, 4000, nil, time.Hour); !errors.As(err, &refused) || refused.Code != 606 {
+		t.Fatalf("err %v, want the router's 606", err)
+	}
+	g.mu.Lock()
+	got := strings.Join(g.actions, " ")
+	g.mu.Unlock()
+	if want := "AddPortMapping AddPortMapping GetExternalIPAddress AddPortMapping"; got != want {
+		t.Fatalf("actions %q, want %q", got, want)
+	}
+}
+
+// TestUPnPRenewAfterRestart: a renewal whose service is gone (a restarted
+// router serving on another port) finds the service anew and maps there.
+func TestUPnPRenewAfterRestart(t *testing.T) {
+	old, c := newFakeIGD(t, "/ctl")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	m, err := c.Map(ctx, UPnP, 4000, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.srv.Close()
+	g, c := newFakeIGD(t, "/ctl")
+	renewed, err := c.Map(ctx, UPnP, 4000, &m, time.Hour)
+	if err != nil || renewed.External.Port() != 4000 {
+		t.Fatalf("renewal %+v: %v", renewed, err)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.actions) == 0 || g.actions[0] != "AddPortMapping" {
+		t.Fatalf("the restarted router got %v", g.actions)
 	}
 }

@@ -50,7 +50,8 @@ type portmapHost interface {
 	updateRegistrations(now time.Time)
 }
 
-// start listens for the gateway's announcements of a restart.
+// start listens for the gateway's announcements of a restart (NAT-PMP
+// and PCP's, and UPnP's SSDP NOTIFYs).
 func (pm *portMapper) start() {
 	if pm.m.Mode() == portmap.ModeOff {
 		return
@@ -59,6 +60,14 @@ func (pm *portMapper) start() {
 		err := portmap.ListenAnnouncements(pm.ctx, pm.heard)
 		if err != nil {
 			pm.log.Debug("cannot hear the gateway's port mapping announcements", "err", err)
+		}
+	})
+	pm.host.spawn(func() {
+		err := portmap.ListenSSDP(pm.ctx, func(gw netip.Addr) {
+			pm.host.post(func() { pm.announced(gw, pm.clock.Now()) })
+		})
+		if err != nil {
+			pm.log.Debug("cannot hear the gateway's SSDP notices", "err", err)
 		}
 	})
 }
@@ -96,8 +105,11 @@ func (pm *portMapper) tick(now time.Time) {
 }
 
 func (pm *portMapper) answered(now time.Time, gw netip.Addr, got *portmap.Mapping, errs map[portmap.Protocol]error) {
-	had := pm.m.Current()
+	had, restarts := pm.m.Current(), pm.m.Restarts()
 	pm.m.Answered(now, got, errs)
+	if pm.m.Restarts() != restarts {
+		pm.log.Info("the gateway restarted (its epoch went back) and lost its forwards: mapped anew", "gateway", gw)
+	}
 	switch cur := pm.m.Current(); {
 	case cur != nil && (had == nil || had.External != cur.External):
 		pm.gw = gw
