@@ -245,9 +245,15 @@ func (pe *PeerEndpoint) takeHandshakes(now time.Time) [][]byte {
 
 // via is the route a packet from src came by: the relay at src when
 // relayed, else the peer at src; nil for an invalid src (a TCP stream or a
-// birthday socket, which the Bind cannot answer on by address alone).
+// birthday socket, which the Bind cannot answer on by address alone) and
+// for a peer's TURN relayed address: what we send there reaches the peer
+// through its allocation from our NAT's address, not a relayed one, and
+// its Bind drops that (fromTURN); our own route to it is TURN's way back.
 func (b *Bind) via(src netip.AddrPort, relayed bool) *route {
 	if !src.IsValid() {
+		return nil
+	}
+	if turn := b.turnPeers.Load(); !relayed && turn != nil && (*turn)[src] != nil {
 		return nil
 	}
 	t := b.shared

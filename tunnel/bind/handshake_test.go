@@ -271,3 +271,29 @@ func TestAnsweredInitiationNotCopied(t *testing.T) {
 		t.Fatalf("%d packets sent, want the initiation alone: its copy went out after the answer", n)
 	}
 }
+
+// TestReplyThroughTURN: an initiation that came from the peer's TURN
+// relayed address (the peer's allocation sends to our NAT) is answered on
+// our route, through our own allocation: answered from the shared socket
+// to that relayed address instead, the response would reach the peer
+// from our NAT's address, which its Bind takes no WireGuard from
+// (fromTURN).
+func TestReplyThroughTURN(t *testing.T) {
+	b := New(key.Key{1}, link.Discard)
+	peer := key.Key{2}
+	pe := b.PeerEndpoint(peer)
+	relayed, seen := netip.MustParseAddrPort("203.0.113.20:50000"), netip.MustParseAddrPort("203.0.113.21:6000")
+	b.SetTURNPeers(map[netip.AddrPort]key.Key{relayed: peer})
+	way := &newWay{kind: link.TURN}
+	pe.SetRoute(link.Route{Dst: seen, Via: way})
+	now := time.Now()
+	if !admits(pe, handshakeMsg(wireGuardInitiation, 1), b.via(relayed, false), now) {
+		t.Fatal("initiation not admitted")
+	}
+	resp := handshakeMsg(wireGuardResponse, 2)
+	err := b.Send([][]byte{resp}, pe)
+	if len(way.sent) != 1 || way.dst != seen {
+		t.Fatalf("response sent %d times through TURN, to %v (elsewhere: %v); want once, to %v", len(way.sent), way.dst, err, seen)
+	}
+	b.Close()
+}
