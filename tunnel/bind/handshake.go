@@ -142,7 +142,7 @@ func (pe *PeerEndpoint) admitHandshake(p []byte, via *route, now time.Time) (adm
 	defer pe.mu.Unlock()
 	hs := &pe.hs
 	i := p[0] - wireGuardInitiation
-	if now.Sub(hs.admittedAt[i]) < dedupeWindow && bytes.Equal(p, hs.admitted[i]) {
+	if now.Sub(hs.admittedAt[i]) < dedupeWindow && bytes.Equal(p, hs.admitted[i]) && !hs.unheard(p, now) {
 		return false // a copy of one let through
 	}
 	defer func() {
@@ -174,6 +174,18 @@ func (pe *PeerEndpoint) admitHandshake(p []byte, via *route, now time.Time) (adm
 		}
 	}
 	return true
+}
+
+// unheard reports whether p is a copy of the peer's initiation we let
+// through at least minRetry ago that WireGuard never answered: it came
+// before WireGuard had the peer (a member added a moment after its first
+// initiation arrived), so WireGuard dropped it. The copy goes on, or the
+// peer's copies are all dropped here, the initiation we then send ourselves
+// crosses the peer's (the leader drops it), and nobody has a session until
+// WireGuard's 5-s retry. Copies that come together are still one. Callers
+// hold pe.mu.
+func (hs *handshakes) unheard(p []byte, now time.Time) bool {
+	return p[0] == wireGuardInitiation && now.Sub(hs.admittedAt[0]) >= minRetry && !answers(hs.last[1], p)
 }
 
 // After a freeze. A process that was stopped (SIGSTOP, a paused VM) or a

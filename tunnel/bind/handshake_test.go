@@ -162,7 +162,9 @@ func TestHandshakeCopyStopsAtClose(t *testing.T) {
 }
 
 // TestHandshakeCopiesDeduped: a copy of a handshake message already let
-// through is dropped, so that WireGuard never handles two at once.
+// through is dropped, so that WireGuard never handles two at once: a
+// response's always, an initiation's once WireGuard answered it, or when
+// it comes within minRetry of the first.
 func TestHandshakeCopiesDeduped(t *testing.T) {
 	now := time.Unix(1000, 0)
 	pe := &PeerEndpoint{peer: key.Key{1}}
@@ -171,6 +173,12 @@ func TestHandshakeCopiesDeduped(t *testing.T) {
 		if !admits(pe, m, nil, now) {
 			t.Fatalf("type %d: the first copy was dropped", typ)
 		}
+		if admits(pe, m, nil, now.Add(minRetry/2)) {
+			t.Fatalf("type %d: a copy right behind the first was let through", typ)
+		}
+		if typ == wireGuardInitiation {
+			pe.sending([][]byte{answer(m)}, &route{}, now.Add(time.Millisecond)) // WireGuard's response
+		}
 		if admits(pe, m, nil, now.Add(handshakeCopyDelay)) {
 			t.Fatalf("type %d: a second copy was let through", typ)
 		}
@@ -178,6 +186,37 @@ func TestHandshakeCopiesDeduped(t *testing.T) {
 			t.Fatalf("type %d: a new message was dropped", typ)
 		}
 	}
+}
+
+// TestInitiationBeforeThePeer: the peer's initiation came before
+// WireGuard had the peer (a member added a moment later), so WireGuard
+// dropped it unanswered; a copy of it, minRetry or more later, goes on to
+// WireGuard, which now answers it. Before, every copy was dropped as one
+// let through, our own initiation crossed the peer's (the leader dropped
+// it), and neither had a session until WireGuard's 5-s retry (seen in the
+// lab, TestPolicyDestination).
+func TestInitiationBeforeThePeer(t *testing.T) {
+	now := time.Unix(1000, 0)
+	pe := &PeerEndpoint{peer: key.Key{1}}
+	init := handshakeMsg(wireGuardInitiation, 7)
+	if !admits(pe, init, nil, now) {
+		t.Fatal("the first initiation was dropped")
+	}
+	if !admits(pe, init, nil, now.Add(handshakeCopyDelay)) {
+		t.Fatal("the copy of an initiation WireGuard never answered was dropped")
+	}
+	pe.sending([][]byte{answer(init)}, &route{}, now.Add(handshakeCopyDelay+time.Millisecond))
+	if admits(pe, init, nil, now.Add(2*handshakeCopyDelay)) {
+		t.Fatal("a copy of the initiation WireGuard answered was let through")
+	}
+}
+
+// answer is a response to the initiation init: its receiver index is
+// init's sender index.
+func answer(init []byte) []byte {
+	resp := handshakeMsg(wireGuardResponse, 9)
+	copy(resp[8:12], init[4:8])
+	return resp
 }
 
 // TestRestartedPeerAnsweredAtOnce: the leader's initiation was answered;
