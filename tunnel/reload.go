@@ -91,6 +91,8 @@ func checkLive(old, cfg *config.Config) error {
 		return cfg.KeyError("PrivateKey", "cannot change while the interface runs (peers know it by its public key); bring it down and up")
 	case o.ListenPort != n.ListenPort:
 		return cfg.KeyError("ListenPort", "cannot change while the interface runs (the NATs' mappings and the peers' paths use the port); bring it down and up")
+	case o.NoLocalCandidates != n.NoLocalCandidates:
+		return cfg.KeyError("LocalCandidates", "cannot change while the interface runs (the addresses already offered stay known); bring it down and up")
 	case o.FwMark != n.FwMark:
 		return cfg.KeyError("FwMark", "cannot change while the interface runs; bring it down and up")
 	case o.Table != n.Table:

@@ -43,11 +43,13 @@ type Machine struct {
 	obtained time.Time // when current was granted or last renewed
 	asking   bool
 	next     time.Time // when the next ask is due
-	backoff  time.Duration
-	reason   string     // why there is no mapping
-	public   netip.Addr // our public address, as the rendezvous sees it
-	counts   map[Protocol]map[string]uint64
-	reported string // the double NAT last counted, so that it is counted once
+	// announcedAt is when the latest announcement was taken.
+	announcedAt time.Time
+	backoff     time.Duration
+	reason      string     // why there is no mapping
+	public      netip.Addr // our public address, as the rendezvous sees it
+	counts      map[Protocol]map[string]uint64
+	reported    string // the double NAT last counted, so that it is counted once
 	// epochs are the routers' last epochs (NAT-PMP, PCP), to tell a
 	// restart by; restarts counts those seen.
 	epochs   map[epochKey]epochMark
@@ -98,8 +100,13 @@ func (m *Machine) Answered(now time.Time, got *Mapping, errs map[Protocol]error)
 	if got != nil {
 		outcome := OutcomeMapped
 		restarted := m.restarted(now, got)
+		// The other protocols' forwards are answers of this ask only when
+		// it was a fresh one: a renewal carries them over from the first
+		// ask, with that ask's epochs.
 		for i := range got.also {
-			restarted = m.restarted(now, &got.also[i]) || restarted
+			if m.current == nil {
+				restarted = m.restarted(now, &got.also[i]) || restarted
+			}
 		}
 		if restarted {
 			// The router lost its state: what it granted is a new forward,
@@ -177,14 +184,21 @@ func (m *Machine) Reask(now time.Time, forget bool) (changed bool) {
 	return false
 }
 
-// Announced takes a gateway's unsolicited announcement with its epoch: a
-// restart, or an address change. Either may have lost our mapping: it is
-// renewed at once.
-func (m *Machine) Announced(now time.Time) {
-	if m.mode != ModeOff {
-		m.next = now
+// Announced takes a gateway's unsolicited announcement: a restart, or an
+// address change. Either may have lost our mapping: it is renewed at once,
+// but at most once every announceGap — anyone on the LAN can send one in
+// the gateway's name, and a router repeats its own for seconds (RFC 6886
+// §3.2.1). taken: it started an ask.
+func (m *Machine) Announced(now time.Time) (taken bool) {
+	if m.mode == ModeOff || !m.announcedAt.IsZero() && now.Sub(m.announcedAt) < announceGap {
+		return false
 	}
+	m.announcedAt, m.next = now, now
+	return true
 }
+
+// announceGap is the least time between two announcements taken.
+const announceGap = 2 * time.Second
 
 // SetPublic tells our public address as the rendezvous sees it.
 // changed: the offer may have changed.

@@ -277,3 +277,54 @@ func TestMachineEpoch(t *testing.T) {
 		t.Fatalf("%d restarts told by other routers' and protocols' epochs", n)
 	}
 }
+
+// TestMachineEpochOfCarriedForwards: a renewal carries the other
+// protocols' forwards over from the first ask, with that ask's epochs;
+// they tell nothing of a restart an hour on (counted one before).
+func TestMachineEpochOfCarriedForwards(t *testing.T) {
+	gw := netip.MustParseAddr("192.168.1.1")
+	first := mapped(NATPMP, "203.0.113.21:4000", 2*time.Hour)
+	first.Gateway, first.Epoch = gw, 1000
+	first.also = []Mapping{{Protocol: PCP, Gateway: gw, Epoch: 1000}}
+	m := NewMachine(ModeAuto)
+	m.Tick(t0)
+	m.Answered(t0, first, nil)
+	renewal := mapped(NATPMP, "203.0.113.21:4000", 2*time.Hour)
+	renewal.Gateway, renewal.Epoch, renewal.also = gw, 1000+3600, first.also
+	m.Tick(t0.Add(time.Hour))
+	m.Answered(t0.Add(time.Hour), renewal, nil)
+	if n := m.Restarts(); n != 0 || len(m.Current().also) != 1 {
+		t.Fatalf("%d restarts, %d other forwards kept after a renewal that carried the first ask's", n, len(m.Current().also))
+	}
+}
+
+// TestMachineAnnouncementsPaced: an announcement starts an ask at once,
+// but another within announceGap does not: anyone on the LAN can send
+// them in the gateway's name.
+func TestMachineAnnouncementsPaced(t *testing.T) {
+	m := NewMachine(ModeAuto)
+	m.Tick(t0)
+	m.Answered(t0, mapped(NATPMP, "203.0.113.21:4000", 2*time.Hour), nil)
+	now := t0.Add(time.Minute)
+	if !m.Announced(now) {
+		t.Fatal("the first announcement was not taken")
+	}
+	if ask, _ := m.Tick(now); !ask {
+		t.Fatal("no ask after the announcement")
+	}
+	m.Answered(now, mapped(NATPMP, "203.0.113.21:4000", 2*time.Hour), nil)
+	for _, d := range []time.Duration{time.Millisecond, announceGap - time.Millisecond} {
+		if m.Announced(now.Add(d)) {
+			t.Fatalf("an announcement %v after the last was taken", d)
+		}
+		if ask, _ := m.Tick(now.Add(d)); ask {
+			t.Fatalf("an ask %v after the last announcement", d)
+		}
+	}
+	if !m.Announced(now.Add(announceGap)) {
+		t.Fatalf("an announcement %v after the last was not taken", announceGap)
+	}
+	if NewMachine(ModeOff).Announced(now) {
+		t.Fatal("an announcement taken with port mapping off")
+	}
+}

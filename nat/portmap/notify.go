@@ -16,8 +16,9 @@ import (
 // its next renewal, an hour later. Only the gateway's own notices count.
 
 const (
-	ssdpAlive  = "ssdp:alive"
-	ssdpByebye = "ssdp:byebye"
+	ssdpAlive       = "ssdp:alive"
+	ssdpByebye      = "ssdp:byebye"
+	igdDevicePrefix = "urn:schemas-upnp-org:device:InternetGatewayDevice:"
 )
 
 // ssdpNotice is what a NOTIFY says: alive or byebye, and the boot ID
@@ -39,6 +40,11 @@ func parseSSDPNotify(b []byte) (ssdpNotice, bool) {
 	}
 	req.Body.Close()
 	if req.Method != "NOTIFY" || req.RequestURI != "*" {
+		return ssdpNotice{}, false
+	}
+	// The gateway device's own notices: a router's other UPnP devices (a
+	// media server, say) have boot IDs of their own.
+	if !strings.HasPrefix(strings.TrimSpace(req.Header.Get("Nt")), igdDevicePrefix) {
 		return ssdpNotice{}, false
 	}
 	n := ssdpNotice{bootID: -1}

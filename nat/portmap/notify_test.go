@@ -29,6 +29,8 @@ func TestParseSSDPNotify(t *testing.T) {
 		{"byebye", notify("ssdp:byebye", "7"), ssdpNotice{bootID: 7}, true},
 		{"no boot ID (UPnP 1.0)", notify("ssdp:alive", ""), ssdpNotice{alive: true, bootID: -1}, true},
 		{"update", notify("ssdp:update", "8"), ssdpNotice{}, false},
+		{"the router's media server", []byte(strings.ReplaceAll(string(notify("ssdp:alive", "9")), igdType2, "urn:schemas-upnp-org:device:MediaServer:1")), ssdpNotice{}, false},
+		{"its root device", []byte(strings.ReplaceAll(string(notify("ssdp:byebye", "9")), "NT: "+igdType2, "NT: upnp:rootdevice")), ssdpNotice{}, false},
 		{"boot ID out of range", notify("ssdp:alive", "2147483648"), ssdpNotice{}, false},
 		{"boot ID not a number", notify("ssdp:alive", "x1"), ssdpNotice{}, false},
 		{"a search answer", []byte("HTTP/1.1 200 OK\r\nST: " + igdType1 + "\r\n\r\n"), ssdpNotice{}, false},

@@ -179,8 +179,9 @@ func (pm *portMapper) heard(from netip.Addr) {
 // announced: the gateway restarted or changed its address, and may have
 // lost our mapping.
 func (pm *portMapper) announced(from netip.Addr, now time.Time) {
-	pm.log.Info("the gateway announced a restart or a new address: mapping again", "gateway", from)
-	pm.m.Announced(now)
+	if pm.m.Announced(now) {
+		pm.log.Info("the gateway announced a restart or a new address: mapping again", "gateway", from)
+	}
 }
 
 // shutdown deletes the mapping from the router, within a second.
