@@ -103,8 +103,8 @@ func (m *Machine) Answered(now time.Time, got *Mapping, errs map[Protocol]error)
 		// The other protocols' forwards are answers of this ask only when
 		// it was a fresh one: a renewal carries them over from the first
 		// ask, with that ask's epochs.
-		for i := range got.also {
-			if m.current == nil {
+		if m.current == nil {
+			for i := range got.also {
 				restarted = m.restarted(now, &got.also[i]) || restarted
 			}
 		}
