@@ -122,7 +122,7 @@ func (pe *PeerEndpoint) received(pkt []byte, src netip.AddrPort, relayed bool) b
 			pe.b.StaleDropped.Add(1)
 			return false
 		}
-		if !pe.admitHandshake(pkt, pe.b.via(src, relayed), now) {
+		if !pe.admitHandshake(pkt, pe.b.via(pe, src, relayed), now) {
 			pe.reanswer(pkt, now) // our response may be lost
 			return false
 		}

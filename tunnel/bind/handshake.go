@@ -258,14 +258,16 @@ func (pe *PeerEndpoint) takeHandshakes(now time.Time) [][]byte {
 // via is the route a packet from src came by: the relay at src when
 // relayed, else the peer at src; nil for an invalid src (a TCP stream or a
 // birthday socket, which the Bind cannot answer on by address alone) and
-// for a peer's TURN relayed address: what we send there reaches the peer
+// for pe's own TURN relayed address: what we send there reaches the peer
 // through its allocation from our NAT's address, not a relayed one, and
 // its Bind drops that (fromTURN); our own route to it is TURN's way back.
-func (b *Bind) via(src netip.AddrPort, relayed bool) *route {
+// Only pe's: another member naming src as its relayed address changes
+// nothing for pe's packets.
+func (b *Bind) via(pe *PeerEndpoint, src netip.AddrPort, relayed bool) *route {
 	if !src.IsValid() {
 		return nil
 	}
-	if turn := b.turnPeers.Load(); !relayed && turn != nil && (*turn)[src] != nil {
+	if turn := b.turnPeers.Load(); !relayed && turn != nil && (*turn)[src] == pe {
 		return nil
 	}
 	t := b.shared

@@ -67,32 +67,32 @@ func TestCrossedHandshakes(t *testing.T) {
 	for _, pe := range []*PeerEndpoint{leader, follower} {
 		pe.sending([][]byte{ours}, nil, now)
 	}
-	if admits(leader, theirs, testBind.via(src, false), now) {
+	if admits(leader, theirs, testBind.via(leader, src, false), now) {
 		t.Fatal("leader took the peer's initiation while its own was held")
 	}
 	if len(leader.takeHandshakes(now)) != 1 {
 		t.Fatal("the held initiation was not handed to the new route")
 	}
 	leader.sending([][]byte{ours}, &route{}, now)
-	if !admits(follower, theirs, testBind.via(src, false), now) {
+	if !admits(follower, theirs, testBind.via(follower, src, false), now) {
 		t.Fatal("follower refused the leader's initiation")
 	}
-	if admits(leader, theirs, testBind.via(src, false), now.Add(handshakeCopyDelay)) {
+	if admits(leader, theirs, testBind.via(leader, src, false), now.Add(handshakeCopyDelay)) {
 		t.Fatal("leader took the copy of the initiation it dropped")
 	}
 	// The follower's answer completes the leader's handshake.
-	if !admits(leader, handshakeMsg(wireGuardResponse, 3), testBind.via(src, false), now.Add(time.Millisecond)) {
+	if !admits(leader, handshakeMsg(wireGuardResponse, 3), testBind.via(leader, src, false), now.Add(time.Millisecond)) {
 		t.Fatal("leader refused the answer to its initiation")
 	}
 	// The follower's own initiation, released with its answer, arrives
 	// right after the answer: answering it too would replace the session
 	// just made on both sides (seen in the lab: 5 s to the first packet).
-	if admits(leader, handshakeMsg(wireGuardInitiation, 4), testBind.via(src, false), now.Add(2*time.Millisecond)) {
+	if admits(leader, handshakeMsg(wireGuardInitiation, 4), testBind.via(leader, src, false), now.Add(2*time.Millisecond)) {
 		t.Fatal("leader took the follower's initiation that came right after the answer to its own")
 	}
 	// An initiation long unanswered no longer holds the peer's back.
 	leader.sending([][]byte{handshakeMsg(wireGuardInitiation, 5)}, &route{}, now)
-	if !admits(leader, handshakeMsg(wireGuardInitiation, 6), testBind.via(src, false), now.Add(crossWindow+time.Millisecond)) {
+	if !admits(leader, handshakeMsg(wireGuardInitiation, 6), testBind.via(leader, src, false), now.Add(crossWindow+time.Millisecond)) {
 		t.Fatal("leader refused an initiation crossWindow after its own")
 	}
 }
@@ -126,7 +126,7 @@ func TestReplyTheWayItCame(t *testing.T) {
 	direct := &route{Route: link.Route{Dst: netip.MustParseAddrPort("203.0.113.22:4000"), Via: testBind.Shared()}}
 	pe := &PeerEndpoint{peer: key.Key{1}}
 	pe.route.Store(direct)
-	admits(pe, handshakeMsg(wireGuardInitiation, 1), testBind.via(relay, true), now)
+	admits(pe, handshakeMsg(wireGuardInitiation, 1), testBind.via(pe, relay, true), now)
 	resp := handshakeMsg(wireGuardResponse, 2)
 	if r := pe.replyPath(resp, direct, now); r == nil || !r.Relayed() || r.Dst != relay {
 		t.Fatalf("reply path %+v, want the relay at %v", r, relay)
@@ -135,7 +135,7 @@ func TestReplyTheWayItCame(t *testing.T) {
 		t.Fatalf("reply path %+v long after the initiation", r)
 	}
 	// Came the way our route goes: nothing extra.
-	admits(pe, handshakeMsg(wireGuardInitiation, 3), testBind.via(direct.Dst, false), now)
+	admits(pe, handshakeMsg(wireGuardInitiation, 3), testBind.via(pe, direct.Dst, false), now)
 	if r := pe.replyPath(resp, direct, now); r != nil && r.Relayed() {
 		t.Fatalf("reply path %+v for an initiation that came by our route", r)
 	}
@@ -233,19 +233,19 @@ func TestRestartedPeerAnsweredAtOnce(t *testing.T) {
 	leader.sending([][]byte{ours}, &route{}, now)
 	resp := handshakeMsg(wireGuardResponse, 9)
 	resp[8] = 1 // receiver index: ours
-	if !admits(leader, resp, testBind.via(src, false), now.Add(5*time.Millisecond)) {
+	if !admits(leader, resp, testBind.via(leader, src, false), now.Add(5*time.Millisecond)) {
 		t.Fatal("leader refused the answer to its initiation")
 	}
 	held := handshakeMsg(wireGuardInitiation, 2)
-	if admits(leader, held, testBind.via(src, false), now.Add(7*time.Millisecond)) {
+	if admits(leader, held, testBind.via(leader, src, false), now.Add(7*time.Millisecond)) {
 		t.Fatal("leader took the follower's held initiation right after the answer")
 	}
 	leader.sending([][]byte{ours}, &route{}, now.Add(handshakeCopyDelay)) // the copy
-	if admits(leader, held, testBind.via(src, false), now.Add(handshakeCopyDelay+5*time.Millisecond)) {
+	if admits(leader, held, testBind.via(leader, src, false), now.Add(handshakeCopyDelay+5*time.Millisecond)) {
 		t.Fatal("leader took the copy of the initiation it dropped")
 	}
 	restarted := handshakeMsg(wireGuardInitiation, 3)
-	if !admits(leader, restarted, testBind.via(src, false), now.Add(500*time.Millisecond)) {
+	if !admits(leader, restarted, testBind.via(leader, src, false), now.Add(500*time.Millisecond)) {
 		t.Fatal("leader dropped a restarted peer's initiation 0.5 s after its handshake was answered")
 	}
 }
@@ -326,7 +326,7 @@ func TestReplyThroughTURN(t *testing.T) {
 	way := &newWay{kind: link.TURN}
 	pe.SetRoute(link.Route{Dst: seen, Via: way})
 	now := time.Now()
-	if !admits(pe, handshakeMsg(wireGuardInitiation, 1), b.via(relayed, false), now) {
+	if !admits(pe, handshakeMsg(wireGuardInitiation, 1), b.via(pe, relayed, false), now) {
 		t.Fatal("initiation not admitted")
 	}
 	resp := handshakeMsg(wireGuardResponse, 2)
@@ -335,4 +335,24 @@ func TestReplyThroughTURN(t *testing.T) {
 		t.Fatalf("response sent %d times through TURN, to %v (elsewhere: %v); want once, to %v", len(way.sent), way.dst, err, seen)
 	}
 	b.Close()
+}
+
+// TestOthersTURNClaimIgnored: a member that names another peer's address
+// as its own TURN relayed address changes nothing for that peer: its
+// initiation from there is still answered the way it came.
+func TestOthersTURNClaimIgnored(t *testing.T) {
+	b := New(key.Key{1}, link.Discard)
+	defer b.Close()
+	victim, liar := key.Key{2}, key.Key{3}
+	pe := b.PeerEndpoint(victim)
+	b.PeerEndpoint(liar)
+	direct := netip.MustParseAddrPort("203.0.113.22:4000")
+	b.SetTURNPeers(map[netip.AddrPort]key.Key{direct: liar})
+	relayed := &route{Route: link.Route{Dst: netip.MustParseAddrPort("203.0.113.10:3478"), Via: b.Relay()}}
+	pe.route.Store(relayed)
+	now := time.Now()
+	admits(pe, handshakeMsg(wireGuardInitiation, 1), b.via(pe, direct, false), now)
+	if r := pe.replyPath(handshakeMsg(wireGuardResponse, 2), relayed, now); r == nil || r.Dst != direct {
+		t.Fatalf("reply path %+v, want the way the initiation came, %v", r, direct)
+	}
 }
