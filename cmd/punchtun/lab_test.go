@@ -81,6 +81,9 @@ func TestMain(m *testing.M) {
 	setParallel()
 	code := m.Run()
 	printSkipped(os.Stdout)
+	if testing.Verbose() {
+		printSlotTimes(os.Stdout)
+	}
 	if tools.dir != "" {
 		os.RemoveAll(tools.dir)
 	}
@@ -173,7 +176,7 @@ func idleLab(t *testing.T, prefix, natA, natB string, opts ...string) *lab {
 	t.Helper()
 	claimName(t, "lab prefix", prefix)
 	requireLab(t)
-	return buildLab(t, inLabSlot, prefix, natA, natB, opts...)
+	return buildLab(t, func(f func()) { inLabSlot(t, f) }, prefix, natA, natB, opts...)
 }
 
 // buildLab brings up the lab and tears it down when t ends, each in

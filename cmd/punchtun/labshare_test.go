@@ -12,7 +12,10 @@ package main
 
 import (
 	"flag"
+	"fmt"
+	"io"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,14 +51,58 @@ func setParallel() {
 // takeLabSlot waits for one of labSlots, given back when t ends.
 func takeLabSlot(t *testing.T) {
 	labSlots <- struct{}{}
-	t.Cleanup(func() { <-labSlots })
+	start := time.Now()
+	t.Cleanup(func() {
+		<-labSlots
+		slotTimes.add(owner(t), time.Since(start))
+	})
 }
 
-// inLabSlot runs f in one of labSlots.
-func inLabSlot(f func()) {
+// inLabSlot runs f in one of labSlots, for test t.
+func inLabSlot(t *testing.T, f func()) {
 	labSlots <- struct{}{}
-	defer func() { <-labSlots }()
+	start := time.Now()
+	defer func() {
+		<-labSlots
+		slotTimes.add(owner(t), time.Since(start))
+	}()
 	f()
+}
+
+// slotTimes is how long each top-level test held a lab slot: with one
+// slot, the lab's wall time is their sum (the idle waits run beside), so
+// this is where to look to make the suite faster. go test -v prints it.
+var slotTimes = &testTimes{by: map[string]time.Duration{}}
+
+type testTimes struct {
+	sync.Mutex
+	by map[string]time.Duration
+}
+
+func (s *testTimes) add(test string, d time.Duration) {
+	s.Lock()
+	s.by[test] += d
+	s.Unlock()
+}
+
+// printSlotTimes prints slotTimes, longest first.
+func printSlotTimes(w io.Writer) {
+	slotTimes.Lock()
+	defer slotTimes.Unlock()
+	if len(slotTimes.by) == 0 {
+		return
+	}
+	names := make([]string, 0, len(slotTimes.by))
+	var sum time.Duration
+	for n, d := range slotTimes.by {
+		names = append(names, n)
+		sum += d
+	}
+	sort.Slice(names, func(i, j int) bool { return slotTimes.by[names[i]] > slotTimes.by[names[j]] })
+	fmt.Fprintf(w, "\nlab slot time by test (%d slots; sum %v):\n", cap(labSlots), sum.Round(time.Second))
+	for _, n := range names {
+		fmt.Fprintf(w, "%8.1fs  %s\n", slotTimes.by[n].Seconds(), n)
+	}
 }
 
 // owner is the top-level test t belongs to: its subtests share its names.
