@@ -57,7 +57,7 @@ func (pm *portMapper) start() {
 		return
 	}
 	pm.host.spawn(func() {
-		err := portmap.ListenAnnouncements(pm.ctx, pm.heard)
+		err := portmap.ListenAnnouncements(pm.ctx, pm.hearer())
 		if err != nil {
 			pm.log.Debug("cannot hear the gateway's port mapping announcements", "err", err)
 		}
@@ -168,13 +168,31 @@ func (pm *portMapper) reask(gw netip.Addr, now time.Time) {
 	pm.update(now)
 }
 
-// heard takes an announcement from the listener's goroutine: only the
-// gateway's, looked up there, reaches the control goroutine.
-func (pm *portMapper) heard(from netip.Addr) {
-	if gw, err := pm.gateway(); err == nil && from == gw {
-		pm.host.post(func() { pm.announced(from, pm.clock.Now()) })
+// hearer takes announcements on the listener's goroutine: only the
+// gateway's reach the control goroutine. The gateway is looked up there,
+// at most once every gatewayRecheck: anyone on the LAN can send
+// announcements as fast as it likes, and a lookup reads the routing
+// table. A gateway changed meanwhile is asked anyway (networkChanged).
+func (pm *portMapper) hearer() func(from netip.Addr) {
+	var (
+		gw  netip.Addr
+		err error
+		at  time.Time
+	)
+	return func(from netip.Addr) {
+		if now := time.Now(); at.IsZero() || now.Sub(at) >= gatewayRecheck {
+			gw, err = pm.gateway()
+			at = now
+		}
+		if err == nil && from == gw {
+			pm.host.post(func() { pm.announced(from, pm.clock.Now()) })
+		}
 	}
 }
+
+// gatewayRecheck is how long the announcement listener trusts its lookup
+// of the gateway.
+const gatewayRecheck = time.Second
 
 // announced: the gateway restarted or changed its address, and may have
 // lost our mapping.

@@ -139,8 +139,9 @@ func TestPortMappingAnnouncementOffControl(t *testing.T) {
 		}
 		return gw, nil
 	}
+	heard := pm.hearer()
 	hear := func(from netip.Addr) (asks bool) {
-		pm.heard(from)
+		heard(from)
 		onControl = true
 		h.runPosted()
 		onControl = false
@@ -152,5 +153,27 @@ func TestPortMappingAnnouncementOffControl(t *testing.T) {
 	}
 	if !hear(gw) {
 		t.Fatal("the gateway's announcement did not make us ask again")
+	}
+}
+
+// TestAnnouncementFloodLooksUpOnce: a host on the LAN flooding
+// announcements in the gateway's name or its own costs one lookup of the
+// gateway (a read of the routing table) a second, not one a datagram.
+func TestAnnouncementFloodLooksUpOnce(t *testing.T) {
+	h := newHarness(t)
+	gw := netip.MustParseAddr("192.168.1.1")
+	pm := h.mappedAt(gw)
+	lookups := 0
+	pm.gateway = func() (netip.Addr, error) { lookups++; return gw, nil }
+	heard := pm.hearer()
+	for i := range 1000 {
+		heard(netip.AddrFrom4([4]byte{192, 168, 1, byte(i)}))
+	}
+	if lookups != 1 {
+		t.Fatalf("%d lookups of the gateway for 1000 announcements within a moment, want 1", lookups)
+	}
+	h.runPosted()
+	if asks, _ := pm.m.Tick(h.now); !asks {
+		t.Fatal("the gateway's announcement among them did not make us ask again")
 	}
 }
