@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"net/url"
 
+	"github.com/huin/goupnp"
 	"github.com/huin/goupnp/dcps/internetgateway2"
 	"github.com/huin/goupnp/soap"
 )
@@ -45,31 +46,44 @@ var upnpErrors = map[int]string{
 // upnpServiceAt finds the gateway's WAN connection service in the
 // description at loc, checking that its control URL is on gw too.
 func upnpServiceAt(ctx context.Context, loc *url.URL, gw netip.Addr) (*upnpClient, error) {
-	if v2, err := internetgateway2.NewWANIPConnection2ClientsByURLCtx(ctx, loc); err == nil {
+	root, err := goupnp.DeviceByURLCtx(ctx, loc)
+	if err != nil {
+		return nil, fmt.Errorf("upnp: the gateway's description at %s: %w", loc, err)
+	}
+	if v2, err := internetgateway2.NewWANIPConnection2ClientsFromRootDevice(root, loc); err == nil {
 		for _, c := range v2 {
-			if onGateway(&c.SOAPClient.EndpointURL, gw) {
+			if gatewayService(&c.ServiceClient, gw) {
 				return &upnpClient{svc: c, any: func(ctx context.Context, external, internal uint16, client string, lease uint32) (uint16, error) {
 					return c.AddAnyPortMappingCtx(ctx, "", external, "UDP", internal, client, true, upnpDescription, lease)
 				}}, nil
 			}
 		}
 	}
-	if v1, err := internetgateway2.NewWANIPConnection1ClientsByURLCtx(ctx, loc); err == nil {
+	if v1, err := internetgateway2.NewWANIPConnection1ClientsFromRootDevice(root, loc); err == nil {
 		for _, c := range v1 {
-			if onGateway(&c.SOAPClient.EndpointURL, gw) {
+			if gatewayService(&c.ServiceClient, gw) {
 				return &upnpClient{svc: c}, nil
 			}
 		}
 	}
-	ppp, err := internetgateway2.NewWANPPPConnection1ClientsByURLCtx(ctx, loc)
-	if err == nil {
+	if ppp, err := internetgateway2.NewWANPPPConnection1ClientsFromRootDevice(root, loc); err == nil {
 		for _, c := range ppp {
-			if onGateway(&c.SOAPClient.EndpointURL, gw) {
+			if gatewayService(&c.ServiceClient, gw) {
 				return &upnpClient{svc: c}, nil
 			}
 		}
 	}
 	return nil, fmt.Errorf("upnp: no WAN connection service on the gateway at %s", loc)
+}
+
+// gatewayService reports whether sc's control URL is on gw, and if so
+// has it use upnpHTTP.
+func gatewayService(sc *goupnp.ServiceClient, gw netip.Addr) bool {
+	if !onGateway(&sc.SOAPClient.EndpointURL, gw) {
+		return false
+	}
+	sc.SOAPClient.HTTPClient = *upnpHTTP
+	return true
 }
 
 // add maps internal on client from external (or, if another host holds

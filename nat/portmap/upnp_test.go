@@ -23,7 +23,9 @@ type fakeIGD struct {
 	refuse  int      // AddPortMapping's UPnP error code (0: accept)
 	// refuseOnce is the first AddPortMapping's error code alone.
 	refuseOnce int
-	srv        *httptest.Server
+	// endless names what is answered without end ("desc" or "soap").
+	endless string
+	srv     *httptest.Server
 }
 
 // sent is the SOAP actions g got so far, in order, space-separated.
@@ -54,6 +56,21 @@ func soapFault(code int) string {
 func newFakeIGD(t *testing.T, control string) (*fakeIGD, *Client) {
 	g := &fakeIGD{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.mu.Lock()
+		endless := g.endless
+		g.mu.Unlock()
+		if endless == "desc" && r.URL.Path == "/rootDesc.xml" || endless == "soap" && r.URL.Path == "/ctl" {
+			if endless == "desc" {
+				io.WriteString(w, `<?xml version="1.0"?><root><x>`)
+			} else {
+				io.WriteString(w, `<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><x>`)
+			}
+			for chunk := strings.Repeat("a", 64<<10); ; {
+				if _, err := io.WriteString(w, chunk); err != nil {
+					return
+				}
+			}
+		}
 		switch {
 		case r.URL.Path == "/rootDesc.xml":
 			io.WriteString(w, strings.Replace(igdDesc, "CONTROL", control, 1))
@@ -203,5 +220,23 @@ func TestUPnPRenewAfterRestart(t *testing.T) {
 	got := g.sent()
 	if first, _, _ := strings.Cut(got, " "); first != "AddPortMapping" {
 		t.Fatalf("the restarted router got %v", got)
+	}
+}
+
+// TestUPnPEndlessAnswer: a gateway that answers without end, with its
+// description or a SOAP reply, gets an error once maxUPnPBody is read,
+// not the ask's whole deadline and all it sent held in memory.
+func TestUPnPEndlessAnswer(t *testing.T) {
+	for _, what := range []string{"desc", "soap"} {
+		t.Run(what, func(t *testing.T) {
+			g, c := newFakeIGD(t, "/ctl")
+			g.endless = what
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_, err := c.Map(ctx, UPnP, 4000, nil, time.Hour)
+			if err == nil || !strings.Contains(err.Error(), "larger than 256 KiB") {
+				t.Fatalf("err %v, want the answer refused as too large", err)
+			}
+		})
 	}
 }
