@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -204,11 +203,8 @@ func (c *Client) mapUPnP(ctx context.Context, m *Mapping, prev *Mapping, lifetim
 	// No service yet, or the one we knew is gone (a restarted router may
 	// serve on another port): find it anew.
 	if m.upnp == nil || err != nil && upnpCode(err) == 0 {
-		loc, derr := c.discover(ctx)
-		if derr != nil {
-			return derr
-		}
-		if m.upnp, derr = upnpServiceAt(ctx, loc, c.Gateway); derr != nil {
+		var derr error
+		if m.upnp, derr = c.discover(ctx); derr != nil {
 			return derr
 		}
 		port, err = m.upnp.add(ctx, want, m.Internal, local, seconds(lifetime))
@@ -286,11 +282,7 @@ func (c *Client) Probe(ctx context.Context, p Protocol) error {
 			return true, nil
 		})
 	case UPnP:
-		loc, err := c.discover(ctx)
-		if err != nil {
-			return err
-		}
-		_, err = upnpServiceAt(ctx, loc, c.Gateway)
+		_, err := c.discover(ctx)
 		return err
 	}
 	return fmt.Errorf("unknown protocol %d", p)
@@ -369,8 +361,12 @@ func (c *Client) exchangeFrom(ctx context.Context, req func(local netip.Addr) []
 	}
 }
 
-// discover finds the gateway's IGD description by SSDP.
-func (c *Client) discover(ctx context.Context) (*url.URL, error) {
+// discover finds the gateway's IGD service by SSDP: the first answer
+// whose description has one on the gateway. Each description named is
+// tried once, in the order the answers came; another host on the LAN can
+// answer in the gateway's name, so one answer that leads nowhere does not
+// end the search.
+func (c *Client) discover(ctx context.Context) (*upnpClient, error) {
 	listen := c.ListenPacket
 	if listen == nil {
 		var lc net.ListenConfig
@@ -392,6 +388,9 @@ func (c *Client) discover(ctx context.Context) (*url.URL, error) {
 		return nil, err
 	}
 	buf := make([]byte, maxSSDPAnswer+1)
+	tried := map[string]bool{}
+	var lastErr error // of the last description tried
+rounds:
 	for wait := firstWait; ; wait *= 2 {
 		for _, st := range []string{igdType2, igdType1} {
 			if _, err := pc.WriteTo(ssdpSearch(st), dst); err != nil {
@@ -401,12 +400,15 @@ func (c *Client) discover(ctx context.Context) (*url.URL, error) {
 		pc.SetReadDeadline(time.Now().Add(wait))
 		for {
 			n, src, err := pc.ReadFrom(buf)
-			if ctx.Err() != nil {
-				return nil, ErrNoAnswer
-			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				break
+			roundOver := errors.As(err, &ne) && ne.Timeout()
+			switch {
+			case (roundOver || ctx.Err() != nil) && lastErr != nil:
+				return nil, lastErr // answers came, none led to the gateway's service
+			case ctx.Err() != nil:
+				return nil, ErrNoAnswer
+			case roundOver:
+				continue rounds
 			}
 			if err != nil {
 				return nil, err
@@ -414,9 +416,17 @@ func (c *Client) discover(ctx context.Context) (*url.URL, error) {
 			if ua, ok := src.(*net.UDPAddr); !ok || ua.AddrPort().Addr().Unmap() != c.Gateway {
 				continue // only the gateway's answers count
 			}
-			if loc, ok := parseSSDPAnswer(buf[:n], c.Gateway); ok {
-				return loc, nil
+			loc, ok := parseSSDPAnswer(buf[:n], c.Gateway)
+			if !ok || tried[loc.String()] {
+				continue
 			}
+			tried[loc.String()] = true
+			svc, err := upnpServiceAt(ctx, loc, c.Gateway)
+			if err == nil {
+				return svc, nil
+			}
+			lastErr = err
+			pc.SetReadDeadline(time.Now().Add(wait)) // the answers that came meanwhile wait in the socket
 		}
 	}
 }

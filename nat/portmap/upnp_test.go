@@ -25,7 +25,10 @@ type fakeIGD struct {
 	refuseOnce int
 	// endless names what is answered without end ("desc" or "soap").
 	endless string
-	srv     *httptest.Server
+	// decoy, if set, is a LOCATION answered before the real one, as a
+	// spoofer on the LAN would in the gateway's name.
+	decoy string
+	srv   *httptest.Server
 }
 
 // sent is the SOAP actions g got so far, in order, space-separated.
@@ -72,6 +75,9 @@ func newFakeIGD(t *testing.T, control string) (*fakeIGD, *Client) {
 			}
 		}
 		switch {
+		case r.URL.Path == "/other.xml": // a media server's
+			io.WriteString(w, `<?xml version="1.0"?><root xmlns="urn:schemas-upnp-org:device-1-0"><specVersion><major>1</major><minor>0</minor></specVersion>`+
+				`<device><deviceType>urn:schemas-upnp-org:device:MediaServer:1</deviceType><friendlyName>media</friendlyName></device></root>`)
 		case r.URL.Path == "/rootDesc.xml":
 			io.WriteString(w, strings.Replace(igdDesc, "CONTROL", control, 1))
 		case r.URL.Path == "/ctl":
@@ -119,7 +125,15 @@ func newFakeIGD(t *testing.T, control string) (*fakeIGD, *Client) {
 			if !strings.Contains(string(buf[:n]), st) {
 				continue
 			}
-			ssdp.WriteToUDPAddrPort([]byte("HTTP/1.1 200 OK\r\nST: "+st+"\r\nLOCATION: "+srv.URL+"/rootDesc.xml\r\n\r\n"), src)
+			g.mu.Lock()
+			locs := []string{srv.URL + "/rootDesc.xml"}
+			if g.decoy != "" {
+				locs = append([]string{g.decoy}, locs...)
+			}
+			g.mu.Unlock()
+			for _, loc := range locs {
+				ssdp.WriteToUDPAddrPort([]byte("HTTP/1.1 200 OK\r\nST: "+st+"\r\nLOCATION: "+loc+"\r\n\r\n"), src)
+			}
 		}
 	}()
 	t.Cleanup(func() { ssdp.Close(); <-done })
@@ -236,6 +250,32 @@ func TestUPnPEndlessAnswer(t *testing.T) {
 			_, err := c.Map(ctx, UPnP, 4000, nil, time.Hour)
 			if err == nil || !strings.Contains(err.Error(), "larger than 256 KiB") {
 				t.Fatalf("err %v, want the answer refused as too large", err)
+			}
+		})
+	}
+}
+
+// TestUPnPDecoyAnswer: an SSDP answer in the gateway's name that leads
+// nowhere (a port the gateway does not serve, a description without the
+// service) does not end the search: the gateway's own answer after it is
+// taken.
+func TestUPnPDecoyAnswer(t *testing.T) {
+	closed, _ := net.Listen("tcp4", "127.0.0.1:0")
+	closedURL := "http://" + closed.Addr().String() + "/rootDesc.xml"
+	closed.Close()
+	for name, decoy := range map[string]string{"closed port": closedURL, "no service": "NOSERVICE"} {
+		t.Run(name, func(t *testing.T) {
+			g, c := newFakeIGD(t, "/ctl")
+			if decoy == "NOSERVICE" {
+				decoy = g.srv.URL + "/other.xml"
+			}
+			g.mu.Lock()
+			g.decoy = decoy
+			g.mu.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if m, err := c.Map(ctx, UPnP, 4000, nil, time.Hour); err != nil || m.External.Port() != 4000 {
+				t.Fatalf("mapping %+v, err %v: the decoy answer ended the search", m, err)
 			}
 		})
 	}
