@@ -74,6 +74,10 @@ func inLabSlot(t *testing.T, f func()) {
 // this is where to look to make the suite faster. go test -v prints it.
 var slotTimes = &testTimes{by: map[string]time.Duration{}}
 
+// stalls is how long each test waited for other tests' quiet sections or
+// heavy steps (heavy, quietFrom): in a slot, time the slot is idle.
+var stalls = &testTimes{by: map[string]time.Duration{}}
+
 type testTimes struct {
 	sync.Mutex
 	by map[string]time.Duration
@@ -99,9 +103,12 @@ func printSlotTimes(w io.Writer) {
 		sum += d
 	}
 	sort.Slice(names, func(i, j int) bool { return slotTimes.by[names[i]] > slotTimes.by[names[j]] })
-	fmt.Fprintf(w, "\nlab slot time by test (%d slots; sum %v):\n", cap(labSlots), sum.Round(time.Second))
+	stalls.Lock()
+	defer stalls.Unlock()
+	fmt.Fprintf(w, "\nlab slot time by test, and time it waited for other tests' quiet sections or heavy steps (%d slots; sum %v):\n",
+		cap(labSlots), sum.Round(time.Second))
 	for _, n := range names {
-		fmt.Fprintf(w, "%8.1fs  %s\n", slotTimes.by[n].Seconds(), n)
+		fmt.Fprintf(w, "%8.1fs %6.1fs  %s\n", slotTimes.by[n].Seconds(), stalls.by[n].Seconds(), n)
 	}
 }
 
@@ -172,7 +179,7 @@ func heavyBy(name string, others bool) bool {
 // or torn down, megabytes through a tunnel, a compile), outside every
 // other test's quiet section.
 func heavy(t *testing.T, fn func()) {
-	name := t.Name()
+	name, start := t.Name(), time.Now()
 	machine.Lock()
 	// A test already in a heavy step or a quiet section goes on: waiting
 	// here for others would deadlock it with a quiet section waiting for
@@ -183,6 +190,7 @@ func heavy(t *testing.T, fn func()) {
 	}
 	machine.heavy[name]++
 	machine.Unlock()
+	stalls.add(owner(t), time.Since(start))
 	defer func() {
 		machine.Lock()
 		if machine.heavy[name]--; machine.heavy[name] == 0 {
@@ -208,7 +216,7 @@ func quiet(t *testing.T, fn func()) {
 // that spans much of a test (defer the end too: a Fatal then ends it;
 // ending twice is once).
 func quietFrom(t *testing.T) (end func()) {
-	name := t.Name()
+	name, start := t.Name(), time.Now()
 	machine.Lock()
 	machine.waiting++
 	for (machine.quiet != "" && !related(machine.quiet, name)) || heavyBy(name, true) {
@@ -220,6 +228,7 @@ func quietFrom(t *testing.T) (end func()) {
 	}
 	machine.depth++
 	machine.Unlock()
+	stalls.add(owner(t), time.Since(start))
 	var once sync.Once
 	return func() {
 		once.Do(func() {
