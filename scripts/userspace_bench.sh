@@ -18,6 +18,10 @@
 # Without root the namespaces are a user namespace's (unshare -rn), one of
 # them, and only us-us runs. socat's hop costs the userspace paths CPU that
 # the TUN path does not pay: the figure is what a proxied client gets.
+# BENCH_PROFILE=1 then profiles both userspace peers (CPU, BENCH_TIME s)
+# during one more us-us run 1->2 and prints the top of each (go tool
+# pprof -top; the profiles are left in the work directory, kept with
+# BENCH_KEEP=1).
 set -euo pipefail
 [ -n "${USBENCH_TRACE:-}" ] && set -x
 cd "$(dirname "$0")/.."
@@ -70,8 +74,12 @@ conf() { # name, extra [Interface] lines
 }
 conf us1 ""; conf us2 "Forward = tcp:5201=127.0.0.1:5201"
 sleep 0.3
-in1 "$bin" up --userspace --socks5 off --http-proxy 127.0.0.1:18080 --run-dir "$work/run1" --state-dir - us1.conf 2>us1.log &
-in2 "$bin" up --userspace --socks5 off --run-dir "$work/run2" --state-dir - us2.conf 2>us2.log &
+prof() { # the metrics flags of userspace peer $1, serving profiles under BENCH_PROFILE
+	if [ -n "${BENCH_PROFILE:-}" ]; then echo "--metrics 127.0.0.1:1910$1"; fi
+}
+[ -n "${BENCH_PROFILE:-}" ] && export PUNCHTUN_PPROF=1
+in1 "$bin" up --userspace --socks5 off --http-proxy 127.0.0.1:18080 $(prof 1) --run-dir "$work/run1" --state-dir - us1.conf 2>us1.log &
+in2 "$bin" up --userspace --socks5 off $(prof 2) --run-dir "$work/run2" --state-dir - us2.conf 2>us2.log &
 in2 iperf3 -s -p 5201 -D
 in1 socat TCP-LISTEN:15201,fork,reuseaddr,bind=127.0.0.1 PROXY:127.0.0.1:100.64.0.2:5201,proxyport=18080 2>/dev/null &
 kinds="us-us"
@@ -109,6 +117,21 @@ printf '%-8s %10s %10s\n' path "1->2" "2->1"
 for k in $kinds; do
 	printf '%-8s %10s %10s\n' $k "$(echo ${got[$k-fwd]} | median)" "$(echo ${got[$k-rev]} | median)"
 done
+if [ -n "${BENCH_PROFILE:-}" ]; then
+	curls=""
+	for i in 1 2; do
+		in$i curl -s -o "$work/us$i.prof" "http://127.0.0.1:1910$i/debug/pprof/profile?seconds=$BENCH_TIME" &
+		curls="$curls $!"
+	done
+	sleep 0.2
+	set -- $(target us-us)
+	echo "us-us 1->2 while profiled: $(in1 iperf3 -c $1 -p $2 -t "$BENCH_TIME" -J | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e6))') Mbit/s"
+	wait $curls
+	for i in 1 2; do
+		echo "== us$i ($([ $i = 1 ] && echo sender || echo receiver)), CPU (go tool pprof -top)"
+		go tool pprof -top -nodecount=${BENCH_PROFILE_TOP:-25} "$bin" "$work/us$i.prof" 2>/dev/null | sed -n '4,$p'
+	done
+fi
 for p in us1 us2; do
 	pid=$(pgrep -f -- "--run-dir $work/run[12] --state-dir - $p.conf" | head -1)
 	echo "$p peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$pid/status)"
