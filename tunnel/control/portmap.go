@@ -57,19 +57,45 @@ func (pm *portMapper) start() {
 		return
 	}
 	pm.host.spawn(func() {
-		err := portmap.ListenAnnouncements(pm.ctx, pm.hearer())
-		if err != nil {
-			pm.log.Debug("cannot hear the gateway's port mapping announcements", "err", err)
-		}
+		pm.listen("the gateway's port mapping announcements", func() error {
+			return portmap.ListenAnnouncements(pm.ctx, pm.hearer())
+		})
 	})
 	pm.host.spawn(func() {
-		err := portmap.ListenSSDP(pm.ctx, func(gw netip.Addr) {
-			pm.host.post(func() { pm.announced(gw, pm.clock.Now()) })
+		pm.listen("the gateway's SSDP notices", func() error {
+			return portmap.ListenSSDP(pm.ctx, func(gw netip.Addr) {
+				pm.host.post(func() { pm.announced(gw, pm.clock.Now()) })
+			})
 		})
-		if err != nil {
-			pm.log.Debug("cannot hear the gateway's SSDP notices", "err", err)
-		}
 	})
+}
+
+// listenRetry is how often a listener that could not start is tried
+// again: another program may hold its port without sharing it (an SSDP
+// daemon without SO_REUSEADDR) and let it go later.
+var listenRetry = 30 * time.Second
+
+// listen runs a listener (run returns nil when pm.ctx ends) until the
+// port mapper stops, starting it again every listenRetry while it cannot
+// start. Without the listeners a restart is noticed only at the next
+// renewal, so this is logged once, at debug level.
+func (pm *portMapper) listen(what string, run func() error) {
+	logged := false
+	for {
+		err := run()
+		if err == nil || pm.ctx.Err() != nil {
+			return
+		}
+		if !logged {
+			pm.log.Debug("cannot hear "+what+"; trying again every "+listenRetry.String(), "err", err)
+			logged = true
+		}
+		select {
+		case <-pm.ctx.Done():
+			return
+		case <-time.After(listenRetry):
+		}
+	}
 }
 
 func (pm *portMapper) client(gw netip.Addr) *portmap.Client {

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"sync/atomic"
@@ -175,5 +176,34 @@ func TestAnnouncementFloodLooksUpOnce(t *testing.T) {
 	h.runPosted()
 	if asks, _ := pm.m.Tick(h.now); !asks {
 		t.Fatal("the gateway's announcement among them did not make us ask again")
+	}
+}
+
+// TestListenerRetried: a listener that cannot start (its port held by a
+// program that does not share it) is started again until it can, and
+// not after the port mapper stops.
+func TestListenerRetried(t *testing.T) {
+	h := newHarness(t)
+	pm := &h.c.portmap
+	old := listenRetry
+	listenRetry = time.Millisecond
+	t.Cleanup(func() { listenRetry = old })
+	ctx, cancel := context.WithCancel(context.Background())
+	pm.ctx = ctx
+	tries := 0
+	pm.listen("a test's notices", func() error {
+		if tries++; tries < 3 {
+			return errors.New("address already in use")
+		}
+		return nil // started, and ran until the end
+	})
+	if tries != 3 {
+		t.Fatalf("%d tries, want 3: the listener was not started again", tries)
+	}
+	cancel()
+	tries = 0
+	pm.listen("a test's notices", func() error { tries++; return errors.New("address already in use") })
+	if tries != 1 {
+		t.Fatalf("%d tries after the port mapper stopped, want 1", tries)
 	}
 }
