@@ -52,7 +52,16 @@ if [ "${USBENCH_INSIDE:-}" = "" ]; then
 fi
 
 work=$WORK bin=$WORK/punchtun
-trap 'kill $(jobs -p) 2>/dev/null; pkill -f "iperf3 -s -p 5201" || true' EXIT
+# Every job is a subshell around its command (in1, in2): stop the
+# command too, or in a user namespace (no namespace to delete) it lives on.
+stop_all() {
+	for p in $(jobs -p); do
+		pkill -P "$p" 2>/dev/null
+		kill "$p" 2>/dev/null
+	done
+	pkill -f "iperf3 -s -p 5201" || true
+}
+trap stop_all EXIT
 in1() { if [ -n "${USBENCH_ROOT:-}" ]; then ip netns exec ptus1 "$@"; else "$@"; fi; }
 in2() { if [ -n "${USBENCH_ROOT:-}" ]; then ip netns exec ptus2 "$@"; else "$@"; fi; }
 rdv=127.0.0.1:39478 far=127.0.0.1
