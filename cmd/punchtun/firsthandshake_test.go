@@ -31,6 +31,7 @@ import (
 // 5 s after the last: before, the initiation and its one copy both lost
 // cost those 5 s.
 func TestFirstHandshakeLost(t *testing.T) {
+	t.Parallel()
 	const lost = 2 // initiations, and responses
 	for _, tc := range []struct {
 		name, prefix, natA, natB string
@@ -44,6 +45,7 @@ func TestFirstHandshakeLost(t *testing.T) {
 		{"turn-tcp", "pthv", "blocked", "easy", false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			l := newLab(t, tc.prefix, tc.natA, tc.natB)
 			var rvKey key.Private
 			if tc.turn {
@@ -60,6 +62,9 @@ func TestFirstHandshakeLost(t *testing.T) {
 			b := newPeer(t, "b1", tc.prefix+"b", "100.64.0.2")
 			l.up(b, a, rvKey) // its first contact with a comes with a's start
 			conf := l.writeConfig(a, b, rvKey)
+			// From a's start on, every bound is timed: a quiet section
+			// begun before it.
+			defer quietFrom(t)()
 			t0 := time.Now()
 			l.startPeer(a, conf, a.iface)
 			from := "the start"

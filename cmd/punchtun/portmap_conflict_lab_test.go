@@ -21,6 +21,7 @@ import (
 // pick another port themselves), and each is reached directly, through
 // its forward, by a peer behind another hard NAT.
 func TestPortMappingConflict(t *testing.T) {
+	t.Parallel()
 	l := newLab(t, "ptpc", "hard", "hard")
 	rvKey := l.startRendezvous()
 	for i, mode := range []string{"natpmp", "pcp", "upnp", "upnp-igdv1", "auto"} {

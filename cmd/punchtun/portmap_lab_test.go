@@ -175,6 +175,7 @@ func (l *lab) waitMapping(p *peerSpec, proto string, within time.Duration) tunne
 // the router's nftables hold the forward while it is up and not after
 // down.
 func TestPortMappingHardHard(t *testing.T) {
+	t.Parallel()
 	l := newLab(t, "ptpm", "hard", "hard")
 	rvKey := l.startRendezvous()
 	for i, mode := range []string{"natpmp", "pcp", "upnp", "auto"} {
@@ -189,6 +190,9 @@ func TestPortMappingHardHard(t *testing.T) {
 			defer router.proc.stop()
 			a := newPeer(t, "a1", fmt.Sprintf("ptpma%d", i), "100.64.0.1")
 			b := newPeer(t, "b1", fmt.Sprintf("ptpmb%d", i), "100.64.0.2")
+			// From the start to direct both ways: timed.
+			endQuiet := quietFrom(t)
+			defer endQuiet()
 			start := time.Now()
 			pa := l.upMapped(a, b, rvKey, mode)
 			l.upMapped(b, a, rvKey, "off")
@@ -202,6 +206,7 @@ func TestPortMappingHardHard(t *testing.T) {
 			row := matrixRow{Pair: "mapped(" + mode + ")-hard", Want: "direct", PathA: direct.Path, PathB: l.waitPath(b, "direct").Path, FirstPing: first.Seconds()}
 			t.Cleanup(func() { row.OK = !t.Failed(); recordRow(t, row) })
 			toDirect := time.Since(start)
+			endQuiet()
 			t.Logf("%s: first ping %.2f s after the start; direct both ways by %.2f s; mapped %s %s", mode, first.Seconds(), toDirect.Seconds(), st.PortMapping.Protocol, st.PortMapping.External)
 			if first > time.Second {
 				t.Errorf("first ping %v after the start, want within 1 s", first)
@@ -241,6 +246,7 @@ func (l *lab) mappedPair(i int, ma, mb string, rvKey key.Private) (a, b *peerSpe
 // still direct, within 5 s; a router with port mapping disabled leaves
 // hard/hard relayed as before, with the reason in status.
 func TestPortMappingRouter(t *testing.T) {
+	t.Parallel()
 	l := newLab(t, "ptpr", "hard", "hard")
 	rvKey := l.startRendezvous()
 	sub := func(name string, f func(t *testing.T, l *lab)) {
@@ -254,6 +260,8 @@ func TestPortMappingRouter(t *testing.T) {
 		ra, rb := l.startMiniupnpd("nata", false, "natpmp", "pcp", "upnp"), l.startMiniupnpd("natb", false, "natpmp", "pcp", "upnp")
 		defer ra.proc.stop()
 		defer rb.proc.stop()
+		endQuiet := quietFrom(t) // from the start to direct both ways: timed
+		defer endQuiet()
 		a, b, _, start := l.mappedPair(0, "auto", "auto", rvKey)
 		first := l.answeredWithin(a, b, start, 5*time.Second)
 		l.waitMapping(a, "", 5*time.Second)
@@ -261,6 +269,7 @@ func TestPortMappingRouter(t *testing.T) {
 		l.waitPath(a, "direct")
 		l.waitPath(b, "direct")
 		t.Logf("both mapped: first ping %.2f s after the start; direct both ways by %.2f s", first.Seconds(), time.Since(start).Seconds())
+		endQuiet()
 		if first > time.Second {
 			t.Errorf("first ping %v after the start, want within 1 s", first)
 		}
@@ -276,6 +285,10 @@ func TestPortMappingRouter(t *testing.T) {
 	// model of it: 2.3.9 then tries every one of the 64k ports against its
 	// rules before it answers, minutes later.)
 	sub("disabled", func(t *testing.T, l *lab) {
+		// The reason is due after the ask's 2-s timeout, 5 s at most:
+		// timed, from the start.
+		endQuiet := quietFrom(t)
+		defer endQuiet()
 		a, _, _, _ := l.mappedPair(3, "auto", "off", rvKey)
 		eventually(t, 5*time.Second, "no gateway in status", func() error {
 			st, err := l.status(a)
@@ -287,6 +300,7 @@ func TestPortMappingRouter(t *testing.T) {
 			}
 			return nil
 		})
+		endQuiet()
 		l.waitPath(a, "relay")
 	})
 }
@@ -354,6 +368,7 @@ table inet filter {
 // port, but its WAN address is not the public one the rendezvous sees:
 // the forward leads nowhere, so it is not offered, and status says why.
 func TestPortMappingCarrierNAT(t *testing.T) {
+	t.Parallel()
 	l := newLab(t, "ptpn", "hard", "hard")
 	l.addCarrierHome()
 	rvKey := l.startRendezvous()
@@ -402,6 +417,9 @@ func (l *lab) remapAfterRestart(i int, mode string, rvKey key.Private) {
 	a, b, _, _ := l.mappedPair(i, mode, "off", rvKey)
 	st := l.waitMapping(a, want, 5*time.Second)
 	l.waitPath(a, "direct")
+	// From the restart to mapped and direct again: timed.
+	endQuiet := quietFrom(t)
+	defer endQuiet()
 	restarted := time.Now() // the daemon's stop; its start follows at once
 	router.restart()
 	eventually(t, 5*time.Second, "mapped again after miniupnpd's restart", func() error {
@@ -416,5 +434,6 @@ func (l *lab) remapAfterRestart(i int, mode string, rvKey key.Private) {
 	if time.Since(restarted) > 5*time.Second {
 		t.Errorf("mapped and direct again only %v after the restart, want within 5 s", time.Since(restarted))
 	}
+	endQuiet()
 	l.ping(a, b)
 }

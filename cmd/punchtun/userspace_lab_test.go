@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 // the TUN side to the rootless side's virtual address, which forwards to
 // an sshd on its host's loopback.
 func TestUserspaceMeetsTUN(t *testing.T) {
+	t.Parallel()
 	l := newLab(t, "ptus", "easy", "easy")
 	rvKey := l.startRendezvous()
 	a := newPeer(t, "a1", "ptusa", "100.64.7.1") // rootless
@@ -49,7 +51,7 @@ func TestUserspaceMeetsTUN(t *testing.T) {
 	}
 	runDir := filepath.Join(home, "run")
 	asNobody := []string{"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "env", "HOME=" + home}
-	l.start(a.host, a.iface, append(asNobody, bin, "up", "--userspace", conf, "--run-dir", runDir, "--socks5", "off",
+	rootless := l.start(a.host, a.iface, append(asNobody, bin, "up", "--userspace", conf, "--run-dir", runDir, "--socks5", "off",
 		"--forward", "tcp:22=127.0.0.1:2222")...)
 	status := func() (string, error) {
 		out, err := l.cmd(a.host, bin, "status", "--run-dir", runDir, a.iface).CombinedOutput()
@@ -62,8 +64,11 @@ func TestUserspaceMeetsTUN(t *testing.T) {
 		}
 		return nil
 	})
-	if out, _ := exec.Command("ps", "-o", "user=", "-C", "punchtun").Output(); !strings.Contains(string(out), "nobody") {
-		t.Fatalf("no punchtun runs as nobody: %s", out)
+	// The process started here, not any punchtun: other tests' peers share
+	// the process table. ip netns exec, setpriv and env each exec the
+	// next, so its pid is punchtun's.
+	if out, _ := exec.Command("ps", "-o", "user=,comm=", "-p", strconv.Itoa(rootless.cmd.Process.Pid)).Output(); strings.Join(strings.Fields(string(out)), " ") != "nobody punchtun" {
+		t.Fatalf("the rootless side does not run as nobody: ps says %q", out)
 	}
 
 	sshd := "/usr/sbin/sshd"
@@ -81,24 +86,29 @@ func TestUserspaceMeetsTUN(t *testing.T) {
 	sshOpts := []string{"ssh", "-F", "/dev/null", "-i", userKey, "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
 		"-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"}
 
-	// Rootless → TUN: ssh as nobody, through punchtun nc.
-	eventually(t, 20*time.Second, "ssh from the rootless side with ProxyCommand", func() error {
-		args := append(append(asNobody, sshOpts...), "-o", fmt.Sprintf("ProxyCommand=%s nc --run-dir %s %%h %%p", bin, runDir),
-			"root@"+b.addr, "echo", "over-punchtun-nc")
-		out, err := l.cmd(a.host, args...).CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "over-punchtun-nc") {
-			return fmt.Errorf("%v: %s", err, out)
-		}
-		return nil
+	// Rootless → TUN: ssh as nobody, through punchtun nc (ssh is a heavy
+	// step: its key exchanges, through a userspace stack, load the machine).
+	heavy(t, func() {
+		eventually(t, 20*time.Second, "ssh from the rootless side with ProxyCommand", func() error {
+			args := append(append(asNobody, sshOpts...), "-o", fmt.Sprintf("ProxyCommand=%s nc --run-dir %s %%h %%p", bin, runDir),
+				"root@"+b.addr, "echo", "over-punchtun-nc")
+			out, err := l.cmd(a.host, args...).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "over-punchtun-nc") {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			return nil
+		})
 	})
 	// TUN → rootless: ping its virtual address, ssh to its forward.
 	l.run(b.host, "ping", "-c", "1", "-W", "2", a.addr)
-	eventually(t, 20*time.Second, "ssh from the TUN side to the rootless side's forward", func() error {
-		out, err := l.cmd(b.host, append(sshOpts, "root@"+a.addr, "echo", "over-the-forward")...).CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "over-the-forward") {
-			return fmt.Errorf("%v: %s", err, out)
-		}
-		return nil
+	heavy(t, func() {
+		eventually(t, 20*time.Second, "ssh from the TUN side to the rootless side's forward", func() error {
+			out, err := l.cmd(b.host, append(sshOpts, "root@"+a.addr, "echo", "over-the-forward")...).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "over-the-forward") {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			return nil
+		})
 	})
 }
 
