@@ -25,11 +25,13 @@ func TestShortFreezeStaysDirect(t *testing.T) {
 	l.startPinger(a, b)
 	l.startPinger(b, a)
 	for _, frozen := range append(sides, sides...) { // each side twice
+		// Outside the quiet section: the moment between two sections
+		// lets other tests' heavy steps waiting take their turn.
+		l.waitPath(a, "direct")
+		l.waitPath(b, "direct")
 		// The freeze is short enough to be part of the measurement: quiet
 		// from before the SIGSTOP, so that no wait for quiet lengthens it.
 		quiet(t, func() {
-			l.waitPath(a, "direct")
-			l.waitPath(b, "direct")
 			t0, out, in := l.freeze(frozen, other[frozen.p], freeze)
 			direct := l.directAgain(t0, 20*time.Second, a, b)
 			t.Logf("%s side frozen %v: answered %v → / %v ← after SIGCONT, direct again after %v",
