@@ -59,7 +59,6 @@ stop_all() {
 		pkill -P "$p" 2>/dev/null
 		kill "$p" 2>/dev/null
 	done
-	pkill -f "iperf3 -s -p 5201" || true
 }
 trap stop_all EXIT
 in1() { if [ -n "${USBENCH_ROOT:-}" ]; then ip netns exec ptus1 "$@"; else "$@"; fi; }
@@ -89,7 +88,9 @@ prof() { # the metrics flags of userspace peer $1, serving profiles under BENCH_
 [ -n "${BENCH_PROFILE:-}" ] && export PUNCHTUN_PPROF=1
 in1 "$bin" up --userspace --socks5 off --http-proxy 127.0.0.1:18080 $(prof 1) --run-dir "$work/run1" --state-dir - us1.conf 2>us1.log &
 in2 "$bin" up --userspace --socks5 off $(prof 2) --run-dir "$work/run2" --state-dir - us2.conf 2>us2.log &
-in2 iperf3 -s -p 5201 -D
+# A job, not a daemon (-D): a daemon would outlive a run cut short, and
+# hold on to whatever it inherited (a lock around the run).
+in2 iperf3 -s -p 5201 >/dev/null 2>&1 &
 in1 socat TCP-LISTEN:15201,fork,reuseaddr,bind=127.0.0.1 PROXY:127.0.0.1:100.64.0.2:5201,proxyport=18080 2>/dev/null &
 kinds="us-us"
 if [ -n "${USBENCH_ROOT:-}" ]; then
