@@ -154,6 +154,12 @@ var machine = struct {
 	quiet   string         // the test in a quiet section, or ""
 	depth   int            // its quiet sections, nested
 	waiting int            // quiet sections waiting: new heavy steps wait behind them
+	// heavyWaiting counts heavy steps waiting; heavyTurn is set when a
+	// quiet section ends with some waiting, and holds new quiet sections
+	// back until they have started: else a test whose quiet sections
+	// follow one another would starve every heavy step.
+	heavyWaiting int
+	heavyTurn    bool
 }{heavy: map[string]int{}}
 
 func init() { machine.cond = sync.NewCond(&machine.Mutex) }
@@ -184,9 +190,14 @@ func heavy(t *testing.T, fn func()) {
 	// A test already in a heavy step or a quiet section goes on: waiting
 	// here for others would deadlock it with a quiet section waiting for
 	// it.
+	machine.heavyWaiting++
 	for !heavyBy(name, false) && !(machine.quiet != "" && related(machine.quiet, name)) &&
-		(machine.quiet != "" || machine.waiting > 0) {
+		(machine.quiet != "" || machine.waiting > 0 && !machine.heavyTurn) {
 		machine.cond.Wait()
+	}
+	if machine.heavyWaiting--; machine.heavyWaiting == 0 && machine.heavyTurn {
+		machine.heavyTurn = false
+		machine.cond.Broadcast()
 	}
 	machine.heavy[name]++
 	machine.Unlock()
@@ -219,7 +230,8 @@ func quietFrom(t *testing.T) (end func()) {
 	name, start := t.Name(), time.Now()
 	machine.Lock()
 	machine.waiting++
-	for (machine.quiet != "" && !related(machine.quiet, name)) || heavyBy(name, true) {
+	for (machine.quiet != "" && !related(machine.quiet, name)) || heavyBy(name, true) ||
+		machine.heavyTurn && machine.quiet == "" {
 		machine.cond.Wait()
 	}
 	machine.waiting--
@@ -235,6 +247,7 @@ func quietFrom(t *testing.T) (end func()) {
 			machine.Lock()
 			if machine.depth--; machine.depth == 0 {
 				machine.quiet = ""
+				machine.heavyTurn = machine.heavyWaiting > 0
 			}
 			machine.cond.Broadcast()
 			machine.Unlock()
@@ -300,6 +313,43 @@ func TestQuietSections(t *testing.T) {
 		want := []string{"heavy", "heavy done", "quiet", "inner heavy", "quiet done", "heavy again"}
 		if strings.Join(events, ", ") != strings.Join(want, ", ") {
 			t.Errorf("events %q, want %q", events, want)
+		}
+	})
+}
+
+// TestHeavyNotStarved: a heavy step waiting for a quiet section goes
+// before the next quiet section of the same test, one that follows at
+// once: else a test of back-to-back sections held every other test's
+// lab build back until its end.
+func TestHeavyNotStarved(t *testing.T) {
+	if p := flag.Lookup("test.parallel"); p != nil && p.Value.String() == "1" {
+		t.Skip("-parallel 1: one test at a time, so no quiet section is contended")
+	}
+	var mu sync.Mutex
+	var events []string
+	note := func(e string) { mu.Lock(); events = append(events, e); mu.Unlock() }
+	inQuiet := make(chan struct{})
+	t.Run("quiet", func(t *testing.T) {
+		t.Parallel()
+		quiet(t, func() {
+			close(inQuiet)
+			for waiting := 0; waiting == 0; time.Sleep(time.Millisecond) {
+				machine.Lock()
+				waiting = machine.heavyWaiting
+				machine.Unlock()
+			}
+			note("quiet 1")
+		})
+		quiet(t, func() { note("quiet 2") })
+	})
+	t.Run("heavy", func(t *testing.T) {
+		t.Parallel()
+		<-inQuiet
+		heavy(t, func() { note("heavy") })
+	})
+	t.Cleanup(func() {
+		if got, want := strings.Join(events, ", "), "quiet 1, heavy, quiet 2"; got != want {
+			t.Errorf("events %q, want %q", got, want)
 		}
 	})
 }
