@@ -273,19 +273,27 @@ func quietAt(t *testing.T, at time.Time, fn func()) {
 	})
 }
 
-// TestQuietSections: a quiet section waits for a heavy step under way, a
-// heavy step waits for a quiet section, and a subtest of a test in a quiet
-// section is part of it.
-func TestQuietSections(t *testing.T) {
-	// Its two subtests meet halfway: one at a time (-parallel 1, as
-	// scripts/test.sh runs the lab), where no section is ever contended,
-	// they would wait for each other forever.
+// sectionEvents skips a test of the sections under -parallel 1 and
+// returns a recorder of its events and their list, read at its cleanup.
+// Its two subtests meet halfway: one at a time (as scripts/test.sh runs
+// the lab), where no section is ever contended, they would wait for each
+// other forever.
+func sectionEvents(t *testing.T) (note func(string), events func() string) {
 	if p := flag.Lookup("test.parallel"); p != nil && p.Value.String() == "1" {
 		t.Skip("-parallel 1: one test at a time, so no quiet section is contended")
 	}
 	var mu sync.Mutex
-	var events []string
-	note := func(e string) { mu.Lock(); events = append(events, e); mu.Unlock() }
+	var got []string
+	note = func(e string) { mu.Lock(); got = append(got, e); mu.Unlock() }
+	events = func() string { mu.Lock(); defer mu.Unlock(); return strings.Join(got, ", ") }
+	return note, events
+}
+
+// TestQuietSections: a quiet section waits for a heavy step under way, a
+// heavy step waits for a quiet section, and a subtest of a test in a quiet
+// section is part of it.
+func TestQuietSections(t *testing.T) {
+	note, events := sectionEvents(t)
 	heavyOn, quietOn := make(chan struct{}), make(chan struct{})
 	t.Run("heavy", func(t *testing.T) {
 		t.Parallel()
@@ -311,8 +319,8 @@ func TestQuietSections(t *testing.T) {
 	})
 	t.Cleanup(func() {
 		want := []string{"heavy", "heavy done", "quiet", "inner heavy", "quiet done", "heavy again"}
-		if strings.Join(events, ", ") != strings.Join(want, ", ") {
-			t.Errorf("events %q, want %q", events, want)
+		if got := events(); got != strings.Join(want, ", ") {
+			t.Errorf("events %q, want %q", got, want)
 		}
 	})
 }
@@ -322,12 +330,7 @@ func TestQuietSections(t *testing.T) {
 // once: else a test of back-to-back sections held every other test's
 // lab build back until its end.
 func TestHeavyNotStarved(t *testing.T) {
-	if p := flag.Lookup("test.parallel"); p != nil && p.Value.String() == "1" {
-		t.Skip("-parallel 1: one test at a time, so no quiet section is contended")
-	}
-	var mu sync.Mutex
-	var events []string
-	note := func(e string) { mu.Lock(); events = append(events, e); mu.Unlock() }
+	note, events := sectionEvents(t)
 	inQuiet := make(chan struct{})
 	t.Run("quiet", func(t *testing.T) {
 		t.Parallel()
@@ -348,7 +351,7 @@ func TestHeavyNotStarved(t *testing.T) {
 		heavy(t, func() { note("heavy") })
 	})
 	t.Cleanup(func() {
-		if got, want := strings.Join(events, ", "), "quiet 1, heavy, quiet 2"; got != want {
+		if got, want := events(), "quiet 1, heavy, quiet 2"; got != want {
 			t.Errorf("events %q, want %q", got, want)
 		}
 	})
