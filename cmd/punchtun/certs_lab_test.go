@@ -31,19 +31,6 @@ To = *
 Allow = icmp
 `
 
-// signAfter signs p's certificate as sign does, once the clock has
-// passed the second of after: the new certificate's not before is later.
-func (l *netLab) signAfter(after time.Time, p *peerSpec, name string, extra ...string) string {
-	l.t.Helper()
-	eventually(l.t, 2*time.Second, "the next second", func() error {
-		if time.Now().Unix() <= after.Unix() {
-			return fmt.Errorf("still %v", after.Unix())
-		}
-		return nil
-	})
-	return l.sign(p, name, l.keyFile, extra...)
-}
-
 // refusals is how many members p refused for reason.
 func (l *netLab) refusals(p *peerSpec, reason string) uint64 {
 	st, err := l.status(p)
@@ -72,7 +59,6 @@ func TestNetworkCertificatesSuperseded(t *testing.T) {
 
 	// The admin, signed into admins, reaches tcp/22; the witness knows it
 	// by that certificate.
-	signed := time.Now()
 	oldCert := l.sign(admin, "admin", l.keyFile, "--group", "admins")
 	procs[admin] = l.startPeer(admin, l.memberConfig(admin, oldCert, ""), admin.iface)
 	procs[witness] = l.startPeer(witness, l.memberConfig(witness, l.sign(witness, "witness", l.keyFile), ""), witness.iface)
@@ -92,7 +78,7 @@ func TestNetworkCertificatesSuperseded(t *testing.T) {
 	defer thaw()
 
 	// Re-signed without admins, run once: no tcp/22.
-	newCert := l.signAfter(signed, admin, "admin")
+	newCert := l.sign(admin, "admin", l.keyFile) // a second later: network sign waits out its second
 	procs[admin].stop()
 	procs[admin] = l.startPeer(admin, l.memberConfig(admin, newCert, ""), admin.iface+"-new")
 	l.firstPing(admin, server)
@@ -158,11 +144,10 @@ func TestNetworkCertificatesSuperseded(t *testing.T) {
 	// An address moves: the server knows 100.64.3.4 as the old box; that
 	// box leaves, the new box gets the address by a newer certificate and
 	// reaches the server, which then reaches it at that address.
-	signed = time.Now()
 	procs[oldBox] = l.startPeer(oldBox, l.memberConfig(oldBox, l.sign(oldBox, "old-box", l.keyFile), ""), oldBox.iface)
 	l.firstPing(server, oldBox)
 	procs[oldBox].stop()
-	moved := l.signAfter(signed, newBox, "new-box")
+	moved := l.sign(newBox, "new-box", l.keyFile)
 	procs[newBox] = l.startPeer(newBox, l.memberConfig(newBox, moved, ""), newBox.iface)
 	l.firstPing(newBox, server)
 	l.ping(server, newBox)

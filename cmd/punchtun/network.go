@@ -121,7 +121,19 @@ func runNetworkSign(args []string) error {
 		return err
 	}
 	fmt.Println(c.Text())
+	waitOutSecond(c.NotBefore)
 	return nil
+}
+
+// waitOutSecond returns once the clock has left the second of notBefore.
+// A certificate's not-before counts whole seconds, and of two of one key
+// only the later not-before supersedes the other: re-signed in the same
+// second (a script that signs a member, then signs it again with a group
+// fewer), the two would be equals, and the member could go on presenting
+// the first. Waiting here makes every sign on this machine start a second
+// later than the one before.
+func waitOutSecond(notBefore time.Time) {
+	time.Sleep(time.Until(notBefore.Truncate(time.Second).Add(time.Second)))
 }
 
 // readNetworkKey reads the network private key file, warning (as wg does

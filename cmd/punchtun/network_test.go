@@ -109,3 +109,37 @@ func TestNetworkCommands(t *testing.T) {
 		t.Errorf("readable key file: exit %d, stderr %q", code, errOut)
 	}
 }
+
+// A member re-signed at once, with a group fewer, gets a certificate that
+// supersedes the first: not the same second's not-before, which would
+// leave the two equals and the member free to present either.
+func TestResignedAtOnceSupersedes(t *testing.T) {
+	nk, _ := cert.NewNetworkPrivate()
+	keyFile := filepath.Join(t.TempDir(), "net.key")
+	os.WriteFile(keyFile, []byte(nk.Encode()+"\n"), 0o600)
+	memberPriv, _ := key.NewPrivate()
+	sign := func(extra ...string) *cert.Cert {
+		args := append([]string{"network", "sign", "--key", keyFile, "--name", "m1", "--address", "100.64.0.1/24"}, extra...)
+		out, errOut, code := punchtun(t, "", append(args, memberPriv.Public().String())...)
+		if code != 0 {
+			t.Fatalf("sign: %s", errOut)
+		}
+		c, err := cert.ParseText(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	first := sign("--group", "admins")
+	second := sign()
+	if !second.NotBefore.After(first.NotBefore) {
+		t.Fatalf("signed one after the other, both valid from %v", first.NotBefore)
+	}
+	seen := cert.NewNewest(nk.Public())
+	if err := seen.See(second, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := seen.See(first, time.Now()); cert.ReasonOf(err) != cert.Superseded {
+		t.Errorf("the first certificate, after the second was seen: %v, want superseded", err)
+	}
+}
