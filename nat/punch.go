@@ -24,9 +24,10 @@ const (
 	// HeartbeatInterval keeps an idle path's NAT mappings alive: below the
 	// 30 s that conntrack keeps an unreplied UDP flow. A NAT that forgets
 	// sooner (carrier and mobile NATs, 20 s and less) shows it: a heartbeat
-	// goes unanswered until a retry. Each time, the interval shrinks to
-	// two thirds, down to MinHeartbeatInterval, so that the mappings stay
-	// up and an idle tunnel's first packet gets through.
+	// goes unanswered until a retry. Twice in a row, and the interval
+	// shrinks by a third, down to MinHeartbeatInterval, so that the
+	// mappings stay up and an idle tunnel's first packet gets through
+	// (see heartbeat).
 	HeartbeatInterval    = 25 * time.Second
 	MinHeartbeatInterval = 5 * time.Second
 	// followerDelay makes the peer with the greater key wait longer before
@@ -91,10 +92,7 @@ const (
 type Punch struct {
 	send      func(dst netip.AddrPort, m Probe)
 	leader    bool
-	heartbeat time.Duration // the leader's interval; the follower waits followerDelay more
-	// beatMissed: the heartbeat under way needed a retry, so a mapping on
-	// the path expired before it.
-	beatMissed bool
+	heartbeat heartbeat // the leader's; the follower waits followerDelay more
 
 	candidates []netip.AddrPort
 	pings      map[[12]byte]sentPing
@@ -144,33 +142,29 @@ const maxCandidates = 32
 // NewPunch returns the state for one peer. leader is true on the side with
 // the smaller key, which sends the heartbeats.
 func NewPunch(leader bool, send func(dst netip.AddrPort, m Probe)) *Punch {
-	return &Punch{send: send, leader: leader, heartbeat: HeartbeatInterval, pings: make(map[[12]byte]sentPing)}
+	return &Punch{send: send, leader: leader, pings: make(map[[12]byte]sentPing)}
 }
 
 // Heartbeat is the interval at which an idle path is probed, as learned
 // from the NATs on it (see HeartbeatInterval).
-func (p *Punch) Heartbeat() time.Duration { return p.heartbeat }
+func (p *Punch) Heartbeat() time.Duration { return p.heartbeat.interval() }
 
 // ResetHeartbeat forgets what was learned of the NATs on the path: the
 // host moved to another network.
-func (p *Punch) ResetHeartbeat() { p.heartbeat, p.beatMissed = HeartbeatInterval, false }
+func (p *Punch) ResetHeartbeat() { p.heartbeat = heartbeat{} }
 
 // beatDue is how long the path may stay silent before this side probes it.
 func (p *Punch) beatDue() time.Duration {
 	if p.leader {
-		return p.heartbeat
+		return p.heartbeat.interval()
 	}
-	return p.heartbeat + followerDelay
+	return p.heartbeat.interval() + followerDelay
 }
 
-// heardOnPath notes an authenticated packet from the peer on the path. A
-// heartbeat that needed a retry means a mapping expired within the
-// interval: shorten it.
+// heardOnPath notes an authenticated packet from the peer on the path,
+// which answers a heartbeat under way (see heartbeat).
 func (p *Punch) heardOnPath(now time.Time) {
-	if p.beatMissed {
-		p.beatMissed = false
-		p.heartbeat = max(p.heartbeat*2/3, MinHeartbeatInterval)
-	}
+	p.heartbeat.answered(now)
 	p.lastHeard = now
 }
 
@@ -316,9 +310,7 @@ func (p *Punch) Tick(now time.Time) Event {
 	// A heartbeat is due when nothing was heard for an interval; while it
 	// goes unanswered, retry every second until the path times out.
 	if silent >= due && now.Sub(p.lastPing) >= retryInterval {
-		if silent >= due+retryInterval {
-			p.beatMissed = true
-		}
+		p.heartbeat.sent(silent >= due+retryInterval)
 		p.ping(p.path.Addr, now)
 	}
 	return EventNone
@@ -340,6 +332,7 @@ func (p *Punch) Forget() {
 
 func (p *Punch) lose() Event {
 	p.path = Path{}
+	p.heartbeat.out, p.heartbeat.retried = false, false // no answer was a NAT's doing: the peer went
 	p.suspect = time.Time{}
 	return EventLost
 }
@@ -413,9 +406,9 @@ func (p *Punch) NewProbe(now time.Time, to netip.AddrPort) Probe {
 func (p *Punch) OnPing(now time.Time, src netip.AddrPort, tx [12]byte) {
 	p.send(src, Probe{TxID: tx, Answer: true, Src: src})
 	if src == p.path.Addr {
-		if silent := now.Sub(p.lastHeard); !p.leader && silent >= MinHeartbeatInterval && silent < p.heartbeat {
+		if silent := now.Sub(p.lastHeard); !p.leader && silent >= MinHeartbeatInterval && silent < p.heartbeat.interval() {
 			// The leader's heartbeat, at the interval it learned.
-			p.heartbeat = silent
+			p.heartbeat.learn(silent, now)
 		}
 		p.heardOnPath(now)
 		return

@@ -331,8 +331,10 @@ func TestHeartbeatLearnsShortNATTimeout(t *testing.T) {
 	if hb := h.p.Heartbeat(); hb >= natTimeout {
 		t.Fatalf("heartbeat %v, want under the NAT's %v", hb, natTimeout)
 	}
-	if retries > 10 {
-		t.Errorf("%d probes lost in 200 s: the interval did not settle", retries)
+	// Two heartbeats lost, each retried until the peer's came: a retry
+	// needed once may be a lost packet; twice in a row, the NAT.
+	if lostTwice := 2 * int(1+followerDelay/retryInterval); retries > lostTwice {
+		t.Errorf("%d probes lost in 200 s, want at most %d: the interval did not settle", retries, lostTwice)
 	}
 	if !h.p.Path().Addr.IsValid() {
 		t.Error("path lost")

@@ -279,6 +279,11 @@ func TestQuietWhenIdle(t *testing.T) {
 	// of probes.
 	t.Logf("idle packets per minute: to peer %d (%d WireGuard keepalives), from peer %d (%d), to rendezvous %d, from rendezvous %d",
 		perMinute["to_peer"], perMinute["keepalive_to_peer"], perMinute["from_peer"], perMinute["keepalive_from_peer"], perMinute["to_rv"], perMinute["from_rv"])
+	for _, p := range []*peerSpec{a, b} {
+		if st, err := l.status(p); err == nil && len(st.Peers) > 0 {
+			t.Logf("%s: heartbeat every %.1f s", p.iface, st.Peers[0].KeepaliveSeconds)
+		}
+	}
 	// One probe or answer each way per 25 s is 2.4 a minute: 3 where the
 	// minute falls badly, and one WireGuard keepalive to or from the peer.
 	for name, n := range perMinute {
