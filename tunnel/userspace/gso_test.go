@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 // TCP flags, as on the wire.
@@ -183,5 +184,36 @@ func TestTCPSegmenterRefuses(t *testing.T) {
 	}
 	if n := s.cut(make([]byte, 1000)); n != 0 {
 		t.Errorf("cut into a buffer too short: %d bytes", n)
+	}
+}
+
+// TestDeviceDrops: what is not an IP packet is dropped and counted, and
+// the rest of the batch still goes in.
+func TestDeviceDrops(t *testing.T) {
+	s, err := NewStack([]netip.Addr{netip.MustParseAddr("100.64.0.2")}, 1280)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Device().Close()
+	ping := []byte{0x45, 0, 0, 28, 0, 0, 0, 0, 64, 1, 0, 0, 100, 64, 0, 1, 100, 64, 0, 2, 8, 0, 0, 0, 0, 1, 0, 1}
+	binary.BigEndian.PutUint16(ping[10:], inetChecksum(ping[:20]))
+	binary.BigEndian.PutUint16(ping[22:], inetChecksum(ping[20:]))
+	n, err := s.Device().Write([][]byte{{0x00, 1, 2, 3}, make([]byte, 30), ping[:19], ping}, 0)
+	if n != 4 || err != nil {
+		t.Fatalf("Write: %d, %v", n, err)
+	}
+	if got := s.dev.Dropped.Load(); got != 3 {
+		t.Errorf("%d dropped; want 3", got)
+	}
+	bufs, sizes := [][]byte{make([]byte, 1500)}, []int{0}
+	read := make(chan error, 1)
+	go func() { _, err := s.Device().Read(bufs, sizes, 0); read <- err }()
+	select {
+	case err := <-read:
+		if err != nil || sizes[0] != len(ping) || bufs[0][20] != 0 {
+			t.Errorf("no echo reply to the ping in the batch: %v, % x", err, bufs[0][:sizes[0]])
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("no echo reply to the ping in the batch within 5 s")
 	}
 }
