@@ -16,7 +16,7 @@ type Collector struct {
 	path, peerNAT, handshake, rx, tx, rtt, status *prometheus.Desc
 	members, refusals, certLeft                   *prometheus.Desc
 	policySeq, policyDropped, revokedKeys         *prometheus.Desc
-	gossipDropped, portMappings                   *prometheus.Desc
+	gossipDropped, portMappings, stackDropped     *prometheus.Desc
 }
 
 // NewCollector returns a Collector of t. Register it with a
@@ -52,13 +52,14 @@ func NewCollector(t *Tunnel) *Collector {
 			"interface", "reason"),
 		portMappings: desc("interface_port_mappings_total", "Asks of the router for a port forward, by protocol (natpmp, pcp, upnp) and outcome: mapped, renewed, refused, no_answer, failed, double_nat (mapped behind a second NAT, not offered).",
 			"interface", "protocol", "outcome"),
+		stackDropped: desc("interface_stack_dropped_total", "In userspace mode, packets the in-process stack and the tunnel could not take from each other: malformed, or over the MTU.", "interface"),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.natMapping, c.registered, c.relayed, c.path, c.peerNAT, c.handshake, c.rx, c.tx, c.rtt, c.status,
-		c.members, c.refusals, c.certLeft, c.policySeq, c.policyDropped, c.revokedKeys, c.gossipDropped, c.portMappings} {
+		c.members, c.refusals, c.certLeft, c.policySeq, c.policyDropped, c.revokedKeys, c.gossipDropped, c.portMappings, c.stackDropped} {
 		ch <- d
 	}
 }
@@ -92,6 +93,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		for outcome, n := range byOutcome {
 			ch <- prometheus.MustNewConstMetric(c.portMappings, prometheus.CounterValue, float64(n), st.Interface, proto, outcome)
 		}
+	}
+	if st.StackDropped != nil {
+		ch <- prometheus.MustNewConstMetric(c.stackDropped, prometheus.CounterValue, float64(*st.StackDropped), st.Interface)
 	}
 	if n := st.Network; n != nil {
 		gauge(c.members, float64(n.Members), st.Interface)

@@ -39,11 +39,14 @@ type Status struct {
 	PortMapping PortMappingStatus `json:"port_mapping"`
 	// Mode is "tun" or "userspace"; in userspace mode, SOCKS5 and
 	// HTTPProxy are where the proxies listen (omitted: off) and Forwards
-	// the port forwards, as tcp:22=127.0.0.1:22.
-	Mode      string   `json:"mode"`
-	SOCKS5    string   `json:"socks5,omitempty"`
-	HTTPProxy string   `json:"http_proxy,omitempty"`
-	Forwards  []string `json:"forwards,omitempty"`
+	// the port forwards, as tcp:22=127.0.0.1:22; StackDropped counts the
+	// packets the in-process stack and the tunnel could not take from
+	// each other (malformed, or over the MTU).
+	Mode         string   `json:"mode"`
+	SOCKS5       string   `json:"socks5,omitempty"`
+	HTTPProxy    string   `json:"http_proxy,omitempty"`
+	Forwards     []string `json:"forwards,omitempty"`
+	StackDropped *uint64  `json:"stack_dropped,omitempty"`
 }
 
 // PortMappingStatus is the mapping (mode, protocol, external, lifetime_left_s,

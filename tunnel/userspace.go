@@ -69,6 +69,8 @@ func (u *userspaceSide) statusOf(st *Status) {
 	if u.httpLn != nil {
 		st.HTTPProxy = u.httpLn.Addr().String()
 	}
+	dropped := u.stack.Dropped()
+	st.StackDropped = &dropped
 	st.Forwards = []string{}
 	for _, f := range u.forwards {
 		st.Forwards = append(st.Forwards, f.String())

@@ -217,7 +217,9 @@ type status struct {
 	SOCKS5    string   `json:"socks5"`
 	HTTPProxy string   `json:"http_proxy"`
 	Forwards  []string `json:"forwards"`
-	Peers     []struct {
+	// StackDropped is nil when status leaves it out.
+	StackDropped *uint64 `json:"stack_dropped"`
+	Peers        []struct {
 		Name          string       `json:"name"`
 		Path          string       `json:"path"`
 		LastHandshake string       `json:"last_handshake"`

@@ -76,6 +76,9 @@ func TestRootlessPair(t *testing.T) {
 	if err != nil || st.Mode != "userspace" || st.SOCKS5 != alice.socks || st.HTTPProxy != alice.httpProxy || len(st.Forwards) != 1 || !strings.HasPrefix(st.Forwards[0], "tcp:7=") {
 		t.Errorf("status of a userspace interface: %+v, %v", st, err)
 	}
+	if st.StackDropped == nil {
+		t.Error("status of a userspace interface lacks stack_dropped")
+	}
 	out, _, _ := h.punchtun("", "status", "--run-dir", alice.runDir)
 	if !strings.Contains(out, "mode userspace  socks5 "+alice.socks) {
 		t.Errorf("status text lacks the mode and proxies:\n%s", out)

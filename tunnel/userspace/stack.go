@@ -102,6 +102,10 @@ func configure(s *stack.Stack, ep *linkEndpoint, addrs []netip.Addr) error {
 // device closes the stack.
 func (s *Stack) Device() tun.Device { return s.dev }
 
+// Dropped counts the packets neither the stack nor the tunnel could
+// take (malformed, or too large for the MTU).
+func (s *Stack) Dropped() uint64 { return s.dev.Dropped.Load() }
+
 // Addrs are the interface's addresses.
 func (s *Stack) Addrs() []netip.Addr { return s.addrs }
 
