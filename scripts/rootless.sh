@@ -31,7 +31,8 @@ chmod 0700 "$work/home"
 goroot=$(go env GOROOT)
 echo "rootless.sh: running as $user (uid $(id -u "$user")), no capabilities: go test $*"
 cd "$work/src"
-exec setpriv --reuid="$user" --regid="$(id -g "$user")" --clear-groups --inh-caps=-all --bounding-set=-all \
+# Not exec: the trap above removes the copy once the tests are done.
+setpriv --reuid="$user" --regid="$(id -g "$user")" --clear-groups --inh-caps=-all --bounding-set=-all \
 	env -i PATH="$goroot/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" HOME="$work/home" \
 	GOCACHE="$cache" GOMODCACHE="$work/gomod" GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local \
 	go test -count=1 -timeout 5m "$@"
