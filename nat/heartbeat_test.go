@@ -1,22 +1,9 @@
 package nat
 
 import (
-	"net/netip"
 	"testing"
 	"time"
 )
-
-// idlePath returns a leader's harness with a path to public, idle from
-// now on.
-func idlePath() *harness {
-	h := newHarness(true)
-	h.p.Start(h.now, []netip.AddrPort{public}, PunchDuration)
-	h.p.Tick(h.now)
-	h.answer(public, time.Millisecond)
-	h.now = h.now.Add(PunchDuration) // the round is over
-	h.p.Tick(h.now)
-	return h
-}
 
 // beat runs the idle path's clock to its next heartbeat and has the peer
 // answer it, after the first lost probes of it went unanswered.

@@ -42,6 +42,18 @@ func (h *harness) answer(addr netip.AddrPort, after time.Duration) Event {
 	return h.p.OnPong(h.now, addr, pings[len(pings)-1].TxID)
 }
 
+// idlePath returns a leader's harness with a path to public, idle from
+// now on.
+func idlePath() *harness {
+	h := newHarness(true)
+	h.p.Start(h.now, []netip.AddrPort{public}, PunchDuration)
+	h.p.Tick(h.now)
+	h.answer(public, time.Millisecond)
+	h.now = h.now.Add(PunchDuration) // the round is over
+	h.p.Tick(h.now)
+	return h
+}
+
 var (
 	public = netip.MustParseAddrPort("203.0.113.22:40000")
 	lan    = netip.MustParseAddrPort("192.168.1.3:51820")
@@ -180,12 +192,7 @@ func TestKindOf(t *testing.T) {
 }
 
 func TestSuspectPath(t *testing.T) {
-	h := newHarness(true)
-	h.p.Start(h.now, []netip.AddrPort{public}, PunchDuration)
-	h.p.Tick(h.now)
-	h.answer(public, time.Millisecond)
-	h.now = h.now.Add(PunchDuration) // the round is over
-	h.p.Tick(h.now)
+	h := idlePath()
 
 	// Suspected and answered: the path stays, and is not probed again.
 	h.sent = nil
@@ -226,12 +233,7 @@ func TestSuspectPath(t *testing.T) {
 // introduction is dropped after eight round trips unanswered (at least
 // QuickSuspectTimeout), probed three times meanwhile; answered, it stays.
 func TestSuspectNow(t *testing.T) {
-	h := newHarness(true)
-	h.p.Start(h.now, []netip.AddrPort{public}, PunchDuration)
-	h.p.Tick(h.now)
-	h.answer(public, time.Millisecond)
-	h.now = h.now.Add(PunchDuration)
-	h.p.Tick(h.now)
+	h := idlePath()
 
 	h.p.SuspectNow(h.now)
 	h.answer(public, 2*time.Millisecond)
