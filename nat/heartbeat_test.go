@@ -27,7 +27,7 @@ func (h *harness) beat(t *testing.T, lost int) {
 // not a NAT that forgets: a week of it leaves the interval as it was.
 // Before, each one cut the interval by a third, for good.
 func TestHeartbeatOneLossKeepsInterval(t *testing.T) {
-	h := idlePath()
+	h := idlePath(true)
 	for i := range 7 * 24 * 60 * 60 / int(HeartbeatInterval/time.Second) {
 		lost := 0
 		if i%7 == 3 {
@@ -44,7 +44,7 @@ func TestHeartbeatOneLossKeepsInterval(t *testing.T) {
 // after an hour of heartbeats answered at once, but not to an interval
 // that lost mappings within a day.
 func TestHeartbeatShrinksThenRegrows(t *testing.T) {
-	h := idlePath()
+	h := idlePath(true)
 	h.beat(t, 1)
 	h.beat(t, 1)
 	short := intervalAt(1)
@@ -80,5 +80,25 @@ func TestHeartbeatShrinksThenRegrows(t *testing.T) {
 	}
 	if at, ok := grewAt[HeartbeatInterval]; !ok || at < forgetTooLong+regrowAfter || at > forgetTooLong+regrowAfter+HeartbeatInterval {
 		t.Errorf("back to %v after %v (%v), want a day and an hour", HeartbeatInterval, at, ok)
+	}
+}
+
+// The follower takes the leader's interval from its heartbeats, which
+// come only when the tunnel is idle: a probe of the leader's while data
+// flows (a silence check, answered or not) is no heartbeat. Before, one
+// after 6 s made the follower probe every 10 s, on its own, for good.
+func TestFollowerLearnsOnlyFromHeartbeats(t *testing.T) {
+	h := idlePath(false)
+	h.now = h.now.Add(6 * time.Second)
+	h.p.SawData(h.now.Add(-time.Second))
+	h.p.OnPing(h.now, public, [12]byte{1})
+	if hb := h.p.Heartbeat(); hb != HeartbeatInterval {
+		t.Errorf("a probe during traffic, 6 s after the last: follower's interval %v, want %v", hb, HeartbeatInterval)
+	}
+	// Idle since: the leader's heartbeat after 16.7 s is learned.
+	h.now = h.now.Add(intervalAt(1) + 50*time.Millisecond)
+	h.p.OnPing(h.now, public, [12]byte{2})
+	if hb := h.p.Heartbeat(); hb != intervalAt(1) {
+		t.Errorf("the leader's heartbeat after %v idle: follower's interval %v", intervalAt(1), hb)
 	}
 }

@@ -108,6 +108,7 @@ type Punch struct {
 
 	path      Path
 	lastHeard time.Time // last authenticated probe or answer on the path
+	lastData  time.Time // last data either way, as the owner saw it (SawData)
 	lastPing  time.Time // last probe sent on the path
 	suspect   time.Time // when traffic on the path was last seen going unanswered
 	// suspectFor is how long a suspect path may stay unanswered:
@@ -370,6 +371,15 @@ func (p *Punch) suspectWithin(now time.Time, d time.Duration) {
 	p.ping(p.path.Addr, now)
 }
 
+// SawData tells the Punch when data last went either way between the
+// peers, so that a follower learns the leader's interval only from
+// probes that came after an idle silence: heartbeats.
+func (p *Punch) SawData(at time.Time) {
+	if at.After(p.lastData) {
+		p.lastData = at
+	}
+}
+
 // LastHeard is when the peer was last heard on the path.
 func (p *Punch) LastHeard() time.Time { return p.lastHeard }
 
@@ -406,8 +416,10 @@ func (p *Punch) NewProbe(now time.Time, to netip.AddrPort) Probe {
 func (p *Punch) OnPing(now time.Time, src netip.AddrPort, tx [12]byte) {
 	p.send(src, Probe{TxID: tx, Answer: true, Src: src})
 	if src == p.path.Addr {
-		if silent := now.Sub(p.lastHeard); !p.leader && silent >= MinHeartbeatInterval && silent < p.heartbeat.interval() {
-			// The leader's heartbeat, at the interval it learned.
+		silent := now.Sub(p.lastHeard)
+		if !p.leader && p.lastData.Before(p.lastHeard) && silent >= MinHeartbeatInterval && silent < p.heartbeat.interval() {
+			// The leader's heartbeat, at the interval it learned: the
+			// tunnel was idle throughout, or it was some other probe.
 			p.heartbeat.learn(silent, now)
 		}
 		p.heardOnPath(now)

@@ -42,10 +42,10 @@ func (h *harness) answer(addr netip.AddrPort, after time.Duration) Event {
 	return h.p.OnPong(h.now, addr, pings[len(pings)-1].TxID)
 }
 
-// idlePath returns a leader's harness with a path to public, idle from
-// now on.
-func idlePath() *harness {
-	h := newHarness(true)
+// idlePath returns a leader's or follower's harness with a path to
+// public, its round over, idle from now on.
+func idlePath(leader bool) *harness {
+	h := newHarness(leader)
 	h.p.Start(h.now, []netip.AddrPort{public}, PunchDuration)
 	h.p.Tick(h.now)
 	h.answer(public, time.Millisecond)
@@ -192,7 +192,7 @@ func TestKindOf(t *testing.T) {
 }
 
 func TestSuspectPath(t *testing.T) {
-	h := idlePath()
+	h := idlePath(true)
 
 	// Suspected and answered: the path stays, and is not probed again.
 	h.sent = nil
@@ -233,7 +233,7 @@ func TestSuspectPath(t *testing.T) {
 // introduction is dropped after eight round trips unanswered (at least
 // QuickSuspectTimeout), probed three times meanwhile; answered, it stays.
 func TestSuspectNow(t *testing.T) {
-	h := idlePath()
+	h := idlePath(true)
 
 	h.p.SuspectNow(h.now)
 	h.answer(public, 2*time.Millisecond)
