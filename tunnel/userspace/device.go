@@ -10,7 +10,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 )
 
 // device is the stack as WireGuard's tun.Device. Read hands over what the
@@ -34,7 +33,7 @@ type device struct {
 	seg     tcpSegmenter
 	scratch []byte // the superpacket seg cuts
 
-	gros      sync.Pool // *gro.GRO, one per Write at a time
+	gros      sync.Pool // *coalescer, one per Write at a time
 	closeOnce sync.Once
 }
 
@@ -46,11 +45,7 @@ const readBatch = 64
 
 func newDevice(s *stack.Stack, ep *linkEndpoint, mtu int) *device {
 	d := &device{ep: ep, stack: s, mtu: mtu, events: make(chan tun.Event, 1), scratch: make([]byte, 1<<16)}
-	d.gros.New = func() any {
-		g := new(gro.GRO)
-		g.Init(true)
-		return g
-	}
+	d.gros.New = func() any { return newCoalescer() }
 	d.events <- tun.EventUp
 	return d
 }
@@ -147,8 +142,8 @@ func (d *device) Write(bufs [][]byte, offset int) (int, error) {
 	if dispatcher == nil {
 		return 0, os.ErrClosed
 	}
-	g := d.gros.Get().(*gro.GRO)
-	g.Dispatcher = dispatcher
+	c := d.gros.Get().(*coalescer)
+	c.to = dispatcher
 	for _, buf := range bufs {
 		p := buf[offset:]
 		var proto tcpip.NetworkProtocolNumber
@@ -164,12 +159,12 @@ func (d *device) Write(bufs [][]byte, offset int) (int, error) {
 		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(p)})
 		pkt.NetworkProtocolNumber = proto
 		pkt.RXChecksumValidated = true
-		g.Enqueue(pkt)
+		c.gro.Enqueue(pkt)
 		pkt.DecRef()
 	}
-	g.Flush()
-	g.Dispatcher = nil
-	d.gros.Put(g)
+	c.flush()
+	c.to = nil
+	d.gros.Put(c)
 	return len(bufs), nil
 }
 
