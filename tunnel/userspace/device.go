@@ -128,7 +128,8 @@ func flatten(dst []byte, pkt *stack.PacketBuffer) int {
 }
 
 // Write hands the packets to the stack, through GRO, flushed at the end
-// of the batch.
+// of the batch; what is not an IP packet, and what would shrink the
+// stack's path MTU under IP's floor (pmtu.go), is dropped and counted.
 //
 // Their checksums are not checked (the link offers RX checksum offload,
 // link.go): every packet written here was decrypted by WireGuard, whose
@@ -148,9 +149,9 @@ func (d *device) Write(bufs [][]byte, offset int) (int, error) {
 		p := buf[offset:]
 		var proto tcpip.NetworkProtocolNumber
 		switch {
-		case len(p) >= header.IPv4MinimumSize && header.IPVersion(p) == header.IPv4Version:
+		case len(p) >= header.IPv4MinimumSize && header.IPVersion(p) == header.IPv4Version && !lowersPathMTU4(p):
 			proto = header.IPv4ProtocolNumber
-		case len(p) >= header.IPv6MinimumSize && header.IPVersion(p) == header.IPv6Version:
+		case len(p) >= header.IPv6MinimumSize && header.IPVersion(p) == header.IPv6Version && !lowersPathMTU6(p):
 			proto = header.IPv6ProtocolNumber
 		default:
 			d.Dropped.Add(1)
