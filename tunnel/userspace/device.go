@@ -23,8 +23,8 @@ type device struct {
 	mtu    int
 	events chan tun.Event
 
-	// Dropped counts packets neither side could take: malformed, or too
-	// long for the buffer given.
+	// Dropped counts packets neither side could take: malformed, too
+	// long for the buffer given, or lowering the path MTU (pmtu.go).
 	Dropped atomic.Uint64
 
 	// readMu: wireguard-go reads from one goroutine; the lock keeps the

@@ -164,10 +164,8 @@ func TestForgedPacketTooBig(t *testing.T) {
 // TestPathMTUFilterPasses: what the filter lets by — echo requests in
 // fragments, behind extension headers, and their later fragments.
 func TestPathMTUFilterPasses(t *testing.T) {
-	ping4 := packetTooBig(netip.MustParseAddr("100.64.0.3"), netip.MustParseAddr("100.64.0.1"), netip.MustParseAddr("100.64.0.2"), 1, 2, 0)
-	ping4[20] = 8 // an echo request, where the MTU field is its identifier
-	ping6 := packetTooBig(netip.MustParseAddr("fd00::3"), netip.MustParseAddr("fd00::1"), netip.MustParseAddr("fd00::2"), 1, 2, 0)
-	ping6[40] = 128
+	ping4 := echoRequest(netip.MustParseAddr("100.64.0.3"), netip.MustParseAddr("100.64.0.1"), 100)
+	ping6 := echoRequest(netip.MustParseAddr("fd00::3"), netip.MustParseAddr("fd00::1"), 100)
 	var packets [][]byte
 	packets = append(packets, ping4, ping6, behindDestinationOptions(ping6))
 	packets = append(packets, fragments4(ping4, 16)...)

@@ -7,7 +7,8 @@
 //   - link.go, device.go       its network card as gVisor sees it, and as
 //     WireGuard does (a tun.Device): packets in batches, TCP's segments
 //     cut from 64 KiB superpackets (gso.go) on the way out and joined
-//     (GRO) on the way in
+//     (GRO, gro.go) on the way in, where what would shrink the stack's
+//     path MTU under IP's floor is dropped (pmtu.go)
 //   - socks5.go, socks5udp.go  a SOCKS5 proxy into the network (CONNECT,
 //     UDP ASSOCIATE)
 //   - httpproxy.go             an HTTP proxy (CONNECT and plain requests)
@@ -103,7 +104,8 @@ func configure(s *stack.Stack, ep *linkEndpoint, addrs []netip.Addr) error {
 func (s *Stack) Device() tun.Device { return s.dev }
 
 // Dropped counts the packets neither the stack nor the tunnel could
-// take (malformed, or too large for the MTU).
+// take (malformed, too large for the MTU, or lowering the path MTU
+// under IP's floor).
 func (s *Stack) Dropped() uint64 { return s.dev.Dropped.Load() }
 
 // Addrs are the interface's addresses.
