@@ -56,24 +56,10 @@ func FuzzTCPSegmenter(f *testing.F) {
 // echoRequest is a ping from src to dst with size bytes of data.
 func echoRequest(src, dst netip.Addr, size int) []byte {
 	icmp := append([]byte{8, 0, 0, 0, 0x12, 0x34, 0, 1}, make([]byte, size)...)
-	if src.Is4() {
-		binary.BigEndian.PutUint16(icmp[2:], inetChecksum(icmp))
-		ip := []byte{0x45, 0, 0, 0, 0, 2, 0, 0, 64, 1, 0, 0}
-		binary.BigEndian.PutUint16(ip[2:], uint16(20+len(icmp)))
-		ip = append(append(ip, src.AsSlice()...), dst.AsSlice()...)
-		binary.BigEndian.PutUint16(ip[10:], inetChecksum(ip))
-		return append(ip, icmp...)
+	if src.Is6() {
+		icmp[0] = 128
 	}
-	icmp[0] = 128
-	ip := make([]byte, 40)
-	ip[0], ip[6], ip[7] = 0x60, 58, 64
-	binary.BigEndian.PutUint16(ip[4:], uint16(len(icmp)))
-	copy(ip[8:], src.AsSlice())
-	copy(ip[24:], dst.AsSlice())
-	pseudo := append(append(append([]byte{}, ip[8:40]...), 0, 0, 0, 0, 0, 0, 0, 58), icmp...)
-	binary.BigEndian.PutUint32(pseudo[32:], uint32(len(icmp)))
-	binary.BigEndian.PutUint16(icmp[2:], inetChecksum(pseudo))
-	return append(ip, icmp...)
+	return icmpPacket(src, dst, icmp)
 }
 
 // fuzzOffset is where packets start in the buffers Write is given, as
@@ -126,16 +112,7 @@ func FuzzDeviceWrite(f *testing.F) {
 			f.Fatal(err)
 		}
 		f.Cleanup(func() { pc.Close() })
-		go func() {
-			buf := make([]byte, 65536)
-			for {
-				n, from, err := pc.ReadFrom(buf)
-				if err != nil {
-					return
-				}
-				pc.WriteTo(buf[:n], from)
-			}
-		}()
+		go echoDatagrams(pc)
 	}
 
 	ping, ping6 := echoRequest(a4, b4, 100), echoRequest(a6, b6, 100)

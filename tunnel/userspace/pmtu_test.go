@@ -11,41 +11,50 @@ import (
 	"time"
 )
 
+// icmpPacket is the ICMP (or ICMPv6) message icmp from src to dst, its
+// checksums made.
+func icmpPacket(src, dst netip.Addr, icmp []byte) []byte {
+	icmp = bytes.Clone(icmp)
+	binary.BigEndian.PutUint16(icmp[2:], 0)
+	if src.Is4() {
+		binary.BigEndian.PutUint16(icmp[2:], inetChecksum(icmp))
+		ip := []byte{0x45, 0, 0, 0, 0, 1, 0, 0, 64, 1, 0, 0}
+		binary.BigEndian.PutUint16(ip[2:], uint16(20+len(icmp)))
+		ip = append(append(ip, src.AsSlice()...), dst.AsSlice()...)
+		binary.BigEndian.PutUint16(ip[10:], inetChecksum(ip))
+		return append(ip, icmp...)
+	}
+	ip := make([]byte, 40)
+	ip[0], ip[6], ip[7] = 0x60, 58, 255
+	binary.BigEndian.PutUint16(ip[4:], uint16(len(icmp)))
+	copy(ip[8:], src.AsSlice())
+	copy(ip[24:], dst.AsSlice())
+	pseudo := append(append(append([]byte{}, ip[8:40]...), 0, 0, 0, 0, 0, 0, 0, 58), icmp...)
+	binary.BigEndian.PutUint32(pseudo[32:], uint32(len(icmp)))
+	binary.BigEndian.PutUint16(icmp[2:], inetChecksum(pseudo))
+	return append(ip, icmp...)
+}
+
 // packetTooBig is what a router on the way from src to dst (a TCP
 // connection's, from port sport to dport) sends src when a packet is too
 // big for its next hop, of MTU mtu: ICMPv4 "fragmentation needed" or
 // ICMPv6 "packet too big", from the address from.
 func packetTooBig(from, src, dst netip.Addr, sport, dport uint16, mtu uint32) []byte {
 	// The invoking packet: its IP header and the first 8 bytes of TCP.
-	tcp := make([]byte, 8)
-	binary.BigEndian.PutUint16(tcp[0:], sport)
-	binary.BigEndian.PutUint16(tcp[2:], dport)
-	binary.BigEndian.PutUint32(tcp[4:], 12345)
 	invoking := superPacket(src, dst, 12345, tcpACK, make([]byte, 1000))
+	ipLen := len(invoking) - 32 - 1000
+	binary.BigEndian.PutUint16(invoking[ipLen:], sport)
+	binary.BigEndian.PutUint16(invoking[ipLen+2:], dport)
+	invoking = invoking[:ipLen+8]
 	if src.Is4() {
-		invoking = append(invoking[:20:20], tcp...)
 		binary.BigEndian.PutUint16(invoking[10:], inetChecksum(invoking[:20]))
 		icmp := append([]byte{3, 4, 0, 0, 0, 0, 0, 0}, invoking...)
 		binary.BigEndian.PutUint16(icmp[6:], uint16(mtu))
-		binary.BigEndian.PutUint16(icmp[2:], inetChecksum(icmp))
-		ip := []byte{0x45, 0, 0, 0, 0, 1, 0, 0, 64, 1, 0, 0}
-		binary.BigEndian.PutUint16(ip[2:], uint16(20+len(icmp)))
-		ip = append(append(ip, from.AsSlice()...), src.AsSlice()...)
-		binary.BigEndian.PutUint16(ip[10:], inetChecksum(ip))
-		return append(ip, icmp...)
+		return icmpPacket(from, src, icmp)
 	}
-	invoking = append(invoking[:40:40], tcp...)
 	icmp := append([]byte{2, 0, 0, 0, 0, 0, 0, 0}, invoking...)
 	binary.BigEndian.PutUint32(icmp[4:], mtu)
-	ip := make([]byte, 40)
-	ip[0], ip[6], ip[7] = 0x60, 58, 255
-	binary.BigEndian.PutUint16(ip[4:], uint16(len(icmp)))
-	copy(ip[8:], from.AsSlice())
-	copy(ip[24:], src.AsSlice())
-	pseudo := append(append(append([]byte{}, ip[8:40]...), 0, 0, 0, 0, 0, 0, 0, 58), icmp...)
-	binary.BigEndian.PutUint32(pseudo[32:], uint32(len(icmp)))
-	binary.BigEndian.PutUint16(icmp[2:], inetChecksum(pseudo))
-	return append(ip, icmp...)
+	return icmpPacket(from, src, icmp)
 }
 
 // fragments4 cuts the IPv4 packet pkt in two, the first fragment

@@ -126,17 +126,20 @@ func udpEcho(t *testing.T) int {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 65536)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], from)
-		}
-	}()
+	go echoDatagrams(pc)
 	return pc.LocalAddr().(*net.UDPAddr).Port
+}
+
+// echoDatagrams sends each datagram pc receives back, until pc closes.
+func echoDatagrams(pc net.PacketConn) {
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		pc.WriteTo(buf[:n], from)
+	}
 }
 
 // roundTrip sends a datagram on c until an answer comes (datagrams may
