@@ -24,8 +24,12 @@ type device struct {
 	events chan tun.Event
 
 	// Dropped counts packets neither side could take: malformed, too
-	// long for the buffer given, or lowering the path MTU (pmtu.go).
-	Dropped atomic.Uint64
+	// long for the buffer given, lowering the path MTU (pmtu.go), or
+	// ICMP errors from another peer than the connection's (icmp.go),
+	// which ICMPRefused counts apart.
+	Dropped     atomic.Uint64
+	ICMPRefused atomic.Uint64
+	routes      atomic.Pointer[peerRoutes] // SetPeerRoutes'
 
 	// readMu: wireguard-go reads from one goroutine; the lock keeps the
 	// superpacket being cut its own all the same.
@@ -46,6 +50,7 @@ const readBatch = 64
 func newDevice(s *stack.Stack, ep *linkEndpoint, mtu int) *device {
 	d := &device{ep: ep, stack: s, mtu: mtu, events: make(chan tun.Event, 1), scratch: make([]byte, 1<<16)}
 	d.gros.New = func() any { return newCoalescer() }
+	d.routes.Store(newPeerRoutes(nil))
 	d.events <- tun.EventUp
 	return d
 }
@@ -128,8 +133,10 @@ func flatten(dst []byte, pkt *stack.PacketBuffer) int {
 }
 
 // Write hands the packets to the stack, through GRO, flushed at the end
-// of the batch; what is not an IP packet, and what would shrink the
-// stack's path MTU under IP's floor (pmtu.go), is dropped and counted.
+// of the batch; what is not an IP packet, what would shrink the stack's
+// path MTU under IP's floor (pmtu.go), and an ICMP error from another
+// peer than the one the connection it names goes to (icmp.go) are
+// dropped and counted.
 //
 // Their checksums are not checked (the link offers RX checksum offload,
 // link.go): every packet written here was decrypted by WireGuard, whose
@@ -147,13 +154,8 @@ func (d *device) Write(bufs [][]byte, offset int) (int, error) {
 	c.to = dispatcher
 	for _, buf := range bufs {
 		p := buf[offset:]
-		var proto tcpip.NetworkProtocolNumber
-		switch {
-		case len(p) >= header.IPv4MinimumSize && header.IPVersion(p) == header.IPv4Version && !lowersPathMTU4(p):
-			proto = header.IPv4ProtocolNumber
-		case len(p) >= header.IPv6MinimumSize && header.IPVersion(p) == header.IPv6Version && !lowersPathMTU6(p):
-			proto = header.IPv6ProtocolNumber
-		default:
+		proto, ok := d.admit(p)
+		if !ok {
 			d.Dropped.Add(1)
 			continue
 		}
@@ -167,6 +169,19 @@ func (d *device) Write(bufs [][]byte, offset int) (int, error) {
 	c.to = nil
 	d.gros.Put(c)
 	return len(bufs), nil
+}
+
+// admit reports whether the stack may have p, and its network protocol.
+func (d *device) admit(p []byte) (tcpip.NetworkProtocolNumber, bool) {
+	switch {
+	case len(p) >= header.IPv4MinimumSize && header.IPVersion(p) == header.IPv4Version:
+		msg, ok := icmp4(p)
+		return header.IPv4ProtocolNumber, ok && (msg == nil || d.admitICMP4(p, msg))
+	case len(p) >= header.IPv6MinimumSize && header.IPVersion(p) == header.IPv6Version:
+		msg, ok := icmp6(p)
+		return header.IPv6ProtocolNumber, ok && (msg == nil || d.admitICMP6(p, msg))
+	}
+	return 0, false
 }
 
 func (d *device) File() *os.File           { return nil }

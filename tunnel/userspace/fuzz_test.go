@@ -101,6 +101,9 @@ func FuzzDeviceWrite(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { s.Device().Close() })
+	// a4's peer routes a LAN behind it too; 100.64.0.3 is another peer's.
+	c4 := netip.MustParseAddr("100.64.0.3")
+	s.SetPeerRoutes([][]netip.Prefix{{hostPrefix("100.64.0.1"), hostPrefix("fd00::1"), netip.MustParsePrefix("192.168.5.0/24")}, {hostPrefix("100.64.0.3")}})
 	for _, a := range []netip.Addr{b4, b6} {
 		ln, err := s.ListenTCP(netip.AddrPortFrom(a, 5201))
 		if err != nil {
@@ -129,6 +132,8 @@ func FuzzDeviceWrite(f *testing.F) {
 	f.Add(batchOf(fragments4(ping, 8)[0], fragments6(ping6, 16)[1], behindDestinationOptions(ping6)))
 	f.Add(batchOf(packetTooBig(a4, b4, a4, 5201, 40000, 0), packetTooBig(a6, b6, a6, 5201, 40000, 1000)))
 	f.Add(batchOf(append(segments, []byte{0x45}, nil, make([]byte, 40))...))
+	sent, sent6 := superPacket(b4, a4, 1, tcpACK, nil), superPacket(b6, a6, 1, tcpACK, nil)
+	f.Add(batchOf(unreachable(a4, sent), unreachable(c4, sent), unreachable(netip.MustParseAddr("192.168.5.1"), sent), unreachable(a6, sent6)))
 	f.Add(batchOf(fragments6(behindDestinationOptions(ping6), 8)...))
 	bigPing := echoRequest(a4, b4, 1300)
 	bigPing[5] = 3 // an IPv4 ID of its own: not seed 1's fragment's

@@ -7,8 +7,10 @@
 //   - link.go, device.go       its network card as gVisor sees it, and as
 //     WireGuard does (a tun.Device): packets in batches, TCP's segments
 //     cut from 64 KiB superpackets (gso.go) on the way out and joined
-//     (GRO, gro.go) on the way in, where what would shrink the stack's
-//     path MTU under IP's floor is dropped (pmtu.go)
+//     (GRO, gro.go) on the way in, where an ICMP error from another peer
+//     than the one the connection it names goes to (icmp.go, by the
+//     peers' routes, routes.go), or one that would shrink the stack's
+//     path MTU under IP's floor (pmtu.go), is dropped
 //   - socks5.go, socks5udp.go  a SOCKS5 proxy into the network (CONNECT,
 //     UDP ASSOCIATE)
 //   - httpproxy.go             an HTTP proxy (CONNECT and plain requests)
@@ -104,9 +106,14 @@ func configure(s *stack.Stack, ep *linkEndpoint, addrs []netip.Addr) error {
 func (s *Stack) Device() tun.Device { return s.dev }
 
 // Dropped counts the packets neither the stack nor the tunnel could
-// take (malformed, too large for the MTU, or lowering the path MTU
-// under IP's floor).
+// take (malformed, too large for the MTU, lowering the path MTU under
+// IP's floor, or an ICMP error from the wrong peer).
 func (s *Stack) Dropped() uint64 { return s.dev.Dropped.Load() }
+
+// ICMPRefused counts the ICMP errors dropped for naming a connection to
+// another peer than the one that sent them (icmp.go); Dropped counts
+// them too.
+func (s *Stack) ICMPRefused() uint64 { return s.dev.ICMPRefused.Load() }
 
 // Addrs are the interface's addresses.
 func (s *Stack) Addrs() []netip.Addr { return s.addrs }

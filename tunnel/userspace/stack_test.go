@@ -112,11 +112,20 @@ func backToBack(t *testing.T, addrA, addrB string) (a, b *Stack, aToB, bToA *wir
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Each routes the other's address to one peer, the other.
+	a.SetPeerRoutes([][]netip.Prefix{{hostPrefix(addrB)}})
+	b.SetPeerRoutes([][]netip.Prefix{{hostPrefix(addrA)}})
 	aToB, bToA = &wire{mtu: backToBackMTU}, &wire{mtu: backToBackMTU}
 	go aToB.run(a.Device(), b.Device())
 	go bToA.run(b.Device(), a.Device())
 	t.Cleanup(func() { a.Device().Close(); b.Device().Close() })
 	return a, b, aToB, bToA
+}
+
+// hostPrefix is the prefix of addr alone.
+func hostPrefix(addr string) netip.Prefix {
+	a := netip.MustParseAddr(addr)
+	return netip.PrefixFrom(a, a.BitLen())
 }
 
 // udpEcho echoes UDP on loopback until the test ends.

@@ -11,7 +11,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
-// tcpSegment is an IPv4 TCP segment with right checksums.
+// tcpSegment is a TCP segment (IPv4 or IPv6) with right checksums.
 func tcpSegment(src, dst netip.Addr, sport, dport uint16, seq, ack uint32, flags header.TCPFlags, opts, data []byte) []byte {
 	tcp := make([]byte, 20, 20+len(opts)+len(data))
 	binary.BigEndian.PutUint16(tcp[0:], sport)
@@ -22,9 +22,18 @@ func tcpSegment(src, dst netip.Addr, sport, dport uint16, seq, ack uint32, flags
 	tcp[13] = byte(flags)
 	binary.BigEndian.PutUint16(tcp[14:], 65535)
 	tcp = append(append(tcp, opts...), data...)
-	pseudo := append(append(append([]byte{}, src.AsSlice()...), dst.AsSlice()...), 0, 6, 0, 0)
-	binary.BigEndian.PutUint16(pseudo[10:], uint16(len(tcp)))
+	// IPv6's pseudo-header; IPv4's (its length in 16 bits) sums the same.
+	pseudo := append(append(append([]byte{}, src.AsSlice()...), dst.AsSlice()...), 0, 0, 0, 0, 0, 0, 0, 6)
+	binary.BigEndian.PutUint32(pseudo[len(pseudo)-8:], uint32(len(tcp)))
 	binary.BigEndian.PutUint16(tcp[16:], inetChecksum(append(pseudo, tcp...)))
+	if src.Is6() {
+		ip := make([]byte, 40)
+		ip[0], ip[6], ip[7] = 0x60, 6, 64
+		binary.BigEndian.PutUint16(ip[4:], uint16(len(tcp)))
+		copy(ip[8:], src.AsSlice())
+		copy(ip[24:], dst.AsSlice())
+		return append(ip, tcp...)
+	}
 	ip := []byte{0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0}
 	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(tcp)))
 	ip = append(append(ip, src.AsSlice()...), dst.AsSlice()...)
