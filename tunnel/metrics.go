@@ -17,6 +17,7 @@ type Collector struct {
 	members, refusals, certLeft                   *prometheus.Desc
 	policySeq, policyDropped, revokedKeys         *prometheus.Desc
 	gossipDropped, portMappings, stackDropped     *prometheus.Desc
+	stackICMPRefused                              *prometheus.Desc
 }
 
 // NewCollector returns a Collector of t. Register it with a
@@ -52,14 +53,15 @@ func NewCollector(t *Tunnel) *Collector {
 			"interface", "reason"),
 		portMappings: desc("interface_port_mappings_total", "Asks of the router for a port forward, by protocol (natpmp, pcp, upnp) and outcome: mapped, renewed, refused, no_answer, failed, double_nat (mapped behind a second NAT, not offered).",
 			"interface", "protocol", "outcome"),
-		stackDropped: desc("interface_stack_dropped_total", "In userspace mode, packets the in-process stack and the tunnel could not take from each other: malformed, or over the MTU.", "interface"),
+		stackDropped:     desc("interface_stack_dropped_total", "In userspace mode, packets the in-process stack and the tunnel could not take from each other: malformed, or over the MTU.", "interface"),
+		stackICMPRefused: desc("interface_stack_icmp_refused_total", "In userspace mode, ICMP errors dropped for naming a connection to another peer than the one that sent them (also in stack_dropped).", "interface"),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.natMapping, c.registered, c.relayed, c.path, c.peerNAT, c.handshake, c.rx, c.tx, c.rtt, c.status,
-		c.members, c.refusals, c.certLeft, c.policySeq, c.policyDropped, c.revokedKeys, c.gossipDropped, c.portMappings, c.stackDropped} {
+		c.members, c.refusals, c.certLeft, c.policySeq, c.policyDropped, c.revokedKeys, c.gossipDropped, c.portMappings, c.stackDropped, c.stackICMPRefused} {
 		ch <- d
 	}
 }
@@ -96,6 +98,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if st.StackDropped != nil {
 		ch <- prometheus.MustNewConstMetric(c.stackDropped, prometheus.CounterValue, float64(*st.StackDropped), st.Interface)
+	}
+	if st.StackICMPRefused != nil {
+		ch <- prometheus.MustNewConstMetric(c.stackICMPRefused, prometheus.CounterValue, float64(*st.StackICMPRefused), st.Interface)
 	}
 	if n := st.Network; n != nil {
 		gauge(c.members, float64(n.Members), st.Interface)

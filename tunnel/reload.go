@@ -52,6 +52,9 @@ func (t *Tunnel) Reload(cfg *config.Config) error {
 		return fmt.Errorf("%s is going down", t.name)
 	}
 	t.tun.SetNetwork(cfg.Interface.NetworkPrefixes(), staticAllowedIPs(cfg))
+	if t.user != nil {
+		t.user.routeStatic(cfg.Peers)
+	}
 	if uapi != "" {
 		if err := t.dev.IpcSet(uapi); err != nil {
 			return fmt.Errorf("configure WireGuard: %w", err)

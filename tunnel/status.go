@@ -41,12 +41,15 @@ type Status struct {
 	// HTTPProxy are where the proxies listen (omitted: off) and Forwards
 	// the port forwards, as tcp:22=127.0.0.1:22; StackDropped counts the
 	// packets the in-process stack and the tunnel could not take from
-	// each other (malformed, or over the MTU).
-	Mode         string   `json:"mode"`
-	SOCKS5       string   `json:"socks5,omitempty"`
-	HTTPProxy    string   `json:"http_proxy,omitempty"`
-	Forwards     []string `json:"forwards,omitempty"`
-	StackDropped *uint64  `json:"stack_dropped,omitempty"`
+	// each other (malformed, or over the MTU), StackICMPRefused those of
+	// them that were ICMP errors naming a connection to another peer
+	// than the one that sent them.
+	Mode             string   `json:"mode"`
+	SOCKS5           string   `json:"socks5,omitempty"`
+	HTTPProxy        string   `json:"http_proxy,omitempty"`
+	Forwards         []string `json:"forwards,omitempty"`
+	StackDropped     *uint64  `json:"stack_dropped,omitempty"`
+	StackICMPRefused *uint64  `json:"stack_icmp_refused,omitempty"`
 }
 
 // PortMappingStatus is the mapping (mode, protocol, external, lifetime_left_s,

@@ -10,8 +10,10 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel/config"
 	"github.com/punchtun/punchtun/tunnel/names"
 	"github.com/punchtun/punchtun/tunnel/osnet"
@@ -49,6 +51,12 @@ type userspaceSide struct {
 	http            *userspace.HTTPProxy
 	fwd             *userspace.Forwarder
 	forwards        []config.Forward
+
+	// routesMu guards what routes the peers for the stack: the static
+	// peers' AllowedIPs and the members', as WireGuard has them.
+	routesMu sync.Mutex
+	static   []config.Peer
+	members  map[key.Key][]netip.Prefix
 }
 
 // resolverFor is what the proxies resolve names with: the names
@@ -69,8 +77,8 @@ func (u *userspaceSide) statusOf(st *Status) {
 	if u.httpLn != nil {
 		st.HTTPProxy = u.httpLn.Addr().String()
 	}
-	dropped := u.stack.Dropped()
-	st.StackDropped = &dropped
+	dropped, refused := u.stack.Dropped(), u.stack.ICMPRefused()
+	st.StackDropped, st.StackICMPRefused = &dropped, &refused
 	st.Forwards = []string{}
 	for _, f := range u.forwards {
 		st.Forwards = append(st.Forwards, f.String())
@@ -93,7 +101,7 @@ func (userspaceInterface) FullTunnel(uint32, []netip.Prefix) (func() error, erro
 // that a busy port fails Up before anything else runs.
 func openUserspace(log *slog.Logger, cfg *config.Config, o UserspaceOptions, mtu int) (*userspaceSide, error) {
 	warnNotInUserspace(log, cfg)
-	u := &userspaceSide{forwards: append(slices.Clone(cfg.Interface.Forward), o.Forward...)}
+	u := &userspaceSide{forwards: append(slices.Clone(cfg.Interface.Forward), o.Forward...), members: make(map[key.Key][]netip.Prefix)}
 	var err error
 	if u.socksLn, err = listenProxy(log, "SOCKS5", o.SOCKS5, cfg.Interface.SOCKS5, DefaultSOCKS5); err != nil {
 		return nil, err
@@ -110,7 +118,41 @@ func openUserspace(log *slog.Logger, cfg *config.Config, o UserspaceOptions, mtu
 		u.close()
 		return nil, err
 	}
+	u.routeStatic(cfg.Peers)
 	return u, nil
+}
+
+// routeStatic and routeMember tell the stack which addresses each peer
+// routes (what it judges ICMP errors by), before WireGuard is told: the
+// static peers, at up and at each reload; a member added or given new
+// addresses, or taken out (nil).
+func (u *userspaceSide) routeStatic(peers []config.Peer) {
+	u.routesMu.Lock()
+	defer u.routesMu.Unlock()
+	u.static = peers
+	u.setRoutesLocked()
+}
+
+func (u *userspaceSide) routeMember(k key.Key, allowed []netip.Prefix) {
+	u.routesMu.Lock()
+	defer u.routesMu.Unlock()
+	if allowed == nil {
+		delete(u.members, k)
+	} else {
+		u.members[k] = allowed
+	}
+	u.setRoutesLocked()
+}
+
+func (u *userspaceSide) setRoutesLocked() {
+	peers := make([][]netip.Prefix, 0, len(u.static)+len(u.members))
+	for _, p := range u.static {
+		peers = append(peers, p.AllowedIPs)
+	}
+	for _, allowed := range u.members {
+		peers = append(peers, allowed)
+	}
+	u.stack.SetPeerRoutes(peers)
 }
 
 // serve starts the proxies and forwards, resolving with r.

@@ -233,6 +233,9 @@ func (w wireGuard) SetPeerMTU(peer key.Key, mtu int) error {
 // through the rendezvous; for a member already there it replaces the
 // AllowedIPs only, so the session stays.
 func (w wireGuard) AddMember(peer key.Key, allowed []netip.Prefix) error {
+	if w.t.user != nil {
+		w.t.user.routeMember(peer, slices.Clone(allowed))
+	}
 	var b strings.Builder
 	uapiKey(&b, peer)
 	fmt.Fprintf(&b, "endpoint=%s%s\nreplace_allowed_ips=true\n", bind.EndpointPrefix, peer)
@@ -243,6 +246,9 @@ func (w wireGuard) AddMember(peer key.Key, allowed []netip.Prefix) error {
 }
 
 func (w wireGuard) RemoveMember(peer key.Key) error {
+	if w.t.user != nil {
+		w.t.user.routeMember(peer, nil)
+	}
 	var b strings.Builder
 	uapiRemove(&b, peer)
 	return w.t.dev.IpcSet(b.String())
