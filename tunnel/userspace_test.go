@@ -3,7 +3,6 @@ package tunnel
 import (
 	"log/slog"
 	"net/netip"
-	"strings"
 	"testing"
 
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
@@ -27,14 +26,7 @@ func portUnreachable(from, to, about netip.Addr) []byte {
 func TestUserspaceRoutesFollowPeers(t *testing.T) {
 	priv, _ := key.NewPrivate()
 	b, _ := key.NewPrivate()
-	parse := func(peers string) *config.Config {
-		t.Helper()
-		cfg, err := config.Parse("punch0.conf", strings.NewReader("[Interface]\nPrivateKey = "+priv.Encode()+"\nAddress = 100.64.0.1/24\n"+peers))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cfg
-	}
+	parse := func(peers string) *config.Config { return testConfig(t, priv, peers) }
 	cfg := parse("[Peer]\nPublicKey = " + b.Public().String() + "\nEndpoint = 127.0.0.1:51820\nAllowedIPs = 100.64.0.2/32, 192.168.5.0/24\n")
 	u, err := openUserspace(slog.New(slog.DiscardHandler), cfg, UserspaceOptions{SOCKS5: config.Off}, 1280)
 	if err != nil {
