@@ -243,8 +243,12 @@ func TestQuietWhenIdle(t *testing.T) {
 	counter from_rv {}
 	counter keepalive_to_peer {}
 	counter keepalive_from_peer {}
+	set sizes_to_peer { type inet_service; size 64; flags dynamic; counter; }
+	set sizes_from_peer { type inet_service; size 64; flags dynamic; counter; }
 	chain f {
 		type filter hook forward priority -5;
+		ip daddr 203.0.113.22 update @sizes_to_peer { udp length }
+		ip saddr 203.0.113.22 update @sizes_from_peer { udp length }
 		ip daddr 203.0.113.22 counter name to_peer
 		ip saddr 203.0.113.22 counter name from_peer
 		ip daddr 203.0.113.22 udp length 40 counter name keepalive_to_peer
@@ -261,6 +265,15 @@ func TestQuietWhenIdle(t *testing.T) {
 		l.run("nata", "nft", "-f", counters)
 		time.Sleep(time.Minute)
 		out = l.run("nata", "nft", "list", "counters", "table", "inet", "count")
+		// By UDP length, to tell probes from answers (an answer is 18
+		// bytes longer: it says where the probe came from).
+		for _, set := range []string{"sizes_to_peer", "sizes_from_peer"} {
+			list := l.run("nata", "nft", "list", "set", "inet", "count", set)
+			if i := strings.Index(list, "elements = "); i >= 0 {
+				list = list[i:]
+			}
+			t.Logf("%s: %s", set, strings.Join(strings.Fields(list), " "))
+		}
 	})
 	perMinute := map[string]int{}
 	var name string
