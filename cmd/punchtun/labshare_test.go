@@ -28,7 +28,7 @@ import (
 // them than cores share the machine. PUNCHTUN_LAB_SLOTS=N sets it:
 // scripts/test.sh runs the suite with 1 (one test at a time, the idle ones
 // beside it).
-var labSlots = make(chan struct{}, 6)
+var labSlots = newSlots(6)
 
 // setParallel lets every parallel test start at once unless -parallel
 // says otherwise (its default, GOMAXPROCS, is 2 here): labSlots bounds
@@ -39,31 +39,72 @@ func setParallel() {
 	set := false
 	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
 	if n, err := strconv.Atoi(os.Getenv("PUNCHTUN_LAB_SLOTS")); err == nil && n > 0 {
-		labSlots = make(chan struct{}, n)
+		labSlots = newSlots(n)
 	}
 	if !set {
 		flag.Set("test.parallel", strconv.Itoa(100))
-	} else if n, _ := strconv.Atoi(flag.Lookup("test.parallel").Value.String()); n > 0 && n < cap(labSlots) {
-		labSlots = make(chan struct{}, n)
+	} else if n, _ := strconv.Atoi(flag.Lookup("test.parallel").Value.String()); n > 0 && n < labSlots.n {
+		labSlots = newSlots(n)
 	}
+}
+
+// slots is a counting semaphore in which an idle lab's build or teardown
+// goes before every test waiting to run in a slot: an idle test's wait
+// (a 200-s freeze) runs beside the others only once its lab is up, so
+// with one slot, queued behind them, it came after all of them and the
+// suite ended with minutes of one slot idle.
+type slots struct {
+	mu          sync.Mutex
+	cond        *sync.Cond
+	n, used     int
+	idleWaiting int
+}
+
+func newSlots(n int) *slots {
+	s := &slots{n: n}
+	s.cond = sync.NewCond(&s.mu)
+	return s
+}
+
+// take waits for a slot; idle says it is for an idle lab's build or
+// teardown, which goes first.
+func (s *slots) take(idle bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if idle {
+		s.idleWaiting++
+		defer func() { s.idleWaiting-- }()
+	}
+	for s.used == s.n || !idle && s.idleWaiting > 0 {
+		s.cond.Wait()
+	}
+	s.used++
+}
+
+func (s *slots) give() {
+	s.mu.Lock()
+	s.used--
+	s.cond.Broadcast()
+	s.mu.Unlock()
 }
 
 // takeLabSlot waits for one of labSlots, given back when t ends.
 func takeLabSlot(t *testing.T) {
-	labSlots <- struct{}{}
+	labSlots.take(false)
 	start := time.Now()
 	t.Cleanup(func() {
-		<-labSlots
+		labSlots.give()
 		slotTimes.add(owner(t), time.Since(start))
 	})
 }
 
-// inLabSlot runs f in one of labSlots, for test t.
+// inLabSlot runs f, an idle lab's build or teardown, in one of labSlots
+// for test t, before the tests waiting for one.
 func inLabSlot(t *testing.T, f func()) {
-	labSlots <- struct{}{}
+	labSlots.take(true)
 	start := time.Now()
 	defer func() {
-		<-labSlots
+		labSlots.give()
 		slotTimes.add(owner(t), time.Since(start))
 	}()
 	f()
@@ -106,7 +147,7 @@ func printSlotTimes(w io.Writer) {
 	stalls.Lock()
 	defer stalls.Unlock()
 	fmt.Fprintf(w, "\nlab slot time by test, and time it waited for other tests' quiet sections or heavy steps (%d slots; sum %v):\n",
-		cap(labSlots), sum.Round(time.Second))
+		labSlots.n, sum.Round(time.Second))
 	for _, n := range names {
 		fmt.Fprintf(w, "%8.1fs %6.1fs  %s\n", slotTimes.by[n].Seconds(), stalls.by[n].Seconds(), n)
 	}
