@@ -190,18 +190,20 @@ func claimName(t *testing.T, kind, name string) {
 // test in a quiet section is part of it), sibling subtests are not.
 var machine = struct {
 	sync.Mutex
-	cond    *sync.Cond
-	heavy   map[string]int // heavy steps under way, by test
-	quiet   string         // the test in a quiet section, or ""
-	depth   int            // its quiet sections, nested
-	waiting int            // quiet sections waiting: new heavy steps wait behind them
+	cond  *sync.Cond
+	heavy map[string]int // heavy steps under way, by test
+	quiet map[string]int // quiet sections under way, nested, by test
+	// light marks the tests whose quiet section is light work only
+	// (quietLight): those share their time with one another.
+	light   map[string]bool
+	waiting int // quiet sections waiting: new heavy steps wait behind them
 	// heavyWaiting counts heavy steps waiting; heavyTurn is set when a
 	// quiet section ends with some waiting, and holds new quiet sections
 	// back until they have started: else a test whose quiet sections
 	// follow one another would starve every heavy step.
 	heavyWaiting int
 	heavyTurn    bool
-}{heavy: map[string]int{}}
+}{heavy: map[string]int{}, quiet: map[string]int{}, light: map[string]bool{}}
 
 func init() { machine.cond = sync.NewCond(&machine.Mutex) }
 
@@ -222,18 +224,39 @@ func heavyBy(name string, others bool) bool {
 	return false
 }
 
+// quietBy reports whether a test not related to name is in a quiet
+// section that keeps name's out: any, or (light) one that is not light
+// itself; the caller holds machine's lock.
+func quietBy(name string, light bool) bool {
+	for q := range machine.quiet {
+		if !related(q, name) && !(light && machine.light[q]) {
+			return true
+		}
+	}
+	return false
+}
+
 // heavy runs fn, a step that loads the machine for a while (a lab built
 // or torn down, megabytes through a tunnel, a compile), outside every
 // other test's quiet section.
 func heavy(t *testing.T, fn func()) {
 	name, start := t.Name(), time.Now()
 	machine.Lock()
+	own := false
+	for q := range machine.quiet {
+		if related(q, name) {
+			if machine.light[q] {
+				machine.Unlock()
+				t.Fatalf("a heavy step in %s's light quiet section: light sections share their time, so one with a heavy step would disturb the others' measurements, and two would wait for each other", q)
+			}
+			own = true
+		}
+	}
 	// A test already in a heavy step or a quiet section goes on: waiting
 	// here for others would deadlock it with a quiet section waiting for
 	// it.
 	machine.heavyWaiting++
-	for !heavyBy(name, false) && !(machine.quiet != "" && related(machine.quiet, name)) &&
-		(machine.quiet != "" || machine.waiting > 0 && !machine.heavyTurn) {
+	for !heavyBy(name, false) && (quietBy(name, false) || !own && machine.waiting > 0 && !machine.heavyTurn) {
 		machine.cond.Wait()
 	}
 	if machine.heavyWaiting--; machine.heavyWaiting == 0 && machine.heavyTurn {
@@ -267,28 +290,43 @@ func quiet(t *testing.T, fn func()) {
 // quietFrom begins a quiet section and returns its end, for a section
 // that spans much of a test (defer the end too: a Fatal then ends it;
 // ending twice is once).
-func quietFrom(t *testing.T) (end func()) {
+func quietFrom(t *testing.T) (end func()) { return enterQuiet(t, false) }
+
+// quietLight runs fn in a quiet section like quiet's, for fn that is light
+// work only (a ping, a status poll, packets counted): it takes no heavy
+// step, so it shares its time with other tests' light sections, which
+// disturb it no more than their light work outside one. An idle test's
+// measurements (idleLab) use it: run one after another, one test's minute
+// held the others' timed moments back until its end, and the slot's
+// heavy steps waited for the sum.
+func quietLight(t *testing.T, fn func()) {
+	defer enterQuiet(t, true)()
+	fn()
+}
+
+// enterQuiet begins a quiet section, light (quietLight) or not, and
+// returns its end.
+func enterQuiet(t *testing.T, light bool) (end func()) {
 	name, start := t.Name(), time.Now()
 	machine.Lock()
 	machine.waiting++
-	for (machine.quiet != "" && !related(machine.quiet, name)) || heavyBy(name, true) ||
-		machine.heavyTurn && machine.quiet == "" {
+	for quietBy(name, light) || heavyBy(name, true) || machine.heavyTurn && len(machine.quiet) == 0 {
 		machine.cond.Wait()
 	}
 	machine.waiting--
-	if machine.depth == 0 {
-		machine.quiet = name
+	if machine.quiet[name]++; machine.quiet[name] == 1 {
+		machine.light[name] = light
 	}
-	machine.depth++
 	machine.Unlock()
 	stalls.add(owner(t), time.Since(start))
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			machine.Lock()
-			if machine.depth--; machine.depth == 0 {
-				machine.quiet = ""
-				machine.heavyTurn = machine.heavyWaiting > 0
+			if machine.quiet[name]--; machine.quiet[name] == 0 {
+				delete(machine.quiet, name)
+				delete(machine.light, name)
+				machine.heavyTurn = len(machine.quiet) == 0 && machine.heavyWaiting > 0
 			}
 			machine.cond.Broadcast()
 			machine.Unlock()
@@ -297,15 +335,17 @@ func quietFrom(t *testing.T) (end func()) {
 }
 
 // quietLead is how long before its moment a timed measurement starts
-// waiting for quiet: time for the heavy steps under way to end.
-const quietLead = 10 * time.Second
+// waiting for quiet: time for the heavy steps under way to end (a lab
+// built took 3.5 s at most in a suite run), during which new ones wait.
+const quietLead = 5 * time.Second
 
 // quietAt sleeps until at, the end of a wait that is the test's own
-// parameter (a freeze, an idle tunnel), and then runs fn in a quiet
-// section. The wait runs over only if quiet comes later than quietLead.
+// parameter (a freeze, an idle tunnel), and then runs fn, light work only,
+// in a light quiet section (quietLight). The wait runs over only if quiet
+// comes later than quietLead.
 func quietAt(t *testing.T, at time.Time, fn func()) {
 	time.Sleep(time.Until(at.Add(-quietLead)))
-	quiet(t, func() {
+	quietLight(t, func() {
 		if late := time.Since(at); late > 0 {
 			t.Logf("quiet came %v late: the wait ran that much longer", late.Round(time.Millisecond))
 		}
@@ -393,6 +433,55 @@ func TestHeavyNotStarved(t *testing.T) {
 	})
 	t.Cleanup(func() {
 		if got, want := events(), "quiet 1, heavy, quiet 2"; got != want {
+			t.Errorf("events %q, want %q", got, want)
+		}
+	})
+}
+
+// TestLightSectionsShare: light quiet sections of two tests run at once,
+// and a heavy step and a quiet section that is not light wait for both.
+func TestLightSectionsShare(t *testing.T) {
+	note, events := sectionEvents(t)
+	aIn, bIn := make(chan struct{}), make(chan struct{})
+	t.Run("a", func(t *testing.T) {
+		t.Parallel()
+		quietLight(t, func() {
+			note("a")
+			close(aIn)
+			select {
+			case <-bIn:
+			case <-time.After(5 * time.Second):
+				note("b kept out")
+			}
+			note("a done")
+		})
+	})
+	t.Run("b", func(t *testing.T) {
+		t.Parallel()
+		<-aIn
+		quietLight(t, func() {
+			note("b")
+			close(bIn)
+			for waiting := false; !waiting; time.Sleep(time.Millisecond) {
+				machine.Lock()
+				waiting = machine.heavyWaiting == 1 && machine.waiting == 1
+				machine.Unlock()
+			}
+			note("b done")
+		})
+	})
+	t.Run("heavy", func(t *testing.T) {
+		t.Parallel()
+		<-bIn
+		heavy(t, func() { note("heavy") })
+	})
+	t.Run("quiet", func(t *testing.T) {
+		t.Parallel()
+		<-bIn
+		quiet(t, func() { note("quiet") })
+	})
+	t.Cleanup(func() {
+		if got, want := events(), "a, b, a done, b done, heavy, quiet"; got != want {
 			t.Errorf("events %q, want %q", got, want)
 		}
 	})
