@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -355,26 +356,45 @@ func quietAt(t *testing.T, at time.Time, fn func()) {
 }
 
 // sectionEvents skips a test of the sections under -parallel 1 and
-// returns a recorder of its events and their list, read at its cleanup.
-// Its two subtests meet halfway: one at a time (as scripts/test.sh runs
+// returns a recorder of its events, which its cleanup checks against
+// want. Its subtests meet halfway: one at a time (as scripts/test.sh runs
 // the lab), where no section is ever contended, they would wait for each
 // other forever.
-func sectionEvents(t *testing.T) (note func(string), events func() string) {
+func sectionEvents(t *testing.T, want ...string) (note func(string)) {
 	if p := flag.Lookup("test.parallel"); p != nil && p.Value.String() == "1" {
 		t.Skip("-parallel 1: one test at a time, so no quiet section is contended")
 	}
 	var mu sync.Mutex
 	var got []string
-	note = func(e string) { mu.Lock(); got = append(got, e); mu.Unlock() }
-	events = func() string { mu.Lock(); defer mu.Unlock(); return strings.Join(got, ", ") }
-	return note, events
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Equal(got, want) {
+			t.Errorf("events %q, want %q", got, want)
+		}
+	})
+	return func(e string) { mu.Lock(); got = append(got, e); mu.Unlock() }
+}
+
+// untilMachine polls until ok, called under machine's lock, is true: a
+// test of the sections waits so for the others to queue.
+func untilMachine(ok func() bool) {
+	for {
+		machine.Lock()
+		done := ok()
+		machine.Unlock()
+		if done {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // TestQuietSections: a quiet section waits for a heavy step under way, a
 // heavy step waits for a quiet section, and a subtest of a test in a quiet
 // section is part of it.
 func TestQuietSections(t *testing.T) {
-	note, events := sectionEvents(t)
+	note := sectionEvents(t, "heavy", "heavy done", "quiet", "inner heavy", "quiet done", "heavy again")
 	heavyOn, quietOn := make(chan struct{}), make(chan struct{})
 	t.Run("heavy", func(t *testing.T) {
 		t.Parallel()
@@ -398,12 +418,6 @@ func TestQuietSections(t *testing.T) {
 			note("quiet done")
 		})
 	})
-	t.Cleanup(func() {
-		want := []string{"heavy", "heavy done", "quiet", "inner heavy", "quiet done", "heavy again"}
-		if got := events(); got != strings.Join(want, ", ") {
-			t.Errorf("events %q, want %q", got, want)
-		}
-	})
 }
 
 // TestHeavyNotStarved: a heavy step waiting for a quiet section goes
@@ -411,17 +425,13 @@ func TestQuietSections(t *testing.T) {
 // once: else a test of back-to-back sections held every other test's
 // lab build back until its end.
 func TestHeavyNotStarved(t *testing.T) {
-	note, events := sectionEvents(t)
+	note := sectionEvents(t, "quiet 1", "heavy", "quiet 2")
 	inQuiet := make(chan struct{})
 	t.Run("quiet", func(t *testing.T) {
 		t.Parallel()
 		quiet(t, func() {
 			close(inQuiet)
-			for waiting := 0; waiting == 0; time.Sleep(time.Millisecond) {
-				machine.Lock()
-				waiting = machine.heavyWaiting
-				machine.Unlock()
-			}
+			untilMachine(func() bool { return machine.heavyWaiting > 0 })
 			note("quiet 1")
 		})
 		quiet(t, func() { note("quiet 2") })
@@ -431,17 +441,12 @@ func TestHeavyNotStarved(t *testing.T) {
 		<-inQuiet
 		heavy(t, func() { note("heavy") })
 	})
-	t.Cleanup(func() {
-		if got, want := events(), "quiet 1, heavy, quiet 2"; got != want {
-			t.Errorf("events %q, want %q", got, want)
-		}
-	})
 }
 
 // TestLightSectionsShare: light quiet sections of two tests run at once,
 // and a heavy step and a quiet section that is not light wait for both.
 func TestLightSectionsShare(t *testing.T) {
-	note, events := sectionEvents(t)
+	note := sectionEvents(t, "a", "b", "a done", "b done", "heavy", "quiet")
 	aIn, bIn := make(chan struct{}), make(chan struct{})
 	t.Run("a", func(t *testing.T) {
 		t.Parallel()
@@ -462,11 +467,7 @@ func TestLightSectionsShare(t *testing.T) {
 		quietLight(t, func() {
 			note("b")
 			close(bIn)
-			for waiting := false; !waiting; time.Sleep(time.Millisecond) {
-				machine.Lock()
-				waiting = machine.heavyWaiting == 1 && machine.waiting == 1
-				machine.Unlock()
-			}
+			untilMachine(func() bool { return machine.heavyWaiting == 1 && machine.waiting == 1 })
 			note("b done")
 		})
 	})
@@ -479,10 +480,5 @@ func TestLightSectionsShare(t *testing.T) {
 		t.Parallel()
 		<-bIn
 		quiet(t, func() { note("quiet") })
-	})
-	t.Cleanup(func() {
-		if got, want := events(), "a, b, a done, b done, heavy, quiet"; got != want {
-			t.Errorf("events %q, want %q", got, want)
-		}
 	})
 }
