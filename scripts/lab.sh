@@ -53,18 +53,75 @@ set_prefix() {
 	PREFIX=$1
 }
 
-ns()  { echo "$PREFIX-$1"; }                     # namespace name of a host
-nsx() { local h=$1; shift; ip netns exec "$(ns "$h")" "$@"; }
-nip() { local h=$1; shift; ip -n "$(ns "$h")" "$@"; }
+# A lab is built ~70 times a test suite, and a process per command was most
+# of its time, so the build_* functions only queue work and build_lab runs
+# it in phases of one process per namespace at most: the namespaces (one
+# ip -batch); each namespace's setup shell (sysctls, the routers' nftables
+# rules: the IPv6 defaults must be set before its interfaces exist); the
+# links, made from the root namespace in the order the build_* functions
+# queue them (so are the ifindexes); each namespace's ip commands
+# (ip -n NS -batch).
+declare -A SYSCTLS=() NFT_RULES=() IP_CMDS=()
+# LINK_STEPS: "ip ARGS" (run with its neighbours in one root ip -batch) or
+# "sysctl HOST KEY=VALUE" (set in HOST's namespace once the links before it
+# exist: IPv6 forwarding puts the interfaces then present, and only those,
+# into the all-routers multicast groups of every scope).
+LINK_STEPS=()
+
+# ip_cmd HOST ARGS...: queue `ip ARGS` for HOST's namespace. Batch lines take
+# no options: ip tells IPv6 from the addresses (no -6).
+ip_cmd() { local h=$1; shift; IP_CMDS[$h]+="$*"$'\n'; }
+
+# sysctls HOST KEY=VALUE...: queue sysctls for HOST's namespace, each set
+# only if it exists; a KEY prefixed with "!" must exist.
+sysctls() { local h=$1; shift; SYSCTLS[$h]+=" $*"; }
+
+# root_link ARGS...: queue `ip ARGS` (a link created in a lab namespace) for
+# the root namespace.
+root_link() { LINK_STEPS+=("ip $*"); }
+
+# The setup shell run inside a namespace: sysctls as arguments, nftables
+# rules (if any) on stdin.
+# shellcheck disable=SC2016 # expanded by the inner bash
+readonly NS_SETUP='
+ns=$1; shift
+for kv; do
+	must=""; [[ $kv != !* ]] || { must=1; kv=${kv#!}; }
+	f=/proc/sys/${kv%%=*}; f=${f//.//}
+	if [[ -e $f ]]; then
+		echo "${kv#*=}" >"$f" || exit 1
+	elif [[ -n $must ]]; then
+		echo "lab.sh: error: no sysctl ${kv%%=*} in $ns" >&2; exit 1
+	fi
+done
+if [[ -n $LAB_NFT ]]; then
+	nft -f - || { echo "lab.sh: error: loading nftables rules into $ns failed" >&2; exit 1; }
+fi'
+
+# ns_setup HOST NFT_RULES [KEY=VALUE...]: run the setup shell in HOST's
+# namespace.
+ns_setup() {
+	local n=$PREFIX-$1 rules=$2; shift 2
+	LAB_NFT=${rules:+1} ip netns exec "$n" bash -c "$NS_SETUP" setup "$n" "$@" <<<"$rules" ||
+		die "setting up $n failed"
+}
+
+# ns_batch [IP_OPTION...] COMMANDS: the ip commands (one a line) in one process.
+ns_batch() {
+	local cmds=${*: -1}
+	ip "${@:1:$#-1}" -batch - <<<"$cmds" ||
+		die "ip ${*:1:$#-1} -batch failed; its lines:"$'\n'"$cmds"
+}
 
 ns_exists() { ip netns list | awk '{print $1}' | grep -qxF -- "$1"; }
 
-# sysctls_if_exist HOST KEY=VALUE...: write sysctls inside a host's
-# namespace, each only if it exists, in one process (labs are built often).
-sysctls_if_exist() {
-	local host=$1; shift
-	# shellcheck disable=SC2016 # expanded by the inner bash
-	nsx "$host" bash -c 'for kv; do f=/proc/sys/${kv%%=*}; f=${f//.//}; [[ ! -e $f ]] || echo "${kv#*=}" >"$f" || exit 1; done' sysctls "$@"
+# lab_namespaces: the names of this lab's namespaces that exist.
+lab_namespaces() {
+	local listed=" " name _ h
+	while read -r name _; do listed+="$name "; done <<<"$(ip netns list)"
+	for h in "${HOSTS[@]}"; do
+		[[ $listed != *" $PREFIX-$h "* ]] || echo "$PREFIX-$h"
+	done
 }
 
 # Bridged traffic must not go through the IP netfilter hooks (needs
@@ -76,30 +133,29 @@ readonly NO_BRIDGE_NF=(net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf
 # sysctls given.
 new_ns() {
 	local host=$1; shift
-	ip netns add "$(ns "$host")"
-	nip "$host" link set lo up
-	sysctls_if_exist "$host" net.ipv6.conf.default.accept_dad=0 net.ipv6.conf.default.dad_transmits=0 \
+	sysctls "$host" net.ipv6.conf.default.accept_dad=0 net.ipv6.conf.default.dad_transmits=0 \
 		net.ipv6.conf.default.router_solicitations=0 net.ipv6.conf.default.accept_ra=0 "$@"
+	ip_cmd "$host" link set lo up
 }
 
 # veth HOST_A IF_A HOST_B IF_B: a pair created directly inside the two
 # namespaces, so nothing ever appears (or clashes) in the root namespace.
 veth() {
-	ip link add "$2" netns "$(ns "$1")" type veth peer name "$4" netns "$(ns "$3")"
+	root_link link add "$2" netns "$PREFIX-$1" type veth peer name "$4" netns "$PREFIX-$3"
 }
 
 add_bridge() {
 	local host=$1 br=$2
-	nip "$host" link add "$br" type bridge stp_state 0 forward_delay 0
-	nip "$host" link set "$br" up
+	root_link link add "$br" netns "$PREFIX-$host" type bridge stp_state 0 forward_delay 0
+	ip_cmd "$host" link set "$br" up
 }
 
 # Plug HOST's interface IFACE into the internet bridge (port name PREFIX-HOST).
 attach_to_inet() {
 	local host=$1 iface=$2 port="$PREFIX-$1"
 	veth "$host" "$iface" inet "$port"
-	nip inet link set "$port" master br0 up
-	nip "$host" link set "$iface" up
+	ip_cmd inet link set "$port" master br0 up
+	ip_cmd "$host" link set "$iface" up
 }
 
 # ---------------------------------------------------------------- topology
@@ -117,9 +173,9 @@ build_public_host() {
 	attach_to_inet "$host" eth0
 	for a in "$@"; do
 		if [[ $a == *:* ]]; then
-			nip "$host" addr add "$a/$V6_LEN" dev eth0
+			ip_cmd "$host" addr add "$a/$V6_LEN" dev eth0
 		else
-			nip "$host" addr add "$a/$PUB_NET_LEN" dev eth0
+			ip_cmd "$host" addr add "$a/$PUB_NET_LEN" dev eth0
 		fi
 	done
 }
@@ -166,33 +222,31 @@ build_nat() {
 	local router=$1 type=$2 wan_addr=$3; shift 3
 	local spec host addr port
 	new_ns "$router" net.ipv4.ip_forward=1 "${NO_BRIDGE_NF[@]}"
+	NFT_RULES[$router]=$(nat_rules "$type")
 
 	attach_to_inet "$router" wan
-	nip "$router" addr add "$wan_addr/$PUB_NET_LEN" dev wan
+	ip_cmd "$router" addr add "$wan_addr/$PUB_NET_LEN" dev wan
 
 	add_bridge "$router" lan
-	nip "$router" addr add "$LAN_GW/24" dev lan
+	ip_cmd "$router" addr add "$LAN_GW/24" dev lan
 	if [[ -n $IPV6 ]]; then
 		local lan6=$1 wan6=$2; shift 2
-		nsx "$router" sysctl -qw net.ipv6.conf.all.forwarding=1
-		nip "$router" addr add "$wan6/$V6_LEN" dev wan
-		nip "$router" addr add "${lan6}1/$V6_LEN" dev lan
+		LINK_STEPS+=("sysctl $router !net.ipv6.conf.all.forwarding=1")
+		ip_cmd "$router" addr add "$wan6/$V6_LEN" dev wan
+		ip_cmd "$router" addr add "${lan6}1/$V6_LEN" dev lan
 	fi
-
-	nat_rules "$type" | nsx "$router" nft -f - ||
-		die "loading nftables rules into $(ns "$router") failed"
 
 	for spec in "$@"; do
 		host=${spec%%=*} addr=${spec#*=} port="$PREFIX-$host"
 		new_ns "$host"
 		veth "$host" eth0 "$router" "$port"
-		nip "$router" link set "$port" master lan up
-		nip "$host" link set eth0 up
-		nip "$host" addr add "$addr/24" dev eth0
-		nip "$host" route add default via "$LAN_GW"
+		ip_cmd "$router" link set "$port" master lan up
+		ip_cmd "$host" link set eth0 up
+		ip_cmd "$host" addr add "$addr/24" dev eth0
+		ip_cmd "$host" route add default via "$LAN_GW"
 		if [[ -n $IPV6 ]]; then
-			nip "$host" addr add "${lan6}${addr##*.}/$V6_LEN" dev eth0
-			nip "$host" -6 route add default via "${lan6}1"
+			ip_cmd "$host" addr add "${lan6}${addr##*.}/$V6_LEN" dev eth0
+			ip_cmd "$host" route add default via "${lan6}1"
 		fi
 	done
 }
@@ -201,25 +255,64 @@ build_nat() {
 route_ipv6() {
 	local h
 	for h in rv pub; do
-		nip "$h" -6 route add 2001:db8:a::/64 via "${V6_PUB}21"
-		nip "$h" -6 route add 2001:db8:b::/64 via "${V6_PUB}22"
+		ip_cmd "$h" route add 2001:db8:a::/64 via "${V6_PUB}21"
+		ip_cmd "$h" route add 2001:db8:b::/64 via "${V6_PUB}22"
 	done
-	nip nata -6 route add 2001:db8:b::/64 via "${V6_PUB}22"
-	nip natb -6 route add 2001:db8:a::/64 via "${V6_PUB}21"
+	ip_cmd nata route add 2001:db8:b::/64 via "${V6_PUB}22"
+	ip_cmd natb route add 2001:db8:a::/64 via "${V6_PUB}21"
 }
 
-# Poll (with a deadline) until every non-lo link in the lab is operationally UP.
+# build_lab: run what the build_* functions queued, phase by phase.
+build_lab() {
+	local h step links="" host kv
+	ns_batch "$(printf 'netns add %s\n' "${HOSTS[@]/#/$PREFIX-}")"
+	for h in "${HOSTS[@]}"; do
+		# shellcheck disable=SC2086 # KEY=VALUE words
+		ns_setup "$h" "${NFT_RULES[$h]-}" ${SYSCTLS[$h]-}
+	done
+	for step in "${LINK_STEPS[@]}" end; do
+		if [[ $step == "ip "* ]]; then
+			links+=${step#ip }$'\n'
+			continue
+		fi
+		[[ -z $links ]] || ns_batch "$links"
+		links=""
+		[[ $step == end ]] || { read -r _ host kv <<<"$step"; ns_setup "$host" "" "$kv"; }
+	done
+	for h in "${HOSTS[@]}"; do
+		ns_batch -n "$PREFIX-$h" "${IP_CMDS[$h]}"
+	done
+}
+
+# down_links HOST: set DOWN to HOST's links not operationally UP but lo,
+# as " HOST:LINK(STATE)...".
+down_links() {
+	local links name state _
+	links=$(ip -n "$PREFIX-$1" -br link show)
+	DOWN=""
+	while read -r name state _; do
+		[[ $name == lo || $state == UP ]] || DOWN+=" $1:$name($state)"
+	done <<<"$links"
+}
+
+# Poll (with a deadline) until every non-lo link in the lab is operationally
+# UP. The hosts all up are not asked again, and a round stops at the first
+# host with a link down: the links left down are the bridges, which the
+# kernel brings UP together (in its linkwatch run, at most once a second).
 wait_links_up() {
-	local deadline=$((SECONDS + LINK_DEADLINE_S)) h d down pending=("${HOSTS[@]}") still
+	local deadline=$((SECONDS + LINK_DEADLINE_S)) pending=("${HOSTS[@]}") h down DOWN
 	while :; do
-		down="" still=()
-		for h in "${pending[@]}"; do
-			d=$(nip "$h" -br link show | awk -v h="$h" '$1 != "lo" && $2 != "UP" {printf " %s:%s(%s)", h, $1, $2}')
-			[[ -z $d ]] || { down+=$d; still+=("$h"); }
+		while ((${#pending[@]})); do
+			down_links "${pending[0]}"
+			[[ -z $DOWN ]] || break
+			pending=("${pending[@]:1}")
 		done
-		[[ -z $down ]] && return 0
-		pending=("${still[@]}") # the hosts all up are not asked again
-		((SECONDS < deadline)) || die "links not up after ${LINK_DEADLINE_S}s:$down"
+		((${#pending[@]})) || return 0
+		if ((SECONDS >= deadline)); then
+			down=""
+			for h in "${pending[@]}"; do down_links "$h"; down+=$DOWN; done
+			[[ -z $down ]] || die "links not up after ${LINK_DEADLINE_S}s:$down"
+		fi
 		sleep 0.05
 	done
 }
@@ -259,36 +352,41 @@ cmd_up() {
 		build_nat nata "$nat_a" 203.0.113.21 a1=192.168.1.2 a2=192.168.1.3
 		build_nat natb "$nat_b" 203.0.113.22 b1=192.168.1.2
 	fi
+	build_lab
 	wait_links_up
 
 	trap - EXIT INT TERM
 	info "lab $PREFIX up (nata=$nat_a, natb=$nat_b${IPV6:+, ipv6})"
 }
 
-# Kill whatever still runs inside a namespace (keeps it alive otherwise).
+# pids_in NS...: the processes running inside the namespaces.
+pids_in() {
+	(($#)) || return 0
+	ip -force -batch - 2>/dev/null <<<"$(printf 'netns pids %s\n' "$@")" || true
+}
+
+# Kill whatever still runs inside the namespaces (keeps them alive otherwise).
 kill_ns_procs() {
-	local n=$1 pids deadline
-	pids=$(ip netns pids "$n" 2>/dev/null || true)
+	local pids deadline
+	pids=$(pids_in "$@")
 	[[ -n $pids ]] || return 0
 	# shellcheck disable=SC2086
 	kill -TERM $pids 2>/dev/null || true
 	deadline=$((SECONDS + 2))
-	while [[ -n $(ip netns pids "$n" 2>/dev/null || true) ]] && ((SECONDS < deadline)); do
+	while [[ -n $(pids_in "$@") ]] && ((SECONDS < deadline)); do
 		sleep 0.05
 	done
-	pids=$(ip netns pids "$n" 2>/dev/null || true)
+	pids=$(pids_in "$@")
 	# shellcheck disable=SC2086
 	[[ -z $pids ]] || kill -KILL $pids 2>/dev/null || true
 }
 
 cmd_down_quiet() {
-	local h n
-	for h in "${HOSTS[@]}"; do
-		n=$(ns "$h")
-		ns_exists "$n" || continue
-		kill_ns_procs "$n"
-		ip netns del "$n" 2>/dev/null || true
-	done
+	local present
+	mapfile -t present < <(lab_namespaces || true)
+	((${#present[@]})) || return 0
+	kill_ns_procs "${present[@]}"
+	ip -force -batch - 2>/dev/null <<<"$(printf 'netns del %s\n' "${present[@]}")" || true
 	return 0
 }
 
@@ -302,8 +400,8 @@ cmd_exec() {
 	(($# >= 3)) || usage
 	set_prefix "$1"
 	local host=$2; shift 2
-	ns_exists "$(ns "$host")" || die "no namespace $(ns "$host") (is lab $PREFIX up? hosts: ${HOSTS[*]})"
-	exec ip netns exec "$(ns "$host")" "$@"
+	ns_exists "$PREFIX-$host" || die "no namespace $PREFIX-$host (is lab $PREFIX up? hosts: ${HOSTS[*]})"
+	exec ip netns exec "$PREFIX-$host" "$@"
 }
 
 main() {
