@@ -31,7 +31,7 @@ type PeerEndpoint struct {
 	// When WireGuard last sent to the peer, last got a packet from it, and
 	// last got one that was not a keepalive (unix nanoseconds): see
 	// link.Activity.
-	lastSent, lastRecv, lastData atomic.Int64
+	lastSent, lastRecv, lastData, lastUse atomic.Int64
 	// directHeard: WireGuard came from the peer straight from its address
 	// (not relayed) since the route last changed: it had a direct path.
 	directHeard atomic.Bool
@@ -109,6 +109,7 @@ func (pe *PeerEndpoint) Activity() link.Activity {
 		Sent:     time.Unix(0, pe.lastSent.Load()),
 		Received: time.Unix(0, pe.lastRecv.Load()),
 		Data:     time.Unix(0, pe.lastData.Load()),
+		Use:      time.Unix(0, pe.lastUse.Load()),
 	}
 }
 
@@ -130,6 +131,9 @@ func (pe *PeerEndpoint) received(pkt []byte, src netip.AddrPort, relayed bool) b
 	pe.lastRecv.Store(now.UnixNano())
 	if !isKeepalive(pkt) {
 		pe.lastData.Store(now.UnixNano())
+		if !isHandshake(pkt) {
+			pe.lastUse.Store(now.UnixNano())
+		}
 	}
 	return true
 }

@@ -45,6 +45,15 @@ func handshakeMsg(typ, n byte) []byte {
 	return p
 }
 
+// tickingBind is a Bind whose control plane ticks, with one peer.
+func tickingBind() (*Bind, *PeerEndpoint) {
+	b := &Bind{}
+	pe := &PeerEndpoint{b: b, peer: key.Key{1}}
+	b.endpoints = map[key.Key]*PeerEndpoint{pe.peer: pe}
+	b.Alive(time.Now())
+	return b, pe
+}
+
 // admits is admitHandshake's verdict alone.
 func admits(pe *PeerEndpoint, p []byte, via *route, now time.Time) bool {
 	return pe.admitHandshake(p, via, now)
@@ -256,10 +265,7 @@ func TestRestartedPeerAnsweredAtOnce(t *testing.T) {
 // dropped and counted; Resumed forgets the handshake messages from before.
 func TestStaleInitiationsAfterAFreeze(t *testing.T) {
 	src := netip.MustParseAddrPort("203.0.113.22:4000")
-	b := &Bind{}
-	pe := &PeerEndpoint{b: b, peer: key.Key{1}}
-	b.endpoints = map[key.Key]*PeerEndpoint{pe.peer: pe}
-	b.Alive(time.Now())
+	b, pe := tickingBind()
 	if !pe.received(handshakeMsg(wireGuardInitiation, 1), src, false) {
 		t.Fatal("an initiation refused while the control plane ticks")
 	}
@@ -354,5 +360,24 @@ func TestOthersTURNClaimIgnored(t *testing.T) {
 	admits(pe, handshakeMsg(wireGuardInitiation, 1), b.via(pe, direct, false), now)
 	if r := pe.replyPath(handshakeMsg(wireGuardResponse, 2), relayed, now); r == nil || r.Dst != direct {
 		t.Fatalf("reply path %+v, want the way the initiation came, %v", r, direct)
+	}
+}
+
+// A handshake message is no use of the tunnel (Activity.Use), a data
+// packet is; both are data for the rest (Activity.Data).
+func TestHandshakeIsNoUse(t *testing.T) {
+	src := netip.MustParseAddrPort("203.0.113.22:4000")
+	_, pe := tickingBind()
+	if !pe.received(handshakeMsg(wireGuardInitiation, 1), src, false) {
+		t.Fatal("an initiation refused")
+	}
+	if a := pe.Activity(); a.Use.UnixNano() != 0 || a.Data.UnixNano() == 0 {
+		t.Fatalf("after an initiation: use %v, data %v", a.Use, a.Data)
+	}
+	data := make([]byte, 64)
+	data[0] = wireGuardTransport
+	pe.received(data, src, false)
+	if a := pe.Activity(); a.Use.UnixNano() == 0 {
+		t.Error("data received is no use")
 	}
 }

@@ -32,6 +32,9 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if r != nil && (len(bufs) > 1 || !isKeepalive(bufs[0])) {
 		// A keepalive expects no answer: it does not count as sending.
 		pe.lastSent.Store(now.UnixNano())
+		if !isHandshake(bufs[0]) {
+			pe.lastUse.Store(now.UnixNano())
+		}
 	}
 	if len(bufs) <= 2 && isHandshake(bufs[0]) {
 		// Handshakes come alone (or as the two a new route takes).

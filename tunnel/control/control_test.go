@@ -452,23 +452,6 @@ func TestControlIntroducedPeerGoesDirect(t *testing.T) {
 	}
 }
 
-func TestControlSilenceFallsBackToRelay(t *testing.T) {
-	h := newHarness(t)
-	h.goDirect()
-	h.advance(nat.PunchDuration) // the round ends
-	h.take()
-	p := h.peer()
-	// WireGuard sends, nothing comes back.
-	p.ep.(*fakePeer).activity = link.Activity{Data: h.now, Received: h.now.Add(-silenceLimit - time.Second), Sent: h.now}
-	h.advance(nat.SuspectTimeout + 3*tickInterval)
-	if r := p.ep.Route(); !r.Relayed() {
-		t.Fatalf("route %+v after the path stayed silent, want the relay", r)
-	}
-	if h.registrations(h.take()) == 0 {
-		t.Fatal("a lost path did not register again at once")
-	}
-}
-
 func TestControlReintroductionAtNewEndpoint(t *testing.T) {
 	h := newHarness(t)
 	h.goDirect()

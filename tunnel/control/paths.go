@@ -259,11 +259,7 @@ func (p *peer) checkSilence(now time.Time) {
 	if probed := p.punch.LastHeard(); probed.After(heard) {
 		heard = probed
 	}
-	lastUse := sent // keepalives left out: they are not use
-	if a.Data.After(lastUse) {
-		lastUse = a.Data
-	}
-	inUse := now.Sub(lastUse) < activeWindow
+	inUse := now.Sub(a.Use) < activeWindow
 	if sent.Sub(heard) <= silenceLimit && !(inUse && now.Sub(heard) > silenceLimit) {
 		return
 	}

@@ -20,12 +20,16 @@ import (
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 )
 
-// Activity is when WireGuard last sent to a peer, last got a packet from
-// it, and last got or sent one that was not a keepalive: sending without
-// hearing back marks a path suspect, and data either way marks the
-// tunnel in use. A time never set is the Unix epoch.
+// Activity is when WireGuard last sent to a peer (not a keepalive), last
+// got a packet from it, last got one that was not a keepalive (Data), and
+// last sent or got data (Use: neither a keepalive nor a handshake
+// message). Sending without hearing back marks a path suspect; use marks
+// the tunnel in use, its path checked whenever it falls silent. A
+// handshake alone is no use: WireGuard makes one on its own when it heard
+// nothing after its last data, and an idle tunnel must stay quiet after
+// it. A time never set is the Unix epoch.
 type Activity struct {
-	Sent, Received, Data time.Time
+	Sent, Received, Data, Use time.Time
 }
 
 // Peer is the data path's side of one peer.
