@@ -152,7 +152,7 @@ func (p *peer) handle(h wire.Header, m inbound) {
 			// remapped it. Our path to its old address is likely dead.
 			p.punch.Suspect(m.at)
 		}
-		p.punch.SawData(p.ep.Activity().Data)
+		p.punch.SawData(p.ep.Activity().Use)
 		p.punch.OnPing(m.at, m.src, b.TxID)
 		if sock != nil && p.punch.Path().Addr != m.src {
 			// Confirm the winning socket from this side too.
