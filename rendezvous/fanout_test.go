@@ -1,9 +1,12 @@
 package rendezvous
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -18,7 +21,8 @@ import (
 
 // TestFanOutStarvesNoOne: while three members of a 10,000-member network
 // hand in new policies as fast as their keys' rate allows, an unrelated
-// peer's registrations and STUN requests are answered within 100 ms, and
+// peer's registrations and STUN requests are answered about as fast as
+// without the fan-out in the same run (waitedBehind), and
 // what the rendezvous sends that network's members stays within its
 // bound (fanoutRate, with fanoutBurst at the start).
 func TestFanOutStarvesNoOne(t *testing.T) {
@@ -109,14 +113,12 @@ func TestFanOutStarvesNoOne(t *testing.T) {
 	}
 	t.Logf("%d members registered in %v", members, time.Since(start).Round(time.Millisecond))
 
-	// The unrelated peer measures while the publishers publish.
+	// The unrelated peer measures first alone, for a baseline of this
+	// machine's own delays in this run, then while the publishers publish.
 	other := newClient(t, addr, pub)
 	other.register()
 	const window = 3 * time.Second
-	var (
-		worstReg, worstSTUN time.Duration
-		lost                int
-	)
+	aloneReg, aloneSTUN := other.latencies(t, window/2)
 	seq := uint64(0)
 	pubsDone := make(chan struct{})
 	go func() {
@@ -133,36 +135,83 @@ func TestFanOutStarvesNoOne(t *testing.T) {
 	}()
 	before := got.Load()
 	t0 := time.Now()
-	for time.Since(t0) < window {
-		sent := time.Now()
-		other.send(&wire.Register{Time: other.now()})
-		if _, ok := other.recv(time.Second).(*wire.RegisterAck); !ok {
-			lost++
-		} else {
-			worstReg = max(worstReg, time.Since(sent))
-		}
-		_, req := nat.NewBindingRequest()
-		sent = time.Now()
-		other.sendRaw(req)
-		other.conn.SetReadDeadline(time.Now().Add(time.Second))
-		buf := make([]byte, 1500)
-		if n, _, err := other.conn.ReadFromUDPAddrPort(buf); err != nil || !nat.IsSTUN(buf[:n]) {
-			lost++
-		} else {
-			worstSTUN = max(worstSTUN, time.Since(sent))
-		}
-		time.Sleep(150 * time.Millisecond) // within the peer key's rate (10/s); a pace, not a condition
-	}
+	busyReg, busySTUN := other.latencies(t, window)
 	<-pubsDone
 	elapsed := time.Since(t0)
 	out := got.Load() - before
 	bound := uint64(fanoutBurst + fanoutRate*elapsed.Seconds())
-	t.Logf("over %v: %d policies handed in, %d taken; worst registration %v, worst STUN %v, %d unanswered; %d bytes to the network's members (%.2f MB/s), bound %d",
-		elapsed.Round(time.Millisecond), seq, s.Stats.Documents.Load(), worstReg, worstSTUN, lost, out, float64(out)/elapsed.Seconds()/1e6, bound)
-	if lost > 0 || worstReg > 100*time.Millisecond || worstSTUN > 100*time.Millisecond {
-		t.Errorf("an unrelated peer waited: worst registration %v, worst STUN %v, %d unanswered", worstReg, worstSTUN, lost)
+	t.Logf("over %v: %d policies handed in, %d taken; %d bytes to the network's members (%.2f MB/s), bound %d",
+		elapsed.Round(time.Millisecond), seq, s.Stats.Documents.Load(), out, float64(out)/elapsed.Seconds()/1e6, bound)
+	t.Logf("an unrelated peer's registrations alone: %v", aloneReg)
+	t.Logf("the same during the fan-out:           %v", busyReg)
+	t.Logf("its STUN requests alone:               %v", aloneSTUN)
+	t.Logf("the same during the fan-out:           %v", busySTUN)
+	if busyReg.waitedBehind(aloneReg) || busySTUN.waitedBehind(aloneSTUN) {
+		t.Errorf("an unrelated peer waited behind the fan-out: registrations %v, STUN %v", busyReg, busySTUN)
 	}
 	if out > bound {
 		t.Errorf("the network's members got %d bytes in %v, over the bound %d", out, elapsed, bound)
 	}
+}
+
+// latencySummary is what an unrelated peer saw of one kind of
+// request's answers.
+type latencySummary struct {
+	n, lost            int
+	median, p90, worst time.Duration
+}
+
+func summarize(took []time.Duration, lost int) latencySummary {
+	l := latencySummary{n: len(took), lost: lost}
+	if len(took) > 0 {
+		slices.Sort(took)
+		l.median, l.p90, l.worst = took[len(took)/2], took[len(took)*9/10], took[len(took)-1]
+	}
+	return l
+}
+
+// waitedBehind says how l, seen during a fan-out, is worse than alone,
+// the same requests' answers without one in the same run: any request
+// unanswered, a median 10 ms longer, or a 90th percentile 50 ms over
+// alone's worst. A fan-out made in the registry's lock, or sent from its
+// read loop, shows as the latter two; the margins leave room for a
+// loaded machine's scheduling, which no bound on the worst case could.
+func (l latencySummary) waitedBehind(alone latencySummary) bool {
+	return l.lost > 0 || l.median > alone.median+10*time.Millisecond || l.p90 > alone.worst+50*time.Millisecond
+}
+
+func (l latencySummary) String() string {
+	return fmt.Sprintf("%d answered (median %v, 90th percentile %v, worst %v), %d unanswered in a second",
+		l.n, l.median.Round(10*time.Microsecond), l.p90.Round(10*time.Microsecond), l.worst.Round(10*time.Microsecond), l.lost)
+}
+
+// latencies registers and sends STUN requests, one at a time, for
+// window, and sums up how long each kind's answers took.
+func (c *client) latencies(t *testing.T, window time.Duration) (reg, stun latencySummary) {
+	t.Helper()
+	var regTook, stunTook []time.Duration
+	regLost, stunLost := 0, 0
+	for t0 := time.Now(); time.Since(t0) < window; {
+		sent := time.Now()
+		c.send(&wire.Register{Time: c.now()})
+		if _, ok := c.recv(time.Second).(*wire.RegisterAck); !ok {
+			regLost++
+		} else {
+			regTook = append(regTook, time.Since(sent))
+		}
+		_, req := nat.NewBindingRequest()
+		sent = time.Now()
+		c.sendRaw(req)
+		c.conn.SetReadDeadline(time.Now().Add(time.Second))
+		buf := make([]byte, 1500)
+		if n, _, err := c.conn.ReadFromUDPAddrPort(buf); err != nil || !nat.IsSTUN(buf[:n]) {
+			stunLost++
+		} else {
+			stunTook = append(stunTook, time.Since(sent))
+		}
+		// Within the peer key's rate (10/s); a pace, not a condition,
+		// drawn at random so as not to fall in step with the publishers.
+		time.Sleep(100*time.Millisecond + rand.N(100*time.Millisecond))
+	}
+	return summarize(regTook, regLost), summarize(stunTook, stunLost)
 }
