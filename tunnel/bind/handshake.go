@@ -30,7 +30,9 @@ import (
 //     (the smaller public key, as in nat.Punch) drops the peer's
 //     initiation while its own is held or left less than crossWindow ago
 //     (answered or not), and the follower answers the leader's: one
-//     handshake, made in one round trip. But a peer that restarted after
+//     handshake, made in one round trip. The other way round, the
+//     leader's own initiation that leaves just after the peer's was let
+//     through is not sent (ownCrossing). But a peer that restarted after
 //     our handshake was answered sends an initiation of a new process,
 //     which no answer of ours will ever meet: one that comes longer after
 //     that answer than the follower's held initiation could (a round
@@ -56,6 +58,7 @@ type handshakes struct {
 	answeredAt time.Time
 	rtt        time.Duration
 	dropped    []byte    // the peer's initiation the leader dropped
+	ownDropped bool      // the leader did not send an initiation of its own (ownCrossing)
 	replyVia   *route    // where the peer's latest initiation came from, if not our route
 	viaAt      time.Time // when it came
 	// admitted: the peer's latest initiation and response let through,
@@ -90,6 +93,55 @@ const (
 	// again on a new path: WireGuard's own retry comes after 5 s.
 	resendWindow = 5 * time.Second
 )
+
+// The leader's own initiation crossing the peer's. The leader's WireGuard
+// can make its initiation a moment before it takes the peer's, which the
+// Bind let through while no initiation of ours had left. Taking it
+// replaces the handshake ours began, so no answer to ours can ever be
+// used; and the follower, which answers the leader's, replaces its own
+// handshake with that one, so the answer to its initiation finds nothing
+// to complete. Nobody has a session until WireGuard's 5-s retry (seen in
+// the lab: TestPolicyFlowFlood, TestPolicyDestination). So an initiation
+// of the leader that leaves less than crossWindow after the peer's was
+// let through is not sent once WireGuard has answered the peer's: it was
+// made before, since WireGuard makes no initiation for 5 s after it
+// answered one (RekeyTimeout). While WireGuard has not answered, it
+// waits up to crossSettle for that answer, and leaves if none comes:
+// WireGuard refused the peer's initiation (a replay, or one that came
+// before WireGuard had the peer), and a replayed initiation must not
+// keep ours from leaving.
+type crossVerdict int
+
+const (
+	crossSend crossVerdict = iota
+	crossDrop
+	crossWait
+)
+
+// crossSettle is how long the leader's initiation waits for WireGuard's
+// answer to the peer's, let through just before: WireGuard's handshake
+// worker takes it within a millisecond or two, tens on a loaded machine.
+const crossSettle = 100 * time.Millisecond
+
+// ownCrossing decides on the leader's own initiation init, about to leave
+// (settled: after waiting crossSettle). An initiation that left or was
+// held already (sent again on a new route) leaves.
+func (pe *PeerEndpoint) ownCrossing(init []byte, settled bool, now time.Time) crossVerdict {
+	pe.mu.Lock()
+	defer pe.mu.Unlock()
+	hs := &pe.hs
+	if !pe.leader || init[0] != wireGuardInitiation || hs.admitted[0] == nil || now.Sub(hs.admittedAt[0]) >= crossWindow || bytes.Equal(init, hs.last[0]) {
+		return crossSend
+	}
+	if answers(hs.last[1], hs.admitted[0]) && !hs.lastAt[1].Before(hs.admittedAt[0]) {
+		hs.ownDropped = true
+		return crossDrop
+	}
+	if settled {
+		return crossSend
+	}
+	return crossWait
+}
 
 // sending notes the handshake messages among bufs, about to be sent on r
 // (nil: held until a route exists).
@@ -298,7 +350,7 @@ func (pe *PeerEndpoint) HandshakeState(now time.Time) string {
 		}
 		return now.Sub(t).Round(time.Millisecond).String() + " ago"
 	}
-	return fmt.Sprintf("leader=%v held=[%v %v] initiation sent %s, response sent %s, in flight since %s, admitted initiation %s, response %s, dropped a crossing initiation=%v",
+	return fmt.Sprintf("leader=%v held=[%v %v] initiation sent %s, response sent %s, in flight since %s, admitted initiation %s, response %s, dropped a crossing initiation=%v, kept our own=%v",
 		pe.leader, hs.held[0] != nil, hs.held[1] != nil, ago(hs.lastAt[0]), ago(hs.lastAt[1]), ago(hs.inFlight),
-		ago(hs.admittedAt[0]), ago(hs.admittedAt[1]), hs.dropped != nil)
+		ago(hs.admittedAt[0]), ago(hs.admittedAt[1]), hs.dropped != nil, hs.ownDropped)
 }

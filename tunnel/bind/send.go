@@ -110,8 +110,29 @@ func (b *Bind) sendStdOnce(bufs [][]byte, dst *conn.StdNetEndpoint) error {
 }
 
 // sendHandshakes sends WireGuard's handshake messages for pe on r, or
-// holds them while r is nil.
+// holds them while r is nil; the leader's initiation that crosses the
+// peer's it let through goes later or not at all (ownCrossing).
 func (b *Bind) sendHandshakes(bufs [][]byte, pe *PeerEndpoint, r *route, now time.Time) error {
+	out := make([][]byte, 0, len(bufs))
+	for _, p := range bufs {
+		switch pe.ownCrossing(p, false, now) {
+		case crossSend:
+			out = append(out, p)
+		case crossWait:
+			init := bytes.Clone(p)
+			b.later(crossSettle, func() {
+				if now := time.Now(); pe.ownCrossing(init, true, now) == crossSend {
+					b.sendHandshakesNow([][]byte{init}, pe, pe.route.Load(), now)
+				}
+			})
+		}
+	}
+	return b.sendHandshakesNow(out, pe, r, now)
+}
+
+// sendHandshakesNow sends handshake messages for pe on r, or holds them
+// while r is nil, and sends their copies.
+func (b *Bind) sendHandshakesNow(bufs [][]byte, pe *PeerEndpoint, r *route, now time.Time) error {
 	pe.sending(bufs, r, now)
 	var err error
 	for _, p := range bufs {

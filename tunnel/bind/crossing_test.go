@@ -1,0 +1,148 @@
+package bind
+
+import (
+	"errors"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/punchtun/punchtun/rendezvous/wire/key"
+	"github.com/punchtun/punchtun/tunnel/link"
+	"github.com/punchtun/punchtun/tunnel/testpoll"
+)
+
+// lockedStd is a fakeStd that the Bind's timers may send on while a test
+// reads what was sent.
+type lockedStd struct {
+	mu sync.Mutex
+	fakeStd
+}
+
+func (l *lockedStd) Send(bufs [][]byte, ep conn.Endpoint) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.fakeStd.Send(bufs, ep)
+}
+
+// initiations is how many initiations were sent, and how many of them
+// were init.
+func (l *lockedStd) initiations(init []byte) (all, these int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range l.sent {
+		if s.pkt[0] == wireGuardInitiation {
+			all++
+			if string(s.pkt) == string(init) {
+				these++
+			}
+		}
+	}
+	return all, these
+}
+
+// crossingPair is a Bind whose control plane ticks, with one peer on a
+// route; local key 1 leads peer key 2, local key 3 follows it.
+func crossingPair(t *testing.T, local key.Key) (*Bind, *PeerEndpoint, *lockedStd, netip.AddrPort) {
+	b := New(local, link.Discard)
+	t.Cleanup(func() { b.Close() })
+	std := &lockedStd{}
+	b.std = std
+	b.Alive(time.Now())
+	pe := b.PeerEndpoint(key.Key{2})
+	src := netip.MustParseAddrPort("203.0.113.22:4000")
+	pe.SetRoute(link.Route{Dst: src, Via: b.Shared()})
+	return b, pe, std, src
+}
+
+// TestLeadersOwnInitiationCrossingThePeers: the follower's initiation was
+// let through, and the leader's WireGuard, which had made its own a
+// moment before, answered it; the leader's own initiation, reaching the
+// Bind just after, is never sent — neither at once nor by the Bind's
+// retransmits — whether it comes after WireGuard's answer or before it
+// (then it waits crossSettle for the answer). Sent, the follower would
+// answer it and drop its own handshake, and the leader's answer to the
+// follower would find none (seen in the lab: no session until
+// WireGuard's 5-s retry).
+func TestLeadersOwnInitiationCrossingThePeers(t *testing.T) {
+	for _, answerFirst := range []bool{true, false} {
+		b, pe, std, src := crossingPair(t, key.Key{1})
+		if !pe.leader {
+			t.Fatal("key 1 does not lead key 2")
+		}
+		theirs, ours := handshakeMsg(wireGuardInitiation, 2), handshakeMsg(wireGuardInitiation, 1)
+		if !pe.received(theirs, src, false) {
+			t.Fatal("the follower's initiation was dropped with no initiation of ours about")
+		}
+		if answerFirst {
+			b.Send([][]byte{answer(theirs)}, pe)
+			b.Send([][]byte{ours}, pe)
+		} else {
+			b.Send([][]byte{ours}, pe)
+			time.Sleep(crossSettle / 10) // WireGuard's handshake worker, a moment later
+			b.Send([][]byte{answer(theirs)}, pe)
+		}
+		time.Sleep(crossSettle + 3*minRetry) // past the wait and the retransmits: what is not sent has no event to poll for
+		if all, _ := std.initiations(ours); all != 0 {
+			t.Errorf("answer first %v: the leader sent %d initiations of its own after answering the follower's", answerFirst, all)
+		}
+		pe.mu.Lock()
+		kept := pe.hs.ownDropped
+		pe.mu.Unlock()
+		if !kept {
+			t.Errorf("answer first %v: the state does not say our initiation was kept", answerFirst)
+		}
+	}
+}
+
+// TestLeadersOwnInitiationAfterARefusedOne: the peer's initiation was let
+// through but WireGuard never answered it (a replay, or one that came
+// before WireGuard had the peer): the leader's own initiation leaves
+// crossSettle later, not at once, and not never.
+func TestLeadersOwnInitiationAfterARefusedOne(t *testing.T) {
+	b, pe, std, src := crossingPair(t, key.Key{1})
+	theirs, ours := handshakeMsg(wireGuardInitiation, 2), handshakeMsg(wireGuardInitiation, 1)
+	pe.received(theirs, src, false)
+	sent := time.Now()
+	b.Send([][]byte{ours}, pe)
+	if _, n := std.initiations(ours); n != 0 {
+		t.Fatal("the leader's initiation left at once, crossSettle after the peer's was let through")
+	}
+	testpoll.Eventually(t, 2*time.Second, "the leader's initiation to leave", func() error {
+		if _, n := std.initiations(ours); n == 0 {
+			return errors.New("not sent")
+		}
+		return nil
+	})
+	if waited := time.Since(sent); waited < crossSettle {
+		t.Errorf("it left after %v, before crossSettle", waited)
+	}
+}
+
+// TestFollowersOwnInitiationLeaves: the follower's initiation leaves at
+// once after it let the leader's through (the leader drops it: the
+// crossing rule), and the leader's initiation crossWindow after the
+// peer's was let through is sent at once.
+func TestFollowersOwnInitiationLeaves(t *testing.T) {
+	b, pe, std, src := crossingPair(t, key.Key{3})
+	if pe.leader {
+		t.Fatal("key 3 leads key 2")
+	}
+	theirs, ours := handshakeMsg(wireGuardInitiation, 2), handshakeMsg(wireGuardInitiation, 3)
+	pe.received(theirs, src, false)
+	b.Send([][]byte{answer(theirs)}, pe)
+	b.Send([][]byte{ours}, pe)
+	if _, n := std.initiations(ours); n != 1 {
+		t.Errorf("the follower's initiation was sent %d times at once, want 1", n)
+	}
+
+	leader := &PeerEndpoint{peer: key.Key{2}, leader: true}
+	now := time.Unix(1000, 0)
+	admits(leader, theirs, nil, now)
+	leader.sending([][]byte{answer(theirs)}, &route{}, now)
+	if v := leader.ownCrossing(ours, false, now.Add(crossWindow)); v != crossSend {
+		t.Errorf("the leader's initiation crossWindow after the peer's: verdict %d, want sent", v)
+	}
+}
