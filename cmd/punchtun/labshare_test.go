@@ -116,6 +116,11 @@ func inLabSlot(t *testing.T, f func()) {
 // this is where to look to make the suite faster. go test -v prints it.
 var slotTimes = &testTimes{by: map[string]time.Duration{}}
 
+// sections is how long each test was in quiet sections that were not
+// light: time in which no other test took a heavy step or a quiet section
+// (with two slots, what the other slot's test may have waited for).
+var sections = &testTimes{by: map[string]time.Duration{}}
+
 // stalls is how long each test waited for other tests' quiet sections or
 // heavy steps (heavy, quietFrom): in a slot, time the slot is idle.
 var stalls = &testTimes{by: map[string]time.Duration{}}
@@ -147,10 +152,12 @@ func printSlotTimes(w io.Writer) {
 	sort.Slice(names, func(i, j int) bool { return slotTimes.by[names[i]] > slotTimes.by[names[j]] })
 	stalls.Lock()
 	defer stalls.Unlock()
-	fmt.Fprintf(w, "\nlab slot time by test, and time it waited for other tests' quiet sections or heavy steps (%d slots; sum %v):\n",
+	sections.Lock()
+	defer sections.Unlock()
+	fmt.Fprintf(w, "\nlab slot time by test, time it waited for other tests' quiet sections or heavy steps, and time in its own quiet sections, but light ones (%d slots; sum %v):\n",
 		labSlots.n, sum.Round(time.Second))
 	for _, n := range names {
-		fmt.Fprintf(w, "%8.1fs %6.1fs  %s\n", slotTimes.by[n].Seconds(), stalls.by[n].Seconds(), n)
+		fmt.Fprintf(w, "%8.1fs %6.1fs %6.1fs  %s\n", slotTimes.by[n].Seconds(), stalls.by[n].Seconds(), sections.by[n].Seconds(), n)
 	}
 }
 
@@ -320,9 +327,13 @@ func enterQuiet(t *testing.T, light bool) (end func()) {
 	}
 	machine.Unlock()
 	stalls.add(owner(t), time.Since(start))
+	entered := time.Now()
 	var once sync.Once
 	return func() {
 		once.Do(func() {
+			if !light {
+				sections.add(owner(t), time.Since(entered))
+			}
 			machine.Lock()
 			if machine.quiet[name]--; machine.quiet[name] == 0 {
 				delete(machine.quiet, name)
