@@ -142,7 +142,71 @@ func TestFollowersOwnInitiationLeaves(t *testing.T) {
 	now := time.Unix(1000, 0)
 	admits(leader, theirs, nil, now)
 	leader.sending([][]byte{answer(theirs)}, &route{}, now)
-	if v := leader.ownCrossing(ours, false, now.Add(crossWindow)); v != crossSend {
+	if v := leader.ownCrossing(ours, now.Add(crossWindow), now.Add(crossWindow)); v != crossSend {
 		t.Errorf("the leader's initiation crossWindow after the peer's: verdict %d, want sent", v)
+	}
+}
+
+// TestCrossingBehindTheSideQueue: the follower's initiation came by
+// another transport (TURN, a birthday socket, a TCP stream) and waits in
+// the queue to WireGuard behind data: the leader's own initiation waits
+// until WireGuard got the peer's, and is then dropped once WireGuard
+// answered it. Counted from our Send, it left first, and WireGuard's
+// answer then followed: the crossing, back (found in review).
+func TestCrossingBehindTheSideQueue(t *testing.T) {
+	b, pe, std, _ := crossingPair(t, key.Key{1})
+	theirs, ours := handshakeMsg(wireGuardInitiation, 2), handshakeMsg(wireGuardInitiation, 1)
+	b.inject(theirs, pe) // let through, queued behind a backlog
+	b.Send([][]byte{ours}, pe)
+	time.Sleep(2 * crossSettle) // WireGuard's receiver is busy: nothing happens to poll for
+	if _, n := std.initiations(ours); n != 0 {
+		t.Fatal("the leader's initiation left while the peer's waited in the queue to WireGuard")
+	}
+	bufs, sizes, eps := [][]byte{make([]byte, 2048)}, []int{0}, make([]conn.Endpoint, 1)
+	if n, err := b.receiveSide(make(chan struct{}))(bufs, sizes, eps); n != 1 || err != nil || string(bufs[0][:sizes[0]]) != string(theirs) {
+		t.Fatalf("the queue to WireGuard gave %d packets (%v), want the follower's initiation", n, err)
+	}
+	b.Send([][]byte{answer(theirs)}, pe) // WireGuard answers it
+	time.Sleep(crossSettle + 3*minRetry)
+	if _, n := std.initiations(ours); n != 0 {
+		t.Errorf("the leader sent its own initiation %d times after WireGuard answered the follower's", n)
+	}
+}
+
+// TestResentResponseIsNoAnswer: a response sent again on a new route is
+// not WireGuard answering: after a late copy of the peer's initiation that
+// WireGuard refused (a replay), the leader's new initiation is not dropped
+// as one crossing an answered initiation (found in review).
+func TestResentResponseIsNoAnswer(t *testing.T) {
+	now := time.Unix(1000, 0)
+	pe := &PeerEndpoint{peer: key.Key{2}, leader: true}
+	r := &route{}
+	theirs, ours := handshakeMsg(wireGuardInitiation, 2), handshakeMsg(wireGuardInitiation, 1)
+	admits(pe, theirs, nil, now)
+	pe.sending([][]byte{answer(theirs)}, r, now.Add(time.Millisecond))
+	at := now.Add(4 * time.Second)
+	pe.sending(pe.takeHandshakes(at), r, at) // a new route: the response again
+	if !admits(pe, theirs, nil, now.Add(5500*time.Millisecond)) {
+		t.Fatal("the late copy, past dedupeWindow, was not let through")
+	}
+	at = now.Add(5600 * time.Millisecond)
+	pe.sending(pe.takeHandshakes(at), r, at)
+	if v := pe.ownCrossing(ours, at, now.Add(5700*time.Millisecond)); v == crossDrop {
+		t.Error("the leader's new initiation was dropped for a response sent again")
+	}
+}
+
+// TestResumedForgetsTheWaitingInitiation: an initiation waiting for
+// WireGuard's answer to the peer's when the control plane finds a freeze
+// is forgotten with the other handshake messages from before (Resumed).
+func TestResumedForgetsTheWaitingInitiation(t *testing.T) {
+	b, pe, std, src := crossingPair(t, key.Key{1})
+	theirs, ours := handshakeMsg(wireGuardInitiation, 2), handshakeMsg(wireGuardInitiation, 1)
+	pe.received(theirs, src, false)
+	b.Send([][]byte{ours}, pe) // waits crossSettle
+	b.Resumed(time.Now().Add(time.Millisecond))
+	time.Sleep(crossSettle + 3*minRetry)
+	if all, _ := std.initiations(ours); all != 0 {
+		t.Errorf("an initiation from before the freeze left after Resumed (%d times)", all)
 	}
 }

@@ -127,6 +127,9 @@ func (pe *PeerEndpoint) received(pkt []byte, src netip.AddrPort, relayed bool) b
 			pe.reanswer(pkt, now) // our response may be lost
 			return false
 		}
+		if src.IsValid() && pkt[0] == wireGuardInitiation {
+			pe.handed(pkt, now) // off the shared socket: WireGuard has it now
+		}
 	}
 	pe.lastRecv.Store(now.UnixNano())
 	if !isKeepalive(pkt) {

@@ -65,6 +65,12 @@ type handshakes struct {
 	// and when; their copies are dropped (dedupe).
 	admitted   [2][]byte
 	admittedAt [2]time.Time
+	// handedAt: when WireGuard got the admitted initiation; zero while it
+	// waits in the queue of the other transports (inject).
+	handedAt time.Time
+	// respondedAt: when WireGuard last sent a response of its own (not
+	// one sent again on a new route).
+	respondedAt time.Time
 	// reansweredAt: when our response last went again for a copy of the
 	// initiation it answered; retrying: the initiation being sent again
 	// (PeerEndpoint.retransmit).
@@ -106,10 +112,13 @@ const (
 // let through is not sent once WireGuard has answered the peer's: it was
 // made before, since WireGuard makes no initiation for 5 s after it
 // answered one (RekeyTimeout). While WireGuard has not answered, it
-// waits up to crossSettle for that answer, and leaves if none comes:
-// WireGuard refused the peer's initiation (a replay, or one that came
-// before WireGuard had the peer), and a replayed initiation must not
-// keep ours from leaving.
+// waits until WireGuard has had the peer's initiation for crossSettle
+// (counted from when WireGuard got it, or from when ours came, whichever
+// is later: one that came by another transport waits in a queue first),
+// and leaves if no answer came: WireGuard refused the peer's initiation (a
+// replay, or one that came before WireGuard had the peer), and a replayed
+// initiation must not keep ours from leaving. It never waits past the
+// window.
 type crossVerdict int
 
 const (
@@ -119,28 +128,46 @@ const (
 )
 
 // crossSettle is how long the leader's initiation waits for WireGuard's
-// answer to the peer's, let through just before: WireGuard's handshake
-// worker takes it within a millisecond or two, tens on a loaded machine.
+// answer to the peer's: WireGuard's handshake worker takes it within a
+// millisecond or two, tens on a loaded machine.
 const crossSettle = 100 * time.Millisecond
 
-// ownCrossing decides on the leader's own initiation init, about to leave
-// (settled: after waiting crossSettle). An initiation that left or was
-// held already (sent again on a new route) leaves.
-func (pe *PeerEndpoint) ownCrossing(init []byte, settled bool, now time.Time) crossVerdict {
+// ownCrossing decides on the leader's own initiation init, which reached
+// the Bind at came. An initiation that left or was held already (sent
+// again on a new route) leaves.
+func (pe *PeerEndpoint) ownCrossing(init []byte, came, now time.Time) crossVerdict {
 	pe.mu.Lock()
 	defer pe.mu.Unlock()
 	hs := &pe.hs
 	if !pe.leader || init[0] != wireGuardInitiation || hs.admitted[0] == nil || now.Sub(hs.admittedAt[0]) >= crossWindow || bytes.Equal(init, hs.last[0]) {
 		return crossSend
 	}
-	if answers(hs.last[1], hs.admitted[0]) && !hs.lastAt[1].Before(hs.admittedAt[0]) {
+	if answers(hs.last[1], hs.admitted[0]) && !hs.respondedAt.Before(hs.admittedAt[0]) {
 		hs.ownDropped = true
 		return crossDrop
 	}
-	if settled {
+	if !hs.handedAt.IsZero() && now.Sub(latest(hs.handedAt, came)) >= crossSettle {
 		return crossSend
 	}
 	return crossWait
+}
+
+// handed notes that WireGuard got p, an initiation of the peer that came
+// by another transport, now.
+func (pe *PeerEndpoint) handed(p []byte, now time.Time) {
+	pe.mu.Lock()
+	defer pe.mu.Unlock()
+	if bytes.Equal(p, pe.hs.admitted[0]) {
+		pe.hs.handedAt = now
+	}
+}
+
+// latest is the later of a and b.
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // sending notes the handshake messages among bufs, about to be sent on r
@@ -159,6 +186,9 @@ func (pe *PeerEndpoint) sending(bufs [][]byte, r *route, now time.Time) {
 		if p[0] == wireGuardInitiation && bytes.Equal(p, hs.answered) {
 			pe.mu.Unlock()
 			continue // an initiation answered already, sent again on a new path
+		}
+		if i == 1 && !bytes.Equal(p, hs.last[1]) {
+			hs.respondedAt = now
 		}
 		hs.last[i], hs.lastAt[i] = append(hs.last[i][:0], p...), now
 		if p[0] == wireGuardInitiation {
@@ -221,6 +251,7 @@ func (pe *PeerEndpoint) admitHandshake(p []byte, via *route, now time.Time) (adm
 			return false // crossed: the peer answers ours
 		}
 		hs.replyVia, hs.viaAt = nil, now
+		hs.handedAt = time.Time{} // until received or receiveSide says
 		if r := pe.route.Load(); via != nil && (r == nil || r.Route != via.Route) {
 			hs.replyVia = via
 		}
@@ -350,7 +381,7 @@ func (pe *PeerEndpoint) HandshakeState(now time.Time) string {
 		}
 		return now.Sub(t).Round(time.Millisecond).String() + " ago"
 	}
-	return fmt.Sprintf("leader=%v held=[%v %v] initiation sent %s, response sent %s, in flight since %s, admitted initiation %s, response %s, dropped a crossing initiation=%v, kept our own=%v",
+	return fmt.Sprintf("leader=%v held=[%v %v] initiation sent %s, response sent %s, in flight since %s, admitted initiation %s, response %s, dropped a crossing initiation=%v, did not send our own crossing one=%v",
 		pe.leader, hs.held[0] != nil, hs.held[1] != nil, ago(hs.lastAt[0]), ago(hs.lastAt[1]), ago(hs.inFlight),
 		ago(hs.admittedAt[0]), ago(hs.admittedAt[1]), hs.dropped != nil, hs.ownDropped)
 }

@@ -30,6 +30,9 @@ func (b *Bind) receiveSide(closed chan struct{}) conn.ReceiveFunc {
 		for {
 			sizes[n] = copy(bufs[n], *p.buf)
 			eps[n] = p.ep
+			if pkt := bufs[n][:sizes[n]]; isHandshake(pkt) && pkt[0] == wireGuardInitiation {
+				p.ep.handed(pkt, time.Now()) // ownCrossing counts from here
+			}
 			b.sidePool.Put(p.buf)
 			n++
 			if n == len(bufs) {

@@ -115,16 +115,25 @@ func (b *Bind) sendStdOnce(bufs [][]byte, dst *conn.StdNetEndpoint) error {
 func (b *Bind) sendHandshakes(bufs [][]byte, pe *PeerEndpoint, r *route, now time.Time) error {
 	out := make([][]byte, 0, len(bufs))
 	for _, p := range bufs {
-		switch pe.ownCrossing(p, false, now) {
+		switch pe.ownCrossing(p, now, now) {
 		case crossSend:
 			out = append(out, p)
 		case crossWait:
-			init := bytes.Clone(p)
-			b.later(crossSettle, func() {
-				if now := time.Now(); pe.ownCrossing(init, true, now) == crossSend {
-					b.sendHandshakesNow([][]byte{init}, pe, pe.route.Load(), now)
+			init, came := bytes.Clone(p), now
+			var again func()
+			again = func() {
+				now := time.Now()
+				if b.resumedAt.Load() > came.UnixNano() {
+					return // made before a freeze, which Resumed forgot
 				}
-			})
+				switch pe.ownCrossing(init, came, now) {
+				case crossSend:
+					b.sendHandshakesNow([][]byte{init}, pe, pe.route.Load(), now)
+				case crossWait:
+					b.later(crossSettle/4, again)
+				}
+			}
+			b.later(crossSettle, again)
 		}
 	}
 	return b.sendHandshakesNow(out, pe, r, now)
