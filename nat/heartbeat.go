@@ -185,9 +185,11 @@ func (p *Punch) pingedOnPath(now time.Time) {
 	p.heardOnPath(now)
 }
 
-// SawData tells the Punch when data last went either way between the
-// peers, so that a follower learns the leader's interval only from
-// probes that came after an idle silence: heartbeats.
+// SawData tells the Punch when WireGuard last sent or got anything but a
+// keepalive (data or a handshake), so that a follower learns the leader's
+// interval only from probes that came after an idle silence: heartbeats,
+// not the probes the leader's owner sends when its WireGuard sent and
+// heard nothing back.
 func (p *Punch) SawData(at time.Time) {
 	if at.After(p.lastData) {
 		p.lastData = at

@@ -108,7 +108,7 @@ type Punch struct {
 
 	path      Path
 	lastHeard time.Time // last authenticated probe or answer on the path
-	lastData  time.Time // last data either way, as the owner saw it (SawData)
+	lastData  time.Time // WireGuard's last packet either way but keepalives (SawData)
 	// The owner's last packet from the peer, and either way, WireGuard's
 	// keepalives and handshakes included (SawTraffic).
 	lastReceived, lastTraffic time.Time

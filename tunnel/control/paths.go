@@ -158,7 +158,10 @@ func (p *peer) handle(h wire.Header, m inbound) {
 			// remapped it. Our path to its old address is likely dead.
 			p.punch.Suspect(m.at)
 		}
-		p.punch.SawData(p.ep.Activity().Use)
+		// Handshakes count: one sent after an idle spell, unanswered
+		// yet, has the leader probe the path (checkSilence) at once.
+		a := p.ep.Activity()
+		p.punch.SawData(latest(a.Sent, a.Data))
 		p.punch.OnPing(m.at, m.src, b.TxID)
 		if sock != nil && p.punch.Path().Addr != m.src {
 			// Confirm the winning socket from this side too.
