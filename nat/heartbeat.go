@@ -58,6 +58,10 @@ func (h *heartbeat) sent(now time.Time, idle bool) {
 	h.out, h.since, h.idle = true, now, idle
 }
 
+// drop ends a heartbeat under way, unanswered, as one that says nothing
+// of the NATs: its path is gone.
+func (h *heartbeat) drop() { h.out, h.retried = false, false }
+
 // answered notes the peer heard on the path at now, ending a heartbeat
 // under way, if one is.
 func (h *heartbeat) answered(now time.Time) {

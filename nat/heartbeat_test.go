@@ -266,3 +266,24 @@ func TestOwnPacketsDoNotPutOffHeartbeat(t *testing.T) {
 		t.Errorf("dead path sent to every 10 s: %v after %v, want lost within %v", ev, h.now.Sub(heard), limit)
 	}
 }
+
+// A heartbeat under way on a path that another replaces ends with it: the
+// new path, just confirmed, is not lost when the old one's heartbeat has
+// gone unanswered for PathTimeout.
+func TestNewPathEndsHeartbeatUnderWay(t *testing.T) {
+	h := idlePath(true)
+	h.now = h.p.LastHeard().Add(HeartbeatInterval)
+	h.p.Tick(h.now) // the heartbeat, unanswered
+	h.now = h.now.Add(PathTimeout - time.Second)
+	h.p.Start(h.now, []netip.AddrPort{lan}, PunchDuration)
+	h.p.Tick(h.now)
+	if h.answer(lan, time.Millisecond) != EventChosen {
+		t.Fatal("the LAN path was not chosen")
+	}
+	for end := h.now.Add(5 * time.Second); h.now.Before(end); {
+		h.now = h.now.Add(100 * time.Millisecond)
+		if ev := h.p.Tick(h.now); ev != EventNone {
+			t.Fatalf("the new path, confirmed %v ago: %v", h.now.Sub(h.p.Path().Since), ev)
+		}
+	}
+}

@@ -303,7 +303,7 @@ func (p *Punch) Forget() {
 
 func (p *Punch) lose() Event {
 	p.path = Path{}
-	p.heartbeat.out, p.heartbeat.retried = false, false // no answer was a NAT's doing: the peer went
+	p.heartbeat.drop() // no answer was a NAT's doing: the peer went
 	p.suspect = time.Time{}
 	return EventLost
 }
@@ -417,6 +417,7 @@ func (p *Punch) OnPong(now time.Time, src netip.AddrPort, tx [12]byte) Event {
 	p.retryAt, p.retryBackoff = time.Time{}, 0
 	p.path = Path{Addr: src, Kind: kind, RTT: rtt, Since: now, Took: now.Sub(p.started)}
 	p.lastHeard = now
+	p.heartbeat.drop() // one under way was the old path's
 	p.narrowRound(now)
 	return EventChosen
 }
