@@ -33,8 +33,8 @@ const (
 	// followerDelay makes the peer with the greater key wait longer before
 	// its heartbeat, so that on a healthy path only one side sends them.
 	followerDelay = 5 * time.Second
-	// PathTimeout declares a path dead when nothing was heard on it for this
-	// long past a heartbeat that was due.
+	// PathTimeout declares a path dead when a heartbeat goes unanswered
+	// for this long.
 	PathTimeout = 10 * time.Second
 	// SuspectTimeout drops a path on which traffic went unanswered (see
 	// Suspect) when its probes stay unanswered this long too.
@@ -108,9 +108,12 @@ type Punch struct {
 
 	path      Path
 	lastHeard time.Time // last authenticated probe or answer on the path
-	lastData  time.Time // last data either way, as the owner saw it (SawData)
-	lastPing  time.Time // last probe sent on the path
-	suspect   time.Time // when traffic on the path was last seen going unanswered
+	lastData  time.Time // WireGuard's last packet either way but keepalives (SawData)
+	// The owner's last packet from the peer, and either way, WireGuard's
+	// keepalives and handshakes included (SawTraffic).
+	lastReceived, lastTraffic time.Time
+	lastPing                  time.Time // last probe sent on the path
+	suspect                   time.Time // when traffic on the path was last seen going unanswered
 	// suspectFor is how long a suspect path may stay unanswered:
 	// SuspectTimeout, or less for SuspectNow.
 	suspectFor time.Duration
@@ -144,29 +147,6 @@ const maxCandidates = 32
 // the smaller key, which sends the heartbeats.
 func NewPunch(leader bool, send func(dst netip.AddrPort, m Probe)) *Punch {
 	return &Punch{send: send, leader: leader, pings: make(map[[12]byte]sentPing)}
-}
-
-// Heartbeat is the interval at which an idle path is probed, as learned
-// from the NATs on it (see HeartbeatInterval).
-func (p *Punch) Heartbeat() time.Duration { return p.heartbeat.interval() }
-
-// ResetHeartbeat forgets what was learned of the NATs on the path: the
-// host moved to another network.
-func (p *Punch) ResetHeartbeat() { p.heartbeat = heartbeat{} }
-
-// beatDue is how long the path may stay silent before this side probes it.
-func (p *Punch) beatDue() time.Duration {
-	if p.leader {
-		return p.heartbeat.interval()
-	}
-	return p.heartbeat.interval() + followerDelay
-}
-
-// heardOnPath notes an authenticated packet from the peer on the path,
-// which answers a heartbeat under way (see heartbeat).
-func (p *Punch) heardOnPath(now time.Time) {
-	p.heartbeat.answered(now)
-	p.lastHeard = now
 }
 
 // Path returns the current path; its Kind is PathNone when there is none.
@@ -304,17 +284,7 @@ func (p *Punch) Tick(now time.Time) Event {
 	if !p.path.Addr.IsValid() {
 		return EventNone
 	}
-	silent, due := now.Sub(p.lastHeard), p.beatDue()
-	if silent > due+PathTimeout {
-		return p.lose()
-	}
-	// A heartbeat is due when nothing was heard for an interval; while it
-	// goes unanswered, retry every second until the path times out.
-	if silent >= due && now.Sub(p.lastPing) >= retryInterval {
-		p.heartbeat.sent(silent >= due+retryInterval)
-		p.ping(p.path.Addr, now)
-	}
-	return EventNone
+	return p.beat(now)
 }
 
 // Drop forgets the path: the peer is known to be elsewhere now (it
@@ -333,7 +303,7 @@ func (p *Punch) Forget() {
 
 func (p *Punch) lose() Event {
 	p.path = Path{}
-	p.heartbeat.out, p.heartbeat.retried = false, false // no answer was a NAT's doing: the peer went
+	p.heartbeat.drop() // no answer was a NAT's doing: the peer went
 	p.suspect = time.Time{}
 	return EventLost
 }
@@ -369,15 +339,6 @@ func (p *Punch) suspectWithin(now time.Time, d time.Duration) {
 	}
 	p.suspect, p.suspectFor = now, d
 	p.ping(p.path.Addr, now)
-}
-
-// SawData tells the Punch when data last went either way between the
-// peers, so that a follower learns the leader's interval only from
-// probes that came after an idle silence: heartbeats.
-func (p *Punch) SawData(at time.Time) {
-	if at.After(p.lastData) {
-		p.lastData = at
-	}
 }
 
 // LastHeard is when the peer was last heard on the path.
@@ -416,13 +377,7 @@ func (p *Punch) NewProbe(now time.Time, to netip.AddrPort) Probe {
 func (p *Punch) OnPing(now time.Time, src netip.AddrPort, tx [12]byte) {
 	p.send(src, Probe{TxID: tx, Answer: true, Src: src})
 	if src == p.path.Addr {
-		silent := now.Sub(p.lastHeard)
-		if !p.leader && p.lastData.Before(p.lastHeard) && silent >= MinHeartbeatInterval && silent < p.heartbeat.interval() {
-			// The leader's heartbeat, at the interval it learned: the
-			// tunnel was idle throughout, or it was some other probe.
-			p.heartbeat.learn(silent, now)
-		}
-		p.heardOnPath(now)
+		p.pingedOnPath(now)
 		return
 	}
 	// Without a path, every authenticated probe is probed back, not only
@@ -462,6 +417,7 @@ func (p *Punch) OnPong(now time.Time, src netip.AddrPort, tx [12]byte) Event {
 	p.retryAt, p.retryBackoff = time.Time{}, 0
 	p.path = Path{Addr: src, Kind: kind, RTT: rtt, Since: now, Took: now.Sub(p.started)}
 	p.lastHeard = now
+	p.heartbeat.drop() // one under way was the old path's
 	p.narrowRound(now)
 	return EventChosen
 }

@@ -28,10 +28,11 @@ type PeerEndpoint struct {
 	mu sync.Mutex
 	hs handshakes // its handshake messages, held and sent again
 
-	// When WireGuard last sent to the peer, last got a packet from it, and
-	// last got one that was not a keepalive (unix nanoseconds): see
+	// When WireGuard last sent to the peer, last got a packet from it,
+	// last got one that was not a keepalive, last sent or got data, and
+	// last sent any packet, keepalives included (unix nanoseconds): see
 	// link.Activity.
-	lastSent, lastRecv, lastData, lastUse atomic.Int64
+	lastSent, lastRecv, lastData, lastUse, lastOut atomic.Int64
 	// directHeard: WireGuard came from the peer straight from its address
 	// (not relayed) since the route last changed: it had a direct path.
 	directHeard atomic.Bool
@@ -110,6 +111,7 @@ func (pe *PeerEndpoint) Activity() link.Activity {
 		Received: time.Unix(0, pe.lastRecv.Load()),
 		Data:     time.Unix(0, pe.lastData.Load()),
 		Use:      time.Unix(0, pe.lastUse.Load()),
+		Any:      time.Unix(0, max(pe.lastOut.Load(), pe.lastRecv.Load())),
 	}
 }
 

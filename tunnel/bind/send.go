@@ -49,6 +49,7 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 // sendRoute sends bufs for pe the way r says. What a transport drops for
 // want of room is counted as a full socket buffer's would be.
 func (b *Bind) sendRoute(bufs [][]byte, pe *PeerEndpoint, r *route) error {
+	pe.lastOut.Store(time.Now().UnixNano())
 	if kind := r.Via.Kind(); kind.Relayed() {
 		b.relayBytes[kind][tx].Add(size(bufs))
 	}

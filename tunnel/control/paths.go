@@ -43,7 +43,12 @@ func (p *peer) tick(now time.Time) {
 		p.handshakeCheck = time.Time{}
 		d.wg.HandshakeIfNone(p.key)
 	}
-	if p.punch.Tick(now) == nat.EventLost {
+	hb := p.punch.HeartbeatState()
+	a := p.ep.Activity()
+	p.punch.SawTraffic(a.Received, a.Any)
+	ev := p.punch.Tick(now)
+	p.noteHeartbeat(hb)
+	if ev == nat.EventLost {
 		d.log.Warn("direct path lost", "peer", p.label(), "endpoint", directAddr(p.ep.Route()))
 		p.lingerBirthday(now) // for a peer that was only frozen
 		d.host.reregister(now)
@@ -145,6 +150,7 @@ func (p *peer) handle(h wire.Header, m inbound) {
 			return
 		}
 	}
+	defer p.noteHeartbeat(p.punch.HeartbeatState())
 	switch b := body.(type) {
 	case *wire.Ping:
 		if path := p.punch.Path().Addr; path.IsValid() && m.src != path && nat.KindOf(m.src) == nat.KindOf(path) {
@@ -152,7 +158,10 @@ func (p *peer) handle(h wire.Header, m inbound) {
 			// remapped it. Our path to its old address is likely dead.
 			p.punch.Suspect(m.at)
 		}
-		p.punch.SawData(p.ep.Activity().Use)
+		// Handshakes count: one sent after an idle spell, unanswered
+		// yet, has the leader probe the path (checkSilence) at once.
+		a := p.ep.Activity()
+		p.punch.SawData(latest(a.Sent, a.Data))
 		p.punch.OnPing(m.at, m.src, b.TxID)
 		if sock != nil && p.punch.Path().Addr != m.src {
 			// Confirm the winning socket from this side too.
@@ -176,6 +185,16 @@ func (p *peer) handle(h wire.Header, m inbound) {
 	default:
 		d.dropped.Add(1)
 	}
+}
+
+// noteHeartbeat logs what the last step did to p's heartbeat, which was
+// before: sent, retried, answered, the interval changed.
+func (p *peer) noteHeartbeat(before nat.HeartbeatState) {
+	hb := p.punch.HeartbeatState()
+	if hb == before {
+		return
+	}
+	p.deps.log.Debug("heartbeat", "peer", p.label(), "interval", hb.Interval, "out", hb.Out, "retried", hb.Retried, "misses", hb.Misses)
 }
 
 // updateRoute puts p on the best route there is: a confirmed direct path,

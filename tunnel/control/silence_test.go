@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/punchtun/punchtun/nat"
+	"github.com/punchtun/punchtun/rendezvous/wire"
 	"github.com/punchtun/punchtun/tunnel/link"
 )
 
@@ -47,5 +48,34 @@ func TestControlHandshakeAloneIsNoUse(t *testing.T) {
 		if probed := h.answerProbes(h.take(), peerAddr) > 0; probed != use {
 			t.Errorf("in use %v: probed the silent path %v, want %v", use, probed, use)
 		}
+	}
+}
+
+// A follower takes the leader's heartbeat interval from its heartbeats,
+// not from the probe the leader's silence check sends when its WireGuard
+// sends a handshake after an idle spell and has heard nothing since:
+// WireGuard's retried first handshake, 6 s after the path was found,
+// made a follower learn 5 s and probe every 10 s, and its leader never
+// probe again (so it kept 25 s). A heartbeat after the handshake still
+// teaches the interval.
+func TestControlFollowerLearnsNotFromSilenceCheck(t *testing.T) {
+	h := newHarness(t)
+	for link.Leads(h.c.pub, h.peerPriv.Public()) {
+		h = newHarness(t) // we must follow
+	}
+	h.goDirect()
+	h.advance(6 * time.Second)
+	p := h.peer()
+	// The leader's initiation came, our response went.
+	p.ep.(*fakePeer).activity = link.Activity{Sent: h.now, Received: h.now, Data: h.now}
+	h.advance(tickInterval)
+	h.fromPeer(&wire.Ping{TxID: [12]byte{1}}, peerAddr)
+	if hb := p.punch.Heartbeat(); hb != nat.HeartbeatInterval {
+		t.Fatalf("the leader's probe right after a handshake, 6 s after the last: heartbeat %v, want %v", hb, nat.HeartbeatInterval)
+	}
+	h.advance(16*time.Second + 700*time.Millisecond)
+	h.fromPeer(&wire.Ping{TxID: [12]byte{2}}, peerAddr)
+	if hb, want := p.punch.Heartbeat(), 2*nat.HeartbeatInterval/3; hb != want {
+		t.Errorf("the leader's heartbeat after %v idle: heartbeat %v, want %v", want, hb, want)
 	}
 }

@@ -21,15 +21,18 @@ import (
 )
 
 // Activity is when WireGuard last sent to a peer (not a keepalive), last
-// got a packet from it, last got one that was not a keepalive (Data), and
+// got a packet from it, last got one that was not a keepalive (Data),
 // last sent or got data (Use: neither a keepalive nor a handshake
-// message). Sending without hearing back marks a path suspect; use marks
-// the tunnel in use, its path checked whenever it falls silent. A
-// handshake alone is no use: WireGuard makes one on its own when it heard
-// nothing after its last data, and an idle tunnel must stay quiet after
-// it. A time never set is the Unix epoch.
+// message), and last sent or got any packet (Any). Sending without
+// hearing back marks a path suspect; use marks the tunnel in use, its
+// path checked whenever it falls silent. A handshake alone is no use:
+// WireGuard makes one on its own when it heard nothing after its last
+// data, and an idle tunnel must stay quiet after it. Any packet, a
+// keepalive too, keeps the NATs' mappings on the way: a heartbeat after
+// one shows nothing of how long they keep an idle one (nat.Punch). A time
+// never set is the Unix epoch.
 type Activity struct {
-	Sent, Received, Data, Use time.Time
+	Sent, Received, Data, Use, Any time.Time
 }
 
 // Peer is the data path's side of one peer.
