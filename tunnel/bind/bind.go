@@ -261,14 +261,22 @@ func (b *Bind) Alive(now time.Time) { b.alive.Store(now.UnixNano()) }
 
 // Resumed forgets every peer's handshake messages from before the freeze
 // (held, sent, to copy or to send again on a new path) and drops the
-// initiations that come within resumeWindow (link.DataPath).
+// initiations that come within resumeWindow (link.DataPath). Not those
+// sent since the process woke: WireGuard's timers run the moment it does,
+// before the control plane's next tick finds the freeze, and its
+// initiation then, on a path the freeze killed, must still go on the
+// new one (takeHandshakes): WireGuard makes no other for 5 s, the
+// handshake the control plane asks for on resuming included. The control
+// plane ticks far more often than staleAfter, and calls Resumed before
+// Alive, so what was sent staleAfter after its last tick was sent since.
 func (b *Bind) Resumed(now time.Time) {
 	b.resumedAt.Store(now.UnixNano())
+	woke := time.Unix(0, b.alive.Load()).Add(staleAfter)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, pe := range b.endpoints {
 		pe.mu.Lock()
-		pe.hs = handshakes{}
+		pe.hs.forgetBefore(woke)
 		pe.mu.Unlock()
 	}
 }

@@ -2,7 +2,9 @@ package bind
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -209,4 +211,40 @@ func TestResumedForgetsTheWaitingInitiation(t *testing.T) {
 	if all, _ := std.initiations(ours); all != 0 {
 		t.Errorf("an initiation from before the freeze left after Resumed (%d times)", all)
 	}
+}
+
+// TestInitiationSinceWakingKept: WireGuard's initiation sent the moment
+// the process woke, on the direct path the freeze killed and before the
+// control plane's tick found the freeze, is kept by Resumed and goes on
+// the new route; the handshake messages from before the freeze do not.
+// Forgotten too, it was lost, WireGuard made no other for 5 s, and the
+// frozen peer answered nothing for 5 s (TestFrozenPeerBehindHardNAT
+// failed so now and then).
+func TestInitiationSinceWakingKept(t *testing.T) {
+	b, pe, std, _ := crossingPair(t, key.Key{3})
+	before, since := handshakeMsg(wireGuardInitiation, 1), handshakeMsg(wireGuardInitiation, 2)
+	froze := time.Now().Add(-200 * time.Second)
+	b.Alive(froze) // the last tick before the freeze
+	pe.sending([][]byte{before}, &route{}, froze.Add(10*time.Millisecond))
+	b.Send([][]byte{since}, pe) // on waking, on the dead direct route
+	b.Resumed(time.Now())
+	moved := netip.MustParseAddrPort("203.0.113.23:5000")
+	pe.SetRoute(link.Route{Dst: moved, Via: b.Shared()})
+	onNewRoute := func() (got []string) {
+		std.mu.Lock()
+		defer std.mu.Unlock()
+		for _, s := range std.sent {
+			if s.dst == moved {
+				got = append(got, fmt.Sprintf("type %d mark %d", s.pkt[0], s.pkt[4]))
+			}
+		}
+		return got
+	}
+	want := fmt.Sprintf("type %d mark 2", wireGuardInitiation)
+	testpoll.Eventually(t, time.Second, "the initiation sent since waking on the new route", func() error {
+		if got := onNewRoute(); len(got) == 0 || slices.ContainsFunc(got, func(g string) bool { return g != want }) {
+			return fmt.Errorf("on the new route: %q, want the initiation sent since waking alone", got)
+		}
+		return nil
+	})
 }

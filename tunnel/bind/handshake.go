@@ -271,6 +271,25 @@ func (hs *handshakes) unheard(p []byte, now time.Time) bool {
 	return p[0] == wireGuardInitiation && now.Sub(hs.admittedAt[0]) >= minRetry && !answers(hs.last[1], p)
 }
 
+// forgetBefore forgets the handshake messages sent or held before woke,
+// and all that was let through: only our latest initiation and response
+// sent since then are kept (Resumed). Callers hold pe.mu.
+func (hs *handshakes) forgetBefore(woke time.Time) {
+	var kept handshakes
+	for i := range hs.last {
+		if hs.last[i] != nil && hs.lastAt[i].After(woke) {
+			kept.last[i], kept.lastAt[i], kept.held[i] = hs.last[i], hs.lastAt[i], hs.held[i]
+		}
+	}
+	if kept.last[0] != nil {
+		kept.inFlight, kept.retrying = hs.inFlight, hs.retrying
+	}
+	if kept.last[1] != nil {
+		kept.respondedAt = hs.respondedAt
+	}
+	*hs = kept
+}
+
 // After a freeze. A process that was stopped (SIGSTOP, a paused VM) or a
 // machine that slept finds, on waking, what the peers sent meanwhile in its
 // socket buffers — among it initiations the peer made long ago, whose
