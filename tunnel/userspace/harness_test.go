@@ -190,7 +190,9 @@ func (h *harness) up(iface, conf string, flags ...string) *peer {
 // start runs the peer's punchtun and waits for its status socket.
 func (p *peer) start() {
 	h := p.h
-	args := append([]string{"up", "--userspace", "--socks5", p.socks, "--http-proxy", p.httpProxy,
+	// Debug: a failing test prints the logs, and WireGuard's own (a
+	// handshake message refused, and why) are at debug.
+	args := append([]string{"up", "--userspace", "--log-level", "debug", "--socks5", p.socks, "--http-proxy", p.httpProxy,
 		"--run-dir", p.runDir, "--state-dir", filepath.Join(h.dir, "state-"+p.iface), p.conf}, p.extraFlags...)
 	p.proc = h.spawn(p.iface, args...)
 	eventually(h.t, 10*time.Second, p.iface+" serves its status", func() error {
