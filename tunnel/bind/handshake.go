@@ -146,7 +146,7 @@ func (pe *PeerEndpoint) ownCrossing(init []byte, came, now time.Time) crossVerdi
 		hs.ownDropped = true
 		return crossDrop
 	}
-	if !hs.handedAt.IsZero() && now.Sub(latest(hs.handedAt, came)) >= crossSettle {
+	if !hs.handedAt.IsZero() && now.Sub(hs.handedAt) >= crossSettle && now.Sub(came) >= crossSettle {
 		return crossSend
 	}
 	return crossWait
@@ -160,14 +160,6 @@ func (pe *PeerEndpoint) handed(p []byte, now time.Time) {
 	if bytes.Equal(p, pe.hs.admitted[0]) {
 		pe.hs.handedAt = now
 	}
-}
-
-// latest is the later of a and b.
-func latest(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
 }
 
 // sending notes the handshake messages among bufs, about to be sent on r

@@ -79,7 +79,7 @@ func (pe *PeerEndpoint) retransmit(init []byte, sent time.Time) {
 			return
 		}
 		if r := pe.route.Load(); r != nil {
-			b.sendRoute([][]byte{init}, pe, r)
+			b.sendRoute([][]byte{init}, pe, r, time.Now())
 		}
 		b.later(pe.retryInterval(), again)
 	}
@@ -106,12 +106,12 @@ func (pe *PeerEndpoint) reanswer(init []byte, now time.Time) {
 	pe.mu.Unlock()
 	// Not on the receiving goroutine: a TCP stream's write may block.
 	b.later(0, func() {
-		r := pe.route.Load()
-		if via := pe.replyPath(resp, r, time.Now()); via != nil {
+		r, now := pe.route.Load(), time.Now()
+		if via := pe.replyPath(resp, r, now); via != nil {
 			r = via
 		}
 		if r != nil {
-			b.sendRoute([][]byte{resp}, pe, r)
+			b.sendRoute([][]byte{resp}, pe, r, now)
 		}
 	})
 }

@@ -43,13 +43,13 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if r == nil {
 		return nil
 	}
-	return b.sendRoute(bufs, pe, r)
+	return b.sendRoute(bufs, pe, r, now)
 }
 
-// sendRoute sends bufs for pe the way r says. What a transport drops for
-// want of room is counted as a full socket buffer's would be.
-func (b *Bind) sendRoute(bufs [][]byte, pe *PeerEndpoint, r *route) error {
-	pe.lastOut.Store(time.Now().UnixNano())
+// sendRoute sends bufs for pe the way r says, at now. What a transport
+// drops for want of room is counted as a full socket buffer's would be.
+func (b *Bind) sendRoute(bufs [][]byte, pe *PeerEndpoint, r *route, now time.Time) error {
+	pe.lastOut.Store(now.UnixNano())
 	if kind := r.Via.Kind(); kind.Relayed() {
 		b.relayBytes[kind][tx].Add(size(bufs))
 	}
@@ -156,7 +156,7 @@ func (b *Bind) sendHandshakesNow(bufs [][]byte, pe *PeerEndpoint, r *route, now 
 		if out == nil {
 			continue // held
 		}
-		if e := b.sendRoute([][]byte{p}, pe, out); err == nil {
+		if e := b.sendRoute([][]byte{p}, pe, out, now); err == nil {
 			err = e
 		}
 		if p[0] == wireGuardInitiation {
@@ -177,7 +177,7 @@ func (b *Bind) sendHandshakesNow(bufs [][]byte, pe *PeerEndpoint, r *route, now 
 				// would take the copy for a new handshake, and its
 				// own would find no answer it can use.
 				if r := pe.route.Load(); r != nil && !pe.answered(dup) {
-					b.sendRoute([][]byte{dup}, pe, r)
+					b.sendRoute([][]byte{dup}, pe, r, time.Now())
 				}
 			})
 		}
