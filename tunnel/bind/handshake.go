@@ -310,6 +310,18 @@ func (hs *handshakes) restarted(now time.Time) bool {
 	return hs.answered != nil && bytes.Equal(hs.answered, hs.last[0]) && now.Sub(hs.answeredAt) > max(hs.rtt, restartGap)
 }
 
+// pending reports whether our latest initiation can still make a session:
+// it left, no answer came, and WireGuard has not answered the peer's since.
+// Answering the peer's replaces the handshake ours began, so an answer to
+// ours would be refused; and a peer that restarted meanwhile would answer
+// it (a new process has no record of the old initiations), which puts off
+// the new process's own initiation by WireGuard's 5 s between handshakes:
+// nobody would have a session until the 15-s retry (seen in the rootless
+// harness's restart). Callers hold pe.mu.
+func (hs *handshakes) pending() bool {
+	return !hs.inFlight.IsZero() && !bytes.Equal(hs.answered, hs.last[0]) && !hs.respondedAt.After(hs.lastAt[0])
+}
+
 // answered reports whether p is our initiation that got its answer.
 func (pe *PeerEndpoint) answered(p []byte) bool {
 	pe.mu.Lock()
@@ -341,7 +353,7 @@ func (pe *PeerEndpoint) takeHandshakes(now time.Time) [][]byte {
 			// Its copy is still to come, on the new route: sending it now
 			// as well would put two copies in WireGuard's handshake
 			// workers at once, and both would be taken.
-		case i == 0 && hs.inFlight.IsZero():
+		case i == 0 && !hs.pending():
 		default:
 			out = append(out, bytes.Clone(hs.last[i]))
 		}

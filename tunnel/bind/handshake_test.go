@@ -127,6 +127,43 @@ func TestHandshakeOnNewPath(t *testing.T) {
 	}
 }
 
+// TestCrossedInitiationNotOnNewPath: the follower's initiation that
+// crossed the leader's, which the follower then answered, is dead
+// (WireGuard replaced the handshake it began), and is sent neither again
+// nor on a new path: a peer that restarted meanwhile would answer it, and
+// that answer, refused, would put off the new process's own initiation by
+// 5 s (the rootless harness's restart: no session for 15 s). A response
+// sent again on a new path is no new handshake, and leaves our later
+// initiation going.
+func TestCrossedInitiationNotOnNewPath(t *testing.T) {
+	now := time.Unix(1000, 0)
+	follower := &PeerEndpoint{peer: key.Key{1}}
+	ours, theirs := handshakeMsg(wireGuardInitiation, 1), handshakeMsg(wireGuardInitiation, 2)
+	follower.sending([][]byte{ours}, &route{}, now)
+	if !admits(follower, theirs, nil, now.Add(time.Millisecond)) {
+		t.Fatal("follower refused the leader's initiation")
+	}
+	follower.sending([][]byte{handshakeMsg(wireGuardResponse, 3)}, &route{}, now.Add(2*time.Millisecond))
+	if follower.unanswered(ours) {
+		t.Error("the crossed initiation is still sent again after the follower answered the leader's")
+	}
+	if got := follower.takeHandshakes(now.Add(time.Second)); len(got) != 1 || got[0][0] != wireGuardResponse {
+		t.Fatalf("on a new path after crossing: %d messages, want only the response", len(got))
+	}
+
+	// Later the follower makes an initiation of its own; its old response
+	// goes again (a copy of the initiation it answered came: reanswer).
+	later := handshakeMsg(wireGuardInitiation, 4)
+	follower.sending([][]byte{later}, &route{}, now.Add(2*time.Second))
+	follower.sending([][]byte{handshakeMsg(wireGuardResponse, 3)}, &route{}, now.Add(3*time.Second))
+	if !follower.unanswered(later) {
+		t.Error("an old response sent again stopped our initiation")
+	}
+	if got := follower.takeHandshakes(now.Add(4 * time.Second)); len(got) != 2 || got[0][4] != 4 {
+		t.Fatalf("on a new path: %d messages, want the initiation and the old response", len(got))
+	}
+}
+
 // TestReplyTheWayItCame: an initiation that came over the relay while our
 // route is direct is answered over the relay too, for a moment.
 func TestReplyTheWayItCame(t *testing.T) {

@@ -42,15 +42,13 @@ func (pe *PeerEndpoint) retryInterval() time.Duration {
 	return min(max(2*pe.hs.rtt, minRetry), maxRetry)
 }
 
-// unanswered reports whether init is still pe's latest initiation, no
-// answer to it came, and no handshake was made the other way since it
-// left (we answered the peer's: crossed initiations, where the leader
-// drops ours and its copies).
+// unanswered reports whether init is still pe's latest initiation and can
+// still make a session (pending).
 func (pe *PeerEndpoint) unanswered(init []byte) bool {
 	pe.mu.Lock()
 	defer pe.mu.Unlock()
 	hs := &pe.hs
-	return bytes.Equal(hs.last[0], init) && !hs.inFlight.IsZero() && !bytes.Equal(hs.answered, init) && !hs.lastAt[1].After(hs.lastAt[0])
+	return bytes.Equal(hs.last[0], init) && hs.pending()
 }
 
 // retransmit sends pe's initiation init, which left at sent (or was held

@@ -112,8 +112,14 @@ type proc struct {
 
 func (h *harness) spawn(name string, args ...string) *proc {
 	h.t.Helper()
-	p := &proc{name: name, cmd: exec.Command(h.bin, args...), log: filepath.Join(h.dir, name+".log"), done: make(chan struct{})}
-	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	// A log of its own for each run of a name (a peer restarted), each
+	// shown once.
+	label := name
+	for i := 2; fileExists(filepath.Join(h.dir, label+".log")); i++ {
+		label = fmt.Sprintf("%s-%d", name, i)
+	}
+	p := &proc{name: name, cmd: exec.Command(h.bin, args...), log: filepath.Join(h.dir, label+".log"), done: make(chan struct{})}
+	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -127,10 +133,15 @@ func (h *harness) spawn(name string, args ...string) *proc {
 		p.stop()
 		if h.t.Failed() {
 			b, _ := os.ReadFile(p.log)
-			h.t.Logf("--- %s's log:\n%s", name, b)
+			h.t.Logf("--- %s's log:\n%s", label, b)
 		}
 	})
 	return p
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // stop ends the process with SIGTERM (SIGKILL after 10 s) and waits.
