@@ -40,7 +40,8 @@ import (
 //     the window costs no 5 s retry.
 //   - New path: a message sent on a path that is then replaced (dead, as
 //     after a NAT forgot an idle mapping) is sent again on the new one at
-//     once, rather than at the next retry.
+//     once, rather than at the next retry; an initiation only while it can
+//     still make a session (pending).
 //   - Reply the way it came: an initiation that arrived by another way
 //     than our route (the relay, while our direct path is dead after the
 //     peer restarted) is answered that way, and the control plane hears
