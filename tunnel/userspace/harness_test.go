@@ -80,12 +80,23 @@ func newHarness(t *testing.T) *harness {
 
 // punchtun runs a punchtun command to its end.
 func (h *harness) punchtun(stdin string, args ...string) (string, string, error) {
+	return h.punchtunStart(stdin, args...)()
+}
+
+// punchtunStart starts a punchtun command and returns what waits for its
+// end: its output, errors and exit status.
+func (h *harness) punchtunStart(stdin string, args ...string) (wait func() (string, string, error)) {
 	cmd := exec.Command(h.bin, args...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	return out.String(), errOut.String(), err
+	if err := cmd.Start(); err != nil {
+		return func() (string, string, error) { return "", "", err }
+	}
+	return func() (string, string, error) {
+		err := cmd.Wait()
+		return out.String(), errOut.String(), err
+	}
 }
 
 func (h *harness) genkey() (priv, pub string) {
@@ -224,6 +235,16 @@ func (p *peer) restart() {
 	p.start()
 }
 
+// restartWith stops the peer and starts it again on conf.
+func (p *peer) restartWith(conf string) {
+	p.h.t.Helper()
+	p.stop()
+	if err := os.WriteFile(p.conf, []byte(conf), 0o600); err != nil {
+		p.h.t.Fatal(err)
+	}
+	p.start()
+}
+
 // status is what the peer's `punchtun status --json` says.
 type status struct {
 	Mode      string   `json:"mode"`
@@ -239,10 +260,13 @@ type status struct {
 		Via           string       `json:"via"`
 		History       []pathChange `json:"history"`
 		Member        bool         `json:"member"`
+		ValidUntil    string       `json:"valid_until"`
 	} `json:"peers"`
 	Network *struct {
-		Members     int `json:"members"`
-		RevokedKeys int `json:"revoked_keys"`
+		Members     int               `json:"members"`
+		RevokedKeys int               `json:"revoked_keys"`
+		Refused     string            `json:"refused"`
+		Refusals    map[string]uint64 `json:"refusals"`
 		Policy      *struct {
 			Seq     uint64            `json:"seq"`
 			Dropped map[string]uint64 `json:"dropped"`

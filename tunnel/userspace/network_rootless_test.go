@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,25 +24,63 @@ const clientsToServers = "[Rule]\nFrom = group:clients\nTo = group:servers\nAllo
 // in a file of dir, whose path it returns.
 func (h *harness) signed(name string, args ...string) string {
 	h.t.Helper()
-	out, errOut, err := h.punchtun("", append([]string{"network"}, args...)...)
-	if err != nil {
-		h.t.Fatalf("punchtun network %v: %v: %s", args, err, errOut)
+	return h.signing(name, args...)()
+}
+
+// signing starts signed's command; wait waits for it and returns the
+// file's path. `network sign` waits out its second: signings that need no
+// order among them wait it out together.
+func (h *harness) signing(name string, args ...string) (wait func() string) {
+	run := h.punchtunStart("", append([]string{"network"}, args...)...)
+	var once sync.Once
+	var out, errOut string
+	var err error
+	ran := func() { once.Do(func() { out, errOut, err = run() }) }
+	h.t.Cleanup(ran) // reaped also when the test ends before it waits
+	return func() string {
+		h.t.Helper()
+		ran()
+		if err != nil {
+			h.t.Fatalf("punchtun network %v: %v: %s", args, err, errOut)
+		}
+		path := filepath.Join(h.dir, name)
+		if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
+			h.t.Fatal(err)
+		}
+		return path
 	}
-	path := filepath.Join(h.dir, name)
-	if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
+}
+
+// networkKey makes a network key: the file it is in and its public key.
+func (h *harness) networkKey() (keyFile, pub string) {
+	h.t.Helper()
+	keyFile = h.signed("net.key", "new")
+	os.Chmod(keyFile, 0o600)
+	pub, _, err := h.punchtun(readFile(h.t, keyFile), "network", "pub")
+	if err != nil {
 		h.t.Fatal(err)
 	}
-	return path
+	return keyFile, strings.TrimSpace(pub)
+}
+
+// memberConfig is the config of a member of network netPub by the
+// certificate in certFile, with more lines (keys of [Interface]).
+func (h *harness) memberConfig(priv, netPub, certFile, more string) string {
+	return h.peerConfig(priv, fmt.Sprintf("Network = %s\nCertificateFile = %s\n%s", netPub, certFile, more))
+}
+
+// publish hands doc (a policy or a revocation) to p's network with
+// `punchtun network publish`.
+func (p *peer) publish(doc string) {
+	p.h.t.Helper()
+	if out, errOut, err := p.h.punchtun("", "network", "publish", "--run-dir", p.runDir, p.iface, doc); err != nil {
+		p.h.t.Fatalf("publish %s on %s: %v: %s %s", doc, p.iface, err, out, errOut)
+	}
 }
 
 func TestRootlessNetwork(t *testing.T) {
 	h := newHarness(t)
-	netKey := h.signed("net.key", "new")
-	os.Chmod(netKey, 0o600)
-	netPub, _, err := h.punchtun(readFile(t, netKey), "network", "pub")
-	if err != nil {
-		t.Fatal(err)
-	}
+	netKey, netPub := h.networkKey()
 	policy := filepath.Join(h.dir, "rules.ini")
 	os.WriteFile(policy, []byte(clientsToServers), 0o644)
 	p100 := h.signed("p100", "policy", "--key", netKey, "--seq", "100", policy)
@@ -55,7 +94,7 @@ func TestRootlessNetwork(t *testing.T) {
 		priv, pub := h.genkey()
 		pubs[m.name] = pub
 		cert := h.signed(m.name+".cert", "sign", "--key", netKey, "--name", m.name, "--address", fmt.Sprintf("100.64.1.%d/24", i+1), "--group", m.group, pub)
-		conf := h.peerConfig(priv, fmt.Sprintf("Network = %sCertificateFile = %s\nDomain = net\nForward = tcp:7=127.0.0.1:%d\n%s", netPub, cert, echo, m.extra))
+		conf := h.memberConfig(priv, netPub, cert, fmt.Sprintf("Domain = net\nForward = tcp:7=127.0.0.1:%d\n%s", echo, m.extra))
 		members[m.name] = h.up(m.name, conf)
 	}
 	m1, m2 := members["m1"], members["m2"]
@@ -79,11 +118,11 @@ func TestRootlessNetwork(t *testing.T) {
 
 	// The policy: a client reaches servers' forwards; a server reaches
 	// no client, and no other server.
-	if c, err := socksTry(m2, "m1.net:7"); err == nil {
+	if c, err := socksTry(m2, "m1.net:7", 3*time.Second); err == nil {
 		c.Close()
 		t.Error("a server reached a client's forward")
 	}
-	if c, err := socksTry(m2, "m3.net:7"); err == nil {
+	if c, err := socksTry(m2, "m3.net:7", 3*time.Second); err == nil {
 		c.Close()
 		t.Error("a server reached another server's forward")
 	}
@@ -97,9 +136,7 @@ func TestRootlessNetwork(t *testing.T) {
 
 	// m3 revoked: published on m2, everyone lets it go.
 	rev := h.signed("rev-m3", "revoke", "--key", netKey, pubs["m3"])
-	if out, errOut, err := h.punchtun("", "network", "publish", "--run-dir", m2.runDir, m2.iface, rev); err != nil {
-		t.Fatalf("publish: %v: %s %s", err, out, errOut)
-	}
+	m2.publish(rev)
 	eventually(t, 15*time.Second, "m1 holds the revocation", func() error {
 		st, err := m1.status()
 		if err != nil || st.Network.RevokedKeys != 1 {
@@ -107,7 +144,7 @@ func TestRootlessNetwork(t *testing.T) {
 		}
 		return nil
 	})
-	if c, err := socksTry(m1, "m3.net:7"); err == nil {
+	if c, err := socksTry(m1, "m3.net:7", 3*time.Second); err == nil {
 		c.Close()
 		t.Error("m1 still reaches the revoked m3")
 	}
@@ -115,14 +152,14 @@ func TestRootlessNetwork(t *testing.T) {
 }
 
 // socksTry connects through p's SOCKS5 proxy to addr, giving up after
-// 3 s: a flow the policy drops is never answered, and on loopback an
+// within: a flow the policy drops is never answered, and on loopback an
 // allowed one is answered in milliseconds.
-func socksTry(p *peer, addr string) (net.Conn, error) {
+func socksTry(p *peer, addr string, within time.Duration) (net.Conn, error) {
 	d, err := proxy.SOCKS5("tcp", p.socks, nil, proxy.Direct)
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
 	return d.(proxy.ContextDialer).DialContext(ctx, "tcp", addr)
 }
