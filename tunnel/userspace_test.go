@@ -1,12 +1,18 @@
 package tunnel
 
 import (
+	"bytes"
 	"log/slog"
 	"net/netip"
 	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/punchtun/punchtun/rendezvous/wire/key"
 	"github.com/punchtun/punchtun/tunnel/config"
+	"github.com/punchtun/punchtun/tunnel/tundev"
+	"github.com/punchtun/punchtun/tunnel/userspace"
 )
 
 // portUnreachable is an ICMP "port unreachable" from from to to about a
@@ -65,4 +71,37 @@ func TestUserspaceRoutesFollowPeers(t *testing.T) {
 	u.routeStatic(parse("").Peers) // as Reload does
 	refused("static peer removed", router, peerB, true)
 	refused("static peer removed", peerB, peerB, true)
+}
+
+// TestUserspaceReadWoken: the userspace stack's device, as wireguard-go
+// reads it through tundev, hands over an injected packet (a policy
+// document gossiped in the tunnel) while the stack sends nothing: its
+// blocked Read is woken (tundev.Waker), as a TUN's is by a read deadline.
+func TestUserspaceReadWoken(t *testing.T) {
+	s, err := userspace.NewStack([]netip.Addr{netip.MustParseAddr("100.64.0.2")}, 1280)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.Device().(tundev.Waker); !ok {
+		t.Fatal("the userspace device is no tundev.Waker")
+	}
+	d := tundev.New(s.Device(), func(d tun.Device) tun.Device { return d }, nil)
+	defer d.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		bufs, sizes := [][]byte{make([]byte, 1500)}, []int{0}
+		if n, err := d.Read(bufs, sizes, 0); err == nil && n > 0 {
+			got <- bufs[0][:sizes[0]]
+		}
+	}()
+	pkt := []byte{0x45, 0, 0, 20, 0, 7, 0, 0, 64, 17, 0, 0, 100, 64, 0, 2, 100, 64, 0, 9}
+	d.Inject(pkt)
+	select {
+	case p := <-got:
+		if !bytes.Equal(p, pkt) {
+			t.Fatalf("read % x, want the injected % x", p, pkt)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the injected packet was not read within 2 s: the blocked read was not woken")
+	}
 }

@@ -19,10 +19,12 @@ import (
 // just given them, so the ping that started it all is answered, not lost.
 //
 // wireguard-go's reader may be blocked in the TUN's read when the member
-// arrives; a read deadline in the past wakes it (the TUN's file is in Go's
-// poller). The wrapper takes the deadline's error for a wake-up and never
-// passes it on: wireguard-go would take any read error for the end of the
-// device.
+// arrives, or when a packet is injected (a policy document gossiped in the
+// tunnel), and an idle device may not give it anything else for minutes.
+// A device that can be woken (Waker: the userspace stack) is; a TUN's read
+// is woken by a read deadline in the past (its file is in Go's poller).
+// The wrapper takes the deadline's error for a wake-up and never passes it
+// on: wireguard-go would take any read error for the end of the device.
 
 // Bounds of what is held: a few packets per destination (what a ping or a
 // TCP connect sends in the time a lookup takes), for a few destinations,
@@ -72,10 +74,16 @@ type heldPackets struct {
 	pkts  [][]byte
 }
 
+// Waker is a tun.Device whose Read, blocked with nothing to hand over, can
+// be made to return at once with no packets and no error; a Wake before the
+// Read makes the next one return so.
+type Waker interface{ Wake() }
+
 // holdingTUN holds packets to members not yet known (see above).
 type holdingTUN struct {
 	tun.Device
-	file *os.File // the TUN's, to wake a blocked read; nil: no waking
+	wake func()   // wakes a blocked read; nil: cannot
+	file *os.File // the TUN's, when a read deadline on it is the wake-up
 	dsts atomic.Pointer[destinations]
 
 	onMiss func(netip.Addr) // told of each packet held; must not block
@@ -90,8 +98,16 @@ type holdingTUN struct {
 	wmu sync.Mutex
 }
 
-func newHoldingTUN(dev tun.Device, onMiss func(netip.Addr)) *holdingTUN {
-	h := &holdingTUN{Device: dev, file: dev.File(), onMiss: onMiss, held: map[netip.Addr]*heldPackets{}}
+// newHoldingTUN wraps dev, which reads from the device woken; the two
+// differ when a wrapper (batchingTUN) lies between them.
+func newHoldingTUN(dev, woken tun.Device, onMiss func(netip.Addr)) *holdingTUN {
+	h := &holdingTUN{Device: dev, onMiss: onMiss, held: map[netip.Addr]*heldPackets{}}
+	if w, ok := woken.(Waker); ok {
+		h.wake = w.Wake
+	} else if f := woken.File(); f != nil {
+		h.file = f
+		h.wake = func() { f.SetReadDeadline(time.Now()) }
+	}
 	h.dsts.Store(&destinations{})
 	return h
 }
@@ -102,7 +118,7 @@ func (h *holdingTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			return n, nil
 		}
 		n, err := h.Device.Read(bufs, sizes, offset)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
+		if errors.Is(err, os.ErrDeadlineExceeded) && h.file != nil {
 			// A wake-up from release: clear the deadline before looking at
 			// what is ready, so that a release after this look wakes the
 			// next read.
@@ -222,8 +238,8 @@ func (h *holdingTUN) setDestinations(d *destinations) {
 		}
 	}
 	h.mu.Unlock()
-	if released && h.file != nil {
-		h.file.SetReadDeadline(time.Now()) // wake the reader (see above)
+	if released && h.wake != nil {
+		h.wake()
 	}
 }
 
@@ -232,8 +248,8 @@ func (h *holdingTUN) inject(pkt []byte) {
 	h.mu.Lock()
 	h.ready = append(h.ready, pkt)
 	h.mu.Unlock()
-	if h.file != nil {
-		h.file.SetReadDeadline(time.Now())
+	if h.wake != nil {
+		h.wake()
 	}
 }
 

@@ -52,7 +52,7 @@ func ipv4To(dst string, id byte) []byte {
 func TestHoldUntilMember(t *testing.T) {
 	dev := newPipeTUN(t)
 	misses := make(chan netip.Addr, 16)
-	h := newHoldingTUN(dev, func(dst netip.Addr) { misses <- dst })
+	h := newHoldingTUN(dev, dev, func(dst netip.Addr) { misses <- dst })
 	b := &Device{hold: h}
 	b.SetNetwork([]netip.Prefix{netip.MustParsePrefix("100.64.0.0/24")}, []netip.Prefix{netip.MustParsePrefix("100.64.0.200/32")})
 
@@ -136,7 +136,8 @@ func TestHoldUntilMember(t *testing.T) {
 }
 
 func TestHoldBounds(t *testing.T) {
-	h := newHoldingTUN(newPipeTUN(t), nil)
+	pipe := newPipeTUN(t)
+	h := newHoldingTUN(pipe, pipe, nil)
 	b := &Device{hold: h}
 	b.SetNetwork([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, nil)
 	for i := range heldDestinations + 5 {
@@ -154,4 +155,67 @@ func TestHoldBounds(t *testing.T) {
 	if len(h.held) != 1 {
 		t.Errorf("%d destinations held after expiry, want 1", len(h.held))
 	}
+}
+
+// chanTUN is a device with no file, as the userspace stack is: its Read
+// waits on a channel, and Wake (Waker) makes it return with nothing.
+type chanTUN struct {
+	tun.Device
+	wake    chan struct{}
+	reading chan struct{} // a Read is about to wait
+}
+
+func (c *chanTUN) File() *os.File { return nil }
+func (c *chanTUN) Wake() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+func (c *chanTUN) Read([][]byte, []int, int) (int, error) {
+	c.reading <- struct{}{}
+	<-c.wake
+	return 0, nil
+}
+
+// TestWakerWoken: a device with no file is woken through Waker, across the
+// batching wrapper, for a packet injected (a policy document gossiped in
+// the tunnel) and for packets held until their member came; without it
+// they waited for the device's next packet, on an idle userspace peer
+// for ever.
+func TestWakerWoken(t *testing.T) {
+	dev := &chanTUN{wake: make(chan struct{}, 1), reading: make(chan struct{}, 8)}
+	d := New(dev, func(d tun.Device) tun.Device { return d }, nil)
+	d.SetNetwork([]netip.Prefix{netip.MustParsePrefix("100.64.0.0/24")}, nil)
+	got := make(chan byte, 8)
+	go func() {
+		bufs, sizes := [][]byte{make([]byte, 1500)}, []int{0}
+		for {
+			n, err := d.Read(bufs, sizes, 0)
+			if err != nil {
+				return
+			}
+			for i := range n {
+				got <- bufs[i][5]
+			}
+		}
+	}()
+	want := func(id byte) {
+		t.Helper()
+		select {
+		case p := <-got:
+			if p != id {
+				t.Fatalf("got packet %d, want %d", p, id)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("packet %d not read within 2 s: the blocked read was not woken", id)
+		}
+	}
+	<-dev.reading
+	d.Inject(ipv4To("100.64.0.9", 1))
+	want(1)
+	<-dev.reading
+	d.hold.hold(netip.MustParseAddr("100.64.0.7"), ipv4To("100.64.0.7", 2))
+	d.AddDestinations([]netip.Addr{netip.MustParseAddr("100.64.0.7")})
+	want(2)
 }

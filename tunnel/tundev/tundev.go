@@ -28,7 +28,7 @@ type Device struct {
 // through filter, and bounded with the socket that Bind wraps.
 func New(dev tun.Device, filter func(tun.Device) tun.Device, onMiss func(netip.Addr)) *Device {
 	d := &Device{in: newInflight(), out: newInflight()}
-	d.hold = newHoldingTUN(newBatchingTUN(dev, d.out.room), onMiss)
+	d.hold = newHoldingTUN(newBatchingTUN(dev, d.out.room), dev, onMiss)
 	d.Device = &boundedTUN{Device: filter(d.hold), in: d.in, out: d.out}
 	return d
 }

@@ -22,6 +22,7 @@ type device struct {
 	stack  *stack.Stack
 	mtu    int
 	events chan tun.Event
+	wake   chan struct{} // Wake's, to a Read waiting for the stack
 
 	// Dropped counts packets neither side could take: malformed, too
 	// long for the buffer given, lowering the path MTU (pmtu.go), or
@@ -48,7 +49,7 @@ type device struct {
 const readBatch = 64
 
 func newDevice(s *stack.Stack, ep *linkEndpoint, mtu int) *device {
-	d := &device{ep: ep, stack: s, mtu: mtu, events: make(chan tun.Event, 1), scratch: make([]byte, 1<<16)}
+	d := &device{ep: ep, stack: s, mtu: mtu, events: make(chan tun.Event, 1), wake: make(chan struct{}, 1), scratch: make([]byte, 1<<16)}
 	d.gros.New = func() any { return newCoalescer() }
 	d.routes.Store(newPeerRoutes(nil))
 	d.events <- tun.EventUp
@@ -74,6 +75,8 @@ func (d *device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		if n == 0 {
 			select {
 			case pkt = <-d.ep.out:
+			case <-d.wake:
+				return 0, nil
 			case <-d.ep.done:
 				return 0, os.ErrClosed
 			}
@@ -182,6 +185,17 @@ func (d *device) admit(p []byte) (tcpip.NetworkProtocolNumber, bool) {
 		return header.IPv6ProtocolNumber, ok && (msg == nil || d.admitICMP6(p, msg))
 	}
 	return 0, false
+}
+
+// Wake makes a Read waiting for the stack return at once with nothing
+// (tundev.Waker): what the wrapper above holds is ready, packets released
+// for a member just found or injected, and the stack may send nothing more
+// for minutes.
+func (d *device) Wake() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
 }
 
 func (d *device) File() *os.File           { return nil }
