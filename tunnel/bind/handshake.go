@@ -51,8 +51,10 @@ type handshakes struct {
 	// The latest initiation and response sent, and when.
 	last   [2][]byte
 	lastAt [2]time.Time
-	// inFlight: when our latest initiation left, until an answer came.
+	// inFlight: when our latest initiation left, until an answer to it
+	// came; madeAt: when WireGuard made it (not when it was sent again).
 	inFlight time.Time
+	madeAt   time.Time
 	// answered is our initiation that got an answer (its copies are no
 	// new handshake), answeredAt when, and rtt the handshake's round trip.
 	answered   []byte
@@ -183,6 +185,9 @@ func (pe *PeerEndpoint) sending(bufs [][]byte, r *route, now time.Time) {
 		if i == 1 && !bytes.Equal(p, hs.last[1]) {
 			hs.respondedAt = now
 		}
+		if i == 0 && !bytes.Equal(p, hs.last[0]) {
+			hs.madeAt = now
+		}
 		hs.last[i], hs.lastAt[i] = append(hs.last[i][:0], p...), now
 		if p[0] == wireGuardInitiation {
 			hs.inFlight = now
@@ -227,11 +232,13 @@ func (pe *PeerEndpoint) admitHandshake(p []byte, via *route, now time.Time) (adm
 	}()
 	switch p[0] {
 	case wireGuardResponse:
+		// An answer to an older initiation WireGuard refuses: the latest
+		// stays in flight, and is still sent again.
 		if answers(p, hs.last[0]) {
 			hs.answered, hs.answeredAt = append(hs.answered[:0], hs.last[0]...), now
 			hs.rtt = now.Sub(hs.lastAt[0])
+			hs.inFlight = time.Time{}
 		}
-		hs.inFlight = time.Time{} // answered
 		return true
 	case wireGuardInitiation:
 		if hs.dropped != nil && bytes.Equal(p, hs.dropped) {
@@ -275,7 +282,7 @@ func (hs *handshakes) forgetBefore(woke time.Time) {
 		}
 	}
 	if kept.last[0] != nil {
-		kept.inFlight, kept.retrying = hs.inFlight, hs.retrying
+		kept.inFlight, kept.madeAt, kept.retrying = hs.inFlight, hs.madeAt, hs.retrying
 	}
 	if kept.last[1] != nil {
 		kept.respondedAt = hs.respondedAt
@@ -312,7 +319,8 @@ func (hs *handshakes) restarted(now time.Time) bool {
 }
 
 // pending reports whether our latest initiation can still make a session:
-// it left, no answer came, and WireGuard has not answered the peer's since.
+// it left or is held, no answer came, and WireGuard has not answered the
+// peer's since it made ours.
 // Answering the peer's replaces the handshake ours began, so an answer to
 // ours would be refused; and a peer that restarted meanwhile would answer
 // it (a new process has no record of the old initiations), which puts off
@@ -320,7 +328,7 @@ func (hs *handshakes) restarted(now time.Time) bool {
 // nobody would have a session until the 15-s retry (seen in the rootless
 // harness's restart). Callers hold pe.mu.
 func (hs *handshakes) pending() bool {
-	return !hs.inFlight.IsZero() && !bytes.Equal(hs.answered, hs.last[0]) && !hs.respondedAt.After(hs.lastAt[0])
+	return !hs.inFlight.IsZero() && !bytes.Equal(hs.answered, hs.last[0]) && !hs.respondedAt.After(hs.madeAt)
 }
 
 // answered reports whether p is our initiation that got its answer.
@@ -345,11 +353,19 @@ func (pe *PeerEndpoint) takeHandshakes(now time.Time) [][]byte {
 	hs := &pe.hs
 	var out [][]byte
 	for i := range hs.last {
+		// An initiation is worth sending until WireGuard's retry, 5 s
+		// after it made it, however often it went again since.
+		made := hs.lastAt[i]
+		if i == 0 {
+			made = hs.madeAt
+		}
 		switch {
+		case i == 0 && hs.held[0] != nil && !hs.pending():
+			hs.held[0] = nil // WireGuard answered the peer's while it was held
 		case hs.held[i] != nil:
 			out = append(out, hs.held[i])
 			hs.held[i] = nil
-		case hs.last[i] == nil || now.Sub(hs.lastAt[i]) > resendWindow:
+		case hs.last[i] == nil || now.Sub(made) > resendWindow:
 		case now.Sub(hs.lastAt[i]) < handshakeCopyDelay:
 			// Its copy is still to come, on the new route: sending it now
 			// as well would put two copies in WireGuard's handshake

@@ -121,7 +121,7 @@ func TestHandshakeOnNewPath(t *testing.T) {
 	if got := pe.takeHandshakes(now.Add(resendWindow + time.Second)); len(got) != 0 {
 		t.Fatalf("%d messages sent again after resendWindow", len(got))
 	}
-	admits(pe, handshakeMsg(wireGuardResponse, 3), nil, now.Add(time.Millisecond))
+	admits(pe, answer(init), nil, now.Add(time.Millisecond))
 	if got := pe.takeHandshakes(now.Add(time.Second)); len(got) != 1 || got[0][0] != wireGuardResponse {
 		t.Fatalf("after the initiation was answered: %d messages, want only the response", len(got))
 	}
@@ -152,7 +152,7 @@ func TestCrossedInitiationNotOnNewPath(t *testing.T) {
 	}
 
 	// Later the follower makes an initiation of its own; its old response
-	// goes again (a copy of the initiation it answered came: reanswer).
+	// goes again on a new path (takeHandshakes).
 	later := handshakeMsg(wireGuardInitiation, 4)
 	follower.sending([][]byte{later}, &route{}, now.Add(2*time.Second))
 	follower.sending([][]byte{handshakeMsg(wireGuardResponse, 3)}, &route{}, now.Add(3*time.Second))
@@ -161,6 +161,52 @@ func TestCrossedInitiationNotOnNewPath(t *testing.T) {
 	}
 	if got := follower.takeHandshakes(now.Add(4 * time.Second)); len(got) != 2 || got[0][4] != 4 {
 		t.Fatalf("on a new path: %d messages, want the initiation and the old response", len(got))
+	}
+}
+
+// TestCrossedWhileHeld: the follower's initiation is held (no route yet)
+// when the leader's comes by the relay and WireGuard answers it: the held
+// initiation is dead, and does not leave when the route comes, nor on the
+// next new path; sent, it would count as a fresh one and be retried for 5 s.
+func TestCrossedWhileHeld(t *testing.T) {
+	now := time.Unix(1000, 0)
+	follower := &PeerEndpoint{peer: key.Key{1}}
+	ours, theirs := handshakeMsg(wireGuardInitiation, 1), handshakeMsg(wireGuardInitiation, 2)
+	follower.sending([][]byte{ours}, nil, now)
+	if !admits(follower, theirs, testBind.via(follower, netip.MustParseAddrPort("203.0.113.10:3478"), true), now.Add(time.Millisecond)) {
+		t.Fatal("follower refused the leader's initiation")
+	}
+	follower.sending([][]byte{answer(theirs)}, nil, now.Add(2*time.Millisecond))
+	got := follower.takeHandshakes(now.Add(50 * time.Millisecond)) // the route comes
+	if len(got) != 1 || got[0][0] != wireGuardResponse {
+		t.Fatalf("when the route came: %d messages, want only the response", len(got))
+	}
+	follower.sending(got, &route{}, now.Add(50*time.Millisecond))
+	if follower.unanswered(ours) {
+		t.Error("the initiation WireGuard replaced while it was held is sent again")
+	}
+	for _, p := range follower.takeHandshakes(now.Add(time.Second)) {
+		if p[0] == wireGuardInitiation {
+			t.Fatal("the initiation WireGuard replaced while it was held went on the next new path")
+		}
+	}
+}
+
+// TestOlderAnswerLeavesLatestInFlight: the answer to an initiation that
+// WireGuard has since replaced by its retry is refused by WireGuard; the
+// retry is still sent again, and on a new path.
+func TestOlderAnswerLeavesLatestInFlight(t *testing.T) {
+	now := time.Unix(1000, 0)
+	pe := &PeerEndpoint{peer: key.Key{1}}
+	first, retry := handshakeMsg(wireGuardInitiation, 1), handshakeMsg(wireGuardInitiation, 2)
+	pe.sending([][]byte{first}, &route{}, now)
+	pe.sending([][]byte{retry}, &route{}, now.Add(5*time.Second))
+	admits(pe, answer(first), nil, now.Add(5*time.Second+100*time.Millisecond)) // late, by a slow path
+	if !pe.unanswered(retry) {
+		t.Error("the retry is no longer sent again after the answer to the initiation before it")
+	}
+	if got := pe.takeHandshakes(now.Add(6 * time.Second)); len(got) != 1 || got[0][4] != 2 {
+		t.Fatalf("on a new path: %d messages, want the retry", len(got))
 	}
 }
 

@@ -75,8 +75,9 @@ type heldPackets struct {
 }
 
 // Waker is a tun.Device whose Read, blocked with nothing to hand over, can
-// be made to return at once with no packets and no error; a Wake before the
-// Read makes the next one return so.
+// be made to return at once with no packets and no error. A Wake while no
+// Read waits is kept for the next (which may then return a packet, and a
+// later one return for nothing: a spare wake-up, harmless).
 type Waker interface{ Wake() }
 
 // holdingTUN holds packets to members not yet known (see above).

@@ -163,9 +163,14 @@ type chanTUN struct {
 	tun.Device
 	wake    chan struct{}
 	reading chan struct{} // a Read is about to wait
+	closed  chan struct{}
 }
 
 func (c *chanTUN) File() *os.File { return nil }
+func (c *chanTUN) Close() error {
+	close(c.closed)
+	return nil
+}
 func (c *chanTUN) Wake() {
 	select {
 	case c.wake <- struct{}{}:
@@ -174,8 +179,12 @@ func (c *chanTUN) Wake() {
 }
 func (c *chanTUN) Read([][]byte, []int, int) (int, error) {
 	c.reading <- struct{}{}
-	<-c.wake
-	return 0, nil
+	select {
+	case <-c.wake:
+		return 0, nil
+	case <-c.closed:
+		return 0, os.ErrClosed
+	}
 }
 
 // TestWakerWoken: a device with no file is woken through Waker, across the
@@ -184,11 +193,14 @@ func (c *chanTUN) Read([][]byte, []int, int) (int, error) {
 // they waited for the device's next packet, on an idle userspace peer
 // for ever.
 func TestWakerWoken(t *testing.T) {
-	dev := &chanTUN{wake: make(chan struct{}, 1), reading: make(chan struct{}, 8)}
+	dev := &chanTUN{wake: make(chan struct{}, 1), reading: make(chan struct{}, 8), closed: make(chan struct{})}
 	d := New(dev, func(d tun.Device) tun.Device { return d }, nil)
+	stopped := make(chan struct{})
+	defer func() { d.Close(); <-stopped }()
 	d.SetNetwork([]netip.Prefix{netip.MustParsePrefix("100.64.0.0/24")}, nil)
 	got := make(chan byte, 8)
 	go func() {
+		defer close(stopped)
 		bufs, sizes := [][]byte{make([]byte, 1500)}, []int{0}
 		for {
 			n, err := d.Read(bufs, sizes, 0)

@@ -120,6 +120,7 @@ func TestRootlessNetwork(t *testing.T) {
 	c := httpConnect(t, m1, "100.64.1.2:7")
 	t.Logf("first connection to m2 by its address, open after %v", time.Since(start).Round(time.Millisecond))
 	echoed(t, c, 1<<10)
+	echoed(t, httpConnect(t, m1, "m2.net:7"), 1<<10)
 
 	// The policy: a client reaches servers' forwards; a server reaches
 	// no client, and no other server.
