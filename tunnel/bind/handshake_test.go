@@ -1,6 +1,7 @@
 package bind
 
 import (
+	"bytes"
 	"net/netip"
 	"testing"
 	"time"
@@ -147,9 +148,7 @@ func TestCrossedInitiationNotOnNewPath(t *testing.T) {
 	if follower.unanswered(ours) {
 		t.Error("the crossed initiation is still sent again after the follower answered the leader's")
 	}
-	if got := follower.takeHandshakes(now.Add(time.Second)); len(got) != 1 || got[0][0] != wireGuardResponse {
-		t.Fatalf("on a new path after crossing: %d messages, want only the response", len(got))
-	}
+	onNewPath(t, follower, now.Add(time.Second), 3) // the response alone
 
 	// Later the follower makes an initiation of its own; its old response
 	// goes again on a new path (takeHandshakes).
@@ -159,9 +158,22 @@ func TestCrossedInitiationNotOnNewPath(t *testing.T) {
 	if !follower.unanswered(later) {
 		t.Error("an old response sent again stopped our initiation")
 	}
-	if got := follower.takeHandshakes(now.Add(4 * time.Second)); len(got) != 2 || got[0][4] != 4 {
-		t.Fatalf("on a new path: %d messages, want the initiation and the old response", len(got))
+	onNewPath(t, follower, now.Add(4*time.Second), 4, 3)
+}
+
+// onNewPath checks what pe sends on a new path at now: the handshake
+// messages marked want (handshakeMsg's n), in order; and returns them.
+func onNewPath(t *testing.T, pe *PeerEndpoint, now time.Time, want ...byte) [][]byte {
+	t.Helper()
+	got := pe.takeHandshakes(now)
+	var marks []byte
+	for _, p := range got {
+		marks = append(marks, p[4])
 	}
+	if !bytes.Equal(marks, want) {
+		t.Fatalf("on a new path: messages %v, want %v", marks, want)
+	}
+	return got
 }
 
 // TestCrossedWhileHeld: the follower's initiation is held (no route yet)
@@ -177,19 +189,12 @@ func TestCrossedWhileHeld(t *testing.T) {
 		t.Fatal("follower refused the leader's initiation")
 	}
 	follower.sending([][]byte{answer(theirs)}, nil, now.Add(2*time.Millisecond))
-	got := follower.takeHandshakes(now.Add(50 * time.Millisecond)) // the route comes
-	if len(got) != 1 || got[0][0] != wireGuardResponse {
-		t.Fatalf("when the route came: %d messages, want only the response", len(got))
-	}
+	got := onNewPath(t, follower, now.Add(50*time.Millisecond), 9) // the route comes: the response alone
 	follower.sending(got, &route{}, now.Add(50*time.Millisecond))
 	if follower.unanswered(ours) {
 		t.Error("the initiation WireGuard replaced while it was held is sent again")
 	}
-	for _, p := range follower.takeHandshakes(now.Add(time.Second)) {
-		if p[0] == wireGuardInitiation {
-			t.Fatal("the initiation WireGuard replaced while it was held went on the next new path")
-		}
-	}
+	onNewPath(t, follower, now.Add(time.Second), 9)
 }
 
 // TestOlderAnswerLeavesLatestInFlight: the answer to an initiation that
@@ -205,9 +210,7 @@ func TestOlderAnswerLeavesLatestInFlight(t *testing.T) {
 	if !pe.unanswered(retry) {
 		t.Error("the retry is no longer sent again after the answer to the initiation before it")
 	}
-	if got := pe.takeHandshakes(now.Add(6 * time.Second)); len(got) != 1 || got[0][4] != 2 {
-		t.Fatalf("on a new path: %d messages, want the retry", len(got))
-	}
+	onNewPath(t, pe, now.Add(6*time.Second), 2)
 }
 
 // TestReplyTheWayItCame: an initiation that came over the relay while our
