@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/punchtun/punchtun/rendezvous/wire"
 )
 
 // A pair that cannot reach each other directly meets on the rendezvous's
@@ -42,6 +44,10 @@ type restrictedNAT struct {
 	inside, outside *net.UDPConn
 	server          netip.AddrPort
 	peer            atomic.Pointer[netip.AddrPort] // where the peer last sent from
+	// withhold: the peer's Publish messages are dropped, as a rendezvous
+	// that withholds what members publish would; withheld counts them.
+	withhold atomic.Bool
+	withheld atomic.Int64
 	// Bytes forwarded each way, and packets from others dropped.
 	out, in, dropped atomic.Int64
 	wg               sync.WaitGroup
@@ -82,7 +88,7 @@ func (n *restrictedNAT) Public() string { return n.outside.LocalAddr().String() 
 
 // pump sends each packet from reads to where dst says, from to, counting
 // its bytes in sent; a packet dst has no destination for is dropped.
-func (n *restrictedNAT) pump(from, to *net.UDPConn, dst func(src netip.AddrPort) (netip.AddrPort, bool), sent *atomic.Int64) {
+func (n *restrictedNAT) pump(from, to *net.UDPConn, dst func(src netip.AddrPort, pkt []byte) (netip.AddrPort, bool), sent *atomic.Int64) {
 	defer n.wg.Done()
 	buf := make([]byte, 65536)
 	for {
@@ -93,9 +99,8 @@ func (n *restrictedNAT) pump(from, to *net.UDPConn, dst func(src netip.AddrPort)
 		if err != nil {
 			continue
 		}
-		d, ok := dst(src)
+		d, ok := dst(src, buf[:size])
 		if !ok {
-			n.dropped.Add(1)
 			continue
 		}
 		if _, err := to.WriteToUDPAddrPort(buf[:size], d); err == nil {
@@ -104,16 +109,22 @@ func (n *restrictedNAT) pump(from, to *net.UDPConn, dst func(src netip.AddrPort)
 	}
 }
 
-// toServer takes the peer's packets out to the rendezvous.
-func (n *restrictedNAT) toServer(src netip.AddrPort) (netip.AddrPort, bool) {
+// toServer takes the peer's packets out to the rendezvous, but a Publish
+// while withholding.
+func (n *restrictedNAT) toServer(src netip.AddrPort, pkt []byte) (netip.AddrPort, bool) {
 	n.peer.Store(&src)
+	if h, err := wire.ParseHeader(pkt); err == nil && h.Type == wire.TypePublish && n.withhold.Load() {
+		n.withheld.Add(1)
+		return netip.AddrPort{}, false
+	}
 	return n.server, true
 }
 
 // toPeer lets in the rendezvous's packets, to the peer, and no one else's.
-func (n *restrictedNAT) toPeer(src netip.AddrPort) (netip.AddrPort, bool) {
+func (n *restrictedNAT) toPeer(src netip.AddrPort, _ []byte) (netip.AddrPort, bool) {
 	peer := n.peer.Load()
 	if src != n.server || peer == nil {
+		n.dropped.Add(1)
 		return netip.AddrPort{}, false
 	}
 	return *peer, true
