@@ -421,7 +421,7 @@ func (pe *PeerEndpoint) HandshakeState(now time.Time) string {
 		}
 		return now.Sub(t).Round(time.Millisecond).String() + " ago"
 	}
-	return fmt.Sprintf("leader=%v held=[%v %v] initiation sent %s, response sent %s, in flight since %s, admitted initiation %s, response %s, dropped a crossing initiation=%v, did not send our own crossing one=%v",
+	return fmt.Sprintf("leader=%v held=[%v %v] initiation sent %s, response sent %s, in flight since %s, admitted initiation %s, response %s, dropped a crossing initiation=%v, did not send our own crossing one=%v, ours can still make a session=%v",
 		pe.leader, hs.held[0] != nil, hs.held[1] != nil, ago(hs.lastAt[0]), ago(hs.lastAt[1]), ago(hs.inFlight),
-		ago(hs.admittedAt[0]), ago(hs.admittedAt[1]), hs.dropped != nil, hs.ownDropped)
+		ago(hs.admittedAt[0]), ago(hs.admittedAt[1]), hs.dropped != nil, hs.ownDropped, hs.pending())
 }
