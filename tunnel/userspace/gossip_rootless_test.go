@@ -29,6 +29,9 @@ func TestRootlessGossipPastAWithholdingRendezvous(t *testing.T) {
 		}
 		members[name] = h.up(name, h.peerConfigVia(rdv, priv, fmt.Sprintf("Network = %s\nCertificateFile = %s\nDomain = net\nForward = tcp:7=127.0.0.1:%d\n", netPub, cert, echo)))
 	}
+	for _, m := range members {
+		m.waitRegistered(10 * time.Second) // or a lookup of it finds no one
+	}
 	laptop, s1 := members["laptop"], members["s1"]
 	// s1 talks to the laptop (so each gossips with the other) and to the
 	// spare.

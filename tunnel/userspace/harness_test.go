@@ -253,7 +253,10 @@ type status struct {
 	Forwards  []string `json:"forwards"`
 	// StackDropped is nil when status leaves it out.
 	StackDropped *uint64 `json:"stack_dropped"`
-	Peers        []struct {
+	Rendezvous   []struct {
+		Registered bool `json:"registered"`
+	} `json:"rendezvous"`
+	Peers []struct {
 		Name          string       `json:"name"`
 		Path          string       `json:"path"`
 		LastHandshake string       `json:"last_handshake"`
@@ -276,6 +279,24 @@ type status struct {
 
 // pathChange is one of a peer's path history.
 type pathChange struct{ To, Why string }
+
+// waitRegistered waits until p is registered with a rendezvous: until
+// then, a member that looks p up finds no one.
+func (p *peer) waitRegistered(within time.Duration) {
+	p.h.t.Helper()
+	eventually(p.h.t, within, p.iface+" registered with the rendezvous", func() error {
+		st, err := p.status()
+		if err != nil {
+			return err
+		}
+		for _, r := range st.Rendezvous {
+			if r.Registered {
+				return nil
+			}
+		}
+		return fmt.Errorf("not registered: %+v", st.Rendezvous)
+	})
+}
 
 func (p *peer) status() (*status, error) {
 	out, errOut, err := p.h.punchtun("", "status", "--json", "--run-dir", p.runDir, p.iface)
