@@ -319,16 +319,15 @@ func (hs *handshakes) restarted(now time.Time) bool {
 }
 
 // pending reports whether our latest initiation can still make a session:
-// it left or is held, no answer came, and WireGuard has not answered the
-// peer's since it made ours.
-// Answering the peer's replaces the handshake ours began, so an answer to
+// it left or is held, no answer to it came (inFlight), and WireGuard has
+// not answered the peer's since it made ours. Answering the peer's replaces the handshake ours began, so an answer to
 // ours would be refused; and a peer that restarted meanwhile would answer
 // it (a new process has no record of the old initiations), which puts off
 // the new process's own initiation by WireGuard's 5 s between handshakes:
 // nobody would have a session until the 15-s retry (seen in the rootless
 // harness's restart). Callers hold pe.mu.
 func (hs *handshakes) pending() bool {
-	return !hs.inFlight.IsZero() && !bytes.Equal(hs.answered, hs.last[0]) && !hs.respondedAt.After(hs.madeAt)
+	return !hs.inFlight.IsZero() && !hs.respondedAt.After(hs.madeAt)
 }
 
 // answered reports whether p is our initiation that got its answer.
@@ -360,8 +359,8 @@ func (pe *PeerEndpoint) takeHandshakes(now time.Time) [][]byte {
 			made = hs.madeAt
 		}
 		switch {
-		case i == 0 && hs.held[0] != nil && !hs.pending():
-			hs.held[0] = nil // WireGuard answered the peer's while it was held
+		case i == 0 && !hs.pending():
+			hs.held[0] = nil // answered, or WireGuard answered the peer's since: dead, held or sent
 		case hs.held[i] != nil:
 			out = append(out, hs.held[i])
 			hs.held[i] = nil
@@ -370,7 +369,6 @@ func (pe *PeerEndpoint) takeHandshakes(now time.Time) [][]byte {
 			// Its copy is still to come, on the new route: sending it now
 			// as well would put two copies in WireGuard's handshake
 			// workers at once, and both would be taken.
-		case i == 0 && !hs.pending():
 		default:
 			out = append(out, bytes.Clone(hs.last[i]))
 		}
